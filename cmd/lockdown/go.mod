@@ -1,0 +1,3 @@
+module github.com/lockdown/lockdown/cmd/lockdown
+
+go 1.26

@@ -1,0 +1,201 @@
+package events
+
+import (
+	"reflect"
+	"sort"
+	"strings"
+)
+
+// TypePrefix and TypeSuffix frame every CloudEvents type Lockdown emits:
+// io.lockdown.<name>.v1.
+const (
+	TypePrefix = "io.lockdown."
+	TypeSuffix = ".v1"
+	// SubjectPrefix is the root of every NATS subject Lockdown uses.
+	SubjectPrefix = "lockdown."
+)
+
+// Name identifies an event independently of its version, e.g. "breach.detected".
+type Name string
+
+// Event names, one per step of the runbook in shared/DESIGN.md.
+const (
+	BreachDetected          Name = "breach.detected"
+	IncidentOpened          Name = "incident.opened"
+	VaultSealed             Name = "vault.sealed"
+	ContainmentFailed       Name = "containment.failed"
+	VaultUnsealed           Name = "vault.unsealed"
+	AssessmentCompleted     Name = "assessment.completed"
+	AccessRevoked           Name = "access.revoked"
+	UnsealKeysRotated       Name = "unsealkeys.rotated"
+	RotationPlanned         Name = "rotation.planned"
+	RotationJob             Name = "rotation.job"
+	RotationTenantCompleted Name = "rotation.tenant.completed"
+	RotationTenantFailed    Name = "rotation.tenant.failed"
+	RotationCompleted       Name = "rotation.completed"
+	NotificationSent        Name = "notification.sent"
+	NotificationFailed      Name = "notification.failed"
+	NotificationsCompleted  Name = "notifications.completed"
+	AccessRestored          Name = "access.restored"
+	IncidentResolved        Name = "incident.resolved"
+	DeadLetter              Name = "deadletter"
+)
+
+// Type is the CloudEvents type of the event, e.g. io.lockdown.breach.detected.v1.
+func (n Name) Type() string { return TypePrefix + string(n) + TypeSuffix }
+
+// Subject is the NATS subject the event is published on. Dead letters are
+// published below it, one subject per consumer (see DeadLetterSubject).
+func (n Name) Subject() string { return SubjectPrefix + string(n) }
+
+// Spec describes one event of the contract.
+type Spec struct {
+	Name Name
+	// Description says what the event means, for docs/events.md.
+	Description string
+	// Producer is the service (or outside party) that publishes it.
+	Producer string
+	// Consumers are the services that act on it.
+	Consumers []string
+	// Stream is the JetStream stream that stores it.
+	Stream string
+	// data is a zero value of the event's data struct.
+	data any
+}
+
+// Type is the CloudEvents type of the spec's event.
+func (s Spec) Type() string { return s.Name.Type() }
+
+// Subject is the NATS subject of the spec's event.
+func (s Spec) Subject() string { return s.Name.Subject() }
+
+// NewData returns a pointer to a fresh value of the event's data struct.
+func (s Spec) NewData() any { return reflect.New(reflect.TypeOf(s.data)).Interface() }
+
+// DataType is the Go type of the event's data.
+func (s Spec) DataType() reflect.Type { return reflect.TypeOf(s.data) }
+
+// Service names, used as producers, consumers and CloudEvents sources.
+const (
+	ServiceContainment = "containment"
+	ServiceAssessor    = "assessor"
+	ServiceRotator     = "rotator"
+	ServiceNotifier    = "notifier"
+	ServiceCLI         = "lockdown-cli"
+	PartySIEM          = "SIEM"
+	AnyConsumer        = "any consumer"
+)
+
+// Catalog lists every event of the contract in runbook order.
+var catalog = []Spec{
+	{Name: BreachDetected, Stream: StreamEvents, data: BreachDetectedData{},
+		Description: "A detector (the SIEM, the HTTP intake or `lockdown trigger`) reports unauthorised access to Vault. The external contract of Lockdown.",
+		Producer:    PartySIEM + " / containment HTTP intake / " + ServiceCLI, Consumers: []string{ServiceContainment, ServiceAssessor}},
+	{Name: IncidentOpened, Stream: StreamEvents, data: IncidentOpenedData{},
+		Description: "Containment opened an incident for a first valid breach event.",
+		Producer:    ServiceContainment, Consumers: []string{ServiceAssessor, ServiceCLI}},
+	{Name: VaultSealed, Stream: StreamEvents, data: VaultSealedData{},
+		Description: "Every configured Vault node is confirmed sealed (per node: how, when requested, when confirmed).",
+		Producer:    ServiceContainment, Consumers: []string{ServiceCLI}},
+	{Name: ContainmentFailed, Stream: StreamEvents, data: ContainmentFailedData{},
+		Description: "A node was not confirmed sealed within the deadline; containment keeps trying.",
+		Producer:    ServiceContainment, Consumers: []string{ServiceCLI}},
+	{Name: VaultUnsealed, Stream: StreamEvents, data: VaultUnsealedData{},
+		Description: "The key holders unsealed the active node; the unseal gate is passed.",
+		Producer:    ServiceContainment, Consumers: []string{ServiceContainment}},
+	{Name: AssessmentCompleted, Stream: StreamEvents, data: AssessmentCompletedData{},
+		Description: "The assessor finished reading the audit log: scope, affected tenants, actors. Never secret values.",
+		Producer:    ServiceAssessor, Consumers: []string{ServiceRotator, ServiceNotifier}},
+	{Name: AccessRevoked, Stream: StreamEvents, data: AccessRevokedData{},
+		Description: "Compromised auth methods disabled, tokens and leases revoked, keyring rotated. Rotation may not start before it.",
+		Producer:    ServiceContainment, Consumers: []string{ServiceRotator}},
+	{Name: UnsealKeysRotated, Stream: StreamEvents, data: UnsealKeysRotatedData{},
+		Description: "The rekey ceremony completed: new unseal shares issued (fingerprints only).",
+		Producer:    ServiceContainment, Consumers: []string{ServiceCLI}},
+	{Name: RotationPlanned, Stream: StreamEvents, data: RotationPlannedData{},
+		Description: "The rotator planned one job per tenant for the incident.",
+		Producer:    ServiceRotator, Consumers: []string{ServiceNotifier, ServiceCLI}},
+	{Name: RotationJob, Stream: StreamJobs, data: RotationJobData{},
+		Description: "One tenant's rotation job on the work queue; any rotator process takes it.",
+		Producer:    ServiceRotator, Consumers: []string{ServiceRotator}},
+	{Name: RotationTenantCompleted, Stream: StreamEvents, data: RotationTenantCompletedData{},
+		Description: "One tenant's SSH, SMTP and DKIM secrets were rotated and its API keys destroyed.",
+		Producer:    ServiceRotator, Consumers: []string{ServiceNotifier}},
+	{Name: RotationTenantFailed, Stream: StreamEvents, data: RotationTenantFailedData{},
+		Description: "One tenant's rotation failed permanently.",
+		Producer:    ServiceRotator, Consumers: []string{ServiceNotifier, ServiceCLI}},
+	{Name: RotationCompleted, Stream: StreamEvents, data: RotationCompletedData{},
+		Description: "Every job of the plan has a final state.",
+		Producer:    ServiceRotator, Consumers: []string{ServiceContainment}},
+	{Name: NotificationSent, Stream: StreamEvents, data: NotificationSentData{},
+		Description: "A tenant was notified on one channel.",
+		Producer:    ServiceNotifier, Consumers: []string{ServiceCLI}},
+	{Name: NotificationFailed, Stream: StreamEvents, data: NotificationFailedData{},
+		Description: "A tenant could not be notified on one channel (permanent failure).",
+		Producer:    ServiceNotifier, Consumers: []string{ServiceCLI}},
+	{Name: NotificationsCompleted, Stream: StreamEvents, data: NotificationsCompletedData{},
+		Description: "Every tenant of the plan has a final notification state.",
+		Producer:    ServiceNotifier, Consumers: []string{ServiceContainment}},
+	{Name: AccessRestored, Stream: StreamEvents, data: AccessRestoredData{},
+		Description: "Auth methods re-enabled and their configuration re-applied.",
+		Producer:    ServiceContainment, Consumers: []string{ServiceCLI}},
+	{Name: IncidentResolved, Stream: StreamEvents, data: IncidentResolvedData{},
+		Description: "The incident ended (resolved or failed); carries the post-incident report.",
+		Producer:    ServiceContainment, Consumers: []string{ServiceCLI}},
+	{Name: DeadLetter, Stream: StreamDeadLetters, data: DeadLetterData{},
+		Description: "A message a consumer could not process: the reason and the original message. Published on `lockdown.deadletter.<durable>`.",
+		Producer:    AnyConsumer, Consumers: []string{ServiceCLI}},
+}
+
+// Catalog returns every event of the contract in runbook order. The slice
+// is a copy; changing it changes nothing.
+func Catalog() []Spec { return append([]Spec(nil), catalog...) }
+
+// Lookup finds the spec of a CloudEvents type.
+func Lookup(ceType string) (Spec, bool) {
+	for _, s := range catalog {
+		if s.Type() == ceType {
+			return s, true
+		}
+	}
+	return Spec{}, false
+}
+
+// SpecOf returns the spec of a known event name. It panics on a name that is
+// not in the catalog: that is a programming error, caught by tests.
+func SpecOf(n Name) Spec {
+	for _, s := range catalog {
+		if s.Name == n {
+			return s
+		}
+	}
+	panic("events: unknown event name " + string(n))
+}
+
+// DeadLetterSubject is the subject a consumer's dead letters go to.
+func DeadLetterSubject(durable string) string {
+	return DeadLetter.Subject() + "." + durable
+}
+
+// subjectsOf lists the subjects of the events stored in a stream.
+func subjectsOf(stream string) []string {
+	var out []string
+	for _, s := range catalog {
+		if s.Stream != stream {
+			continue
+		}
+		if s.Name == DeadLetter {
+			out = append(out, s.Subject()+".>")
+			continue
+		}
+		out = append(out, s.Subject())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// serviceName turns a producer label into the CloudEvents source used by a
+// service: /lockdown/<service>.
+func SourceOf(service string) string {
+	return "/lockdown/" + strings.ToLower(service)
+}

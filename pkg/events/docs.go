@@ -1,0 +1,61 @@
+package events
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Markdown renders docs/events.md from the catalog and the topology, so the
+// document cannot drift from the code (a test compares them).
+func Markdown() string {
+	var b strings.Builder
+	b.WriteString("# Events\n\n")
+	b.WriteString("<!-- Generated from pkg/events by `make docs` (go test ./pkg/events -run TestDocs -update). Do not edit by hand. -->\n\n")
+	b.WriteString("Every message between Lockdown's services is a CloudEvent 1.0, published on NATS JetStream in **structured JSON mode** " +
+		"(`content-type: application/cloudevents+json`) with `Nats-Msg-Id` set to the event id, so JetStream drops a duplicate publish inside the stream's duplicate window. " +
+		"Consumers also accept **binary mode** (`ce-*` headers, data in the body). Trace context travels twice: the W3C `traceparent`/`tracestate` NATS headers, " +
+		"and the CloudEvents distributed-tracing extension attributes of the same names.\n\n")
+	b.WriteString("The JSON Schema of each event's `data` is in [`docs/schemas/`](schemas/).\n\n")
+	b.WriteString("## Catalog\n\n| type | subject | producer | consumers | stream |\n|---|---|---|---|---|\n")
+	for _, s := range catalog {
+		subject := "`" + s.Subject() + "`"
+		if s.Name == DeadLetter {
+			subject = "`" + s.Subject() + ".<durable>`"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | `%s` |\n", s.Type(), subject, s.Producer, strings.Join(s.Consumers, ", "), s.Stream)
+	}
+	b.WriteString("\n## Streams\n\n| stream | subjects | retention | duplicate window | max age | storage |\n|---|---|---|---|---|---|\n")
+	for _, st := range Streams() {
+		age := "unbounded"
+		if st.MaxAge > 0 {
+			age = st.MaxAge.String()
+		}
+		fmt.Fprintf(&b, "| `%s` | `%s` | %s | %s | %s | file |\n", st.Name, strings.Join(st.Subjects, "`, `"), st.Retention, st.DuplicateWindow, age)
+	}
+	b.WriteString("\n## Durable consumers\n\nAll are pull consumers with explicit acks. A handler's transient error is retried with `NakWithDelay` " +
+		"(base · 2^(delivery−1), capped); a permanent error, a malformed payload or an unknown type is terminated with `TermWithReason` and recorded on " +
+		"`lockdown.deadletter.<durable>`; the last allowed delivery of a transient failure is dead-lettered the same way, so nothing is lost silently.\n\n")
+	b.WriteString("| durable | service | stream | events | ack wait | max deliver | max ack pending | retry |\n|---|---|---|---|---|---|---|---|\n")
+	for _, c := range Consumers() {
+		names := make([]string, len(c.Events))
+		for i, n := range c.Events {
+			names[i] = "`" + string(n) + "`"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | `%s` | %s | %s | %d | %d | %s → %s |\n", c.Durable, c.Service, c.Stream, strings.Join(names, ", "),
+			c.AckWait, c.MaxDeliver, c.MaxAckPending, c.RetryBase, c.RetryMax)
+	}
+	b.WriteString("\n## Events and their data\n")
+	for _, s := range catalog {
+		fmt.Fprintf(&b, "\n### `%s`\n\n%s\n\n- subject: `%s`\n- producer: %s\n- consumers: %s\n- schema: [`schemas/%s.v1.json`](schemas/%s.v1.json)\n\n",
+			s.Name, s.Description, s.Subject(), s.Producer, strings.Join(s.Consumers, ", "), s.Name, s.Name)
+		b.WriteString("| field | type | required | meaning |\n|---|---|---|---|\n")
+		for _, f := range s.fields() {
+			req := ""
+			if f.Required {
+				req = "yes"
+			}
+			fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", f.Name, f.Type, req, f.Doc)
+		}
+	}
+	return b.String()
+}

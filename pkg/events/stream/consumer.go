@@ -1,0 +1,222 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/lockdown/lockdown/pkg/events"
+)
+
+// ConsumerOptions configure a Consumer. Zero values take the defaults.
+type ConsumerOptions struct {
+	// Logger receives one line per settled message. Default: slog.Default().
+	Logger *slog.Logger
+	// TracerProvider traces each message. Default: no tracing.
+	TracerProvider trace.TracerProvider
+	// Concurrency is how many messages one process handles at once. Default 1.
+	Concurrency int
+	// DrainTimeout bounds how long Run waits for in-flight handlers after
+	// its context ends; unfinished messages are redelivered. Default 10s.
+	DrainTimeout time.Duration
+	// Middleware wraps the handler inside the built-in panic recovery.
+	Middleware []Middleware
+}
+
+// Consumer runs a handler over a declared durable pull consumer. Several
+// processes running the same consumer divide its messages.
+type Consumer struct {
+	js          jetstream.JetStream
+	spec        events.ConsumerSpec
+	handler     Handler
+	logger      *slog.Logger
+	tracer      trace.Tracer
+	deadLetters *Publisher
+	concurrency int
+	drain       time.Duration
+}
+
+// NewConsumer prepares a consumer for the declared spec. dlqSource is the
+// CloudEvents source of the dead letters it writes.
+func NewConsumer(js jetstream.JetStream, spec events.ConsumerSpec, handler Handler, opts ConsumerOptions) *Consumer {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.TracerProvider == nil {
+		opts.TracerProvider = noop.NewTracerProvider()
+	}
+	if opts.Concurrency < 1 {
+		opts.Concurrency = 1
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 10 * time.Second
+	}
+	logger := opts.Logger.With(slog.String("consumer", spec.Durable))
+	mw := append([]Middleware{Recoverer(logger)}, opts.Middleware...)
+	return &Consumer{
+		js:          js,
+		spec:        spec,
+		handler:     Chain(handler, mw...),
+		logger:      logger,
+		tracer:      opts.TracerProvider.Tracer(instrumentationName),
+		deadLetters: NewPublisher(js, events.SourceOf(spec.Service), opts.TracerProvider),
+		concurrency: opts.Concurrency,
+		drain:       opts.DrainTimeout,
+	}
+}
+
+// Run consumes until ctx ends, then stops fetching and waits (up to the
+// drain timeout) for handlers in flight. It returns an error only when it
+// cannot bind to the consumer.
+func (c *Consumer) Run(ctx context.Context) error {
+	cons, err := c.js.Consumer(ctx, c.spec.Stream, c.spec.Durable)
+	if err != nil {
+		return fmt.Errorf("bind consumer %s: %w", c.spec.Durable, err)
+	}
+	// Handlers outlive ctx by up to the drain timeout so in-flight work
+	// finishes instead of being cut mid-way.
+	handlerCtx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHandlers()
+
+	slots := make(chan struct{}, c.concurrency)
+	var inFlight sync.WaitGroup
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		slots <- struct{}{}
+		inFlight.Add(1)
+		go func() {
+			defer func() { <-slots; inFlight.Done() }()
+			c.process(handlerCtx, msg)
+		}()
+	}, jetstream.PullMaxMessages(max(2*c.concurrency, 8)))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", c.spec.Durable, err)
+	}
+	c.logger.InfoContext(ctx, "consumer started", slog.String("stream", c.spec.Stream), slog.Int("concurrency", c.concurrency))
+	<-ctx.Done()
+	cc.Stop()
+	done := make(chan struct{})
+	go func() { inFlight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(c.drain):
+		c.logger.Warn("drain timeout: handlers still running are cancelled; their messages will be redelivered")
+		cancelHandlers()
+		<-done
+	}
+	c.logger.Info("consumer stopped")
+	return nil
+}
+
+// process decodes one message, runs the handler and settles the message.
+func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
+	var attempt uint64 = 1
+	if meta, err := msg.Metadata(); err == nil {
+		attempt = meta.NumDelivered
+	}
+	ev, spec, decodeErr := events.Decode(msg.Headers(), msg.Data())
+	if decodeErr == nil && spec.Subject() != msg.Subject() {
+		decodeErr = fmt.Errorf("%w: type %s does not belong on subject %s", events.ErrMalformed, ev.Type(), msg.Subject())
+	}
+	var evp *event.Event
+	if decodeErr == nil {
+		evp = &ev
+	}
+	ctx = extract(ctx, msg.Headers(), evp)
+	ctx, span := c.tracer.Start(ctx, "process "+msg.Subject(),
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(messagingAttributes(msg.Subject(), ev)...),
+		trace.WithAttributes(
+			attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.consumer.group.name", c.spec.Durable),
+			attribute.Int64("messaging.nats.delivery_count", int64(attempt))))
+	defer span.End()
+
+	log := c.logger.With(slog.String("subject", msg.Subject()), slog.Uint64("attempt", attempt))
+	if decodeErr != nil {
+		span.SetStatus(codes.Error, "undecodable message")
+		c.deadLetter(ctx, msg, attempt, decodeErr, log)
+		return
+	}
+	log = log.With(slog.String("event_id", ev.ID()), slog.String("event_type", ev.Type()))
+	err := c.handler(ctx, &Delivery{Event: ev, Spec: spec, Subject: msg.Subject(), Attempt: attempt, Consumer: c.spec.Durable, msg: msg})
+	switch {
+	case err == nil:
+		if ackErr := msg.Ack(); ackErr != nil {
+			log.WarnContext(ctx, "ack failed; the message will be redelivered", slog.Any("error", ackErr))
+			return
+		}
+		log.DebugContext(ctx, "handled")
+	case IsPermanent(err):
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "permanent failure")
+		c.deadLetter(ctx, msg, attempt, err, log)
+	case c.spec.MaxDeliver > 0 && attempt >= uint64(c.spec.MaxDeliver):
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "retries exhausted")
+		c.deadLetter(ctx, msg, attempt, fmt.Errorf("gave up after %d deliveries: %w", attempt, err), log)
+	default:
+		delay := c.spec.Backoff(attempt)
+		span.RecordError(err)
+		span.SetAttributes(attribute.String("lockdown.retry_in", delay.String()))
+		log.WarnContext(ctx, "transient failure; retrying later", slog.Any("error", err), slog.Duration("retry_in", delay))
+		if nakErr := msg.NakWithDelay(delay); nakErr != nil {
+			log.WarnContext(ctx, "nak failed; the message will be redelivered after the ack wait", slog.Any("error", nakErr))
+		}
+	}
+}
+
+// deadLetter records the message on the consumer's dead-letter subject, then
+// terminates it. If the record cannot be written the message is not
+// terminated but retried, so it is never lost.
+func (c *Consumer) deadLetter(ctx context.Context, msg jetstream.Msg, attempt uint64, cause error, log *slog.Logger) {
+	reason := cause.Error()
+	if err := c.writeDeadLetter(ctx, msg, attempt, reason); err != nil {
+		log.ErrorContext(ctx, "dead letter not written; retrying the message", slog.Any("error", err), slog.String("reason", reason))
+		_ = msg.NakWithDelay(c.spec.Backoff(attempt))
+		return
+	}
+	if err := msg.TermWithReason(truncate(reason, 256)); err != nil {
+		log.WarnContext(ctx, "term failed", slog.Any("error", err))
+	}
+	log.ErrorContext(ctx, "message dead-lettered", slog.String("reason", reason))
+}
+
+func (c *Consumer) writeDeadLetter(ctx context.Context, msg jetstream.Msg, attempt uint64, reason string) error {
+	data := events.DeadLetterData{
+		Consumer:        c.spec.Durable,
+		Reason:          reason,
+		Subject:         msg.Subject(),
+		Deliveries:      attempt,
+		OriginalHeaders: msg.Headers(),
+		OriginalData:    msg.Data(),
+		FailedAt:        time.Now().UTC(),
+	}
+	ev, err := events.New(events.DeadLetter, events.SourceOf(c.spec.Service), data)
+	if err != nil {
+		return err
+	}
+	// One dead letter per stored message and delivery count: a retried
+	// write after a lost ack is de-duplicated by JetStream.
+	if meta, err := msg.Metadata(); err == nil {
+		ev.SetID(fmt.Sprintf("%s-%d-%d", c.spec.Durable, meta.Sequence.Stream, attempt))
+	}
+	_, err = c.deadLetters.publishOn(ctx, events.DeadLetterSubject(c.spec.Durable), ev)
+	return err
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+

@@ -1,0 +1,315 @@
+package stream_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/stream"
+)
+
+// startJetStream runs an embedded NATS server with JetStream on a random
+// port and returns a JetStream context with the contract's topology.
+func startJetStream(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	srv, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := stream.EnsureTopology(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	// Idempotent: a second service starting does not fail.
+	if err := stream.EnsureTopology(ctx, js); err != nil {
+		t.Fatalf("second EnsureTopology: %v", err)
+	}
+	return nc, js
+}
+
+// testConsumer declares a consumer of breach events with short retries.
+func testConsumer(t *testing.T, js jetstream.JetStream, durable string, maxDeliver int) events.ConsumerSpec {
+	t.Helper()
+	spec := events.ConsumerSpec{Durable: durable, Stream: events.StreamEvents, Service: "test",
+		Events: []events.Name{events.BreachDetected}, AckWait: 5 * time.Second, MaxDeliver: maxDeliver,
+		MaxAckPending: 16, RetryBase: 100 * time.Millisecond, RetryMax: time.Second}
+	if _, err := js.CreateOrUpdateConsumer(context.Background(), spec.Stream, stream.ConsumerConfig(spec)); err != nil {
+		t.Fatal(err)
+	}
+	return spec
+}
+
+// run starts a consumer and stops it when the test ends.
+func run(t *testing.T, js jetstream.JetStream, spec events.ConsumerSpec, h stream.Handler) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := stream.NewConsumer(js, spec, h, stream.ConsumerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("consumer: %v", err)
+		}
+	})
+}
+
+// deadLetters subscribes to a consumer's dead-letter subject.
+func deadLetters(t *testing.T, js jetstream.JetStream, durable string) <-chan events.DeadLetterData {
+	t.Helper()
+	out := make(chan events.DeadLetterData, 16)
+	cons, err := js.OrderedConsumer(context.Background(), events.StreamDeadLetters, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.DeadLetterSubject(durable)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		ev, _, err := events.Decode(m.Headers(), m.Data())
+		if err != nil {
+			t.Errorf("dead letter is not a valid event: %v", err)
+			return
+		}
+		d, err := events.DataAs[events.DeadLetterData](ev)
+		if err != nil {
+			t.Errorf("dead letter data: %v", err)
+			return
+		}
+		out <- d
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cc.Stop)
+	return out
+}
+
+func within[T any](t *testing.T, ch <-chan T, d time.Duration, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(d):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+func breach(summary string) events.BreachDetectedData {
+	return events.BreachDetectedData{Summary: summary, Severity: events.SeverityHigh}
+}
+
+func TestConsumer(t *testing.T) {
+	ctx := context.Background()
+	// Each case gets its own server, so one case's messages never reach
+	// another's consumer.
+	fresh := func(t *testing.T) (*nats.Conn, jetstream.JetStream, *stream.Publisher) {
+		nc, js := startJetStream(t)
+		return nc, js, stream.NewPublisher(js, "/test/siem", nil)
+	}
+
+	t.Run("a duplicate publish with the same id is delivered once", func(t *testing.T) {
+		_, js, pub := fresh(t)
+		spec := testConsumer(t, js, "dedupe", 3)
+		got := make(chan string, 8)
+		run(t, js, spec, func(_ context.Context, d *stream.Delivery) error { got <- d.Event.ID(); return nil })
+		ev, err := events.New(events.BreachDetected, "/test/siem", breach("dup"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, err := pub.PublishEvent(ctx, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		second, err := pub.PublishEvent(ctx, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first.Duplicate || !second.Duplicate {
+			t.Fatalf("JetStream should flag only the second publish as duplicate: %v %v", first.Duplicate, second.Duplicate)
+		}
+		// A marker published after the duplicate proves the consumer has
+		// moved past it, without sleeping.
+		marker, _ := pub.Publish(ctx, events.BreachDetected, breach("marker"))
+		ids := []string{within(t, got, 5*time.Second, "first delivery"), within(t, got, 5*time.Second, "marker")}
+		if ids[0] != ev.ID() || ids[1] != marker.ID() {
+			t.Fatalf("deliveries %v, want [%s %s]", ids, ev.ID(), marker.ID())
+		}
+	})
+
+	t.Run("a malformed payload and an unknown type are dead-lettered and the consumer goes on", func(t *testing.T) {
+		_, js, pub := fresh(t)
+		spec := testConsumer(t, js, "poison", 3)
+		dlq := deadLetters(t, js, spec.Durable)
+		got := make(chan string, 8)
+		run(t, js, spec, func(_ context.Context, d *stream.Delivery) error { got <- d.Event.ID(); return nil })
+		if _, err := js.Publish(ctx, events.BreachDetected.Subject(), []byte("{not json")); err != nil {
+			t.Fatal(err)
+		}
+		unknown := fmt.Sprintf(`{"specversion":"1.0","id":"u-1","type":"com.example.unknown","source":"/x","time":"%s"}`, time.Now().UTC().Format(time.RFC3339))
+		if _, err := js.Publish(ctx, events.BreachDetected.Subject(), []byte(unknown)); err != nil {
+			t.Fatal(err)
+		}
+		reasons := []string{within(t, dlq, 5*time.Second, "malformed dead letter").Reason, within(t, dlq, 5*time.Second, "unknown-type dead letter").Reason}
+		if !contains(reasons[0], "malformed") || !contains(reasons[1], "unknown event type") {
+			t.Fatalf("reasons %q", reasons)
+		}
+		good, _ := pub.Publish(ctx, events.BreachDetected, breach("after poison"))
+		if id := within(t, got, 5*time.Second, "a good event after the poison"); id != good.ID() {
+			t.Fatalf("got %s, want %s", id, good.ID())
+		}
+	})
+
+	t.Run("a handler panic is a permanent failure, not a crash", func(t *testing.T) {
+		_, js, pub := fresh(t)
+		spec := testConsumer(t, js, "panics", 3)
+		dlq := deadLetters(t, js, spec.Durable)
+		run(t, js, spec, func(context.Context, *stream.Delivery) error { panic("boom") })
+		ev, _ := pub.Publish(ctx, events.BreachDetected, breach("panic"))
+		d := within(t, dlq, 5*time.Second, "dead letter")
+		if !contains(d.Reason, "panicked: boom") || d.Deliveries != 1 {
+			t.Fatalf("dead letter %+v", d)
+		}
+		orig, _, err := events.Decode(d.OriginalHeaders, d.OriginalData)
+		if err != nil || orig.ID() != ev.ID() {
+			t.Fatalf("the dead letter must carry the original event: %v %v", orig.ID(), err)
+		}
+	})
+
+	t.Run("a transient error is retried with growing delay", func(t *testing.T) {
+		_, js, pub := fresh(t)
+		spec := testConsumer(t, js, "transient", 10)
+		var mu sync.Mutex
+		var at []time.Time
+		done := make(chan struct{})
+		run(t, js, spec, func(_ context.Context, d *stream.Delivery) error {
+			mu.Lock()
+			defer mu.Unlock()
+			at = append(at, time.Now())
+			if d.Attempt < 4 {
+				return errors.New("vault unavailable")
+			}
+			close(done)
+			return nil
+		})
+		pub.Publish(ctx, events.BreachDetected, breach("transient"))
+		within(t, done, 10*time.Second, "fourth delivery")
+		mu.Lock()
+		defer mu.Unlock()
+		for i := 1; i < len(at); i++ {
+			gap, min := at[i].Sub(at[i-1]), spec.Backoff(uint64(i))
+			// The server redelivers no earlier than the NakWithDelay asked.
+			if gap < min-20*time.Millisecond {
+				t.Errorf("retry %d came after %v, before its backoff %v", i, gap, min)
+			}
+		}
+		if g1, g3 := at[1].Sub(at[0]), at[3].Sub(at[2]); g3 <= g1 {
+			t.Errorf("delays did not grow: first %v, third %v", g1, g3)
+		}
+	})
+
+	t.Run("a permanent error is terminated, not retried", func(t *testing.T) {
+		_, js, pub := fresh(t)
+		spec := testConsumer(t, js, "permanent", 5)
+		dlq := deadLetters(t, js, spec.Durable)
+		calls := make(chan uint64, 8)
+		run(t, js, spec, func(_ context.Context, d *stream.Delivery) error {
+			calls <- d.Attempt
+			if d.Event.Source() == "/marker" {
+				return nil
+			}
+			return stream.Permanent(errors.New("tenant does not exist"))
+		})
+		pub.Publish(ctx, events.BreachDetected, breach("permanent"))
+		d := within(t, dlq, 5*time.Second, "dead letter")
+		if d.Reason != "tenant does not exist" || d.Consumer != "permanent" {
+			t.Fatalf("dead letter %+v", d)
+		}
+		if a := within(t, calls, time.Second, "first call"); a != 1 {
+			t.Fatalf("first attempt %d", a)
+		}
+		// Nothing more arrives before a marker published afterwards: a
+		// redelivery of the terminated message would come first.
+		marker, _ := events.New(events.BreachDetected, "/marker", breach("marker"))
+		pub.PublishEvent(ctx, marker)
+		if a := within(t, calls, 5*time.Second, "marker"); a != 1 {
+			t.Fatalf("the terminated message was redelivered (attempt %d)", a)
+		}
+		info, err := js.Consumer(ctx, spec.Stream, spec.Durable)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ci, _ := info.Info(ctx)
+		if ci.NumAckPending != 0 || ci.NumRedelivered != 0 {
+			t.Fatalf("consumer still holds the message: pending %d redelivered %d", ci.NumAckPending, ci.NumRedelivered)
+		}
+	})
+
+	t.Run("retries exhausted end on the dead-letter subject", func(t *testing.T) {
+		_, js, pub := fresh(t)
+		spec := testConsumer(t, js, "exhausted", 2)
+		dlq := deadLetters(t, js, spec.Durable)
+		run(t, js, spec, func(context.Context, *stream.Delivery) error { return errors.New("still down") })
+		pub.Publish(ctx, events.BreachDetected, breach("exhaust"))
+		d := within(t, dlq, 5*time.Second, "dead letter")
+		if d.Deliveries != 2 || !contains(d.Reason, "gave up after 2 deliveries: still down") {
+			t.Fatalf("dead letter %+v", d)
+		}
+	})
+
+	t.Run("trace context travels in the traceparent header", func(t *testing.T) {
+		nc, js, pub := fresh(t)
+		sub, err := nc.SubscribeSync(events.IncidentOpened.Subject())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		tp := newRecordingProvider()
+		tpub := stream.NewPublisher(js, "/test", tp)
+		if _, err := tpub.Publish(ctx, events.IncidentOpened, events.IncidentOpenedData{IncidentID: "i", BreachEventID: "b"}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Header.Get("traceparent") == "" || m.Header.Get("Nats-Msg-Id") == "" {
+			t.Fatalf("headers %v", m.Header)
+		}
+		ev, _, err := events.Decode(m.Header, m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Extensions()["traceparent"] != m.Header.Get("traceparent") {
+			t.Fatalf("the CloudEvents tracing extension should carry the same traceparent: %v", ev.Extensions())
+		}
+	})
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+

@@ -1,0 +1,148 @@
+package events
+
+import "time"
+
+// Stream names.
+const (
+	// StreamEvents keeps the incident's event history (limits retention): it
+	// is the timeline a report is built from.
+	StreamEvents = "LOCKDOWN_EVENTS"
+	// StreamJobs is the rotation work queue: a job is deleted once acked.
+	StreamJobs = "LOCKDOWN_JOBS"
+	// StreamDeadLetters keeps every dead letter for inspection and replay.
+	StreamDeadLetters = "LOCKDOWN_DLQ"
+)
+
+// Retention says how a stream forgets messages.
+type Retention string
+
+// Retention policies used by Lockdown's streams.
+const (
+	RetentionLimits    Retention = "limits"
+	RetentionWorkQueue Retention = "workqueue"
+)
+
+// StreamSpec declares one JetStream stream.
+type StreamSpec struct {
+	Name     string
+	Subjects []string
+	// Retention: limits keeps history; workqueue deletes on ack.
+	Retention Retention
+	// DuplicateWindow is how long a Nats-Msg-Id is remembered for de-duplication.
+	DuplicateWindow time.Duration
+	// MaxAge bounds how long messages are kept (0: forever).
+	MaxAge time.Duration
+	// FileStorage is true for every Lockdown stream: an incident must
+	// survive a NATS restart.
+	FileStorage bool
+	// Replicas is 1 on a single server; a cluster deployment raises it.
+	Replicas int
+}
+
+// ConsumerSpec declares one durable pull consumer.
+type ConsumerSpec struct {
+	// Durable is the consumer's name; processes bound to it share its messages.
+	Durable string
+	Stream  string
+	// Events are the events it receives (their subjects become its filter).
+	Events []Name
+	// Service is the service that runs it.
+	Service string
+	// AckWait is how long a delivery may stay unacknowledged before redelivery.
+	AckWait time.Duration
+	// MaxDeliver bounds deliveries; the last one ends on the dead-letter subject.
+	MaxDeliver int
+	// MaxAckPending bounds messages in flight across all bound processes.
+	MaxAckPending int
+	// RetryBase and RetryMax shape the NakWithDelay backoff of transient
+	// failures: RetryBase·2^(attempt-1), capped at RetryMax.
+	RetryBase time.Duration
+	RetryMax  time.Duration
+}
+
+// FilterSubjects are the subjects the consumer receives.
+func (c ConsumerSpec) FilterSubjects() []string {
+	out := make([]string, len(c.Events))
+	for i, n := range c.Events {
+		out[i] = n.Subject()
+	}
+	return out
+}
+
+// Backoff is the delay before redelivering after the given failed delivery
+// (1 for the first).
+func (c ConsumerSpec) Backoff(delivery uint64) time.Duration {
+	if delivery < 1 {
+		delivery = 1
+	}
+	d := c.RetryBase
+	for i := uint64(1); i < delivery && d < c.RetryMax; i++ {
+		d *= 2
+	}
+	if d > c.RetryMax {
+		d = c.RetryMax
+	}
+	return d
+}
+
+// Streams declares every stream, derived from the catalog.
+func Streams() []StreamSpec {
+	return []StreamSpec{
+		{Name: StreamEvents, Subjects: subjectsOf(StreamEvents), Retention: RetentionLimits,
+			DuplicateWindow: 24 * time.Hour, MaxAge: 90 * 24 * time.Hour, FileStorage: true, Replicas: 1},
+		{Name: StreamJobs, Subjects: subjectsOf(StreamJobs), Retention: RetentionWorkQueue,
+			DuplicateWindow: 24 * time.Hour, FileStorage: true, Replicas: 1},
+		{Name: StreamDeadLetters, Subjects: subjectsOf(StreamDeadLetters), Retention: RetentionLimits,
+			DuplicateWindow: 24 * time.Hour, MaxAge: 365 * 24 * time.Hour, FileStorage: true, Replicas: 1},
+	}
+}
+
+// Durable consumer names.
+const (
+	ConsumerContainmentBreach   = "containment-breach"
+	ConsumerContainmentRecovery = "containment-recovery"
+	ConsumerAssessorBreach      = "assessor-breach"
+	ConsumerRotatorPlanner      = "rotator-planner"
+	ConsumerRotatorJobs         = "rotator-jobs"
+	ConsumerNotifier            = "notifier"
+)
+
+// Consumers declares every durable consumer.
+func Consumers() []ConsumerSpec {
+	base := func(c ConsumerSpec) ConsumerSpec {
+		c.AckWait = 30 * time.Second
+		c.MaxDeliver = 8
+		c.MaxAckPending = 64
+		c.RetryBase = time.Second
+		c.RetryMax = time.Minute
+		return c
+	}
+	jobs := base(ConsumerSpec{Durable: ConsumerRotatorJobs, Stream: StreamJobs, Service: ServiceRotator,
+		Events: []Name{RotationJob}})
+	// Rotation jobs divide among processes; in-flight work is bounded so a
+	// slow Vault is not flooded, and long jobs send InProgress.
+	jobs.MaxAckPending = 32
+	return []ConsumerSpec{
+		base(ConsumerSpec{Durable: ConsumerContainmentBreach, Stream: StreamEvents, Service: ServiceContainment,
+			Events: []Name{BreachDetected}}),
+		base(ConsumerSpec{Durable: ConsumerContainmentRecovery, Stream: StreamEvents, Service: ServiceContainment,
+			Events: []Name{VaultUnsealed, RotationCompleted, NotificationsCompleted}}),
+		base(ConsumerSpec{Durable: ConsumerAssessorBreach, Stream: StreamEvents, Service: ServiceAssessor,
+			Events: []Name{BreachDetected, IncidentOpened}}),
+		base(ConsumerSpec{Durable: ConsumerRotatorPlanner, Stream: StreamEvents, Service: ServiceRotator,
+			Events: []Name{AssessmentCompleted, AccessRevoked}}),
+		jobs,
+		base(ConsumerSpec{Durable: ConsumerNotifier, Stream: StreamEvents, Service: ServiceNotifier,
+			Events: []Name{AssessmentCompleted, RotationPlanned, RotationTenantCompleted, RotationTenantFailed}}),
+	}
+}
+
+// ConsumerOf returns the declared consumer with the given durable name.
+func ConsumerOf(durable string) (ConsumerSpec, bool) {
+	for _, c := range Consumers() {
+		if c.Durable == durable {
+			return c, true
+		}
+	}
+	return ConsumerSpec{}, false
+}

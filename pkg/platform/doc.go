@@ -1,0 +1,14 @@
+// Package platform is the root of Lockdown's shared runtime code that is not
+// the event contract. Its packages:
+//
+//   - config: one config struct per service, loaded from LOCKDOWN_*
+//     environment variables with documented defaults, validated once.
+//   - telemetry: OpenTelemetry tracing (OTLP) and slog JSON logs carrying
+//     trace and span ids.
+//   - runner: the process skeleton every service main uses (signals,
+//     telemetry, graceful drain).
+//   - natsconn: NATS and JetStream connections.
+//   - migrate: SQL migrations per service schema.
+//   - localstack: the real servers (NATS, PostgreSQL, Vault, Jaeger, Mailpit)
+//     started as processes for tests, the drill and `lockdown dev`.
+package platform

@@ -1,0 +1,119 @@
+package localstack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Postgres is a fresh PostgreSQL cluster with a `lockdown` database.
+type Postgres struct {
+	// URL is a pgx connection string for the lockdown database, with the
+	// generated password: hand it to processes, never print it.
+	URL  string
+	Port int
+}
+
+// postgresUser owns the cluster; postgresDB is the database services use.
+const (
+	postgresUser = "lockdown"
+	postgresDB   = "lockdown"
+)
+
+func (s *Stack) startPostgres(ctx context.Context) error {
+	initdb, err := pgTool("initdb")
+	if err != nil {
+		return err
+	}
+	server, err := pgTool("postgres")
+	if err != nil {
+		return err
+	}
+	cred, err := postgresCredential()
+	if err != nil {
+		return err
+	}
+	ports, err := freePorts(1)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(s.Dir, "postgres")
+	data, sock := filepath.Join(dir, "data"), filepath.Join(dir, "sock")
+	for _, d := range []string{dir, sock} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	password := randomHex(24)
+	pwfile := filepath.Join(dir, "pwfile")
+	if err := os.WriteFile(pwfile, []byte(password+"\n"), 0o600); err != nil {
+		return err
+	}
+	if cred != nil {
+		for _, p := range []string{dir, sock, pwfile} {
+			if err := os.Chown(p, int(cred.Uid), int(cred.Gid)); err != nil {
+				return err
+			}
+		}
+	}
+	cmd := exec.CommandContext(ctx, initdb, "-D", data, "-U", postgresUser, "--pwfile", pwfile,
+		"--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync", "--locale=C")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("initdb: %w\n%s", err, out)
+	}
+	os.Remove(pwfile)
+	// fsync off: the cluster is disposable, and tests should measure
+	// Lockdown, not the disk.
+	p, err := startProcess("postgres", s.Dir, server, []string{"-D", data, "-p", strconv.Itoa(ports[0]),
+		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + sock,
+		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+		"-c", "max_connections=200"}, nil, cred)
+	if err != nil {
+		return err
+	}
+	s.procs = append(s.procs, p)
+	admin := pgURL(password, ports[0], "postgres")
+	if err := p.waitReady(ctx, func(ctx context.Context) error {
+		conn, err := pgx.Connect(ctx, admin)
+		if err != nil {
+			return err
+		}
+		return conn.Close(ctx)
+	}); err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+postgresDB); err != nil {
+		return fmt.Errorf("postgres: create database: %w", err)
+	}
+	s.Postgres = &Postgres{URL: pgURL(password, ports[0], postgresDB), Port: ports[0]}
+	return nil
+}
+
+func pgURL(password string, port int, db string) string {
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(postgresUser, password),
+		Host: "127.0.0.1:" + strconv.Itoa(port), Path: "/" + db, RawQuery: "sslmode=disable"}
+	return u.String()
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,185 @@
+// Package localstack starts Lockdown's real servers — NATS with JetStream,
+// PostgreSQL, Vault (a real non-dev server), Jaeger and Mailpit — as
+// processes on free 127.0.0.1 ports inside one temporary directory, waits
+// until each is ready, and tears everything down again. Integration tests,
+// the drill and `lockdown dev` use it; nothing in it is a stand-in.
+//
+// Secrets it creates (Vault's root token and unseal shares, the PostgreSQL
+// password) stay in the Stack value of the process that started it: they
+// are never logged or written outside the stack's temporary directory,
+// which Close removes.
+package localstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// Options choose the servers to start. The zero value starts nothing; All
+// starts everything.
+type Options struct {
+	NATS     bool
+	Postgres bool
+	Vault    bool
+	Jaeger   bool
+	Mailpit  bool
+	// NATSConfig, when set, is extra NATS server configuration (for
+	// example the per-service users of deploy/nats) appended to the
+	// stack's listen/JetStream settings.
+	NATSConfig string
+	// ReadyTimeout bounds the wait for each server. Default 60s.
+	ReadyTimeout time.Duration
+	// KeepDir leaves the temporary directory (logs, data) after Close,
+	// for debugging a failed run. Secrets in it are the test's own.
+	KeepDir bool
+}
+
+// All starts every server.
+func All() Options {
+	return Options{NATS: true, Postgres: true, Vault: true, Jaeger: true, Mailpit: true}
+}
+
+// Stack is a running set of servers.
+type Stack struct {
+	// Dir is the temporary directory holding every server's data and log.
+	Dir string
+
+	NATS     *NATS
+	Postgres *Postgres
+	Vault    *Vault
+	Jaeger   *Jaeger
+	Mailpit  *Mailpit
+
+	procs []*process
+	keep  bool
+}
+
+// Start starts the chosen servers and waits until each is ready. On error
+// everything already started is stopped again.
+func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = 60 * time.Second
+	}
+	dir, err := os.MkdirTemp("", "lockdown-stack-")
+	if err != nil {
+		return nil, fmt.Errorf("localstack: temp dir: %w", err)
+	}
+	// PostgreSQL runs as another user and must traverse the directory.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return nil, fmt.Errorf("localstack: %w", err)
+	}
+	s := &Stack{Dir: dir, keep: opts.KeepDir}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, s.Close())
+		}
+	}()
+	ready := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, opts.ReadyTimeout) }
+	type starter struct {
+		on    bool
+		start func(context.Context) error
+	}
+	for _, st := range []starter{
+		{opts.NATS, func(c context.Context) error { return s.startNATS(c, opts.NATSConfig) }},
+		{opts.Postgres, s.startPostgres},
+		{opts.Vault, s.startVault},
+		{opts.Jaeger, s.startJaeger},
+		{opts.Mailpit, s.startMailpit},
+	} {
+		if !st.on {
+			continue
+		}
+		c, cancel := ready()
+		err := st.start(c)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("localstack: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Close stops every server (SIGTERM, then SIGKILL after a grace period) and
+// removes the temporary directory. It is safe to call twice.
+func (s *Stack) Close() error {
+	var errs []error
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		if err := s.procs[i].stop(10 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.procs = nil
+	if !s.keep && s.Dir != "" {
+		if err := os.RemoveAll(s.Dir); err != nil {
+			errs = append(errs, fmt.Errorf("localstack: remove %s: %w", s.Dir, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Ports lists every TCP port the stack's servers listen on, so a caller
+// can check that they are free again after Close.
+func (s *Stack) Ports() []int {
+	var out []int
+	if s.NATS != nil {
+		out = append(out, s.NATS.Port, s.NATS.MonitorPort)
+	}
+	if s.Postgres != nil {
+		out = append(out, s.Postgres.Port)
+	}
+	if s.Vault != nil {
+		out = append(out, s.Vault.Port, s.Vault.ClusterPort)
+	}
+	if s.Jaeger != nil {
+		out = append(out, s.Jaeger.ports...)
+	}
+	if s.Mailpit != nil {
+		out = append(out, s.Mailpit.SMTPPort, s.Mailpit.HTTPPort)
+	}
+	return out
+}
+
+// Env returns the environment a Lockdown service needs to use this stack:
+// LOCKDOWN_* and the standard OTEL_* variables. It carries the database
+// password and the Vault token, so it is handed to child processes only,
+// never printed.
+func (s *Stack) Env(service string) []string {
+	env := []string{"OTEL_SERVICE_NAME=" + service}
+	if s.NATS != nil {
+		env = append(env, "LOCKDOWN_NATS_URL="+s.NATS.URL)
+	}
+	if s.Postgres != nil {
+		env = append(env, "LOCKDOWN_DATABASE_URL="+s.Postgres.URL)
+	}
+	if s.Vault != nil {
+		env = append(env, "LOCKDOWN_VAULT_ADDR="+s.Vault.Addr, "LOCKDOWN_VAULT_TOKEN="+s.Vault.RootToken)
+	}
+	if s.Jaeger != nil {
+		env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+s.Jaeger.OTLPHTTPEndpoint, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf")
+	}
+	if s.Mailpit != nil {
+		env = append(env, "LOCKDOWN_SMTP_ADDR="+s.Mailpit.SMTPAddr)
+	}
+	return env
+}
+
+// postgresCredential returns the credential to run PostgreSQL with: the
+// postgres user when running as root (initdb refuses root), nil otherwise.
+func postgresCredential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root needs a postgres user to run PostgreSQL (install the postgresql package): %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}

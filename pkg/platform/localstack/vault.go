@@ -1,0 +1,174 @@
+package localstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	vault "github.com/hashicorp/vault/api"
+)
+
+// Vault shape of the local stack: what the runbook's defaults assume.
+const (
+	VaultShares    = 5
+	VaultThreshold = 3
+	// VaultKVMount is the KV v2 mount holding tenants' secrets.
+	VaultKVMount = "secret"
+)
+
+// VaultAuthMethods are the auth methods enabled on the local Vault: the
+// ones the runbook disables during an incident.
+var VaultAuthMethods = []string{"approle", "jwt"}
+
+// Vault is a real, non-dev Vault server with file storage, initialised
+// with 5 shares / threshold 3, unsealed, with a file audit device, KV v2 at
+// secret/ and the approle and jwt auth methods enabled.
+type Vault struct {
+	// Addr is the API address, http://127.0.0.1:<port>.
+	Addr        string
+	Port        int
+	ClusterPort int
+	// RootToken and UnsealKeys stay inside the process that started the
+	// stack: tests and the drill play the key holders with them.
+	RootToken  string
+	UnsealKeys []string
+	// AuditLog is the path of the file audit device's log.
+	AuditLog string
+}
+
+// Client returns an API client for the node authenticated with the root
+// token. VAULT_* environment variables are ignored so a developer's own
+// Vault settings cannot leak in.
+func (v *Vault) Client() (*vault.Client, error) {
+	c, err := newVaultClient(v.Addr)
+	if err != nil {
+		return nil, err
+	}
+	c.SetToken(v.RootToken)
+	return c, nil
+}
+
+// Unseal submits threshold shares, as the key holders would.
+func (v *Vault) Unseal(ctx context.Context) error {
+	c, err := newVaultClient(v.Addr)
+	if err != nil {
+		return err
+	}
+	for _, k := range v.UnsealKeys[:VaultThreshold] {
+		st, err := c.Sys().UnsealWithContext(ctx, k)
+		if err != nil {
+			return fmt.Errorf("vault unseal: %w", err)
+		}
+		if !st.Sealed {
+			return nil
+		}
+	}
+	return errors.New("vault still sealed after threshold shares")
+}
+
+func newVaultClient(addr string) (*vault.Client, error) {
+	cfg := vault.DefaultConfig()
+	if cfg.Error != nil {
+		return nil, cfg.Error
+	}
+	cfg.Address = addr
+	cfg.MaxRetries = 0
+	c, err := vault.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.ClearToken()
+	c.ClearNamespace()
+	return c, nil
+}
+
+func (s *Stack) startVault(ctx context.Context) error {
+	bin, err := tool("vault")
+	if err != nil {
+		return err
+	}
+	ports, err := freePorts(2)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(s.Dir, "vault")
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
+		return err
+	}
+	addr := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	conf := fmt.Sprintf(`storage "file" {
+  path = %q
+}
+listener "tcp" {
+  address         = "127.0.0.1:%d"
+  cluster_address = "127.0.0.1:%d"
+  tls_disable     = true
+}
+api_addr      = %q
+cluster_addr  = "https://127.0.0.1:%d"
+disable_mlock = true
+ui            = false
+log_level     = "warn"
+`, filepath.Join(dir, "data"), ports[0], ports[1], addr, ports[1])
+	confPath := filepath.Join(dir, "vault.hcl")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		return err
+	}
+	p, err := startProcess("vault", s.Dir, bin, []string{"server", "-config", confPath},
+		[]string{"VAULT_ADDR=", "VAULT_TOKEN=", "SKIP_SETCAP=1"}, nil)
+	if err != nil {
+		return err
+	}
+	s.procs = append(s.procs, p)
+	c, err := newVaultClient(addr)
+	if err != nil {
+		return err
+	}
+	if err := p.waitReady(ctx, func(ctx context.Context) error {
+		_, err := c.Sys().SealStatusWithContext(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
+	v := &Vault{Addr: addr, Port: ports[0], ClusterPort: ports[1], AuditLog: filepath.Join(dir, "audit.log")}
+	init, err := c.Sys().InitWithContext(ctx, &vault.InitRequest{SecretShares: VaultShares, SecretThreshold: VaultThreshold})
+	if err != nil {
+		return fmt.Errorf("vault init: %w", err)
+	}
+	v.RootToken, v.UnsealKeys = init.RootToken, init.Keys
+	if err := v.Unseal(ctx); err != nil {
+		return err
+	}
+	c.SetToken(v.RootToken)
+	// After unseal the node needs a moment to become active.
+	if err := p.waitReady(ctx, func(ctx context.Context) error {
+		h, err := c.Sys().HealthWithContext(ctx)
+		if err != nil {
+			return err
+		}
+		if h.Sealed || h.Standby {
+			return errors.New("not active yet")
+		}
+		_, err = c.Sys().ListMountsWithContext(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := c.Sys().EnableAuditWithOptionsWithContext(ctx, "file", &vault.EnableAuditOptions{
+		Type: "file", Options: map[string]string{"file_path": v.AuditLog},
+	}); err != nil {
+		return fmt.Errorf("vault audit enable: %w", err)
+	}
+	if err := c.Sys().MountWithContext(ctx, VaultKVMount, &vault.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
+		return fmt.Errorf("vault mount kv: %w", err)
+	}
+	for _, m := range VaultAuthMethods {
+		if err := c.Sys().EnableAuthWithOptionsWithContext(ctx, m, &vault.EnableAuthOptions{Type: m}); err != nil {
+			return fmt.Errorf("vault auth enable %s: %w", m, err)
+		}
+	}
+	s.Vault = v
+	return nil
+}

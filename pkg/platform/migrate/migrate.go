@@ -1,0 +1,89 @@
+// Package migrate applies a service's SQL migrations to its own PostgreSQL
+// schema at start. Migrations are files named NNN_description.sql, applied
+// in name order, each once, each in its own transaction, under an advisory
+// lock so that several replicas starting together do not race.
+package migrate
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"regexp"
+	"sort"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+var fileName = regexp.MustCompile(`^\d{3,}_[a-z0-9_]+\.sql$`)
+
+// Apply creates schema if needed and applies the migrations in fsys (the
+// files at its root) that are not yet recorded in schema.schema_migrations.
+// It returns the names applied now.
+func Apply(ctx context.Context, pool *pgxpool.Pool, schema string, fsys fs.FS) ([]string, error) {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		if !fileName.MatchString(e.Name()) {
+			return nil, fmt.Errorf("migrate: %q is not named NNN_description.sql", e.Name())
+		}
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	ident := pgx.Identifier{schema}.Sanitize()
+	var applied []string
+	for _, name := range names {
+		body, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			return applied, fmt.Errorf("migrate: %w", err)
+		}
+		did, err := applyOne(ctx, pool, schema, ident, name, string(body))
+		if err != nil {
+			return applied, fmt.Errorf("migrate %s/%s: %w", schema, name, err)
+		}
+		if did {
+			applied = append(applied, name)
+		}
+	}
+	return applied, nil
+}
+
+func applyOne(ctx context.Context, pool *pgxpool.Pool, schema, ident, name, body string) (bool, error) {
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext($1))", "lockdown-migrate-"+schema); err != nil {
+		return false, err
+	}
+	if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+ident); err != nil {
+		return false, err
+	}
+	if _, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+ident+".schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"); err != nil {
+		return false, err
+	}
+	var exists bool
+	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+ident+".schema_migrations WHERE name = $1)", name).Scan(&exists); err != nil {
+		return false, err
+	}
+	if exists {
+		return false, nil
+	}
+	if _, err := tx.Exec(ctx, "SET LOCAL search_path TO "+ident); err != nil {
+		return false, err
+	}
+	if _, err := tx.Exec(ctx, body); err != nil {
+		return false, err
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO "+ident+".schema_migrations (name) VALUES ($1)", name); err != nil {
+		return false, err
+	}
+	return true, tx.Commit(ctx)
+}

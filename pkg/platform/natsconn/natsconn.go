@@ -1,0 +1,96 @@
+// Package natsconn connects a Lockdown process to NATS and JetStream.
+package natsconn
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Conn is a NATS connection with its JetStream context.
+type Conn struct {
+	NC *nats.Conn
+	JS jetstream.JetStream
+}
+
+// Options of Connect.
+type Options struct {
+	URL, User, Password string
+	// Name identifies the client in the server's monitoring.
+	Name   string
+	Logger *slog.Logger
+}
+
+// Connect dials NATS, honouring ctx for the initial connection, and keeps
+// reconnecting afterwards.
+func Connect(ctx context.Context, o Options) (*Conn, error) {
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	opts := []nats.Option{
+		nats.Name(o.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			logger.Warn("nats disconnected", slog.Any("error", err))
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { logger.Info("nats reconnected", slog.String("url", nc.ConnectedUrlRedacted())) }),
+	}
+	if o.User != "" {
+		opts = append(opts, nats.UserInfo(o.User, o.Password))
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		opts = append(opts, nats.Timeout(time.Until(dl)))
+	}
+	type result struct {
+		nc  *nats.Conn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		nc, err := nats.Connect(o.URL, opts...)
+		done <- result{nc, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.nc != nil {
+				r.nc.Close()
+			}
+		}()
+		return nil, fmt.Errorf("nats connect: %w", ctx.Err())
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("nats connect: %w", r.err)
+	}
+	js, err := jetstream.New(r.nc)
+	if err != nil {
+		r.nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return &Conn{NC: r.nc, JS: js}, nil
+}
+
+// Close drains the connection (pending publishes are flushed) within ctx.
+func (c *Conn) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	c.NC.SetClosedHandler(func(*nats.Conn) { close(done) })
+	if err := c.NC.Drain(); err != nil {
+		c.NC.Close()
+		return err
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		c.NC.Close()
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,100 @@
+// Package runner is the skeleton of every Lockdown service process: load and
+// validate the config, set up telemetry, connect to NATS and make sure the
+// JetStream topology exists, run the service until SIGINT/SIGTERM, then
+// drain gracefully. A service's main.go is one call to Main.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/config"
+	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/telemetry"
+)
+
+// Configurable is a service config struct: it embeds config.Common.
+type Configurable interface {
+	Base() config.Common
+}
+
+// Runtime is what the runner hands a service.
+type Runtime struct {
+	Service        string
+	Logger         *slog.Logger
+	TracerProvider trace.TracerProvider
+	NATS           *natsconn.Conn
+}
+
+// Main runs a service and exits the process: 0 after a clean shutdown, 1
+// when the service failed, 2 when the configuration is invalid.
+func Main[C Configurable](service string, run func(ctx context.Context, rt *Runtime, cfg C) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := Run(ctx, service, os.Stderr, run)
+	stop()
+	os.Exit(code)
+}
+
+// Run is Main without the exit, for tests: it returns the exit code.
+func Run[C Configurable](ctx context.Context, service string, logOut io.Writer, run func(ctx context.Context, rt *Runtime, cfg C) error) int {
+	var cfg C
+	// C is a pointer to the service's config struct.
+	cfg = newConfig[C]()
+	if err := config.Load(cfg); err != nil {
+		fmt.Fprintf(logOut, "%s: %v\n", service, err)
+		return 2
+	}
+	base := cfg.Base()
+	level, _ := base.SlogLevel() // validated by Load
+	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: service, LogOutput: logOut, LogLevel: level})
+	if err != nil {
+		fmt.Fprintf(logOut, "%s: %v\n", service, err)
+		return 1
+	}
+	logger := tel.Logger
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(sctx); err != nil {
+			logger.Warn("telemetry shutdown", slog.Any("error", err))
+		}
+	}()
+
+	connectCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	nc, err := natsconn.Connect(connectCtx, natsconn.Options{URL: base.NATSURL, User: base.NATSUser, Password: base.NATSPassword, Name: "lockdown-" + service, Logger: logger})
+	if err == nil {
+		err = stream.EnsureTopology(connectCtx, nc.JS)
+	}
+	cancel()
+	if err != nil {
+		logger.Error("cannot reach NATS JetStream", slog.Any("error", err))
+		if nc != nil {
+			nc.NC.Close()
+		}
+		return 1
+	}
+	logger.Info("started", slog.Bool("tracing_exported", tel.Exporting))
+	runErr := run(ctx, &Runtime{Service: service, Logger: logger, TracerProvider: tel.TracerProvider, NATS: nc}, cfg)
+
+	drainCtx, cancel := context.WithTimeout(context.Background(), base.ShutdownTimeout)
+	defer cancel()
+	if err := nc.Close(drainCtx); err != nil {
+		logger.Warn("nats drain", slog.Any("error", err))
+	}
+	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+		logger.Error("stopped with error", slog.Any("error", runErr))
+		return 1
+	}
+	logger.Info("stopped")
+	return 0
+}
