@@ -283,7 +283,7 @@ func TestConsumer(t *testing.T) {
 	})
 
 	t.Run("trace context travels in the traceparent header", func(t *testing.T) {
-		nc, js, pub := fresh(t)
+		nc, js, _ := fresh(t)
 		sub, err := nc.SubscribeSync(events.IncidentOpened.Subject())
 		if err != nil {
 			t.Fatal(err)

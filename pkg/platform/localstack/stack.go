@@ -183,3 +183,25 @@ func postgresCredential() (*syscall.Credential, error) {
 	gid, _ := strconv.Atoi(u.Gid)
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
+
+// PIDs lists the process ids of the running servers.
+func (s *Stack) PIDs() []int {
+	out := make([]int, 0, len(s.procs))
+	for _, p := range s.procs {
+		out = append(out, p.cmd.Process.Pid)
+	}
+	return out
+}
+
+// Spawn runs another program (a Lockdown service) as part of the stack:
+// same process-group handling and log file (<Dir>/<name>.log), stopped by
+// Close before the servers it depends on. env is added to the current
+// environment.
+func (s *Stack) Spawn(name, bin string, args, env []string) (pid int, logPath string, err error) {
+	p, err := startProcess(name, s.Dir, bin, args, env, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	s.procs = append(s.procs, p)
+	return p.cmd.Process.Pid, p.logPath, nil
+}

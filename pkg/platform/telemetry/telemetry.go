@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -27,6 +28,9 @@ type Options struct {
 	LogOutput io.Writer
 	// LogLevel is the minimum level logged. Default: info.
 	LogLevel slog.Level
+	// OTLPEndpoint, when set, is the OTLP/HTTP base URL to export to,
+	// overriding the OTEL_* variables (the CLI points it at its own stack).
+	OTLPEndpoint string
 }
 
 // Telemetry holds the process's tracer provider and logger.
@@ -53,9 +57,13 @@ func Setup(ctx context.Context, opts Options) (*Telemetry, error) {
 		return nil, fmt.Errorf("telemetry: resource: %w", err)
 	}
 	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
-	exporting := exporterConfigured()
+	exporting := opts.OTLPEndpoint != "" || exporterConfigured()
 	if exporting {
-		exp, err := otlptracehttp.New(ctx)
+		var expOpts []otlptracehttp.Option
+		if opts.OTLPEndpoint != "" {
+			expOpts = append(expOpts, otlptracehttp.WithEndpointURL(strings.TrimSuffix(opts.OTLPEndpoint, "/")+"/v1/traces"))
+		}
+		exp, err := otlptracehttp.New(ctx, expOpts...)
 		if err != nil {
 			return nil, fmt.Errorf("telemetry: otlp exporter: %w", err)
 		}

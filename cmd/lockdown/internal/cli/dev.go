@@ -1,0 +1,247 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/telemetry"
+)
+
+// services are started by `lockdown dev` in this order.
+var services = []string{events.ServiceContainment, events.ServiceAssessor, events.ServiceRotator, events.ServiceNotifier}
+
+// devReport is what `dev --json` prints once everything runs.
+type devReport struct {
+	Servers  map[string]string `json:"servers"`
+	Services []devService      `json:"services"`
+	Breach   *devBreach        `json:"breach,omitempty"`
+	StackDir string            `json:"stack_dir"`
+}
+
+type devService struct {
+	Name      string `json:"name"`
+	PID       int    `json:"pid"`
+	Connected bool   `json:"connected"`
+	Log       string `json:"log"`
+}
+
+type devBreach struct {
+	EventID  string   `json:"event_id"`
+	TraceID  string   `json:"trace_id"`
+	TraceURL string   `json:"trace_url"`
+	Spans    int      `json:"spans"`
+	Services []string `json:"services"`
+}
+
+func runDev(ctx context.Context, args []string, out, errOut io.Writer) int {
+	fs := newFlags("dev", errOut)
+	binDir := fs.String("bin-dir", envOr("BIN_DIR", ""), "folder of the service binaries (default: beside this executable)")
+	runFor := fs.Duration("for", 0, "stop after this long; 0 keeps running until Ctrl-C")
+	trigger := fs.Bool("trigger", true, "publish a sample breach and follow its trace")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if *binDir == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			fmt.Fprintf(errOut, "lockdown dev: %v\n", err)
+			return ExitFailure
+		}
+		*binDir = filepath.Dir(exe)
+	}
+	say := func(format string, a ...any) {
+		if !*asJSON {
+			fmt.Fprintf(out, format+"\n", a...)
+		}
+	}
+
+	say("starting the local stack (NATS, PostgreSQL, Vault, Jaeger, Mailpit)…")
+	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	stack, err := localstack.Start(startCtx, localstack.All())
+	cancel()
+	if err != nil {
+		fmt.Fprintf(errOut, "lockdown dev: %v\n", err)
+		return ExitFailure
+	}
+	defer func() {
+		say("stopping services and servers…")
+		if err := stack.Close(); err != nil {
+			fmt.Fprintf(errOut, "lockdown dev: teardown: %v\n", err)
+		}
+	}()
+	report := devReport{StackDir: stack.Dir, Servers: map[string]string{
+		"nats": stack.NATS.URL, "postgres": fmt.Sprintf("127.0.0.1:%d", stack.Postgres.Port), "vault": stack.Vault.Addr,
+		"jaeger_query": stack.Jaeger.QueryURL, "jaeger_otlp_http": stack.Jaeger.OTLPHTTPEndpoint, "mailpit": stack.Mailpit.APIURL,
+	}}
+
+	for _, svc := range services {
+		pid, logPath, err := stack.Spawn(svc, filepath.Join(*binDir, svc), nil, stack.Env(svc))
+		if err != nil {
+			fmt.Fprintf(errOut, "lockdown dev: %v (run `make build`)\n", err)
+			return ExitFailure
+		}
+		report.Services = append(report.Services, devService{Name: svc, PID: pid, Log: logPath})
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	err = waitConnected(waitCtx, stack.NATS.MonitorPort, report.Services)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(errOut, "lockdown dev: %v\n", err)
+		return ExitFailure
+	}
+	say("servers:")
+	for _, k := range []string{"nats", "postgres", "vault", "jaeger_query", "mailpit"} {
+		say("  %-13s %s", k, report.Servers[k])
+	}
+	say("services (connected to NATS, topology ensured):")
+	for _, s := range report.Services {
+		say("  %-12s pid %-7d log %s", s.Name, s.PID, s.Log)
+	}
+
+	if *trigger {
+		b, err := triggerAndTrace(ctx, stack)
+		if err != nil {
+			fmt.Fprintf(errOut, "lockdown dev: %v\n", err)
+			return ExitFailure
+		}
+		report.Breach = b
+		say("breach %s: one trace %s with %d spans across %v", b.EventID, b.TraceID, b.Spans, b.Services)
+		say("  %s", b.TraceURL)
+	}
+	if *asJSON {
+		printJSON(out, report)
+	}
+	if *runFor > 0 {
+		say("running for %s…", *runFor)
+		select {
+		case <-ctx.Done():
+		case <-time.After(*runFor):
+		}
+	} else if *runFor == 0 {
+		say("running; press Ctrl-C to stop")
+		<-ctx.Done()
+	}
+	return ExitOK
+}
+
+// waitConnected polls the NATS monitoring endpoint until every service's
+// named connection is there: proof that it loaded its config, connected and
+// ensured the topology.
+func waitConnected(ctx context.Context, monitorPort int, svcs []devService) error {
+	url := fmt.Sprintf("http://127.0.0.1:%d/connz?limit=1024", monitorPort)
+	for {
+		names := map[string]bool{}
+		if req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil); err == nil {
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				var body struct {
+					Connections []struct {
+						Name string `json:"name"`
+					} `json:"connections"`
+				}
+				if json.NewDecoder(resp.Body).Decode(&body) == nil {
+					for _, c := range body.Connections {
+						names[c.Name] = true
+					}
+				}
+				resp.Body.Close()
+			}
+		}
+		missing := ""
+		for i := range svcs {
+			svcs[i].Connected = names["lockdown-"+svcs[i].Name]
+			if !svcs[i].Connected {
+				missing = svcs[i].Name
+			}
+		}
+		if missing == "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("service %s did not connect to NATS: see its log", missing)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// triggerAndTrace publishes a sample breach with a traced CLI span and
+// waits until Jaeger holds the trace with containment's consumer span.
+func triggerAndTrace(ctx context.Context, stack *localstack.Stack) (*devBreach, error) {
+	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: events.ServiceCLI, LogOutput: io.Discard, OTLPEndpoint: stack.Jaeger.OTLPHTTPEndpoint})
+	if err != nil {
+		return nil, err
+	}
+	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: stack.NATS.URL, Name: "lockdown-cli"})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	spanCtx, span := tel.TracerProvider.Tracer("lockdown-cli").Start(ctx, "lockdown dev trigger")
+	ev, pubErr := stream.NewPublisher(conn.JS, "/lockdown/dev", tel.TracerProvider).Publish(spanCtx, events.BreachDetected,
+		events.BreachDetectedData{Summary: "drill: root token used from an unknown address", Severity: events.SeverityCritical,
+			Indicators: []string{"source:lockdown dev"}})
+	span.End()
+	traceID := span.SpanContext().TraceID().String()
+	if err := errors.Join(pubErr, tel.Shutdown(ctx)); err != nil {
+		return nil, err
+	}
+	b := &devBreach{EventID: ev.ID(), TraceID: traceID, TraceURL: stack.Jaeger.QueryURL + "/api/traces/" + traceID}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		spans, svcs, err := traceSummary(ctx, b.TraceURL)
+		if err == nil {
+			b.Spans, b.Services = spans, svcs
+			for _, s := range svcs {
+				if s == events.ServiceContainment {
+					return b, nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	return nil, errors.New("containment's span did not reach Jaeger within 30s")
+}
+
+func traceSummary(ctx context.Context, url string) (int, []string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Data []struct {
+			Spans     []json.RawMessage `json:"spans"`
+			Processes map[string]struct {
+				ServiceName string `json:"serviceName"`
+			} `json:"processes"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || len(body.Data) == 0 {
+		return 0, nil, fmt.Errorf("trace not found yet")
+	}
+	var svcs []string
+	for _, p := range body.Data[0].Processes {
+		svcs = append(svcs, p.ServiceName)
+	}
+	return len(body.Data[0].Spans), svcs, nil
+}

@@ -1,0 +1,79 @@
+package migrate_test
+
+import (
+	"context"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/migrate"
+)
+
+func TestApply(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := localstack.Start(ctx, localstack.Options{Postgres: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	pool, err := pgxpool.New(ctx, s.Postgres.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	v1 := fstest.MapFS{"001_incidents.sql": {Data: []byte("CREATE TABLE incidents (id text PRIMARY KEY);")}}
+
+	t.Run("migrations are applied once, in the service's own schema", func(t *testing.T) {
+		applied, err := migrate.Apply(ctx, pool, "containment", v1)
+		if err != nil || len(applied) != 1 {
+			t.Fatalf("applied %v, %v", applied, err)
+		}
+		again, err := migrate.Apply(ctx, pool, "containment", v1)
+		if err != nil || len(again) != 0 {
+			t.Fatalf("second run applied %v, %v", again, err)
+		}
+		if _, err := pool.Exec(ctx, "INSERT INTO containment.incidents VALUES ('i-1')"); err != nil {
+			t.Fatalf("table not in the schema: %v", err)
+		}
+	})
+
+	t.Run("a new migration is applied after the old ones, and concurrent starts do not race", func(t *testing.T) {
+		v2 := fstest.MapFS{"001_incidents.sql": v1["001_incidents.sql"], "002_detections.sql": {Data: []byte("CREATE TABLE detections (id text);")}}
+		errs := make(chan error, 4)
+		for range 4 {
+			go func() { _, err := migrate.Apply(ctx, pool, "containment", v2); errs <- err }()
+		}
+		for range 4 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		var n int
+		pool.QueryRow(ctx, "SELECT count(*) FROM containment.schema_migrations").Scan(&n)
+		if n != 2 {
+			t.Fatalf("%d migrations recorded, want 2", n)
+		}
+	})
+
+	t.Run("a failing migration leaves nothing half-applied", func(t *testing.T) {
+		bad := fstest.MapFS{"001_x.sql": {Data: []byte("CREATE TABLE t1 (id int); SELECT broken syntax here;")}}
+		if _, err := migrate.Apply(ctx, pool, "other", bad); err == nil {
+			t.Fatal("want an error")
+		}
+		var exists bool
+		pool.QueryRow(ctx, "SELECT to_regclass('other.t1') IS NOT NULL").Scan(&exists)
+		if exists {
+			t.Fatal("t1 was created by a failed migration")
+		}
+	})
+
+	t.Run("a badly named file is refused", func(t *testing.T) {
+		if _, err := migrate.Apply(ctx, pool, "x", fstest.MapFS{"init.sql": {Data: []byte("SELECT 1")}}); err == nil {
+			t.Fatal("want an error")
+		}
+	})
+}
