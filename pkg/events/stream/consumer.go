@@ -219,4 +219,3 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
-

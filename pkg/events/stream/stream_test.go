@@ -312,4 +312,3 @@ func TestConsumer(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
-

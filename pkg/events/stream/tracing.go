@@ -46,7 +46,9 @@ func (c extensionCarrier) Set(key, value string) {
 	}
 }
 
-func (c extensionCarrier) Keys() []string { return []string{events.ExtTraceParent, events.ExtTraceState} }
+func (c extensionCarrier) Keys() []string {
+	return []string{events.ExtTraceParent, events.ExtTraceState}
+}
 
 // traceContext is the only propagator: W3C trace context, the format both
 // the traceparent header and the CloudEvents extension carry.
