@@ -17,7 +17,7 @@ FUZZTIME ?= 30s
 # a 2-core machine.
 TEST_PARALLEL ?= 2
 
-.PHONY: all tools postgres build test unit fuzz lint docs run clean
+.PHONY: all tools postgres build test fuzz lint docs run dev clean
 
 all: build
 
@@ -64,8 +64,12 @@ lint:
 docs:
 	go test -count=1 -run '^TestDocs$$' github.com/lockdown/lockdown/pkg/events -update
 
-## run: Lockdown's main job on the local stack (see README)
+## run: Lockdown's main job on the local stack, ending by itself (see README)
 run: tools build
+	$(BIN)/lockdown dev --for 20s
+
+## dev: the same, kept running until Ctrl-C
+dev: tools build
 	$(BIN)/lockdown dev --for 0
 
 clean:
