@@ -49,10 +49,8 @@ func New(name Name, source string, data any) (event.Event, error) {
 	if err := checkDataType(spec, data); err != nil {
 		return event.Event{}, err
 	}
-	if v, ok := data.(Validator); ok {
-		if err := v.Validate(); err != nil {
-			return event.Event{}, fmt.Errorf("%w: %s: %v", ErrInvalidData, name, err)
-		}
+	if err := Validate(data); err != nil {
+		return event.Event{}, fmt.Errorf("%w: %s: %v", ErrInvalidData, name, err)
 	}
 	ev := event.New()
 	ev.SetID(uuid.NewString())
@@ -219,10 +217,8 @@ func DataAs[T any](ev event.Event) (T, error) {
 	if d, ok := any(&out).(defaulter); ok {
 		d.applyDefaults(ev)
 	}
-	if v, ok := any(out).(Validator); ok {
-		if err := v.Validate(); err != nil {
-			return out, fmt.Errorf("%w: %s: %v", ErrInvalidData, spec.Name, err)
-		}
+	if err := Validate(out); err != nil {
+		return out, fmt.Errorf("%w: %s: %v", ErrInvalidData, spec.Name, err)
 	}
 	return out, nil
 }

@@ -1,17 +1,9 @@
 package events
 
 import (
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
-
-// Validator is implemented by every event's data: it reports every problem
-// of the value at once, so a sender sees the whole list.
-type Validator interface {
-	Validate() error
-}
 
 // Severity of a breach, as the SIEM rates it.
 type Severity string
@@ -24,33 +16,6 @@ const (
 	SeverityLow      Severity = "low"
 )
 
-// Valid reports whether s is one of the four contract severities.
-func (s Severity) Valid() bool {
-	switch s {
-	case SeverityCritical, SeverityHigh, SeverityMedium, SeverityLow:
-		return true
-	}
-	return false
-}
-
-// problems collects validation failures so they are reported together.
-type problems []string
-
-func (p *problems) addf(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
-
-func (p problems) err() error {
-	if len(p) == 0 {
-		return nil
-	}
-	return errors.New(strings.Join(p, "; "))
-}
-
-func (p *problems) require(field, value string) {
-	if strings.TrimSpace(value) == "" {
-		p.addf("%s is required", field)
-	}
-}
-
 // BreachDetectedData is the external breach contract (shared/DESIGN.md).
 type BreachDetectedData struct {
 	Summary    string    `json:"summary" doc:"What the detector saw, one line."`
@@ -61,33 +26,13 @@ type BreachDetectedData struct {
 	VaultCluster string `json:"vault_cluster,omitempty" doc:"The Vault cluster concerned, when the platform runs several."`
 }
 
-// Validate checks the required fields and the severity.
-func (d BreachDetectedData) Validate() error {
-	var p problems
-	p.require("summary", d.Summary)
-	if d.Severity == "" {
-		p.addf("severity is required")
-	} else if !d.Severity.Valid() {
-		p.addf("severity %q is not one of critical, high, medium, low", d.Severity)
-	}
-	return p.err()
-}
-
 // IncidentOpenedData announces a new incident.
 type IncidentOpenedData struct {
 	IncidentID    string    `json:"incident_id" doc:"The incident's id."`
 	BreachEventID string    `json:"breach_event_id" doc:"Id of the breach event that opened it."`
 	DetectedAt    time.Time `json:"detected_at" doc:"When the breach was detected."`
-	Severity      Severity  `json:"severity" doc:"Severity of the opening breach."`
+	Severity      Severity  `json:"severity" doc:"Severity of the opening breach." enum:"critical,high,medium,low"`
 	Summary       string    `json:"summary" doc:"Summary of the opening breach."`
-}
-
-// Validate checks the ids.
-func (d IncidentOpenedData) Validate() error {
-	var p problems
-	p.require("incident_id", d.IncidentID)
-	p.require("breach_event_id", d.BreachEventID)
-	return p.err()
 }
 
 // NodeSeal records how one Vault node was sealed.
@@ -105,16 +50,6 @@ type VaultSealedData struct {
 	LatencyMS  int64      `json:"latency_ms" doc:"Breach event time to the last confirmation, in milliseconds."`
 }
 
-// Validate checks the incident id and that nodes are listed.
-func (d VaultSealedData) Validate() error {
-	var p problems
-	p.require("incident_id", d.IncidentID)
-	if len(d.Nodes) == 0 {
-		p.addf("nodes must list at least one node")
-	}
-	return p.err()
-}
-
 // ContainmentFailedData names nodes not sealed within the deadline.
 type ContainmentFailedData struct {
 	IncidentID string   `json:"incident_id" doc:"The incident."`
@@ -122,25 +57,11 @@ type ContainmentFailedData struct {
 	Reason     string   `json:"reason" doc:"Why they are not sealed (last error)."`
 }
 
-// Validate checks the incident id.
-func (d ContainmentFailedData) Validate() error {
-	var p problems
-	p.require("incident_id", d.IncidentID)
-	return p.err()
-}
-
 // VaultUnsealedData reports that the unseal gate passed.
 type VaultUnsealedData struct {
 	IncidentID string `json:"incident_id" doc:"The incident."`
 	Address    string `json:"address" doc:"The active node that was unsealed."`
 	GateMS     int64  `json:"gate_ms" doc:"Milliseconds from sealed to unsealed."`
-}
-
-// Validate checks the incident id.
-func (d VaultUnsealedData) Validate() error {
-	var p problems
-	p.require("incident_id", d.IncidentID)
-	return p.err()
 }
 
 // Actor is one identity seen in the audit log. Accessors are as Vault wrote
@@ -167,16 +88,6 @@ type AssessmentCompletedData struct {
 	Actors           []Actor   `json:"actors" doc:"Identities grouped from the audit log."`
 }
 
-// Validate checks the incident id and scope.
-func (d AssessmentCompletedData) Validate() error {
-	var p problems
-	p.require("incident_id", d.IncidentID)
-	if d.Scope != "widespread" && d.Scope != "limited" {
-		p.addf("scope %q is not widespread or limited", d.Scope)
-	}
-	return p.err()
-}
-
 // AccessRevokedData counts what phase 4 revoked. Counts only, never tokens.
 type AccessRevokedData struct {
 	IncidentID          string   `json:"incident_id" doc:"The incident."`
@@ -185,13 +96,6 @@ type AccessRevokedData struct {
 	TokensKept          int      `json:"tokens_kept" doc:"Tokens kept (Lockdown's own, break-glass)."`
 	LeasePrefixes       []string `json:"lease_prefixes" doc:"Lease prefixes revoked."`
 	KeyTerm             int      `json:"key_term" doc:"Barrier key term after sys/rotate."`
-}
-
-// Validate checks the incident id.
-func (d AccessRevokedData) Validate() error {
-	var p problems
-	p.require("incident_id", d.IncidentID)
-	return p.err()
 }
 
 // UnsealKeysRotatedData reports the rekey ceremony's result.
@@ -204,14 +108,12 @@ type UnsealKeysRotatedData struct {
 	RecoveryKeys    bool     `json:"recovery_keys" doc:"True when recovery keys (auto-unseal) were rekeyed."`
 }
 
-// Validate checks the incident id and the share arithmetic.
+// Validate checks the share arithmetic (required fields are checked by Validate).
 func (d UnsealKeysRotatedData) Validate() error {
-	var p problems
-	p.require("incident_id", d.IncidentID)
 	if d.Threshold < 1 || d.Threshold > d.Shares {
-		p.addf("threshold %d must be between 1 and shares (%d)", d.Threshold, d.Shares)
+		return fmt.Errorf("threshold %d must be between 1 and shares (%d)", d.Threshold, d.Shares)
 	}
-	return p.err()
+	return nil
 }
 
 // RotationPlannedData records the plan.
@@ -221,29 +123,11 @@ type RotationPlannedData struct {
 	Tenants    int    `json:"tenants" doc:"Number of jobs planned."`
 }
 
-// Validate checks the incident id and policy.
-func (d RotationPlannedData) Validate() error {
-	var p problems
-	p.require("incident_id", d.IncidentID)
-	if d.Policy != "all" && d.Policy != "affected" {
-		p.addf("policy %q is not all or affected", d.Policy)
-	}
-	return p.err()
-}
-
 // RotationJobData is one tenant's rotation job.
 type RotationJobData struct {
 	IncidentID string `json:"incident_id" doc:"The incident."`
 	TenantID   string `json:"tenant_id" doc:"The tenant to rotate."`
 	Affected   bool   `json:"affected" doc:"Whether the assessment found its secrets read."`
-}
-
-// Validate checks the ids.
-func (d RotationJobData) Validate() error {
-	var p problems
-	p.require("incident_id", d.IncidentID)
-	p.require("tenant_id", d.TenantID)
-	return p.err()
 }
 
 // RotationTenantCompletedData reports one tenant's rotation. The DKIM record
@@ -259,14 +143,6 @@ type RotationTenantCompletedData struct {
 	Affected           bool   `json:"affected" doc:"Whether the assessment found its secrets read."`
 }
 
-// Validate checks the ids.
-func (d RotationTenantCompletedData) Validate() error {
-	var p problems
-	p.require("incident_id", d.IncidentID)
-	p.require("tenant_id", d.TenantID)
-	return p.err()
-}
-
 // RotationTenantFailedData reports a permanent rotation failure.
 type RotationTenantFailedData struct {
 	IncidentID string `json:"incident_id" doc:"The incident."`
@@ -275,27 +151,11 @@ type RotationTenantFailedData struct {
 	Reason     string `json:"reason" doc:"Why."`
 }
 
-// Validate checks the ids and reason.
-func (d RotationTenantFailedData) Validate() error {
-	var p problems
-	p.require("incident_id", d.IncidentID)
-	p.require("tenant_id", d.TenantID)
-	p.require("reason", d.Reason)
-	return p.err()
-}
-
 // RotationCompletedData closes the rotation phase.
 type RotationCompletedData struct {
 	IncidentID string `json:"incident_id" doc:"The incident."`
 	Completed  int    `json:"completed" doc:"Tenants rotated."`
 	Failed     int    `json:"failed" doc:"Tenants failed."`
-}
-
-// Validate checks the incident id.
-func (d RotationCompletedData) Validate() error {
-	var p problems
-	p.require("incident_id", d.IncidentID)
-	return p.err()
 }
 
 // NotificationSentData reports one delivered notification.
@@ -306,30 +166,12 @@ type NotificationSentData struct {
 	MessageID  string `json:"message_id,omitempty" doc:"The email Message-ID (stable per incident and tenant)."`
 }
 
-// Validate checks the ids and channel.
-func (d NotificationSentData) Validate() error {
-	var p problems
-	p.require("incident_id", d.IncidentID)
-	p.require("tenant_id", d.TenantID)
-	p.require("channel", d.Channel)
-	return p.err()
-}
-
 // NotificationFailedData reports a permanent notification failure.
 type NotificationFailedData struct {
 	IncidentID string `json:"incident_id" doc:"The incident."`
 	TenantID   string `json:"tenant_id" doc:"The tenant."`
 	Channel    string `json:"channel" doc:"email or webhook." enum:"email,webhook"`
 	Reason     string `json:"reason" doc:"Why."`
-}
-
-// Validate checks the ids and reason.
-func (d NotificationFailedData) Validate() error {
-	var p problems
-	p.require("incident_id", d.IncidentID)
-	p.require("tenant_id", d.TenantID)
-	p.require("reason", d.Reason)
-	return p.err()
 }
 
 // NotificationsCompletedData closes the notification phase.
@@ -339,24 +181,10 @@ type NotificationsCompletedData struct {
 	Failed     int    `json:"failed" doc:"Tenants whose notification failed."`
 }
 
-// Validate checks the incident id.
-func (d NotificationsCompletedData) Validate() error {
-	var p problems
-	p.require("incident_id", d.IncidentID)
-	return p.err()
-}
-
 // AccessRestoredData reports re-enabled auth methods.
 type AccessRestoredData struct {
 	IncidentID  string   `json:"incident_id" doc:"The incident."`
 	AuthMethods []string `json:"auth_methods" doc:"Auth mounts re-enabled and re-configured."`
-}
-
-// Validate checks the incident id.
-func (d AccessRestoredData) Validate() error {
-	var p problems
-	p.require("incident_id", d.IncidentID)
-	return p.err()
 }
 
 // IncidentResolvedData ends the incident.
@@ -365,16 +193,6 @@ type IncidentResolvedData struct {
 	Outcome    string    `json:"outcome" doc:"resolved or failed." enum:"resolved,failed"`
 	Reason     string    `json:"reason,omitempty" doc:"Why it failed, when it did."`
 	ResolvedAt time.Time `json:"resolved_at" doc:"When it ended."`
-}
-
-// Validate checks the incident id and outcome.
-func (d IncidentResolvedData) Validate() error {
-	var p problems
-	p.require("incident_id", d.IncidentID)
-	if d.Outcome != "resolved" && d.Outcome != "failed" {
-		p.addf("outcome %q is not resolved or failed", d.Outcome)
-	}
-	return p.err()
 }
 
 // DeadLetterData carries a message a consumer gave up on, byte for byte, so
@@ -387,13 +205,4 @@ type DeadLetterData struct {
 	OriginalHeaders map[string][]string `json:"original_headers,omitempty" doc:"The original NATS headers."`
 	OriginalData    []byte              `json:"original_data" doc:"The original payload (base64)."`
 	FailedAt        time.Time           `json:"failed_at" doc:"When the consumer gave up."`
-}
-
-// Validate checks the consumer and reason.
-func (d DeadLetterData) Validate() error {
-	var p problems
-	p.require("consumer", d.Consumer)
-	p.require("reason", d.Reason)
-	p.require("subject", d.Subject)
-	return p.err()
 }

@@ -291,7 +291,7 @@ func TestConsumer(t *testing.T) {
 		defer sub.Unsubscribe()
 		tp := newRecordingProvider()
 		tpub := stream.NewPublisher(js, "/test", tp)
-		if _, err := tpub.Publish(ctx, events.IncidentOpened, events.IncidentOpenedData{IncidentID: "i", BreachEventID: "b"}); err != nil {
+		if _, err := tpub.Publish(ctx, events.IncidentOpened, events.IncidentOpenedData{IncidentID: "i", BreachEventID: "b", Severity: events.SeverityHigh, Summary: "s"}); err != nil {
 			t.Fatal(err)
 		}
 		m, err := sub.NextMsg(5 * time.Second)

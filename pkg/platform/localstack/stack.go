@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -66,9 +67,13 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = 60 * time.Second
 	}
-	dir, err := os.MkdirTemp("", "lockdown-stack-")
+	sweepStale()
+	dir, err := os.MkdirTemp("", stackDirPattern)
 	if err != nil {
 		return nil, fmt.Errorf("localstack: temp dir: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return nil, fmt.Errorf("localstack: %w", err)
 	}
 	// PostgreSQL runs as another user and must traverse the directory.
 	if err := os.Chmod(dir, 0o711); err != nil {
@@ -167,6 +172,33 @@ func (s *Stack) Env(service string) []string {
 		env = append(env, "LOCKDOWN_SMTP_ADDR="+s.Mailpit.SMTPAddr)
 	}
 	return env
+}
+
+// stackDirPattern names stack directories; ownerFile inside holds the pid
+// of the process that started the stack.
+const (
+	stackDirPattern = "lockdown-stack-"
+	ownerFile       = "owner.pid"
+)
+
+// sweepStale removes the directories of stacks whose owner died without
+// calling Close (a test binary killed by its timeout, say). Their servers
+// are already gone: the parent-death signal killed them.
+func sweepStale() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), stackDirPattern+"*"))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, ownerFile))
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(string(b))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 // postgresCredential returns the credential to run PostgreSQL with: the
