@@ -154,7 +154,7 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 			log.WarnContext(ctx, "ack failed; the message will be redelivered", slog.Any("error", ackErr))
 			return
 		}
-		log.DebugContext(ctx, "handled")
+		log.InfoContext(ctx, "event handled")
 	case IsPermanent(err):
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "permanent failure")

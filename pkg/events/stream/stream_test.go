@@ -14,6 +14,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
@@ -307,6 +308,29 @@ func TestConsumer(t *testing.T) {
 		}
 		if ev.Extensions()["traceparent"] != m.Header.Get("traceparent") {
 			t.Fatalf("the CloudEvents tracing extension should carry the same traceparent: %v", ev.Extensions())
+		}
+	})
+	t.Run("without a traceparent header the CloudEvents extension continues the trace", func(t *testing.T) {
+		_, js, _ := fresh(t)
+		spec := testConsumer(t, js, "ext-trace", 3)
+		traces := make(chan string, 1)
+		tp := newRecordingProvider()
+		c := stream.NewConsumer(js, spec, func(ctx context.Context, d *stream.Delivery) error {
+			traces <- trace.SpanContextFromContext(ctx).TraceID().String()
+			return nil
+		}, stream.ConsumerOptions{TracerProvider: tp, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		runCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go c.Run(runCtx)
+		ev, _ := events.New(events.BreachDetected, "/siem", breach("ext"))
+		const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+		ev.SetExtension("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+		body, _ := events.Marshal(ev)
+		if _, err := js.Publish(ctx, events.BreachDetected.Subject(), body); err != nil {
+			t.Fatal(err)
+		}
+		if got := within(t, traces, 5*time.Second, "delivery"); got != traceID {
+			t.Fatalf("handler trace %s, want %s", got, traceID)
 		}
 	})
 }

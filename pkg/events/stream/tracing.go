@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
@@ -14,7 +15,19 @@ import (
 // trace context travels in NATS message headers.
 type headerCarrier nats.Header
 
-func (c headerCarrier) Get(key string) string { return nats.Header(c).Get(key) }
+// Get is case-insensitive: NATS headers are case-sensitive, and producers
+// write traceparent, Traceparent or TRACEPARENT.
+func (c headerCarrier) Get(key string) string {
+	if v := nats.Header(c).Get(key); v != "" {
+		return v
+	}
+	for k, v := range c {
+		if strings.EqualFold(k, key) && len(v) > 0 {
+			return v[0]
+		}
+	}
+	return ""
+}
 
 func (c headerCarrier) Set(key, value string) { nats.Header(c).Set(key, value) }
 
@@ -63,7 +76,7 @@ func inject(ctx context.Context, h nats.Header, ev *event.Event) {
 // extract reads the producer's span context, preferring NATS headers and
 // falling back to the CloudEvents extension.
 func extract(ctx context.Context, h nats.Header, ev *event.Event) context.Context {
-	if h != nil && h.Get("traceparent") != "" {
+	if headerCarrier(h).Get(events.ExtTraceParent) != "" {
 		return traceContext.Extract(ctx, headerCarrier(h))
 	}
 	if ev != nil {

@@ -37,7 +37,9 @@ func Connect(ctx context.Context, o Options) (*Conn, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			logger.Warn("nats disconnected", slog.Any("error", err))
+			if err != nil { // nil means a deliberate close or drain
+				logger.Warn("nats disconnected", slog.Any("error", err))
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { logger.Info("nats reconnected", slog.String("url", nc.ConnectedUrlRedacted())) }),
 	}
