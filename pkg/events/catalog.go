@@ -53,8 +53,9 @@ type Spec struct {
 	Name Name
 	// Description says what the event means, for docs/events.md.
 	Description string
-	// Producer is the service (or outside party) that publishes it.
-	Producer string
+	// Publishers are the NATS users allowed to publish it (deploy/nats is
+	// generated from them).
+	Publishers []string
 	// Consumers are the services that act on it.
 	Consumers []string
 	// Stream is the JetStream stream that stores it.
@@ -82,69 +83,76 @@ const (
 	ServiceRotator     = "rotator"
 	ServiceNotifier    = "notifier"
 	ServiceCLI         = "lockdown-cli"
-	PartySIEM          = "SIEM"
-	AnyConsumer        = "any consumer"
+	// UserSIEM is the NATS user of the detector: the only one, besides
+	// containment's HTTP intake, that may publish breach events.
+	// `lockdown trigger` publishes with its credentials.
+	UserSIEM = "siem"
+	// UserOperator is the NATS user of the lockdown CLI: it reads every
+	// stream and replays dead letters, but cannot publish breaches.
+	UserOperator = "operator"
+	// AnyConsumer stands for every service that runs a consumer.
+	AnyConsumer = "any consumer"
 )
 
 // Catalog lists every event of the contract in runbook order.
 var catalog = []Spec{
 	{Name: BreachDetected, Stream: StreamEvents, data: BreachDetectedData{},
-		Description: "A detector (the SIEM, the HTTP intake or `lockdown trigger`) reports unauthorised access to Vault. The external contract of Lockdown.",
-		Producer:    PartySIEM + " / containment HTTP intake / " + ServiceCLI, Consumers: []string{ServiceContainment, ServiceAssessor}},
+		Description: "A detector reports unauthorised access to Vault: the SIEM with `nats pub` (or `lockdown trigger` with the SIEM's credentials), or containment's HTTP intake `POST /v1/breaches`. The external contract of Lockdown.",
+		Publishers:  []string{UserSIEM, ServiceContainment}, Consumers: []string{ServiceContainment, ServiceAssessor}},
 	{Name: IncidentOpened, Stream: StreamEvents, data: IncidentOpenedData{},
 		Description: "Containment opened an incident for a first valid breach event.",
-		Producer:    ServiceContainment, Consumers: []string{ServiceAssessor, ServiceCLI}},
+		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceAssessor, ServiceCLI}},
 	{Name: VaultSealed, Stream: StreamEvents, data: VaultSealedData{},
 		Description: "Every configured Vault node is confirmed sealed (per node: how, when requested, when confirmed).",
-		Producer:    ServiceContainment, Consumers: []string{ServiceCLI}},
+		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceCLI}},
 	{Name: ContainmentFailed, Stream: StreamEvents, data: ContainmentFailedData{},
 		Description: "A node was not confirmed sealed within the deadline; containment keeps trying.",
-		Producer:    ServiceContainment, Consumers: []string{ServiceCLI}},
+		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceCLI}},
 	{Name: VaultUnsealed, Stream: StreamEvents, data: VaultUnsealedData{},
 		Description: "The key holders unsealed the active node; the unseal gate is passed.",
-		Producer:    ServiceContainment, Consumers: []string{ServiceContainment}},
+		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceContainment}},
 	{Name: AssessmentCompleted, Stream: StreamEvents, data: AssessmentCompletedData{},
 		Description: "The assessor finished reading the audit log: scope, affected tenants, actors. Never secret values.",
-		Producer:    ServiceAssessor, Consumers: []string{ServiceRotator, ServiceNotifier}},
+		Publishers:  []string{ServiceAssessor}, Consumers: []string{ServiceRotator, ServiceNotifier}},
 	{Name: AccessRevoked, Stream: StreamEvents, data: AccessRevokedData{},
 		Description: "Compromised auth methods disabled, tokens and leases revoked, keyring rotated. Rotation may not start before it.",
-		Producer:    ServiceContainment, Consumers: []string{ServiceRotator}},
+		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceRotator}},
 	{Name: UnsealKeysRotated, Stream: StreamEvents, data: UnsealKeysRotatedData{},
 		Description: "The rekey ceremony completed: new unseal shares issued (fingerprints only).",
-		Producer:    ServiceContainment, Consumers: []string{ServiceCLI}},
+		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceCLI}},
 	{Name: RotationPlanned, Stream: StreamEvents, data: RotationPlannedData{},
 		Description: "The rotator planned one job per tenant for the incident.",
-		Producer:    ServiceRotator, Consumers: []string{ServiceNotifier, ServiceCLI}},
+		Publishers:  []string{ServiceRotator}, Consumers: []string{ServiceNotifier, ServiceCLI}},
 	{Name: RotationJob, Stream: StreamJobs, data: RotationJobData{},
 		Description: "One tenant's rotation job on the work queue; any rotator process takes it.",
-		Producer:    ServiceRotator, Consumers: []string{ServiceRotator}},
+		Publishers:  []string{ServiceRotator}, Consumers: []string{ServiceRotator}},
 	{Name: RotationTenantCompleted, Stream: StreamEvents, data: RotationTenantCompletedData{},
 		Description: "One tenant's SSH, SMTP and DKIM secrets were rotated and its API keys destroyed.",
-		Producer:    ServiceRotator, Consumers: []string{ServiceNotifier}},
+		Publishers:  []string{ServiceRotator}, Consumers: []string{ServiceNotifier}},
 	{Name: RotationTenantFailed, Stream: StreamEvents, data: RotationTenantFailedData{},
 		Description: "One tenant's rotation failed permanently.",
-		Producer:    ServiceRotator, Consumers: []string{ServiceNotifier, ServiceCLI}},
+		Publishers:  []string{ServiceRotator}, Consumers: []string{ServiceNotifier, ServiceCLI}},
 	{Name: RotationCompleted, Stream: StreamEvents, data: RotationCompletedData{},
 		Description: "Every job of the plan has a final state.",
-		Producer:    ServiceRotator, Consumers: []string{ServiceContainment}},
+		Publishers:  []string{ServiceRotator}, Consumers: []string{ServiceContainment}},
 	{Name: NotificationSent, Stream: StreamEvents, data: NotificationSentData{},
 		Description: "A tenant was notified on one channel.",
-		Producer:    ServiceNotifier, Consumers: []string{ServiceCLI}},
+		Publishers:  []string{ServiceNotifier}, Consumers: []string{ServiceCLI}},
 	{Name: NotificationFailed, Stream: StreamEvents, data: NotificationFailedData{},
 		Description: "A tenant could not be notified on one channel (permanent failure).",
-		Producer:    ServiceNotifier, Consumers: []string{ServiceCLI}},
+		Publishers:  []string{ServiceNotifier}, Consumers: []string{ServiceCLI}},
 	{Name: NotificationsCompleted, Stream: StreamEvents, data: NotificationsCompletedData{},
 		Description: "Every tenant of the plan has a final notification state.",
-		Producer:    ServiceNotifier, Consumers: []string{ServiceContainment}},
+		Publishers:  []string{ServiceNotifier}, Consumers: []string{ServiceContainment}},
 	{Name: AccessRestored, Stream: StreamEvents, data: AccessRestoredData{},
 		Description: "Auth methods re-enabled and their configuration re-applied.",
-		Producer:    ServiceContainment, Consumers: []string{ServiceCLI}},
+		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceCLI}},
 	{Name: IncidentResolved, Stream: StreamEvents, data: IncidentResolvedData{},
 		Description: "The incident ended (resolved or failed); carries the post-incident report.",
-		Producer:    ServiceContainment, Consumers: []string{ServiceCLI}},
+		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceCLI}},
 	{Name: DeadLetter, Stream: StreamDeadLetters, data: DeadLetterData{},
 		Description: "A message a consumer could not process: the reason and the original message. Published on `lockdown.deadletter.<durable>`.",
-		Producer:    AnyConsumer, Consumers: []string{ServiceCLI}},
+		Publishers:  []string{AnyConsumer}, Consumers: []string{ServiceCLI}},
 }
 
 // Catalog returns every event of the contract in runbook order. The slice

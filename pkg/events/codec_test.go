@@ -127,7 +127,7 @@ func TestCatalog(t *testing.T) {
 			if !streams[s.Stream] {
 				t.Errorf("%s: stream %q is not declared", s.Name, s.Stream)
 			}
-			if s.Producer == "" || len(s.Consumers) == 0 || s.Description == "" {
+			if len(s.Publishers) == 0 || len(s.Consumers) == 0 || s.Description == "" {
 				t.Errorf("%s: producer, consumers and description are required", s.Name)
 			}
 			schema := s.JSONSchema()

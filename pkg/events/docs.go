@@ -22,7 +22,7 @@ func Markdown() string {
 		if s.Name == DeadLetter {
 			subject = "`" + s.Subject() + ".<durable>`"
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | `%s` |\n", s.Type(), subject, s.Producer, strings.Join(s.Consumers, ", "), s.Stream)
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | `%s` |\n", s.Type(), subject, strings.Join(s.Publishers, ", "), strings.Join(s.Consumers, ", "), s.Stream)
 	}
 	b.WriteString("\n## Streams\n\n| stream | subjects | retention | duplicate window | max age | storage |\n|---|---|---|---|---|---|\n")
 	for _, st := range Streams() {
@@ -47,7 +47,7 @@ func Markdown() string {
 	b.WriteString("\n## Events and their data\n")
 	for _, s := range catalog {
 		fmt.Fprintf(&b, "\n### `%s`\n\n%s\n\n- subject: `%s`\n- producer: %s\n- consumers: %s\n- schema: [`schemas/%s.v1.json`](schemas/%s.v1.json)\n\n",
-			s.Name, s.Description, s.Subject(), s.Producer, strings.Join(s.Consumers, ", "), s.Name, s.Name)
+			s.Name, s.Description, s.Subject(), strings.Join(s.Publishers, ", "), strings.Join(s.Consumers, ", "), s.Name, s.Name)
 		b.WriteString("| field | type | required | meaning |\n|---|---|---|---|\n")
 		for _, f := range s.fields() {
 			req := ""

@@ -9,13 +9,16 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 )
 
-var update = flag.Bool("update", false, "rewrite docs/events.md and docs/schemas from the catalog")
+var update = flag.Bool("update", false, "rewrite docs/events.md, docs/schemas and deploy/nats/auth.conf from the catalog")
 
 // TestDocs keeps docs/events.md and the JSON Schemas true to the code:
 // run `make docs` after changing the catalog.
 func TestDocs(t *testing.T) {
 	root := filepath.Join("..", "..", "docs")
-	files := map[string][]byte{filepath.Join(root, "events.md"): []byte(events.Markdown())}
+	files := map[string][]byte{
+		filepath.Join(root, "events.md"):                         []byte(events.Markdown()),
+		filepath.Join("..", "..", "deploy", "nats", "auth.conf"): []byte(events.NATSAuthConfig()),
+	}
 	for _, s := range events.Catalog() {
 		files[filepath.Join(root, "schemas", string(s.Name)+".v1.json")] = s.MarshalSchema()
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 )
 
@@ -31,7 +32,7 @@ func TestStack(t *testing.T) {
 	})
 
 	t.Run("NATS answers with JetStream enabled", func(t *testing.T) {
-		nc, err := nats.Connect(s.NATS.URL)
+		nc, err := nats.Connect(s.NATS.URL, nats.UserInfo(events.UserOperator, s.NATS.Password(events.UserOperator)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,6 +40,13 @@ func TestStack(t *testing.T) {
 		js, _ := jetstream.New(nc)
 		if _, err := js.AccountInfo(ctx); err != nil {
 			t.Fatalf("jetstream: %v", err)
+		}
+	})
+
+	t.Run("NATS refuses a client without credentials", func(t *testing.T) {
+		if nc, err := nats.Connect(s.NATS.URL); err == nil {
+			nc.Close()
+			t.Fatal("an anonymous client was let in")
 		}
 	})
 

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+
+	"github.com/lockdown/lockdown/pkg/events"
 )
 
 // NATS is a running nats-server with JetStream on file storage.
@@ -14,9 +16,16 @@ type NATS struct {
 	URL         string
 	Port        int
 	MonitorPort int
+	// Passwords maps each NATS user of deploy/nats/auth.conf to the
+	// password generated for this stack; nil when the server runs without
+	// authorization.
+	Passwords map[string]string
 }
 
-func (s *Stack) startNATS(ctx context.Context, extraConfig string) error {
+// Password returns a user's generated password ("" without authorization).
+func (n *NATS) Password(user string) string { return n.Passwords[user] }
+
+func (s *Stack) startNATS(ctx context.Context, auth bool) error {
 	bin, err := tool("nats-server")
 	if err != nil {
 		return err
@@ -29,6 +38,19 @@ func (s *Stack) startNATS(ctx context.Context, extraConfig string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	var authConfig string
+	var env []string
+	var passwords map[string]string
+	if auth {
+		// Lockdown's own least-privilege users, with fresh passwords handed
+		// to nats-server through its environment, as in production.
+		authConfig = events.NATSAuthConfig()
+		passwords = map[string]string{}
+		for _, u := range events.NATSUsers() {
+			passwords[u] = randomHex(16)
+			env = append(env, events.NATSPasswordEnv(u)+"="+passwords[u])
+		}
+	}
 	conf := fmt.Sprintf(`server_name: lockdown_local
 listen: 127.0.0.1:%d
 http: 127.0.0.1:%d
@@ -38,12 +60,12 @@ jetstream {
   max_file_store: 2GB
 }
 %s
-`, ports[0], ports[1], dir, extraConfig)
+`, ports[0], ports[1], dir, authConfig)
 	confPath := filepath.Join(dir, "nats.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return err
 	}
-	p, err := startProcess("nats", s.Dir, bin, []string{"-c", confPath}, nil, nil)
+	p, err := startProcess("nats", s.Dir, bin, []string{"-c", confPath}, env, nil)
 	if err != nil {
 		return err
 	}
@@ -52,7 +74,7 @@ jetstream {
 	if err := p.waitReady(ctx, func(ctx context.Context) error { return httpOK(ctx, healthz) }); err != nil {
 		return err
 	}
-	s.NATS = &NATS{URL: fmt.Sprintf("nats://127.0.0.1:%d", ports[0]), Port: ports[0], MonitorPort: ports[1]}
+	s.NATS = &NATS{URL: fmt.Sprintf("nats://127.0.0.1:%d", ports[0]), Port: ports[0], MonitorPort: ports[1], Passwords: passwords}
 	return nil
 }
 

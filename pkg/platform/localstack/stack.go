@@ -30,10 +30,9 @@ type Options struct {
 	Vault    bool
 	Jaeger   bool
 	Mailpit  bool
-	// NATSConfig, when set, is extra NATS server configuration (for
-	// example the per-service users of deploy/nats) appended to the
-	// stack's listen/JetStream settings.
-	NATSConfig string
+	// NATSAuth runs NATS with Lockdown's per-service users and
+	// permissions (deploy/nats/auth.conf) instead of without authorization.
+	NATSAuth bool
 	// ReadyTimeout bounds the wait for each server. Default 60s.
 	ReadyTimeout time.Duration
 	// KeepDir leaves the temporary directory (logs, data) after Close,
@@ -43,7 +42,7 @@ type Options struct {
 
 // All starts every server.
 func All() Options {
-	return Options{NATS: true, Postgres: true, Vault: true, Jaeger: true, Mailpit: true}
+	return Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, Jaeger: true, Mailpit: true}
 }
 
 // Stack is a running set of servers.
@@ -91,7 +90,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		start func(context.Context) error
 	}
 	for _, st := range []starter{
-		{opts.NATS, func(c context.Context) error { return s.startNATS(c, opts.NATSConfig) }},
+		{opts.NATS, func(c context.Context) error { return s.startNATS(c, opts.NATSAuth) }},
 		{opts.Postgres, s.startPostgres},
 		{opts.Vault, s.startVault},
 		{opts.Jaeger, s.startJaeger},
@@ -158,6 +157,9 @@ func (s *Stack) Env(service string) []string {
 	env := []string{"OTEL_SERVICE_NAME=" + service}
 	if s.NATS != nil {
 		env = append(env, "LOCKDOWN_NATS_URL="+s.NATS.URL)
+		if pw := s.NATS.Password(service); pw != "" {
+			env = append(env, "LOCKDOWN_NATS_USER="+service, "LOCKDOWN_NATS_PASSWORD="+pw)
+		}
 	}
 	if s.Postgres != nil {
 		env = append(env, "LOCKDOWN_DATABASE_URL="+s.Postgres.URL)

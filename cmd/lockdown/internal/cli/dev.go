@@ -183,7 +183,8 @@ func triggerAndTrace(ctx context.Context, stack *localstack.Stack) (*devBreach, 
 	if err != nil {
 		return nil, err
 	}
-	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: stack.NATS.URL, Name: "lockdown-cli"})
+	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: stack.NATS.URL, Name: "lockdown-cli",
+		User: events.UserSIEM, Password: stack.NATS.Password(events.UserSIEM)})
 	if err != nil {
 		return nil, err
 	}
