@@ -48,6 +48,19 @@ func (p *Publisher) Publish(ctx context.Context, name events.Name, data any) (ev
 	return ev, nil
 }
 
+// PublishWithID is Publish with a chosen event id. Services derive the id
+// from what the event records (incident id and step), so a step retried
+// after a crash publishes the same id and JetStream drops the duplicate.
+func (p *Publisher) PublishWithID(ctx context.Context, name events.Name, id string, data any) error {
+	ev, err := events.New(name, p.source, data)
+	if err != nil {
+		return err
+	}
+	ev.SetID(id)
+	_, err = p.PublishEvent(ctx, ev)
+	return err
+}
+
 // PublishEvent publishes a ready-made CloudEvent on its type's subject. The
 // event must be of a catalog type. It returns JetStream's acknowledgement:
 // once it returns without error the event is durably stored, and

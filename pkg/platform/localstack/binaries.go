@@ -18,24 +18,43 @@ const (
 	EnvPGBinDir = "LOCKDOWN_PG_BIN_DIR"
 )
 
-// binDir finds the tools folder: $LOCKDOWN_BIN_DIR, or .bin beside the
-// go.work found walking up from the working directory.
+// binDir finds the tools folder: $LOCKDOWN_BIN_DIR, or .bin at the
+// repository root.
 func binDir() (string, error) {
 	if d := os.Getenv(EnvBinDir); d != "" {
 		return d, nil
 	}
-	wd, err := os.Getwd()
+	root, err := RepoRoot()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w: %v; set %s", ErrBinaryMissing, err, EnvBinDir)
 	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return filepath.Join(dir, ".bin"), nil
-		}
-		if filepath.Dir(dir) == dir {
-			return "", fmt.Errorf("%w: no go.work above %s; set %s", ErrBinaryMissing, wd, EnvBinDir)
+	return filepath.Join(root, ".bin"), nil
+}
+
+// RepoRoot finds the repository (the folder holding go.work) from the
+// working directory or, failing that, from $LOCKDOWN_BIN_DIR's parent.
+func RepoRoot() (string, error) {
+	starts := []string{}
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	if d := os.Getenv(EnvBinDir); d != "" {
+		starts = append(starts, d)
+	}
+	if exe, err := os.Executable(); err == nil {
+		starts = append(starts, filepath.Dir(exe))
+	}
+	for _, start := range starts {
+		for dir := start; ; dir = filepath.Dir(dir) {
+			if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+				return dir, nil
+			}
+			if filepath.Dir(dir) == dir {
+				break
+			}
 		}
 	}
+	return "", fmt.Errorf("no go.work above %v", starts)
 }
 
 // tool returns the path of a server built by `make tools`.

@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/lockdown/lockdown/pkg/events"
 )
 
 // Options choose the servers to start. The zero value starts nothing; All
@@ -165,7 +167,11 @@ func (s *Stack) Env(service string) []string {
 		env = append(env, "LOCKDOWN_DATABASE_URL="+s.Postgres.URL)
 	}
 	if s.Vault != nil {
-		env = append(env, "LOCKDOWN_VAULT_ADDR="+s.Vault.Addr, "LOCKDOWN_VAULT_TOKEN="+s.Vault.RootToken)
+		// Each service gets its own least-privilege token, never the root.
+		env = append(env, "LOCKDOWN_VAULT_ADDR="+s.Vault.Addr)
+		if service == events.ServiceContainment {
+			env = append(env, "LOCKDOWN_VAULT_SEAL_TOKEN="+s.Vault.SealToken)
+		}
 	}
 	if s.Jaeger != nil {
 		env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+s.Jaeger.OTLPHTTPEndpoint, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf")

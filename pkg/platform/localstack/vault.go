@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	vault "github.com/hashicorp/vault/api"
 )
@@ -36,6 +37,9 @@ type Vault struct {
 	UnsealKeys []string
 	// AuditLog is the path of the file audit device's log.
 	AuditLog string
+	// SealToken holds only the lockdown-seal policy
+	// (deploy/vault/policies/lockdown-seal.hcl): containment's token.
+	SealToken string
 }
 
 // Client returns an API client for the node authenticated with the root
@@ -169,6 +173,40 @@ log_level     = "warn"
 			return fmt.Errorf("vault auth enable %s: %w", m, err)
 		}
 	}
+	if err := applyPolicies(ctx, c); err != nil {
+		return err
+	}
+	tok, err := c.Auth().Token().CreateWithContext(ctx, &vault.TokenCreateRequest{
+		Policies: []string{"lockdown-seal"}, NoDefaultPolicy: true, DisplayName: "lockdown-containment", Period: "768h",
+	})
+	if err != nil {
+		return fmt.Errorf("vault seal token: %w", err)
+	}
+	v.SealToken = tok.Auth.ClientToken
 	s.Vault = v
+	return nil
+}
+
+// applyPolicies writes every policy of deploy/vault/policies, named after
+// its file: the local Vault gets exactly the policies a deployment uses.
+func applyPolicies(ctx context.Context, c *vault.Client) error {
+	root, err := RepoRoot()
+	if err != nil {
+		return fmt.Errorf("vault policies: %w", err)
+	}
+	files, err := filepath.Glob(filepath.Join(root, "deploy", "vault", "policies", "*.hcl"))
+	if err != nil || len(files) == 0 {
+		return fmt.Errorf("vault policies: none found under %s/deploy/vault/policies", root)
+	}
+	for _, f := range files {
+		body, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		name := strings.TrimSuffix(filepath.Base(f), ".hcl")
+		if err := c.Sys().PutPolicyWithContext(ctx, name, string(body)); err != nil {
+			return fmt.Errorf("vault policy %s: %w", name, err)
+		}
+	}
 	return nil
 }
