@@ -1,0 +1,338 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/telemetry"
+	"github.com/lockdown/lockdown/services/containment/internal/intake"
+)
+
+// TestContainment drives containment on the real local stack — NATS with
+// deploy/nats's users, PostgreSQL, a real Vault, Jaeger — through the
+// first phases of the runbook. The subtests run in order and share the
+// stack: each leaves Vault unsealed and no incident open.
+func TestContainment(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, Jaeger: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	c := startContainment(t, s, nil, "", nil, nil)
+	t.Cleanup(func() { c.stop() }) // whichever instance runs last
+	siem, _ := connectAs(t, s, events.UserSIEM)
+	pool, err := pgxpool.New(ctx, s.Postgres.URL)
+	must(t, err)
+	defer pool.Close()
+	countIncidents := func() (n int) {
+		must(t, pool.QueryRow(ctx, "SELECT count(*) FROM containment.incidents").Scan(&n))
+		return n
+	}
+
+	var first events.VaultSealedData
+	t.Run("a breach published by the SIEM user seals Vault and opens one incident", func(t *testing.T) {
+		siemTel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "test-siem", OTLPEndpoint: s.Jaeger.OTLPHTTPEndpoint})
+		must(t, err)
+		spanCtx, span := siemTel.TracerProvider.Tracer("siem").Start(ctx, "send lockdown.breach.detected", trace.WithSpanKind(trace.SpanKindProducer))
+		headers := propagation.MapCarrier{}
+		propagation.TraceContext{}.Inject(spanCtx, headers)
+		ev := newBreach(t, "root token used from 203.0.113.7")
+		publishAsSIEM(t, siem, ev, headers)
+		span.End()
+		must(t, siemTel.Shutdown(ctx))
+
+		_, opened := waitEvent(t, s, events.IncidentOpened, 10*time.Second, func(d events.IncidentOpenedData) bool { return d.BreachEventID == ev.ID() })
+		_, first = waitEvent(t, s, events.VaultSealed, 10*time.Second, func(d events.VaultSealedData) bool { return d.IncidentID == opened.IncidentID })
+		if !sealed(t, s.Vault.Addr) {
+			t.Fatal("Vault reports unsealed after vault.sealed")
+		}
+		if len(first.Nodes) != 1 || first.Nodes[0].Method != "api" || first.Nodes[0].ConfirmedAt.IsZero() {
+			t.Fatalf("seal record %+v", first.Nodes)
+		}
+		var summary, severity, source string
+		var detected time.Time
+		must(t, pool.QueryRow(ctx, `SELECT summary, severity, source, detected_at FROM containment.detections WHERE event_id = $1`, ev.ID()).
+			Scan(&summary, &severity, &source, &detected))
+		data, _ := events.DataAs[events.BreachDetectedData](ev)
+		if summary != data.Summary || severity != "critical" || source != "/siem/test" || !detected.Equal(data.DetectedAt.Truncate(time.Microsecond)) {
+			t.Fatalf("detection stored as %q %q %q %v", summary, severity, source, detected)
+		}
+		if opened.Severity != events.SeverityCritical || opened.Summary != data.Summary {
+			t.Fatalf("incident.opened %+v", opened)
+		}
+
+		// One trace: containment's consumer span is the SIEM span's child.
+		c.stop()
+		tr := waitForTrace(t, ctx, s.Jaeger.QueryURL, span.SpanContext().TraceID().String(), 2)
+		if parent := tr.parentOf("containment", "process lockdown.breach.detected"); parent != span.SpanContext().SpanID().String() {
+			t.Fatalf("containment's span parent is %q, want the SIEM's span %s", parent, span.SpanContext().SpanID())
+		}
+		c = startContainment(t, s, nil, "", nil, nil)
+	})
+
+	t.Run("a restarted containment resumes the open incident and the unseal gate emits vault.unsealed", func(t *testing.T) {
+		// The previous subtest restarted containment mid-incident: it
+		// must not open a new incident and must watch the gate.
+		if n := countIncidents(); n != 1 {
+			t.Fatalf("%d incidents", n)
+		}
+		must(t, s.Vault.Unseal(ctx))
+		_, un := waitEvent(t, s, events.VaultUnsealed, 10*time.Second, func(d events.VaultUnsealedData) bool { return d.IncidentID == first.IncidentID })
+		if un.Address != s.Vault.Addr || un.GateMS <= 0 {
+			t.Fatalf("vault.unsealed %+v", un)
+		}
+		var phase string
+		must(t, pool.QueryRow(ctx, "SELECT phase FROM containment.incidents WHERE id = $1", first.IncidentID).Scan(&phase))
+		if phase != "unsealed" {
+			t.Fatalf("phase %s", phase)
+		}
+	})
+
+	t.Run("the same event published again does not open a second incident", func(t *testing.T) {
+		resolveOpen(t, s)
+		ev := newBreach(t, "duplicate test")
+		publishAsSIEM(t, siem, ev, nil)
+		_, opened := waitEvent(t, s, events.IncidentOpened, 10*time.Second, func(d events.IncidentOpenedData) bool { return d.BreachEventID == ev.ID() })
+		waitEvent(t, s, events.VaultSealed, 10*time.Second, func(d events.VaultSealedData) bool { return d.IncidentID == opened.IncidentID })
+		before := countIncidents()
+		// Same id with the same Nats-Msg-Id: JetStream drops it. Same id
+		// with another Nats-Msg-Id (outside the window, say): it reaches
+		// containment, whose unique key refuses it.
+		publishAsSIEM(t, siem, ev, map[string]string{"Nats-Msg-Id": ev.ID()})
+		publishAsSIEM(t, siem, ev, map[string]string{"Nats-Msg-Id": "other-" + ev.ID()})
+		marker := newBreach(t, "a later detection")
+		publishAsSIEM(t, siem, marker, nil)
+		waitDetection(t, ctx, pool, marker.ID())
+		var detections int
+		must(t, pool.QueryRow(ctx, "SELECT count(*) FROM containment.detections WHERE incident_id = $1", opened.IncidentID).Scan(&detections))
+		if n := countIncidents(); n != before || detections != 2 {
+			t.Fatalf("incidents %d → %d, detections %d (want the original and the later one)", before, n, detections)
+		}
+		var rounds int
+		must(t, pool.QueryRow(ctx, "SELECT seal_round FROM containment.incidents WHERE id = $1", opened.IncidentID).Scan(&rounds))
+		if rounds != 1 {
+			t.Fatalf("a detection while every node is sealed re-sealed (round %d)", rounds)
+		}
+		must(t, s.Vault.Unseal(ctx))
+		waitEvent(t, s, events.VaultUnsealed, 10*time.Second, func(d events.VaultUnsealedData) bool { return d.IncidentID == opened.IncidentID })
+	})
+
+	t.Run("a detection that finds Vault unsealed seals it again", func(t *testing.T) {
+		inc := openIncidentID(t, ctx, pool)
+		since := time.Now()
+		publishAsSIEM(t, siem, newBreach(t, "intruder still active"), nil)
+		_, again := waitEvent(t, s, events.VaultSealed, 10*time.Second, func(d events.VaultSealedData) bool {
+			return d.IncidentID == inc && d.Nodes[0].ConfirmedAt.After(since)
+		})
+		if !sealed(t, s.Vault.Addr) || again.Nodes[0].Method != "api" {
+			t.Fatalf("not sealed again: %+v", again)
+		}
+		must(t, s.Vault.Unseal(ctx))
+		waitUnsealedPhase(t, ctx, pool, inc)
+		resolveOpen(t, s)
+	})
+
+	t.Run("an invalid event does not seal and ends on the dead-letter subject", func(t *testing.T) {
+		before := countIncidents()
+		bad := fmt.Sprintf(`{"specversion":"1.0","id":"bad-%d","type":"io.lockdown.breach.detected.v1","source":"/siem/test","time":"%s",
+			"datacontenttype":"application/json","data":{"severity":"catastrophic"}}`, time.Now().UnixNano(), time.Now().UTC().Format(time.RFC3339))
+		msg := nats.NewMsg(events.BreachDetected.Subject())
+		msg.Data = []byte(bad)
+		must(t, siem.PublishMsg(msg))
+		dl := waitDeadLetter(t, s, events.ConsumerContainmentBreach, "catastrophic")
+		if !strings.Contains(dl.Reason, "summary is required") {
+			t.Fatalf("reason %q", dl.Reason)
+		}
+		if sealed(t, s.Vault.Addr) || countIncidents() != before {
+			t.Fatal("an invalid breach sealed Vault or opened an incident")
+		}
+	})
+
+	t.Run("a publish to the breach subject by another user is refused by NATS", func(t *testing.T) {
+		for _, user := range []string{events.ServiceRotator, events.ServiceNotifier, events.ServiceAssessor, events.UserOperator} {
+			nc, errs := connectAs(t, s, user)
+			body, _ := events.Marshal(newBreach(t, "forged by "+user))
+			must(t, nc.Publish(events.BreachDetected.Subject(), body))
+			nc.Flush()
+			select {
+			case err := <-errs:
+				if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+					t.Fatalf("%s: %v", user, err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s could publish a breach", user)
+			}
+		}
+		if sealed(t, s.Vault.Addr) {
+			t.Fatal("a refused publish sealed Vault")
+		}
+	})
+
+	t.Run("the HTTP intake rejects a bad signature and a stale timestamp", func(t *testing.T) {
+		body, _ := events.Marshal(newBreach(t, "via http"))
+		now := strconv.FormatInt(time.Now().Unix(), 10)
+		stale := strconv.FormatInt(time.Now().Add(-10*time.Minute).Unix(), 10)
+		cases := map[string]map[string]string{
+			"bad signature":   {intake.HeaderTimestamp: now, intake.HeaderSignature: intake.SignatureHeader("wrong-key", now, body)},
+			"stale timestamp": {intake.HeaderTimestamp: stale, intake.HeaderSignature: intake.SignatureHeader(testHMACKey, stale, body)},
+			"bad token":       {"Authorization": "Bearer nope"},
+			"no credentials":  {},
+		}
+		for name, h := range cases {
+			resp := post(t, c.intake, body, h)
+			if resp.code != http.StatusUnauthorized || resp.body["error"] == "" {
+				t.Errorf("%s: %d %v", name, resp.code, resp.body)
+			}
+		}
+		if sealed(t, s.Vault.Addr) {
+			t.Fatal("a refused request sealed Vault")
+		}
+	})
+
+	t.Run("a signed HTTP breach seals and answers 202 with the incident id", func(t *testing.T) {
+		ev := newBreach(t, "via http, signed")
+		body, _ := events.Marshal(ev)
+		now := strconv.FormatInt(time.Now().Unix(), 10)
+		resp := post(t, c.intake, body, map[string]string{intake.HeaderTimestamp: now, intake.HeaderSignature: intake.SignatureHeader(testHMACKey, now, body),
+			"Content-Type": "application/cloudevents+json"})
+		if resp.code != http.StatusAccepted || resp.body["event_id"] != ev.ID() || resp.body["incident_id"] == "" {
+			t.Fatalf("%d %v", resp.code, resp.body)
+		}
+		waitEvent(t, s, events.VaultSealed, 10*time.Second, func(d events.VaultSealedData) bool { return d.IncidentID == resp.body["incident_id"] })
+		if !sealed(t, s.Vault.Addr) {
+			t.Fatal("not sealed")
+		}
+		// Binary mode with a bearer token joins the same incident.
+		data, _ := json.Marshal(events.BreachDetectedData{Summary: "binary mode", Severity: events.SeverityHigh})
+		bin := post(t, c.intake, data, map[string]string{"Authorization": "Bearer " + testBearerToken, "Content-Type": "application/json",
+			"ce-specversion": "1.0", "ce-id": "bin-" + ev.ID(), "ce-type": events.BreachDetected.Type(), "ce-source": "/siem/http"})
+		if bin.code != http.StatusAccepted || bin.body["incident_id"] != resp.body["incident_id"] {
+			t.Fatalf("binary: %d %v", bin.code, bin.body)
+		}
+		bad := post(t, c.intake, []byte(`{"summary":""}`), map[string]string{"Authorization": "Bearer " + testBearerToken, "Content-Type": "application/json",
+			"ce-specversion": "1.0", "ce-id": "bad-bin", "ce-type": events.BreachDetected.Type(), "ce-source": "/siem/http"})
+		if bad.code != http.StatusBadRequest || !strings.Contains(bad.body["error"], "summary is required") {
+			t.Fatalf("invalid data: %d %v", bad.code, bad.body)
+		}
+		must(t, s.Vault.Unseal(ctx))
+		waitUnsealedPhase(t, ctx, pool, resp.body["incident_id"])
+		resolveOpen(t, s)
+	})
+
+	t.Run("no secret reaches containment's log", func(t *testing.T) {
+		c.stop()
+		logs := c.logs.String()
+		if !strings.Contains(logs, "every vault node confirmed sealed") {
+			t.Fatalf("the log was not captured:\n%s", logs)
+		}
+		secrets := []string{s.Vault.SealToken, s.Vault.RootToken, testHMACKey, testBearerToken}
+		secrets = append(secrets, s.Vault.UnsealKeys...)
+		for _, u := range events.NATSUsers() {
+			secrets = append(secrets, s.NATS.Password(u))
+		}
+		assertNoSecrets(t, logs, secrets...)
+	})
+}
+
+type httpResult struct {
+	code int
+	body map[string]string
+}
+
+func post(t *testing.T, base string, body []byte, headers map[string]string) httpResult {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, base+"/v1/breaches", bytes.NewReader(body))
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	flat := map[string]string{}
+	for k, v := range out {
+		flat[k] = fmt.Sprint(v)
+	}
+	return httpResult{code: resp.StatusCode, body: flat}
+}
+
+func waitDetection(t *testing.T, ctx context.Context, pool *pgxpool.Pool, eventID string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "detection "+eventID, func() bool {
+		var n int
+		pool.QueryRow(ctx, "SELECT count(*) FROM containment.detections WHERE event_id = $1", eventID).Scan(&n)
+		return n == 1
+	})
+}
+
+func waitUnsealedPhase(t *testing.T, ctx context.Context, pool *pgxpool.Pool, incidentID string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "phase unsealed", func() bool {
+		var phase string
+		pool.QueryRow(ctx, "SELECT phase FROM containment.incidents WHERE id = $1", incidentID).Scan(&phase)
+		return phase == "unsealed"
+	})
+}
+
+func openIncidentID(t *testing.T, ctx context.Context, pool *pgxpool.Pool) string {
+	t.Helper()
+	var id string
+	must(t, pool.QueryRow(ctx, "SELECT id::text FROM containment.incidents WHERE phase NOT IN ('resolved','failed')").Scan(&id))
+	return id
+}
+
+// waitFor polls a condition: the readiness wait of an asynchronous step.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func waitDeadLetter(t *testing.T, s *localstack.Stack, durable, contains string) events.DeadLetterData {
+	t.Helper()
+	nc, _ := connectAs(t, s, events.UserOperator)
+	js := jsOf(t, nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, events.StreamDeadLetters, orderedFilter(events.DeadLetterSubject(durable)))
+	must(t, err)
+	for {
+		m, err := cons.Next(nextWait(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("no dead letter containing %q", contains)
+			}
+			continue
+		}
+		ev, _, err := events.Decode(m.Headers(), m.Data())
+		if err != nil {
+			continue
+		}
+		d, err := events.DataAs[events.DeadLetterData](ev)
+		if err == nil && strings.Contains(string(d.OriginalData), contains) {
+			return d
+		}
+	}
+}

@@ -1,0 +1,295 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/config"
+	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/runner"
+	"github.com/lockdown/lockdown/pkg/platform/telemetry"
+	"github.com/lockdown/lockdown/services/containment/internal/app"
+	"github.com/lockdown/lockdown/services/containment/internal/incident"
+	"github.com/lockdown/lockdown/services/containment/internal/store"
+	"github.com/lockdown/lockdown/services/containment/internal/vaultnodes"
+)
+
+// Secrets the intake is configured with in tests; the log check looks for them.
+const (
+	testHMACKey     = "intake-hmac-key-7f3a9c"
+	testBearerToken = "intake-bearer-token-51d2e8"
+)
+
+// syncBuffer collects a service's JSON log lines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// running is one containment instance started by a test.
+type running struct {
+	logs   *syncBuffer
+	tel    *telemetry.Telemetry
+	intake string
+	stop   func()
+}
+
+// startContainment runs containment in-process against the stack, as the
+// containment NATS user, with the seal-only token and the real store.
+// nodes and fencer default to the stack's single Vault. The caller stops it
+// (stop is idempotent).
+func startContainment(t *testing.T, s *localstack.Stack, nodes []string, sealToken string, fencer incident.Fencer, tune func(*app.Config)) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: events.ServiceContainment, LogOutput: logs, OTLPEndpoint: jaegerEndpoint(s)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.ServiceContainment,
+		Password: s.NATS.Password(events.ServiceContainment), Name: "containment-test", Logger: tel.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the runner does at start, with containment's own permissions.
+	if err := stream.EnsureTopology(ctx, conn.JS); err != nil {
+		t.Fatal(err)
+	}
+	if nodes == nil {
+		nodes, sealToken = []string{s.Vault.Addr}, s.Vault.SealToken
+	}
+	cfg := &app.Config{
+		Common:            config.Common{ShutdownTimeout: 5 * time.Second},
+		DatabaseURL:       s.Postgres.URL,
+		BreachConcurrency: 4, VaultAddrs: nodes, VaultSealToken: sealToken, VaultTimeout: 2 * time.Second,
+		SealDeadline: 10 * time.Second, SealPoll: 10 * time.Millisecond, FenceRetry: 15 * time.Second, GatePoll: 50 * time.Millisecond,
+		IntakeAddr: freeAddr(t), IntakeHMACKey: testHMACKey, IntakeBearerTokens: []string{testBearerToken}, IntakeMaxSkew: 5 * time.Minute,
+		FenceTimeout: 30 * time.Second,
+	}
+	if tune != nil {
+		tune(cfg)
+	}
+	db, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vn, err := vaultnodes.New(cfg.VaultAddrs, cfg.VaultSealToken, cfg.VaultTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fencer == nil {
+		fencer = vaultnodes.CommandFencer{}
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- app.RunWith(ctx, &runner.Runtime{Service: events.ServiceContainment, Logger: tel.Logger, TracerProvider: tel.TracerProvider, NATS: conn},
+			cfg, app.Deps{Store: db, Vault: vn, Fencer: fencer})
+	}()
+	r := &running{logs: logs, tel: tel, intake: "http://" + cfg.IntakeAddr}
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("containment: %v", err)
+			}
+			conn.Close(context.Background())
+			db.Close()
+			flush, c := context.WithTimeout(context.Background(), 10*time.Second)
+			defer c()
+			tel.Shutdown(flush)
+		})
+	}
+	waitHTTP(t, r.intake)
+	return r
+}
+
+func jaegerEndpoint(s *localstack.Stack) string {
+	if s.Jaeger == nil {
+		return ""
+	}
+	return s.Jaeger.OTLPHTTPEndpoint
+}
+
+// freeAddr reserves a free loopback address for the intake.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// waitHTTP waits until the intake accepts connections.
+func waitHTTP(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(base + "/healthz-probe")
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("intake %s not listening", base)
+}
+
+// connectAs opens a plain NATS connection as one of deploy/nats's users;
+// permission violations are sent to errs.
+func connectAs(t *testing.T, s *localstack.Stack, user string) (*nats.Conn, <-chan error) {
+	t.Helper()
+	errs := make(chan error, 8)
+	nc, err := nats.Connect(s.NATS.URL, nats.UserInfo(user, s.NATS.Password(user)),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, errs
+}
+
+// publishAsSIEM publishes a breach the way a SIEM does with `nats pub`: a
+// structured CloudEvent on plain NATS, optionally with extra headers.
+func publishAsSIEM(t *testing.T, nc *nats.Conn, ev event.Event, headers map[string]string) {
+	t.Helper()
+	body, err := events.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg(events.BreachDetected.Subject())
+	msg.Data = body
+	for k, v := range headers {
+		msg.Header.Set(k, v)
+	}
+	if err := nc.PublishMsg(msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newBreach(t *testing.T, summary string) event.Event {
+	t.Helper()
+	ev, err := events.New(events.BreachDetected, "/siem/test", events.BreachDetectedData{
+		Summary: summary, Severity: events.SeverityCritical, Indicators: []string{"ip:203.0.113.7"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// waitEvent reads the events stream (as the operator) until an event of
+// the given name matches, or fails the test.
+func waitEvent[T any](t *testing.T, s *localstack.Stack, name events.Name, timeout time.Duration, match func(T) bool) (event.Event, T) {
+	t.Helper()
+	nc, _ := connectAs(t, s, events.UserOperator)
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{name.Subject()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Stop()
+	go func() { <-ctx.Done(); it.Stop() }()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			var zero T
+			t.Fatalf("no matching %s within %s", name, timeout)
+			return event.Event{}, zero
+		}
+		ev, _, err := events.Decode(m.Headers(), m.Data())
+		if err != nil {
+			continue
+		}
+		data, err := events.DataAs[T](ev)
+		if err == nil && match(data) {
+			return ev, data
+		}
+	}
+}
+
+// sealed reads a node's seal status with no token, as `vault status` does.
+func sealed(t *testing.T, addr string) bool {
+	t.Helper()
+	resp, err := http.Get(addr + "/v1/sys/seal-status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Sealed bool `json:"sealed"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Sealed
+}
+
+// resolveOpen ends the open incident so the next test opens its own.
+func resolveOpen(t *testing.T, s *localstack.Stack) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, s.Postgres.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if inc, err := db.OpenIncident(ctx); err == nil {
+		if err := db.Resolve(ctx, inc.ID, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// assertNoSecrets fails if any secret of the stack or the intake reached a log.
+func assertNoSecrets(t *testing.T, logs string, secrets ...string) {
+	t.Helper()
+	for _, s := range secrets {
+		if s != "" && strings.Contains(logs, s) {
+			t.Errorf("a secret (%d chars, starting %q) appears in the log", len(s), s[:min(3, len(s))])
+		}
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
