@@ -173,18 +173,26 @@ log_level     = "warn"
 			return fmt.Errorf("vault auth enable %s: %w", m, err)
 		}
 	}
-	if err := applyPolicies(ctx, c); err != nil {
+	if v.SealToken, err = sealToken(ctx, c); err != nil {
 		return err
 	}
-	tok, err := c.Auth().Token().CreateWithContext(ctx, &vault.TokenCreateRequest{
+	s.Vault = v
+	return nil
+}
+
+// sealToken writes the deployment's policies and issues containment's
+// token, which holds only the lockdown-seal policy.
+func sealToken(ctx context.Context, root *vault.Client) (string, error) {
+	if err := applyPolicies(ctx, root); err != nil {
+		return "", err
+	}
+	tok, err := root.Auth().Token().CreateWithContext(ctx, &vault.TokenCreateRequest{
 		Policies: []string{"lockdown-seal"}, NoDefaultPolicy: true, DisplayName: "lockdown-containment", Period: "768h",
 	})
 	if err != nil {
-		return fmt.Errorf("vault seal token: %w", err)
+		return "", fmt.Errorf("vault seal token: %w", err)
 	}
-	v.SealToken = tok.Auth.ClientToken
-	s.Vault = v
-	return nil
+	return tok.Auth.ClientToken, nil
 }
 
 // applyPolicies writes every policy of deploy/vault/policies, named after

@@ -32,7 +32,9 @@ type VaultCluster struct {
 	Nodes []*VaultNode
 	// RootToken and UnsealKeys stay inside the process that started the
 	// cluster, like Vault's: tests and the drill play the key holders.
-	RootToken  string
+	RootToken string
+	// SealToken holds only the lockdown-seal policy: containment's token.
+	SealToken  string
 	UnsealKeys []string
 
 	s   *Stack
@@ -133,6 +135,9 @@ func (s *Stack) StartVaultCluster(ctx context.Context, nodes int) (_ *VaultClust
 		return nil, err
 	}
 	if err := c.waitNode(ctx, first, vaultIsActive); err != nil {
+		return nil, err
+	}
+	if c.SealToken, err = sealToken(ctx, first.api); err != nil {
 		return nil, err
 	}
 	// Autopilot adds a joining node as a non-voter and promotes it once it
