@@ -17,7 +17,7 @@ FUZZTIME ?= 30s
 # a 2-core machine.
 TEST_PARALLEL ?= 2
 
-.PHONY: all tools postgres build test fuzz lint docs run dev clean
+.PHONY: all tools postgres build test fuzz lint docs run dev bench clean
 
 all: build
 
@@ -59,6 +59,10 @@ fuzz:
 lint:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
 	go vet $(PKGS)
+
+## bench: benchmarks on the real local stack (figures go to docs/benchmarks.md)
+bench: tools
+	go test -count=1 -run '^$$' -bench BenchmarkContainmentLatency -benchtime 30x -timeout 30m github.com/lockdown/lockdown/services/containment/internal/app
 
 ## docs: regenerate docs/events.md and docs/schemas from pkg/events
 docs:

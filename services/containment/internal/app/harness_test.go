@@ -64,7 +64,7 @@ type running struct {
 // containment NATS user, with the seal-only token and the real store.
 // nodes and fencer default to the stack's single Vault. The caller stops it
 // (stop is idempotent).
-func startContainment(t *testing.T, s *localstack.Stack, nodes []string, sealToken string, fencer incident.Fencer, tune func(*app.Config)) *running {
+func startContainment(t testing.TB, s *localstack.Stack, nodes []string, sealToken string, fencer incident.Fencer, tune func(*app.Config)) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
@@ -138,7 +138,7 @@ func jaegerEndpoint(s *localstack.Stack) string {
 }
 
 // freeAddr reserves a free loopback address for the intake.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -149,7 +149,7 @@ func freeAddr(t *testing.T) string {
 }
 
 // waitHTTP waits until the intake accepts connections.
-func waitHTTP(t *testing.T, base string) {
+func waitHTTP(t testing.TB, base string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -165,7 +165,7 @@ func waitHTTP(t *testing.T, base string) {
 
 // connectAs opens a plain NATS connection as one of deploy/nats's users;
 // permission violations are sent to errs.
-func connectAs(t *testing.T, s *localstack.Stack, user string) (*nats.Conn, <-chan error) {
+func connectAs(t testing.TB, s *localstack.Stack, user string) (*nats.Conn, <-chan error) {
 	t.Helper()
 	errs := make(chan error, 8)
 	nc, err := nats.Connect(s.NATS.URL, nats.UserInfo(user, s.NATS.Password(user)),
@@ -179,7 +179,7 @@ func connectAs(t *testing.T, s *localstack.Stack, user string) (*nats.Conn, <-ch
 
 // publishAsSIEM publishes a breach the way a SIEM does with `nats pub`: a
 // structured CloudEvent on plain NATS, optionally with extra headers.
-func publishAsSIEM(t *testing.T, nc *nats.Conn, ev event.Event, headers map[string]string) {
+func publishAsSIEM(t testing.TB, nc *nats.Conn, ev event.Event, headers map[string]string) {
 	t.Helper()
 	body, err := events.Marshal(ev)
 	if err != nil {
@@ -198,7 +198,7 @@ func publishAsSIEM(t *testing.T, nc *nats.Conn, ev event.Event, headers map[stri
 	}
 }
 
-func newBreach(t *testing.T, summary string) event.Event {
+func newBreach(t testing.TB, summary string) event.Event {
 	t.Helper()
 	ev, err := events.New(events.BreachDetected, "/siem/test", events.BreachDetectedData{
 		Summary: summary, Severity: events.SeverityCritical, Indicators: []string{"ip:203.0.113.7"}})
@@ -210,7 +210,7 @@ func newBreach(t *testing.T, summary string) event.Event {
 
 // waitEvent reads the events stream (as the operator) until an event of
 // the given name matches, or fails the test.
-func waitEvent[T any](t *testing.T, s *localstack.Stack, name events.Name, timeout time.Duration, match func(T) bool) (event.Event, T) {
+func waitEvent[T any](t testing.TB, s *localstack.Stack, name events.Name, timeout time.Duration, match func(T) bool) (event.Event, T) {
 	t.Helper()
 	nc, _ := connectAs(t, s, events.UserOperator)
 	js, _ := jetstream.New(nc)
@@ -245,7 +245,7 @@ func waitEvent[T any](t *testing.T, s *localstack.Stack, name events.Name, timeo
 }
 
 // sealed reads a node's seal status with no token, as `vault status` does.
-func sealed(t *testing.T, addr string) bool {
+func sealed(t testing.TB, addr string) bool {
 	t.Helper()
 	resp, err := http.Get(addr + "/v1/sys/seal-status")
 	if err != nil {
@@ -262,7 +262,7 @@ func sealed(t *testing.T, addr string) bool {
 }
 
 // resolveOpen ends the open incident so the next test opens its own.
-func resolveOpen(t *testing.T, s *localstack.Stack) {
+func resolveOpen(t testing.TB, s *localstack.Stack) {
 	t.Helper()
 	ctx := context.Background()
 	db, err := store.Open(ctx, s.Postgres.URL)
@@ -278,7 +278,7 @@ func resolveOpen(t *testing.T, s *localstack.Stack) {
 }
 
 // assertNoSecrets fails if any secret of the stack or the intake reached a log.
-func assertNoSecrets(t *testing.T, logs string, secrets ...string) {
+func assertNoSecrets(t testing.TB, logs string, secrets ...string) {
 	t.Helper()
 	for _, s := range secrets {
 		if s != "" && strings.Contains(logs, s) {
@@ -287,7 +287,7 @@ func assertNoSecrets(t *testing.T, logs string, secrets ...string) {
 	}
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

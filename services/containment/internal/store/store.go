@@ -129,7 +129,10 @@ func (s *Store) RecordDetection(ctx context.Context, d incident.Detection) (inci
 func (s *Store) StartSealRound(ctx context.Context, incidentID string) (int, error) {
 	var round int
 	err := s.pool.QueryRow(ctx, `UPDATE containment.incidents SET seal_round = seal_round + 1, phase = $2
-		WHERE id = $1 RETURNING seal_round`, incidentID, string(incident.PhaseContaining)).Scan(&round)
+		WHERE id = $1 AND phase NOT IN ('resolved', 'failed') RETURNING seal_round`, incidentID, string(incident.PhaseContaining)).Scan(&round)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("incident %s is closed: %w", incidentID, incident.ErrNoOpenIncident)
+	}
 	return round, err
 }
 
@@ -150,7 +153,8 @@ func (s *Store) RecordSealed(ctx context.Context, incidentID string, round int, 
 			return err
 		}
 	}
-	if _, err := tx.Exec(ctx, `UPDATE containment.incidents SET phase = $2, sealed_at = $3, unsealed_at = NULL WHERE id = $1`,
+	if _, err := tx.Exec(ctx, `UPDATE containment.incidents SET phase = $2, sealed_at = $3, unsealed_at = NULL
+		WHERE id = $1 AND phase NOT IN ('resolved', 'failed')`,
 		incidentID, string(incident.PhaseSealed), at); err != nil {
 		return err
 	}
@@ -169,7 +173,9 @@ func (s *Store) RecordGate(ctx context.Context, incidentID string, gate []incide
 
 // RecordUnsealed implements incident.Store.
 func (s *Store) RecordUnsealed(ctx context.Context, incidentID string, at time.Time) error {
-	_, err := s.pool.Exec(ctx, `UPDATE containment.incidents SET phase = $2, unsealed_at = $3 WHERE id = $1`,
+	// Only a sealed incident passes the gate: a late watcher must not
+	// reopen an incident that was resolved meanwhile.
+	_, err := s.pool.Exec(ctx, `UPDATE containment.incidents SET phase = $2, unsealed_at = $3 WHERE id = $1 AND phase = 'sealed'`,
 		incidentID, string(incident.PhaseUnsealed), at)
 	return err
 }
