@@ -29,8 +29,10 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"trigger": {"publish a breach event exactly as a SIEM would", runTrigger},
-		"dev":     {"start the local stack and every service, trigger a breach and show its trace", runDev},
+		"trigger":   {"publish a breach event exactly as a SIEM would", runTrigger},
+		"dev":       {"start the local stack and every service, trigger a breach, follow it through seal and unseal", runDev},
+		"incidents": {"list incidents with phase and age", runIncidents},
+		"status":    {"show an incident: phases with timings and targets, seals, the unseal gate", runStatus},
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
+
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
@@ -37,7 +39,12 @@ type devService struct {
 }
 
 type devBreach struct {
-	EventID  string   `json:"event_id"`
+	EventID    string `json:"event_id"`
+	IncidentID string `json:"incident_id"`
+	// SealedMS is breach published → every node confirmed sealed.
+	SealedMS int64 `json:"sealed_ms"`
+	// GateMS is sealed → unsealed, with Lockdown playing the key holders.
+	GateMS   int64    `json:"gate_ms"`
 	TraceID  string   `json:"trace_id"`
 	TraceURL string   `json:"trace_url"`
 	Spans    int      `json:"spans"`
@@ -116,9 +123,16 @@ func runDev(ctx context.Context, args []string, out, errOut io.Writer) int {
 			fmt.Fprintf(errOut, "lockdown dev: %v\n", err)
 			return ExitFailure
 		}
+		say("breach %s published as the SIEM", b.EventID)
+		if err := followIncident(ctx, stack, b, say); err != nil {
+			fmt.Fprintf(errOut, "lockdown dev: %v\n", err)
+			return ExitFailure
+		}
 		report.Breach = b
-		say("breach %s: one trace %s with %d spans across %v", b.EventID, b.TraceID, b.Spans, b.Services)
-		say("  %s", b.TraceURL)
+		say("one trace %s with %d spans across %v:\n  %s", b.TraceID, b.Spans, b.Services, b.TraceURL)
+		if !*asJSON {
+			runStatus(ctx, []string{b.IncidentID, "--database-url", stack.Postgres.URL}, out, errOut)
+		}
 	}
 	if *asJSON {
 		printJSON(out, report)
@@ -174,6 +188,42 @@ func waitConnected(ctx context.Context, monitorPort int, svcs []devService) erro
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// followIncident waits for the incident the breach opened to be sealed,
+// then plays the key holders (the stack's Vault is disposable: this is the
+// one place Lockdown holds unseal shares) and waits for the unseal gate.
+func followIncident(ctx context.Context, stack *localstack.Stack, b *devBreach, say func(string, ...any)) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: stack.NATS.URL, Name: "lockdown-cli",
+		User: events.UserOperator, Password: stack.NATS.Password(events.UserOperator)})
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, opened, err := stream.Await(ctx, conn.JS, events.IncidentOpened, func(_ event.Event, d events.IncidentOpenedData) bool { return d.BreachEventID == b.EventID })
+	if err != nil {
+		return err
+	}
+	b.IncidentID = opened.IncidentID
+	_, sealed, err := stream.Await(ctx, conn.JS, events.VaultSealed, func(_ event.Event, d events.VaultSealedData) bool { return d.IncidentID == b.IncidentID })
+	if err != nil {
+		return err
+	}
+	b.SealedMS = sealed.LatencyMS
+	say("incident %s opened; every Vault node confirmed sealed %d ms after the breach was published", b.IncidentID, b.SealedMS)
+	say("playing the key holders: unsealing with %d of %d shares…", localstack.VaultThreshold, localstack.VaultShares)
+	if err := stack.Vault.Unseal(ctx); err != nil {
+		return err
+	}
+	_, unsealed, err := stream.Await(ctx, conn.JS, events.VaultUnsealed, func(_ event.Event, d events.VaultUnsealedData) bool { return d.IncidentID == b.IncidentID })
+	if err != nil {
+		return err
+	}
+	b.GateMS = unsealed.GateMS
+	say("unseal gate passed after %d ms (vault.unsealed)", b.GateMS)
+	return nil
 }
 
 // triggerAndTrace publishes a sample breach with a traced CLI span and

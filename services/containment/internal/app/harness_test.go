@@ -213,35 +213,18 @@ func newBreach(t testing.TB, summary string) event.Event {
 func waitEvent[T any](t testing.TB, s *localstack.Stack, name events.Name, timeout time.Duration, match func(T) bool) (event.Event, T) {
 	t.Helper()
 	nc, _ := connectAs(t, s, events.UserOperator)
-	js, _ := jetstream.New(nc)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{name.Subject()}})
+	ev, data, err := stream.Await(ctx, js, name, func(_ event.Event, d T) bool { return match(d) })
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("no matching %s within %s: %v", name, timeout, err)
 	}
-	it, err := cons.Messages()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer it.Stop()
-	go func() { <-ctx.Done(); it.Stop() }()
-	for {
-		m, err := it.Next()
-		if err != nil {
-			var zero T
-			t.Fatalf("no matching %s within %s", name, timeout)
-			return event.Event{}, zero
-		}
-		ev, _, err := events.Decode(m.Headers(), m.Data())
-		if err != nil {
-			continue
-		}
-		data, err := events.DataAs[T](ev)
-		if err == nil && match(data) {
-			return ev, data
-		}
-	}
+	return ev, data
 }
 
 // sealed reads a node's seal status with no token, as `vault status` does.
