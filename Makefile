@@ -64,9 +64,10 @@ lint:
 bench: tools
 	go test -count=1 -run '^$$' -bench BenchmarkContainmentLatency -benchtime 30x -timeout 30m github.com/lockdown/lockdown/services/containment/internal/app
 
-## docs: regenerate docs/events.md and docs/schemas from pkg/events
+## docs: regenerate the generated docs (events, schemas, NATS users, config tables)
 docs:
 	go test -count=1 -run '^TestDocs$$' github.com/lockdown/lockdown/pkg/events -update
+	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/containment/internal/app -update
 
 ## run: Lockdown's main job on the local stack, ending by itself (see README)
 run: tools build
