@@ -41,6 +41,15 @@ func Connect(ctx context.Context, o Options) (*Conn, error) {
 				logger.Warn("nats disconnected", slog.Any("error", err))
 			}
 		}),
+		// Asynchronous errors (a permission violation, a slow consumer)
+		// go to the service's log instead of nats.go's default stderr print.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			logger.Error("nats asynchronous error", slog.String("subject", subject), slog.Any("error", err))
+		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { logger.Info("nats reconnected", slog.String("url", nc.ConnectedUrlRedacted())) }),
 	}
 	if o.User != "" {
