@@ -72,6 +72,22 @@ func (v *Vault) Unseal(ctx context.Context) error {
 	return errors.New("vault still sealed after threshold shares")
 }
 
+// vaultServerConfig is the part of a local Vault node's configuration that
+// does not depend on its storage: a plain-HTTP loopback listener.
+func vaultServerConfig(port, clusterPort int) string {
+	return fmt.Sprintf(`listener "tcp" {
+  address         = "127.0.0.1:%d"
+  cluster_address = "127.0.0.1:%d"
+  tls_disable     = true
+}
+api_addr      = "http://127.0.0.1:%d"
+cluster_addr  = "https://127.0.0.1:%d"
+disable_mlock = true
+ui            = false
+log_level     = "warn"
+`, port, clusterPort, port, clusterPort)
+}
+
 func newVaultClient(addr string) (*vault.Client, error) {
 	cfg := vault.DefaultConfig()
 	if cfg.Error != nil {
@@ -105,23 +121,12 @@ func (s *Stack) startVault(ctx context.Context) error {
 	conf := fmt.Sprintf(`storage "file" {
   path = %q
 }
-listener "tcp" {
-  address         = "127.0.0.1:%d"
-  cluster_address = "127.0.0.1:%d"
-  tls_disable     = true
-}
-api_addr      = %q
-cluster_addr  = "https://127.0.0.1:%d"
-disable_mlock = true
-ui            = false
-log_level     = "warn"
-`, filepath.Join(dir, "data"), ports[0], ports[1], addr, ports[1])
+`, filepath.Join(dir, "data")) + vaultServerConfig(ports[0], ports[1])
 	confPath := filepath.Join(dir, "vault.hcl")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return err
 	}
-	p, err := startProcess("vault", s.Dir, bin, []string{"server", "-config", confPath},
-		[]string{"VAULT_ADDR=", "VAULT_TOKEN=", "SKIP_SETCAP=1"}, nil)
+	p, err := startProcess("vault", s.Dir, bin, []string{"server", "-config", confPath}, vaultNodeEnv, nil)
 	if err != nil {
 		return err
 	}

@@ -187,17 +187,7 @@ func (n *VaultNode) config(leader string) string {
   autopilot_reconcile_interval = "1s"
   autopilot_update_interval    = "500ms"%s
 }
-listener "tcp" {
-  address         = "127.0.0.1:%d"
-  cluster_address = "127.0.0.1:%d"
-  tls_disable     = true
-}
-api_addr      = %q
-cluster_addr  = "https://127.0.0.1:%d"
-disable_mlock = true
-ui            = false
-log_level     = "warn"
-`, filepath.Join(n.dir, "data"), n.Name, join, n.Port, n.ClusterPort, n.Addr, n.ClusterPort)
+`, filepath.Join(n.dir, "data"), n.Name, join) + vaultServerConfig(n.Port, n.ClusterPort)
 }
 
 // start starts the node's server and records the process in the stack.
