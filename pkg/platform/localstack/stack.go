@@ -170,7 +170,11 @@ func (s *Stack) Env(service string) []string {
 		// Each service gets its own least-privilege token, never the root.
 		env = append(env, "LOCKDOWN_VAULT_ADDR="+s.Vault.Addr)
 		if service == events.ServiceContainment {
-			env = append(env, "LOCKDOWN_VAULT_SEAL_TOKEN="+s.Vault.SealToken)
+			env = append(env, "LOCKDOWN_VAULT_SEAL_TOKEN="+s.Vault.SealToken, "LOCKDOWN_VAULT_RECOVERY_TOKEN="+s.Vault.RecoveryToken,
+				"LOCKDOWN_KEEP_ACCESSORS="+s.Vault.SealAccessor)
+			if root, err := RepoRoot(); err == nil {
+				env = append(env, "LOCKDOWN_AUTH_DIR="+filepath.Join(root, "deploy", "vault", "auth"))
+			}
 		}
 	}
 	if s.Jaeger != nil {

@@ -37,9 +37,21 @@ type Vault struct {
 	UnsealKeys []string
 	// AuditLog is the path of the file audit device's log.
 	AuditLog string
-	// SealToken holds only the lockdown-seal policy
-	// (deploy/vault/policies/lockdown-seal.hcl): containment's token.
-	SealToken string
+	// Lockdown's tokens, as the install step issues them: periodic orphan
+	// tokens, each with one policy of deploy/vault/policies.
+	LockdownTokens
+}
+
+// LockdownTokens are containment's Vault tokens and their accessors (the
+// accessors go to LOCKDOWN_KEEP_ACCESSORS so the lockdown never revokes
+// Lockdown itself).
+type LockdownTokens struct {
+	// SealToken holds only lockdown-seal: sys/seal.
+	SealToken    string
+	SealAccessor string
+	// RecoveryToken holds only lockdown-recovery: phases 4, 5 and 8.
+	RecoveryToken    string
+	RecoveryAccessor string
 }
 
 // Client returns an API client for the node authenticated with the root
@@ -178,26 +190,38 @@ func (s *Stack) startVault(ctx context.Context) error {
 			return fmt.Errorf("vault auth enable %s: %w", m, err)
 		}
 	}
-	if v.SealToken, err = sealToken(ctx, c); err != nil {
+	if v.LockdownTokens, err = lockdownTokens(ctx, c); err != nil {
 		return err
 	}
 	s.Vault = v
 	return nil
 }
 
-// sealToken writes the deployment's policies and issues containment's
-// token, which holds only the lockdown-seal policy.
-func sealToken(ctx context.Context, root *vault.Client) (string, error) {
+// lockdownTokens writes the deployment's policies and issues containment's
+// tokens the way docs/operations.md's install step does: periodic orphan
+// tokens, so that no auth method's removal revokes them.
+func lockdownTokens(ctx context.Context, root *vault.Client) (LockdownTokens, error) {
+	var t LockdownTokens
 	if err := applyPolicies(ctx, root); err != nil {
-		return "", err
+		return t, err
 	}
-	tok, err := root.Auth().Token().CreateWithContext(ctx, &vault.TokenCreateRequest{
-		Policies: []string{"lockdown-seal"}, NoDefaultPolicy: true, DisplayName: "lockdown-containment", Period: "768h",
-	})
-	if err != nil {
-		return "", fmt.Errorf("vault seal token: %w", err)
+	issue := func(policy string) (string, string, error) {
+		tok, err := root.Auth().Token().CreateOrphanWithContext(ctx, &vault.TokenCreateRequest{
+			Policies: []string{policy}, DisplayName: policy, Period: "768h",
+		})
+		if err != nil {
+			return "", "", fmt.Errorf("vault token %s: %w", policy, err)
+		}
+		return tok.Auth.ClientToken, tok.Auth.Accessor, nil
 	}
-	return tok.Auth.ClientToken, nil
+	var err error
+	if t.SealToken, t.SealAccessor, err = issue("lockdown-seal"); err != nil {
+		return t, err
+	}
+	// The seal token needs no default policy; the recovery token keeps it
+	// for lookup-self (its own accessor).
+	t.RecoveryToken, t.RecoveryAccessor, err = issue("lockdown-recovery")
+	return t, err
 }
 
 // applyPolicies writes every policy of deploy/vault/policies, named after

@@ -33,8 +33,8 @@ type VaultCluster struct {
 	// RootToken and UnsealKeys stay inside the process that started the
 	// cluster, like Vault's: tests and the drill play the key holders.
 	RootToken string
-	// SealToken holds only the lockdown-seal policy: containment's token.
-	SealToken  string
+	// Lockdown's tokens, as on the single node.
+	LockdownTokens
 	UnsealKeys []string
 
 	s   *Stack
@@ -137,7 +137,7 @@ func (s *Stack) StartVaultCluster(ctx context.Context, nodes int) (_ *VaultClust
 	if err := c.waitNode(ctx, first, vaultIsActive); err != nil {
 		return nil, err
 	}
-	if c.SealToken, err = sealToken(ctx, first.api); err != nil {
+	if c.LockdownTokens, err = lockdownTokens(ctx, first.api); err != nil {
 		return nil, err
 	}
 	// Autopilot adds a joining node as a non-voter and promotes it once it

@@ -23,7 +23,9 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/intake"
+	"github.com/lockdown/lockdown/services/containment/internal/recovery"
 	"github.com/lockdown/lockdown/services/containment/internal/store"
+	"github.com/lockdown/lockdown/services/containment/internal/vaultadmin"
 	"github.com/lockdown/lockdown/services/containment/internal/vaultnodes"
 )
 
@@ -46,6 +48,18 @@ type Config struct {
 	SealPoll     time.Duration `env:"SEAL_POLL" default:"20ms" doc:"How often a node still unsealed is re-read while sealing."`
 	FenceRetry   time.Duration `env:"FENCE_RETRY" default:"15s" doc:"How long after fencing a node it may be fenced again if still unsealed."`
 	GatePoll     time.Duration `env:"GATE_POLL" default:"250ms" doc:"How often the unseal gate reads every node's seal status."`
+
+	VaultRecoveryToken       string        `env:"VAULT_RECOVERY_TOKEN" secret:"true" doc:"Periodic orphan token with deploy/vault/policies/lockdown-recovery.hcl, issued at install: revokes access, runs the rekey, restores access."`
+	DisableAuth              []string      `env:"DISABLE_AUTH" default:"approle,jwt" doc:"Mount paths of the auth methods disabled on unseal (disabling revokes their tokens)."`
+	KeepAccessors            []string      `env:"KEEP_ACCESSORS" doc:"Accessors of Lockdown's own install-time tokens, never revoked (the token in use is always kept)."`
+	BreakGlass               []string      `env:"BREAK_GLASS" doc:"Accessors or token display names an organisation keeps for emergencies, never revoked."`
+	LeasePrefixes            []string      `env:"LEASE_PREFIXES" doc:"Lease prefixes revoked on unseal with sys/leases/revoke-prefix (e.g. database/creds/)."`
+	RekeyShares              int           `env:"REKEY_SHARES" default:"5" doc:"Number of new unseal (or recovery) key shares."`
+	RekeyThreshold           int           `env:"REKEY_THRESHOLD" default:"3" doc:"Shares needed to unseal after the rekey."`
+	RekeyPGPDir              string        `env:"REKEY_PGP_DIR" doc:"Folder of the key holders' PGP public keys, one file per share in name order; the new shares are encrypted for them."`
+	RekeyRequireVerification bool          `env:"REKEY_REQUIRE_VERIFICATION" default:"true" doc:"Holders must prove the new shares before the old ones stop working."`
+	RekeyPoll                time.Duration `env:"REKEY_POLL" default:"1s" doc:"How often the ceremony's progress is read."`
+	AuthDir                  string        `env:"AUTH_DIR" default:"deploy/vault/auth" doc:"Folder of the declarative auth methods re-applied on restore."`
 
 	IntakeAddr         string        `env:"INTAKE_ADDR" doc:"Listen address of the HTTP breach intake (e.g. 127.0.0.1:8081); empty disables it."`
 	IntakeBearerTokens []string      `env:"INTAKE_BEARER_TOKENS" secret:"true" doc:"Bearer tokens accepted by the intake, comma-separated."`
@@ -82,11 +96,20 @@ func (c *Config) Validate() error {
 	if c.VaultSealToken == "" {
 		bad("VAULT_SEAL_TOKEN is required")
 	}
+	if c.VaultRecoveryToken == "" {
+		bad("VAULT_RECOVERY_TOKEN is required")
+	}
+	if c.RekeyThreshold < 1 || c.RekeyThreshold > c.RekeyShares {
+		bad("REKEY_THRESHOLD must be between 1 and REKEY_SHARES")
+	}
+	if c.RekeyPGPDir == "" && !c.RekeyRequireVerification {
+		bad("REKEY_PGP_DIR or REKEY_REQUIRE_VERIFICATION is needed: without either, a completed rekey cannot be told from a cancelled one")
+	}
 	if c.BreachConcurrency < 1 {
 		bad("CONTAINMENT_BREACH_CONCURRENCY must be at least 1")
 	}
 	for name, d := range map[string]time.Duration{"VAULT_TIMEOUT": c.VaultTimeout, "SEAL_DEADLINE": c.SealDeadline, "SEAL_POLL": c.SealPoll,
-		"FENCE_RETRY": c.FenceRetry, "GATE_POLL": c.GatePoll, "VAULT_FENCE_TIMEOUT": c.FenceTimeout, "INTAKE_MAX_SKEW": c.IntakeMaxSkew} {
+		"FENCE_RETRY": c.FenceRetry, "GATE_POLL": c.GatePoll, "REKEY_POLL": c.RekeyPoll, "VAULT_FENCE_TIMEOUT": c.FenceTimeout, "INTAKE_MAX_SKEW": c.IntakeMaxSkew} {
 		if d <= 0 {
 			bad("%s must be positive", name)
 		}
@@ -112,7 +135,31 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	if cfg.FenceCommand != "" {
 		fencer = vaultnodes.CommandFencer{Argv: strings.Fields(cfg.FenceCommand), Timeout: cfg.FenceTimeout}
 	}
-	return RunWith(ctx, rt, cfg, Deps{Store: db, Vault: nodes, Fencer: fencer})
+	admin, err := vaultadmin.New(cfg.Nodes()[0], cfg.VaultRecoveryToken, cfg.VaultTimeout)
+	if err != nil {
+		return err
+	}
+	return RunWith(ctx, rt, cfg, Deps{Store: db, Vault: nodes, Fencer: fencer, Admin: admin})
+}
+
+// RecoveryConfig reads the files the recovery phases need (holders' PGP
+// keys, declarative auth methods).
+func (c *Config) RecoveryConfig() (recovery.Config, error) {
+	rc := recovery.Config{DisableAuth: c.DisableAuth, KeepAccessors: c.KeepAccessors, BreakGlass: c.BreakGlass, LeasePrefixes: c.LeasePrefixes,
+		Shares: c.RekeyShares, Threshold: c.RekeyThreshold, RequireVerification: c.RekeyRequireVerification, Poll: c.RekeyPoll}
+	var err error
+	if c.RekeyPGPDir != "" {
+		if rc.PGPKeys, err = recovery.LoadPGPKeys(c.RekeyPGPDir); err != nil {
+			return rc, err
+		}
+		if len(rc.PGPKeys) != c.RekeyShares {
+			return rc, fmt.Errorf("%sREKEY_PGP_DIR holds %d keys for %d shares", config.Prefix, len(rc.PGPKeys), c.RekeyShares)
+		}
+	}
+	if rc.Auth, err = recovery.LoadAuthSpecs(c.AuthDir); err != nil {
+		return rc, err
+	}
+	return rc, nil
 }
 
 // Deps are the adapters Run builds; tests pass their own fence (the local
@@ -121,9 +168,12 @@ type Deps struct {
 	Store interface {
 		incident.Store
 		intake.Incidents
+		recovery.Store
 	}
 	Vault  incident.Vault
 	Fencer incident.Fencer
+	// Admin is Vault with the recovery token, for phases 4, 5 and 8.
+	Admin recovery.Vault
 }
 
 // RunWith runs containment over the given adapters until ctx ends, then
@@ -138,12 +188,26 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 	if err := responder.Resume(ctx); err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
+	rcfg, err := cfg.RecoveryConfig()
+	if err != nil {
+		return err
+	}
+	recoverer := recovery.New(ctx, rcfg, deps.Admin, deps.Store, pub, rt.Logger)
+	defer recoverer.Wait()
+	if err := recoverer.Resume(ctx); err != nil {
+		return fmt.Errorf("resume recovery: %w", err)
+	}
+	recoverySpec, _ := events.ConsumerOf(events.ConsumerContainmentRecovery)
+	recoveries := stream.NewConsumer(rt.NATS.JS, recoverySpec, RecoveryHandler(recoverer), stream.ConsumerOptions{
+		Logger: rt.Logger, TracerProvider: rt.TracerProvider, DrainTimeout: cfg.ShutdownTimeout,
+	})
 	spec, _ := events.ConsumerOf(events.ConsumerContainmentBreach)
 	breaches := stream.NewConsumer(rt.NATS.JS, spec, BreachHandler(responder), stream.ConsumerOptions{
 		Logger: rt.Logger, TracerProvider: rt.TracerProvider, Concurrency: cfg.BreachConcurrency, DrainTimeout: cfg.ShutdownTimeout,
 	})
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return breaches.Run(gctx) })
+	g.Go(func() error { return recoveries.Run(gctx) })
 	if cfg.IntakeAddr != "" {
 		h := intake.New(intake.Config{BearerTokens: cfg.IntakeBearerTokens, HMACKey: cfg.IntakeHMACKey, MaxSkew: cfg.IntakeMaxSkew,
 			MaxBody: 1 << 20, WaitIncident: 3 * time.Second}, breachPublisher{pub}, deps.Store, rt.Logger)
@@ -159,6 +223,22 @@ func BreachHandler(r *incident.Responder) stream.Handler {
 	return stream.Decoded(func(ctx context.Context, d *stream.Delivery, b events.BreachDetectedData) error {
 		_, _, err := r.HandleBreach(ctx, incident.Detection{EventID: d.Event.ID(), Source: d.Event.Source(), Time: d.Event.Time(), Breach: b})
 		return err
+	})
+}
+
+// RecoveryHandler routes the recovery consumer's events: the unseal gate
+// starts phases 4 and 5; rotation and notification completing lead to 8.
+func RecoveryHandler(r *recovery.Recoverer) stream.Handler {
+	return stream.Route(map[events.Name]stream.Handler{
+		events.VaultUnsealed: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.VaultUnsealedData) error {
+			return r.OnUnsealed(ctx, d.IncidentID)
+		}),
+		events.RotationCompleted: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.RotationCompletedData) error {
+			return r.OnRotationCompleted(ctx, d.IncidentID)
+		}),
+		events.NotificationsCompleted: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.NotificationsCompletedData) error {
+			return r.OnNotificationsCompleted(ctx, d.IncidentID)
+		}),
 	})
 }
 

@@ -29,7 +29,7 @@ func BenchmarkContainmentLatency(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	c := startContainment(b, s, nil, "", nil, nil)
+	c := startContainment(b, s, nil, nil, nil, nil)
 	defer c.stop()
 	siem, _ := connectAs(b, s, events.UserSIEM)
 	// The baseline seals with the same seal-only token containment uses.

@@ -34,7 +34,7 @@ func TestContainment(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	c := startContainment(t, s, nil, "", nil, nil)
+	c := startContainment(t, s, nil, nil, nil, nil)
 	t.Cleanup(func() { c.stop() }) // whichever instance runs last
 	siem, _ := connectAs(t, s, events.UserSIEM)
 	pool, err := pgxpool.New(ctx, s.Postgres.URL)
@@ -83,7 +83,7 @@ func TestContainment(t *testing.T) {
 		if parent := tr.parentOf("containment", "process lockdown.breach.detected"); parent != span.SpanContext().SpanID().String() {
 			t.Fatalf("containment's span parent is %q, want the SIEM's span %s", parent, span.SpanContext().SpanID())
 		}
-		c = startContainment(t, s, nil, "", nil, nil)
+		c = startContainment(t, s, nil, nil, nil, nil)
 	})
 
 	t.Run("a restarted containment resumes the open incident and the unseal gate emits vault.unsealed", func(t *testing.T) {

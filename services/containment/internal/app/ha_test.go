@@ -68,7 +68,7 @@ func TestContainmentHA(t *testing.T) {
 
 	run := func(t *testing.T, fence *clusterFence, fenceRetry time.Duration) events.VaultSealedData {
 		t.Helper()
-		c := startContainment(t, s, addrs, cluster.SealToken, fence, func(cfg *app.Config) { cfg.FenceRetry = fenceRetry })
+		c := startContainment(t, s, addrs, &cluster.LockdownTokens, fence, func(cfg *app.Config) { cfg.FenceRetry = fenceRetry })
 		defer c.stop()
 		ev := newBreach(t, "HA breach")
 		publishAsSIEM(t, siem, ev, nil)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +26,7 @@ import (
 	"github.com/lockdown/lockdown/services/containment/internal/app"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/store"
+	"github.com/lockdown/lockdown/services/containment/internal/vaultadmin"
 	"github.com/lockdown/lockdown/services/containment/internal/vaultnodes"
 )
 
@@ -64,7 +66,7 @@ type running struct {
 // containment NATS user, with the seal-only token and the real store.
 // nodes and fencer default to the stack's single Vault. The caller stops it
 // (stop is idempotent).
-func startContainment(t testing.TB, s *localstack.Stack, nodes []string, sealToken string, fencer incident.Fencer, tune func(*app.Config)) *running {
+func startContainment(t testing.TB, s *localstack.Stack, nodes []string, tokens *localstack.LockdownTokens, fencer incident.Fencer, tune func(*app.Config)) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
@@ -82,12 +84,20 @@ func startContainment(t testing.TB, s *localstack.Stack, nodes []string, sealTok
 		t.Fatal(err)
 	}
 	if nodes == nil {
-		nodes, sealToken = []string{s.Vault.Addr}, s.Vault.SealToken
+		nodes, tokens = []string{s.Vault.Addr}, &s.Vault.LockdownTokens
+	}
+	root, err := localstack.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
 	}
 	cfg := &app.Config{
 		Common:            config.Common{ShutdownTimeout: 5 * time.Second},
 		DatabaseURL:       s.Postgres.URL,
-		BreachConcurrency: 4, VaultAddrs: nodes, VaultSealToken: sealToken, VaultTimeout: 2 * time.Second,
+		BreachConcurrency: 4, VaultAddrs: nodes, VaultSealToken: tokens.SealToken, VaultTimeout: 2 * time.Second,
+		VaultRecoveryToken: tokens.RecoveryToken, DisableAuth: []string{"approle", "jwt"},
+		KeepAccessors: []string{tokens.SealAccessor}, BreakGlass: []string{"root"},
+		RekeyShares: 5, RekeyThreshold: 3, RekeyRequireVerification: true, RekeyPoll: 50 * time.Millisecond,
+		AuthDir:      filepath.Join(root, "deploy", "vault", "auth"),
 		SealDeadline: 10 * time.Second, SealPoll: 10 * time.Millisecond, FenceRetry: 15 * time.Second, GatePoll: 50 * time.Millisecond,
 		IntakeAddr: freeAddr(t), IntakeHMACKey: testHMACKey, IntakeBearerTokens: []string{testBearerToken}, IntakeMaxSkew: 5 * time.Minute,
 		FenceTimeout: 30 * time.Second,
@@ -103,13 +113,17 @@ func startContainment(t testing.TB, s *localstack.Stack, nodes []string, sealTok
 	if err != nil {
 		t.Fatal(err)
 	}
+	admin, err := vaultadmin.New(cfg.VaultAddrs[0], cfg.VaultRecoveryToken, cfg.VaultTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if fencer == nil {
 		fencer = vaultnodes.CommandFencer{}
 	}
 	done := make(chan error, 1)
 	go func() {
 		done <- app.RunWith(ctx, &runner.Runtime{Service: events.ServiceContainment, Logger: tel.Logger, TracerProvider: tel.TracerProvider, NATS: conn},
-			cfg, app.Deps{Store: db, Vault: vn, Fencer: fencer})
+			cfg, app.Deps{Store: db, Vault: vn, Fencer: fencer, Admin: admin})
 	}()
 	r := &running{logs: logs, tel: tel, intake: "http://" + cfg.IntakeAddr}
 	var once sync.Once

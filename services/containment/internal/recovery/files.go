@@ -1,0 +1,106 @@
+package recovery
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// LoadPGPKeys reads the key holders' public keys from dir, one file per
+// share in file-name order, and returns them base64-encoded as Vault's
+// pgp_keys wants. A file may hold the key ASCII-armored (gpg --armor
+// --export), binary (gpg --export) or already base64-encoded.
+func LoadPGPKeys(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("pgp keys: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if !e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	keys := make([]string, 0, len(names))
+	for _, n := range names {
+		raw, err := os.ReadFile(filepath.Join(dir, n))
+		if err != nil {
+			return nil, fmt.Errorf("pgp keys: %w", err)
+		}
+		k, err := pgpKeyBase64(raw)
+		if err != nil {
+			return nil, fmt.Errorf("pgp key %s: %w", n, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+func pgpKeyBase64(raw []byte) (string, error) {
+	text := strings.TrimSpace(string(raw))
+	if strings.HasPrefix(text, "-----BEGIN PGP PUBLIC KEY BLOCK-----") {
+		// ASCII armor: headers, a blank line, the base64 body, a
+		// "=CRC" line, the footer. The body is what Vault wants.
+		var body []string
+		inBody := false
+		for _, line := range strings.Split(text, "\n") {
+			line = strings.TrimSpace(line)
+			switch {
+			case strings.HasPrefix(line, "-----END"):
+				inBody = false
+			case !inBody && line == "" && len(body) == 0:
+				inBody = true
+			case inBody && strings.HasPrefix(line, "="):
+			case inBody:
+				body = append(body, line)
+			}
+		}
+		joined := strings.Join(body, "")
+		if _, err := base64.StdEncoding.DecodeString(joined); err != nil || joined == "" {
+			return "", fmt.Errorf("malformed ASCII armor")
+		}
+		return joined, nil
+	}
+	if b, err := base64.StdEncoding.DecodeString(text); err == nil && len(b) > 0 && b[0]&0x80 != 0 {
+		return text, nil // already base64 of a binary OpenPGP packet
+	}
+	if len(raw) > 0 && raw[0]&0x80 != 0 {
+		return base64.StdEncoding.EncodeToString(raw), nil
+	}
+	return "", fmt.Errorf("not an OpenPGP public key (armored, binary or base64)")
+}
+
+// LoadAuthSpecs reads deploy/vault/auth: one <mount path>.json per auth
+// method, applied in file-name order.
+func LoadAuthSpecs(dir string) ([]AuthSpec, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(files)
+	var out []AuthSpec
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		var a AuthSpec
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&a); err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		a.Path = strings.TrimSuffix(filepath.Base(f), ".json")
+		if a.Type == "" {
+			return nil, fmt.Errorf("%s: type is required", f)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}

@@ -1,0 +1,149 @@
+// Package recovery is containment's part of the runbook after the unseal
+// gate: revoke access (phase 4), run the rekey ceremony with the key
+// holders (phase 5) and restore access once tenants are rotated and
+// notified (phase 8). Like package incident it imports no transport: Vault,
+// the store and the publisher are ports.
+package recovery
+
+import (
+	"context"
+	"time"
+
+	"github.com/lockdown/lockdown/pkg/events"
+)
+
+// Config of the recovery phases.
+type Config struct {
+	// DisableAuth are the mount paths of the auth methods disabled on
+	// unseal (default approle, jwt). Disabling revokes their tokens.
+	DisableAuth []string
+	// KeepAccessors are Lockdown's own tokens (besides the one in use),
+	// issued at install; BreakGlass are accessors or display names an
+	// organisation keeps for emergencies. Neither is revoked.
+	KeepAccessors []string
+	BreakGlass    []string
+	// LeasePrefixes are revoked with sys/leases/revoke-prefix.
+	LeasePrefixes []string
+	// Rekey ceremony.
+	Shares, Threshold   int
+	PGPKeys             []string // base64 binary public keys, one per share
+	RequireVerification bool
+	Poll                time.Duration
+	// Auth are the declarative auth methods re-applied on restore.
+	Auth []AuthSpec
+}
+
+// AuthSpec is one auth method as deploy/vault/auth describes it: its type
+// and the writes (relative to auth/<path>/) that configure it and its roles.
+type AuthSpec struct {
+	Path        string  `json:"-"`
+	Type        string  `json:"type"`
+	Description string  `json:"description"`
+	Writes      []Write `json:"writes"`
+}
+
+// Write is one configuration write under auth/<path>/.
+type Write struct {
+	Path string         `json:"path"`
+	Data map[string]any `json:"data"`
+}
+
+// TokenInfo is what lookup-accessor tells about a token (never its value).
+type TokenInfo struct {
+	Accessor    string
+	DisplayName string
+	Policies    []string
+}
+
+// RekeyStatus is sys/rekey/init (or rekey-recovery-key) read back.
+type RekeyStatus struct {
+	Started           bool
+	Nonce             string
+	T, N, Progress    int
+	PGPFingerprints   []string
+	VerificationNonce string
+}
+
+// VerifyStatus is sys/rekey/verify read back.
+type VerifyStatus struct {
+	Started  bool
+	Nonce    string
+	T, N     int
+	Progress int
+}
+
+// Vault is what recovery needs of Vault. recovery selects the
+// rekey-recovery-key endpoints (auto-unseal clusters).
+type Vault interface {
+	SelfAccessor(ctx context.Context) (string, error)
+	AuthMounts(ctx context.Context) (map[string]string, error) // path (no slash) → type
+	DisableAuth(ctx context.Context, path string) error
+	EnableAuth(ctx context.Context, path, typ, description string) error
+	WriteAuth(ctx context.Context, path string, data map[string]any) error
+	TokenAccessors(ctx context.Context) ([]string, error)
+	LookupAccessor(ctx context.Context, accessor string) (TokenInfo, error)
+	RevokeAccessor(ctx context.Context, accessor string) error
+	RevokePrefix(ctx context.Context, prefix string) error
+	Rotate(ctx context.Context) error
+	KeyTerm(ctx context.Context) (int, error)
+	RecoverySeal(ctx context.Context) (bool, error)
+	RekeyStatus(ctx context.Context, recovery bool) (RekeyStatus, error)
+	RekeyInit(ctx context.Context, recovery bool, shares, threshold int, pgpKeys []string, verify bool) (RekeyStatus, error)
+	RekeyCancel(ctx context.Context, recovery bool) error
+	RekeyVerifyStatus(ctx context.Context, recovery bool) (VerifyStatus, error)
+	// RekeyBackup returns the nonce of the stored PGP-encrypted backup of
+	// the last completed rekey ("" when there is none).
+	RekeyBackup(ctx context.Context, recovery bool) (string, error)
+}
+
+// Ceremony phases, as the status shows them.
+const (
+	CeremonyCollecting = "collecting_current_shares"
+	CeremonyVerifying  = "verifying_new_shares"
+	CeremonyCompleted  = "completed"
+)
+
+// State is one incident's recovery progress, kept by the store.
+type State struct {
+	IncidentID      string                   `json:"incident_id"`
+	AccessRevokedAt time.Time                `json:"access_revoked_at"`
+	Revoked         events.AccessRevokedData `json:"revoked"`
+	KeptReasons     map[string]int           `json:"kept_reasons,omitempty"`
+	Ceremony        Ceremony                 `json:"ceremony"`
+	RotationDone    bool                     `json:"rotation_done"`
+	NotifiedDone    bool                     `json:"notifications_done"`
+	RestoredAt      time.Time                `json:"restored_at"`
+}
+
+// Ceremony is the rekey ceremony's progress: the nonce key holders pass to
+// `vault operator rekey -nonce=…`, and how far they are. No share is ever
+// in it.
+type Ceremony struct {
+	Phase          string    `json:"phase,omitempty"`
+	Nonce          string    `json:"nonce,omitempty"`
+	RecoveryKeys   bool      `json:"recovery_keys"`
+	Threshold      int       `json:"t"`
+	Shares         int       `json:"n"`
+	Progress       int       `json:"progress"`
+	VerifyNonce    string    `json:"verification_nonce,omitempty"`
+	VerifyProgress int       `json:"verification_progress"`
+	Fingerprints   []string  `json:"pgp_fingerprints,omitempty"`
+	StartedAt      time.Time `json:"started_at"`
+	CompletedAt    time.Time `json:"completed_at"`
+	ConfirmedBy    string    `json:"confirmed_by,omitempty"`
+	Restarts       int       `json:"restarts"`
+	Note           string    `json:"note,omitempty"`
+}
+
+// Store keeps recovery state per incident.
+type Store interface {
+	LoadRecovery(ctx context.Context, incidentID string) (State, error) // zero State (with the id) when none
+	SaveRecovery(ctx context.Context, s State) error
+	// OpenRecoveries lists incidents whose recovery is under way, to resume.
+	OpenRecoveries(ctx context.Context) ([]State, error)
+}
+
+// Publisher emits events with idempotent ids.
+type Publisher interface {
+	PublishWithID(ctx context.Context, name events.Name, id string, data any) error
+}
