@@ -260,8 +260,12 @@ func (r *Recoverer) ceremonyStep(ctx context.Context, incidentID string) (bool, 
 // completed tells how an ended ceremony is known to have completed, or ""
 // when it was cancelled. With PGP keys the encrypted backup Vault keeps
 // carries the nonce of the rekey that produced it: proof. Without them,
-// a ceremony seen in its verification phase completed when it ended (the
-// new shares were proven; see docs/operations.md for the limit of this).
+// Vault shows nothing that tells a completion from a cancel once the rekey
+// has ended; a ceremony seen in its verification phase (the new shares
+// existed and were being proven) is taken as completed when it ends. A
+// cancel during verification would be mistaken for a completion, and a
+// ceremony never seen in verification is restarted: docs/operations.md
+// recommends PGP keys for that reason.
 func (r *Recoverer) completed(ctx context.Context, c Ceremony) (string, error) {
 	if len(r.cfg.PGPKeys) > 0 {
 		nonce, err := r.vault.RekeyBackup(ctx, c.RecoveryKeys)
@@ -273,7 +277,7 @@ func (r *Recoverer) completed(ctx context.Context, c Ceremony) (string, error) {
 		}
 		return "", nil
 	}
-	if c.VerifyNonce != "" && c.VerifyProgress >= c.Threshold-1 {
+	if c.VerifyNonce != "" {
 		return "verification", nil
 	}
 	return "", nil

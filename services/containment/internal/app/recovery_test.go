@@ -1,0 +1,238 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/services/containment/internal/recovery"
+)
+
+// TestRecovery runs phases 4, 5 and 8 against the real Vault, with
+// containment holding only its install-time tokens (lockdown-seal and
+// lockdown-recovery policies), and the test playing the platform's clients
+// and the key holders.
+func TestRecovery(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	root, err := s.Vault.Client()
+	must(t, err)
+	pool, err := pgxpool.New(ctx, s.Postgres.URL)
+	must(t, err)
+	defer pool.Close()
+
+	// Before the incident: an approle client of the platform logs in, and
+	// some token exists.
+	must(t, write(ctx, root, "auth/approle/role/mailer", map[string]any{"token_policies": "default"}))
+	must(t, write(ctx, root, "auth/approle/role/mailer/role-id", map[string]any{"role_id": "mailer-7d1f2c"}))
+	secretID := newSecretID(t, ctx, root)
+	approleToken, err := approleLogin(ctx, s.Vault.Addr, secretID)
+	if err != nil {
+		t.Fatalf("approle login before the incident: %v", err)
+	}
+	pre, err := root.Auth().Token().CreateWithContext(ctx, &vault.TokenCreateRequest{DisplayName: "pre-incident", Policies: []string{"default"}})
+	must(t, err)
+	keyBefore, err := root.Sys().KeyStatusWithContext(ctx)
+	must(t, err)
+
+	c := startContainment(t, s, nil, nil, nil, nil)
+	t.Cleanup(func() { c.stop() })
+	siem, _ := connectAs(t, s, events.UserSIEM)
+	ev := newBreach(t, "recovery test")
+	publishAsSIEM(t, siem, ev, nil)
+	_, opened := waitEvent(t, s, events.IncidentOpened, 10*time.Second, func(d events.IncidentOpenedData) bool { return d.BreachEventID == ev.ID() })
+	incidentID := opened.IncidentID
+	waitEvent(t, s, events.VaultSealed, 10*time.Second, func(d events.VaultSealedData) bool { return d.IncidentID == incidentID })
+	must(t, s.Vault.Unseal(ctx))
+
+	t.Run("on unseal, access is revoked: approle logins fail, old tokens die, Lockdown's tokens live, the keyring turns", func(t *testing.T) {
+		_, revoked := waitEvent(t, s, events.AccessRevoked, 20*time.Second, func(d events.AccessRevokedData) bool { return d.IncidentID == incidentID })
+		if strings.Join(revoked.AuthMethodsDisabled, ",") != "approle,jwt" || revoked.TokensRevoked < 1 || revoked.TokensKept < 3 {
+			t.Fatalf("access.revoked %+v", revoked)
+		}
+		if _, err := approleLogin(ctx, s.Vault.Addr, secretID); err == nil {
+			t.Fatal("an approle login still works after access.revoked")
+		}
+		for name, tok := range map[string]string{"approle token": approleToken, "pre-incident token": pre.Auth.ClientToken} {
+			if tokenAlive(ctx, s.Vault.Addr, tok) {
+				t.Errorf("the %s survived", name)
+			}
+		}
+		if !tokenAlive(ctx, s.Vault.Addr, s.Vault.RecoveryToken) {
+			t.Error("Lockdown's recovery token was revoked")
+		}
+		if _, err := root.Auth().Token().LookupAccessorWithContext(ctx, s.Vault.SealAccessor); err != nil {
+			t.Errorf("Lockdown's seal token was revoked: %v", err)
+		}
+		after, err := root.Sys().KeyStatusWithContext(ctx)
+		must(t, err)
+		if after.Term <= keyBefore.Term || revoked.KeyTerm != after.Term {
+			t.Fatalf("key term %d → %d (event says %d)", keyBefore.Term, after.Term, revoked.KeyTerm)
+		}
+	})
+
+	var newKeys []string
+	t.Run("the rekey ceremony survives a restart and ends with new shares: old ones fail, new ones unseal", func(t *testing.T) {
+		nonce := waitCeremony(t, ctx, pool, incidentID, func(c recovery.Ceremony) bool { return c.Nonce != "" }).Nonce
+		holders, err := s.Vault.Client()
+		must(t, err)
+		holders.ClearToken() // rekey takes shares, not a token
+		old := append([]string(nil), s.Vault.UnsealKeys...)
+		if _, err := holders.Sys().RekeyUpdateWithContext(ctx, old[0], nonce); err != nil {
+			t.Fatal(err)
+		}
+		// Containment restarts mid-ceremony: the new instance resumes the
+		// same ceremony instead of starting another.
+		c.stop()
+		c = startContainment(t, s, nil, nil, nil, nil)
+		cer := waitCeremony(t, ctx, pool, incidentID, func(c recovery.Ceremony) bool { return c.Progress == 1 })
+		if cer.Nonce != nonce {
+			t.Fatalf("after the restart the nonce is %s, want %s", cer.Nonce, nonce)
+		}
+		var last *vault.RekeyUpdateResponse
+		for _, k := range old[1:3] {
+			last, err = holders.Sys().RekeyUpdateWithContext(ctx, k, nonce)
+			must(t, err)
+		}
+		if !last.Complete || len(last.Keys) != 5 || last.VerificationNonce == "" {
+			t.Fatalf("rekey update: complete %v, %d keys, verification nonce set %v", last.Complete, len(last.Keys), last.VerificationNonce != "")
+		}
+		newKeys = last.Keys
+		waitCeremony(t, ctx, pool, incidentID, func(c recovery.Ceremony) bool { return c.Phase == recovery.CeremonyVerifying })
+		for _, k := range newKeys[:3] {
+			_, err := holders.Sys().RekeyVerificationUpdateWithContext(ctx, k, last.VerificationNonce)
+			must(t, err)
+		}
+		_, rotated := waitEvent(t, s, events.UnsealKeysRotated, 20*time.Second, func(d events.UnsealKeysRotatedData) bool { return d.IncidentID == incidentID })
+		if rotated.Shares != 5 || rotated.Threshold != 3 || !rotated.Verified {
+			t.Fatalf("unsealkeys.rotated %+v", rotated)
+		}
+		// Seal, then try the old shares (refused) and the new ones.
+		must(t, root.Sys().SealWithContext(ctx))
+		for _, k := range old[:3] {
+			if st, err := holders.Sys().UnsealWithContext(ctx, k); err == nil && !st.Sealed {
+				t.Fatal("the old shares still unseal Vault")
+			}
+		}
+		if !sealed(t, s.Vault.Addr) {
+			t.Fatal("Vault is unsealed after the old shares")
+		}
+		holders.Sys().ResetUnsealProcessWithContext(ctx)
+		s.Vault.UnsealKeys = newKeys
+		if err := s.Vault.Unseal(ctx); err != nil {
+			t.Fatalf("the new shares do not unseal Vault: %v", err)
+		}
+	})
+
+	t.Run("after rotation and notification complete, access is restored from deploy/vault/auth, twice harmlessly", func(t *testing.T) {
+		for i := range 2 {
+			publishAs(t, s, events.ServiceRotator, events.RotationCompleted, events.RotationCompletedData{IncidentID: incidentID, Completed: 3})
+			publishAs(t, s, events.ServiceNotifier, events.NotificationsCompleted, events.NotificationsCompletedData{IncidentID: incidentID, Sent: 3})
+			_, restored := waitEvent(t, s, events.AccessRestored, 20*time.Second, func(d events.AccessRestoredData) bool { return d.IncidentID == incidentID })
+			if strings.Join(restored.AuthMethods, ",") != "approle,jwt" {
+				t.Fatalf("round %d: access.restored %+v", i, restored)
+			}
+			waitFor(t, 10*time.Second, "the restore to be recorded", func() bool {
+				st := loadRecovery(t, ctx, pool, incidentID)
+				return !st.RestoredAt.IsZero() && st.RotationDone && st.NotifiedDone
+			})
+		}
+		// The role comes back with the role id of deploy/vault/auth/approle.json;
+		// a fresh secret id logs in again.
+		if _, err := approleLogin(ctx, s.Vault.Addr, newSecretID(t, ctx, root)); err != nil {
+			t.Fatalf("approle login after restore: %v", err)
+		}
+		cfg, err := root.Logical().ReadWithContext(ctx, "auth/jwt/config")
+		if err != nil || cfg == nil || cfg.Data["bound_issuer"] != "https://ci.example.internal" {
+			t.Fatalf("jwt config not restored: %v %v", cfg, err)
+		}
+	})
+
+	t.Run("no token or share reaches containment's log", func(t *testing.T) {
+		c.stop()
+		secrets := append([]string{s.Vault.RootToken, s.Vault.SealToken, s.Vault.RecoveryToken, approleToken, pre.Auth.ClientToken, secretID}, newKeys...)
+		assertNoSecrets(t, c.logs.String(), secrets...)
+	})
+}
+
+func write(ctx context.Context, c *vault.Client, path string, data map[string]any) error {
+	_, err := c.Logical().WriteWithContext(ctx, path, data)
+	return err
+}
+
+func newSecretID(t *testing.T, ctx context.Context, root *vault.Client) string {
+	t.Helper()
+	sec, err := root.Logical().WriteWithContext(ctx, "auth/approle/role/mailer/secret-id", nil)
+	must(t, err)
+	return sec.Data["secret_id"].(string)
+}
+
+// approleLogin logs in as the mailer role, as a platform service would.
+func approleLogin(ctx context.Context, addr, secretID string) (string, error) {
+	c, err := vault.NewClient(&vault.Config{Address: addr})
+	if err != nil {
+		return "", err
+	}
+	c.ClearToken()
+	sec, err := c.Logical().WriteWithContext(ctx, "auth/approle/login", map[string]any{"role_id": "mailer-7d1f2c", "secret_id": secretID})
+	if err != nil {
+		return "", err
+	}
+	return sec.Auth.ClientToken, nil
+}
+
+func tokenAlive(ctx context.Context, addr, token string) bool {
+	c, err := vault.NewClient(&vault.Config{Address: addr})
+	if err != nil {
+		return false
+	}
+	c.SetToken(token)
+	_, err = c.Auth().Token().LookupSelfWithContext(ctx)
+	return err == nil
+}
+
+// publishAs publishes an event as one of deploy/nats's users.
+func publishAs(t *testing.T, s *localstack.Stack, user string, name events.Name, data any) {
+	t.Helper()
+	nc, _ := connectAs(t, s, user)
+	ev, err := events.New(name, events.SourceOf(user), data)
+	must(t, err)
+	body, err := events.Marshal(ev)
+	must(t, err)
+	js := jsOf(t, nc)
+	if _, err := js.Publish(context.Background(), name.Subject(), body); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func loadRecovery(t *testing.T, ctx context.Context, pool *pgxpool.Pool, incidentID string) recovery.State {
+	t.Helper()
+	var raw []byte
+	var st recovery.State
+	if err := pool.QueryRow(ctx, "SELECT state FROM containment.recovery WHERE incident_id = $1", incidentID).Scan(&raw); err == nil {
+		json.Unmarshal(raw, &st)
+	}
+	return st
+}
+
+func waitCeremony(t *testing.T, ctx context.Context, pool *pgxpool.Pool, incidentID string, cond func(recovery.Ceremony) bool) recovery.Ceremony {
+	t.Helper()
+	var c recovery.Ceremony
+	waitFor(t, 20*time.Second, "the ceremony's state", func() bool {
+		c = loadRecovery(t, ctx, pool, incidentID).Ceremony
+		return cond(c)
+	})
+	return c
+}
