@@ -217,6 +217,14 @@ func publishAs(t *testing.T, s *localstack.Stack, user string, name events.Name,
 	}
 }
 
+func poolOf(t *testing.T, ctx context.Context, s *localstack.Stack) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(ctx, s.Postgres.URL)
+	must(t, err)
+	t.Cleanup(pool.Close)
+	return pool
+}
+
 func loadRecovery(t *testing.T, ctx context.Context, pool *pgxpool.Pool, incidentID string) recovery.State {
 	t.Helper()
 	var raw []byte
