@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	vault "github.com/hashicorp/vault/api"
 )
@@ -245,5 +246,48 @@ func applyPolicies(ctx context.Context, c *vault.Client) error {
 			return fmt.Errorf("vault policy %s: %w", name, err)
 		}
 	}
+	return nil
+}
+
+// PlayRekey plays the key holders in a rekey ceremony started by Lockdown
+// (drill mode only: the stack's Vault is disposable and its shares are the
+// test's own): it submits threshold current shares with the ceremony's
+// nonce, then, when Vault asks for it, proves threshold new shares, and
+// keeps the new shares as the stack's unseal keys. Real holders take
+// seconds between the two steps (they must receive their new shares);
+// pause stands for that, so the ceremony's watcher sees the verification
+// phase as it would in a real ceremony.
+func (v *Vault) PlayRekey(ctx context.Context, nonce string, pause time.Duration) error {
+	c, err := newVaultClient(v.Addr)
+	if err != nil {
+		return err
+	}
+	var done *vault.RekeyUpdateResponse
+	for _, k := range v.UnsealKeys[:VaultThreshold] {
+		resp, err := c.Sys().RekeyUpdateWithContext(ctx, k, nonce)
+		if err != nil {
+			return fmt.Errorf("rekey update: %w", err)
+		}
+		if resp.Complete {
+			done = resp
+			break
+		}
+	}
+	if done == nil {
+		return errors.New("rekey not complete after threshold shares")
+	}
+	if done.VerificationRequired {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
+		}
+		for _, k := range done.Keys[:VaultThreshold] {
+			if _, err := c.Sys().RekeyVerificationUpdateWithContext(ctx, k, done.VerificationNonce); err != nil {
+				return fmt.Errorf("rekey verify: %w", err)
+			}
+		}
+	}
+	v.UnsealKeys = done.Keys
 	return nil
 }

@@ -223,7 +223,50 @@ func followIncident(ctx context.Context, stack *localstack.Stack, b *devBreach, 
 	}
 	b.GateMS = unsealed.GateMS
 	say("unseal gate passed after %d ms (vault.unsealed)", b.GateMS)
+	_, revoked, err := stream.Await(ctx, conn.JS, events.AccessRevoked, func(_ event.Event, d events.AccessRevokedData) bool { return d.IncidentID == b.IncidentID })
+	if err != nil {
+		return err
+	}
+	say("access revoked: auth methods %v disabled, %d tokens revoked, %d kept, keyring at term %d",
+		revoked.AuthMethodsDisabled, revoked.TokensRevoked, revoked.TokensKept, revoked.KeyTerm)
+	nonce, err := ceremonyNonce(ctx, stack.Postgres.URL, b.IncidentID)
+	if err != nil {
+		return err
+	}
+	say("rekey ceremony open (nonce %s); playing the key holders…", nonce)
+	// Real holders take seconds between giving their current shares and
+	// proving the new ones; the pause lets containment see both steps.
+	if err := stack.Vault.PlayRekey(ctx, nonce, 3*time.Second); err != nil {
+		return err
+	}
+	_, rotated, err := stream.Await(ctx, conn.JS, events.UnsealKeysRotated, func(_ event.Event, d events.UnsealKeysRotatedData) bool { return d.IncidentID == b.IncidentID })
+	if err != nil {
+		return err
+	}
+	say("unseal keys rotated: %d new shares, threshold %d, verified %v (unsealkeys.rotated)", rotated.Shares, rotated.Threshold, rotated.Verified)
 	return nil
+}
+
+// ceremonyNonce waits until containment has opened the rekey ceremony and
+// returns its nonce, as `lockdown status` shows it to the key holders.
+func ceremonyNonce(ctx context.Context, dbURL, incidentID string) (string, error) {
+	conn, err := connectDB(ctx, dbURL)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(context.Background())
+	for {
+		var nonce string
+		err := conn.QueryRow(ctx, `SELECT coalesce(state->'ceremony'->>'nonce', '') FROM containment.recovery WHERE incident_id::text = $1`, incidentID).Scan(&nonce)
+		if err == nil && nonce != "" {
+			return nonce, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("the rekey ceremony did not open: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // triggerAndTrace publishes a sample breach with a traced CLI span and

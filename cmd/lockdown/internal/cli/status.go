@@ -32,6 +32,42 @@ type incidentView struct {
 	Seals      []sealView   `json:"seals,omitempty"`
 	Gate       []gateView   `json:"unseal_gate,omitempty"`
 	Phases     []phaseTimer `json:"phases,omitempty"`
+	// Recovery is containment's recovery state (phases 4, 5, 8) as stored.
+	Recovery *recoveryView `json:"recovery,omitempty"`
+}
+
+// recoveryView mirrors the recovery state containment stores as JSON
+// (services/containment/internal/recovery.State); unknown fields are
+// ignored so the CLI keeps working when containment adds some.
+type recoveryView struct {
+	AccessRevokedAt time.Time `json:"access_revoked_at"`
+	Revoked         struct {
+		AuthMethodsDisabled []string `json:"auth_methods_disabled"`
+		TokensRevoked       int      `json:"tokens_revoked"`
+		TokensKept          int      `json:"tokens_kept"`
+		LeasePrefixes       []string `json:"lease_prefixes"`
+		KeyTerm             int      `json:"key_term"`
+	} `json:"revoked"`
+	KeptReasons map[string]int `json:"kept_reasons,omitempty"`
+	Ceremony    struct {
+		Phase          string    `json:"phase"`
+		Nonce          string    `json:"nonce"`
+		RecoveryKeys   bool      `json:"recovery_keys"`
+		T              int       `json:"t"`
+		N              int       `json:"n"`
+		Progress       int       `json:"progress"`
+		VerifyNonce    string    `json:"verification_nonce"`
+		VerifyProgress int       `json:"verification_progress"`
+		Fingerprints   []string  `json:"pgp_fingerprints"`
+		StartedAt      time.Time `json:"started_at"`
+		CompletedAt    time.Time `json:"completed_at"`
+		ConfirmedBy    string    `json:"confirmed_by"`
+		Restarts       int       `json:"restarts"`
+		Note           string    `json:"note"`
+	} `json:"ceremony"`
+	RotationDone bool      `json:"rotation_done"`
+	NotifiedDone bool      `json:"notifications_done"`
+	RestoredAt   time.Time `json:"restored_at"`
 }
 
 type sealView struct {
@@ -163,6 +199,18 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 		fmt.Fprintf(errOut, "lockdown status: %v\n", err)
 		return ExitFailure
 	}
+	var raw []byte
+	switch err := conn.QueryRow(ctx, `SELECT state FROM containment.recovery WHERE incident_id::text = $1`, id).Scan(&raw); {
+	case err == nil:
+		v.Recovery = &recoveryView{}
+		if err := json.Unmarshal(raw, v.Recovery); err != nil {
+			fmt.Fprintf(errOut, "lockdown status: recovery state: %v\n", err)
+			return ExitFailure
+		}
+	case !errors.Is(err, pgx.ErrNoRows):
+		fmt.Fprintf(errOut, "lockdown status: %v\n", err)
+		return ExitFailure
+	}
 	v.Phases = phases(v)
 	if *asJSON {
 		printJSON(out, v)
@@ -176,7 +224,7 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 		if d == "" {
 			d = "—"
 		}
-		fmt.Fprintf(out, "  %-12s %-12s runbook target %-6s lockdown target %s\n", p.Phase, d, p.RunbookTarget, p.LockdownTarget)
+		fmt.Fprintf(out, "  %-20s %-12s runbook target %-6s lockdown target %s\n", p.Phase, d, p.RunbookTarget, p.LockdownTarget)
 	}
 	if len(v.Seals) > 0 {
 		fmt.Fprintln(out, "\nseals:")
@@ -199,7 +247,49 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 			fmt.Fprintf(out, "  %-28s %-18s shares %d of %d (awaiting %d more)\n", g.Address, state, g.Progress, g.Threshold, max(g.Threshold-g.Progress, 0))
 		}
 	}
+	if r := v.Recovery; r != nil {
+		printRecovery(out, r)
+	}
 	return ExitOK
+}
+
+func printRecovery(out io.Writer, r *recoveryView) {
+	if !r.AccessRevokedAt.IsZero() {
+		fmt.Fprintf(out, "\naccess revoked %s: auth methods disabled %v, %d tokens revoked, %d kept %v, leases %v, key term %d\n",
+			r.AccessRevokedAt.Format(time.RFC3339), r.Revoked.AuthMethodsDisabled, r.Revoked.TokensRevoked, r.Revoked.TokensKept, r.KeptReasons,
+			r.Revoked.LeasePrefixes, r.Revoked.KeyTerm)
+	}
+	c := r.Ceremony
+	if c.Nonce != "" || c.Phase != "" {
+		kind := "unseal"
+		if c.RecoveryKeys {
+			kind = "recovery"
+		}
+		fmt.Fprintf(out, "\nrekey ceremony (%s keys, %d shares / threshold %d): %s\n", kind, c.N, c.T, c.Phase)
+		switch c.Phase {
+		case "collecting_current_shares":
+			fmt.Fprintf(out, "  key holders: vault operator rekey -nonce=%s   (%d of %d current shares submitted)\n", c.Nonce, c.Progress, c.T)
+		case "verifying_new_shares":
+			fmt.Fprintf(out, "  key holders: vault operator rekey -verify -nonce=%s   (%d of %d new shares verified)\n", c.VerifyNonce, c.VerifyProgress, c.T)
+		case "completed":
+			fmt.Fprintf(out, "  completed %s, confirmed by %s; holders' PGP fingerprints %v\n", c.CompletedAt.Format(time.RFC3339), c.ConfirmedBy, c.Fingerprints)
+		}
+		if c.Restarts > 0 {
+			fmt.Fprintf(out, "  restarted %d time(s): %s\n", c.Restarts, c.Note)
+		}
+	}
+	if !r.RestoredAt.IsZero() {
+		fmt.Fprintf(out, "\naccess restored %s\n", r.RestoredAt.Format(time.RFC3339))
+	} else if !r.AccessRevokedAt.IsZero() {
+		fmt.Fprintf(out, "\naccess restore waits for: rotation %v, notifications %v\n", doneWord(r.RotationDone), doneWord(r.NotifiedDone))
+	}
+}
+
+func doneWord(b bool) string {
+	if b {
+		return "done"
+	}
+	return "pending"
 }
 
 // phases lists containment's phases with their durations and targets: the
@@ -213,5 +303,17 @@ func phases(v incidentView) []phaseTimer {
 	if v.SealedAt != nil && v.UnsealedAt != nil {
 		gate.Duration = v.UnsealedAt.Sub(*v.SealedAt).Round(time.Millisecond).String()
 	}
-	return []phaseTimer{contain, gate}
+	out := []phaseTimer{contain, gate}
+	if r := v.Recovery; r != nil {
+		revoke := phaseTimer{Phase: "revoke access", RunbookTarget: "—", LockdownTarget: "1m"}
+		if v.UnsealedAt != nil && !r.AccessRevokedAt.IsZero() {
+			revoke.Duration = r.AccessRevokedAt.Sub(*v.UnsealedAt).Round(time.Millisecond).String()
+		}
+		rekey := phaseTimer{Phase: "unseal-key rotation", RunbookTarget: "30m", LockdownTarget: "human"}
+		if !r.Ceremony.CompletedAt.IsZero() {
+			rekey.Duration = r.Ceremony.CompletedAt.Sub(r.Ceremony.StartedAt).Round(time.Millisecond).String()
+		}
+		out = append(out, revoke, rekey)
+	}
+	return out
 }
