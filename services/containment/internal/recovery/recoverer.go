@@ -215,7 +215,7 @@ func (r *Recoverer) ceremonyStep(ctx context.Context, incidentID string) (bool, 
 	case status.Started:
 		// A rekey Lockdown did not start (or whose nonce it lost): it
 		// could be the intruder's. Cancel it and start ours.
-		if err := r.vault.RekeyCancel(ctx, c.RecoveryKeys); err != nil {
+		if err := r.vault.RekeyCancel(ctx, c.RecoveryKeys, status.Nonce); err != nil {
 			return false, err
 		}
 		c.Note = "a rekey not started by Lockdown was cancelled"

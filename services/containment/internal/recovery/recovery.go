@@ -89,7 +89,9 @@ type Vault interface {
 	RecoverySeal(ctx context.Context) (bool, error)
 	RekeyStatus(ctx context.Context, recovery bool) (RekeyStatus, error)
 	RekeyInit(ctx context.Context, recovery bool, shares, threshold int, pgpKeys []string, verify bool) (RekeyStatus, error)
-	RekeyCancel(ctx context.Context, recovery bool) error
+	// RekeyCancel cancels the rekey with this nonce (Vault 1.21 requires the
+	// nonce for ten minutes after the rekey started).
+	RekeyCancel(ctx context.Context, recovery bool, nonce string) error
 	RekeyVerifyStatus(ctx context.Context, recovery bool) (VerifyStatus, error)
 	// RekeyBackup returns the nonce of the stored PGP-encrypted backup of
 	// the last completed rekey ("" when there is none).

@@ -188,12 +188,14 @@ func (a *Admin) RekeyInit(ctx context.Context, rec bool, shares, threshold int, 
 	return status(s), nil
 }
 
-// RekeyCancel deletes sys/rekey/init (or the recovery-key variant).
-func (a *Admin) RekeyCancel(ctx context.Context, rec bool) error {
+// RekeyCancel deletes sys/rekey/init (or the recovery-key variant) with
+// the rekey's nonce. (The api's RekeyRecoveryKeyCancelWithContext, without
+// a nonce, deletes the barrier rekey instead: the nonce variants are right.)
+func (a *Admin) RekeyCancel(ctx context.Context, rec bool, nonce string) error {
 	if rec {
-		return a.c.Sys().RekeyRecoveryKeyCancelWithContext(ctx)
+		return a.c.Sys().RekeyRecoveryKeyCancelWithContextWithNonce(ctx, nonce)
 	}
-	return a.c.Sys().RekeyCancelWithContext(ctx)
+	return a.c.Sys().RekeyCancelWithContextWithNonce(ctx, nonce)
 }
 
 // RekeyVerifyStatus reads sys/rekey/verify (or the recovery-key variant).
