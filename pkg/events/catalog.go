@@ -98,7 +98,7 @@ const (
 var catalog = []Spec{
 	{Name: BreachDetected, Stream: StreamEvents, data: BreachDetectedData{},
 		Description: "A detector reports unauthorised access to Vault: the SIEM with `nats pub` (or `lockdown trigger` with the SIEM's credentials), or containment's HTTP intake `POST /v1/breaches`. The external contract of Lockdown.",
-		Publishers:  []string{UserSIEM, ServiceContainment}, Consumers: []string{ServiceContainment, ServiceAssessor}},
+		Publishers:  []string{UserSIEM, ServiceContainment}, Consumers: []string{ServiceContainment}},
 	{Name: IncidentOpened, Stream: StreamEvents, data: IncidentOpenedData{},
 		Description: "Containment opened an incident for a first valid breach event.",
 		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceAssessor, ServiceCLI}},

@@ -128,7 +128,7 @@ func Consumers() []ConsumerSpec {
 		base(ConsumerSpec{Durable: ConsumerContainmentRecovery, Stream: StreamEvents, Service: ServiceContainment,
 			Events: []Name{VaultUnsealed, RotationCompleted, NotificationsCompleted}}),
 		base(ConsumerSpec{Durable: ConsumerAssessorBreach, Stream: StreamEvents, Service: ServiceAssessor,
-			Events: []Name{BreachDetected, IncidentOpened}}),
+			Events: []Name{IncidentOpened}}),
 		base(ConsumerSpec{Durable: ConsumerRotatorPlanner, Stream: StreamEvents, Service: ServiceRotator,
 			Events: []Name{AssessmentCompleted, AccessRevoked}}),
 		jobs,

@@ -1,22 +1,155 @@
-// Package app is the assessor's composition root.
+// Package app is the assessor's composition root: audit ingestion (socket
+// listener, file follower) into PostgreSQL, and the assessment of each
+// incident when it opens.
 package app
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
 
+	"golang.org/x/sync/errgroup"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
+	"github.com/lockdown/lockdown/services/assessor/internal/assess"
+	"github.com/lockdown/lockdown/services/assessor/internal/audit"
+	"github.com/lockdown/lockdown/services/assessor/internal/ingest"
+	"github.com/lockdown/lockdown/services/assessor/internal/store"
 )
 
 // Config is the assessor's configuration.
 type Config struct {
 	config.Common
+	DatabaseURL string `env:"DATABASE_URL" secret:"true" doc:"PostgreSQL connection string (the assessor schema is created at start)."`
+
+	AuditListen string        `env:"AUDIT_LISTEN" default:"127.0.0.1:9514" doc:"TCP address of the listener for Vault's socket audit device; empty disables it."`
+	AuditFile   string        `env:"AUDIT_FILE" doc:"Path of a file audit device's log to follow (rotation and truncation handled); empty disables it."`
+	FollowPoll  time.Duration `env:"AUDIT_FOLLOW_POLL" default:"250ms" doc:"How often the followed file is checked for new lines."`
+	Buffer      int           `env:"AUDIT_BUFFER" default:"200000" doc:"Audit lines held in memory while PostgreSQL is slow or down; beyond it lines are dropped and counted."`
+	BatchSize   int           `env:"AUDIT_BATCH" default:"5000" doc:"Entries per COPY batch."`
+	FlushEvery  time.Duration `env:"AUDIT_FLUSH" default:"200ms" doc:"Longest wait before a partial batch is written."`
+	MaxLine     int           `env:"AUDIT_MAX_LINE" default:"1048576" doc:"Longest audit line accepted, in bytes."`
+
+	TenantTemplates    []string      `env:"TENANT_TEMPLATES" default:"secret/data/tenants/{tenant}/,secret/metadata/tenants/{tenant}/,secret/data/api_keys/{tenant}/,secret/metadata/api_keys/{tenant}/" doc:"Path templates that locate the tenant in a secret path."`
+	ExcludeTenants     []string      `env:"EXCLUDE_TENANTS" doc:"Tenants never reported (test tenants)."`
+	TrustedActors      []string      `env:"TRUSTED_ACTORS" doc:"Display names or entity ids of the platform's own services: their reads are ordinary traffic unless they misbehave."`
+	SuspiciousPatterns []string      `env:"SUSPICIOUS_PATTERNS" default:"sys/raw/,sys/audit,sys/policies/acl/,sys/policy/,auth/token/create,sys/generate-root" doc:"Path prefixes whose every request counts as suspicious."`
+	Window             time.Duration `env:"ASSESSMENT_WINDOW" default:"24h" doc:"How far before detection the audit log is read."`
+	WidespreadAbove    int           `env:"WIDESPREAD_ABOVE" default:"10" doc:"More affected tenants than this makes the scope widespread."`
+	ListLimit          int           `env:"ASSESSMENT_LIST_LIMIT" default:"500" doc:"Most suspicious events and secret reads listed in a stored assessment."`
 }
 
-// Run starts the assessor. The foundation connects it to NATS and makes sure
-// the topology (including its durable consumers) exists, so events wait
-// for it durably; its handlers arrive with their issue.
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	errs := []error{c.Common.Validate()}
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(config.Prefix+format, a...)) }
+	if c.DatabaseURL == "" {
+		bad("DATABASE_URL is required")
+	}
+	if _, err := audit.ParseTemplates(c.TenantTemplates); err != nil {
+		bad("TENANT_TEMPLATES: %v", err)
+	}
+	for name, v := range map[string]int{"AUDIT_BUFFER": c.Buffer, "AUDIT_BATCH": c.BatchSize, "AUDIT_MAX_LINE": c.MaxLine, "ASSESSMENT_LIST_LIMIT": c.ListLimit} {
+		if v < 1 {
+			bad("%s must be positive", name)
+		}
+	}
+	for name, d := range map[string]time.Duration{"AUDIT_FOLLOW_POLL": c.FollowPoll, "AUDIT_FLUSH": c.FlushEvery, "ASSESSMENT_WINDOW": c.Window} {
+		if d <= 0 {
+			bad("%s must be positive", name)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// PatternHit reports whether a path matches a suspicious pattern.
+func (c *Config) PatternHit(e audit.Entry) bool {
+	for _, p := range c.SuspiciousPatterns {
+		if strings.HasPrefix(e.Path, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Run wires the assessor and blocks until ctx ends.
 func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
-	<-ctx.Done()
-	return nil
+	db, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	a, err := New(ctx, rt, cfg, db)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// Assessor is a running assessor: ingestion plus the incident consumer.
+type Assessor struct {
+	Pipeline *ingest.Pipeline
+	Listener *ingest.Listener // nil when AUDIT_LISTEN is empty
+	rt       *runner.Runtime
+	cfg      *Config
+	db       *store.Store
+}
+
+// New binds the listener (so Vault can be pointed at it before Run).
+func New(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Store) (*Assessor, error) {
+	tenants, err := audit.ParseTemplates(cfg.TenantTemplates)
+	if err != nil {
+		return nil, err
+	}
+	p := ingest.NewPipeline(db, ingest.Options{Buffer: cfg.Buffer, BatchSize: cfg.BatchSize, FlushEvery: cfg.FlushEvery, MaxLine: cfg.MaxLine,
+		Tenants: tenants, PatternHit: cfg.PatternHit, Logger: rt.Logger})
+	a := &Assessor{Pipeline: p, rt: rt, cfg: cfg, db: db}
+	if cfg.AuditListen != "" {
+		if a.Listener, err = ingest.Listen(cfg.AuditListen, p); err != nil {
+			return nil, fmt.Errorf("audit listener: %w", err)
+		}
+		rt.Logger.Info("audit socket listener bound", slog.String("addr", a.Listener.Addr()))
+	}
+	return a, nil
+}
+
+// Run ingests and assesses until ctx ends.
+func (a *Assessor) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { a.Pipeline.Run(gctx); return nil })
+	if a.Listener != nil {
+		g.Go(func() error { return a.Listener.Serve(gctx) })
+	}
+	if a.cfg.AuditFile != "" {
+		g.Go(func() error { return a.Pipeline.Follow(gctx, a.cfg.AuditFile, a.cfg.FollowPoll) })
+	}
+	pub := stream.NewPublisher(a.rt.NATS.JS, events.SourceOf(events.ServiceAssessor), a.rt.TracerProvider)
+	spec, _ := events.ConsumerOf(events.ConsumerAssessorBreach)
+	acfg := assess.Config{Window: a.cfg.Window, WidespreadAbove: a.cfg.WidespreadAbove, ExcludeTenants: a.cfg.ExcludeTenants,
+		TrustedActors: a.cfg.TrustedActors, ListLimit: a.cfg.ListLimit}
+	handler := stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.IncidentOpenedData) error {
+		res, err := assess.Assess(ctx, a.db, acfg, d.IncidentID, d.DetectedAt)
+		if err != nil {
+			return err
+		}
+		if err := a.db.SaveAssessment(ctx, d.IncidentID, res); err != nil {
+			return err
+		}
+		a.rt.Logger.InfoContext(ctx, "assessment completed", slog.String("incident_id", d.IncidentID), slog.String("scope", res.Scope),
+			slog.Int("affected_tenants", len(res.AffectedTenants)), slog.Int("suspicious_events", res.SuspiciousEvents), slog.Int64("duration_ms", res.DurationMS))
+		return pub.PublishWithID(ctx, events.AssessmentCompleted, d.IncidentID+"/assessment.completed", res.AssessmentCompletedData)
+	})
+	c := stream.NewConsumer(a.rt.NATS.JS, spec, handler, stream.ConsumerOptions{Logger: a.rt.Logger, TracerProvider: a.rt.TracerProvider, DrainTimeout: a.cfg.ShutdownTimeout})
+	g.Go(func() error { return c.Run(gctx) })
+	err := g.Wait()
+	s := &a.Pipeline.Stats
+	a.rt.Logger.Info("audit ingestion stopped", slog.Int64("received", s.Received.Load()), slog.Int64("stored", s.Stored.Load()),
+		slog.Int64("repeated", s.Repeated.Load()), slog.Int64("malformed", s.Malformed.Load()), slog.Int64("dropped", s.Dropped.Load()))
+	return err
 }

@@ -1,0 +1,242 @@
+// Package ingest receives Vault's audit stream — a listener for the socket
+// audit device and a follower for a file audit device — and writes it to
+// the store in batches. Vault refuses requests it cannot audit, so the
+// listener only reads lines into a bounded buffer and never waits for
+// PostgreSQL; when the buffer is full a line is dropped, counted and
+// logged (the file device kept beside it still has it, and the follower
+// re-reads it: entries are de-duplicated by request id and type).
+package ingest
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lockdown/lockdown/services/assessor/internal/audit"
+)
+
+// Stats count what ingestion did; every line is accounted for.
+type Stats struct {
+	Received  atomic.Int64 // lines read from a source
+	Stored    atomic.Int64 // new entries written
+	Repeated  atomic.Int64 // entries already stored (replays, re-reads)
+	Malformed atomic.Int64 // lines that are not audit entries (skipped)
+	Dropped   atomic.Int64 // lines dropped because the buffer was full
+}
+
+// Sink writes a batch and reports how many entries were new.
+type Sink interface {
+	Insert(ctx context.Context, batch []audit.Entry, patternHit func(audit.Entry) bool) (int64, error)
+}
+
+// Options of a Pipeline.
+type Options struct {
+	// Buffer is how many lines wait in memory for the writer.
+	Buffer int
+	// BatchSize and FlushEvery bound a batch.
+	BatchSize  int
+	FlushEvery time.Duration
+	// MaxLine bounds one audit line (Vault's can be large).
+	MaxLine int
+	// Tenants find a path's tenant; PatternHit flags suspicious paths.
+	Tenants    *audit.Templates
+	PatternHit func(audit.Entry) bool
+	Logger     *slog.Logger
+}
+
+// Pipeline buffers lines from any number of sources and writes them.
+type Pipeline struct {
+	opts  Options
+	sink  Sink
+	lines chan []byte
+	Stats Stats
+
+	lastDropLog atomic.Int64
+}
+
+// NewPipeline prepares a pipeline; Run starts its writer.
+func NewPipeline(sink Sink, opts Options) *Pipeline {
+	return &Pipeline{opts: opts, sink: sink, lines: make(chan []byte, opts.Buffer)}
+}
+
+// Offer hands a line to the writer without ever blocking the caller.
+func (p *Pipeline) Offer(line []byte) {
+	p.Stats.Received.Add(1)
+	select {
+	case p.lines <- line:
+	default:
+		n := p.Stats.Dropped.Add(1)
+		// One log line per second at most while dropping.
+		now := time.Now().Unix()
+		if last := p.lastDropLog.Load(); now > last && p.lastDropLog.CompareAndSwap(last, now) {
+			p.opts.Logger.Error("audit buffer full: dropping lines (the file audit device still has them)", slog.Int64("dropped_total", n))
+		}
+	}
+}
+
+// Run writes batches until ctx ends, then flushes what is buffered. A
+// failed write is retried with backoff, holding the batch: meanwhile the
+// buffer fills, and only then are lines dropped.
+func (p *Pipeline) Run(ctx context.Context) {
+	batch := make([]audit.Entry, 0, p.opts.BatchSize)
+	tick := time.NewTicker(p.opts.FlushEvery)
+	defer tick.Stop()
+	flush := func(ctx context.Context) {
+		if len(batch) == 0 {
+			return
+		}
+		delay := 100 * time.Millisecond
+		for {
+			n, err := p.sink.Insert(ctx, batch, p.opts.PatternHit)
+			if err == nil {
+				p.Stats.Stored.Add(n)
+				p.Stats.Repeated.Add(int64(len(batch)) - n)
+				break
+			}
+			p.opts.Logger.Warn("audit batch not stored; retrying", slog.Int("entries", len(batch)), slog.Any("error", err))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			delay = min(2*delay, 5*time.Second)
+		}
+		batch = batch[:0]
+	}
+	add := func(line []byte) {
+		e, err := audit.Parse(line, p.opts.Tenants)
+		if err != nil {
+			p.Stats.Malformed.Add(1)
+			p.opts.Logger.Warn("malformed audit line skipped", slog.Any("error", err), slog.Int("bytes", len(line)))
+			return
+		}
+		batch = append(batch, e)
+		if len(batch) >= p.opts.BatchSize {
+			flush(ctx)
+		}
+	}
+	for {
+		select {
+		case line := <-p.lines:
+			add(line)
+		case <-tick.C:
+			flush(ctx)
+		case <-ctx.Done():
+			// Drain what is buffered, with a bounded grace period.
+			drain, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			ctx = drain
+			for {
+				select {
+				case line := <-p.lines:
+					add(line)
+				default:
+					flush(drain)
+					return
+				}
+			}
+		}
+	}
+}
+
+// Idle reports whether nothing waits in the buffer (for tests and drains).
+func (p *Pipeline) Idle() bool { return len(p.lines) == 0 }
+
+// ReadLines feeds every line of r to the pipeline; a line longer than
+// MaxLine is counted as malformed and skipped.
+func (p *Pipeline) ReadLines(r io.Reader) error {
+	br := bufio.NewReaderSize(r, 64*1024)
+	for {
+		line, err := readLine(br, p.opts.MaxLine)
+		if errors.Is(err, errLineTooLong) {
+			p.Stats.Received.Add(1)
+			p.Stats.Malformed.Add(1)
+			continue
+		}
+		if len(line) > 0 {
+			p.Offer(line)
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+var errLineTooLong = errors.New("audit line too long")
+
+// readLine returns the next line without its newline; a last line without
+// a newline is returned with io.EOF.
+func readLine(br *bufio.Reader, max int) ([]byte, error) {
+	var out []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(out)+len(chunk) > max {
+			// Skip to the end of this line.
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = br.ReadSlice('\n')
+			}
+			return nil, errLineTooLong
+		}
+		out = append(out, chunk...)
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1] == '\n' {
+			out = out[:n-1]
+		}
+		return out, err
+	}
+}
+
+// Listener accepts Vault's socket audit device (TCP, JSON lines).
+type Listener struct {
+	ln       net.Listener
+	pipeline *Pipeline
+	wg       sync.WaitGroup
+}
+
+// Listen binds addr.
+func Listen(addr string, p *Pipeline) (*Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return &Listener{ln: ln, pipeline: p}, nil
+}
+
+// Addr is the bound address.
+func (l *Listener) Addr() string { return l.ln.Addr().String() }
+
+// Serve accepts connections until ctx ends.
+func (l *Listener) Serve(ctx context.Context) error {
+	go func() { <-ctx.Done(); l.ln.Close() }()
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			l.wg.Wait()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			defer conn.Close()
+			stop := context.AfterFunc(ctx, func() { conn.Close() })
+			defer stop()
+			if err := l.pipeline.ReadLines(conn); err != nil && ctx.Err() == nil {
+				l.pipeline.opts.Logger.Debug("audit connection closed", slog.Any("error", err))
+			}
+		}()
+	}
+}
