@@ -120,8 +120,8 @@ SELECT count(*) FROM ins`).Scan(&inserted)
 // Count is one group of responses: an actor, a tenant, a kind.
 type Count struct {
 	Accessor, EntityID, DisplayName, RemoteAddress, Tenant string
-	Kind                                                  audit.Kind
-	PatternHits, Count                                    int64
+	Kind                                                   audit.Kind
+	PatternHits, Count                                     int64
 }
 
 // Counts returns the response counts of [start, end) grouped by actor,
