@@ -1,0 +1,147 @@
+package ingest_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lockdown/lockdown/services/assessor/internal/audit"
+	"github.com/lockdown/lockdown/services/assessor/internal/ingest"
+)
+
+// memSink records batches; fail makes it refuse writes (PostgreSQL down).
+type memSink struct {
+	mu      sync.Mutex
+	seen    map[string]bool
+	fail    bool
+	entries []audit.Entry
+}
+
+func (m *memSink) Insert(_ context.Context, batch []audit.Entry, _ func(audit.Entry) bool) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail {
+		return 0, errors.New("database down")
+	}
+	var n int64
+	for _, e := range batch {
+		k := e.RequestID + "/" + e.Type
+		if !m.seen[k] {
+			m.seen[k] = true
+			m.entries = append(m.entries, e)
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (m *memSink) ids() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, e := range m.entries {
+		out = append(out, e.RequestID)
+	}
+	return out
+}
+
+func entry(id string) string {
+	return fmt.Sprintf(`{"time":"2026-11-25T10:00:00.000Z","type":"response","auth":{"accessor":"hmac-sha256:ab","display_name":"token"},"request":{"id":%q,"operation":"read","path":"secret/data/tenants/acme/ssh"}}`, id)
+}
+
+func pipeline(sink ingest.Sink, buffer int) *ingest.Pipeline {
+	tenants, _ := audit.ParseTemplates([]string{"secret/data/tenants/{tenant}/"})
+	return ingest.NewPipeline(sink, ingest.Options{Buffer: buffer, BatchSize: 100, FlushEvery: 10 * time.Millisecond, MaxLine: 4096,
+		Tenants: tenants, PatternHit: func(audit.Entry) bool { return false }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestIngest(t *testing.T) {
+	t.Run("malformed and truncated lines are counted and skipped; the good ones around them are kept", func(t *testing.T) {
+		sink := &memSink{seen: map[string]bool{}}
+		p := pipeline(sink, 100)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go p.Run(ctx)
+		ln, err := ingest.Listen("127.0.0.1:0", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go ln.Serve(ctx)
+		conn, err := net.Dial("tcp", ln.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := entry("r1") + "\n" + "not json at all\n" + entry("r2")[:40] + "\n" + `{"type":"response","request":{}}` + "\n" +
+			string(make([]byte, 5000)) + "\n" + entry("r3") + "\n" + entry("r1") + "\n" + entry("r4") // last one without a newline
+		conn.Write([]byte(lines))
+		conn.Close()
+		// r1 is sent twice and stored once; r4 has no final newline.
+		waitFor(t, "the good entries", func() bool { return fmt.Sprint(sink.ids()) == "[r1 r3 r4]" })
+		waitFor(t, "the counters", func() bool { return p.Stats.Malformed.Load() == 4 && p.Stats.Repeated.Load() == 1 })
+		if p.Stats.Received.Load() != 8 || p.Stats.Stored.Load() != 3 {
+			t.Fatalf("received %d stored %d", p.Stats.Received.Load(), p.Stats.Stored.Load())
+		}
+	})
+
+	t.Run("with the database down the buffer fills, then lines are dropped and counted, never blocking the listener", func(t *testing.T) {
+		sink := &memSink{seen: map[string]bool{}, fail: true}
+		p := pipeline(sink, 10)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go p.Run(ctx)
+		for i := range 200 {
+			p.Offer([]byte(entry(fmt.Sprintf("d%d", i)))) // returns at once even though nothing is written
+		}
+		if p.Stats.Dropped.Load() == 0 {
+			t.Fatal("nothing dropped with a full buffer")
+		}
+		held := 200 - p.Stats.Dropped.Load()
+		sink.mu.Lock()
+		sink.fail = false
+		sink.mu.Unlock()
+		waitFor(t, "the held lines to be written once the database is back", func() bool { return int64(len(sink.ids())) == held })
+	})
+
+	t.Run("the file follower reads appends, and starts over after truncation and rotation", func(t *testing.T) {
+		sink := &memSink{seen: map[string]bool{}}
+		p := pipeline(sink, 100)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go p.Run(ctx)
+		path := filepath.Join(t.TempDir(), "audit.log")
+		os.WriteFile(path, []byte(entry("f1")+"\n"+entry("f2")[:30]), 0o644) // f2 not finished yet
+		go p.Follow(ctx, path, 10*time.Millisecond)
+		waitFor(t, "f1", func() bool { return len(sink.ids()) == 1 })
+		f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		f.WriteString(entry("f2")[30:] + "\n")
+		f.Close()
+		waitFor(t, "f2 once its line is complete", func() bool { return len(sink.ids()) == 2 })
+		os.WriteFile(path, []byte(entry("f3")+"\n"), 0o644) // truncated and rewritten
+		waitFor(t, "f3 after truncation", func() bool { return len(sink.ids()) == 3 })
+		os.Rename(path, path+".1") // rotated
+		os.WriteFile(path, []byte(entry("f4")+"\n"+entry("f1")+"\n"), 0o644)
+		waitFor(t, "f4 after rotation", func() bool { return len(sink.ids()) == 4 })
+		if p.Stats.Malformed.Load() != 0 {
+			t.Fatalf("malformed %d", p.Stats.Malformed.Load())
+		}
+	})
+}
