@@ -52,12 +52,12 @@ type line struct {
 		TokenPolicies []string `json:"token_policies"`
 	} `json:"auth"`
 	Request *struct {
-		ID            string         `json:"id"`
-		Operation     string         `json:"operation"`
-		Path          string         `json:"path"`
-		MountType     string         `json:"mount_type"`
-		RemoteAddress string         `json:"remote_address"`
-		Data          map[string]any `json:"data"`
+		ID            string          `json:"id"`
+		Operation     string          `json:"operation"`
+		Path          string          `json:"path"`
+		MountType     string          `json:"mount_type"`
+		RemoteAddress string          `json:"remote_address"`
+		Data          json.RawMessage `json:"data"`
 	} `json:"request"`
 }
 
@@ -90,8 +90,15 @@ func Parse(raw []byte, tenants *Templates) (Entry, error) {
 	if tenants != nil {
 		e.Tenant = tenants.Tenant(e.Path)
 	}
-	if strings.HasSuffix(e.Path, "auth/token/revoke-accessor") && l.Request.Data != nil {
-		e.RevokedAccessor, _ = l.Request.Data["accessor"].(string)
+	// Request data is decoded only where it matters: it is the bulk of
+	// most lines.
+	if strings.HasSuffix(e.Path, "auth/token/revoke-accessor") && len(l.Request.Data) > 0 {
+		var d struct {
+			Accessor string `json:"accessor"`
+		}
+		if json.Unmarshal(l.Request.Data, &d) == nil {
+			e.RevokedAccessor = d.Accessor
+		}
 	}
 	return e, nil
 }

@@ -15,7 +15,9 @@ import (
 // appended, starts again from the top when the file is truncated, and
 // reopens it when it is rotated (a new file at the path). A line is handed
 // on only once its newline is written. Reading from the top again after a
-// restart is safe: entries are de-duplicated by request id and type.
+// restart is safe: entries are de-duplicated by request id and type. Unlike
+// the socket listener, the follower waits when the buffer is full: the file
+// keeps the lines, so nothing is dropped.
 func (p *Pipeline) Follow(ctx context.Context, path string, poll time.Duration) error {
 	var f *os.File
 	var ino uint64
@@ -63,8 +65,9 @@ func (p *Pipeline) Follow(ctx context.Context, path string, poll time.Duration) 
 							p.Stats.Malformed.Add(1)
 							continue
 						}
-						if len(line) > 0 {
-							p.Offer(line)
+						// A file can wait: back-pressure instead of drops.
+						if len(line) > 0 && p.Put(ctx, line) != nil {
+							return nil
 						}
 					}
 					if len(carry) > p.opts.MaxLine {

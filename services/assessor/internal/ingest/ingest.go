@@ -80,34 +80,41 @@ func (p *Pipeline) Offer(line []byte) {
 	}
 }
 
-// Run writes batches until ctx ends, then flushes what is buffered. A
-// failed write is retried with backoff, holding the batch: meanwhile the
-// buffer fills, and only then are lines dropped.
+// Put hands a line to the writer, waiting while the buffer is full: for
+// sources that can wait (a file on disk), unlike Vault's socket.
+func (p *Pipeline) Put(ctx context.Context, line []byte) error {
+	p.Stats.Received.Add(1)
+	select {
+	case p.lines <- line:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run parses lines into batches and writes them until ctx ends, then
+// flushes what is buffered. Parsing and writing run in two goroutines so
+// the Go side and PostgreSQL work at once. A failed write is retried with
+// backoff, holding its batch: meanwhile the buffer fills, and only then
+// does the socket listener drop lines.
 func (p *Pipeline) Run(ctx context.Context) {
+	// Writes outlive ctx by a grace period so a shutdown flushes the buffer.
+	writeCtx, cancelWrite := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWrite()
+	batches := make(chan []audit.Entry, 2)
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		for b := range batches {
+			p.write(writeCtx, b)
+		}
+	}()
 	batch := make([]audit.Entry, 0, p.opts.BatchSize)
-	tick := time.NewTicker(p.opts.FlushEvery)
-	defer tick.Stop()
-	flush := func(ctx context.Context) {
-		if len(batch) == 0 {
-			return
+	send := func() {
+		if len(batch) > 0 {
+			batches <- batch
+			batch = make([]audit.Entry, 0, p.opts.BatchSize)
 		}
-		delay := 100 * time.Millisecond
-		for {
-			n, err := p.sink.Insert(ctx, batch, p.opts.PatternHit)
-			if err == nil {
-				p.Stats.Stored.Add(n)
-				p.Stats.Repeated.Add(int64(len(batch)) - n)
-				break
-			}
-			p.opts.Logger.Warn("audit batch not stored; retrying", slog.Int("entries", len(batch)), slog.Any("error", err))
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(delay):
-			}
-			delay = min(2*delay, 5*time.Second)
-		}
-		batch = batch[:0]
 	}
 	add := func(line []byte) {
 		e, err := audit.Parse(line, p.opts.Tenants)
@@ -118,30 +125,54 @@ func (p *Pipeline) Run(ctx context.Context) {
 		}
 		batch = append(batch, e)
 		if len(batch) >= p.opts.BatchSize {
-			flush(ctx)
+			send()
 		}
 	}
+	tick := time.NewTicker(p.opts.FlushEvery)
+	defer tick.Stop()
 	for {
 		select {
 		case line := <-p.lines:
 			add(line)
 		case <-tick.C:
-			flush(ctx)
+			send()
 		case <-ctx.Done():
-			// Drain what is buffered, with a bounded grace period.
-			drain, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			ctx = drain
-			for {
+			for drained := false; !drained; {
 				select {
 				case line := <-p.lines:
 					add(line)
 				default:
-					flush(drain)
-					return
+					drained = true
 				}
 			}
+			send()
+			close(batches)
+			timer := time.AfterFunc(10*time.Second, cancelWrite)
+			<-written
+			timer.Stop()
+			return
 		}
+	}
+}
+
+// write stores one batch, retrying until it succeeds or ctx ends.
+func (p *Pipeline) write(ctx context.Context, batch []audit.Entry) {
+	delay := 100 * time.Millisecond
+	for {
+		n, err := p.sink.Insert(ctx, batch, p.opts.PatternHit)
+		if err == nil {
+			p.Stats.Stored.Add(n)
+			p.Stats.Repeated.Add(int64(len(batch)) - n)
+			return
+		}
+		p.opts.Logger.Warn("audit batch not stored; retrying", slog.Int("entries", len(batch)), slog.Any("error", err))
+		select {
+		case <-ctx.Done():
+			p.opts.Logger.Error("audit batch abandoned at shutdown (the file audit device still has it)", slog.Int("entries", len(batch)))
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
 	}
 }
 

@@ -92,8 +92,9 @@ func (s *Store) Insert(ctx context.Context, batch []audit.Entry, patternHit func
 	var inserted int64
 	err = tx.QueryRow(ctx, `
 WITH ins AS (
+    -- DO NOTHING also skips a repeat within the batch itself.
     INSERT INTO assessor.audit_entries
-    SELECT DISTINCT ON (request_id, type) * FROM audit_staging
+    SELECT * FROM audit_staging
     ON CONFLICT (request_id, type) DO NOTHING
     RETURNING time, type, accessor, entity_id, display_name, remote_address, tenant, kind, pattern_hit
 ), agg AS (
