@@ -8,6 +8,7 @@ require (
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/lockdown/lockdown/pkg/events v0.0.0
 	github.com/lockdown/lockdown/pkg/platform v0.0.0
+	github.com/valyala/fastjson v1.6.10
 	golang.org/x/sync v0.25.0
 )
 

@@ -44,6 +44,8 @@ type Options struct {
 	FlushEvery time.Duration
 	// MaxLine bounds one audit line (Vault's can be large).
 	MaxLine int
+	// Parsers is how many goroutines parse lines (default 1).
+	Parsers int
 	// Tenants find a path's tenant; PatternHit flags suspicious paths.
 	Tenants    *audit.Templates
 	PatternHit func(audit.Entry) bool
@@ -93,10 +95,10 @@ func (p *Pipeline) Put(ctx context.Context, line []byte) error {
 }
 
 // Run parses lines into batches and writes them until ctx ends, then
-// flushes what is buffered. Parsing and writing run in two goroutines so
-// the Go side and PostgreSQL work at once. A failed write is retried with
-// backoff, holding its batch: meanwhile the buffer fills, and only then
-// does the socket listener drop lines.
+// flushes what is buffered. Parsers (Options.Parsers) and the writer run in
+// their own goroutines so the Go side and PostgreSQL work at once. A failed
+// write is retried with backoff, holding its batch: meanwhile the buffer
+// fills, and only then does the socket listener drop lines.
 func (p *Pipeline) Run(ctx context.Context) {
 	// Writes outlive ctx by a grace period so a shutdown flushes the buffer.
 	writeCtx, cancelWrite := context.WithCancel(context.WithoutCancel(ctx))
@@ -109,6 +111,21 @@ func (p *Pipeline) Run(ctx context.Context) {
 			p.write(writeCtx, b)
 		}
 	}()
+	var parsers sync.WaitGroup
+	for range max(p.opts.Parsers, 1) {
+		parsers.Add(1)
+		go func() { defer parsers.Done(); p.parse(ctx, batches) }()
+	}
+	parsers.Wait()
+	close(batches)
+	timer := time.AfterFunc(10*time.Second, cancelWrite)
+	<-written
+	timer.Stop()
+}
+
+// parse turns lines into batches until ctx ends, then drains the buffer.
+func (p *Pipeline) parse(ctx context.Context, batches chan<- []audit.Entry) {
+	dec := audit.NewDecoder(p.opts.Tenants)
 	batch := make([]audit.Entry, 0, p.opts.BatchSize)
 	send := func() {
 		if len(batch) > 0 {
@@ -117,7 +134,7 @@ func (p *Pipeline) Run(ctx context.Context) {
 		}
 	}
 	add := func(line []byte) {
-		e, err := audit.Parse(line, p.opts.Tenants)
+		e, err := dec.Decode(line)
 		if err != nil {
 			p.Stats.Malformed.Add(1)
 			p.opts.Logger.Warn("malformed audit line skipped", slog.Any("error", err), slog.Int("bytes", len(line)))
@@ -137,20 +154,15 @@ func (p *Pipeline) Run(ctx context.Context) {
 		case <-tick.C:
 			send()
 		case <-ctx.Done():
-			for drained := false; !drained; {
+			for {
 				select {
 				case line := <-p.lines:
 					add(line)
 				default:
-					drained = true
+					send()
+					return
 				}
 			}
-			send()
-			close(batches)
-			timer := time.AfterFunc(10*time.Second, cancelWrite)
-			<-written
-			timer.Stop()
-			return
 		}
 	}
 }

@@ -8,11 +8,13 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockdown/lockdown/pkg/platform/migrate"
@@ -51,25 +53,16 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 var columns = []string{"request_id", "type", "time", "operation", "path", "mount_type", "remote_address", "display_name",
 	"entity_id", "accessor", "policies", "error", "tenant", "kind", "pattern_hit", "raw"}
 
-// Insert stores a batch: COPY into a session staging table, then one
-// statement inserts the new entries (a replayed or re-read entry is
-// skipped by its primary key) and adds them to the hourly aggregates, and
-// one records revoked accessors. It returns how many entries were new.
+// Insert stores a batch and reports how many entries were new. The usual
+// batch holds only new entries: it is COPied straight into the table and
+// its hourly counts, computed here, are added to the aggregates. A batch
+// that repeats stored entries (a replay, a file read again after a
+// restart) makes the COPY fail on the primary key; it is then written
+// through a staging table that skips what is already there and counts only
+// what is new.
 func (s *Store) Insert(ctx context.Context, batch []audit.Entry, patternHit func(audit.Entry) bool) (int64, error) {
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer conn.Release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS audit_staging (LIKE assessor.audit_entries) ON COMMIT DELETE ROWS`); err != nil {
-		return 0, err
-	}
 	rows := make([][]any, len(batch))
+	hits := make([]bool, len(batch))
 	var revoked [][]any
 	for i, e := range batch {
 		kind := ""
@@ -80,14 +73,55 @@ func (s *Store) Insert(ctx context.Context, batch []audit.Entry, patternHit func
 		if policies == nil {
 			policies = []string{}
 		}
+		hits[i] = patternHit(e)
 		rows[i] = []any{e.RequestID, e.Type, e.Time, e.Operation, e.Path, e.MountType, e.RemoteAddress, e.DisplayName,
-			e.EntityID, e.Accessor, policies, e.Error, e.Tenant, kind, patternHit(e), string(e.Raw)}
+			e.EntityID, e.Accessor, policies, e.Error, e.Tenant, kind, hits[i], string(e.Raw)}
 		if e.RevokedAccessor != "" && e.Type == "response" && e.Error == "" {
 			revoked = append(revoked, []any{e.RevokedAccessor, e.Time})
 		}
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_staging"}, columns, pgx.CopyFromRows(rows)); err != nil {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Release()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	inserted, err := s.copyNew(ctx, tx, batch, rows, hits)
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range revoked {
+		if _, err := tx.Exec(ctx, `INSERT INTO assessor.revoked_accessors VALUES ($1, $2) ON CONFLICT DO NOTHING`, r...); err != nil {
+			return 0, err
+		}
+	}
+	return inserted, tx.Commit(ctx)
+}
+
+func (s *Store) copyNew(ctx context.Context, tx pgx.Tx, batch []audit.Entry, rows [][]any, hits []bool) (int64, error) {
+	if _, err := tx.Exec(ctx, "SAVEPOINT fast"); err != nil {
+		return 0, err
+	}
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{"assessor", "audit_entries"}, columns, pgx.CopyFromRows(rows))
+	if err == nil {
+		return n, s.addCounts(ctx, tx, batch, hits)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" { // unique_violation
 		return 0, fmt.Errorf("copy: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT fast"); err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS audit_staging (LIKE assessor.audit_entries) ON COMMIT DELETE ROWS`); err != nil {
+		return 0, err
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_staging"}, columns, pgx.CopyFromRows(rows)); err != nil {
+		return 0, fmt.Errorf("copy staging: %w", err)
 	}
 	var inserted int64
 	err = tx.QueryRow(ctx, `
@@ -110,12 +144,54 @@ SELECT count(*) FROM ins`).Scan(&inserted)
 	if err != nil {
 		return 0, fmt.Errorf("insert: %w", err)
 	}
-	for _, r := range revoked {
-		if _, err := tx.Exec(ctx, `INSERT INTO assessor.revoked_accessors VALUES ($1, $2) ON CONFLICT DO NOTHING`, r...); err != nil {
-			return 0, err
+	return inserted, nil
+}
+
+type hourKey struct {
+	hour                                            time.Time
+	accessor, entity, display, remote, tenant, kind string
+}
+
+// addCounts adds the batch's responses to the hourly aggregates: counted
+// here, sent as a few thousand rows instead of tens of thousands.
+func (s *Store) addCounts(ctx context.Context, tx pgx.Tx, batch []audit.Entry, hits []bool) error {
+	type counts struct{ hits, n int64 }
+	agg := map[hourKey]*counts{}
+	for i, e := range batch {
+		if e.Type != "response" {
+			continue
+		}
+		k := hourKey{e.Time.Truncate(time.Hour), e.Accessor, e.EntityID, e.DisplayName, e.RemoteAddress, e.Tenant, string(e.Classify())}
+		c := agg[k]
+		if c == nil {
+			c = &counts{}
+			agg[k] = c
+		}
+		c.n++
+		if hits[i] {
+			c.hits++
 		}
 	}
-	return inserted, tx.Commit(ctx)
+	if len(agg) == 0 {
+		return nil
+	}
+	rows := make([][]any, 0, len(agg))
+	for k, c := range agg {
+		rows = append(rows, []any{k.hour, k.accessor, k.entity, k.display, k.remote, k.tenant, k.kind, c.hits, c.n})
+	}
+	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS hourly_staging (LIKE assessor.audit_hourly) ON COMMIT DELETE ROWS`); err != nil {
+		return err
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"hourly_staging"}, []string{"hour", "accessor", "entity_id", "display_name", "remote_address", "tenant", "kind", "pattern_hits", "count"},
+		pgx.CopyFromRows(rows)); err != nil {
+		return err
+	}
+	// Ordered, so that two writers never lock the same rows in opposite orders.
+	_, err := tx.Exec(ctx, `INSERT INTO assessor.audit_hourly AS h SELECT * FROM hourly_staging
+		ORDER BY hour, accessor, entity_id, display_name, remote_address, tenant, kind
+		ON CONFLICT (hour, accessor, entity_id, display_name, remote_address, tenant, kind)
+		DO UPDATE SET count = h.count + EXCLUDED.count, pattern_hits = h.pattern_hits + EXCLUDED.pattern_hits`)
+	return err
 }
 
 // Count is one group of responses: an actor, a tenant, a kind.
