@@ -77,7 +77,7 @@ func (s *Stack) startPostgres(ctx context.Context) error {
 	p, err := startProcess("postgres", s.Dir, server, []string{"-D", data, "-p", strconv.Itoa(ports[0]),
 		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + sock,
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-		"-c", "max_connections=200"}, nil, cred)
+		"-c", "max_connections=200", "-c", "shared_buffers=512MB", "-c", "wal_level=minimal", "-c", "max_wal_senders=0"}, nil, cred)
 	if err != nil {
 		return err
 	}

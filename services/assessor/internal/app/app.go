@@ -35,7 +35,8 @@ type Config struct {
 	BatchSize   int           `env:"AUDIT_BATCH" default:"5000" doc:"Entries per COPY batch."`
 	FlushEvery  time.Duration `env:"AUDIT_FLUSH" default:"200ms" doc:"Longest wait before a partial batch is written."`
 	MaxLine     int           `env:"AUDIT_MAX_LINE" default:"1048576" doc:"Longest audit line accepted, in bytes."`
-	Parsers     int           `env:"AUDIT_PARSERS" default:"2" doc:"Goroutines parsing audit lines (about one per core)."`
+	Parsers     int           `env:"AUDIT_PARSERS" default:"2" doc:"Goroutines parsing audit lines."`
+	Writers     int           `env:"AUDIT_WRITERS" default:"2" doc:"Batches written at once, each on its own PostgreSQL connection."`
 
 	TenantTemplates    []string      `env:"TENANT_TEMPLATES" default:"secret/data/tenants/{tenant}/,secret/metadata/tenants/{tenant}/,secret/data/api_keys/{tenant}/,secret/metadata/api_keys/{tenant}/" doc:"Path templates that locate the tenant in a secret path."`
 	ExcludeTenants     []string      `env:"EXCLUDE_TENANTS" doc:"Tenants never reported (test tenants)."`
@@ -109,7 +110,7 @@ func New(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Store) 
 		return nil, err
 	}
 	p := ingest.NewPipeline(db, ingest.Options{Buffer: cfg.Buffer, BatchSize: cfg.BatchSize, FlushEvery: cfg.FlushEvery, MaxLine: cfg.MaxLine,
-		Parsers: cfg.Parsers, Tenants: tenants, PatternHit: cfg.PatternHit, Logger: rt.Logger})
+		Parsers: cfg.Parsers, Writers: cfg.Writers, Tenants: tenants, PatternHit: cfg.PatternHit, Logger: rt.Logger})
 	a := &Assessor{Pipeline: p, rt: rt, cfg: cfg, db: db}
 	if cfg.AuditListen != "" {
 		if a.Listener, err = ingest.Listen(cfg.AuditListen, p); err != nil {

@@ -75,7 +75,7 @@ func BenchmarkAssessment(b *testing.B) {
 
 	// Lockdown: parse, de-duplicate, index and aggregate through the pipeline.
 	p := ingest.NewPipeline(db, ingest.Options{Buffer: 50_000, BatchSize: 20_000, FlushEvery: 100 * time.Millisecond, MaxLine: 1 << 20,
-		Parsers: 2, Tenants: tenants, PatternHit: cfg.PatternHit, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Parsers: 2, Writers: 2, Tenants: tenants, PatternHit: cfg.PatternHit, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { p.Run(runCtx); close(done) }()

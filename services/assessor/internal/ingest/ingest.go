@@ -44,8 +44,9 @@ type Options struct {
 	FlushEvery time.Duration
 	// MaxLine bounds one audit line (Vault's can be large).
 	MaxLine int
-	// Parsers is how many goroutines parse lines (default 1).
-	Parsers int
+	// Parsers is how many goroutines parse lines, Writers how many write
+	// batches on their own connections (default 1 each).
+	Parsers, Writers int
 	// Tenants find a path's tenant; PatternHit flags suspicious paths.
 	Tenants    *audit.Templates
 	PatternHit func(audit.Entry) bool
@@ -95,8 +96,8 @@ func (p *Pipeline) Put(ctx context.Context, line []byte) error {
 }
 
 // Run parses lines into batches and writes them until ctx ends, then
-// flushes what is buffered. Parsers (Options.Parsers) and the writer run in
-// their own goroutines so the Go side and PostgreSQL work at once. A failed
+// flushes what is buffered. Parsers and writers run in their own goroutines
+// so the Go side and PostgreSQL (one backend per writer) work at once. A failed
 // write is retried with backoff, holding its batch: meanwhile the buffer
 // fills, and only then does the socket listener drop lines.
 func (p *Pipeline) Run(ctx context.Context) {
@@ -105,12 +106,17 @@ func (p *Pipeline) Run(ctx context.Context) {
 	defer cancelWrite()
 	batches := make(chan []audit.Entry, 2)
 	written := make(chan struct{})
-	go func() {
-		defer close(written)
-		for b := range batches {
-			p.write(writeCtx, b)
-		}
-	}()
+	var writers sync.WaitGroup
+	for range max(p.opts.Writers, 1) {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			for b := range batches {
+				p.write(writeCtx, b)
+			}
+		}()
+	}
+	go func() { writers.Wait(); close(written) }()
 	var parsers sync.WaitGroup
 	for range max(p.opts.Parsers, 1) {
 		parsers.Add(1)
