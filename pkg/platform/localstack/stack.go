@@ -166,6 +166,11 @@ func (s *Stack) Env(service string) []string {
 	if s.Postgres != nil {
 		env = append(env, "LOCKDOWN_DATABASE_URL="+s.Postgres.URL)
 	}
+	if s.Vault != nil && service == events.ServiceAssessor {
+		// The assessor follows the stack Vault's file audit device; its
+		// socket listener (a fixed default port) stays off here.
+		env = append(env, "LOCKDOWN_AUDIT_FILE="+s.Vault.AuditLog, "LOCKDOWN_AUDIT_LISTEN=")
+	}
 	if s.Vault != nil {
 		// Each service gets its own least-privilege token, never the root.
 		env = append(env, "LOCKDOWN_VAULT_ADDR="+s.Vault.Addr)

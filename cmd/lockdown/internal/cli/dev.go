@@ -213,6 +213,12 @@ func followIncident(ctx context.Context, stack *localstack.Stack, b *devBreach, 
 	}
 	b.SealedMS = sealed.LatencyMS
 	say("incident %s opened; every Vault node confirmed sealed %d ms after the breach was published", b.IncidentID, b.SealedMS)
+	_, assessed, err := stream.Await(ctx, conn.JS, events.AssessmentCompleted, func(_ event.Event, d events.AssessmentCompletedData) bool { return d.IncidentID == b.IncidentID })
+	if err != nil {
+		return err
+	}
+	say("assessment (from the audit log, Vault sealed): scope %s, %d affected tenants, %d suspicious events, %d actors",
+		assessed.Scope, len(assessed.AffectedTenants), assessed.SuspiciousEvents, len(assessed.Actors))
 	say("playing the key holders: unsealing with %d of %d shares…", localstack.VaultThreshold, localstack.VaultShares)
 	if err := stack.Vault.Unseal(ctx); err != nil {
 		return err

@@ -194,8 +194,26 @@ func (p *Pipeline) write(ctx context.Context, batch []audit.Entry) {
 	}
 }
 
-// Idle reports whether nothing waits in the buffer (for tests and drains).
-func (p *Pipeline) Idle() bool { return len(p.lines) == 0 }
+// Settle waits, up to max, until every line received so far is accounted
+// for (stored, repeated, malformed or dropped): an assessment then sees the
+// audit log up to the moment it was asked for.
+func (p *Pipeline) Settle(ctx context.Context, max time.Duration) bool {
+	deadline := time.Now().Add(max)
+	for {
+		s := &p.Stats
+		if s.Received.Load() == s.Stored.Load()+s.Repeated.Load()+s.Malformed.Load()+s.Dropped.Load() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
 
 // ReadLines feeds every line of r to the pipeline; a line longer than
 // MaxLine is counted as malformed and skipped.
