@@ -70,6 +70,10 @@ func tool(name string) (string, error) {
 	return p, nil
 }
 
+// Binary returns the path of a program built into the tools folder (the
+// servers by `make tools`, Lockdown's own services by `make build`).
+func Binary(name string) (string, error) { return tool(name) }
+
 // pgTool returns the path of a PostgreSQL server program.
 func pgTool(name string) (string, error) {
 	dirs := []string{os.Getenv(EnvPGBinDir)}

@@ -174,9 +174,12 @@ func (s *Stack) Env(service string) []string {
 	if s.Vault != nil {
 		// Each service gets its own least-privilege token, never the root.
 		env = append(env, "LOCKDOWN_VAULT_ADDR="+s.Vault.Addr)
+		if service == events.ServiceRotator {
+			env = append(env, "LOCKDOWN_VAULT_TOKEN="+s.Vault.RotatorToken)
+		}
 		if service == events.ServiceContainment {
 			env = append(env, "LOCKDOWN_VAULT_SEAL_TOKEN="+s.Vault.SealToken, "LOCKDOWN_VAULT_RECOVERY_TOKEN="+s.Vault.RecoveryToken,
-				"LOCKDOWN_KEEP_ACCESSORS="+s.Vault.SealAccessor)
+				"LOCKDOWN_KEEP_ACCESSORS="+s.Vault.SealAccessor+","+s.Vault.RotatorAccessor)
 			if root, err := RepoRoot(); err == nil {
 				env = append(env, "LOCKDOWN_AUTH_DIR="+filepath.Join(root, "deploy", "vault", "auth"))
 			}

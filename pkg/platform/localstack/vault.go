@@ -53,6 +53,9 @@ type LockdownTokens struct {
 	// RecoveryToken holds only lockdown-recovery: phases 4, 5 and 8.
 	RecoveryToken    string
 	RecoveryAccessor string
+	// RotatorToken holds only lockdown-rotator: phase 6.
+	RotatorToken    string
+	RotatorAccessor string
 }
 
 // Client returns an API client for the node authenticated with the root
@@ -221,7 +224,10 @@ func lockdownTokens(ctx context.Context, root *vault.Client) (LockdownTokens, er
 	}
 	// The seal token needs no default policy; the recovery token keeps it
 	// for lookup-self (its own accessor).
-	t.RecoveryToken, t.RecoveryAccessor, err = issue("lockdown-recovery")
+	if t.RecoveryToken, t.RecoveryAccessor, err = issue("lockdown-recovery"); err != nil {
+		return t, err
+	}
+	t.RotatorToken, t.RotatorAccessor, err = issue("lockdown-rotator")
 	return t, err
 }
 

@@ -95,7 +95,7 @@ func startContainment(t testing.TB, s *localstack.Stack, nodes []string, tokens 
 		DatabaseURL:       s.Postgres.URL,
 		BreachConcurrency: 4, VaultAddrs: nodes, VaultSealToken: tokens.SealToken, VaultTimeout: 2 * time.Second,
 		VaultRecoveryToken: tokens.RecoveryToken, DisableAuth: []string{"approle", "jwt"},
-		KeepAccessors: []string{tokens.SealAccessor}, BreakGlass: []string{"root"},
+		KeepAccessors: []string{tokens.SealAccessor, tokens.RotatorAccessor}, BreakGlass: []string{"root"},
 		RekeyShares: 5, RekeyThreshold: 3, RekeyRequireVerification: true, RekeyPoll: 50 * time.Millisecond,
 		AuthDir:      filepath.Join(root, "deploy", "vault", "auth"),
 		SealDeadline: 10 * time.Second, SealPoll: 10 * time.Millisecond, FenceRetry: 15 * time.Second, GatePoll: 50 * time.Millisecond,

@@ -1,22 +1,127 @@
-// Package app is the rotator's composition root.
+// Package app is the rotator's composition root: the planner (one plan per
+// incident, once it is assessed and its access revoked) and the job
+// workers, which any number of rotator processes share.
 package app
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
 
+	"go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
+	"github.com/lockdown/lockdown/services/rotator/internal/rotation"
+	"github.com/lockdown/lockdown/services/rotator/internal/store"
+	"github.com/lockdown/lockdown/services/rotator/internal/vaultkv"
 )
 
 // Config is the rotator's configuration.
 type Config struct {
 	config.Common
+	DatabaseURL  string        `env:"DATABASE_URL" secret:"true" doc:"PostgreSQL connection string (schemas rotator and directory are created at start)."`
+	VaultAddr    string        `env:"VAULT_ADDR" doc:"Vault API address."`
+	VaultToken   string        `env:"VAULT_TOKEN" secret:"true" doc:"Periodic orphan token with deploy/vault/policies/lockdown-rotator.hcl."`
+	VaultTimeout time.Duration `env:"VAULT_TIMEOUT" default:"10s" doc:"Timeout of one Vault request."`
+	KVMount      string        `env:"KV_MOUNT" default:"secret" doc:"KV v2 mount of the tenants' secrets."`
+	Policy       string        `env:"ROTATION_POLICY" default:"all" doc:"all (every tenant, as the runbook does) or affected (the assessment's tenants)."`
+	Concurrency  int           `env:"ROTATION_CONCURRENCY" default:"8" doc:"Jobs one process runs at once."`
+	DKIMType     string        `env:"DKIM_KEY_TYPE" default:"rsa" doc:"rsa or ed25519."`
+	DKIMBits     int           `env:"DKIM_RSA_BITS" default:"2048" doc:"RSA key size of new DKIM keys."`
 }
 
-// Run starts the rotator. The foundation connects it to NATS and makes sure
-// the topology (including its durable consumers) exists, so events wait
-// for it durably; its handlers arrive with their issue.
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	errs := []error{c.Common.Validate()}
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(config.Prefix+format, a...)) }
+	if c.DatabaseURL == "" {
+		bad("DATABASE_URL is required")
+	}
+	if c.VaultAddr == "" || c.VaultToken == "" {
+		bad("VAULT_ADDR and VAULT_TOKEN are required")
+	}
+	if c.Policy != rotation.PolicyAll && c.Policy != rotation.PolicyAffected {
+		bad("ROTATION_POLICY %q is not all or affected", c.Policy)
+	}
+	if c.DKIMType != "rsa" && c.DKIMType != "ed25519" {
+		bad("DKIM_KEY_TYPE %q is not rsa or ed25519", c.DKIMType)
+	}
+	if c.DKIMType == "rsa" && c.DKIMBits < 2048 {
+		bad("DKIM_RSA_BITS must be at least 2048")
+	}
+	if c.Concurrency < 1 {
+		bad("ROTATION_CONCURRENCY must be at least 1")
+	}
+	return errors.Join(errs...)
+}
+
+// Run wires the rotator and blocks until ctx ends.
 func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
-	<-ctx.Done()
-	return nil
+	db, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	kv, err := vaultkv.New(cfg.VaultAddr, cfg.VaultToken, cfg.KVMount, cfg.VaultTimeout)
+	if err != nil {
+		return err
+	}
+	return RunWith(ctx, rt, cfg, db, kv)
+}
+
+// RunWith runs the planner and the workers over the given adapters.
+func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db rotation.Store, kv rotation.Vault) error {
+	tp := rt.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	pub := stream.NewPublisher(rt.NATS.JS, events.SourceOf(events.ServiceRotator), tp)
+	tracer := tp.Tracer("github.com/lockdown/lockdown/services/rotator")
+	planner := stream.Route(map[events.Name]stream.Handler{
+		events.AssessmentCompleted: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.AssessmentCompletedData) error {
+			ctx, span := tracer.Start(ctx, "plan rotation") // every job's send span is its child: the fan-out
+			defer span.End()
+			return rotation.Plan(ctx, db, pub, cfg.Policy, d.IncidentID, true, false, d.AffectedTenants)
+		}),
+		events.AccessRevoked: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.AccessRevokedData) error {
+			ctx, span := tracer.Start(ctx, "plan rotation")
+			defer span.End()
+			return rotation.Plan(ctx, db, pub, cfg.Policy, d.IncidentID, false, true, nil)
+		}),
+	})
+	worker := rotation.NewWorker(rotation.Config{Mount: cfg.KVMount, DKIMType: cfg.DKIMType, DKIMBits: cfg.DKIMBits}, db, kv, pub)
+	jobSpec, _ := events.ConsumerOf(events.ConsumerRotatorJobs)
+	jobs := stream.Decoded(func(ctx context.Context, d *stream.Delivery, job events.RotationJobData) error {
+		err := worker.Run(ctx, job, func() { _ = d.InProgress() })
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, rotation.ErrUnknownTenant):
+			if ferr := worker.Fail(ctx, job, "plan", err.Error()); ferr != nil {
+				return ferr // retry: the failure itself must be recorded
+			}
+			return stream.Permanent(err)
+		case d.Attempt >= uint64(jobSpec.MaxDeliver):
+			// The last delivery: record the failure so the plan completes.
+			if ferr := worker.Fail(ctx, job, "retries", fmt.Sprintf("gave up after %d deliveries: %v", d.Attempt, err)); ferr != nil {
+				rt.Logger.ErrorContext(ctx, "failure not recorded", slog.Any("error", ferr))
+			}
+			return stream.Permanent(err)
+		}
+		return err
+	})
+	planSpec, _ := events.ConsumerOf(events.ConsumerRotatorPlanner)
+	opts := stream.ConsumerOptions{Logger: rt.Logger, TracerProvider: rt.TracerProvider, DrainTimeout: cfg.ShutdownTimeout}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return stream.NewConsumer(rt.NATS.JS, planSpec, planner, opts).Run(gctx) })
+	jobOpts := opts
+	jobOpts.Concurrency = cfg.Concurrency
+	g.Go(func() error { return stream.NewConsumer(rt.NATS.JS, jobSpec, jobs, jobOpts).Run(gctx) })
+	return g.Wait()
 }

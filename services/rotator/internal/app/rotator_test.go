@@ -1,0 +1,218 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	vault "github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/services/rotator/internal/store"
+)
+
+type fixture struct {
+	s      *localstack.Stack
+	root   *vault.Client
+	pool   *pgxpool.Pool
+	apiKey map[string][]string // tenant → its API key paths
+}
+
+// seed fills the directory and Vault: n tenants with SSH, SMTP and DKIM
+// secrets and 1–5 API keys each.
+func seed(t *testing.T, ctx context.Context, n int) *fixture {
+	t.Helper()
+	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	db, err := store.Open(ctx, s.Postgres.URL) // the rotator's migrations create the directory
+	must(t, err)
+	db.Close()
+	pool, err := pgxpool.New(ctx, s.Postgres.URL)
+	must(t, err)
+	t.Cleanup(pool.Close)
+	root, err := s.Vault.Client()
+	must(t, err)
+	kv := root.KVv2("secret")
+	f := &fixture{s: s, root: root, pool: pool, apiKey: map[string][]string{}}
+	for i := range n {
+		id := fmt.Sprintf("tenant-%03d", i)
+		_, err := pool.Exec(ctx, `INSERT INTO directory.tenants (id, name, domain, contact_email) VALUES ($1, $2, $3, $4)`,
+			id, "Tenant "+id, id+".example.com", "security@"+id+".example.com")
+		must(t, err)
+		for _, secret := range []string{"ssh", "smtp", "dkim"} {
+			_, err := kv.Put(ctx, "tenants/"+id+"/"+secret, map[string]any{"value": "before the incident"})
+			must(t, err)
+		}
+		for k := range 1 + i%5 {
+			p := fmt.Sprintf("api_keys/%s/key-%d", id, k)
+			_, err := kv.Put(ctx, p, map[string]any{"key": "v1"})
+			must(t, err)
+			_, err = kv.Put(ctx, p, map[string]any{"key": "v2"}) // two versions, to prove all are destroyed
+			must(t, err)
+			f.apiKey[id] = append(f.apiKey[id], p)
+		}
+	}
+	return f
+}
+
+// startRotators runs n rotator processes from the binary `make build` puts
+// in .bin, with the stack's rotator credentials; it returns their pids.
+func startRotators(t *testing.T, s *localstack.Stack, n int) []int {
+	t.Helper()
+	bin, err := localstack.Binary("rotator")
+	if err != nil {
+		t.Fatalf("%v (run `make build`)", err)
+	}
+	var pids []int
+	for i := range n {
+		pid, _, err := s.Spawn(fmt.Sprintf("rotator-%d", i+1), bin, nil, append(s.Env(events.ServiceRotator), "LOCKDOWN_ROTATION_CONCURRENCY=4"))
+		must(t, err)
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// startIncident announces what the planner waits for: the assessment and
+// the revoked access.
+func startIncident(t *testing.T, ctx context.Context, s *localstack.Stack, id string, affected []string) {
+	t.Helper()
+	publish := func(user string, name events.Name, data any) {
+		conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: user, Password: s.NATS.Password(user)})
+		must(t, err)
+		defer conn.Close(context.Background())
+		must(t, stream.EnsureTopology(ctx, conn.JS))
+		must(t, stream.NewPublisher(conn.JS, events.SourceOf(user), nil).PublishWithID(ctx, name, id+"/"+string(name), data))
+	}
+	if affected == nil {
+		affected = []string{}
+	}
+	publish(events.ServiceAssessor, events.AssessmentCompleted, events.AssessmentCompletedData{IncidentID: id, Scope: "limited", AffectedTenants: affected,
+		WindowStart: time.Now().Add(-time.Hour), WindowEnd: time.Now()})
+	publish(events.ServiceContainment, events.AccessRevoked, events.AccessRevokedData{IncidentID: id})
+}
+
+func operator(t *testing.T, ctx context.Context, s *localstack.Stack) jetstream.JetStream {
+	t.Helper()
+	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.UserOperator, Password: s.NATS.Password(events.UserOperator)})
+	must(t, err)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn.JS
+}
+
+func awaitCompleted(t *testing.T, ctx context.Context, js jetstream.JetStream, id string) events.RotationCompletedData {
+	t.Helper()
+	wctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer cancel()
+	_, d, err := stream.Await(wctx, js, events.RotationCompleted, func(_ event.Event, d events.RotationCompletedData) bool { return d.IncidentID == id })
+	must(t, err)
+	return d
+}
+
+// TestRotation rotates 200 tenants with three rotator processes, one of
+// which is killed with SIGKILL mid-run.
+func TestRotation(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	const tenants = 200
+	f := seed(t, ctx, tenants)
+	pids := startRotators(t, f.s, 3)
+	js := operator(t, ctx, f.s)
+	incident := "inc-rotation"
+	startIncident(t, ctx, f.s, incident, nil)
+
+	waitFor(t, 2*time.Minute, "a quarter of the tenants", func() bool {
+		var n int
+		f.pool.QueryRow(ctx, `SELECT count(*) FROM rotator.jobs WHERE incident_id = $1 AND state = 'completed'`, incident).Scan(&n)
+		return n >= tenants/4
+	})
+	must(t, syscall.Kill(pids[0], syscall.SIGKILL))
+
+	done := awaitCompleted(t, ctx, js, incident)
+	if done.Completed != tenants || done.Failed != 0 {
+		t.Fatalf("rotation.completed %+v, want %d completed", done, tenants)
+	}
+	info, err := js.Stream(ctx, events.StreamEvents)
+	must(t, err)
+	si, err := info.Info(ctx, jetstream.WithSubjectFilter(events.RotationTenantCompleted.Subject()))
+	must(t, err)
+	if got := si.State.Subjects[events.RotationTenantCompleted.Subject()]; got != tenants {
+		t.Fatalf("%d rotation.tenant.completed events, want exactly %d", got, tenants)
+	}
+	kv := f.root.KVv2("secret")
+	for i := range tenants {
+		id := fmt.Sprintf("tenant-%03d", i)
+		for _, secret := range []string{"ssh", "smtp", "dkim"} {
+			meta, err := kv.GetMetadata(ctx, "tenants/"+id+"/"+secret)
+			must(t, err)
+			latest, err := kv.Get(ctx, "tenants/"+id+"/"+secret)
+			must(t, err)
+			if meta.CurrentVersion != 2 || latest.Data["lockdown_incident"] != incident {
+				t.Fatalf("%s/%s: version %d, incident %v: want exactly one new version carrying %s", id, secret, meta.CurrentVersion, latest.Data["lockdown_incident"], incident)
+			}
+		}
+		for _, p := range f.apiKey[id] {
+			if _, err := kv.GetMetadata(ctx, p); err == nil || !strings.Contains(err.Error(), "not found") {
+				t.Fatalf("%s survived (%v)", p, err)
+			}
+		}
+	}
+}
+
+// TestUnknownTenant plans a tenant the directory lacks (the assessment
+// named it): it fails with a dead letter, the others complete.
+func TestUnknownTenant(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	f := seed(t, ctx, 5)
+	startRotators(t, f.s, 1)
+	js := operator(t, ctx, f.s)
+	startIncident(t, ctx, f.s, "inc-ghost", []string{"tenant-001", "ghost"})
+	done := awaitCompleted(t, ctx, js, "inc-ghost")
+	if done.Completed != 5 || done.Failed != 1 {
+		t.Fatalf("rotation.completed %+v, want 5 completed and 1 failed", done)
+	}
+	wctx, cancel2 := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel2()
+	_, failed, err := stream.Await(wctx, js, events.RotationTenantFailed, func(_ event.Event, d events.RotationTenantFailedData) bool { return d.TenantID == "ghost" })
+	must(t, err)
+	if !strings.Contains(failed.Reason, "not in the directory") {
+		t.Fatalf("reason %q", failed.Reason)
+	}
+	dls, err := js.Stream(ctx, events.StreamDeadLetters)
+	must(t, err)
+	di, err := dls.Info(ctx, jetstream.WithSubjectFilter(events.DeadLetterSubject(events.ConsumerRotatorJobs)))
+	must(t, err)
+	if di.State.Subjects[events.DeadLetterSubject(events.ConsumerRotatorJobs)] != 1 {
+		t.Fatalf("dead letters %v", di.State.Subjects)
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,95 @@
+// Package rotation is the rotator's domain: plan one job per tenant once an
+// incident is assessed and its access revoked, and run a tenant's job — new
+// SSH, SMTP and DKIM secrets written with check-and-set, every API key
+// destroyed — so that a redelivered job finishes what is not done and never
+// writes a second version. It imports no transport.
+package rotation
+
+import (
+	"context"
+	"errors"
+
+	"github.com/lockdown/lockdown/pkg/events"
+)
+
+// Job is one planned tenant.
+type Job struct {
+	TenantID string
+	Affected bool
+}
+
+// Job states.
+const (
+	StatePending   = "pending"
+	StateCompleted = "completed"
+	StateFailed    = "failed"
+)
+
+// SecretStep records one secret written: its new KV version, and the
+// public parts worth reporting.
+type SecretStep struct {
+	Version     int    `json:"version"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Selector    string `json:"selector,omitempty"`
+	Record      string `json:"record,omitempty"`
+}
+
+// KeysStep records the API keys' destruction: how many were found (before
+// any was destroyed) and whether all are gone.
+type KeysStep struct {
+	Found int  `json:"found"`
+	Done  bool `json:"done"`
+}
+
+// Steps are a job's recorded progress.
+type Steps struct {
+	SSH     *SecretStep `json:"ssh,omitempty"`
+	SMTP    *SecretStep `json:"smtp,omitempty"`
+	DKIM    *SecretStep `json:"dkim,omitempty"`
+	APIKeys *KeysStep   `json:"api_keys,omitempty"`
+}
+
+// JobState is a job as stored.
+type JobState struct {
+	State  string
+	Steps  Steps
+	Reason string
+}
+
+// Progress of a plan.
+type Progress struct {
+	Planned, Completed, Failed, Pending int
+}
+
+// Store is the rotator's database.
+type Store interface {
+	Gate(ctx context.Context, incidentID string, assessed, revoked bool, affected []string) (ready bool, affectedTenants []string, err error)
+	Tenants(ctx context.Context) ([]string, error)
+	TenantExists(ctx context.Context, id string) (bool, error)
+	SavePlan(ctx context.Context, incidentID, policy string, jobs []Job) error
+	LoadJob(ctx context.Context, incidentID, tenantID string) (JobState, error)
+	SaveSteps(ctx context.Context, incidentID, tenantID string, steps Steps) error
+	Finish(ctx context.Context, incidentID, tenantID, state, reason string) (Progress, error)
+}
+
+// ErrCASMismatch is returned by Vault.WriteCAS when the secret changed
+// since its version was read.
+var ErrCASMismatch = errors.New("check-and-set version mismatch")
+
+// Vault is the KV v2 mount holding tenants' secrets.
+type Vault interface {
+	// Latest returns the current version of a secret (0 when none) and the
+	// incident id its data carries ("" when none).
+	Latest(ctx context.Context, path string) (version int, incident string, err error)
+	// WriteCAS writes a new version only if the current one is cas.
+	WriteCAS(ctx context.Context, path string, data map[string]any, cas int) (int, error)
+	// List returns the keys directly under a folder.
+	List(ctx context.Context, folder string) ([]string, error)
+	// Destroy removes a secret's metadata and every version for good.
+	Destroy(ctx context.Context, path string) error
+}
+
+// Publisher emits events with idempotent ids.
+type Publisher interface {
+	PublishWithID(ctx context.Context, name events.Name, id string, data any) error
+}

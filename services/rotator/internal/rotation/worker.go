@@ -1,0 +1,207 @@
+package rotation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/services/rotator/internal/keys"
+)
+
+// ErrUnknownTenant is returned for a job whose tenant is not in the
+// directory: a permanent failure.
+var ErrUnknownTenant = errors.New("tenant not in the directory")
+
+// Config of the worker.
+type Config struct {
+	// Mount is the KV v2 mount (default secret).
+	Mount string
+	// DKIMType is rsa or ed25519; DKIMBits the RSA size.
+	DKIMType string
+	DKIMBits int
+}
+
+// Worker runs tenant jobs.
+type Worker struct {
+	cfg   Config
+	store Store
+	vault Vault
+	pub   Publisher
+}
+
+// NewWorker wires a worker.
+func NewWorker(cfg Config, store Store, vault Vault, pub Publisher) *Worker {
+	return &Worker{cfg: cfg, store: store, vault: vault, pub: pub}
+}
+
+// Paths of a tenant's secrets in the KV v2 mount (docs/operations.md).
+func (w *Worker) path(tenant, secret string) string { return "tenants/" + tenant + "/" + secret }
+
+// Selector is the DKIM selector of an incident: new per incident, so the
+// old key keeps verifying mail already sent while DNS moves over.
+func Selector(incidentID string, at time.Time) string {
+	id := strings.ReplaceAll(incidentID, "-", "")
+	if len(id) > 8 {
+		id = id[:8]
+	}
+	return "ld" + at.UTC().Format("20060102") + "-" + strings.ToLower(id)
+}
+
+// Run runs one tenant's job. alive is called between steps (InProgress).
+// It returns nil when the job is completed (now or before), an error
+// wrapping ErrUnknownTenant for a permanent failure, and any other error
+// for a transient one (the job is retried and resumes where it stopped).
+func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func()) error {
+	st, err := w.store.LoadJob(ctx, job.IncidentID, job.TenantID)
+	if err != nil {
+		return err
+	}
+	if st.State != StatePending {
+		return nil // already final: a redelivery after the ack was lost
+	}
+	ok, err := w.store.TenantExists(ctx, job.TenantID)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownTenant, job.TenantID)
+	}
+	steps := st.Steps
+	save := func() error { alive(); return w.store.SaveSteps(ctx, job.IncidentID, job.TenantID, steps) }
+	now := time.Now().UTC().Format(time.RFC3339)
+	mark := func(data map[string]any) map[string]any {
+		data["lockdown_incident"], data["rotated_at"] = job.IncidentID, now
+		return data
+	}
+	if steps.SSH == nil {
+		k, err := keys.NewSSH("lockdown-" + job.TenantID)
+		if err != nil {
+			return err
+		}
+		v, err := w.write(ctx, job.IncidentID, w.path(job.TenantID, "ssh"), mark(map[string]any{
+			"private_key": k.PrivateKey, "public_key": k.PublicKey, "fingerprint": k.Fingerprint}))
+		if err != nil {
+			return fmt.Errorf("ssh: %w", err)
+		}
+		steps.SSH = &SecretStep{Version: v, Fingerprint: k.Fingerprint}
+		if err := save(); err != nil {
+			return err
+		}
+	}
+	if steps.SMTP == nil {
+		pw, err := keys.NewPassword(40)
+		if err != nil {
+			return err
+		}
+		v, err := w.write(ctx, job.IncidentID, w.path(job.TenantID, "smtp"), mark(map[string]any{"username": job.TenantID, "password": pw}))
+		if err != nil {
+			return fmt.Errorf("smtp: %w", err)
+		}
+		steps.SMTP = &SecretStep{Version: v}
+		if err := save(); err != nil {
+			return err
+		}
+	}
+	if steps.DKIM == nil {
+		d, err := keys.NewDKIM(w.cfg.DKIMType, w.cfg.DKIMBits, Selector(job.IncidentID, time.Now()))
+		if err != nil {
+			return err
+		}
+		v, err := w.write(ctx, job.IncidentID, w.path(job.TenantID, "dkim"), mark(map[string]any{
+			"selector": d.Selector, "private_key": d.PrivateKey, "dns_record": d.Record, "key_type": d.Type}))
+		if err != nil {
+			return fmt.Errorf("dkim: %w", err)
+		}
+		steps.DKIM = &SecretStep{Version: v, Selector: d.Selector, Record: d.Record}
+		if err := save(); err != nil {
+			return err
+		}
+	}
+	if steps.APIKeys == nil || !steps.APIKeys.Done {
+		folder := "api_keys/" + job.TenantID + "/"
+		keys, err := w.vault.List(ctx, folder)
+		if err != nil {
+			return fmt.Errorf("api keys: %w", err)
+		}
+		if steps.APIKeys == nil {
+			// Count before destroying, so a retry after a crash mid-way
+			// still reports every key.
+			steps.APIKeys = &KeysStep{Found: len(keys)}
+			if err := save(); err != nil {
+				return err
+			}
+		}
+		for _, k := range keys {
+			if err := w.vault.Destroy(ctx, folder+k); err != nil {
+				return fmt.Errorf("api key destroy: %w", err)
+			}
+		}
+		steps.APIKeys.Done = true
+		if err := save(); err != nil {
+			return err
+		}
+	}
+	progress, err := w.store.Finish(ctx, job.IncidentID, job.TenantID, StateCompleted, "")
+	if err != nil {
+		return err
+	}
+	if err := w.pub.PublishWithID(ctx, eventsTenantCompleted, job.IncidentID+"/"+job.TenantID+"/completed", events.RotationTenantCompletedData{
+		IncidentID: job.IncidentID, TenantID: job.TenantID, SSHFingerprint: steps.SSH.Fingerprint, DKIMSelector: steps.DKIM.Selector,
+		DKIMRecord: steps.DKIM.Record, APIKeysDestroyed: steps.APIKeys.Found, SMTPPasswordRotate: true, Affected: job.Affected,
+	}); err != nil {
+		return err
+	}
+	return w.completeIfDone(ctx, job.IncidentID, progress)
+}
+
+// Fail records a job's permanent failure and announces it.
+func (w *Worker) Fail(ctx context.Context, job events.RotationJobData, step, reason string) error {
+	progress, err := w.store.Finish(ctx, job.IncidentID, job.TenantID, StateFailed, reason)
+	if err != nil {
+		return err
+	}
+	if err := w.pub.PublishWithID(ctx, eventsTenantFailed, job.IncidentID+"/"+job.TenantID+"/failed", events.RotationTenantFailedData{
+		IncidentID: job.IncidentID, TenantID: job.TenantID, Step: step, Reason: reason,
+	}); err != nil {
+		return err
+	}
+	return w.completeIfDone(ctx, job.IncidentID, progress)
+}
+
+// completeIfDone announces rotation.completed once no job is pending. Two
+// workers finishing together both announce it, with the same id: JetStream
+// keeps one.
+func (w *Worker) completeIfDone(ctx context.Context, incidentID string, p Progress) error {
+	if p.Pending > 0 || p.Planned == 0 {
+		return nil
+	}
+	return w.pub.PublishWithID(ctx, eventsRotationCompleted, incidentID+"/rotation.completed", events.RotationCompletedData{
+		IncidentID: incidentID, Completed: p.Completed, Failed: p.Failed,
+	})
+}
+
+// write gives a secret exactly one new version for the incident: if the
+// latest version already carries the incident (written before a crash, not
+// yet recorded) it is taken as is; otherwise the data is written with
+// check-and-set on the version just read, so two workers on the same job
+// cannot both write.
+func (w *Worker) write(ctx context.Context, incidentID, path string, data map[string]any) (int, error) {
+	for range 2 {
+		version, incident, err := w.vault.Latest(ctx, path)
+		if err != nil {
+			return 0, err
+		}
+		if incident == incidentID {
+			return version, nil
+		}
+		v, err := w.vault.WriteCAS(ctx, path, data, version)
+		if errors.Is(err, ErrCASMismatch) {
+			continue // someone wrote meanwhile: look again
+		}
+		return v, err
+	}
+	return 0, fmt.Errorf("%s: %w twice", path, ErrCASMismatch)
+}

@@ -1,0 +1,150 @@
+// Package store keeps the rotator's state in PostgreSQL: the tenant
+// directory (schema directory) and the plans and jobs (schema rotator).
+package store
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lockdown/lockdown/pkg/platform/migrate"
+	"github.com/lockdown/lockdown/services/rotator/internal/rotation"
+)
+
+//go:embed migrations/*.sql directory/*.sql
+var migrations embed.FS
+
+// Store implements rotation.Store.
+type Store struct{ pool *pgxpool.Pool }
+
+// Open connects and applies both schemas' migrations.
+func Open(ctx context.Context, url string) (*Store, error) {
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	for schema, dir := range map[string]string{"directory": "directory", "rotator": "migrations"} {
+		sub, _ := fs.Sub(migrations, dir)
+		if _, err := migrate.Apply(ctx, pool, schema, sub); err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
+	return &Store{pool: pool}, nil
+}
+
+// Close releases the pool.
+func (s *Store) Close() { s.pool.Close() }
+
+// Pool exposes the pool (tests, seeding).
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Gate implements rotation.Store: it records one condition and reports
+// whether both hold now.
+func (s *Store) Gate(ctx context.Context, incidentID string, assessed, revoked bool, affected []string) (bool, []string, error) {
+	if affected == nil {
+		affected = []string{}
+	}
+	var a, r bool
+	var aff []string
+	err := s.pool.QueryRow(ctx, `INSERT INTO rotator.gates AS g (incident_id, assessed, revoked, affected) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (incident_id) DO UPDATE SET assessed = g.assessed OR EXCLUDED.assessed, revoked = g.revoked OR EXCLUDED.revoked,
+		  affected = CASE WHEN EXCLUDED.assessed THEN EXCLUDED.affected ELSE g.affected END
+		RETURNING assessed, revoked, affected`, incidentID, assessed, revoked, affected).Scan(&a, &r, &aff)
+	return a && r, aff, err
+}
+
+// Tenants implements rotation.Store: the whole directory, in id order.
+func (s *Store) Tenants(ctx context.Context) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id FROM directory.tenants ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// TenantExists implements rotation.Store.
+func (s *Store) TenantExists(ctx context.Context, id string) (bool, error) {
+	var ok bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM directory.tenants WHERE id = $1)`, id).Scan(&ok)
+	return ok, err
+}
+
+// SavePlan implements rotation.Store: the plan and its job rows, once.
+func (s *Store) SavePlan(ctx context.Context, incidentID, policy string, jobs []rotation.Job) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	if _, err := tx.Exec(ctx, `INSERT INTO rotator.plans (incident_id, policy, tenants) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+		incidentID, policy, len(jobs)); err != nil {
+		return err
+	}
+	rows := make([][]any, len(jobs))
+	for i, j := range jobs {
+		rows[i] = []any{incidentID, j.TenantID, j.Affected}
+	}
+	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS job_staging (incident_id text, tenant_id text, affected boolean) ON COMMIT DELETE ROWS`); err != nil {
+		return err
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"job_staging"}, []string{"incident_id", "tenant_id", "affected"}, pgx.CopyFromRows(rows)); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO rotator.jobs (incident_id, tenant_id, affected) SELECT * FROM job_staging ON CONFLICT DO NOTHING`); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// LoadJob implements rotation.Store.
+func (s *Store) LoadJob(ctx context.Context, incidentID, tenantID string) (rotation.JobState, error) {
+	var st rotation.JobState
+	var steps []byte
+	err := s.pool.QueryRow(ctx, `SELECT state, steps, reason FROM rotator.jobs WHERE incident_id = $1 AND tenant_id = $2`, incidentID, tenantID).
+		Scan(&st.State, &steps, &st.Reason)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return rotation.JobState{State: rotation.StatePending, Steps: rotation.Steps{}}, nil
+	}
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(steps, &st.Steps)
+}
+
+// SaveSteps implements rotation.Store.
+func (s *Store) SaveSteps(ctx context.Context, incidentID, tenantID string, steps rotation.Steps) error {
+	raw, err := json.Marshal(steps)
+	if err != nil {
+		return err
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO rotator.jobs (incident_id, tenant_id, steps) VALUES ($1, $2, $3)
+		ON CONFLICT (incident_id, tenant_id) DO UPDATE SET steps = EXCLUDED.steps, updated_at = now()`, incidentID, tenantID, raw)
+	return err
+}
+
+// Finish implements rotation.Store: it sets the job's final state once and
+// returns the plan's progress after it.
+func (s *Store) Finish(ctx context.Context, incidentID, tenantID, state, reason string) (rotation.Progress, error) {
+	if _, err := s.pool.Exec(ctx, `INSERT INTO rotator.jobs (incident_id, tenant_id, state, reason) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (incident_id, tenant_id) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason, updated_at = now()
+		WHERE rotator.jobs.state = 'pending'`, incidentID, tenantID, state, reason); err != nil {
+		return rotation.Progress{}, err
+	}
+	return s.Progress(ctx, incidentID)
+}
+
+// Progress implements rotation.Store (and the status command's query).
+func (s *Store) Progress(ctx context.Context, incidentID string) (rotation.Progress, error) {
+	var p rotation.Progress
+	err := s.pool.QueryRow(ctx, `SELECT coalesce((SELECT tenants FROM rotator.plans WHERE incident_id = $1), 0),
+		count(*) FILTER (WHERE state = 'completed'), count(*) FILTER (WHERE state = 'failed'), count(*) FILTER (WHERE state = 'pending')
+		FROM rotator.jobs WHERE incident_id = $1`, incidentID).Scan(&p.Planned, &p.Completed, &p.Failed, &p.Pending)
+	return p, err
+}

@@ -1,0 +1,124 @@
+// Package vaultkv is the rotator's adapter to the KV v2 mount holding the
+// tenants' secrets, with the rotator token (deploy/vault/policies/
+// lockdown-rotator.hcl).
+package vaultkv
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+
+	"github.com/lockdown/lockdown/services/rotator/internal/rotation"
+)
+
+// KV implements rotation.Vault.
+type KV struct {
+	c     *vault.Client
+	mount string
+}
+
+// New builds a client for the mount.
+func New(addr, token, mount string, timeout time.Duration) (*KV, error) {
+	cfg := vault.DefaultConfig()
+	if cfg.Error != nil {
+		return nil, cfg.Error
+	}
+	cfg.Address, cfg.Timeout, cfg.MaxRetries = addr, timeout, 0
+	if t, ok := cfg.HttpClient.Transport.(*http.Transport); ok {
+		t.MaxIdleConnsPerHost = 64 // many jobs in flight share one node
+	}
+	c, err := vault.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.ClearNamespace()
+	c.SetToken(token)
+	return &KV{c: c, mount: mount}, nil
+}
+
+// Latest implements rotation.Vault.
+func (k *KV) Latest(ctx context.Context, path string) (int, string, error) {
+	s, err := k.c.Logical().ReadWithContext(ctx, k.mount+"/data/"+path)
+	if err != nil {
+		return 0, "", err
+	}
+	if s != nil && s.Data != nil {
+		meta, _ := s.Data["metadata"].(map[string]any)
+		data, _ := s.Data["data"].(map[string]any)
+		incident, _ := data["lockdown_incident"].(string)
+		if v, ok := number(meta["version"]); ok {
+			return v, incident, nil
+		}
+	}
+	// No readable latest version (none, or soft-deleted): the metadata
+	// still knows the current version number for check-and-set.
+	m, err := k.c.Logical().ReadWithContext(ctx, k.mount+"/metadata/"+path)
+	if err != nil || m == nil {
+		return 0, "", err
+	}
+	v, _ := number(m.Data["current_version"])
+	return v, "", nil
+}
+
+// WriteCAS implements rotation.Vault.
+func (k *KV) WriteCAS(ctx context.Context, path string, data map[string]any, cas int) (int, error) {
+	s, err := k.c.Logical().WriteWithContext(ctx, k.mount+"/data/"+path, map[string]any{"options": map[string]any{"cas": cas}, "data": data})
+	var re *vault.ResponseError
+	if errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && strings.Contains(strings.Join(re.Errors, " "), "check-and-set") {
+		return 0, rotation.ErrCASMismatch
+	}
+	if err != nil {
+		return 0, err
+	}
+	if s == nil {
+		return 0, fmt.Errorf("write %s: no response", path)
+	}
+	v, ok := number(s.Data["version"])
+	if !ok {
+		return 0, fmt.Errorf("write %s: no version in the response", path)
+	}
+	return v, nil
+}
+
+// List implements rotation.Vault.
+func (k *KV) List(ctx context.Context, folder string) ([]string, error) {
+	s, err := k.c.Logical().ListWithContext(ctx, k.mount+"/metadata/"+folder)
+	if err != nil || s == nil {
+		return nil, err
+	}
+	raw, _ := s.Data["keys"].([]any)
+	out := make([]string, 0, len(raw))
+	for _, r := range raw {
+		if str, ok := r.(string); ok && !strings.HasSuffix(str, "/") {
+			out = append(out, str)
+		}
+	}
+	return out, nil
+}
+
+// Destroy implements rotation.Vault: DELETE on the metadata removes every
+// version and the metadata for good (a KV v2 delete would only hide the
+// latest version).
+func (k *KV) Destroy(ctx context.Context, path string) error {
+	_, err := k.c.Logical().DeleteWithContext(ctx, k.mount+"/metadata/"+path)
+	return err
+}
+
+func number(v any) (int, bool) {
+	switch n := v.(type) {
+	case json.Number:
+		i, err := n.Int64()
+		return int(i), err == nil
+	case float64:
+		return int(n), true
+	case int:
+		return n, true
+	}
+	return 0, false
+}
