@@ -3,6 +3,8 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -214,5 +216,39 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestVaultSealedMidRun seals Vault while jobs run: they back off and
+// finish once it is unsealed, and none is marked failed for it.
+func TestVaultSealedMidRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	const tenants = 60
+	f := seed(t, ctx, tenants)
+	startRotators(t, f.s, 1)
+	js := operator(t, ctx, f.s)
+	startIncident(t, ctx, f.s, "inc-sealed", nil)
+	waitFor(t, 2*time.Minute, "the first tenants", func() bool {
+		var n int
+		f.pool.QueryRow(ctx, `SELECT count(*) FROM rotator.jobs WHERE incident_id = 'inc-sealed' AND state = 'completed'`).Scan(&n)
+		return n >= 5
+	})
+	must(t, f.root.Sys().SealWithContext(ctx))
+	// Let the workers meet the sealed Vault, then unseal as the key holders would.
+	var stuck int
+	waitFor(t, 30*time.Second, "jobs to be retried against the sealed Vault", func() bool {
+		f.pool.QueryRow(ctx, `SELECT count(*) FROM rotator.jobs WHERE incident_id = 'inc-sealed' AND state = 'pending'`).Scan(&stuck)
+		return stuck > 0
+	})
+	// Vault stays sealed until the rotator has met it and scheduled retries.
+	waitFor(t, 30*time.Second, "the rotator to back off", func() bool {
+		log, _ := os.ReadFile(filepath.Join(f.s.Dir, "rotator-1.log"))
+		return strings.Count(string(log), "transient failure; retrying later") >= 2
+	})
+	must(t, f.s.Vault.Unseal(ctx))
+	done := awaitCompleted(t, ctx, js, "inc-sealed")
+	if done.Completed != tenants || done.Failed != 0 {
+		t.Fatalf("rotation.completed %+v, want all %d completed and none failed", done, tenants)
 	}
 }
