@@ -34,6 +34,15 @@ type incidentView struct {
 	Phases     []phaseTimer `json:"phases,omitempty"`
 	// Recovery is containment's recovery state (phases 4, 5, 8) as stored.
 	Recovery *recoveryView `json:"recovery,omitempty"`
+	// Rotation is the rotator's progress (phase 6).
+	Rotation *rotationView `json:"rotation,omitempty"`
+}
+
+type rotationView struct {
+	Planned   int `json:"planned"`
+	Completed int `json:"completed"`
+	Failed    int `json:"failed"`
+	Pending   int `json:"pending"`
 }
 
 // recoveryView mirrors the recovery state containment stores as JSON
@@ -211,6 +220,14 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 		fmt.Fprintf(errOut, "lockdown status: %v\n", err)
 		return ExitFailure
 	}
+	var rot rotationView
+	// The rotator's schema exists once it has run; before that there is
+	// no progress to show.
+	if err := conn.QueryRow(ctx, `SELECT p.tenants, count(*) FILTER (WHERE j.state = 'completed'), count(*) FILTER (WHERE j.state = 'failed'),
+		count(*) FILTER (WHERE j.state = 'pending') FROM rotator.plans p LEFT JOIN rotator.jobs j ON j.incident_id = p.incident_id
+		WHERE p.incident_id = $1 GROUP BY p.tenants`, id).Scan(&rot.Planned, &rot.Completed, &rot.Failed, &rot.Pending); err == nil {
+		v.Rotation = &rot
+	}
 	v.Phases = phases(v)
 	if *asJSON {
 		printJSON(out, v)
@@ -249,6 +266,9 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 	}
 	if r := v.Recovery; r != nil {
 		printRecovery(out, r)
+	}
+	if r := v.Rotation; r != nil {
+		fmt.Fprintf(out, "\nrotation: %d planned, %d completed, %d failed, %d in flight or waiting\n", r.Planned, r.Completed, r.Failed, r.Pending)
 	}
 	return ExitOK
 }
