@@ -60,6 +60,9 @@ type Spec struct {
 	Consumers []string
 	// Stream is the JetStream stream that stores it.
 	Stream string
+	// Watchers are services that follow the event live (a plain NATS
+	// subscription in every process, best effort) besides its consumers.
+	Watchers []string
 	// data is a zero value of the event's data struct.
 	data any
 }
@@ -101,7 +104,8 @@ var catalog = []Spec{
 		Publishers:  []string{UserSIEM, ServiceContainment}, Consumers: []string{ServiceContainment}},
 	{Name: IncidentOpened, Stream: StreamEvents, data: IncidentOpenedData{},
 		Description: "Containment opened an incident for a first valid breach event.",
-		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceAssessor, ServiceCLI}},
+		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceAssessor, ServiceCLI},
+		Watchers: []string{ServiceRotator}}, // every rotator pre-generates key material while the incident waits
 	{Name: VaultSealed, Stream: StreamEvents, data: VaultSealedData{},
 		Description: "Every configured Vault node is confirmed sealed (per node: how, when requested, when confirmed).",
 		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceCLI}},

@@ -22,7 +22,11 @@ func Markdown() string {
 		if s.Name == DeadLetter {
 			subject = "`" + s.Subject() + ".<durable>`"
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | `%s` |\n", s.Type(), subject, strings.Join(s.Publishers, ", "), strings.Join(s.Consumers, ", "), s.Stream)
+		consumers := strings.Join(s.Consumers, ", ")
+		if len(s.Watchers) > 0 {
+			consumers += "; watched live by " + strings.Join(s.Watchers, ", ")
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | `%s` |\n", s.Type(), subject, strings.Join(s.Publishers, ", "), consumers, s.Stream)
 	}
 	b.WriteString("\n## Streams\n\n| stream | subjects | retention | duplicate window | max age | storage |\n|---|---|---|---|---|---|\n")
 	for _, st := range Streams() {

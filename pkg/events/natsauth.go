@@ -60,6 +60,9 @@ func NATSPermissions() []NATSPermission {
 				if slices.Contains(s.Publishers, user) {
 					p.PublishAllow = append(p.PublishAllow, s.Subject())
 				}
+				if slices.Contains(s.Watchers, user) {
+					p.SubscribeAllow = append(p.SubscribeAllow, s.Subject())
+				}
 			}
 			p.PublishAllow = append(p.PublishAllow, jetStreamClient...)
 			for _, c := range Consumers() {

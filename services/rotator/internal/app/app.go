@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/errgroup"
 
@@ -34,6 +35,7 @@ type Config struct {
 	Concurrency  int           `env:"ROTATION_CONCURRENCY" default:"8" doc:"Jobs one process runs at once."`
 	DKIMType     string        `env:"DKIM_KEY_TYPE" default:"rsa" doc:"rsa or ed25519."`
 	DKIMBits     int           `env:"DKIM_RSA_BITS" default:"2048" doc:"RSA key size of new DKIM keys."`
+	Pregenerate  bool          `env:"PREGENERATE" default:"true" doc:"Generate every directory tenant's key material in memory when an incident opens, while it waits at the unseal gate."`
 }
 
 // Validate reports every problem at once.
@@ -95,7 +97,11 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db rotation.S
 			return rotation.Plan(ctx, db, pub, cfg.Policy, d.IncidentID, false, true, nil)
 		}),
 	})
-	worker := rotation.NewWorker(rotation.Config{Mount: cfg.KVMount, DKIMType: cfg.DKIMType, DKIMBits: cfg.DKIMBits}, db, kv, pub)
+	var pregen *rotation.Pregen
+	if cfg.Pregenerate {
+		pregen = rotation.NewPregen()
+	}
+	worker := rotation.NewWorker(rotation.Config{Mount: cfg.KVMount, DKIMType: cfg.DKIMType, DKIMBits: cfg.DKIMBits}, db, kv, pub, pregen)
 	jobSpec, _ := events.ConsumerOf(events.ConsumerRotatorJobs)
 	jobs := stream.Decoded(func(ctx context.Context, d *stream.Delivery, job events.RotationJobData) error {
 		err := worker.Run(ctx, job, func() { _ = d.InProgress() })
@@ -123,5 +129,49 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db rotation.S
 	jobOpts := opts
 	jobOpts.Concurrency = cfg.Concurrency
 	g.Go(func() error { return stream.NewConsumer(rt.NATS.JS, jobSpec, jobs, jobOpts).Run(gctx) })
+	if pregen != nil {
+		g.Go(func() error { return pregenerate(gctx, rt, cfg, db, pregen) })
+	}
 	return g.Wait()
+}
+
+// pregenerate watches, in every rotator process (a plain subscription:
+// the durable consumers would hand the event to one process only),
+// incidents opening, and generates the key material of every directory
+// tenant while the key holders work at the unseal gate. It is best effort:
+// a missed event only means the jobs generate their own keys.
+func pregenerate(ctx context.Context, rt *runner.Runtime, cfg *Config, db rotation.Store, pregen *rotation.Pregen) error {
+	msgs := make(chan *nats.Msg, 16)
+	sub, err := rt.NATS.NC.ChanSubscribe(events.IncidentOpened.Subject(), msgs)
+	if err != nil {
+		rt.Logger.Warn("pre-generation disabled", slog.Any("error", err))
+		return nil
+	}
+	defer sub.Unsubscribe()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-msgs:
+			ev, _, err := events.Decode(m.Header, m.Data)
+			if err != nil {
+				continue
+			}
+			d, err := events.DataAs[events.IncidentOpenedData](ev)
+			if err != nil {
+				continue
+			}
+			tenants, err := db.Tenants(ctx)
+			if err != nil {
+				rt.Logger.Warn("pre-generation skipped: no directory", slog.Any("error", err))
+				continue
+			}
+			go func() {
+				start := time.Now()
+				n, err := pregen.Generate(ctx, d.IncidentID, tenants, cfg.DKIMType, cfg.DKIMBits, rotation.Selector(d.IncidentID, time.Now()))
+				rt.Logger.Info("key material pre-generated", slog.String("incident_id", d.IncidentID), slog.Int("tenants", n),
+					slog.Duration("took", time.Since(start)), slog.Any("error", err))
+			}()
+		}
+	}
 }

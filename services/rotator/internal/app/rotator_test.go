@@ -105,6 +105,16 @@ func startIncident(t *testing.T, ctx context.Context, s *localstack.Stack, id st
 	publish(events.ServiceContainment, events.AccessRevoked, events.AccessRevokedData{IncidentID: id})
 }
 
+// openIncident announces an incident the way containment does.
+func openIncident(t *testing.T, ctx context.Context, s *localstack.Stack, id string) {
+	t.Helper()
+	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.ServiceContainment, Password: s.NATS.Password(events.ServiceContainment)})
+	must(t, err)
+	defer conn.Close(context.Background())
+	must(t, stream.NewPublisher(conn.JS, events.SourceOf(events.ServiceContainment), nil).PublishWithID(ctx, events.IncidentOpened, id+"/incident.opened",
+		events.IncidentOpenedData{IncidentID: id, BreachEventID: "b-" + id, DetectedAt: time.Now(), Severity: events.SeverityHigh, Summary: "test"}))
+}
+
 func operator(t *testing.T, ctx context.Context, s *localstack.Stack) jetstream.JetStream {
 	t.Helper()
 	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.UserOperator, Password: s.NATS.Password(events.UserOperator)})
@@ -180,6 +190,16 @@ func TestUnknownTenant(t *testing.T) {
 	f := seed(t, ctx, 5)
 	startRotators(t, f.s, 1)
 	js := operator(t, ctx, f.s)
+	// The incident opens first: while it waits at the gate the rotator
+	// pre-generates the directory's key material, which the jobs then use.
+	openIncident(t, ctx, f.s, "inc-ghost")
+	waitFor(t, time.Minute, "pre-generation", func() bool {
+		log, _ := os.ReadFile(filepath.Join(f.s.Dir, "rotator-1.log"))
+		if testing.Verbose() && strings.Contains(string(log), "pre-generated") {
+			t.Log(string(log))
+		}
+		return strings.Contains(string(log), `"msg":"key material pre-generated","service":"rotator","incident_id":"inc-ghost","tenants":5`)
+	})
 	startIncident(t, ctx, f.s, "inc-ghost", []string{"tenant-001", "ghost"})
 	done := awaitCompleted(t, ctx, js, "inc-ghost")
 	if done.Completed != 5 || done.Failed != 1 {

@@ -26,15 +26,17 @@ type Config struct {
 
 // Worker runs tenant jobs.
 type Worker struct {
-	cfg   Config
-	store Store
-	vault Vault
-	pub   Publisher
+	cfg    Config
+	store  Store
+	vault  Vault
+	pub    Publisher
+	pregen *Pregen
 }
 
-// NewWorker wires a worker.
-func NewWorker(cfg Config, store Store, vault Vault, pub Publisher) *Worker {
-	return &Worker{cfg: cfg, store: store, vault: vault, pub: pub}
+// NewWorker wires a worker; pregen (may be nil) holds material generated
+// ahead of the jobs.
+func NewWorker(cfg Config, store Store, vault Vault, pub Publisher, pregen *Pregen) *Worker {
+	return &Worker{cfg: cfg, store: store, vault: vault, pub: pub, pregen: pregen}
 }
 
 // Paths of a tenant's secrets in the KV v2 mount (docs/operations.md).
@@ -70,6 +72,9 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		return fmt.Errorf("%w: %q", ErrUnknownTenant, job.TenantID)
 	}
 	steps := st.Steps
+	// Material generated while the incident waited at the gate, if this
+	// process has it; else each step generates its own.
+	pre, havePre := w.pregen.Take(job.IncidentID, job.TenantID)
 	save := func() error { alive(); return w.store.SaveSteps(ctx, job.IncidentID, job.TenantID, steps) }
 	now := time.Now().UTC().Format(time.RFC3339)
 	mark := func(data map[string]any) map[string]any {
@@ -77,7 +82,10 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		return data
 	}
 	if steps.SSH == nil {
-		k, err := keys.NewSSH("lockdown-" + job.TenantID)
+		k, err := pre.SSH, error(nil)
+		if !havePre {
+			k, err = keys.NewSSH("lockdown-" + job.TenantID)
+		}
 		if err != nil {
 			return err
 		}
@@ -92,7 +100,10 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		}
 	}
 	if steps.SMTP == nil {
-		pw, err := keys.NewPassword(40)
+		pw, err := pre.SMTPPassword, error(nil)
+		if !havePre {
+			pw, err = keys.NewPassword(40)
+		}
 		if err != nil {
 			return err
 		}
@@ -106,7 +117,10 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		}
 	}
 	if steps.DKIM == nil {
-		d, err := keys.NewDKIM(w.cfg.DKIMType, w.cfg.DKIMBits, Selector(job.IncidentID, time.Now()))
+		d, err := pre.DKIM, error(nil)
+		if !havePre {
+			d, err = keys.NewDKIM(w.cfg.DKIMType, w.cfg.DKIMBits, Selector(job.IncidentID, time.Now()))
+		}
 		if err != nil {
 			return err
 		}
