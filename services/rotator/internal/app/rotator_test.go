@@ -31,7 +31,7 @@ type fixture struct {
 
 // seed fills the directory and Vault: n tenants with SSH, SMTP and DKIM
 // secrets and 1–5 API keys each.
-func seed(t *testing.T, ctx context.Context, n int) *fixture {
+func seed(t testing.TB, ctx context.Context, n int) *fixture {
 	t.Helper()
 	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
 	if err != nil {
@@ -71,7 +71,7 @@ func seed(t *testing.T, ctx context.Context, n int) *fixture {
 
 // startRotators runs n rotator processes from the binary `make build` puts
 // in .bin, with the stack's rotator credentials; it returns their pids.
-func startRotators(t *testing.T, s *localstack.Stack, n int) []int {
+func startRotators(t testing.TB, s *localstack.Stack, n int) []int {
 	t.Helper()
 	bin, err := localstack.Binary("rotator")
 	if err != nil {
@@ -88,7 +88,7 @@ func startRotators(t *testing.T, s *localstack.Stack, n int) []int {
 
 // startIncident announces what the planner waits for: the assessment and
 // the revoked access.
-func startIncident(t *testing.T, ctx context.Context, s *localstack.Stack, id string, affected []string) {
+func startIncident(t testing.TB, ctx context.Context, s *localstack.Stack, id string, affected []string) {
 	t.Helper()
 	publish := func(user string, name events.Name, data any) {
 		conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: user, Password: s.NATS.Password(user)})
@@ -106,7 +106,7 @@ func startIncident(t *testing.T, ctx context.Context, s *localstack.Stack, id st
 }
 
 // openIncident announces an incident the way containment does.
-func openIncident(t *testing.T, ctx context.Context, s *localstack.Stack, id string) {
+func openIncident(t testing.TB, ctx context.Context, s *localstack.Stack, id string) {
 	t.Helper()
 	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.ServiceContainment, Password: s.NATS.Password(events.ServiceContainment)})
 	must(t, err)
@@ -115,7 +115,7 @@ func openIncident(t *testing.T, ctx context.Context, s *localstack.Stack, id str
 		events.IncidentOpenedData{IncidentID: id, BreachEventID: "b-" + id, DetectedAt: time.Now(), Severity: events.SeverityHigh, Summary: "test"}))
 }
 
-func operator(t *testing.T, ctx context.Context, s *localstack.Stack) jetstream.JetStream {
+func operator(t testing.TB, ctx context.Context, s *localstack.Stack) jetstream.JetStream {
 	t.Helper()
 	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.UserOperator, Password: s.NATS.Password(events.UserOperator)})
 	must(t, err)
@@ -123,7 +123,7 @@ func operator(t *testing.T, ctx context.Context, s *localstack.Stack) jetstream.
 	return conn.JS
 }
 
-func awaitCompleted(t *testing.T, ctx context.Context, js jetstream.JetStream, id string) events.RotationCompletedData {
+func awaitCompleted(t testing.TB, ctx context.Context, js jetstream.JetStream, id string) events.RotationCompletedData {
 	t.Helper()
 	wctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()
@@ -221,7 +221,7 @@ func TestUnknownTenant(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -232,7 +232,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,224 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/services/rotator/internal/keys"
+	"github.com/lockdown/lockdown/services/rotator/internal/store"
+	"github.com/lockdown/lockdown/services/rotator/internal/vaultkv"
+)
+
+// BenchmarkRotation measures the rotation phase for 1,000 tenants on the
+// local stack (real Vault, NATS, PostgreSQL) in tenants/s: Lockdown with 1
+// and 2 rotator processes, with and without key material pre-generated
+// during the unseal gate, beside baselines measured in the same run — the
+// runbook's sequential loop (one tenant after another), and the bare work
+// (key generation and Vault writes on all cores, no bus, no database),
+// also with the keys generated beforehand. Each run rotates every tenant
+// of a new incident: SSH, SMTP and DKIM (RSA-2048) written with
+// check-and-set, and 1–5 API keys destroyed (re-created before each run).
+// -benchtime is ignored: one measurement per configuration.
+func BenchmarkRotation(b *testing.B) {
+	tenants := 1000
+	if v := os.Getenv("LOCKDOWN_BENCH_TENANTS"); v != "" {
+		fmt.Sscan(v, &tenants)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	defer cancel()
+	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	db, err := store.Open(ctx, s.Postgres.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	root, _ := s.Vault.Client()
+	kvRoot := root.KVv2("secret")
+	ids := make([]string, tenants)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("tenant-%04d", i)
+	}
+	parallel(ids, 16, func(id string) {
+		db.Pool().Exec(ctx, `INSERT INTO directory.tenants (id, name, domain, contact_email) VALUES ($1, $1, $1 || '.example.com', 'sec@' || $1 || '.example.com')`, id)
+		for _, sec := range []string{"ssh", "smtp", "dkim"} {
+			kvRoot.Put(ctx, "tenants/"+id+"/"+sec, map[string]any{"value": "seed"})
+		}
+	})
+	apiKeys := func() {
+		parallel(ids, 16, func(id string) {
+			n := 1 + len(id)%5
+			for k := range n {
+				kvRoot.Put(ctx, fmt.Sprintf("api_keys/%s/key-%d", id, k), map[string]any{"key": "v"})
+			}
+		})
+	}
+	kv, err := vaultkv.New(s.Vault.Addr, s.Vault.RotatorToken, "secret", 30*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// bare does one tenant's work without the bus or the database.
+	bare := func(incident, id string, set *keys.Set) {
+		if set == nil {
+			s, err := keys.NewSet(id, "ldbench", "rsa", 2048)
+			if err != nil {
+				b.Fatal(err)
+			}
+			set = &s
+		}
+		for sec, data := range map[string]map[string]any{
+			"ssh":  {"private_key": set.SSH.PrivateKey, "public_key": set.SSH.PublicKey},
+			"smtp": {"password": set.SMTPPassword},
+			"dkim": {"private_key": set.DKIM.PrivateKey, "dns_record": set.DKIM.Record},
+		} {
+			data["lockdown_incident"] = incident
+			v, _, err := kv.Latest(ctx, "tenants/"+id+"/"+sec)
+			if err == nil {
+				_, err = kv.WriteCAS(ctx, "tenants/"+id+"/"+sec, data, v)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		list, _ := kv.List(ctx, "api_keys/"+id+"/")
+		for _, k := range list {
+			kv.Destroy(ctx, "api_keys/"+id+"/"+k)
+		}
+	}
+	results := map[string]float64{}
+	measure := func(name string, run func()) {
+		apiKeys()
+		start := time.Now()
+		run()
+		rate := float64(tenants) / time.Since(start).Seconds()
+		results[name] = rate
+		b.Logf("%-60s %8.1f tenants/s (%s)", name, rate, time.Since(start).Round(time.Millisecond))
+	}
+	b.ResetTimer()
+	measure("baseline: sequential loop (runbook)", func() {
+		for _, id := range ids {
+			bare("seq", id, nil)
+		}
+	})
+	measure("baseline: bare work, all cores", func() { parallel(ids, 4*runtime.NumCPU(), func(id string) { bare("bare", id, nil) }) })
+	sets := map[string]*keys.Set{}
+	var mu sync.Mutex
+	parallel(ids, runtime.NumCPU(), func(id string) {
+		s, _ := keys.NewSet(id, "ldbench", "rsa", 2048)
+		mu.Lock()
+		sets[id] = &s
+		mu.Unlock()
+	})
+	measure("baseline: bare work, keys generated beforehand", func() {
+		parallel(ids, 4*runtime.NumCPU(), func(id string) { bare("bare-pre", id, sets[id]) })
+	})
+	js := operator(b, ctx, s)
+	for _, c := range []struct {
+		procs  int
+		pregen bool
+	}{{1, false}, {2, false}, {1, true}, {2, true}} {
+		name := fmt.Sprintf("lockdown: %d rotator process(es), pre-generated keys %v", c.procs, c.pregen)
+		incident := fmt.Sprintf("bench-%d-%v", c.procs, c.pregen)
+		bin, err := localstack.Binary("rotator")
+		if err != nil {
+			b.Fatal(err)
+		}
+		var pids []int
+		for i := range c.procs {
+			pid, _, err := s.Spawn(fmt.Sprintf("%s-%d", incident, i), bin, nil, append(s.Env(events.ServiceRotator),
+				"LOCKDOWN_ROTATION_CONCURRENCY=8", fmt.Sprintf("LOCKDOWN_PREGENERATE=%v", c.pregen)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			pids = append(pids, pid)
+		}
+		waitLogs(b, s, incident, c.procs, `"msg":"consumer started","service":"rotator","consumer":"rotator-jobs"`)
+		if c.pregen {
+			openIncident(b, ctx, s, incident)
+			waitLogs(b, s, incident, c.procs, fmt.Sprintf(`"incident_id":%q,"tenants":%d`, incident, tenants))
+		}
+		measure(name, func() {
+			startIncident(b, ctx, s, incident, nil)
+			done := awaitCompleted(b, ctx, js, incident)
+			if done.Completed != tenants {
+				b.Fatalf("%s: %+v", name, done)
+			}
+		})
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGTERM)
+		}
+		for _, pid := range pids {
+			for syscall.Kill(pid, 0) == nil {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
+	b.StopTimer()
+	seq := results["baseline: sequential loop (runbook)"]
+	for name, r := range results {
+		if !strings.HasPrefix(name, "lockdown") {
+			continue
+		}
+		// Compare like with like: pre-generated runs against the bare
+		// writes with keys generated beforehand.
+		bare := results["baseline: bare work, all cores"]
+		if strings.HasSuffix(name, "true") {
+			bare = results["baseline: bare work, keys generated beforehand"]
+		}
+		b.Logf("%-60s %5.1f× the sequential loop, %3.0f%% of the bare work", name, r/seq, 100*r/bare)
+		b.ReportMetric(r, strings.NewReplacer(" ", "_", ":", "", "(", "", ")", "").Replace(name)+"_tenants/s")
+	}
+}
+
+func parallel(ids []string, n int, fn func(string)) {
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range work {
+				fn(id)
+			}
+		}()
+	}
+	for _, id := range ids {
+		work <- id
+	}
+	close(work)
+	wg.Wait()
+}
+
+// waitLogs waits until each of the run's rotator logs holds the line.
+func waitLogs(b *testing.B, s *localstack.Stack, prefix string, procs int, want string) {
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		ok := 0
+		for i := range procs {
+			log, _ := os.ReadFile(filepath.Join(s.Dir, fmt.Sprintf("%s-%d.log", prefix, i)))
+			if strings.Contains(string(log), want) {
+				ok++
+			}
+		}
+		if ok == procs {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("rotator logs never showed %s", want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
