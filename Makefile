@@ -64,12 +64,15 @@ lint:
 bench: tools
 	go test -count=1 -run '^$$' -bench BenchmarkContainmentLatency -benchtime 30x -timeout 30m github.com/lockdown/lockdown/services/containment/internal/app
 	go test -count=1 -run '^$$' -bench BenchmarkAssessment -benchtime 1x -timeout 30m github.com/lockdown/lockdown/services/assessor/internal/app
+	$(MAKE) build
+	go test -count=1 -run '^$$' -bench BenchmarkRotation -benchtime 1x -timeout 60m github.com/lockdown/lockdown/services/rotator/internal/app
 
 ## docs: regenerate the generated docs (events, schemas, NATS users, config tables)
 docs:
 	go test -count=1 -run '^TestDocs$$' github.com/lockdown/lockdown/pkg/events -update
 	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/containment/internal/app -update
 	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/assessor/internal/app -update
+	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/rotator/internal/app -update
 
 ## run: Lockdown's main job on the local stack, ending by itself (see README)
 run: tools build

@@ -56,6 +56,7 @@ func runDev(ctx context.Context, args []string, out, errOut io.Writer) int {
 	binDir := fs.String("bin-dir", envOr("BIN_DIR", ""), "folder of the service binaries (default: beside this executable)")
 	runFor := fs.Duration("for", 0, "stop after this long; 0 keeps running until Ctrl-C")
 	trigger := fs.Bool("trigger", true, "publish a sample breach and follow its trace")
+	tenants := fs.Int("tenants", 20, "tenants to seed in the directory and in Vault (SSH, SMTP, DKIM, API keys)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if code, ok := parse(fs, args); !ok {
 		return code
@@ -112,6 +113,11 @@ func runDev(ctx context.Context, args []string, out, errOut io.Writer) int {
 	for _, k := range []string{"nats", "postgres", "vault", "jaeger_query", "mailpit"} {
 		say("  %-13s %s", k, report.Servers[k])
 	}
+	if err := seedTenants(ctx, stack, *tenants); err != nil {
+		fmt.Fprintf(errOut, "lockdown dev: seeding tenants: %v\n", err)
+		return ExitFailure
+	}
+	say("seeded %d tenants (directory, and SSH/SMTP/DKIM secrets and API keys in Vault)", *tenants)
 	say("services (connected to NATS, topology ensured):")
 	for _, s := range report.Services {
 		say("  %-12s pid %-7d log %s", s.Name, s.PID, s.Log)
@@ -250,6 +256,55 @@ func followIncident(ctx context.Context, stack *localstack.Stack, b *devBreach, 
 		return err
 	}
 	say("unseal keys rotated: %d new shares, threshold %d, verified %v (unsealkeys.rotated)", rotated.Shares, rotated.Threshold, rotated.Verified)
+	_, rot, err := stream.Await(ctx, conn.JS, events.RotationCompleted, func(_ event.Event, d events.RotationCompletedData) bool { return d.IncidentID == b.IncidentID })
+	if err != nil {
+		return err
+	}
+	say("tenants rotated: %d completed, %d failed (rotation.completed)", rot.Completed, rot.Failed)
+	return nil
+}
+
+// seedTenants fills the tenant directory (created by the rotator's
+// migrations) and Vault with n tenants, as the platform would have them.
+func seedTenants(ctx context.Context, stack *localstack.Stack, n int) error {
+	conn, err := connectDB(ctx, stack.Postgres.URL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var ok bool
+		if conn.QueryRow(ctx, `SELECT to_regclass('directory.tenants') IS NOT NULL`).Scan(&ok); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the rotator did not create the tenant directory")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	root, err := stack.Vault.Client()
+	if err != nil {
+		return err
+	}
+	kv := root.KVv2(localstack.VaultKVMount)
+	for i := range n {
+		id := fmt.Sprintf("tenant-%03d", i+1)
+		if _, err := conn.Exec(ctx, `INSERT INTO directory.tenants (id, name, domain, contact_email) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+			id, "Tenant "+id, id+".example.com", "security@"+id+".example.com"); err != nil {
+			return err
+		}
+		for _, secret := range []string{"ssh", "smtp", "dkim"} {
+			if _, err := kv.Put(ctx, "tenants/"+id+"/"+secret, map[string]any{"value": "before the incident"}); err != nil {
+				return err
+			}
+		}
+		for k := range 1 + i%3 {
+			if _, err := kv.Put(ctx, fmt.Sprintf("api_keys/%s/key-%d", id, k), map[string]any{"key": "issued before the incident"}); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 

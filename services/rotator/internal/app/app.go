@@ -104,7 +104,15 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db rotation.S
 	worker := rotation.NewWorker(rotation.Config{Mount: cfg.KVMount, DKIMType: cfg.DKIMType, DKIMBits: cfg.DKIMBits}, db, kv, pub, pregen)
 	jobSpec, _ := events.ConsumerOf(events.ConsumerRotatorJobs)
 	jobs := stream.Decoded(func(ctx context.Context, d *stream.Delivery, job events.RotationJobData) error {
-		err := worker.Run(ctx, job, func() { _ = d.InProgress() })
+		// Tell JetStream the job is alive at most every few seconds, not
+		// after every step: each InProgress is a message.
+		var last time.Time
+		err := worker.Run(ctx, job, func() {
+			if time.Since(last) > 5*time.Second {
+				last = time.Now()
+				_ = d.InProgress()
+			}
+		})
 		switch {
 		case err == nil:
 			return nil

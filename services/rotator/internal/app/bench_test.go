@@ -139,7 +139,7 @@ func BenchmarkRotation(b *testing.B) {
 		var pids []int
 		for i := range c.procs {
 			pid, _, err := s.Spawn(fmt.Sprintf("%s-%d", incident, i), bin, nil, append(s.Env(events.ServiceRotator),
-				"LOCKDOWN_ROTATION_CONCURRENCY=8", fmt.Sprintf("LOCKDOWN_PREGENERATE=%v", c.pregen)))
+				"LOCKDOWN_ROTATION_CONCURRENCY=16", fmt.Sprintf("LOCKDOWN_PREGENERATE=%v", c.pregen)))
 			if err != nil {
 				b.Fatal(err)
 			}

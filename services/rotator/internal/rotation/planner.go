@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+
+	"github.com/lockdown/lockdown/pkg/events"
 )
 
 // Policies of a plan.
@@ -34,7 +36,15 @@ func Plan(ctx context.Context, store Store, pub Publisher, policy, incidentID st
 			return fmt.Errorf("publish job %s: %w", j.TenantID, err)
 		}
 	}
-	return pub.PublishWithID(ctx, eventsRotationPlanned, incidentID+"/rotation.planned", plannedData(incidentID, policy, len(jobs)))
+	if err := pub.PublishWithID(ctx, eventsRotationPlanned, incidentID+"/rotation.planned", plannedData(incidentID, policy, len(jobs))); err != nil {
+		return err
+	}
+	if len(jobs) == 0 {
+		// Nothing to rotate: the phase is over at once, or restore would
+		// wait for a completion that never comes.
+		return pub.PublishWithID(ctx, eventsRotationCompleted, incidentID+"/rotation.completed", events.RotationCompletedData{IncidentID: incidentID})
+	}
+	return nil
 }
 
 // plan lists the jobs: every directory tenant (policy all) or the affected

@@ -76,6 +76,10 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 	// process has it; else each step generates its own.
 	pre, havePre := w.pregen.Take(job.IncidentID, job.TenantID)
 	save := func() error { alive(); return w.store.SaveSteps(ctx, job.IncidentID, job.TenantID, steps) }
+	// The three secrets are recorded together, after the last: a crash
+	// before that is safe because each new version carries the incident id,
+	// which the retry recognises (see write) instead of writing again.
+	saveSecret := func() error { alive(); return nil }
 	now := time.Now().UTC().Format(time.RFC3339)
 	mark := func(data map[string]any) map[string]any {
 		data["lockdown_incident"], data["rotated_at"] = job.IncidentID, now
@@ -95,7 +99,7 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 			return fmt.Errorf("ssh: %w", err)
 		}
 		steps.SSH = &SecretStep{Version: v, Fingerprint: k.Fingerprint}
-		if err := save(); err != nil {
+		if err := saveSecret(); err != nil {
 			return err
 		}
 	}
@@ -112,7 +116,7 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 			return fmt.Errorf("smtp: %w", err)
 		}
 		steps.SMTP = &SecretStep{Version: v}
-		if err := save(); err != nil {
+		if err := saveSecret(); err != nil {
 			return err
 		}
 	}
@@ -142,7 +146,7 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		}
 		if steps.APIKeys == nil {
 			// Count before destroying, so a retry after a crash mid-way
-			// still reports every key.
+			// still reports every key; this also records the secrets.
 			steps.APIKeys = &KeysStep{Found: len(keys)}
 			if err := save(); err != nil {
 				return err
