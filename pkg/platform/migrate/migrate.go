@@ -87,3 +87,28 @@ func applyOne(ctx context.Context, pool *pgxpool.Pool, schema, ident, name, body
 	}
 	return true, tx.Commit(ctx)
 }
+
+// Open connects a pool to url and applies each schema's migrations (schema
+// name → folder in fsys), closing the pool again if any step fails: the
+// start of every service that owns tables.
+func Open(ctx context.Context, url string, fsys fs.FS, schemas map[string]string) (*pgxpool.Pool, error) {
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	for schema, dir := range schemas {
+		sub, err := fs.Sub(fsys, dir)
+		if err == nil {
+			_, err = Apply(ctx, pool, schema, sub)
+		}
+		if err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
+	return pool, nil
+}

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,13 +31,8 @@ type Store struct{ pool *pgxpool.Pool }
 
 // Open connects and applies the migrations.
 func Open(ctx context.Context, url string) (*Store, error) {
-	pool, err := pgxpool.New(ctx, url)
+	pool, err := migrate.Open(ctx, url, migrations, map[string]string{Schema: "migrations"})
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
-	}
-	sub, _ := fs.Sub(migrations, "migrations")
-	if _, err := migrate.Apply(ctx, pool, Schema, sub); err != nil {
-		pool.Close()
 		return nil, err
 	}
 	return &Store{pool: pool}, nil

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,17 +30,8 @@ type Store struct{ pool *pgxpool.Pool }
 
 // Open connects and applies the migrations.
 func Open(ctx context.Context, databaseURL string) (*Store, error) {
-	pool, err := pgxpool.New(ctx, databaseURL)
+	pool, err := migrate.Open(ctx, databaseURL, migrations, map[string]string{Schema: "migrations"})
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("store: %w", err)
-	}
-	sub, _ := fs.Sub(migrations, "migrations")
-	if _, err := migrate.Apply(ctx, pool, Schema, sub); err != nil {
-		pool.Close()
 		return nil, err
 	}
 	return &Store{pool: pool}, nil

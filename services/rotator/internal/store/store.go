@@ -7,8 +7,6 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io/fs"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -25,16 +23,9 @@ type Store struct{ pool *pgxpool.Pool }
 
 // Open connects and applies both schemas' migrations.
 func Open(ctx context.Context, url string) (*Store, error) {
-	pool, err := pgxpool.New(ctx, url)
+	pool, err := migrate.Open(ctx, url, migrations, map[string]string{"directory": "directory", "rotator": "migrations"})
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
-	}
-	for schema, dir := range map[string]string{"directory": "directory", "rotator": "migrations"} {
-		sub, _ := fs.Sub(migrations, dir)
-		if _, err := migrate.Apply(ctx, pool, schema, sub); err != nil {
-			pool.Close()
-			return nil, err
-		}
+		return nil, err
 	}
 	return &Store{pool: pool}, nil
 }
