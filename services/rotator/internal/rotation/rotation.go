@@ -54,6 +54,9 @@ type JobState struct {
 	State  string
 	Steps  Steps
 	Reason string
+	// TenantKnown says whether the directory has the tenant (read in the
+	// same query: one round trip per job start).
+	TenantKnown bool
 }
 
 // Progress of a plan.
@@ -65,11 +68,12 @@ type Progress struct {
 type Store interface {
 	Gate(ctx context.Context, incidentID string, assessed, revoked bool, affected []string) (ready bool, affectedTenants []string, err error)
 	Tenants(ctx context.Context) ([]string, error)
-	TenantExists(ctx context.Context, id string) (bool, error)
 	SavePlan(ctx context.Context, incidentID, policy string, jobs []Job) error
 	LoadJob(ctx context.Context, incidentID, tenantID string) (JobState, error)
 	SaveSteps(ctx context.Context, incidentID, tenantID string, steps Steps) error
-	Finish(ctx context.Context, incidentID, tenantID, state, reason string) (Progress, error)
+	// Finish sets the job's final state (and its steps, when given) once and
+	// returns the plan's progress after it.
+	Finish(ctx context.Context, incidentID, tenantID, state, reason string, steps *Steps) (Progress, error)
 }
 
 // ErrCASMismatch is returned by Vault.WriteCAS when the secret changed

@@ -64,11 +64,7 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 	if st.State != StatePending {
 		return nil // already final: a redelivery after the ack was lost
 	}
-	ok, err := w.store.TenantExists(ctx, job.TenantID)
-	if err != nil {
-		return err
-	}
-	if !ok {
+	if !st.TenantKnown {
 		return fmt.Errorf("%w: %q", ErrUnknownTenant, job.TenantID)
 	}
 	steps := st.Steps
@@ -76,9 +72,10 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 	// process has it; else each step generates its own.
 	pre, havePre := w.pregen.Take(job.IncidentID, job.TenantID)
 	save := func() error { alive(); return w.store.SaveSteps(ctx, job.IncidentID, job.TenantID, steps) }
-	// The three secrets are recorded together, after the last: a crash
-	// before that is safe because each new version carries the incident id,
-	// which the retry recognises (see write) instead of writing again.
+	// The three secrets are recorded together with the API key count, and
+	// the rest with the final state: a crash before a record is safe
+	// because each new version carries the incident id, which the retry
+	// recognises (see write) instead of writing again.
 	saveSecret := func() error { alive(); return nil }
 	now := time.Now().UTC().Format(time.RFC3339)
 	mark := func(data map[string]any) map[string]any {
@@ -134,7 +131,7 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 			return fmt.Errorf("dkim: %w", err)
 		}
 		steps.DKIM = &SecretStep{Version: v, Selector: d.Selector, Record: d.Record}
-		if err := save(); err != nil {
+		if err := saveSecret(); err != nil {
 			return err
 		}
 	}
@@ -158,11 +155,8 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 			}
 		}
 		steps.APIKeys.Done = true
-		if err := save(); err != nil {
-			return err
-		}
 	}
-	progress, err := w.store.Finish(ctx, job.IncidentID, job.TenantID, StateCompleted, "")
+	progress, err := w.store.Finish(ctx, job.IncidentID, job.TenantID, StateCompleted, "", &steps)
 	if err != nil {
 		return err
 	}
@@ -177,7 +171,7 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 
 // Fail records a job's permanent failure and announces it.
 func (w *Worker) Fail(ctx context.Context, job events.RotationJobData, step, reason string) error {
-	progress, err := w.store.Finish(ctx, job.IncidentID, job.TenantID, StateFailed, reason)
+	progress, err := w.store.Finish(ctx, job.IncidentID, job.TenantID, StateFailed, reason, nil)
 	if err != nil {
 		return err
 	}

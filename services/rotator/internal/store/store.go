@@ -6,7 +6,6 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
-	"errors"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -60,13 +59,6 @@ func (s *Store) Tenants(ctx context.Context) ([]string, error) {
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
-// TenantExists implements rotation.Store.
-func (s *Store) TenantExists(ctx context.Context, id string) (bool, error) {
-	var ok bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM directory.tenants WHERE id = $1)`, id).Scan(&ok)
-	return ok, err
-}
-
 // SavePlan implements rotation.Store: the plan and its job rows, once.
 func (s *Store) SavePlan(ctx context.Context, incidentID, policy string, jobs []rotation.Job) error {
 	tx, err := s.pool.Begin(ctx)
@@ -98,11 +90,10 @@ func (s *Store) SavePlan(ctx context.Context, incidentID, policy string, jobs []
 func (s *Store) LoadJob(ctx context.Context, incidentID, tenantID string) (rotation.JobState, error) {
 	var st rotation.JobState
 	var steps []byte
-	err := s.pool.QueryRow(ctx, `SELECT state, steps, reason FROM rotator.jobs WHERE incident_id = $1 AND tenant_id = $2`, incidentID, tenantID).
-		Scan(&st.State, &steps, &st.Reason)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return rotation.JobState{State: rotation.StatePending, Steps: rotation.Steps{}}, nil
-	}
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(j.state, 'pending'), coalesce(j.steps, '{}'), coalesce(j.reason, ''),
+		EXISTS (SELECT 1 FROM directory.tenants WHERE id = $2)
+		FROM (SELECT 1) one LEFT JOIN rotator.jobs j ON j.incident_id = $1 AND j.tenant_id = $2`, incidentID, tenantID).
+		Scan(&st.State, &steps, &st.Reason, &st.TenantKnown)
 	if err != nil {
 		return st, err
 	}
@@ -122,20 +113,34 @@ func (s *Store) SaveSteps(ctx context.Context, incidentID, tenantID string, step
 
 // Finish implements rotation.Store: it sets the job's final state once and
 // returns the plan's progress after it.
-func (s *Store) Finish(ctx context.Context, incidentID, tenantID, state, reason string) (rotation.Progress, error) {
-	if _, err := s.pool.Exec(ctx, `INSERT INTO rotator.jobs (incident_id, tenant_id, state, reason) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (incident_id, tenant_id) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason, updated_at = now()
-		WHERE rotator.jobs.state = 'pending'`, incidentID, tenantID, state, reason); err != nil {
-		return rotation.Progress{}, err
+// The update and the progress query go in one round trip.
+func (s *Store) Finish(ctx context.Context, incidentID, tenantID, state, reason string, steps *rotation.Steps) (rotation.Progress, error) {
+	var raw []byte
+	if steps != nil {
+		var err error
+		if raw, err = json.Marshal(steps); err != nil {
+			return rotation.Progress{}, err
+		}
 	}
-	return s.Progress(ctx, incidentID)
+	var b pgx.Batch
+	b.Queue(`INSERT INTO rotator.jobs (incident_id, tenant_id, state, reason, steps) VALUES ($1, $2, $3, $4, coalesce($5::jsonb, '{}'))
+		ON CONFLICT (incident_id, tenant_id) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason,
+		  steps = coalesce($5::jsonb, rotator.jobs.steps), updated_at = now()
+		WHERE rotator.jobs.state = 'pending'`, incidentID, tenantID, state, reason, raw)
+	var p rotation.Progress
+	b.Queue(progressQuery, incidentID).QueryRow(func(r pgx.Row) error {
+		return r.Scan(&p.Planned, &p.Completed, &p.Failed, &p.Pending)
+	})
+	return p, s.pool.SendBatch(ctx, &b).Close()
 }
+
+const progressQuery = `SELECT coalesce((SELECT tenants FROM rotator.plans WHERE incident_id = $1), 0),
+	count(*) FILTER (WHERE state = 'completed'), count(*) FILTER (WHERE state = 'failed'), count(*) FILTER (WHERE state = 'pending')
+	FROM rotator.jobs WHERE incident_id = $1`
 
 // Progress implements rotation.Store (and the status command's query).
 func (s *Store) Progress(ctx context.Context, incidentID string) (rotation.Progress, error) {
 	var p rotation.Progress
-	err := s.pool.QueryRow(ctx, `SELECT coalesce((SELECT tenants FROM rotator.plans WHERE incident_id = $1), 0),
-		count(*) FILTER (WHERE state = 'completed'), count(*) FILTER (WHERE state = 'failed'), count(*) FILTER (WHERE state = 'pending')
-		FROM rotator.jobs WHERE incident_id = $1`, incidentID).Scan(&p.Planned, &p.Completed, &p.Failed, &p.Pending)
+	err := s.pool.QueryRow(ctx, progressQuery, incidentID).Scan(&p.Planned, &p.Completed, &p.Failed, &p.Pending)
 	return p, err
 }
