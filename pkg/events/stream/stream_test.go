@@ -265,7 +265,17 @@ func TestConsumer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ci, _ := info.Info(ctx)
+		// The term and the marker's ack are asynchronous: wait for the
+		// server to have processed them, then nothing may be pending or
+		// redelivered.
+		var ci *jetstream.ConsumerInfo
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			ci, _ = info.Info(ctx)
+			if ci.NumAckPending == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		if ci.NumAckPending != 0 || ci.NumRedelivered != 0 {
 			t.Fatalf("consumer still holds the message: pending %d redelivered %d", ci.NumAckPending, ci.NumRedelivered)
 		}
