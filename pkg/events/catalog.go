@@ -73,6 +73,15 @@ func (s Spec) Type() string { return s.Name.Type() }
 // Subject is the NATS subject of the spec's event.
 func (s Spec) Subject() string { return s.Name.Subject() }
 
+// FilterSubject is the subject filter that matches every message of the
+// event: its subject, or for dead letters every consumer's subject below it.
+func (s Spec) FilterSubject() string {
+	if s.Name == DeadLetter {
+		return s.Subject() + ".>"
+	}
+	return s.Subject()
+}
+
 // NewData returns a pointer to a fresh value of the event's data struct.
 func (s Spec) NewData() any { return reflect.New(reflect.TypeOf(s.data)).Interface() }
 
@@ -196,11 +205,7 @@ func subjectsOf(stream string) []string {
 		if s.Stream != stream {
 			continue
 		}
-		if s.Name == DeadLetter {
-			out = append(out, s.Subject()+".>")
-			continue
-		}
-		out = append(out, s.Subject())
+		out = append(out, s.FilterSubject())
 	}
 	sort.Strings(out)
 	return out

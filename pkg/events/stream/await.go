@@ -17,7 +17,7 @@ import (
 func Await[T any](ctx context.Context, js jetstream.JetStream, name events.Name, match func(event.Event, T) bool) (event.Event, T, error) {
 	var zero T
 	spec := events.SpecOf(name)
-	cons, err := js.OrderedConsumer(ctx, spec.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{spec.Subject()}})
+	cons, err := js.OrderedConsumer(ctx, spec.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{spec.FilterSubject()}})
 	if err != nil {
 		return event.Event{}, zero, fmt.Errorf("await %s: %w", name, err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
+	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/assessor/internal/app"
 	"github.com/lockdown/lockdown/services/assessor/internal/store"
 )
@@ -99,7 +100,7 @@ path "secret/data/tenants/t29/smtp" { capabilities = ["read"] }`))
 		t.Fatalf("the intruder's probes: %d permission denied, want 4", denied)
 	}
 	lastPath := "secret/data/config/mailer"
-	waitFor(t, 20*time.Second, "the audit log to reach PostgreSQL", func() bool {
+	testwait.For(t, 20*time.Second, "the audit log to reach PostgreSQL", func() bool {
 		var n int
 		db.Pool().QueryRow(ctx, `SELECT count(*) FROM assessor.audit_entries WHERE type = 'response' AND error <> '' AND path = $1`, lastPath).Scan(&n)
 		var probes int
@@ -218,17 +219,6 @@ func awaitAssessment(t *testing.T, ctx context.Context, s *localstack.Stack, id 
 	must(t, err)
 	sort.Strings(d.AffectedTenants)
 	return d
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func must(t *testing.T, err error) {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/assessor/internal/audit"
 	"github.com/lockdown/lockdown/services/assessor/internal/ingest"
 )
@@ -63,17 +64,6 @@ func pipeline(sink ingest.Sink, buffer int) *ingest.Pipeline {
 		Tenants: tenants, PatternHit: func(audit.Entry) bool { return false }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestIngest(t *testing.T) {
 	t.Run("malformed and truncated lines are counted and skipped; the good ones around them are kept", func(t *testing.T) {
 		sink := &memSink{seen: map[string]bool{}}
@@ -95,8 +85,8 @@ func TestIngest(t *testing.T) {
 		conn.Write([]byte(lines))
 		conn.Close()
 		// r1 is sent twice and stored once; r4 has no final newline.
-		waitFor(t, "the good entries", func() bool { return fmt.Sprint(sink.ids()) == "[r1 r3 r4]" })
-		waitFor(t, "the counters", func() bool { return p.Stats.Malformed.Load() == 4 && p.Stats.Repeated.Load() == 1 })
+		testwait.For(t, 10*time.Second, "the good entries", func() bool { return fmt.Sprint(sink.ids()) == "[r1 r3 r4]" })
+		testwait.For(t, 10*time.Second, "the counters", func() bool { return p.Stats.Malformed.Load() == 4 && p.Stats.Repeated.Load() == 1 })
 		if p.Stats.Received.Load() != 8 || p.Stats.Stored.Load() != 3 {
 			t.Fatalf("received %d stored %d", p.Stats.Received.Load(), p.Stats.Stored.Load())
 		}
@@ -118,7 +108,7 @@ func TestIngest(t *testing.T) {
 		sink.mu.Lock()
 		sink.fail = false
 		sink.mu.Unlock()
-		waitFor(t, "the held lines to be written once the database is back", func() bool { return int64(len(sink.ids())) == held })
+		testwait.For(t, 10*time.Second, "the held lines to be written once the database is back", func() bool { return int64(len(sink.ids())) == held })
 	})
 
 	t.Run("the file follower reads appends, and starts over after truncation and rotation", func(t *testing.T) {
@@ -130,16 +120,16 @@ func TestIngest(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "audit.log")
 		os.WriteFile(path, []byte(entry("f1")+"\n"+entry("f2")[:30]), 0o644) // f2 not finished yet
 		go p.Follow(ctx, path, 10*time.Millisecond)
-		waitFor(t, "f1", func() bool { return len(sink.ids()) == 1 })
+		testwait.For(t, 10*time.Second, "f1", func() bool { return len(sink.ids()) == 1 })
 		f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 		f.WriteString(entry("f2")[30:] + "\n")
 		f.Close()
-		waitFor(t, "f2 once its line is complete", func() bool { return len(sink.ids()) == 2 })
+		testwait.For(t, 10*time.Second, "f2 once its line is complete", func() bool { return len(sink.ids()) == 2 })
 		os.WriteFile(path, []byte(entry("f3")+"\n"), 0o644) // truncated and rewritten
-		waitFor(t, "f3 after truncation", func() bool { return len(sink.ids()) == 3 })
+		testwait.For(t, 10*time.Second, "f3 after truncation", func() bool { return len(sink.ids()) == 3 })
 		os.Rename(path, path+".1") // rotated
 		os.WriteFile(path, []byte(entry("f4")+"\n"+entry("f1")+"\n"), 0o644)
-		waitFor(t, "f4 after rotation", func() bool { return len(sink.ids()) == 4 })
+		testwait.For(t, 10*time.Second, "f4 after rotation", func() bool { return len(sink.ids()) == 4 })
 		if p.Stats.Malformed.Load() != 0 {
 			t.Fatalf("malformed %d", p.Stats.Malformed.Load())
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
 	"github.com/lockdown/lockdown/services/containment/internal/vaultadmin"
 )
@@ -78,7 +79,7 @@ func TestRecoveryKeysAutoUnseal(t *testing.T) {
 	must(t, r.OnUnsealed(ctx, "inc-auto"))
 
 	var nonce string
-	waitFor(t, 10*time.Second, "the ceremony to open", func() bool {
+	testwait.For(t, 10*time.Second, "the ceremony to open", func() bool {
 		s, _ := st.LoadRecovery(ctx, "inc-auto")
 		nonce = s.Ceremony.Nonce
 		return nonce != "" && s.Ceremony.RecoveryKeys
@@ -92,7 +93,7 @@ func TestRecoveryKeysAutoUnseal(t *testing.T) {
 	must(t, err)
 	must(t, holders.Sys().RekeyRecoveryKeyCancelWithContextWithNonce(ctx, nonce))
 	old := nonce
-	waitFor(t, 10*time.Second, "a new ceremony after the cancel", func() bool {
+	testwait.For(t, 10*time.Second, "a new ceremony after the cancel", func() bool {
 		s, _ := st.LoadRecovery(ctx, "inc-auto")
 		nonce = s.Ceremony.Nonce
 		return nonce != "" && nonce != old && s.Ceremony.Restarts == 1 && strings.Contains(s.Ceremony.Note, "cancelled")
@@ -110,7 +111,7 @@ func TestRecoveryKeysAutoUnseal(t *testing.T) {
 	if len(newKeys) != 5 || verifyNonce == "" {
 		t.Fatalf("rekey-recovery-key did not complete: %d keys", len(newKeys))
 	}
-	waitFor(t, 10*time.Second, "the verification phase", func() bool {
+	testwait.For(t, 10*time.Second, "the verification phase", func() bool {
 		s, _ := st.LoadRecovery(ctx, "inc-auto")
 		return s.Ceremony.Phase == recovery.CeremonyVerifying
 	})

@@ -19,6 +19,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
+	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/containment/internal/intake"
 )
 
@@ -275,7 +276,7 @@ func post(t *testing.T, base string, body []byte, headers map[string]string) htt
 
 func waitDetection(t *testing.T, ctx context.Context, pool *pgxpool.Pool, eventID string) {
 	t.Helper()
-	waitFor(t, 10*time.Second, "detection "+eventID, func() bool {
+	testwait.For(t, 10*time.Second, "detection "+eventID, func() bool {
 		var n int
 		pool.QueryRow(ctx, "SELECT count(*) FROM containment.detections WHERE event_id = $1", eventID).Scan(&n)
 		return n == 1
@@ -284,7 +285,7 @@ func waitDetection(t *testing.T, ctx context.Context, pool *pgxpool.Pool, eventI
 
 func waitUnsealedPhase(t *testing.T, ctx context.Context, pool *pgxpool.Pool, incidentID string) {
 	t.Helper()
-	waitFor(t, 10*time.Second, "phase unsealed", func() bool {
+	testwait.For(t, 10*time.Second, "phase unsealed", func() bool {
 		var phase string
 		pool.QueryRow(ctx, "SELECT phase FROM containment.incidents WHERE id = $1", incidentID).Scan(&phase)
 		return phase == "unsealed"
@@ -298,41 +299,10 @@ func openIncidentID(t *testing.T, ctx context.Context, pool *pgxpool.Pool) strin
 	return id
 }
 
-// waitFor polls a condition: the readiness wait of an asynchronous step.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func waitDeadLetter(t *testing.T, s *localstack.Stack, durable, contains string) events.DeadLetterData {
 	t.Helper()
-	nc, _ := connectAs(t, s, events.UserOperator)
-	js := jsOf(t, nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, events.StreamDeadLetters, orderedFilter(events.DeadLetterSubject(durable)))
-	must(t, err)
-	for {
-		m, err := cons.Next(nextWait(ctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				t.Fatalf("no dead letter containing %q", contains)
-			}
-			continue
-		}
-		ev, _, err := events.Decode(m.Headers(), m.Data())
-		if err != nil {
-			continue
-		}
-		d, err := events.DataAs[events.DeadLetterData](ev)
-		if err == nil && strings.Contains(string(d.OriginalData), contains) {
-			return d
-		}
-	}
+	_, d := waitEvent(t, s, events.DeadLetter, 10*time.Second, func(d events.DeadLetterData) bool {
+		return d.Consumer == durable && strings.Contains(string(d.OriginalData), contains)
+	})
+	return d
 }

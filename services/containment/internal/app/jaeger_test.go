@@ -78,11 +78,3 @@ func jsOf(t *testing.T, nc *nats.Conn) jetstream.JetStream {
 	}
 	return js
 }
-
-func orderedFilter(subject string) jetstream.OrderedConsumerConfig {
-	return jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}
-}
-
-func nextWait(ctx context.Context) jetstream.FetchOpt {
-	return jetstream.FetchMaxWait(time.Second)
-}

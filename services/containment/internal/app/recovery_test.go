@@ -12,6 +12,7 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
 )
 
@@ -144,7 +145,7 @@ func TestRecovery(t *testing.T) {
 			if strings.Join(restored.AuthMethods, ",") != "approle,jwt" {
 				t.Fatalf("round %d: access.restored %+v", i, restored)
 			}
-			waitFor(t, 10*time.Second, "the restore to be recorded", func() bool {
+			testwait.For(t, 10*time.Second, "the restore to be recorded", func() bool {
 				st := loadRecovery(t, ctx, pool, incidentID)
 				return !st.RestoredAt.IsZero() && st.RotationDone && st.NotifiedDone
 			})
@@ -238,7 +239,7 @@ func loadRecovery(t *testing.T, ctx context.Context, pool *pgxpool.Pool, inciden
 func waitCeremony(t *testing.T, ctx context.Context, pool *pgxpool.Pool, incidentID string, cond func(recovery.Ceremony) bool) recovery.Ceremony {
 	t.Helper()
 	var c recovery.Ceremony
-	waitFor(t, 20*time.Second, "the ceremony's state", func() bool {
+	testwait.For(t, 20*time.Second, "the ceremony's state", func() bool {
 		c = loadRecovery(t, ctx, pool, incidentID).Ceremony
 		return cond(c)
 	})

@@ -49,7 +49,6 @@ type Incident struct {
 	BreachPublishedAt time.Time
 	Detections        int
 	SealRound         int
-	Seals             []events.NodeSeal
 	Gate              []NodeStatus
 }
 

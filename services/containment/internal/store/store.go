@@ -40,9 +40,6 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 // Close releases the connections.
 func (s *Store) Close() { s.pool.Close() }
 
-// Pool exposes the pool to readers in the same service (the HTTP intake).
-func (s *Store) Pool() *pgxpool.Pool { return s.pool }
-
 const incidentColumns = `id, opened_by_event, detected_at, breach_published_at, severity, summary, source, phase, opened_at,
 	sealed_at, unsealed_at, seal_round, gate, (SELECT count(*) FROM containment.detections d WHERE d.incident_id = i.id)`
 
@@ -176,25 +173,6 @@ func (s *Store) OpenIncident(ctx context.Context) (incident.Incident, error) {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return incident.Incident{}, incident.ErrNoOpenIncident
 	}
-	return inc, err
-}
-
-// Get returns one incident with its seals.
-func (s *Store) Get(ctx context.Context, id string) (incident.Incident, error) {
-	inc, err := scanIncident(s.pool.QueryRow(ctx, `SELECT `+incidentColumns+` FROM containment.incidents i WHERE id = $1`, id))
-	if err != nil {
-		return incident.Incident{}, err
-	}
-	rows, err := s.pool.Query(ctx, `SELECT address, method, coalesce(requested_at, confirmed_at), confirmed_at FROM containment.node_seals
-		WHERE incident_id = $1 ORDER BY round, address`, id)
-	if err != nil {
-		return incident.Incident{}, err
-	}
-	inc.Seals, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (events.NodeSeal, error) {
-		var n events.NodeSeal
-		err := r.Scan(&n.Address, &n.Method, &n.RequestedAt, &n.ConfirmedAt)
-		return n, err
-	})
 	return inc, err
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
 )
 
@@ -144,7 +145,7 @@ func TestRotation(t *testing.T) {
 	incident := "inc-rotation"
 	startIncident(t, ctx, f.s, incident, nil)
 
-	waitFor(t, 2*time.Minute, "a quarter of the tenants", func() bool {
+	testwait.For(t, 2*time.Minute, "a quarter of the tenants", func() bool {
 		var n int
 		f.pool.QueryRow(ctx, `SELECT count(*) FROM rotator.jobs WHERE incident_id = $1 AND state = 'completed'`, incident).Scan(&n)
 		return n >= tenants/4
@@ -193,7 +194,7 @@ func TestUnknownTenant(t *testing.T) {
 	// The incident opens first: while it waits at the gate the rotator
 	// pre-generates the directory's key material, which the jobs then use.
 	openIncident(t, ctx, f.s, "inc-ghost")
-	waitFor(t, time.Minute, "pre-generation", func() bool {
+	testwait.For(t, time.Minute, "pre-generation", func() bool {
 		log, _ := os.ReadFile(filepath.Join(f.s.Dir, "rotator-1.log"))
 		if testing.Verbose() && strings.Contains(string(log), "pre-generated") {
 			t.Log(string(log))
@@ -221,17 +222,6 @@ func TestUnknownTenant(t *testing.T) {
 	}
 }
 
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
@@ -249,7 +239,7 @@ func TestVaultSealedMidRun(t *testing.T) {
 	startRotators(t, f.s, 1)
 	js := operator(t, ctx, f.s)
 	startIncident(t, ctx, f.s, "inc-sealed", nil)
-	waitFor(t, 2*time.Minute, "the first tenants", func() bool {
+	testwait.For(t, 2*time.Minute, "the first tenants", func() bool {
 		var n int
 		f.pool.QueryRow(ctx, `SELECT count(*) FROM rotator.jobs WHERE incident_id = 'inc-sealed' AND state = 'completed'`).Scan(&n)
 		return n >= 5
@@ -257,12 +247,12 @@ func TestVaultSealedMidRun(t *testing.T) {
 	must(t, f.root.Sys().SealWithContext(ctx))
 	// Let the workers meet the sealed Vault, then unseal as the key holders would.
 	var stuck int
-	waitFor(t, 30*time.Second, "jobs to be retried against the sealed Vault", func() bool {
+	testwait.For(t, 30*time.Second, "jobs to be retried against the sealed Vault", func() bool {
 		f.pool.QueryRow(ctx, `SELECT count(*) FROM rotator.jobs WHERE incident_id = 'inc-sealed' AND state = 'pending'`).Scan(&stuck)
 		return stuck > 0
 	})
 	// Vault stays sealed until the rotator has met it and scheduled retries.
-	waitFor(t, 30*time.Second, "the rotator to back off", func() bool {
+	testwait.For(t, 30*time.Second, "the rotator to back off", func() bool {
 		log, _ := os.ReadFile(filepath.Join(f.s.Dir, "rotator-1.log"))
 		return strings.Count(string(log), "transient failure; retrying later") >= 2
 	})
