@@ -73,6 +73,7 @@ docs:
 	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/containment/internal/app -update
 	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/assessor/internal/app -update
 	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/rotator/internal/app -update
+	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/notifier/internal/app -update
 
 ## run: Lockdown's main job on the local stack, ending by itself (see README)
 run: tools build

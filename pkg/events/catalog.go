@@ -126,7 +126,7 @@ var catalog = []Spec{
 		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceContainment}},
 	{Name: AssessmentCompleted, Stream: StreamEvents, data: AssessmentCompletedData{},
 		Description: "The assessor finished reading the audit log: scope, affected tenants, actors. Never secret values.",
-		Publishers:  []string{ServiceAssessor}, Consumers: []string{ServiceRotator, ServiceNotifier}},
+		Publishers:  []string{ServiceAssessor}, Consumers: []string{ServiceRotator}},
 	{Name: AccessRevoked, Stream: StreamEvents, data: AccessRevokedData{},
 		Description: "Compromised auth methods disabled, tokens and leases revoked, keyring rotated. Rotation may not start before it.",
 		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceRotator}},

@@ -133,7 +133,7 @@ func Consumers() []ConsumerSpec {
 			Events: []Name{AssessmentCompleted, AccessRevoked}}),
 		jobs,
 		base(ConsumerSpec{Durable: ConsumerNotifier, Stream: StreamEvents, Service: ServiceNotifier,
-			Events: []Name{AssessmentCompleted, RotationPlanned, RotationTenantCompleted, RotationTenantFailed}}),
+			Events: []Name{RotationPlanned, RotationTenantCompleted, RotationTenantFailed}}),
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"time"
 )
 
 // Mailpit is an SMTP server that keeps what it receives, with an HTTP API
@@ -15,13 +16,16 @@ type Mailpit struct {
 	APIURL   string
 	SMTPPort int
 	HTTPPort int
+	// WebhookSecret is the notifier's master webhook signing secret for
+	// this stack (Mailpit stands for the platform's mail relay; the
+	// notifier's other setting lives beside it).
+	WebhookSecret string
+
+	args []string
+	proc *process
 }
 
 func (s *Stack) startMailpit(ctx context.Context) error {
-	bin, err := tool("mailpit")
-	if err != nil {
-		return err
-	}
 	ports, err := freePorts(2)
 	if err != nil {
 		return err
@@ -29,19 +33,34 @@ func (s *Stack) startMailpit(ctx context.Context) error {
 	m := &Mailpit{
 		SMTPAddr: fmt.Sprintf("127.0.0.1:%d", ports[0]),
 		APIURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		SMTPPort: ports[0], HTTPPort: ports[1],
+		SMTPPort: ports[0], HTTPPort: ports[1], WebhookSecret: randomHex(32),
+		args: []string{
+			"--smtp", fmt.Sprintf("127.0.0.1:%d", ports[0]), "--listen", fmt.Sprintf("127.0.0.1:%d", ports[1]),
+			"--database", filepath.Join(s.Dir, "mailpit.db"), "--disable-version-check",
+		},
 	}
-	p, err := startProcess("mailpit", s.Dir, bin, []string{
-		"--smtp", m.SMTPAddr, "--listen", fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		"--database", filepath.Join(s.Dir, "mailpit.db"), "--disable-version-check",
-	}, nil, nil)
+	s.Mailpit = m
+	return s.StartMailpit(ctx)
+}
+
+// StopMailpit stops the SMTP server (tests of a relay that is away); its
+// messages stay in its database.
+func (s *Stack) StopMailpit() error {
+	return s.Mailpit.proc.stop(5 * time.Second)
+}
+
+// StartMailpit starts the SMTP server again on the same ports after
+// StopMailpit, and waits until its API answers.
+func (s *Stack) StartMailpit(ctx context.Context) error {
+	bin, err := tool("mailpit")
+	if err != nil {
+		return err
+	}
+	p, err := startProcess("mailpit", s.Dir, bin, s.Mailpit.args, nil, nil)
 	if err != nil {
 		return err
 	}
 	s.procs = append(s.procs, p)
-	if err := p.waitReady(ctx, func(ctx context.Context) error { return httpOK(ctx, m.APIURL+"/api/v1/messages") }); err != nil {
-		return err
-	}
-	s.Mailpit = m
-	return nil
+	s.Mailpit.proc = p
+	return p.waitReady(ctx, func(ctx context.Context) error { return httpOK(ctx, s.Mailpit.APIURL+"/api/v1/messages") })
 }

@@ -189,7 +189,10 @@ func (s *Stack) Env(service string) []string {
 		env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+s.Jaeger.OTLPHTTPEndpoint, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf")
 	}
 	if s.Mailpit != nil {
-		env = append(env, "LOCKDOWN_SMTP_ADDR="+s.Mailpit.SMTPAddr)
+		// Mailpit speaks plain SMTP on loopback; webhooks of test receivers
+		// are on loopback too.
+		env = append(env, "LOCKDOWN_SMTP_ADDR="+s.Mailpit.SMTPAddr, "LOCKDOWN_SMTP_TLS=none",
+			"LOCKDOWN_WEBHOOK_SECRET="+s.Mailpit.WebhookSecret, "LOCKDOWN_WEBHOOK_ALLOW=127.0.0.0/8")
 	}
 	return env
 }

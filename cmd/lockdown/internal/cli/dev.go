@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
+	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 )
 
 // services are started by `lockdown dev` in this order.
@@ -261,51 +263,33 @@ func followIncident(ctx context.Context, stack *localstack.Stack, b *devBreach, 
 		return err
 	}
 	say("tenants rotated: %d completed, %d failed (rotation.completed)", rot.Completed, rot.Failed)
-	return nil
-}
-
-// seedTenants fills the tenant directory (created by the rotator's
-// migrations) and Vault with n tenants, as the platform would have them.
-func seedTenants(ctx context.Context, stack *localstack.Stack, n int) error {
-	conn, err := connectDB(ctx, stack.Postgres.URL)
+	_, notified, err := stream.Await(ctx, conn.JS, events.NotificationsCompleted, func(_ event.Event, d events.NotificationsCompletedData) bool { return d.IncidentID == b.IncidentID })
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
-	deadline := time.Now().Add(time.Minute)
-	for {
-		var ok bool
-		if conn.QueryRow(ctx, `SELECT to_regclass('directory.tenants') IS NOT NULL`).Scan(&ok); ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			return errors.New("the rotator did not create the tenant directory")
-		}
-		time.Sleep(100 * time.Millisecond)
+	say("tenants notified by email and webhook: %d sent, %d failed (notifications.completed)", notified.Sent, notified.Failed)
+	_, restored, err := stream.Await(ctx, conn.JS, events.AccessRestored, func(_ event.Event, d events.AccessRestoredData) bool { return d.IncidentID == b.IncidentID })
+	if err != nil {
+		return err
 	}
+	say("access restored: auth methods %v re-enabled (access.restored)", restored.AuthMethods)
+	return nil
+}
+
+// seedTenants fills the tenant directory and Vault with n tenants, as the
+// platform would have them.
+func seedTenants(ctx context.Context, stack *localstack.Stack, n int) error {
+	pool, err := pgxpool.New(ctx, stack.Postgres.URL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
 	root, err := stack.Vault.Client()
 	if err != nil {
 		return err
 	}
-	kv := root.KVv2(localstack.VaultKVMount)
-	for i := range n {
-		id := fmt.Sprintf("tenant-%03d", i+1)
-		if _, err := conn.Exec(ctx, `INSERT INTO directory.tenants (id, name, domain, contact_email) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
-			id, "Tenant "+id, id+".example.com", "security@"+id+".example.com"); err != nil {
-			return err
-		}
-		for _, secret := range []string{"ssh", "smtp", "dkim"} {
-			if _, err := kv.Put(ctx, "tenants/"+id+"/"+secret, map[string]any{"value": "before the incident"}); err != nil {
-				return err
-			}
-		}
-		for k := range 1 + i%3 {
-			if _, err := kv.Put(ctx, fmt.Sprintf("api_keys/%s/key-%d", id, k), map[string]any{"key": "issued before the incident"}); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	_, err = tenantseed.Seed(ctx, pool, root, tenantseed.Options{Count: n, Mount: localstack.VaultKVMount})
+	return err
 }
 
 // ceremonyNonce waits until containment has opened the rekey ceremony and

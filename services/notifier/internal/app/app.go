@@ -1,22 +1,155 @@
-// Package app is the notifier's composition root.
+// Package app is the notifier's composition root: it reads the rotation's
+// events from the durable consumer `notifier` and tells each rotated
+// tenant, by email and (when the directory has a URL) signed webhook,
+// exactly once per incident and channel.
 package app
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/mail"
+	"net/netip"
+	"strings"
+	"text/template"
+	"time"
 
+	"go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/time/rate"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
+	"github.com/lockdown/lockdown/services/notifier/internal/notify"
+	"github.com/lockdown/lockdown/services/notifier/internal/smtpmail"
+	"github.com/lockdown/lockdown/services/notifier/internal/store"
+	"github.com/lockdown/lockdown/services/notifier/internal/webhookpost"
 )
 
 // Config is the notifier's configuration.
 type Config struct {
 	config.Common
+	DatabaseURL    string        `env:"DATABASE_URL" secret:"true" doc:"PostgreSQL connection string (schemas notifier and directory are created at start)."`
+	SMTPAddr       string        `env:"SMTP_ADDR" doc:"host:port of the platform's SMTP relay."`
+	SMTPTLS        string        `env:"SMTP_TLS" default:"starttls" doc:"starttls (required, the server's name verified) or none (a local relay only)."`
+	SMTPUsername   string        `env:"SMTP_USERNAME" doc:"SMTP AUTH PLAIN user; empty sends without AUTH."`
+	SMTPPassword   string        `env:"SMTP_PASSWORD" secret:"true" doc:"SMTP AUTH password."`
+	SMTPTimeout    time.Duration `env:"SMTP_TIMEOUT" default:"20s" doc:"Bound on one message's SMTP session (keep it under the consumer's 30 s ack wait)."`
+	MailFrom       string        `env:"MAIL_FROM" default:"Security Team <security@localhost>" doc:"From address; its domain ends every Message-ID."`
+	Subject        string        `env:"SUBJECT" default:"URGENT: Security Incident - API Keys Revoked" doc:"Subject line (a text/template over the message's content)."`
+	TemplateDir    string        `env:"TEMPLATE_DIR" doc:"Folder with affected.txt.tmpl, affected.html.tmpl, precautionary.txt.tmpl and precautionary.html.tmpl; empty uses the built-in ones (services/notifier/internal/notify/templates)."`
+	Rate           float64       `env:"NOTIFY_RATE" default:"20" doc:"Messages per second across email and webhooks in one process, so a large incident does not get the platform's mail server blocked."`
+	Burst          int           `env:"NOTIFY_BURST" default:"5" doc:"Messages that may go at once above the rate."`
+	Concurrency    int           `env:"NOTIFY_CONCURRENCY" default:"8" doc:"Tenants one process notifies at once."`
+	WebhookSecret  string        `env:"WEBHOOK_SECRET" secret:"true" doc:"Master secret of webhook signatures (at least 32 characters); each tenant's signing key is derived from it."`
+	WebhookAllow   []string      `env:"WEBHOOK_ALLOW" doc:"Networks (CIDR) a webhook may reach over plain http and despite being private; empty in production."`
+	WebhookTimeout time.Duration `env:"WEBHOOK_TIMEOUT" default:"10s" doc:"Bound on one webhook request."`
 }
 
-// Run starts the notifier. The foundation connects it to NATS and makes sure
-// the topology (including its durable consumers) exists, so events wait
-// for it durably; its handlers arrive with their issue.
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	errs := []error{c.Common.Validate()}
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(config.Prefix+format, a...)) }
+	if c.DatabaseURL == "" {
+		bad("DATABASE_URL is required")
+	}
+	if c.SMTPAddr == "" {
+		bad("SMTP_ADDR is required")
+	}
+	if c.SMTPTLS != smtpmail.TLSNone && c.SMTPTLS != smtpmail.TLSStartTLS {
+		bad("SMTP_TLS %q is not starttls or none", c.SMTPTLS)
+	}
+	if (c.SMTPUsername == "") != (c.SMTPPassword == "") {
+		bad("SMTP_USERNAME and SMTP_PASSWORD go together")
+	}
+	if _, err := mail.ParseAddress(c.MailFrom); err != nil {
+		bad("MAIL_FROM %q: %v", c.MailFrom, err)
+	}
+	if _, err := template.New("subject").Parse(c.Subject); err != nil {
+		bad("SUBJECT: %v", err)
+	} else if _, err := notify.LoadTemplates(c.TemplateDir, c.Subject); err != nil {
+		bad("TEMPLATE_DIR: %v", err)
+	}
+	if c.Rate <= 0 || c.Burst < 1 || c.Concurrency < 1 {
+		bad("NOTIFY_RATE must be positive, NOTIFY_BURST and NOTIFY_CONCURRENCY at least 1")
+	}
+	if len(c.WebhookSecret) < 32 {
+		bad("WEBHOOK_SECRET is required and must be at least 32 characters")
+	}
+	if _, err := c.allow(); err != nil {
+		bad("WEBHOOK_ALLOW: %v", err)
+	}
+	if c.SMTPTimeout <= 0 || c.WebhookTimeout <= 0 {
+		bad("SMTP_TIMEOUT and WEBHOOK_TIMEOUT must be positive")
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) allow() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range c.WebhookAllow {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Run wires the notifier and blocks until ctx ends.
 func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
-	<-ctx.Done()
-	return nil
+	db, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return RunWith(ctx, rt, cfg, db)
+}
+
+// RunWith runs the consumer over the given store, with the real SMTP and
+// HTTP adapters.
+func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db notify.Store) error {
+	tp := rt.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	templates, err := notify.LoadTemplates(cfg.TemplateDir, cfg.Subject)
+	if err != nil {
+		return err
+	}
+	allow, _ := cfg.allow() // validated
+	spec, _ := events.ConsumerOf(events.ConsumerNotifier)
+	n := notify.New(
+		notify.Config{From: cfg.MailFrom, InFlight: spec.AckWait},
+		db,
+		smtpmail.New(smtpmail.Options{Addr: cfg.SMTPAddr, TLS: cfg.SMTPTLS, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword, Timeout: cfg.SMTPTimeout}),
+		webhookpost.New(webhookpost.Options{Secret: []byte(cfg.WebhookSecret), Allow: allow, Timeout: cfg.WebhookTimeout}),
+		templates,
+		stream.NewPublisher(rt.NATS.JS, events.SourceOf(events.ServiceNotifier), tp),
+		rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
+		tp.Tracer("github.com/lockdown/lockdown/services/notifier"),
+		rt.Logger,
+	)
+	handler := stream.Route(map[events.Name]stream.Handler{
+		events.RotationPlanned: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.RotationPlannedData) error {
+			return n.Planned(ctx, d)
+		}),
+		events.RotationTenantFailed: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.RotationTenantFailedData) error {
+			return n.RotationFailed(ctx, d)
+		}),
+		events.RotationTenantCompleted: stream.Decoded(func(ctx context.Context, dl *stream.Delivery, d events.RotationTenantCompletedData) error {
+			err := n.Rotated(ctx, d, dl.Attempt >= uint64(spec.MaxDeliver))
+			if errors.Is(err, notify.ErrPermanent) {
+				return stream.Permanent(err) // terminated, and a dead-letter record for `lockdown dlq`
+			}
+			return err
+		}),
+	})
+	opts := stream.ConsumerOptions{Logger: rt.Logger, TracerProvider: rt.TracerProvider, DrainTimeout: cfg.ShutdownTimeout, Concurrency: cfg.Concurrency}
+	return stream.NewConsumer(rt.NATS.JS, spec, handler, opts).Run(ctx)
 }

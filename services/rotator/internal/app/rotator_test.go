@@ -19,6 +19,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
 )
@@ -47,25 +48,12 @@ func seed(t testing.TB, ctx context.Context, n int) *fixture {
 	t.Cleanup(pool.Close)
 	root, err := s.Vault.Client()
 	must(t, err)
-	kv := root.KVv2("secret")
 	f := &fixture{s: s, root: root, pool: pool, apiKey: map[string][]string{}}
-	for i := range n {
-		id := fmt.Sprintf("tenant-%03d", i)
-		_, err := pool.Exec(ctx, `INSERT INTO directory.tenants (id, name, domain, contact_email) VALUES ($1, $2, $3, $4)`,
-			id, "Tenant "+id, id+".example.com", "security@"+id+".example.com")
-		must(t, err)
-		for _, secret := range []string{"ssh", "smtp", "dkim"} {
-			_, err := kv.Put(ctx, "tenants/"+id+"/"+secret, map[string]any{"value": "before the incident"})
-			must(t, err)
-		}
-		for k := range 1 + i%5 {
-			p := fmt.Sprintf("api_keys/%s/key-%d", id, k)
-			_, err := kv.Put(ctx, p, map[string]any{"key": "v1"})
-			must(t, err)
-			_, err = kv.Put(ctx, p, map[string]any{"key": "v2"}) // two versions, to prove all are destroyed
-			must(t, err)
-			f.apiKey[id] = append(f.apiKey[id], p)
-		}
+	seeded, err := tenantseed.Seed(ctx, pool, root, tenantseed.Options{Count: n,
+		APIKeys: func(i int) int { return 1 + i%5 }, APIKeyVersions: 2}) // two versions, to prove all are destroyed
+	must(t, err)
+	for _, tn := range seeded {
+		f.apiKey[tn.ID] = tn.APIKeyPaths
 	}
 	return f
 }
@@ -165,7 +153,7 @@ func TestRotation(t *testing.T) {
 	}
 	kv := f.root.KVv2("secret")
 	for i := range tenants {
-		id := fmt.Sprintf("tenant-%03d", i)
+		id := tenantseed.ID(i)
 		for _, secret := range []string{"ssh", "smtp", "dkim"} {
 			meta, err := kv.GetMetadata(ctx, "tenants/"+id+"/"+secret)
 			must(t, err)

@@ -10,11 +10,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/lockdown/lockdown/pkg/platform/directory"
 	"github.com/lockdown/lockdown/pkg/platform/migrate"
 	"github.com/lockdown/lockdown/services/rotator/internal/rotation"
 )
 
-//go:embed migrations/*.sql directory/*.sql
+//go:embed migrations/*.sql
 var migrations embed.FS
 
 // Store implements rotation.Store.
@@ -22,8 +23,12 @@ type Store struct{ pool *pgxpool.Pool }
 
 // Open connects and applies both schemas' migrations.
 func Open(ctx context.Context, url string) (*Store, error) {
-	pool, err := migrate.Open(ctx, url, migrations, map[string]string{"directory": "directory", "rotator": "migrations"})
+	pool, err := migrate.Open(ctx, url, migrations, map[string]string{"rotator": "migrations"})
 	if err != nil {
+		return nil, err
+	}
+	if err := directory.Migrate(ctx, pool); err != nil {
+		pool.Close()
 		return nil, err
 	}
 	return &Store{pool: pool}, nil

@@ -1,0 +1,89 @@
+// Package tenantseed fills the tenant directory and Vault with tenants the
+// way the platform would have them before an incident: SSH, SMTP and DKIM
+// secrets and a few API keys each. The drill, `lockdown dev` and the
+// integration tests seed through it, so they all agree on the layout of
+// ../shared/DESIGN.md (tenants/{id}/ssh|smtp|dkim, api_keys/{id}/{key}).
+package tenantseed
+
+import (
+	"context"
+	"fmt"
+
+	vault "github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lockdown/lockdown/pkg/platform/directory"
+)
+
+// Options shape the seeded tenants. Zero values give the defaults.
+type Options struct {
+	// Count is the number of tenants (ids tenant-001 …).
+	Count int
+	// Mount is the KV v2 mount. Default "secret".
+	Mount string
+	// APIKeys returns how many API keys tenant i (0-based) has. Default 1 + i%3.
+	APIKeys func(i int) int
+	// APIKeyVersions is how many versions each API key gets, to prove all
+	// are destroyed. Default 1.
+	APIKeyVersions int
+	// WebhookURL returns tenant i's webhook URL, or "" for none. Default none.
+	WebhookURL func(i int) string
+}
+
+// Tenant is one seeded tenant.
+type Tenant struct {
+	ID          string
+	Email       string
+	WebhookURL  string
+	APIKeyPaths []string // KV paths under the mount
+}
+
+// ID is the id of the i-th (0-based) seeded tenant.
+func ID(i int) string { return fmt.Sprintf("tenant-%03d", i+1) }
+
+// Seed writes the tenants to the directory (creating its schema) and to
+// Vault with the given client (a token that may write the mount).
+func Seed(ctx context.Context, pool *pgxpool.Pool, client *vault.Client, o Options) ([]Tenant, error) {
+	if o.Mount == "" {
+		o.Mount = "secret"
+	}
+	if o.APIKeys == nil {
+		o.APIKeys = func(i int) int { return 1 + i%3 }
+	}
+	if o.APIKeyVersions < 1 {
+		o.APIKeyVersions = 1
+	}
+	if err := directory.Migrate(ctx, pool); err != nil {
+		return nil, err
+	}
+	kv := client.KVv2(o.Mount)
+	out := make([]Tenant, 0, o.Count)
+	for i := range o.Count {
+		t := Tenant{ID: ID(i)}
+		t.Email = "security@" + t.ID + ".example.com"
+		if o.WebhookURL != nil {
+			t.WebhookURL = o.WebhookURL(i)
+		}
+		if _, err := pool.Exec(ctx, `INSERT INTO directory.tenants (id, name, domain, contact_email, webhook_url) VALUES ($1, $2, $3, $4, nullif($5, ''))
+			ON CONFLICT (id) DO UPDATE SET contact_email = EXCLUDED.contact_email, webhook_url = EXCLUDED.webhook_url`,
+			t.ID, "Tenant "+t.ID, t.ID+".example.com", t.Email, t.WebhookURL); err != nil {
+			return nil, fmt.Errorf("seed %s: %w", t.ID, err)
+		}
+		for _, secret := range []string{"ssh", "smtp", "dkim"} {
+			if _, err := kv.Put(ctx, "tenants/"+t.ID+"/"+secret, map[string]any{"value": "issued before the incident"}); err != nil {
+				return nil, fmt.Errorf("seed %s: %w", t.ID, err)
+			}
+		}
+		for k := range o.APIKeys(i) {
+			p := fmt.Sprintf("api_keys/%s/key-%d", t.ID, k)
+			for v := range o.APIKeyVersions {
+				if _, err := kv.Put(ctx, p, map[string]any{"key": fmt.Sprintf("issued before the incident, version %d", v+1)}); err != nil {
+					return nil, fmt.Errorf("seed %s: %w", t.ID, err)
+				}
+			}
+			t.APIKeyPaths = append(t.APIKeyPaths, p)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}

@@ -1,0 +1,126 @@
+package notify
+
+import (
+	"bytes"
+	"fmt"
+	htmltemplate "html/template"
+	"io/fs"
+	"os"
+	"text/template"
+	"time"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/webhook"
+	"github.com/lockdown/lockdown/pkg/platform/directory"
+)
+
+// DefaultSubject is the runbook's subject line.
+const DefaultSubject = "URGENT: Security Incident - API Keys Revoked"
+
+// Content is what one tenant is told; the templates and the webhook body
+// are built from it. It holds no secret value: the DKIM record is public.
+type Content struct {
+	Tenant          directory.Tenant
+	IncidentID      string
+	Affected        bool     // secrets read, per the assessment
+	Rotated         []string // what was rotated, for people
+	SSHFingerprint  string
+	DKIMSelector    string
+	DKIMRecordName  string // where to publish the TXT record
+	DKIMRecord      string
+	APIKeysRevoked  int
+	RequiredActions []string
+}
+
+// NewContent builds a tenant's content from its rotation.
+func NewContent(t directory.Tenant, d events.RotationTenantCompletedData) Content {
+	c := Content{
+		Tenant: t, IncidentID: d.IncidentID, Affected: d.Affected,
+		Rotated:        []string{"SSH keys", "DKIM signing key"},
+		SSHFingerprint: d.SSHFingerprint, DKIMSelector: d.DKIMSelector, DKIMRecord: d.DKIMRecord,
+		DKIMRecordName: d.DKIMSelector + "._domainkey." + t.Domain, APIKeysRevoked: d.APIKeysDestroyed,
+	}
+	if d.SMTPPasswordRotate {
+		c.Rotated = []string{"SSH keys", "SMTP credentials", "DKIM signing key"}
+	}
+	c.RequiredActions = []string{
+		"Regenerate your API keys in the dashboard: every existing key was revoked.",
+		"Update your integrations with the new API keys and SMTP credentials.",
+		fmt.Sprintf("Publish the new DKIM record: TXT %s", c.DKIMRecordName),
+	}
+	return c
+}
+
+// Webhook is the content as the webhook's JSON body.
+func (c Content) Webhook(now time.Time) webhook.Notification {
+	rotated := []string{"ssh", "dkim"}
+	if len(c.Rotated) == 3 {
+		rotated = []string{"ssh", "smtp", "dkim"}
+	}
+	return webhook.Notification{
+		Type: "security_incident", IncidentID: c.IncidentID, TenantID: c.Tenant.ID, Affected: c.Affected,
+		Rotated: rotated, APIKeysRevoked: c.APIKeysRevoked, DKIMSelector: c.DKIMSelector,
+		DKIMRecordName: c.DKIMRecordName, DKIMRecord: c.DKIMRecord, RequiredActions: c.RequiredActions,
+		EmailSending: "operating normally", SentAt: now.UTC(),
+	}
+}
+
+// Templates renders the two variants (affected, precautionary) as plain
+// text and HTML, and the subject.
+type Templates struct {
+	subject *template.Template
+	text    map[bool]*template.Template
+	html    map[bool]*htmltemplate.Template
+}
+
+// templateFiles names the four files a template folder must hold.
+var templateFiles = map[bool]string{true: "affected", false: "precautionary"}
+
+// LoadTemplates parses the subject and the four template files from dir,
+// or from the built-in defaults when dir is empty. Every file is parsed
+// and tried once at start, so a broken template stops the service there
+// rather than at the first incident.
+func LoadTemplates(dir, subject string) (*Templates, error) {
+	var fsys fs.FS = defaults
+	root := "templates"
+	if dir != "" {
+		fsys, root = os.DirFS(dir), "."
+	}
+	t := &Templates{text: map[bool]*template.Template{}, html: map[bool]*htmltemplate.Template{}}
+	var err error
+	if t.subject, err = template.New("subject").Parse(subject); err != nil {
+		return nil, fmt.Errorf("notify: subject: %w", err)
+	}
+	for affected, name := range templateFiles {
+		if t.text[affected], err = template.ParseFS(fsys, root+"/"+name+".txt.tmpl"); err != nil {
+			return nil, fmt.Errorf("notify: template: %w", err)
+		}
+		if t.html[affected], err = htmltemplate.ParseFS(fsys, root+"/"+name+".html.tmpl"); err != nil {
+			return nil, fmt.Errorf("notify: template: %w", err)
+		}
+	}
+	sample := Content{Tenant: directory.Tenant{ID: "t", Name: "T", Domain: "t.example", ContactEmail: "a@t.example"},
+		IncidentID: "inc", Rotated: []string{"SSH keys"}, RequiredActions: []string{"act"}}
+	for _, affected := range []bool{true, false} {
+		sample.Affected = affected
+		if _, _, _, err := t.Render(sample); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// Render returns subject, text and HTML of a tenant's message.
+func (t *Templates) Render(c Content) (subject, text, html string, err error) {
+	var s, tx, h bytes.Buffer
+	if err := t.subject.Execute(&s, c); err != nil {
+		return "", "", "", fmt.Errorf("notify: subject: %w", err)
+	}
+	if err := t.text[c.Affected].Execute(&tx, c); err != nil {
+		return "", "", "", fmt.Errorf("notify: text: %w", err)
+	}
+	if err := t.html[c.Affected].Execute(&h, c); err != nil {
+		return "", "", "", fmt.Errorf("notify: html: %w", err)
+	}
+	return s.String(), tx.String(), h.String(), nil
+}

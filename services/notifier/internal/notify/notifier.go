@@ -1,0 +1,239 @@
+package notify
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/directory"
+)
+
+// Config is what the domain needs from the service's configuration.
+type Config struct {
+	From string // the From address; its domain also ends each Message-ID
+	// InFlight is how long a claimed, unfinished send is presumed to be
+	// in progress elsewhere (the consumer's ack wait): a redelivery within
+	// it waits, one after it sends again with the same Message-ID.
+	InFlight time.Duration
+}
+
+// Notifier tells tenants, once per incident and channel.
+type Notifier struct {
+	cfg       Config
+	store     Store
+	mailer    Mailer
+	webhooks  WebhookSender
+	templates *Templates
+	pub       Publisher
+	limiter   Limiter
+	tracer    trace.Tracer
+	logger    *slog.Logger
+	now       func() time.Time
+}
+
+// New builds a Notifier.
+func New(cfg Config, store Store, mailer Mailer, webhooks WebhookSender, templates *Templates, pub Publisher, limiter Limiter, tracer trace.Tracer, logger *slog.Logger) *Notifier {
+	return &Notifier{cfg: cfg, store: store, mailer: mailer, webhooks: webhooks, templates: templates, pub: pub,
+		limiter: limiter, tracer: tracer, logger: logger, now: time.Now}
+}
+
+// Planned records the plan's size and announces completion if every
+// tenant already has an outcome (events can arrive in any order).
+func (n *Notifier) Planned(ctx context.Context, d events.RotationPlannedData) error {
+	if err := n.store.Plan(ctx, d.IncidentID, d.Tenants); err != nil {
+		return err
+	}
+	return n.announceIfComplete(ctx, d.IncidentID)
+}
+
+// RotationFailed records that a tenant gets no notification: its secrets
+// were not rotated, so a message saying they were would be false. The
+// tenant counts as failed; the rotation failure is the operator's to mend.
+func (n *Notifier) RotationFailed(ctx context.Context, d events.RotationTenantFailedData) error {
+	if err := n.store.Outcome(ctx, d.IncidentID, d.TenantID, StateFailed, "rotation failed at "+d.Step); err != nil {
+		return err
+	}
+	return n.announceIfComplete(ctx, d.IncidentID)
+}
+
+// Rotated notifies one rotated tenant on every channel it has. lastAttempt
+// says this is the message's last delivery: a transient failure then
+// becomes the channel's final, failed state so the plan can complete.
+//
+// A returned error wrapping ErrPermanent means at least one channel failed
+// for good (recorded, and notification.failed emitted); any other error
+// means try again later, and channels already sent are not sent again.
+func (n *Notifier) Rotated(ctx context.Context, d events.RotationTenantCompletedData, lastAttempt bool) error {
+	tenant, err := n.store.Tenant(ctx, d.TenantID)
+	if errors.Is(err, directory.ErrUnknownTenant) {
+		// The rotator rotated a tenant the directory no longer has: no
+		// address to write to.
+		if ferr := n.fail(ctx, d.IncidentID, d.TenantID, ChannelEmail, err.Error()); ferr != nil {
+			return ferr
+		}
+		if ferr := n.store.Outcome(ctx, d.IncidentID, d.TenantID, StateFailed, err.Error()); ferr != nil {
+			return ferr
+		}
+		return errors.Join(Permanent(err), n.announceIfComplete(ctx, d.IncidentID))
+	}
+	if err != nil {
+		return err
+	}
+	content := NewContent(tenant, d)
+	channels := []string{ChannelEmail}
+	if tenant.WebhookURL != "" {
+		channels = append(channels, ChannelWebhook)
+	}
+	var permanent []error
+	sent := 0
+	for _, ch := range channels {
+		state, err := n.deliver(ctx, ch, content, lastAttempt)
+		if err != nil && !errors.Is(err, ErrPermanent) {
+			return err // transient: the message comes back; sent channels are skipped
+		}
+		if err != nil {
+			permanent = append(permanent, fmt.Errorf("%s: %w", ch, err))
+		}
+		if state == StateSent {
+			sent++
+		}
+	}
+	// The tenant was told if any channel reached it; failed channels are
+	// reported on their own (notification.failed, dead letter).
+	outcome, reason := StateSent, ""
+	if sent == 0 {
+		outcome, reason = StateFailed, errors.Join(permanent...).Error()
+	}
+	if err := n.store.Outcome(ctx, d.IncidentID, d.TenantID, outcome, reason); err != nil {
+		return err
+	}
+	if err := n.announceIfComplete(ctx, d.IncidentID); err != nil {
+		return err
+	}
+	return errors.Join(permanent...)
+}
+
+// deliver sends one channel once: it claims the record, skips a channel
+// already final, sends, and records the result. It returns the final state
+// (sent or failed) or an error to retry.
+func (n *Notifier) deliver(ctx context.Context, channel string, c Content, lastAttempt bool) (string, error) {
+	prev, owned, err := n.store.Claim(ctx, c.IncidentID, c.Tenant.ID, channel, n.cfg.InFlight)
+	switch {
+	case err != nil:
+		return "", err
+	case !owned && (prev == StateSent || prev == StateFailed):
+		// Already final: this is a redelivery. Say so again (the event id
+		// de-duplicates) in case the first run stopped before publishing.
+		return prev, n.announce(ctx, channel, c, prev)
+	case !owned:
+		return "", ErrInFlight
+	case prev == StateSending:
+		n.logger.WarnContext(ctx, "sending again after an unfinished attempt (same Message-ID)", slog.String("incident_id", c.IncidentID),
+			slog.String("tenant_id", c.Tenant.ID), slog.String("channel", channel))
+	}
+	ctx, span := n.tracer.Start(ctx, "notify "+channel, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+		attribute.String("lockdown.incident_id", c.IncidentID), attribute.String("lockdown.tenant_id", c.Tenant.ID),
+		attribute.String("lockdown.channel", channel), attribute.Bool("lockdown.affected", c.Affected)))
+	defer span.End()
+	if err := n.limiter.Wait(ctx); err != nil {
+		return "", err
+	}
+	err = n.send(ctx, channel, c)
+	switch {
+	case err == nil:
+		if err := n.store.Finish(ctx, c.IncidentID, c.Tenant.ID, channel, StateSent, ""); err != nil {
+			return "", err
+		}
+		return StateSent, n.announce(ctx, channel, c, StateSent)
+	case errors.Is(err, ErrPermanent) || lastAttempt:
+		span.SetStatus(codes.Error, err.Error())
+		if !errors.Is(err, ErrPermanent) {
+			err = Permanent(fmt.Errorf("gave up after the last delivery: %w", err))
+		}
+		if ferr := n.fail(ctx, c.IncidentID, c.Tenant.ID, channel, err.Error()); ferr != nil {
+			return "", ferr
+		}
+		return StateFailed, err
+	default:
+		span.SetStatus(codes.Error, err.Error())
+		n.logger.WarnContext(ctx, "notification delayed", slog.String("incident_id", c.IncidentID),
+			slog.String("tenant_id", c.Tenant.ID), slog.String("channel", channel), slog.Any("error", err))
+		return "", err
+	}
+}
+
+func (n *Notifier) send(ctx context.Context, channel string, c Content) error {
+	if channel == ChannelWebhook {
+		body, err := json.Marshal(c.Webhook(n.now()))
+		if err != nil {
+			return Permanent(err)
+		}
+		return n.webhooks.Post(ctx, c.Tenant.WebhookURL, c.Tenant.ID, deliveryID(c.IncidentID, c.Tenant.ID), body)
+	}
+	subject, text, html, err := n.templates.Render(c)
+	if err != nil {
+		return Permanent(err)
+	}
+	return n.mailer.Send(ctx, Email{From: n.cfg.From, To: c.Tenant.ContactEmail, Subject: subject,
+		MessageID: MessageID(c.IncidentID, c.Tenant.ID, domainOf(n.cfg.From)), Text: text, HTML: html, IncidentID: c.IncidentID})
+}
+
+// fail records a channel's permanent failure and emits notification.failed.
+func (n *Notifier) fail(ctx context.Context, incidentID, tenantID, channel, reason string) error {
+	if err := n.store.Finish(ctx, incidentID, tenantID, channel, StateFailed, reason); err != nil {
+		return err
+	}
+	n.logger.ErrorContext(ctx, "notification failed", slog.String("incident_id", incidentID),
+		slog.String("tenant_id", tenantID), slog.String("channel", channel), slog.String("reason", reason))
+	return n.pub.PublishWithID(ctx, events.NotificationFailed, eventID(incidentID, tenantID, channel, StateFailed),
+		events.NotificationFailedData{IncidentID: incidentID, TenantID: tenantID, Channel: channel, Reason: reason})
+}
+
+// announce emits the channel's final state again (redeliveries).
+func (n *Notifier) announce(ctx context.Context, channel string, c Content, state string) error {
+	if state == StateFailed {
+		return nil // its notification.failed went out with the failure record
+	}
+	data := events.NotificationSentData{IncidentID: c.IncidentID, TenantID: c.Tenant.ID, Channel: channel}
+	if channel == ChannelEmail {
+		data.MessageID = MessageID(c.IncidentID, c.Tenant.ID, domainOf(n.cfg.From))
+	}
+	return n.pub.PublishWithID(ctx, events.NotificationSent, eventID(c.IncidentID, c.Tenant.ID, channel, state), data)
+}
+
+// announceIfComplete emits notifications.completed once every planned
+// tenant has an outcome. Concurrent callers may both publish: the event id
+// de-duplicates them.
+func (n *Notifier) announceIfComplete(ctx context.Context, incidentID string) error {
+	planned, sent, failed, announced, err := n.store.Progress(ctx, incidentID)
+	if err != nil || announced || planned == 0 || sent+failed < planned {
+		return err
+	}
+	if err := n.pub.PublishWithID(ctx, events.NotificationsCompleted, incidentID+"/"+string(events.NotificationsCompleted),
+		events.NotificationsCompletedData{IncidentID: incidentID, Sent: sent, Failed: failed}); err != nil {
+		return err
+	}
+	n.logger.InfoContext(ctx, "every tenant notified", slog.String("incident_id", incidentID), slog.Int("sent", sent), slog.Int("failed", failed))
+	return n.store.Announced(ctx, incidentID)
+}
+
+func eventID(incidentID, tenantID, channel, state string) string {
+	return incidentID + "/" + tenantID + "/" + channel + "/" + state
+}
+
+func domainOf(addr string) string {
+	addr = strings.TrimSuffix(strings.TrimSpace(addr), ">")
+	if i := strings.LastIndex(addr, "@"); i >= 0 {
+		return addr[i+1:]
+	}
+	return "localhost"
+}

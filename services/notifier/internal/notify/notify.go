@@ -1,0 +1,106 @@
+// Package notify is the notifier's domain: what a tenant is told after its
+// secrets were rotated, on which channels, and the rule that each tenant
+// hears it exactly once per incident and channel. It knows no transport:
+// SMTP, HTTP, PostgreSQL and NATS are behind the small interfaces below.
+package notify
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/directory"
+)
+
+// Channels.
+const (
+	ChannelEmail   = "email"
+	ChannelWebhook = "webhook"
+)
+
+// Delivery states recorded per incident, tenant and channel.
+const (
+	StateSending = "sending" // claimed; the send may or may not have happened
+	StateSent    = "sent"
+	StateFailed  = "failed"
+)
+
+// ErrPermanent marks a failure that retrying cannot mend (a refused
+// address, a 4xx from a webhook, a bad URL). Adapters wrap it with %w.
+var ErrPermanent = errors.New("permanent notification failure")
+
+// ErrInFlight is returned when another delivery of the same notification
+// claimed it moments ago; the message is retried later.
+var ErrInFlight = errors.New("notification being sent by another delivery")
+
+// Permanent wraps err as a permanent failure.
+func Permanent(err error) error { return fmt.Errorf("%w: %w", ErrPermanent, err) }
+
+// Email is one rendered message.
+type Email struct {
+	From, To, Subject string
+	MessageID         string // stable per incident and tenant, with angle brackets
+	Text, HTML        string
+	IncidentID        string
+}
+
+// Mailer sends email.
+type Mailer interface {
+	Send(ctx context.Context, m Email) error
+}
+
+// WebhookSender posts a signed notification to a tenant's URL.
+type WebhookSender interface {
+	Post(ctx context.Context, url, tenantID, deliveryID string, body []byte) error
+}
+
+// Store keeps the delivery records and the plan's progress.
+type Store interface {
+	// Tenant returns the directory entry (directory.ErrUnknownTenant when absent).
+	Tenant(ctx context.Context, id string) (directory.Tenant, error)
+	// Claim records an attempt on one channel. owned says the caller must
+	// send now: no record yet (prev ""), or a send claimed longer than
+	// staleAfter ago that never finished (prev "sending": the earlier
+	// delivery died, and the send is repeated with the same Message-ID).
+	// When not owned, prev is the final state, or "sending" while another
+	// delivery is at it.
+	Claim(ctx context.Context, incidentID, tenantID, channel string, staleAfter time.Duration) (prev string, owned bool, err error)
+	// Finish records a channel's final state.
+	Finish(ctx context.Context, incidentID, tenantID, channel, state, reason string) error
+	// Outcome records the tenant's final state for the incident.
+	Outcome(ctx context.Context, incidentID, tenantID, state, reason string) error
+	// Plan records how many tenants the incident's rotation planned.
+	Plan(ctx context.Context, incidentID string, tenants int) error
+	// Progress reports the plan's size (0 when not yet known), the tenants
+	// with a final outcome, and whether completion was already announced.
+	Progress(ctx context.Context, incidentID string) (planned, sent, failed int, announced bool, err error)
+	// Announced records that notifications.completed was published.
+	Announced(ctx context.Context, incidentID string) error
+}
+
+// Publisher emits events with a de-duplication id.
+type Publisher interface {
+	PublishWithID(ctx context.Context, name events.Name, id string, data any) error
+}
+
+// Limiter paces sends (messages per second across the process).
+type Limiter interface {
+	Wait(ctx context.Context) error
+}
+
+// deliveryID is the stable identity of one tenant's notification for an
+// incident: the Message-ID's local part and the webhook delivery header.
+// Hashed so that ids with any characters make a valid header.
+func deliveryID(incidentID, tenantID string) string {
+	sum := sha256.Sum256([]byte(incidentID + "\x00" + tenantID))
+	return hex.EncodeToString(sum[:16])
+}
+
+// MessageID is the stable Message-ID of one tenant's email for an incident.
+func MessageID(incidentID, tenantID, domain string) string {
+	return "<lockdown." + deliveryID(incidentID, tenantID) + "@" + domain + ">"
+}

@@ -1,0 +1,188 @@
+// Package smtpmail sends the notifier's email over SMTP (net/smtp), with
+// STARTTLS and authentication when configured, and sorts SMTP failures
+// into transient (retry later) and permanent (this address or message will
+// never be accepted).
+package smtpmail
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"mime"
+	"mime/multipart"
+	"mime/quotedprintable"
+	"net"
+	"net/mail"
+	"net/smtp"
+	"net/textproto"
+	"time"
+
+	"github.com/lockdown/lockdown/services/notifier/internal/notify"
+)
+
+// TLS modes.
+const (
+	TLSNone     = "none"     // plain SMTP (a local relay, tests)
+	TLSStartTLS = "starttls" // STARTTLS required; refuses a server without it
+)
+
+// Options configure the mailer.
+type Options struct {
+	Addr     string // host:port
+	TLS      string // none or starttls
+	Username string // empty: no AUTH
+	Password string
+	HelloAs  string        // EHLO name; default localhost
+	Timeout  time.Duration // one whole message; default 30s
+	// TLSConfig overrides the STARTTLS configuration (tests with a
+	// private CA); default verifies the server's name.
+	TLSConfig *tls.Config
+}
+
+// Mailer implements notify.Mailer.
+type Mailer struct{ opts Options }
+
+// New returns a mailer; it connects per message (notifications are rare
+// and rate-limited, and a fresh connection survives a relay restart).
+func New(opts Options) *Mailer {
+	if opts.HelloAs == "" {
+		opts.HelloAs = "localhost"
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	return &Mailer{opts: opts}
+}
+
+// Send implements notify.Mailer.
+func (m *Mailer) Send(ctx context.Context, e notify.Email) error {
+	to, err := mail.ParseAddress(e.To)
+	if err != nil {
+		return notify.Permanent(fmt.Errorf("recipient %q: %w", e.To, err))
+	}
+	from, err := mail.ParseAddress(e.From)
+	if err != nil {
+		return notify.Permanent(fmt.Errorf("sender %q: %w", e.From, err))
+	}
+	body, err := Compose(e, from, to, time.Now())
+	if err != nil {
+		return notify.Permanent(err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.opts.Timeout)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", m.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("smtp: %w", err)
+	}
+	deadline, _ := ctx.Deadline()
+	_ = conn.SetDeadline(deadline)
+	host, _, _ := net.SplitHostPort(m.opts.Addr)
+	c, err := smtp.NewClient(conn, host)
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("smtp: %w", err)
+	}
+	defer c.Close()
+	if err := m.session(c, host, from.Address, to.Address, body); err != nil {
+		return err
+	}
+	return nil
+}
+
+// session runs one SMTP transaction. Only the recipient's and the
+// message's refusal (5xx to RCPT or DATA) are permanent: a 5xx to EHLO,
+// AUTH or MAIL is the platform's own configuration, wrong for every
+// tenant alike, and is retried (and logged) until someone mends it.
+func (m *Mailer) session(c *smtp.Client, host, from, to string, body []byte) error {
+	if err := c.Hello(m.opts.HelloAs); err != nil {
+		return fmt.Errorf("smtp EHLO: %w", err)
+	}
+	if m.opts.TLS == TLSStartTLS {
+		if ok, _ := c.Extension("STARTTLS"); !ok {
+			return fmt.Errorf("smtp: %s does not offer STARTTLS", host)
+		}
+		cfg := m.opts.TLSConfig
+		if cfg == nil {
+			cfg = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+		}
+		if err := c.StartTLS(cfg); err != nil {
+			return fmt.Errorf("smtp STARTTLS: %w", err)
+		}
+	}
+	if m.opts.Username != "" {
+		if err := c.Auth(smtp.PlainAuth("", m.opts.Username, m.opts.Password, host)); err != nil {
+			return fmt.Errorf("smtp AUTH: %w", err)
+		}
+	}
+	if err := c.Mail(from); err != nil {
+		return fmt.Errorf("smtp MAIL: %w", err)
+	}
+	if err := c.Rcpt(to); err != nil {
+		return classify("RCPT", err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		return classify("DATA", err)
+	}
+	if _, err := w.Write(body); err != nil {
+		return fmt.Errorf("smtp DATA: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return classify("DATA", err)
+	}
+	return c.Quit()
+}
+
+func classify(step string, err error) error {
+	var te *textproto.Error
+	if errors.As(err, &te) && te.Code >= 500 {
+		return notify.Permanent(fmt.Errorf("smtp %s: %w", step, err))
+	}
+	return fmt.Errorf("smtp %s: %w", step, err)
+}
+
+// Compose builds the RFC 5322 message: headers, then a multipart/
+// alternative body with the plain text and the HTML part, both
+// quoted-printable.
+func Compose(e notify.Email, from, to *mail.Address, date time.Time) ([]byte, error) {
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	for _, part := range []struct{ ctype, content string }{{"text/plain", e.Text}, {"text/html", e.HTML}} {
+		w, err := mw.CreatePart(textproto.MIMEHeader{
+			"Content-Type":              {part.ctype + "; charset=utf-8"},
+			"Content-Transfer-Encoding": {"quoted-printable"},
+		})
+		if err != nil {
+			return nil, err
+		}
+		qp := quotedprintable.NewWriter(w)
+		if _, err := qp.Write([]byte(part.content)); err != nil {
+			return nil, err
+		}
+		if err := qp.Close(); err != nil {
+			return nil, err
+		}
+	}
+	if err := mw.Close(); err != nil {
+		return nil, err
+	}
+	var msg bytes.Buffer
+	for _, h := range [][2]string{
+		{"From", from.String()},
+		{"To", to.String()},
+		{"Subject", mime.QEncoding.Encode("utf-8", e.Subject)},
+		{"Date", date.UTC().Format(time.RFC1123Z)},
+		{"Message-ID", e.MessageID},
+		{"X-Lockdown-Incident", e.IncidentID},
+		{"Auto-Submitted", "auto-generated"},
+		{"MIME-Version", "1.0"},
+		{"Content-Type", "multipart/alternative; boundary=" + mw.Boundary()},
+	} {
+		fmt.Fprintf(&msg, "%s: %s\r\n", h[0], h[1])
+	}
+	msg.WriteString("\r\n")
+	msg.Write(body.Bytes())
+	return msg.Bytes(), nil
+}

@@ -1,0 +1,121 @@
+// Package store keeps the notifier's delivery records in PostgreSQL
+// (schema notifier) and reads the tenant directory.
+package store
+
+import (
+	"context"
+	"embed"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lockdown/lockdown/pkg/platform/directory"
+	"github.com/lockdown/lockdown/pkg/platform/migrate"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Store implements notify.Store.
+type Store struct{ pool *pgxpool.Pool }
+
+// Open connects and applies the notifier's and the directory's migrations.
+func Open(ctx context.Context, url string) (*Store, error) {
+	pool, err := migrate.Open(ctx, url, migrations, map[string]string{"notifier": "migrations"})
+	if err != nil {
+		return nil, err
+	}
+	if err := directory.Migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return &Store{pool: pool}, nil
+}
+
+// Close releases the pool.
+func (s *Store) Close() { s.pool.Close() }
+
+// Ping checks the database (readiness).
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// Tenant implements notify.Store.
+func (s *Store) Tenant(ctx context.Context, id string) (directory.Tenant, error) {
+	return directory.Get(ctx, s.pool, id)
+}
+
+// Claim implements notify.Store. The caller owns the send when the row is
+// new, or when it is still "sending" but its claim is older than
+// staleAfter (the earlier delivery died mid-send); a final row, or a fresh
+// claim by a concurrent delivery, is left alone. Row locks make two
+// concurrent claims of one row end with one owner.
+func (s *Store) Claim(ctx context.Context, incidentID, tenantID, channel string, staleAfter time.Duration) (string, bool, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return "", false, err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	tag, err := tx.Exec(ctx, `INSERT INTO notifier.deliveries (incident_id, tenant_id, channel, state) VALUES ($1, $2, $3, 'sending')
+		ON CONFLICT DO NOTHING`, incidentID, tenantID, channel)
+	if err != nil {
+		return "", false, err
+	}
+	if tag.RowsAffected() == 1 {
+		return "", true, tx.Commit(ctx)
+	}
+	var state string
+	var stale bool
+	if err := tx.QueryRow(ctx, `SELECT state, claimed_at < now() - $4::interval FROM notifier.deliveries
+		WHERE incident_id = $1 AND tenant_id = $2 AND channel = $3 FOR UPDATE`,
+		incidentID, tenantID, channel, staleAfter.String()).Scan(&state, &stale); err != nil {
+		return "", false, err
+	}
+	if state != "sending" || !stale {
+		return state, false, tx.Commit(ctx)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE notifier.deliveries SET attempts = attempts + 1, claimed_at = now()
+		WHERE incident_id = $1 AND tenant_id = $2 AND channel = $3`, incidentID, tenantID, channel); err != nil {
+		return "", false, err
+	}
+	return state, true, tx.Commit(ctx)
+}
+
+// Finish implements notify.Store.
+func (s *Store) Finish(ctx context.Context, incidentID, tenantID, channel, state, reason string) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO notifier.deliveries AS d (incident_id, tenant_id, channel, state, reason, finished_at)
+		VALUES ($1, $2, $3, $4, $5, now())
+		ON CONFLICT (incident_id, tenant_id, channel) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason, finished_at = now()`,
+		incidentID, tenantID, channel, state, reason)
+	return err
+}
+
+// Outcome implements notify.Store; the first outcome stands.
+func (s *Store) Outcome(ctx context.Context, incidentID, tenantID, state, reason string) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO notifier.outcomes (incident_id, tenant_id, state, reason) VALUES ($1, $2, $3, $4)
+		ON CONFLICT DO NOTHING`, incidentID, tenantID, state, reason)
+	return err
+}
+
+// Plan implements notify.Store.
+func (s *Store) Plan(ctx context.Context, incidentID string, tenants int) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO notifier.plans (incident_id, tenants) VALUES ($1, $2) ON CONFLICT DO NOTHING`, incidentID, tenants)
+	return err
+}
+
+// Progress implements notify.Store.
+func (s *Store) Progress(ctx context.Context, incidentID string) (planned, sent, failed int, announced bool, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT coalesce((SELECT tenants FROM notifier.plans WHERE incident_id = $1), 0),
+		count(*) FILTER (WHERE state = 'sent'), count(*) FILTER (WHERE state = 'failed'),
+		coalesce((SELECT announced_at IS NOT NULL FROM notifier.plans WHERE incident_id = $1), false)
+		FROM notifier.outcomes WHERE incident_id = $1`, incidentID).Scan(&planned, &sent, &failed, &announced)
+	if err == pgx.ErrNoRows {
+		err = nil
+	}
+	return
+}
+
+// Announced implements notify.Store.
+func (s *Store) Announced(ctx context.Context, incidentID string) error {
+	_, err := s.pool.Exec(ctx, `UPDATE notifier.plans SET announced_at = now() WHERE incident_id = $1 AND announced_at IS NULL`, incidentID)
+	return err
+}
