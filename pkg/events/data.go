@@ -141,6 +141,7 @@ type RotationTenantCompletedData struct {
 	APIKeysDestroyed   int    `json:"api_keys_destroyed" doc:"API keys destroyed (all versions and metadata)."`
 	SMTPPasswordRotate bool   `json:"smtp_password_rotated" doc:"Whether the SMTP password was rotated."`
 	Affected           bool   `json:"affected" doc:"Whether the assessment found its secrets read."`
+	RotatedBy          string `json:"rotated_by,omitempty" doc:"The rotator process that did the work (host/pid)."`
 }
 
 // RotationTenantFailedData reports a permanent rotation failure.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -101,7 +102,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db rotation.S
 	if cfg.Pregenerate {
 		pregen = rotation.NewPregen()
 	}
-	worker := rotation.NewWorker(rotation.Config{Mount: cfg.KVMount, DKIMType: cfg.DKIMType, DKIMBits: cfg.DKIMBits}, db, kv, pub, pregen)
+	worker := rotation.NewWorker(rotation.Config{Mount: cfg.KVMount, DKIMType: cfg.DKIMType, DKIMBits: cfg.DKIMBits, Instance: instance()}, db, kv, pub, pregen)
 	jobSpec, _ := events.ConsumerOf(events.ConsumerRotatorJobs)
 	jobs := stream.Decoded(func(ctx context.Context, d *stream.Delivery, job events.RotationJobData) error {
 		// Tell JetStream the job is alive at most every few seconds, not
@@ -141,6 +142,12 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db rotation.S
 		g.Go(func() error { return pregenerate(gctx, rt, cfg, db, pregen) })
 	}
 	return g.Wait()
+}
+
+// instance names this process: host and pid.
+func instance() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d", host, os.Getpid())
 }
 
 // pregenerate watches, in every rotator process (a plain subscription:

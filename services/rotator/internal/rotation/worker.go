@@ -22,6 +22,9 @@ type Config struct {
 	// DKIMType is rsa or ed25519; DKIMBits the RSA size.
 	DKIMType string
 	DKIMBits int
+	// Instance names this process in the events it emits (host/pid), so a
+	// report shows how the work divided among rotator processes.
+	Instance string
 }
 
 // Worker runs tenant jobs.
@@ -163,6 +166,7 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 	if err := w.pub.PublishWithID(ctx, eventsTenantCompleted, job.IncidentID+"/"+job.TenantID+"/completed", events.RotationTenantCompletedData{
 		IncidentID: job.IncidentID, TenantID: job.TenantID, SSHFingerprint: steps.SSH.Fingerprint, DKIMSelector: steps.DKIM.Selector,
 		DKIMRecord: steps.DKIM.Record, APIKeysDestroyed: steps.APIKeys.Found, SMTPPasswordRotate: true, Affected: job.Affected,
+		RotatedBy: w.cfg.Instance,
 	}); err != nil {
 		return err
 	}

@@ -1,0 +1,172 @@
+package report
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Markdown writes the report for people: the review meeting reads it.
+func (r Report) Markdown(w io.Writer) error {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
+	p("# Post-incident report: %s", r.IncidentID)
+	p("")
+	p("| | |")
+	p("|---|---|")
+	p("| outcome | **%s**%s |", r.Outcome, suffix(" — ", r.Reason))
+	p("| severity | %s |", r.Severity)
+	p("| summary | %s |", cell(r.Summary))
+	p("| detected by | %s (%d detection(s)) |", cell(r.DetectedBy), r.Detections)
+	p("| detected | %s |", stamp(r.DetectedAt))
+	p("| resolved | %s |", stamp(r.ResolvedAt))
+	p("| scope | %s |", orDash(r.Scope))
+	p("| affected tenants | %d |", r.AffectedCount)
+	p("")
+	if len(r.AffectedTenants) > 0 {
+		p("Affected tenants: %s", strings.Join(r.AffectedTenants, ", "))
+		p("")
+	}
+	p("## Actors found by the assessment")
+	p("")
+	if len(r.Actors) == 0 {
+		p("None.")
+	} else {
+		p("| display name | entity | accessor (HMAC) | address | reads | denied | tenants |")
+		p("|---|---|---|---|---|---|---|")
+		for _, a := range r.Actors {
+			p("| %s | %s | %s | %s | %d | %d | %d |", orDash(a.DisplayName), orDash(a.EntityID), orDash(a.Accessor), orDash(a.RemoteAddress), a.Reads, a.Denied, len(a.Tenants))
+		}
+	}
+	p("")
+	a := r.Actions
+	p("## Actions taken")
+	p("")
+	for _, s := range a.Seals {
+		p("- Sealed %s (%s), confirmed %s", s.Address, s.Method, stamp(s.ConfirmedAt))
+	}
+	p("- Auth methods disabled: %s", list(a.AuthMethodsDisabled))
+	p("- Tokens revoked: %d (kept: %d); lease prefixes revoked: %s", a.TokensRevoked, a.TokensKept, list(a.LeasePrefixes))
+	p("- Keyring rotated to term %d", a.KeyringTerm)
+	if u := a.UnsealKeys; u != nil {
+		kind := "unseal"
+		if u.RecoveryKeys {
+			kind = "recovery"
+		}
+		p("- %s keys rotated: %d shares, threshold %d, verified %v; holders' PGP fingerprints: %s", capital(kind), u.Shares, u.Threshold, u.Verified, list(u.PGPFingerprints))
+	} else {
+		p("- Unseal keys: not rotated")
+	}
+	p("- Tenants planned %d, rotated %d (SSH, SMTP, DKIM), failed %d; API keys destroyed: %d", a.TenantsPlanned, a.TenantsRotated, a.TenantsFailed, a.APIKeysDestroyed)
+	if len(a.RotatedBy) > 0 {
+		p("- Rotation work by process: %s", counts(a.RotatedBy))
+	}
+	p("- Tenants notified %d, not notified %d; messages sent: %s", a.TenantsNotified, a.NotificationsFailed, counts(a.MessagesSent))
+	p("- Auth methods restored: %s", list(a.AuthMethodsRestored))
+	p("")
+	p("## Phases against targets")
+	p("")
+	p("| phase | duration | runbook target | Lockdown target | met |")
+	p("|---|---|---|---|---|")
+	for _, ph := range r.Phases {
+		p("| %s | %s | %s | %s | %s |", ph.Name, ph.Duration.Round(time.Millisecond), target(ph.RunbookTarget), target(ph.LockdownTarget), yes(ph.Met))
+	}
+	p("")
+	p("## Failures")
+	p("")
+	if len(r.Failures) == 0 {
+		p("None.")
+	}
+	for _, f := range r.Failures {
+		p("- %s %s%s: %s", stamp(f.Time), f.What, suffix(" for ", f.TenantID), cell(f.Reason))
+	}
+	p("")
+	p("## Tenant rotations")
+	p("")
+	p("| tenant | affected | SSH fingerprint | DKIM selector | API keys destroyed |")
+	p("|---|---|---|---|---|")
+	for _, t := range a.Rotations {
+		p("| %s | %s | %s | %s | %d |", t.TenantID, yes(t.Affected), t.SSHFingerprint, t.DKIMSelector, t.APIKeysDestroyed)
+	}
+	p("")
+	p("## Timeline")
+	p("")
+	for _, l := range r.Timeline {
+		p("- %s `%s` (%s) %s", stamp(l.Time), l.Type, l.Source, cell(l.Summary))
+	}
+	p("")
+	p("## Review")
+	p("")
+	p("- Root cause: %s", r.RootCause)
+	p("- Lessons learned: %s", list(r.LessonsLearned))
+	p("- Preventive measures: %s", list(r.PreventiveMeasures))
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05.000Z")
+}
+
+func target(d time.Duration) string {
+	if d == 0 {
+		return "—"
+	}
+	return d.String()
+}
+
+func yes(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return cell(s)
+}
+
+// cell keeps a value from breaking a Markdown table or list line.
+func cell(s string) string {
+	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
+}
+
+func list(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+func counts(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, m[k])
+	}
+	return strings.Join(parts, ", ")
+}
+
+func suffix(sep, s string) string {
+	if s == "" {
+		return ""
+	}
+	return sep + s
+}
+
+func capital(s string) string { return strings.ToUpper(s[:1]) + s[1:] }

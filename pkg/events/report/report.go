@@ -1,0 +1,315 @@
+// Package report builds the post-incident report from an incident's
+// timeline: the events every service emitted for it. The events carry no
+// secret, so neither does the report. Containment builds and stores it
+// when the incident resolves; the CLI renders it (Markdown or JSON). It is
+// part of the contract: `lockdown report --format json` prints Report.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/lockdown/lockdown/pkg/events"
+)
+
+// RootCausePending is the root cause until the review writes one.
+const RootCausePending = "TBD - under investigation"
+
+// Entry is one event of the incident's timeline.
+type Entry struct {
+	EventID string          `json:"event_id"`
+	Type    events.Name     `json:"type"`
+	Time    time.Time       `json:"time"`
+	Source  string          `json:"source"`
+	Data    json.RawMessage `json:"data"`
+}
+
+// Incident is what containment knows of the incident beyond its events.
+type Incident struct {
+	ID         string
+	Severity   string
+	Summary    string
+	Source     string // the detector that raised it
+	DetectedAt time.Time
+	OpenedAt   time.Time
+	Detections int
+}
+
+// Report is the post-incident report.
+type Report struct {
+	IncidentID         string         `json:"incident_id"`
+	Outcome            string         `json:"outcome"` // resolved or failed
+	Reason             string         `json:"reason,omitempty"`
+	Severity           string         `json:"severity"`
+	Summary            string         `json:"summary"`
+	DetectedBy         string         `json:"detected_by"`
+	Detections         int            `json:"detections"`
+	DetectedAt         time.Time      `json:"detected_at"`
+	ResolvedAt         time.Time      `json:"resolved_at"`
+	Scope              string         `json:"scope"`
+	AffectedTenants    []string       `json:"affected_tenants"`
+	AffectedCount      int            `json:"affected_tenant_count"`
+	Actors             []events.Actor `json:"actors"`
+	Actions            Actions        `json:"actions"`
+	Phases             []Phase        `json:"phases"`
+	Failures           []Failure      `json:"failures"`
+	Timeline           []Line         `json:"timeline"`
+	RootCause          string         `json:"root_cause"`
+	LessonsLearned     []string       `json:"lessons_learned"`
+	PreventiveMeasures []string       `json:"preventive_measures"`
+}
+
+// Actions is what Lockdown did.
+type Actions struct {
+	Seals               []events.NodeSeal `json:"seals"`
+	AuthMethodsDisabled []string          `json:"auth_methods_disabled"`
+	TokensRevoked       int               `json:"tokens_revoked"`
+	TokensKept          int               `json:"tokens_kept"`
+	LeasePrefixes       []string          `json:"lease_prefixes_revoked"`
+	KeyringTerm         int               `json:"keyring_term"`
+	UnsealKeys          *UnsealKeys       `json:"unseal_keys,omitempty"`
+	TenantsPlanned      int               `json:"tenants_planned"`
+	TenantsRotated      int               `json:"tenants_rotated"`
+	TenantsFailed       int               `json:"tenants_failed"`
+	APIKeysDestroyed    int               `json:"api_keys_destroyed"`
+	Rotations           []TenantRotation  `json:"rotations"`
+	RotatedBy           map[string]int    `json:"rotated_by"` // rotator process → tenants
+	TenantsNotified     int               `json:"tenants_notified"`
+	NotificationsFailed int               `json:"tenants_not_notified"`
+	MessagesSent        map[string]int    `json:"messages_sent"` // channel → count
+	AuthMethodsRestored []string          `json:"auth_methods_restored"`
+}
+
+// UnsealKeys is the rekey ceremony's result.
+type UnsealKeys struct {
+	Shares          int      `json:"shares"`
+	Threshold       int      `json:"threshold"`
+	PGPFingerprints []string `json:"pgp_fingerprints"`
+	Verified        bool     `json:"verified"`
+	RecoveryKeys    bool     `json:"recovery_keys"`
+}
+
+// TenantRotation is one tenant's rotation, as recorded (public values only).
+type TenantRotation struct {
+	TenantID         string `json:"tenant_id"`
+	Affected         bool   `json:"affected"`
+	SSHFingerprint   string `json:"ssh_fingerprint"`
+	DKIMSelector     string `json:"dkim_selector"`
+	SMTPRotated      bool   `json:"smtp_rotated"`
+	APIKeysDestroyed int    `json:"api_keys_destroyed"`
+	RotatedBy        string `json:"rotated_by,omitempty"`
+}
+
+// Phase is one runbook phase with its duration against its targets.
+type Phase struct {
+	Name           string        `json:"name"`
+	Start          time.Time     `json:"start"`
+	End            time.Time     `json:"end"`
+	Duration       time.Duration `json:"duration_ns"`
+	RunbookTarget  time.Duration `json:"runbook_target_ns,omitempty"`
+	LockdownTarget time.Duration `json:"lockdown_target_ns,omitempty"`
+	// Met is false when a target exists and the phase took longer.
+	Met bool `json:"met"`
+}
+
+// Failure is one thing that went wrong.
+type Failure struct {
+	Time     time.Time   `json:"time"`
+	Type     events.Name `json:"type"`
+	TenantID string      `json:"tenant_id,omitempty"`
+	What     string      `json:"what"`
+	Reason   string      `json:"reason"`
+}
+
+// Line is one event of the timeline, summarised.
+type Line struct {
+	Time    time.Time   `json:"time"`
+	Type    events.Name `json:"type"`
+	Source  string      `json:"source"`
+	Summary string      `json:"summary"`
+}
+
+// Target is a phase's targets: the written runbook's and Lockdown's own.
+type Target struct{ Runbook, Lockdown time.Duration }
+
+// Targets are the runbook's phase targets (shared/DESIGN.md) beside
+// Lockdown's. Human-paced phases have no Lockdown target.
+var Targets = map[string]Target{
+	"containment":         {5 * time.Minute, time.Second},
+	"assessment":          {15 * time.Minute, time.Minute},
+	"revoke access":       {0, time.Minute},
+	"unseal-key rotation": {30 * time.Minute, 0},
+	"secret rotation":     {2 * time.Hour, 10 * time.Minute},
+	"notification":        {0, 15 * time.Minute},
+	"restore access":      {0, time.Minute},
+	"total":               {4 * time.Hour, 0},
+}
+
+// Build makes the report from the incident and its timeline (any order).
+// resolvedAt is when the incident ended; outcome is resolved or failed.
+func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt time.Time) (Report, error) {
+	entries = slices.Clone(entries)
+	sort.SliceStable(entries, func(i, j int) bool { return entries[i].Time.Before(entries[j].Time) })
+	r := Report{
+		IncidentID: inc.ID, Outcome: outcome, Reason: reason, Severity: inc.Severity, Summary: inc.Summary,
+		DetectedBy: inc.Source, Detections: inc.Detections, DetectedAt: inc.DetectedAt, ResolvedAt: resolvedAt,
+		AffectedTenants: []string{}, Actors: []events.Actor{}, Failures: []Failure{}, Timeline: []Line{},
+		RootCause: RootCausePending, LessonsLearned: []string{}, PreventiveMeasures: []string{},
+		Actions: Actions{Seals: []events.NodeSeal{}, AuthMethodsDisabled: []string{}, LeasePrefixes: []string{}, Rotations: []TenantRotation{},
+			RotatedBy: map[string]int{}, MessagesSent: map[string]int{}, AuthMethodsRestored: []string{}},
+	}
+	first := map[events.Name]time.Time{}
+	last := map[events.Name]time.Time{}
+	a := &r.Actions
+	for _, e := range entries {
+		if _, ok := first[e.Type]; !ok {
+			first[e.Type] = e.Time
+		}
+		last[e.Type] = e.Time
+		line := Line{Time: e.Time, Type: e.Type, Source: e.Source}
+		var err error
+		switch e.Type {
+		case events.IncidentOpened:
+			var d events.IncidentOpenedData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				line.Summary = fmt.Sprintf("incident opened (%s): %s", d.Severity, d.Summary)
+			}
+		case events.VaultSealed:
+			var d events.VaultSealedData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				a.Seals = append(a.Seals, d.Nodes...)
+				line.Summary = fmt.Sprintf("%d node(s) confirmed sealed, %d ms after the breach event", len(d.Nodes), d.LatencyMS)
+			}
+		case events.ContainmentFailed:
+			var d events.ContainmentFailedData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				r.Failures = append(r.Failures, Failure{Time: e.Time, Type: e.Type, What: fmt.Sprintf("nodes %v not sealed in time", d.Nodes), Reason: d.Reason})
+				line.Summary = fmt.Sprintf("not sealed within the deadline: %v", d.Nodes)
+			}
+		case events.AssessmentCompleted:
+			var d events.AssessmentCompletedData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				r.Scope, r.AffectedTenants, r.AffectedCount = d.Scope, append([]string{}, d.AffectedTenants...), len(d.AffectedTenants)
+				if d.Actors != nil {
+					r.Actors = d.Actors
+				}
+				line.Summary = fmt.Sprintf("assessed: scope %s, %d affected tenants, %d suspicious events, %d actors", d.Scope, len(d.AffectedTenants), d.SuspiciousEvents, len(d.Actors))
+			}
+		case events.VaultUnsealed:
+			var d events.VaultUnsealedData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				line.Summary = fmt.Sprintf("key holders unsealed %s after %d ms at the gate", d.Address, d.GateMS)
+			}
+		case events.AccessRevoked:
+			var d events.AccessRevokedData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				a.AuthMethodsDisabled, a.TokensRevoked, a.TokensKept, a.KeyringTerm = nonNil(d.AuthMethodsDisabled), d.TokensRevoked, d.TokensKept, d.KeyTerm
+				a.LeasePrefixes = nonNil(d.LeasePrefixes)
+				line.Summary = fmt.Sprintf("auth methods %v disabled, %d tokens revoked (%d kept), keyring rotated to term %d", d.AuthMethodsDisabled, d.TokensRevoked, d.TokensKept, d.KeyTerm)
+			}
+		case events.UnsealKeysRotated:
+			var d events.UnsealKeysRotatedData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				a.UnsealKeys = &UnsealKeys{Shares: d.Shares, Threshold: d.Threshold, PGPFingerprints: nonNil(d.PGPFingerprints), Verified: d.Verified, RecoveryKeys: d.RecoveryKeys}
+				line.Summary = fmt.Sprintf("unseal keys rotated: %d shares, threshold %d, verified %v", d.Shares, d.Threshold, d.Verified)
+			}
+		case events.RotationPlanned:
+			var d events.RotationPlannedData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				a.TenantsPlanned = d.Tenants
+				line.Summary = fmt.Sprintf("rotation planned: %d tenants (policy %s)", d.Tenants, d.Policy)
+			}
+		case events.RotationTenantCompleted:
+			var d events.RotationTenantCompletedData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				a.Rotations = append(a.Rotations, TenantRotation{TenantID: d.TenantID, Affected: d.Affected, SSHFingerprint: d.SSHFingerprint,
+					DKIMSelector: d.DKIMSelector, SMTPRotated: d.SMTPPasswordRotate, APIKeysDestroyed: d.APIKeysDestroyed, RotatedBy: d.RotatedBy})
+				a.APIKeysDestroyed += d.APIKeysDestroyed
+				if d.RotatedBy != "" {
+					a.RotatedBy[d.RotatedBy]++
+				}
+				line.Summary = fmt.Sprintf("%s rotated (SSH, SMTP, DKIM %s), %d API keys destroyed", d.TenantID, d.DKIMSelector, d.APIKeysDestroyed)
+			}
+		case events.RotationTenantFailed:
+			var d events.RotationTenantFailedData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				r.Failures = append(r.Failures, Failure{Time: e.Time, Type: e.Type, TenantID: d.TenantID, What: "rotation (" + d.Step + ")", Reason: d.Reason})
+				line.Summary = fmt.Sprintf("%s rotation failed at %s", d.TenantID, d.Step)
+			}
+		case events.RotationCompleted:
+			var d events.RotationCompletedData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				a.TenantsRotated, a.TenantsFailed = d.Completed, d.Failed
+				line.Summary = fmt.Sprintf("rotation completed: %d tenants, %d failed", d.Completed, d.Failed)
+			}
+		case events.NotificationSent:
+			var d events.NotificationSentData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				a.MessagesSent[d.Channel]++
+				line.Summary = fmt.Sprintf("%s notified by %s", d.TenantID, d.Channel)
+			}
+		case events.NotificationFailed:
+			var d events.NotificationFailedData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				r.Failures = append(r.Failures, Failure{Time: e.Time, Type: e.Type, TenantID: d.TenantID, What: "notification (" + d.Channel + ")", Reason: d.Reason})
+				line.Summary = fmt.Sprintf("%s not notified by %s", d.TenantID, d.Channel)
+			}
+		case events.NotificationsCompleted:
+			var d events.NotificationsCompletedData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				a.TenantsNotified, a.NotificationsFailed = d.Sent, d.Failed
+				line.Summary = fmt.Sprintf("notifications completed: %d tenants notified, %d not", d.Sent, d.Failed)
+			}
+		case events.AccessRestored:
+			var d events.AccessRestoredData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				a.AuthMethodsRestored = nonNil(d.AuthMethods)
+				line.Summary = fmt.Sprintf("access restored: %v re-enabled", d.AuthMethods)
+			}
+		default:
+			line.Summary = string(e.Type)
+		}
+		if err != nil {
+			return Report{}, fmt.Errorf("report: %s %s: %w", e.Type, e.EventID, err)
+		}
+		r.Timeline = append(r.Timeline, line)
+	}
+	sort.Slice(a.Rotations, func(i, j int) bool { return a.Rotations[i].TenantID < a.Rotations[j].TenantID })
+	sort.Strings(r.AffectedTenants)
+
+	phase := func(name string, start, end time.Time) {
+		if start.IsZero() || end.IsZero() {
+			return
+		}
+		t := Targets[name]
+		d := end.Sub(start)
+		r.Phases = append(r.Phases, Phase{Name: name, Start: start, End: end, Duration: d, RunbookTarget: t.Runbook, LockdownTarget: t.Lockdown,
+			Met: (t.Runbook == 0 || d <= t.Runbook) && (t.Lockdown == 0 || d <= t.Lockdown)})
+	}
+	phase("containment", inc.DetectedAt, first[events.VaultSealed])
+	phase("assessment", first[events.IncidentOpened], first[events.AssessmentCompleted])
+	phase("revoke access", first[events.VaultUnsealed], first[events.AccessRevoked])
+	phase("unseal-key rotation", first[events.AccessRevoked], first[events.UnsealKeysRotated])
+	phase("secret rotation", first[events.RotationPlanned], first[events.RotationCompleted])
+	phase("notification", first[events.RotationPlanned], first[events.NotificationsCompleted])
+	restoreStart := first[events.RotationCompleted]
+	if n := first[events.NotificationsCompleted]; n.After(restoreStart) {
+		restoreStart = n
+	}
+	phase("restore access", restoreStart, first[events.AccessRestored])
+	phase("total", inc.DetectedAt, resolvedAt)
+	if r.Phases == nil {
+		r.Phases = []Phase{}
+	}
+	return r, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
