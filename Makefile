@@ -77,11 +77,11 @@ docs:
 
 ## run: Lockdown's main job on the local stack, ending by itself (see README)
 run: tools build
-	$(BIN)/lockdown dev --for 20s
+	$(BIN)/lockdown drill
 
-## dev: the same, kept running until Ctrl-C
+## dev: the drill, then the stack kept running until Ctrl-C
 dev: tools build
-	$(BIN)/lockdown dev --for 0
+	$(BIN)/lockdown drill --keep
 
 clean:
 	rm -rf $(BIN)

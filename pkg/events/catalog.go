@@ -161,7 +161,7 @@ var catalog = []Spec{
 		Description: "Auth methods re-enabled and their configuration re-applied.",
 		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceCLI}},
 	{Name: IncidentResolved, Stream: StreamEvents, data: IncidentResolvedData{},
-		Description: "The incident ended (resolved or failed); carries the post-incident report.",
+		Description: "The incident ended (resolved or failed); carries the report's headline (the whole report is in PostgreSQL: lockdown report).",
 		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceCLI}},
 	{Name: DeadLetter, Stream: StreamDeadLetters, data: DeadLetterData{},
 		Description: "A message a consumer could not process: the reason and the original message. Published on `lockdown.deadletter.<durable>`.",

@@ -194,6 +194,12 @@ type IncidentResolvedData struct {
 	Outcome    string    `json:"outcome" doc:"resolved or failed." enum:"resolved,failed"`
 	Reason     string    `json:"reason,omitempty" doc:"Why it failed, when it did."`
 	ResolvedAt time.Time `json:"resolved_at" doc:"When it ended."`
+	// The report's headline; the whole report (it grows with the tenants)
+	// is stored in PostgreSQL and printed by `lockdown report`.
+	AffectedTenants int `json:"affected_tenants" doc:"Tenants the assessment found read."`
+	TenantsRotated  int `json:"tenants_rotated" doc:"Tenants whose secrets were rotated."`
+	TenantsNotified int `json:"tenants_notified" doc:"Tenants notified."`
+	Failures        int `json:"failures" doc:"Failures listed in the report."`
 }
 
 // DeadLetterData carries a message a consumer gave up on, byte for byte, so

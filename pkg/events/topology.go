@@ -105,7 +105,21 @@ const (
 	ConsumerRotatorPlanner      = "rotator-planner"
 	ConsumerRotatorJobs         = "rotator-jobs"
 	ConsumerNotifier            = "notifier"
+	ConsumerContainmentTimeline = "containment-timeline"
 )
+
+// timelineEvents are the events an incident's timeline records: every
+// event of the events stream except the breach itself (it precedes the
+// incident; containment keeps it as a detection).
+func timelineEvents() []Name {
+	var out []Name
+	for _, s := range catalog {
+		if s.Stream == StreamEvents && s.Name != BreachDetected {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
 
 // Consumers declares every durable consumer.
 func Consumers() []ConsumerSpec {
@@ -134,6 +148,11 @@ func Consumers() []ConsumerSpec {
 		jobs,
 		base(ConsumerSpec{Durable: ConsumerNotifier, Stream: StreamEvents, Service: ServiceNotifier,
 			Events: []Name{RotationPlanned, RotationTenantCompleted, RotationTenantFailed}}),
+		// Containment records every incident event, in stream order, for
+		// the post-incident report, and resolves the incident on
+		// access.restored.
+		base(ConsumerSpec{Durable: ConsumerContainmentTimeline, Stream: StreamEvents, Service: ServiceContainment,
+			Events: timelineEvents()}),
 	}
 }
 

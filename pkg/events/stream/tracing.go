@@ -84,3 +84,4 @@ func extract(ctx context.Context, h nats.Header, ev *event.Event) context.Contex
 	}
 	return ctx
 }
+

@@ -2,7 +2,9 @@ package localstack
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"time"
 )
@@ -63,4 +65,58 @@ func (s *Stack) StartMailpit(ctx context.Context) error {
 	s.procs = append(s.procs, p)
 	s.Mailpit.proc = p
 	return p.waitReady(ctx, func(ctx context.Context) error { return httpOK(ctx, s.Mailpit.APIURL+"/api/v1/messages") })
+}
+
+// Message is one message Mailpit holds, with its bodies and headers.
+type Message struct {
+	ID        string
+	MessageID string
+	Subject   string
+	To        []struct{ Address string }
+	Text      string
+	HTML      string
+	Headers   map[string][]string
+}
+
+// Messages reads every message Mailpit holds (up to 10,000), with bodies
+// and headers.
+func (m *Mailpit) Messages(ctx context.Context) ([]Message, error) {
+	var list struct {
+		Total    int
+		Messages []Message
+	}
+	if err := m.get(ctx, "/api/v1/messages?limit=10000", &list); err != nil {
+		return nil, err
+	}
+	if list.Total != len(list.Messages) {
+		return nil, fmt.Errorf("mailpit: holds %d messages, listed %d", list.Total, len(list.Messages))
+	}
+	for i := range list.Messages {
+		msg := &list.Messages[i]
+		var full Message
+		if err := m.get(ctx, "/api/v1/message/"+msg.ID, &full); err != nil {
+			return nil, err
+		}
+		msg.Text, msg.HTML = full.Text, full.HTML
+		if err := m.get(ctx, "/api/v1/message/"+msg.ID+"/headers", &msg.Headers); err != nil {
+			return nil, err
+		}
+	}
+	return list.Messages, nil
+}
+
+func (m *Mailpit) get(ctx context.Context, path string, into any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.APIURL+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("mailpit: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("mailpit: GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(into)
 }

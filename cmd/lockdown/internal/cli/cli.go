@@ -30,9 +30,11 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"trigger":   {"publish a breach event exactly as a SIEM would", runTrigger},
-		"dev":       {"start the local stack and every service, trigger a breach, follow it through seal and unseal", runDev},
+		"drill":     {"run a whole incident on a disposable local stack: intruder, breach, key holders, rotation, notification, report, checks", runDrill},
 		"incidents": {"list incidents with phase and age", runIncidents},
-		"status":    {"show an incident: phases with timings and targets, seals, the unseal gate", runStatus},
+		"status":    {"show an incident: phases against targets, seals, the unseal gate, the rekey ceremony, rotation and notification progress", runStatus},
+		"report":    {"print the post-incident report (Markdown or JSON)", runReport},
+		"dlq":       {"list dead letters with their reasons, or replay one after a fix", runDLQ},
 	}
 }
 
@@ -89,6 +91,23 @@ func parse(fs *flag.FlagSet, args []string) (int, bool) {
 		return ExitUsage, false
 	}
 	return 0, true
+}
+
+// parseWithID parses a command whose one positional argument (an id)
+// comes first, with flags before or after it.
+func parseWithID(fs *flag.FlagSet, args []string, usage string, errOut io.Writer) (string, int, bool) {
+	var id string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		id, args = args[0], args[1:]
+	}
+	if code, ok := parse(fs, args); !ok {
+		return "", code, false
+	}
+	if id == "" {
+		fmt.Fprintln(errOut, usage)
+		return "", ExitUsage, false
+	}
+	return id, 0, true
 }
 
 // envOr reads LOCKDOWN_<key> with a default, so flags default from the

@@ -7,10 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/report"
 )
 
 // The status commands read containment's schema directly (read-only): the
@@ -31,18 +35,38 @@ type incidentView struct {
 	SealRounds int          `json:"seal_rounds"`
 	Seals      []sealView   `json:"seals,omitempty"`
 	Gate       []gateView   `json:"unseal_gate,omitempty"`
-	Phases     []phaseTimer `json:"phases,omitempty"`
+	Phases     []report.Phase `json:"phases"`
 	// Recovery is containment's recovery state (phases 4, 5, 8) as stored.
 	Recovery *recoveryView `json:"recovery,omitempty"`
 	// Rotation is the rotator's progress (phase 6).
-	Rotation *rotationView `json:"rotation,omitempty"`
+	Rotation *progressView `json:"rotation,omitempty"`
+	// Notification is the notifier's progress (phase 7).
+	Notification *progressView `json:"notification,omitempty"`
+	ResolvedAt   *time.Time    `json:"resolved_at,omitempty"`
 }
 
-type rotationView struct {
-	Planned   int `json:"planned"`
-	Completed int `json:"completed"`
-	Failed    int `json:"failed"`
-	Pending   int `json:"pending"`
+// progressView is a phase's progress over the plan's tenants. Rate is
+// tenants finished per second since the plan; ETA the time left at it.
+type progressView struct {
+	Planned   int       `json:"planned"`
+	Completed int       `json:"completed"`
+	Failed    int       `json:"failed"`
+	InFlight  int       `json:"in_flight"`
+	Remaining int       `json:"remaining"`
+	Since     time.Time `json:"since"`
+	Rate      float64   `json:"rate_per_second"`
+	ETA       string    `json:"eta,omitempty"`
+}
+
+func (p *progressView) settle(now time.Time) {
+	p.Remaining = max(p.Planned-p.Completed-p.Failed-p.InFlight, 0)
+	done := p.Completed + p.Failed
+	if el := now.Sub(p.Since).Seconds(); el > 0 && done > 0 {
+		p.Rate = float64(done) / el
+		if left := p.Planned - done; left > 0 {
+			p.ETA = (time.Duration(float64(left)/p.Rate*1000) * time.Millisecond).Round(time.Second).String()
+		}
+	}
 }
 
 // recoveryView mirrors the recovery state containment stores as JSON
@@ -97,15 +121,6 @@ type gateView struct {
 	Progress  int    `json:"progress"`
 }
 
-// phaseTimer is one runbook phase with its duration and its targets.
-type phaseTimer struct {
-	Phase    string `json:"phase"`
-	Duration string `json:"duration,omitempty"`
-	// RunbookTarget is the manual runbook's target; LockdownTarget ours.
-	RunbookTarget  string `json:"runbook_target"`
-	LockdownTarget string `json:"lockdown_target"`
-}
-
 func dbFlag(fs *flag.FlagSet) *string {
 	return fs.String("database-url", envOr("DATABASE_URL", ""), "PostgreSQL URL of Lockdown's database (LOCKDOWN_DATABASE_URL)")
 }
@@ -119,13 +134,13 @@ func connectDB(ctx context.Context, url string) (*pgx.Conn, error) {
 	return pgx.Connect(ctx, url)
 }
 
-const incidentSelect = `SELECT id::text, phase, severity, summary, source, detected_at, opened_at, sealed_at, unsealed_at, seal_round, gate,
+const incidentSelect = `SELECT id::text, phase, severity, summary, source, detected_at, opened_at, sealed_at, unsealed_at, resolved_at, seal_round, gate,
 	(SELECT count(*) FROM containment.detections d WHERE d.incident_id = i.id) FROM containment.incidents i`
 
 func scanView(row pgx.Row) (incidentView, error) {
 	var v incidentView
 	var gate []byte
-	err := row.Scan(&v.ID, &v.Phase, &v.Severity, &v.Summary, &v.Source, &v.DetectedAt, &v.OpenedAt, &v.SealedAt, &v.UnsealedAt, &v.SealRounds, &gate, &v.Detections)
+	err := row.Scan(&v.ID, &v.Phase, &v.Severity, &v.Summary, &v.Source, &v.DetectedAt, &v.OpenedAt, &v.SealedAt, &v.UnsealedAt, &v.ResolvedAt, &v.SealRounds, &gate, &v.Detections)
 	if err == nil {
 		err = json.Unmarshal(gate, &v.Gate)
 	}
@@ -170,17 +185,11 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 	fs := newFlags("status", errOut)
 	db := dbFlag(fs)
 	asJSON := fs.Bool("json", false, "print as JSON")
-	// The incident id is the one positional argument; flags may follow it.
-	var id string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		id, args = args[0], args[1:]
-	}
-	if code, ok := parse(fs, args); !ok {
+	watch := fs.Bool("watch", false, "refresh every --interval until the incident ends: progress bars on a terminal, a line per change otherwise")
+	interval := fs.Duration("interval", time.Second, "refresh interval of --watch")
+	id, code, ok := parseWithID(fs, args, "usage: lockdown status <incident-id> [--json] [--watch]", errOut)
+	if !ok {
 		return code
-	}
-	if id == "" {
-		fmt.Fprintln(errOut, "usage: lockdown status <incident-id> [--json]")
-		return ExitUsage
 	}
 	conn, err := connectDB(ctx, *db)
 	if err != nil {
@@ -188,14 +197,53 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return ExitFailure
 	}
 	defer conn.Close(context.Background())
-	v, err := scanView(conn.QueryRow(ctx, incidentSelect+` WHERE id::text = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		fmt.Fprintf(errOut, "lockdown status: no incident %s\n", id)
-		return ExitFailure
+	tty := isTerminal(out)
+	last := ""
+	for {
+		v, err := loadView(ctx, conn, id, time.Now())
+		if errors.Is(err, pgx.ErrNoRows) {
+			fmt.Fprintf(errOut, "lockdown status: no incident %s\n", id)
+			return ExitFailure
+		}
+		if err != nil {
+			fmt.Fprintf(errOut, "lockdown status: %v\n", err)
+			return ExitFailure
+		}
+		switch {
+		case *asJSON:
+			printJSON(out, v)
+		case !*watch:
+			printStatus(out, v)
+		case tty:
+			fmt.Fprint(out, "\x1b[H\x1b[2J") // home and clear: redraw in place
+			printStatus(out, v)
+			fmt.Fprintln(out)
+			printBars(out, v)
+		default:
+			// Not a terminal (a log, a pipe): one plain line per change.
+			if line := progressLine(v); line != last {
+				fmt.Fprintln(out, line)
+				last = line
+			}
+		}
+		if !*watch || v.Phase == "resolved" || v.Phase == "failed" {
+			return ExitOK
+		}
+		select {
+		case <-ctx.Done():
+			return ExitOK
+		case <-time.After(*interval):
+		}
 	}
+}
+
+// loadView reads everything status shows. The phases come from the
+// incident's timeline through report.Build: the same durations and targets
+// as the post-incident report.
+func loadView(ctx context.Context, conn *pgx.Conn, id string, now time.Time) (incidentView, error) {
+	v, err := scanView(conn.QueryRow(ctx, incidentSelect+` WHERE id::text = $1`, id))
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown status: %v\n", err)
-		return ExitFailure
+		return v, err
 	}
 	rows, err := conn.Query(ctx, `SELECT round, address, method, requested_at, confirmed_at FROM containment.node_seals WHERE incident_id::text = $1 ORDER BY round, address`, id)
 	if err == nil {
@@ -205,43 +253,78 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 		})
 	}
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown status: %v\n", err)
-		return ExitFailure
+		return v, err
 	}
 	var raw []byte
 	switch err := conn.QueryRow(ctx, `SELECT state FROM containment.recovery WHERE incident_id::text = $1`, id).Scan(&raw); {
 	case err == nil:
 		v.Recovery = &recoveryView{}
 		if err := json.Unmarshal(raw, v.Recovery); err != nil {
-			fmt.Fprintf(errOut, "lockdown status: recovery state: %v\n", err)
-			return ExitFailure
+			return v, fmt.Errorf("recovery state: %w", err)
 		}
 	case !errors.Is(err, pgx.ErrNoRows):
-		fmt.Fprintf(errOut, "lockdown status: %v\n", err)
-		return ExitFailure
+		return v, err
 	}
-	var rot rotationView
-	// The rotator's schema exists once it has run; before that there is
-	// no progress to show.
-	if err := conn.QueryRow(ctx, `SELECT p.tenants, count(*) FILTER (WHERE j.state = 'completed'), count(*) FILTER (WHERE j.state = 'failed'),
-		count(*) FILTER (WHERE j.state = 'pending') FROM rotator.plans p LEFT JOIN rotator.jobs j ON j.incident_id = p.incident_id
-		WHERE p.incident_id = $1 GROUP BY p.tenants`, id).Scan(&rot.Planned, &rot.Completed, &rot.Failed, &rot.Pending); err == nil {
+	// The rotator's and notifier's schemas exist once they have run;
+	// before that there is no progress to show.
+	rot := progressView{}
+	if err := conn.QueryRow(ctx, `SELECT p.tenants, p.planned_at, count(*) FILTER (WHERE j.state = 'completed'), count(*) FILTER (WHERE j.state = 'failed'),
+		count(*) FILTER (WHERE j.state = 'pending' AND j.steps <> '{}'::jsonb)
+		FROM rotator.plans p LEFT JOIN rotator.jobs j ON j.incident_id = p.incident_id
+		WHERE p.incident_id = $1 GROUP BY p.tenants, p.planned_at`, id).Scan(&rot.Planned, &rot.Since, &rot.Completed, &rot.Failed, &rot.InFlight); err == nil {
+		rot.settle(now)
 		v.Rotation = &rot
+		note := progressView{Since: rot.Since}
+		if err := conn.QueryRow(ctx, `SELECT p.tenants, count(o.*) FILTER (WHERE o.state = 'sent'), count(o.*) FILTER (WHERE o.state = 'failed'),
+			(SELECT count(DISTINCT tenant_id) FROM notifier.deliveries d WHERE d.incident_id = $1 AND d.state = 'sending')
+			FROM notifier.plans p LEFT JOIN notifier.outcomes o ON o.incident_id = p.incident_id
+			WHERE p.incident_id = $1 GROUP BY p.tenants`, id).Scan(&note.Planned, &note.Completed, &note.Failed, &note.InFlight); err == nil {
+			note.settle(now)
+			v.Notification = &note
+		}
 	}
-	v.Phases = phases(v)
-	if *asJSON {
-		printJSON(out, v)
-		return ExitOK
+	entries, err := timelineOf(ctx, conn, id)
+	if err != nil {
+		return v, err
 	}
+	end := now
+	if v.ResolvedAt != nil {
+		end = *v.ResolvedAt
+	}
+	r, err := report.Build(v.reportIncident(), entries, v.Phase, "", end)
+	if err != nil {
+		return v, err
+	}
+	v.Phases = r.Phases
+	return v, nil
+}
+
+func (v incidentView) reportIncident() report.Incident {
+	return report.Incident{ID: v.ID, Severity: v.Severity, Summary: v.Summary, Source: v.Source, DetectedAt: v.DetectedAt, OpenedAt: v.OpenedAt, Detections: v.Detections}
+}
+
+// timelineOf reads the incident's recorded events (containment.timeline).
+func timelineOf(ctx context.Context, conn *pgx.Conn, id string) ([]report.Entry, error) {
+	rows, err := conn.Query(ctx, `SELECT event_id, type, time, source, data FROM containment.timeline WHERE incident_id = $1 ORDER BY time, event_id`, id)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (report.Entry, error) {
+		var e report.Entry
+		var typ string
+		err := row.Scan(&e.EventID, &typ, &e.Time, &e.Source, &e.Data)
+		e.Type = events.Name(typ)
+		return e, err
+	})
+}
+
+func printStatus(out io.Writer, v incidentView) {
 	fmt.Fprintf(out, "incident %s  phase %s  severity %s  detections %d\n  %s (from %s)\n", v.ID, v.Phase, v.Severity, v.Detections, v.Summary, v.Source)
 	fmt.Fprintf(out, "  detected %s  opened %s\n", v.DetectedAt.Format(time.RFC3339), v.OpenedAt.Format(time.RFC3339))
 	fmt.Fprintln(out, "\nphases:")
+	fmt.Fprintf(out, "  %-20s %-24s %-24s %-12s %-14s %s\n", "PHASE", "START", "END", "DURATION", "RUNBOOK TARGET", "LOCKDOWN TARGET")
 	for _, p := range v.Phases {
-		d := p.Duration
-		if d == "" {
-			d = "—"
-		}
-		fmt.Fprintf(out, "  %-20s %-12s runbook target %-6s lockdown target %s\n", p.Phase, d, p.RunbookTarget, p.LockdownTarget)
+		fmt.Fprintf(out, "  %-20s %-24s %-24s %-12s %-14s %s\n", p.Name, stamp(p.Start), stamp(p.End), p.Duration.Round(time.Millisecond), targetOr(p.RunbookTarget, "—"), targetOr(p.LockdownTarget, "human"))
 	}
 	if len(v.Seals) > 0 {
 		fmt.Fprintln(out, "\nseals:")
@@ -267,10 +350,88 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if r := v.Recovery; r != nil {
 		printRecovery(out, r)
 	}
-	if r := v.Rotation; r != nil {
-		fmt.Fprintf(out, "\nrotation: %d planned, %d completed, %d failed, %d in flight or waiting\n", r.Planned, r.Completed, r.Failed, r.Pending)
+	for _, p := range []struct {
+		name string
+		v    *progressView
+	}{{"rotation", v.Rotation}, {"notification", v.Notification}} {
+		if p.v != nil {
+			fmt.Fprintf(out, "\n%s: %d planned, %d done, %d failed, %d in flight, %d remaining, %.1f/s, ETA %s\n",
+				p.name, p.v.Planned, p.v.Completed, p.v.Failed, p.v.InFlight, p.v.Remaining, p.v.Rate, orDash(p.v.ETA))
+		}
 	}
-	return ExitOK
+}
+
+// printBars draws the rotation and notification progress bars.
+func printBars(out io.Writer, v incidentView) {
+	for _, p := range []struct {
+		name string
+		v    *progressView
+	}{{"rotation", v.Rotation}, {"notification", v.Notification}} {
+		if p.v != nil {
+			fmt.Fprintf(out, "%-13s %s\n", p.name, bar(*p.v, 40))
+		}
+	}
+}
+
+// bar renders done (#), failed (x) and in flight (>) over the plan.
+func bar(p progressView, width int) string {
+	cells := func(n int) int {
+		if p.Planned == 0 {
+			return 0
+		}
+		return n * width / p.Planned
+	}
+	done, failed, flight := cells(p.Completed), cells(p.Failed), cells(p.InFlight)
+	rest := max(width-done-failed-flight, 0)
+	return fmt.Sprintf("[%s%s%s%s] %d/%d done, %d failed, %d in flight, %d remaining, %.1f/s, ETA %s",
+		strings.Repeat("#", done), strings.Repeat("x", failed), strings.Repeat(">", flight), strings.Repeat(".", rest),
+		p.Completed, p.Planned, p.Failed, p.InFlight, p.Remaining, p.Rate, orDash(p.ETA))
+}
+
+// progressLine is --watch's plain output: one line with the phase and the
+// counts.
+func progressLine(v incidentView) string {
+	line := "phase " + v.Phase
+	for _, p := range []struct {
+		name string
+		v    *progressView
+	}{{"rotation", v.Rotation}, {"notification", v.Notification}} {
+		if p.v != nil {
+			line += fmt.Sprintf("  %s %d/%d done %d failed %d in flight %d remaining", p.name, p.v.Completed, p.v.Planned, p.v.Failed, p.v.InFlight, p.v.Remaining)
+		}
+	}
+	return line
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	return t.UTC().Format("2006-01-02T15:04:05.000Z")
+}
+
+func targetOr(d time.Duration, none string) string {
+	if d == 0 {
+		return none
+	}
+	return d.String()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
 }
 
 func printRecovery(out io.Writer, r *recoveryView) {
@@ -312,28 +473,3 @@ func doneWord(b bool) string {
 	return "pending"
 }
 
-// phases lists containment's phases with their durations and targets: the
-// runbook's (containment within 5 minutes) beside Lockdown's own.
-func phases(v incidentView) []phaseTimer {
-	contain := phaseTimer{Phase: "containment", RunbookTarget: "5m", LockdownTarget: "1s"}
-	if v.SealedAt != nil {
-		contain.Duration = v.SealedAt.Sub(v.OpenedAt).Round(time.Millisecond).String()
-	}
-	gate := phaseTimer{Phase: "unseal gate", RunbookTarget: "—", LockdownTarget: "human"}
-	if v.SealedAt != nil && v.UnsealedAt != nil {
-		gate.Duration = v.UnsealedAt.Sub(*v.SealedAt).Round(time.Millisecond).String()
-	}
-	out := []phaseTimer{contain, gate}
-	if r := v.Recovery; r != nil {
-		revoke := phaseTimer{Phase: "revoke access", RunbookTarget: "—", LockdownTarget: "1m"}
-		if v.UnsealedAt != nil && !r.AccessRevokedAt.IsZero() {
-			revoke.Duration = r.AccessRevokedAt.Sub(*v.UnsealedAt).Round(time.Millisecond).String()
-		}
-		rekey := phaseTimer{Phase: "unseal-key rotation", RunbookTarget: "30m", LockdownTarget: "human"}
-		if !r.Ceremony.CompletedAt.IsZero() {
-			rekey.Duration = r.Ceremony.CompletedAt.Sub(r.Ceremony.StartedAt).Round(time.Millisecond).String()
-		}
-		out = append(out, revoke, rekey)
-	}
-	return out
-}

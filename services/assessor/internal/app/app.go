@@ -136,8 +136,9 @@ func (a *Assessor) Run(ctx context.Context) error {
 	acfg := assess.Config{Window: a.cfg.Window, WidespreadAbove: a.cfg.WidespreadAbove, ExcludeTenants: a.cfg.ExcludeTenants,
 		TrustedActors: a.cfg.TrustedActors, ListLimit: a.cfg.ListLimit}
 	handler := stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.IncidentOpenedData) error {
-		// Let the lines already received reach PostgreSQL first.
-		if !a.Pipeline.Settle(ctx, 2*time.Second) {
+		// Read the audit file to its end, then let the lines received reach
+		// PostgreSQL: the assessment sees the log up to this moment.
+		if !a.Pipeline.CatchUp(ctx, 2*time.Second) || !a.Pipeline.Settle(ctx, 2*time.Second) {
 			a.rt.Logger.WarnContext(ctx, "assessing while audit lines are still being written", slog.String("incident_id", d.IncidentID))
 		}
 		res, err := assess.Assess(ctx, a.db, acfg, d.IncidentID, d.DetectedAt)

@@ -29,6 +29,9 @@ func (p *Pipeline) Follow(ctx context.Context, path string, poll time.Duration) 
 		}
 	}()
 	buf := make([]byte, 256*1024)
+	p.followers.Add(1)
+	defer p.followers.Add(-1)
+	var reply chan struct{} // a CatchUp waiting for the end of this pass
 	for {
 		st, err := os.Stat(path)
 		switch {
@@ -82,10 +85,15 @@ func (p *Pipeline) Follow(ctx context.Context, path string, poll time.Duration) 
 				}
 			}
 		}
+		if reply != nil {
+			close(reply)
+			reply = nil
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(poll):
+		case reply = <-p.catchUp:
 		}
 	}
 }

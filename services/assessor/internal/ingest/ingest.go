@@ -61,11 +61,45 @@ type Pipeline struct {
 	Stats Stats
 
 	lastDropLog atomic.Int64
+	// followers counts running file followers; catchUp asks one of them
+	// for a pass to the end of the file now, answered by closing the
+	// channel it carries.
+	followers atomic.Int32
+	catchUp   chan chan struct{}
 }
 
 // NewPipeline prepares a pipeline; Run starts its writer.
 func NewPipeline(sink Sink, opts Options) *Pipeline {
-	return &Pipeline{opts: opts, sink: sink, lines: make(chan []byte, opts.Buffer)}
+	return &Pipeline{opts: opts, sink: sink, lines: make(chan []byte, opts.Buffer), catchUp: make(chan chan struct{})}
+}
+
+// CatchUp makes a running file follower read to the current end of its
+// file now instead of at its next poll, and waits (up to max) until it
+// has: a line Vault wrote before the breach was reported is then received.
+// With no follower (socket only: Vault hands each line over before it
+// answers) there is nothing to wait for.
+func (p *Pipeline) CatchUp(ctx context.Context, max time.Duration) bool {
+	if p.followers.Load() == 0 {
+		return true
+	}
+	timer := time.NewTimer(max)
+	defer timer.Stop()
+	reply := make(chan struct{})
+	select {
+	case p.catchUp <- reply:
+	case <-timer.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+	select {
+	case <-reply:
+		return true
+	case <-timer.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // Offer hands a line to the writer without ever blocking the caller.

@@ -134,4 +134,24 @@ func TestIngest(t *testing.T) {
 			t.Fatalf("malformed %d", p.Stats.Malformed.Load())
 		}
 	})
+	t.Run("an assessment's catch-up reads the file to its end without waiting for the next poll", func(t *testing.T) {
+		sink := &memSink{seen: map[string]bool{}}
+		p := pipeline(sink, 100)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go p.Run(ctx)
+		path := filepath.Join(t.TempDir(), "audit.log")
+		os.WriteFile(path, []byte(entry("c1")+"\n"), 0o644)
+		go p.Follow(ctx, path, time.Hour) // the first pass runs at once, the next in an hour
+		testwait.For(t, 10*time.Second, "c1", func() bool { return len(sink.ids()) == 1 })
+		f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		f.WriteString(entry("c2") + "\n")
+		f.Close()
+		if !p.CatchUp(ctx, 5*time.Second) || !p.Settle(ctx, 5*time.Second) {
+			t.Fatal("no catch-up")
+		}
+		if got := sink.ids(); len(got) != 2 {
+			t.Fatalf("after the catch-up the sink holds %v", got)
+		}
+	})
 }

@@ -18,12 +18,15 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
+	"github.com/lockdown/lockdown/pkg/platform/telemetry"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/intake"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
+	"github.com/lockdown/lockdown/services/containment/internal/timeline"
 	"github.com/lockdown/lockdown/services/containment/internal/store"
 	"github.com/lockdown/lockdown/services/containment/internal/vaultadmin"
 	"github.com/lockdown/lockdown/services/containment/internal/vaultnodes"
@@ -169,6 +172,7 @@ type Deps struct {
 		incident.Store
 		intake.Incidents
 		recovery.Store
+		timeline.Store
 	}
 	Vault  incident.Vault
 	Fencer incident.Fencer
@@ -205,9 +209,14 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 	breaches := stream.NewConsumer(rt.NATS.JS, spec, BreachHandler(responder), stream.ConsumerOptions{
 		Logger: rt.Logger, TracerProvider: rt.TracerProvider, Concurrency: cfg.BreachConcurrency, DrainTimeout: cfg.ShutdownTimeout,
 	})
+	timelineSpec, _ := events.ConsumerOf(events.ConsumerContainmentTimeline)
+	timelines := stream.NewConsumer(rt.NATS.JS, timelineSpec, TimelineHandler(timeline.New(deps.Store, pub, rt.Logger)), stream.ConsumerOptions{
+		Logger: rt.Logger, TracerProvider: rt.TracerProvider, DrainTimeout: cfg.ShutdownTimeout,
+	})
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return breaches.Run(gctx) })
 	g.Go(func() error { return recoveries.Run(gctx) })
+	g.Go(func() error { return timelines.Run(gctx) })
 	if cfg.IntakeAddr != "" {
 		h := intake.New(intake.Config{BearerTokens: cfg.IntakeBearerTokens, HMACKey: cfg.IntakeHMACKey, MaxSkew: cfg.IntakeMaxSkew,
 			MaxBody: 1 << 20, WaitIncident: 3 * time.Second}, breachPublisher{pub}, deps.Store, rt.Logger)
@@ -221,7 +230,8 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 // and nothing is sealed.
 func BreachHandler(r *incident.Responder) stream.Handler {
 	return stream.Decoded(func(ctx context.Context, d *stream.Delivery, b events.BreachDetectedData) error {
-		_, _, err := r.HandleBreach(ctx, incident.Detection{EventID: d.Event.ID(), Source: d.Event.Source(), Time: d.Event.Time(), Breach: b})
+		_, _, err := r.HandleBreach(ctx, incident.Detection{EventID: d.Event.ID(), Source: d.Event.Source(), Time: d.Event.Time(), Breach: b,
+			TraceParent: telemetry.TraceParent(ctx)})
 		return err
 	})
 }
@@ -240,6 +250,18 @@ func RecoveryHandler(r *recovery.Recoverer) stream.Handler {
 			return r.OnNotificationsCompleted(ctx, d.IncidentID)
 		}),
 	})
+}
+
+// TimelineHandler records every incident event (one at a time, in stream
+// order, so access.restored finds the events before it recorded).
+func TimelineHandler(r *timeline.Recorder) stream.Handler {
+	return func(ctx context.Context, d *stream.Delivery) error {
+		err := r.Record(ctx, report.Entry{EventID: d.Event.ID(), Type: d.Spec.Name, Time: d.Event.Time(), Source: d.Event.Source(), Data: d.Event.Data()})
+		if errors.Is(err, timeline.ErrUnknownIncident) {
+			return stream.Permanent(err)
+		}
+		return err
+	}
 }
 
 // breachPublisher adapts the JetStream publisher to the intake's port.

@@ -50,6 +50,9 @@ type Incident struct {
 	Detections        int
 	SealRound         int
 	Gate              []NodeStatus
+	// TraceParent is the trace the opening breach started: the incident's
+	// loops continue it, so one incident is one trace.
+	TraceParent string
 }
 
 // Detection is one breach event as received.
@@ -58,6 +61,8 @@ type Detection struct {
 	Source  string
 	Time    time.Time // the CloudEvent's time: when it was published
 	Breach  events.BreachDetectedData
+	// TraceParent is the trace context of the breach's processing.
+	TraceParent string
 }
 
 // Outcome says what recording a detection did.

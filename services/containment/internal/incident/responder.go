@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/telemetry"
 )
 
 // Timing configures the responder's loops.
@@ -131,14 +132,14 @@ func (r *Responder) ensureLoop(inc Incident) {
 	case PhaseContaining:
 		r.startContainment(inc)
 	case PhaseSealed:
-		r.startLoop(inc.ID, func(ctx context.Context) { r.watchGate(ctx, inc.ID, inc.SealedAt) })
+		r.startLoop(inc.ID, inc.TraceParent, func(ctx context.Context) { r.watchGate(ctx, inc.ID, inc.SealedAt) })
 	}
 }
 
 // startContainment replaces whatever loop the incident runs with a new
 // seal round followed by the gate watch.
 func (r *Responder) startContainment(inc Incident) {
-	r.startLoop(inc.ID, func(ctx context.Context) {
+	r.startLoop(inc.ID, inc.TraceParent, func(ctx context.Context) {
 		sealedAt, err := r.contain(ctx, inc)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -150,13 +151,15 @@ func (r *Responder) startContainment(inc Incident) {
 	})
 }
 
-func (r *Responder) startLoop(id string, fn func(ctx context.Context)) {
+func (r *Responder) startLoop(id, traceParent string, fn func(ctx context.Context)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if cancel, ok := r.loop[id]; ok {
 		cancel()
 	}
-	ctx, cancel := context.WithCancel(r.ctx)
+	// The loop outlives the message that started it (and resumes after a
+	// restart): it continues the incident's trace from the stored context.
+	ctx, cancel := context.WithCancel(telemetry.WithTraceParent(r.ctx, traceParent))
 	r.loop[id] = cancel
 	r.loopsWG.Add(1)
 	go func() {

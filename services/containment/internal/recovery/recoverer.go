@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/telemetry"
 )
 
 // Recoverer runs phases 4, 5 and 8 for each incident.
@@ -46,7 +47,7 @@ func (r *Recoverer) Resume(ctx context.Context) error {
 	for _, s := range states {
 		if !s.AccessRevokedAt.IsZero() && s.Ceremony.Phase != CeremonyCompleted {
 			r.log.InfoContext(ctx, "resuming rekey ceremony", slog.String("incident_id", s.IncidentID), slog.String("nonce", s.Ceremony.Nonce))
-			r.startCeremony(s.IncidentID)
+			r.startCeremony(s.IncidentID, s.TraceParent)
 		}
 	}
 	return nil
@@ -61,6 +62,7 @@ func (r *Recoverer) OnUnsealed(ctx context.Context, incidentID string) error {
 		return err
 	}
 	if st.AccessRevokedAt.IsZero() {
+		st.TraceParent = telemetry.TraceParent(ctx)
 		if err := r.revokeAccess(ctx, &st); err != nil {
 			return err
 		}
@@ -71,7 +73,7 @@ func (r *Recoverer) OnUnsealed(ctx context.Context, incidentID string) error {
 	if err := r.pub.PublishWithID(ctx, events.AccessRevoked, incidentID+"/access.revoked", st.Revoked); err != nil {
 		return err
 	}
-	r.startCeremony(incidentID)
+	r.startCeremony(incidentID, st.TraceParent)
 	return nil
 }
 
@@ -153,7 +155,7 @@ func (r *Recoverer) keep(ctx context.Context, accessor, self string) string {
 	return ""
 }
 
-func (r *Recoverer) startCeremony(incidentID string) {
+func (r *Recoverer) startCeremony(incidentID, traceParent string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.running[incidentID] {
@@ -164,8 +166,11 @@ func (r *Recoverer) startCeremony(incidentID string) {
 	go func() {
 		defer r.loopsWG.Done()
 		defer func() { r.mu.Lock(); delete(r.running, incidentID); r.mu.Unlock() }()
+		// The ceremony outlives the message that started it: it continues
+		// the incident's trace from the stored context.
+		ctx := telemetry.WithTraceParent(r.ctx, traceParent)
 		for r.ctx.Err() == nil {
-			done, err := r.ceremonyStep(r.ctx, incidentID)
+			done, err := r.ceremonyStep(ctx, incidentID)
 			if err != nil && r.ctx.Err() == nil {
 				r.log.Warn("rekey ceremony step failed; retrying", slog.String("incident_id", incidentID), slog.Any("error", err))
 			}

@@ -115,6 +115,9 @@ type State struct {
 	RotationDone    bool                     `json:"rotation_done"`
 	NotifiedDone    bool                     `json:"notifications_done"`
 	RestoredAt      time.Time                `json:"restored_at"`
+	// TraceParent is the incident's trace (W3C traceparent): the ceremony
+	// loop continues it.
+	TraceParent string `json:"trace_parent,omitempty"`
 }
 
 // Ceremony is the rekey ceremony's progress: the nonce key holders pass to

@@ -41,7 +41,7 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 func (s *Store) Close() { s.pool.Close() }
 
 const incidentColumns = `id, opened_by_event, detected_at, breach_published_at, severity, summary, source, phase, opened_at,
-	sealed_at, unsealed_at, seal_round, gate, (SELECT count(*) FROM containment.detections d WHERE d.incident_id = i.id)`
+	sealed_at, unsealed_at, seal_round, gate, trace_parent, (SELECT count(*) FROM containment.detections d WHERE d.incident_id = i.id)`
 
 func scanIncident(row pgx.Row) (incident.Incident, error) {
 	var inc incident.Incident
@@ -50,7 +50,7 @@ func scanIncident(row pgx.Row) (incident.Incident, error) {
 	var gate []byte
 	var sev, phase string
 	if err := row.Scan(&id, &inc.OpenedBy, &inc.DetectedAt, &inc.BreachPublishedAt, &sev, &inc.Summary, &inc.Source, &phase, &inc.OpenedAt,
-		&sealedAt, &unsealedAt, &inc.SealRound, &gate, &inc.Detections); err != nil {
+		&sealedAt, &unsealedAt, &inc.SealRound, &gate, &inc.TraceParent, &inc.Detections); err != nil {
 		return incident.Incident{}, err
 	}
 	inc.ID, inc.Severity, inc.Phase = id.String(), events.Severity(sev), incident.Phase(phase)
@@ -93,9 +93,9 @@ func (s *Store) RecordDetection(ctx context.Context, d incident.Detection) (inci
 	if errors.Is(err, pgx.ErrNoRows) {
 		outcome = incident.Opened
 		id := uuid.New()
-		_, err = tx.Exec(ctx, `INSERT INTO containment.incidents (id, opened_by_event, detected_at, breach_published_at, severity, summary, source, phase)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-			id, d.EventID, d.Breach.DetectedAt, d.Time, string(d.Breach.Severity), d.Breach.Summary, d.Source, string(incident.PhaseContaining))
+		_, err = tx.Exec(ctx, `INSERT INTO containment.incidents (id, opened_by_event, detected_at, breach_published_at, severity, summary, source, phase, trace_parent)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			id, d.EventID, d.Breach.DetectedAt, d.Time, string(d.Breach.Severity), d.Breach.Summary, d.Source, string(incident.PhaseContaining), d.TraceParent)
 		if err == nil {
 			inc, err = scanIncident(tx.QueryRow(ctx, `SELECT `+incidentColumns+` FROM containment.incidents i WHERE id = $1`, id))
 		}

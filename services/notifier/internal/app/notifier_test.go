@@ -97,51 +97,19 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// mailpitMessage is one message as Mailpit's API returns it.
-type mailpitMessage struct {
-	ID        string
-	MessageID string
-	Subject   string
-	To        []struct{ Address string }
-	Text      string
-	HTML      string
-	Incident  string
-}
-
-// mailbox reads every message Mailpit holds, with its bodies.
-func mailbox(t *testing.T, ctx context.Context, api string) []mailpitMessage {
+// mailbox reads every message Mailpit holds, with its bodies and headers.
+func mailbox(t *testing.T, ctx context.Context, s *localstack.Stack) []localstack.Message {
 	t.Helper()
-	var list struct {
-		Total    int
-		Messages []mailpitMessage
-	}
-	getJSON(t, ctx, api+"/api/v1/messages?limit=1000", &list)
-	if list.Total != len(list.Messages) {
-		t.Fatalf("Mailpit holds %d messages, listed %d", list.Total, len(list.Messages))
-	}
-	for i, m := range list.Messages {
-		var full mailpitMessage
-		getJSON(t, ctx, api+"/api/v1/message/"+m.ID, &full)
-		list.Messages[i].Text, list.Messages[i].HTML = full.Text, full.HTML
-		var headers map[string][]string
-		getJSON(t, ctx, api+"/api/v1/message/"+m.ID+"/headers", &headers)
-		if h := headers["X-Lockdown-Incident"]; len(h) == 1 {
-			list.Messages[i].Incident = h[0]
-		}
-	}
-	return list.Messages
-}
-
-func getJSON(t *testing.T, ctx context.Context, url string, into any) {
-	t.Helper()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
+	msgs, err := s.Mailpit.Messages(ctx)
 	must(t, err)
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", url, resp.Status)
+	return msgs
+}
+
+func incidentOf(m localstack.Message) string {
+	if h := m.Headers["X-Lockdown-Incident"]; len(h) == 1 {
+		return h[0]
 	}
-	must(t, json.NewDecoder(resp.Body).Decode(into))
+	return ""
 }
 
 func must(t testing.TB, err error) {
@@ -280,7 +248,7 @@ func TestNotifier(t *testing.T) {
 		}
 	})
 
-	messages := mailbox(t, ctx, s.Mailpit.APIURL)
+	messages := mailbox(t, ctx, s)
 	t.Run("Mailpit holds exactly one message per tenant, the right variant, with the incident id", func(t *testing.T) {
 		perTenant := map[string]int{}
 		for _, m := range messages {
@@ -292,8 +260,8 @@ func TestNotifier(t *testing.T) {
 			if m.Subject != notify.DefaultSubject {
 				t.Errorf("%s: subject %q", id, m.Subject)
 			}
-			if m.Incident != incident || !strings.Contains(m.Text, incident) || !strings.Contains(m.HTML, incident) {
-				t.Errorf("%s: the incident id is missing (header %q)", id, m.Incident)
+			if incidentOf(m) != incident || !strings.Contains(m.Text, incident) || !strings.Contains(m.HTML, incident) {
+				t.Errorf("%s: the incident id is missing (header %q)", id, incidentOf(m))
 			}
 			if want := notify.MessageID(incident, id, "localhost"); "<"+m.MessageID+">" != want {
 				t.Errorf("%s: Message-ID <%s>, want %s", id, m.MessageID, want)
@@ -435,7 +403,7 @@ func TestNotifier(t *testing.T) {
 			t.Fatalf("republished %d events", republished)
 		}
 		idle(t, ctx, operator)
-		if got := len(mailbox(t, ctx, s.Mailpit.APIURL)); got != len(messages) {
+		if got := len(mailbox(t, ctx, s)); got != len(messages) {
 			t.Fatalf("Mailpit holds %d messages after redelivery, had %d", got, len(messages))
 		}
 		for id, hs := range recv.snapshot() {
@@ -461,8 +429,8 @@ func TestNotifier(t *testing.T) {
 		}
 		idle(t, ctx, operator)
 		perTenant := map[string]int{}
-		for _, m := range mailbox(t, ctx, s.Mailpit.APIURL) {
-			if m.Incident == second {
+		for _, m := range mailbox(t, ctx, s) {
+			if incidentOf(m) == second {
 				perTenant[m.To[0].Address]++
 			}
 		}

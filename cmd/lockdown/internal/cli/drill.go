@@ -9,12 +9,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	vault "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
@@ -22,19 +26,22 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 )
 
-// services are started by `lockdown dev` in this order.
-var services = []string{events.ServiceContainment, events.ServiceAssessor, events.ServiceRotator, events.ServiceNotifier}
-
-// devReport is what `dev --json` prints once everything runs.
-type devReport struct {
+// drillReport is what `drill --json` prints.
+type drillReport struct {
+	OK       bool              `json:"ok"`
+	Problems []string          `json:"problems"`
 	Servers  map[string]string `json:"servers"`
 	Services []devService      `json:"services"`
 	Breach   *devBreach        `json:"breach,omitempty"`
+	Intruder []string          `json:"intruder_read_tenants"`
+	Verified *verification     `json:"verified,omitempty"`
+	Report   *report.Report    `json:"report,omitempty"`
 	StackDir string            `json:"stack_dir"`
 }
 
 type devService struct {
 	Name      string `json:"name"`
+	Service   string `json:"service"`
 	PID       int    `json:"pid"`
 	Connected bool   `json:"connected"`
 	Log       string `json:"log"`
@@ -53,20 +60,38 @@ type devBreach struct {
 	Services []string `json:"services"`
 }
 
-func runDev(ctx context.Context, args []string, out, errOut io.Writer) int {
-	fs := newFlags("dev", errOut)
+// verification is what the drill found in Vault and Mailpit afterwards.
+type verification struct {
+	Tenants         int `json:"tenants"`
+	RotatedInVault  int `json:"rotated_in_vault"`  // all three secrets carry the incident
+	APIKeysLeft     int `json:"api_keys_left"`     // in any form
+	TenantsMailed   int `json:"tenants_mailed"`    // exactly one message for the incident
+	MessagesForThis int `json:"messages_incident"` // messages carrying the incident id
+}
+
+// drillServices are started in this order; rotators come N times.
+var drillServices = []string{events.ServiceContainment, events.ServiceAssessor, events.ServiceNotifier}
+
+func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
+	fs := newFlags("drill", errOut)
 	binDir := fs.String("bin-dir", envOr("BIN_DIR", ""), "folder of the service binaries (default: beside this executable)")
-	runFor := fs.Duration("for", 0, "stop after this long; 0 keeps running until Ctrl-C")
-	trigger := fs.Bool("trigger", true, "publish a sample breach and follow its trace")
-	tenants := fs.Int("tenants", 20, "tenants to seed in the directory and in Vault (SSH, SMTP, DKIM, API keys)")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
+	tenants := fs.Int("tenants", 100, "tenants to seed in the directory and in Vault (SSH, SMTP, DKIM, API keys)")
+	rotators := fs.Int("rotators", 1, "rotator processes (they share the work queue)")
+	intruderReads := fs.Int("intruder-reads", 10, "tenants whose secrets the intruder reads before the breach is detected")
+	keep := fs.Bool("keep", false, "keep the stack and services running after the drill until Ctrl-C")
+	timeout := fs.Duration("timeout", 15*time.Minute, "give up after this long")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if code, ok := parse(fs, args); !ok {
 		return code
+	}
+	if *tenants < 1 || *rotators < 1 || *intruderReads < 0 || *intruderReads > *tenants {
+		fmt.Fprintln(errOut, "lockdown drill: --tenants and --rotators must be at least 1, --intruder-reads between 0 and --tenants")
+		return ExitUsage
 	}
 	if *binDir == "" {
 		exe, err := os.Executable()
 		if err != nil {
-			fmt.Fprintf(errOut, "lockdown dev: %v\n", err)
+			fmt.Fprintf(errOut, "lockdown drill: %v\n", err)
 			return ExitFailure
 		}
 		*binDir = filepath.Dir(exe)
@@ -76,86 +101,149 @@ func runDev(ctx context.Context, args []string, out, errOut io.Writer) int {
 			fmt.Fprintf(out, format+"\n", a...)
 		}
 	}
+	fail := func(err error) int {
+		fmt.Fprintf(errOut, "lockdown drill: %v\n", err)
+		return ExitFailure
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
 
 	say("starting the local stack (NATS, PostgreSQL, Vault, Jaeger, Mailpit)…")
-	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	startCtx, cancelStart := context.WithTimeout(ctx, 3*time.Minute)
 	stack, err := localstack.Start(startCtx, localstack.All())
-	cancel()
+	cancelStart()
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown dev: %v\n", err)
-		return ExitFailure
+		return fail(err)
 	}
 	defer func() {
 		say("stopping services and servers…")
 		if err := stack.Close(); err != nil {
-			fmt.Fprintf(errOut, "lockdown dev: teardown: %v\n", err)
+			fmt.Fprintf(errOut, "lockdown drill: teardown: %v\n", err)
 		}
 	}()
-	report := devReport{StackDir: stack.Dir, Servers: map[string]string{
+	rep := drillReport{StackDir: stack.Dir, Problems: []string{}, Servers: map[string]string{
 		"nats": stack.NATS.URL, "postgres": fmt.Sprintf("127.0.0.1:%d", stack.Postgres.Port), "vault": stack.Vault.Addr,
 		"jaeger_query": stack.Jaeger.QueryURL, "jaeger_otlp_http": stack.Jaeger.OTLPHTTPEndpoint, "mailpit": stack.Mailpit.APIURL,
 	}}
-
-	for _, svc := range services {
-		pid, logPath, err := stack.Spawn(svc, filepath.Join(*binDir, svc), nil, stack.Env(svc))
-		if err != nil {
-			fmt.Fprintf(errOut, "lockdown dev: %v (run `make build`)\n", err)
-			return ExitFailure
-		}
-		report.Services = append(report.Services, devService{Name: svc, PID: pid, Log: logPath})
+	procs := append([]string{}, drillServices...)
+	for range *rotators {
+		procs = append(procs, events.ServiceRotator)
 	}
-	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	err = waitConnected(waitCtx, stack.NATS.MonitorPort, report.Services)
-	cancel()
+	for i, svc := range procs {
+		name := svc
+		if svc == events.ServiceRotator {
+			name = fmt.Sprintf("rotator-%d", i-len(drillServices)+1)
+		}
+		pid, logPath, err := stack.Spawn(name, filepath.Join(*binDir, svc), nil, stack.Env(svc))
+		if err != nil {
+			return fail(fmt.Errorf("%w (run `make build`)", err))
+		}
+		rep.Services = append(rep.Services, devService{Name: name, Service: svc, PID: pid, Log: logPath})
+	}
+	waitCtx, cancelWait := context.WithTimeout(ctx, time.Minute)
+	err = waitConnected(waitCtx, stack.NATS.MonitorPort, rep.Services)
+	cancelWait()
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown dev: %v\n", err)
-		return ExitFailure
+		return fail(err)
 	}
 	say("servers:")
 	for _, k := range []string{"nats", "postgres", "vault", "jaeger_query", "mailpit"} {
-		say("  %-13s %s", k, report.Servers[k])
+		say("  %-13s %s", k, rep.Servers[k])
 	}
-	if err := seedTenants(ctx, stack, *tenants); err != nil {
-		fmt.Fprintf(errOut, "lockdown dev: seeding tenants: %v\n", err)
-		return ExitFailure
-	}
-	say("seeded %d tenants (directory, and SSH/SMTP/DKIM secrets and API keys in Vault)", *tenants)
 	say("services (connected to NATS, topology ensured):")
-	for _, s := range report.Services {
+	for _, s := range rep.Services {
 		say("  %-12s pid %-7d log %s", s.Name, s.PID, s.Log)
 	}
+	if err := seedTenants(ctx, stack, *tenants); err != nil {
+		return fail(fmt.Errorf("seeding tenants: %w", err))
+	}
+	say("seeded %d tenants (directory, and SSH/SMTP/DKIM secrets and API keys in Vault)", *tenants)
+	if rep.Intruder, err = intrude(ctx, stack, *tenants, *intruderReads); err != nil {
+		return fail(fmt.Errorf("intruder: %w", err))
+	}
+	say("an intruder with a token of its own read the secrets of %d tenants and was refused once", len(rep.Intruder))
 
-	if *trigger {
-		b, err := triggerAndTrace(ctx, stack)
-		if err != nil {
-			fmt.Fprintf(errOut, "lockdown dev: %v\n", err)
-			return ExitFailure
-		}
-		say("breach %s published as the SIEM", b.EventID)
-		if err := followIncident(ctx, stack, b, say); err != nil {
-			fmt.Fprintf(errOut, "lockdown dev: %v\n", err)
-			return ExitFailure
-		}
-		report.Breach = b
-		say("one trace %s with %d spans across %v:\n  %s", b.TraceID, b.Spans, b.Services, b.TraceURL)
-		if !*asJSON {
-			runStatus(ctx, []string{b.IncidentID, "--database-url", stack.Postgres.URL}, out, errOut)
-		}
+	b, err := triggerAndTrace(ctx, stack)
+	if err != nil {
+		return fail(err)
 	}
+	rep.Breach = b
+	say("breach %s published as the SIEM", b.EventID)
+	if err := followIncident(ctx, stack, b, say); err != nil {
+		return fail(err)
+	}
+	r, err := storedReport(ctx, stack.Postgres.URL, b.IncidentID)
+	if err != nil {
+		return fail(err)
+	}
+	rep.Report = &r
+	if rep.Verified, err = verify(ctx, stack, b.IncidentID, *tenants); err != nil {
+		return fail(err)
+	}
+	rep.Problems = append(rep.Problems, problems(r, *rep.Verified, rep.Intruder)...)
+	spans, svcs, err := awaitTrace(ctx, b.TraceURL, []string{events.ServiceContainment, events.ServiceAssessor, events.ServiceRotator, events.ServiceNotifier})
+	b.Spans, b.Services = spans, svcs
+	if err != nil {
+		rep.Problems = append(rep.Problems, err.Error())
+	}
+	rep.OK = len(rep.Problems) == 0
 	if *asJSON {
-		printJSON(out, report)
-	}
-	if *runFor > 0 {
-		say("running for %s…", *runFor)
-		select {
-		case <-ctx.Done():
-		case <-time.After(*runFor):
+		printJSON(out, rep)
+	} else {
+		fmt.Fprintln(out)
+		if err := r.Markdown(out); err != nil {
+			return fail(err)
 		}
-	} else if *runFor == 0 {
+		fmt.Fprintln(out)
+		v := rep.Verified
+		say("verified: %d of %d tenants rotated in Vault (every secret carries the incident), %d API keys left, %d tenants with exactly one message in Mailpit",
+			v.RotatedInVault, v.Tenants, v.APIKeysLeft, v.TenantsMailed)
+		say("trace %s: %d spans from %v\n  %s", b.TraceID, b.Spans, b.Services, b.TraceURL)
+		for _, p := range rep.Problems {
+			say("PROBLEM: %s", p)
+		}
+		if rep.OK {
+			say("drill passed: incident %s resolved", b.IncidentID)
+		}
+	}
+	if *keep {
 		say("running; press Ctrl-C to stop")
 		<-ctx.Done()
 	}
+	if !rep.OK {
+		return ExitFailure
+	}
 	return ExitOK
+}
+
+// problems compares the report with what Vault and Mailpit hold.
+func problems(r report.Report, v verification, intruder []string) []string {
+	var out []string
+	if r.Outcome != "resolved" {
+		out = append(out, fmt.Sprintf("incident outcome %q", r.Outcome))
+	}
+	if v.RotatedInVault != v.Tenants || r.Actions.TenantsRotated != v.RotatedInVault {
+		out = append(out, fmt.Sprintf("report says %d tenants rotated, Vault shows %d of %d", r.Actions.TenantsRotated, v.RotatedInVault, v.Tenants))
+	}
+	if v.APIKeysLeft != 0 {
+		out = append(out, fmt.Sprintf("%d API keys left in Vault", v.APIKeysLeft))
+	}
+	if v.TenantsMailed != v.Tenants || r.Actions.TenantsNotified != v.TenantsMailed || v.MessagesForThis != v.Tenants {
+		out = append(out, fmt.Sprintf("report says %d tenants notified, Mailpit holds %d messages for %d tenants of %d", r.Actions.TenantsNotified, v.MessagesForThis, v.TenantsMailed, v.Tenants))
+	}
+	affected := map[string]bool{}
+	for _, t := range r.AffectedTenants {
+		affected[t] = true
+	}
+	for _, t := range intruder {
+		if !affected[t] {
+			out = append(out, fmt.Sprintf("the assessment missed %s, which the intruder read", t))
+		}
+	}
+	if len(r.Failures) > 0 {
+		out = append(out, fmt.Sprintf("%d failures in the report", len(r.Failures)))
+	}
+	return out
 }
 
 // waitConnected polls the NATS monitoring endpoint until every service's
@@ -182,7 +270,7 @@ func waitConnected(ctx context.Context, monitorPort int, svcs []devService) erro
 		}
 		missing := ""
 		for i := range svcs {
-			svcs[i].Connected = names["lockdown-"+svcs[i].Name]
+			svcs[i].Connected = names["lockdown-"+svcs[i].Service]
 			if !svcs[i].Connected {
 				missing = svcs[i].Name
 			}
@@ -202,8 +290,6 @@ func waitConnected(ctx context.Context, monitorPort int, svcs []devService) erro
 // then plays the key holders (the stack's Vault is disposable: this is the
 // one place Lockdown holds unseal shares) and waits for the unseal gate.
 func followIncident(ctx context.Context, stack *localstack.Stack, b *devBreach, say func(string, ...any)) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
 	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: stack.NATS.URL, Name: "lockdown-cli",
 		User: events.UserOperator, Password: stack.NATS.Password(events.UserOperator)})
 	if err != nil {
@@ -273,6 +359,11 @@ func followIncident(ctx context.Context, stack *localstack.Stack, b *devBreach, 
 		return err
 	}
 	say("access restored: auth methods %v re-enabled (access.restored)", restored.AuthMethods)
+	_, resolved, err := stream.Await(ctx, conn.JS, events.IncidentResolved, func(_ event.Event, d events.IncidentResolvedData) bool { return d.IncidentID == b.IncidentID })
+	if err != nil {
+		return err
+	}
+	say("incident %s: %d tenants rotated, %d notified, %d failures (incident.resolved)", resolved.Outcome, resolved.TenantsRotated, resolved.TenantsNotified, resolved.Failures)
 	return nil
 }
 
@@ -327,10 +418,10 @@ func triggerAndTrace(ctx context.Context, stack *localstack.Stack) (*devBreach, 
 		return nil, err
 	}
 	defer conn.Close(context.Background())
-	spanCtx, span := tel.TracerProvider.Tracer("lockdown-cli").Start(ctx, "lockdown dev trigger")
-	ev, pubErr := stream.NewPublisher(conn.JS, "/lockdown/dev", tel.TracerProvider).Publish(spanCtx, events.BreachDetected,
+	spanCtx, span := tel.TracerProvider.Tracer("lockdown-cli").Start(ctx, "lockdown drill trigger")
+	ev, pubErr := stream.NewPublisher(conn.JS, "/lockdown/drill", tel.TracerProvider).Publish(spanCtx, events.BreachDetected,
 		events.BreachDetectedData{Summary: "drill: root token used from an unknown address", Severity: events.SeverityCritical,
-			Indicators: []string{"source:lockdown dev"}})
+			Indicators: []string{"source:lockdown drill"}})
 	span.End()
 	traceID := span.SpanContext().TraceID().String()
 	if err := errors.Join(pubErr, tel.Shutdown(ctx)); err != nil {
@@ -383,4 +474,137 @@ func traceSummary(ctx context.Context, url string) (int, []string, error) {
 		svcs = append(svcs, p.ServiceName)
 	}
 	return len(body.Data[0].Spans), svcs, nil
+}
+
+// intrude plays the attacker: a token of its own (a policy that reads
+// tenants' secrets) reads the secrets of n spread-out tenants and is
+// refused once elsewhere, so the audit log holds what the assessor must
+// find. It returns the tenants read.
+func intrude(ctx context.Context, stack *localstack.Stack, tenants, n int) ([]string, error) {
+	read := []string{}
+	if n == 0 {
+		return read, nil
+	}
+	root, err := stack.Vault.Client()
+	if err != nil {
+		return nil, err
+	}
+	mount := localstack.VaultKVMount
+	if err := root.Sys().PutPolicyWithContext(ctx, "drill-intruder", fmt.Sprintf(`path "%s/data/tenants/*" { capabilities = ["read"] }`, mount)); err != nil {
+		return nil, err
+	}
+	tok, err := root.Auth().Token().CreateWithContext(ctx, &vault.TokenCreateRequest{Policies: []string{"drill-intruder"}, DisplayName: "intruder", NoDefaultPolicy: true, TTL: "1h"})
+	if err != nil {
+		return nil, err
+	}
+	intruder, err := root.Clone()
+	if err != nil {
+		return nil, err
+	}
+	intruder.SetToken(tok.Auth.ClientToken)
+	for i := range n {
+		id := tenantseed.ID(i * tenants / n)
+		for _, secret := range []string{"ssh", "smtp", "dkim"} {
+			if _, err := intruder.KVv2(mount).Get(ctx, "tenants/"+id+"/"+secret); err != nil {
+				return nil, err
+			}
+		}
+		read = append(read, id)
+	}
+	// A probe where it has no right: the audit log records the refusal.
+	if _, err := intruder.Logical().ReadWithContext(ctx, "sys/policies/acl/root"); err == nil {
+		return nil, errors.New("the intruder's token was not refused where it should be")
+	}
+	return read, nil
+}
+
+// storedReport reads the report containment stored when it resolved the
+// incident.
+func storedReport(ctx context.Context, dbURL, incidentID string) (report.Report, error) {
+	conn, err := connectDB(ctx, dbURL)
+	if err != nil {
+		return report.Report{}, err
+	}
+	defer conn.Close(context.Background())
+	return loadReport(ctx, conn, incidentID)
+}
+
+// verify checks, from Vault and Mailpit themselves, that every tenant was
+// rotated and notified once. It reads Vault with the rotator's token: the
+// root token of the disposable Vault was revoked with every other token.
+func verify(ctx context.Context, stack *localstack.Stack, incidentID string, tenants int) (*verification, error) {
+	root, err := stack.Vault.Client()
+	if err != nil {
+		return nil, err
+	}
+	root.SetToken(stack.Vault.RotatorToken)
+	v := &verification{Tenants: tenants}
+	kv := root.KVv2(localstack.VaultKVMount)
+	for i := range tenants {
+		id := tenantseed.ID(i)
+		rotated := true
+		for _, secret := range []string{"ssh", "smtp", "dkim"} {
+			s, err := kv.Get(ctx, "tenants/"+id+"/"+secret)
+			if err != nil {
+				return nil, err
+			}
+			rotated = rotated && s.Data["lockdown_incident"] == incidentID
+		}
+		if rotated {
+			v.RotatedInVault++
+		}
+		keys, err := root.Logical().ListWithContext(ctx, localstack.VaultKVMount+"/metadata/api_keys/"+id)
+		if err != nil {
+			return nil, err
+		}
+		if keys != nil {
+			if list, ok := keys.Data["keys"].([]any); ok {
+				v.APIKeysLeft += len(list)
+			}
+		}
+	}
+	msgs, err := stack.Mailpit.Messages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	perTenant := map[string]int{}
+	for _, m := range msgs {
+		if h := m.Headers["X-Lockdown-Incident"]; len(h) == 1 && h[0] == incidentID && len(m.To) == 1 {
+			v.MessagesForThis++
+			perTenant[m.To[0].Address]++
+		}
+	}
+	for _, n := range perTenant {
+		if n == 1 {
+			v.TenantsMailed++
+		}
+	}
+	return v, nil
+}
+
+// awaitTrace polls Jaeger until the trace holds spans of every wanted
+// service (exporters flush in batches) or a minute passes.
+func awaitTrace(ctx context.Context, url string, want []string) (int, []string, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		spans, svcs, err := traceSummary(ctx, url)
+		missing := []string{}
+		for _, w := range want {
+			if !slices.Contains(svcs, w) {
+				missing = append(missing, w)
+			}
+		}
+		if err == nil && len(missing) == 0 {
+			sort.Strings(svcs)
+			return spans, svcs, nil
+		}
+		if time.Now().After(deadline) {
+			return spans, svcs, fmt.Errorf("the incident's trace lacks spans of %v", missing)
+		}
+		select {
+		case <-ctx.Done():
+			return spans, svcs, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }

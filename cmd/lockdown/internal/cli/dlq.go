@@ -1,0 +1,199 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+)
+
+// deadLetterView is one dead letter as `dlq list` prints it.
+type deadLetterView struct {
+	Sequence   uint64    `json:"sequence"`
+	Consumer   string    `json:"consumer"`
+	Subject    string    `json:"subject"`
+	EventID    string    `json:"event_id,omitempty"`
+	EventType  string    `json:"event_type,omitempty"`
+	Deliveries uint64    `json:"deliveries"`
+	Reason     string    `json:"reason"`
+	FailedAt   time.Time `json:"failed_at"`
+}
+
+// replayResult is what `dlq replay --json` prints.
+type replayResult struct {
+	Sequence  uint64 `json:"sequence"`
+	Subject   string `json:"subject"`
+	MsgID     string `json:"msg_id"`
+	Stream    string `json:"stream"`
+	StreamSeq uint64 `json:"stream_sequence"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+func runDLQ(ctx context.Context, args []string, out, errOut io.Writer) int {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
+		fmt.Fprintln(errOut, "usage: lockdown dlq list [--consumer NAME] [--json] | lockdown dlq replay <sequence> [--json]")
+		return ExitUsage
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlags("dlq "+sub, errOut)
+	natsURL := fs.String("nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (LOCKDOWN_NATS_URL)")
+	user := fs.String("nats-user", envOr("NATS_USER", events.UserOperator), "NATS user (LOCKDOWN_NATS_USER); the operator user reads and replays")
+	asJSON := fs.Bool("json", false, "print as JSON")
+	consumer := fs.String("consumer", "", "list only this durable consumer's dead letters")
+	var seqArg string
+	if sub == "replay" {
+		var code int
+		var ok bool
+		if seqArg, code, ok = parseWithID(fs, args, "usage: lockdown dlq replay <sequence> [--json]", errOut); !ok {
+			return code
+		}
+	} else if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := natsconn.Connect(cctx, natsconn.Options{URL: *natsURL, User: *user, Password: envOr("NATS_PASSWORD", ""), Name: "lockdown-cli"})
+	if err != nil {
+		fmt.Fprintf(errOut, "lockdown dlq: %v\n", err)
+		return ExitFailure
+	}
+	defer conn.Close(context.Background())
+	if sub == "replay" {
+		seq, err := strconv.ParseUint(seqArg, 10, 64)
+		if err != nil {
+			fmt.Fprintf(errOut, "lockdown dlq replay: %q is not a sequence number (see lockdown dlq list)\n", seqArg)
+			return ExitUsage
+		}
+		res, err := replay(cctx, conn.JS, seq)
+		if err != nil {
+			fmt.Fprintf(errOut, "lockdown dlq replay: %v\n", err)
+			return ExitFailure
+		}
+		if *asJSON {
+			printJSON(out, res)
+			return ExitOK
+		}
+		note := ""
+		if res.Duplicate {
+			note = " (already replayed: JetStream kept the first)"
+		}
+		fmt.Fprintf(out, "dead letter %d replayed onto %s as %s (stream %s, seq %d)%s\n", res.Sequence, res.Subject, res.MsgID, res.Stream, res.StreamSeq, note)
+		return ExitOK
+	}
+	list, err := deadLetters(cctx, conn.JS, *consumer)
+	if err != nil {
+		fmt.Fprintf(errOut, "lockdown dlq list: %v\n", err)
+		return ExitFailure
+	}
+	if *asJSON {
+		printJSON(out, list)
+		return ExitOK
+	}
+	fmt.Fprintf(out, "%-6s  %-24s  %-22s  %-36s  %-4s  %s\n", "SEQ", "FAILED", "CONSUMER", "SUBJECT", "DLV", "REASON")
+	for _, d := range list {
+		fmt.Fprintf(out, "%-6d  %-24s  %-22s  %-36s  %-4d  %s\n", d.Sequence, stamp(d.FailedAt), d.Consumer, d.Subject, d.Deliveries, d.Reason)
+	}
+	return ExitOK
+}
+
+// deadLetters reads the whole dead-letter stream (it holds failures, not
+// traffic) with an ordered consumer.
+func deadLetters(ctx context.Context, js jetstream.JetStream, consumer string) ([]deadLetterView, error) {
+	st, err := js.Stream(ctx, events.StreamDeadLetters)
+	if err != nil {
+		return nil, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	list := []deadLetterView{}
+	if info.State.Msgs == 0 {
+		return list, nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, err
+	}
+	for {
+		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			return nil, err
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return nil, err
+		}
+		if v, ok := decodeDeadLetter(msg.Headers(), msg.Data(), meta.Sequence.Stream); ok && (consumer == "" || v.Consumer == consumer) {
+			list = append(list, v)
+		}
+		if meta.Sequence.Stream >= info.State.LastSeq {
+			return list, nil
+		}
+	}
+}
+
+func decodeDeadLetter(h nats.Header, data []byte, seq uint64) (deadLetterView, bool) {
+	ev, _, err := events.Decode(h, data)
+	if err != nil {
+		return deadLetterView{}, false
+	}
+	d, err := events.DataAs[events.DeadLetterData](ev)
+	if err != nil {
+		return deadLetterView{}, false
+	}
+	v := deadLetterView{Sequence: seq, Consumer: d.Consumer, Subject: d.Subject, Deliveries: d.Deliveries, Reason: d.Reason, FailedAt: d.FailedAt}
+	if orig, _, err := events.Decode(nats.Header(d.OriginalHeaders), d.OriginalData); err == nil {
+		v.EventID, v.EventType = orig.ID(), orig.Type()
+	}
+	return v, true
+}
+
+// replay publishes a dead letter's original message, byte for byte and
+// with its original headers, onto its original subject. The Nats-Msg-Id
+// names the dead letter, so replaying the same letter twice is dropped as
+// a duplicate while the original id (still in the duplicate window) does
+// not block the replay.
+func replay(ctx context.Context, js jetstream.JetStream, seq uint64) (replayResult, error) {
+	st, err := js.Stream(ctx, events.StreamDeadLetters)
+	if err != nil {
+		return replayResult{}, err
+	}
+	raw, err := st.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return replayResult{}, fmt.Errorf("no dead letter %d", seq)
+	}
+	if err != nil {
+		return replayResult{}, err
+	}
+	ev, _, err := events.Decode(raw.Header, raw.Data)
+	if err != nil {
+		return replayResult{}, err
+	}
+	d, err := events.DataAs[events.DeadLetterData](ev)
+	if err != nil {
+		return replayResult{}, err
+	}
+	msg := nats.NewMsg(d.Subject)
+	for k, vs := range d.OriginalHeaders {
+		for _, v := range vs {
+			msg.Header.Add(k, v)
+		}
+	}
+	msgID := fmt.Sprintf("%s/replay/%d", msg.Header.Get(jetstream.MsgIDHeader), seq)
+	msg.Header.Set(jetstream.MsgIDHeader, msgID)
+	msg.Data = d.OriginalData
+	ack, err := js.PublishMsg(ctx, msg)
+	if err != nil {
+		return replayResult{}, fmt.Errorf("publish to %s: %w", d.Subject, err)
+	}
+	return replayResult{Sequence: seq, Subject: d.Subject, MsgID: msgID, Stream: ack.Stream, StreamSeq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}

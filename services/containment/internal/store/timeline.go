@@ -1,0 +1,77 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/report"
+	"github.com/lockdown/lockdown/services/containment/internal/incident"
+	"github.com/lockdown/lockdown/services/containment/internal/timeline"
+)
+
+// RecordEvent implements timeline.Store.
+func (s *Store) RecordEvent(ctx context.Context, incidentID string, e report.Entry) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO containment.timeline (event_id, incident_id, type, time, source, data) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT DO NOTHING`, e.EventID, incidentID, string(e.Type), e.Time, e.Source, e.Data)
+	return err
+}
+
+// Timeline implements timeline.Store.
+func (s *Store) Timeline(ctx context.Context, incidentID string) ([]report.Entry, error) {
+	rows, err := s.pool.Query(ctx, `SELECT event_id, type, time, source, data FROM containment.timeline WHERE incident_id = $1 ORDER BY time, event_id`, incidentID)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (report.Entry, error) {
+		var e report.Entry
+		var typ string
+		err := row.Scan(&e.EventID, &typ, &e.Time, &e.Source, &e.Data)
+		e.Type = events.Name(typ)
+		return e, err
+	})
+}
+
+// ReportIncident implements timeline.Store.
+func (s *Store) ReportIncident(ctx context.Context, incidentID string) (report.Incident, error) {
+	var inc report.Incident
+	err := s.pool.QueryRow(ctx, `SELECT id::text, severity, summary, source, detected_at, opened_at,
+		  (SELECT count(*) FROM containment.detections d WHERE d.incident_id = i.id)
+		FROM containment.incidents i WHERE id::text = $1`, incidentID).
+		Scan(&inc.ID, &inc.Severity, &inc.Summary, &inc.Source, &inc.DetectedAt, &inc.OpenedAt, &inc.Detections)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return report.Incident{}, timeline.ErrUnknownIncident
+	}
+	return inc, err
+}
+
+// SaveReport implements timeline.Store: the report and the incident's end
+// in one transaction.
+func (s *Store) SaveReport(ctx context.Context, r report.Report) error {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	phase := incident.PhaseResolved
+	if r.Outcome == "failed" {
+		phase = incident.PhaseFailed
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	if _, err := tx.Exec(ctx, `INSERT INTO containment.reports (incident_id, outcome, report) VALUES ($1, $2, $3)
+		ON CONFLICT (incident_id) DO UPDATE SET outcome = EXCLUDED.outcome, report = EXCLUDED.report, created_at = now()`,
+		r.IncidentID, r.Outcome, body); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `UPDATE containment.incidents SET phase = $2, resolved_at = $3 WHERE id = $1`,
+		r.IncidentID, string(phase), r.ResolvedAt); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}

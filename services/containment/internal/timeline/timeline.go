@@ -1,0 +1,103 @@
+// Package timeline records every event of an incident and, when access is
+// restored — the runbook's last machine step, which itself waits for every
+// tenant to be rotated and notified (or failed) — resolves the incident:
+// it builds the post-incident report from the recorded events, stores it
+// and announces incident.resolved.
+package timeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/report"
+)
+
+// ErrUnknownIncident is returned when an event names an incident
+// containment never opened.
+var ErrUnknownIncident = errors.New("incident not known to containment")
+
+// Store keeps the timeline and the reports.
+type Store interface {
+	// RecordEvent stores one event; the same event id twice is a no-op.
+	RecordEvent(ctx context.Context, incidentID string, e report.Entry) error
+	// Timeline returns an incident's recorded events.
+	Timeline(ctx context.Context, incidentID string) ([]report.Entry, error)
+	// ReportIncident returns what the report needs of the incident row
+	// (ErrUnknownIncident when there is none).
+	ReportIncident(ctx context.Context, incidentID string) (report.Incident, error)
+	// SaveReport stores the report and ends the incident, in one step.
+	SaveReport(ctx context.Context, r report.Report) error
+}
+
+// Publisher emits events with a de-duplication id.
+type Publisher interface {
+	PublishWithID(ctx context.Context, name events.Name, id string, data any) error
+}
+
+// Recorder records events and resolves incidents.
+type Recorder struct {
+	store  Store
+	pub    Publisher
+	logger *slog.Logger
+	now    func() time.Time
+}
+
+// New returns a Recorder.
+func New(store Store, pub Publisher, logger *slog.Logger) *Recorder {
+	return &Recorder{store: store, pub: pub, logger: logger, now: time.Now}
+}
+
+// Record stores one event of the events stream; events that belong to no
+// incident are skipped. access.restored resolves the incident.
+func (r *Recorder) Record(ctx context.Context, e report.Entry) error {
+	var ref struct {
+		IncidentID string `json:"incident_id"`
+	}
+	if err := json.Unmarshal(e.Data, &ref); err != nil || ref.IncidentID == "" {
+		return nil
+	}
+	if err := r.store.RecordEvent(ctx, ref.IncidentID, e); err != nil {
+		return err
+	}
+	if e.Type == events.AccessRestored {
+		return r.Resolve(ctx, ref.IncidentID, "resolved", "")
+	}
+	return nil
+}
+
+// Resolve builds, stores and announces the report. It is idempotent: the
+// report is rebuilt from the same timeline and the event id is fixed.
+func (r *Recorder) Resolve(ctx context.Context, incidentID, outcome, reason string) error {
+	inc, err := r.store.ReportIncident(ctx, incidentID)
+	if err != nil {
+		return err
+	}
+	entries, err := r.store.Timeline(ctx, incidentID)
+	if err != nil {
+		return err
+	}
+	resolvedAt := r.now().UTC()
+	for _, e := range entries {
+		if e.Type == events.AccessRestored {
+			resolvedAt = e.Time // the same time however often it is rebuilt
+		}
+	}
+	rep, err := report.Build(inc, entries, outcome, reason, resolvedAt)
+	if err != nil {
+		return fmt.Errorf("timeline: %w", err)
+	}
+	if err := r.store.SaveReport(ctx, rep); err != nil {
+		return err
+	}
+	r.logger.InfoContext(ctx, "incident resolved", slog.String("incident_id", incidentID), slog.String("outcome", outcome),
+		slog.Int("tenants_rotated", rep.Actions.TenantsRotated), slog.Int("tenants_notified", rep.Actions.TenantsNotified), slog.Int("failures", len(rep.Failures)))
+	return r.pub.PublishWithID(ctx, events.IncidentResolved, incidentID+"/incident.resolved", events.IncidentResolvedData{
+		IncidentID: incidentID, Outcome: outcome, Reason: reason, ResolvedAt: resolvedAt, AffectedTenants: rep.AffectedCount,
+		TenantsRotated: rep.Actions.TenantsRotated, TenantsNotified: rep.Actions.TenantsNotified, Failures: len(rep.Failures),
+	})
+}
