@@ -22,19 +22,19 @@ import (
 
 // incidentView is what `status --json` and `incidents --json` print.
 type incidentView struct {
-	ID         string       `json:"id"`
-	Phase      string       `json:"phase"`
-	Severity   string       `json:"severity"`
-	Summary    string       `json:"summary"`
-	Source     string       `json:"source"`
-	DetectedAt time.Time    `json:"detected_at"`
-	OpenedAt   time.Time    `json:"opened_at"`
-	SealedAt   *time.Time   `json:"sealed_at,omitempty"`
-	UnsealedAt *time.Time   `json:"unsealed_at,omitempty"`
-	Detections int          `json:"detections"`
-	SealRounds int          `json:"seal_rounds"`
-	Seals      []sealView   `json:"seals,omitempty"`
-	Gate       []gateView   `json:"unseal_gate,omitempty"`
+	ID         string         `json:"id"`
+	Phase      string         `json:"phase"`
+	Severity   string         `json:"severity"`
+	Summary    string         `json:"summary"`
+	Source     string         `json:"source"`
+	DetectedAt time.Time      `json:"detected_at"`
+	OpenedAt   time.Time      `json:"opened_at"`
+	SealedAt   *time.Time     `json:"sealed_at,omitempty"`
+	UnsealedAt *time.Time     `json:"unsealed_at,omitempty"`
+	Detections int            `json:"detections"`
+	SealRounds int            `json:"seal_rounds"`
+	Seals      []sealView     `json:"seals,omitempty"`
+	Gate       []gateView     `json:"unseal_gate,omitempty"`
 	Phases     []report.Phase `json:"phases"`
 	// Recovery is containment's recovery state (phases 4, 5, 8) as stored.
 	Recovery *recoveryView `json:"recovery,omitempty"`
@@ -472,4 +472,3 @@ func doneWord(b bool) string {
 	}
 	return "pending"
 }
-
