@@ -84,4 +84,3 @@ func extract(ctx context.Context, h nats.Header, ev *event.Event) context.Contex
 	}
 	return ctx
 }
-

@@ -26,8 +26,8 @@ import (
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/intake"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
-	"github.com/lockdown/lockdown/services/containment/internal/timeline"
 	"github.com/lockdown/lockdown/services/containment/internal/store"
+	"github.com/lockdown/lockdown/services/containment/internal/timeline"
 	"github.com/lockdown/lockdown/services/containment/internal/vaultadmin"
 	"github.com/lockdown/lockdown/services/containment/internal/vaultnodes"
 )
