@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +17,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/testwait"
 )
 
 func run(ctx context.Context, args ...string) (int, string, string) {
@@ -82,6 +87,66 @@ func TestCLI(t *testing.T) {
 		code, _, errOut := run(ctx, "status", "some-id")
 		if code != cli.ExitFailure || !strings.Contains(errOut, "LOCKDOWN_DATABASE_URL") {
 			t.Fatalf("exit %d, stderr %q", code, errOut)
+		}
+	})
+
+	t.Run("dlq list shows a dead letter with its reason, and replay puts the original back once", func(t *testing.T) {
+		// A consumer refuses a vault.unsealed on purpose: the stream
+		// library dead-letters it, as any service would.
+		pub := stream.NewPublisher(conn.JS, events.SourceOf(events.ServiceContainment), nil)
+		original, err := pub.Publish(ctx, events.VaultUnsealed, events.VaultUnsealedData{IncidentID: "inc-dlq", Address: "http://127.0.0.1:1", GateMS: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec, _ := events.ConsumerOf(events.ConsumerContainmentRecovery)
+		cctx, stop := context.WithCancel(ctx)
+		replayed := make(chan string, 4)
+		refuse := true
+		go stream.NewConsumer(conn.JS, spec, func(_ context.Context, d *stream.Delivery) error {
+			if refuse {
+				refuse = false
+				return stream.Permanent(errors.New("refused on purpose by the test"))
+			}
+			replayed <- d.Event.ID()
+			return nil
+		}, stream.ConsumerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}).Run(cctx)
+		defer stop()
+		t.Setenv("LOCKDOWN_NATS_USER", events.UserOperator)
+		t.Setenv("LOCKDOWN_NATS_PASSWORD", s.NATS.Password(events.UserOperator))
+		var letters []struct {
+			Sequence uint64
+			Consumer string
+			Subject  string
+			EventID  string `json:"event_id"`
+			Reason   string
+		}
+		testwait.For(t, 30*time.Second, "the dead letter", func() bool {
+			code, out, _ := run(ctx, "dlq", "list", "--json", "--consumer", events.ConsumerContainmentRecovery)
+			return code == cli.ExitOK && json.Unmarshal([]byte(out), &letters) == nil && len(letters) == 1
+		})
+		l := letters[0]
+		if l.EventID != original.ID() || l.Subject != events.VaultUnsealed.Subject() || !strings.Contains(l.Reason, "refused on purpose") {
+			t.Fatalf("dead letter %+v", l)
+		}
+		code, out, errOut := run(ctx, "dlq", "replay", fmt.Sprint(l.Sequence), "--json")
+		var res struct{ Duplicate bool }
+		if code != cli.ExitOK || json.Unmarshal([]byte(out), &res) != nil || res.Duplicate {
+			t.Fatalf("replay: exit %d, out %s, stderr %s", code, out, errOut)
+		}
+		select {
+		case id := <-replayed:
+			if id != original.ID() {
+				t.Fatalf("replayed event %s, want %s", id, original.ID())
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the replayed event never reached the consumer")
+		}
+		code, out, _ = run(ctx, "dlq", "replay", fmt.Sprint(l.Sequence), "--json")
+		if code != cli.ExitOK || json.Unmarshal([]byte(out), &res) != nil || !res.Duplicate {
+			t.Fatalf("second replay: exit %d, out %s (want a duplicate)", code, out)
+		}
+		if code, _, errOut := run(ctx, "dlq", "replay", "999999"); code != cli.ExitFailure || !strings.Contains(errOut, "no dead letter") {
+			t.Fatalf("unknown sequence: exit %d, %s", code, errOut)
 		}
 	})
 }

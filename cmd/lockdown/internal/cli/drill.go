@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -81,6 +82,7 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 	keep := fs.Bool("keep", false, "keep the stack and services running after the drill until Ctrl-C")
 	timeout := fs.Duration("timeout", 15*time.Minute, "give up after this long")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	outDir := fs.String("out", "", "write the hand-over files here: report.md, report.json, status.json and status-watch.txt")
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
@@ -181,6 +183,11 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return fail(err)
 	}
 	rep.Problems = append(rep.Problems, problems(r, *rep.Verified, rep.Intruder)...)
+	if *outDir != "" {
+		if err := handOver(ctx, *outDir, stack.Postgres.URL, b.IncidentID); err != nil {
+			rep.Problems = append(rep.Problems, err.Error())
+		}
+	}
 	spans, svcs, err := awaitTrace(ctx, b.TraceURL, []string{events.ServiceContainment, events.ServiceAssessor, events.ServiceRotator, events.ServiceNotifier})
 	b.Spans, b.Services = spans, svcs
 	if err != nil {
@@ -607,4 +614,32 @@ func awaitTrace(ctx context.Context, url string, want []string) (int, []string, 
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// handOver writes what the incident's commands print into dir, through the
+// commands themselves: the report (Markdown and JSON) and the status.
+func handOver(ctx context.Context, dir, dbURL, incidentID string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for name, cmd := range map[string][]string{
+		"report.md":        {"report", incidentID, "--format", "md"},
+		"report.json":      {"report", incidentID, "--format", "json"},
+		"status.json":      {"status", incidentID, "--json"},
+		"status-watch.txt": {"status", incidentID, "--watch"},
+	} {
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		var errOut strings.Builder
+		code := Main(ctx, append(cmd, "--database-url", dbURL), f, &errOut)
+		if err := f.Close(); err != nil {
+			return err
+		}
+		if code != ExitOK {
+			return fmt.Errorf("lockdown %s: exit %d: %s", strings.Join(cmd, " "), code, errOut.String())
+		}
+	}
+	return nil
 }
