@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
@@ -30,6 +31,9 @@ type ConsumerOptions struct {
 	DrainTimeout time.Duration
 	// Middleware wraps the handler inside the built-in panic recovery.
 	Middleware []Middleware
+	// MeterProvider receives the consumer's metrics (messages by outcome,
+	// handling time, lag). Default: none.
+	MeterProvider metric.MeterProvider
 }
 
 // Consumer runs a handler over a declared durable pull consumer. Several
@@ -43,6 +47,7 @@ type Consumer struct {
 	deadLetters *Publisher
 	concurrency int
 	drain       time.Duration
+	metrics     consumerMetrics
 }
 
 // NewConsumer prepares a consumer for the declared spec. dlqSource is the
@@ -71,6 +76,7 @@ func NewConsumer(js jetstream.JetStream, spec events.ConsumerSpec, handler Handl
 		deadLetters: NewPublisher(js, events.SourceOf(spec.Service), opts.TracerProvider),
 		concurrency: opts.Concurrency,
 		drain:       opts.DrainTimeout,
+		metrics:     newConsumerMetrics(opts.MeterProvider),
 	}
 }
 
@@ -87,6 +93,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	handlerCtx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHandlers()
 
+	defer c.metrics.observeLag(c.spec.Durable, cons)()
 	slots := make(chan struct{}, c.concurrency)
 	var inFlight sync.WaitGroup
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
@@ -140,8 +147,11 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 			attribute.Int64("messaging.nats.delivery_count", int64(attempt))))
 	defer span.End()
 
+	start, outcome := time.Now(), outcomeAcked
+	defer func() { c.metrics.record(ctx, c.spec.Durable, ev.Type(), outcome, time.Since(start).Seconds()) }()
 	log := c.logger.With(slog.String("subject", msg.Subject()), slog.Uint64("attempt", attempt))
 	if decodeErr != nil {
+		outcome = outcomeDeadLettered
 		span.SetStatus(codes.Error, "undecodable message")
 		c.deadLetter(ctx, msg, attempt, decodeErr, log)
 		return
@@ -156,14 +166,17 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 		}
 		log.InfoContext(ctx, "event handled")
 	case IsPermanent(err):
+		outcome = outcomeDeadLettered
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "permanent failure")
 		c.deadLetter(ctx, msg, attempt, err, log)
 	case c.spec.MaxDeliver > 0 && attempt >= uint64(c.spec.MaxDeliver):
+		outcome = outcomeDeadLettered
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "retries exhausted")
 		c.deadLetter(ctx, msg, attempt, fmt.Errorf("gave up after %d deliveries: %w", attempt, err), log)
 	default:
+		outcome = outcomeRetried
 		delay := c.spec.Backoff(attempt)
 		span.RecordError(err)
 		span.SetAttributes(attribute.String("lockdown.retry_in", delay.String()))

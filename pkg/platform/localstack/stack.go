@@ -186,7 +186,8 @@ func (s *Stack) Env(service string) []string {
 		}
 	}
 	if s.Jaeger != nil {
-		env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+s.Jaeger.OTLPHTTPEndpoint, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf")
+		// Jaeger takes traces, not metrics.
+		env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+s.Jaeger.OTLPHTTPEndpoint, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf", "OTEL_METRICS_EXPORTER=none")
 	}
 	if s.Mailpit != nil {
 		// Mailpit speaks plain SMTP on loopback; webhooks of test receivers

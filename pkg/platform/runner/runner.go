@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/lockdown/lockdown/pkg/events/stream"
@@ -33,7 +34,9 @@ type Runtime struct {
 	Service        string
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
-	NATS           *natsconn.Conn
+	// MeterProvider receives the service's metrics (nil: none).
+	MeterProvider metric.MeterProvider
+	NATS          *natsconn.Conn
 }
 
 // Main runs a service and exits the process: 0 after a clean shutdown, 1
@@ -84,7 +87,7 @@ func Run[C Configurable](ctx context.Context, service string, logOut io.Writer, 
 		return 1
 	}
 	logger.Info("started", slog.Bool("tracing_exported", tel.Exporting))
-	runErr := run(ctx, &Runtime{Service: service, Logger: logger, TracerProvider: tel.TracerProvider, NATS: nc}, cfg)
+	runErr := run(ctx, &Runtime{Service: service, Logger: logger, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, NATS: nc}, cfg)
 
 	drainCtx, cancel := context.WithTimeout(context.Background(), base.ShutdownTimeout)
 	defer cancel()
@@ -97,4 +100,11 @@ func Run[C Configurable](ctx context.Context, service string, logOut io.Writer, 
 	}
 	logger.Info("stopped")
 	return 0
+}
+
+// ConsumerOptions are the options every consumer of the service shares:
+// its logger, tracer and meter providers, and the drain timeout on
+// shutdown. Callers set Concurrency and Middleware on the copy.
+func (rt *Runtime) ConsumerOptions(drain time.Duration) stream.ConsumerOptions {
+	return stream.ConsumerOptions{Logger: rt.Logger, TracerProvider: rt.TracerProvider, MeterProvider: rt.MeterProvider, DrainTimeout: drain}
 }

@@ -13,7 +13,9 @@ import (
 	"os"
 	"strings"
 
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -33,10 +35,14 @@ type Options struct {
 	OTLPEndpoint string
 }
 
-// Telemetry holds the process's tracer provider and logger.
+// Telemetry holds the process's tracer and meter providers and logger.
 type Telemetry struct {
 	TracerProvider *sdktrace.TracerProvider
-	Logger         *slog.Logger
+	// MeterProvider exports metrics over OTLP/HTTP every
+	// OTEL_METRIC_EXPORT_INTERVAL (default 60 s) when an endpoint is
+	// configured and OTEL_METRICS_EXPORTER is not "none".
+	MeterProvider *sdkmetric.MeterProvider
+	Logger        *slog.Logger
 	// Exporting is false when no OTLP endpoint is configured: spans are
 	// then created (for log correlation) but not sent anywhere.
 	Exporting bool
@@ -69,13 +75,33 @@ func Setup(ctx context.Context, opts Options) (*Telemetry, error) {
 		}
 		tpOpts = append(tpOpts, sdktrace.WithBatcher(exp))
 	}
+	mpOpts := []sdkmetric.Option{sdkmetric.WithResource(res)}
+	if metricsConfigured() {
+		exp, err := otlpmetrichttp.New(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: otlp metric exporter: %w", err)
+		}
+		mpOpts = append(mpOpts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp)))
+	}
 	out := opts.LogOutput
 	if out == nil {
 		out = os.Stderr
 	}
 	logger := slog.New(NewLogHandler(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: opts.LogLevel}))).
 		With(slog.String("service", name))
-	return &Telemetry{TracerProvider: sdktrace.NewTracerProvider(tpOpts...), Logger: logger, Exporting: exporting}, nil
+	return &Telemetry{TracerProvider: sdktrace.NewTracerProvider(tpOpts...), MeterProvider: sdkmetric.NewMeterProvider(mpOpts...),
+		Logger: logger, Exporting: exporting}, nil
+}
+
+// metricsConfigured follows the OTEL_* conventions: metrics go where the
+// OTLP endpoint variables point unless OTEL_METRICS_EXPORTER says none.
+// (Options.OTLPEndpoint is for the CLI's traces only; Jaeger takes no
+// metrics, so the local stack turns them off.)
+func metricsConfigured() bool {
+	if os.Getenv("OTEL_METRICS_EXPORTER") == "none" {
+		return false
+	}
+	return os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") != ""
 }
 
 func exporterConfigured() bool {
@@ -85,9 +111,9 @@ func exporterConfigured() bool {
 	return os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
 }
 
-// Shutdown flushes spans still buffered and stops the exporter.
+// Shutdown flushes spans and metrics still buffered and stops the exporters.
 func (t *Telemetry) Shutdown(ctx context.Context) error {
-	return errors.Join(t.TracerProvider.ForceFlush(ctx), t.TracerProvider.Shutdown(ctx))
+	return errors.Join(t.TracerProvider.ForceFlush(ctx), t.TracerProvider.Shutdown(ctx), t.MeterProvider.Shutdown(ctx))
 }
 
 // LogHandler adds trace_id and span_id to every record written with a

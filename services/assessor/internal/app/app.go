@@ -152,7 +152,7 @@ func (a *Assessor) Run(ctx context.Context) error {
 			slog.Int("affected_tenants", len(res.AffectedTenants)), slog.Int("suspicious_events", res.SuspiciousEvents), slog.Int64("duration_ms", res.DurationMS))
 		return pub.PublishWithID(ctx, events.AssessmentCompleted, d.IncidentID+"/assessment.completed", res.AssessmentCompletedData)
 	})
-	c := stream.NewConsumer(a.rt.NATS.JS, spec, handler, stream.ConsumerOptions{Logger: a.rt.Logger, TracerProvider: a.rt.TracerProvider, DrainTimeout: a.cfg.ShutdownTimeout})
+	c := stream.NewConsumer(a.rt.NATS.JS, spec, handler, a.rt.ConsumerOptions(a.cfg.ShutdownTimeout))
 	g.Go(func() error { return c.Run(gctx) })
 	err := g.Wait()
 	s := &a.Pipeline.Stats

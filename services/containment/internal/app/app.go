@@ -202,17 +202,14 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 		return fmt.Errorf("resume recovery: %w", err)
 	}
 	recoverySpec, _ := events.ConsumerOf(events.ConsumerContainmentRecovery)
-	recoveries := stream.NewConsumer(rt.NATS.JS, recoverySpec, RecoveryHandler(recoverer), stream.ConsumerOptions{
-		Logger: rt.Logger, TracerProvider: rt.TracerProvider, DrainTimeout: cfg.ShutdownTimeout,
-	})
+	opts := rt.ConsumerOptions(cfg.ShutdownTimeout)
+	recoveries := stream.NewConsumer(rt.NATS.JS, recoverySpec, RecoveryHandler(recoverer), opts)
 	spec, _ := events.ConsumerOf(events.ConsumerContainmentBreach)
-	breaches := stream.NewConsumer(rt.NATS.JS, spec, BreachHandler(responder), stream.ConsumerOptions{
-		Logger: rt.Logger, TracerProvider: rt.TracerProvider, Concurrency: cfg.BreachConcurrency, DrainTimeout: cfg.ShutdownTimeout,
-	})
+	breachOpts := opts
+	breachOpts.Concurrency = cfg.BreachConcurrency
+	breaches := stream.NewConsumer(rt.NATS.JS, spec, BreachHandler(responder), breachOpts)
 	timelineSpec, _ := events.ConsumerOf(events.ConsumerContainmentTimeline)
-	timelines := stream.NewConsumer(rt.NATS.JS, timelineSpec, TimelineHandler(timeline.New(deps.Store, pub, rt.Logger)), stream.ConsumerOptions{
-		Logger: rt.Logger, TracerProvider: rt.TracerProvider, DrainTimeout: cfg.ShutdownTimeout,
-	})
+	timelines := stream.NewConsumer(rt.NATS.JS, timelineSpec, TimelineHandler(timeline.New(deps.Store, pub, rt.Logger, rt.MeterProvider)), opts)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return breaches.Run(gctx) })
 	g.Go(func() error { return recoveries.Run(gctx) })

@@ -13,6 +13,10 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/report"
 )
@@ -45,11 +49,19 @@ type Recorder struct {
 	pub    Publisher
 	logger *slog.Logger
 	now    func() time.Time
+	// phases records each resolved incident's phase durations.
+	phases metric.Float64Histogram
 }
 
-// New returns a Recorder.
-func New(store Store, pub Publisher, logger *slog.Logger) *Recorder {
-	return &Recorder{store: store, pub: pub, logger: logger, now: time.Now}
+// New returns a Recorder; mp (nil for none) receives the phase durations.
+func New(store Store, pub Publisher, logger *slog.Logger, mp metric.MeterProvider) *Recorder {
+	if mp == nil {
+		mp = metricnoop.NewMeterProvider()
+	}
+	phases, _ := mp.Meter("github.com/lockdown/lockdown/services/containment").Float64Histogram("lockdown.incident.phase.duration",
+		metric.WithUnit("s"), metric.WithDescription("Duration of each runbook phase of a resolved incident."),
+		metric.WithExplicitBucketBoundaries(0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400))
+	return &Recorder{store: store, pub: pub, logger: logger, now: time.Now, phases: phases}
 }
 
 // Record stores one event of the events stream; events that belong to no
@@ -93,6 +105,9 @@ func (r *Recorder) Resolve(ctx context.Context, incidentID, outcome, reason stri
 	}
 	if err := r.store.SaveReport(ctx, rep); err != nil {
 		return err
+	}
+	for _, p := range rep.Phases {
+		r.phases.Record(ctx, p.Duration.Seconds(), metric.WithAttributes(attribute.String("lockdown.phase", p.Name), attribute.Bool("lockdown.target_met", p.Met)))
 	}
 	r.logger.InfoContext(ctx, "incident resolved", slog.String("incident_id", incidentID), slog.String("outcome", outcome),
 		slog.Int("tenants_rotated", rep.Actions.TenantsRotated), slog.Int("tenants_notified", rep.Actions.TenantsNotified), slog.Int("failures", len(rep.Failures)))

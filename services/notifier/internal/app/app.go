@@ -150,6 +150,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db notify.Sto
 			return err
 		}),
 	})
-	opts := stream.ConsumerOptions{Logger: rt.Logger, TracerProvider: rt.TracerProvider, DrainTimeout: cfg.ShutdownTimeout, Concurrency: cfg.Concurrency}
+	opts := rt.ConsumerOptions(cfg.ShutdownTimeout)
+	opts.Concurrency = cfg.Concurrency
 	return stream.NewConsumer(rt.NATS.JS, spec, handler, opts).Run(ctx)
 }

@@ -132,7 +132,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db rotation.S
 		return err
 	})
 	planSpec, _ := events.ConsumerOf(events.ConsumerRotatorPlanner)
-	opts := stream.ConsumerOptions{Logger: rt.Logger, TracerProvider: rt.TracerProvider, DrainTimeout: cfg.ShutdownTimeout}
+	opts := rt.ConsumerOptions(cfg.ShutdownTimeout)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return stream.NewConsumer(rt.NATS.JS, planSpec, planner, opts).Run(gctx) })
 	jobOpts := opts
