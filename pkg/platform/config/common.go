@@ -18,6 +18,7 @@ type Common struct {
 	LogLevel     string `env:"LOG_LEVEL" default:"info" doc:"debug, info, warn or error."`
 	// ShutdownTimeout bounds the graceful drain after SIGINT/SIGTERM.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" default:"15s" doc:"How long in-flight work may take to finish on shutdown."`
+	HealthAddr      string        `env:"HEALTH_ADDR" default:":8080" doc:"Address of the /healthz and /readyz endpoints; empty turns them off."`
 }
 
 // Validate checks the common fields.

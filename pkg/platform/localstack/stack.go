@@ -156,7 +156,8 @@ func (s *Stack) Ports() []int {
 // password and the Vault token, so it is handed to child processes only,
 // never printed.
 func (s *Stack) Env(service string) []string {
-	env := []string{"OTEL_SERVICE_NAME=" + service}
+	// Health endpoints on a free port each: several processes share the host.
+	env := []string{"OTEL_SERVICE_NAME=" + service, "LOCKDOWN_HEALTH_ADDR=127.0.0.1:0"}
 	if s.NATS != nil {
 		env = append(env, "LOCKDOWN_NATS_URL="+s.NATS.URL)
 		if pw := s.NATS.Password(service); pw != "" {

@@ -18,8 +18,10 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
+	"github.com/lockdown/lockdown/pkg/platform/health"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
 )
@@ -36,7 +38,11 @@ type Runtime struct {
 	TracerProvider trace.TracerProvider
 	// MeterProvider receives the service's metrics (nil: none).
 	MeterProvider metric.MeterProvider
-	NATS          *natsconn.Conn
+	// Health holds the readiness checks served on LOCKDOWN_HEALTH_ADDR;
+	// the runner registers NATS and the service's consumers, services add
+	// PostgreSQL and Vault.
+	Health *health.Server
+	NATS   *natsconn.Conn
 }
 
 // Main runs a service and exits the process: 0 after a clean shutdown, 1
@@ -87,7 +93,21 @@ func Run[C Configurable](ctx context.Context, service string, logOut io.Writer, 
 		return 1
 	}
 	logger.Info("started", slog.Bool("tracing_exported", tel.Exporting))
-	runErr := run(ctx, &Runtime{Service: service, Logger: logger, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, NATS: nc}, cfg)
+	rt := &Runtime{Service: service, Logger: logger, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, NATS: nc,
+		Health: health.New(2 * time.Second)}
+	rt.Health.Add("nats", natsReady(nc, service))
+	healthCtx, stopHealth := context.WithCancel(ctx)
+	healthDone := make(chan error, 1)
+	if base.HealthAddr != "" {
+		go func() { healthDone <- rt.Health.Serve(healthCtx, base.HealthAddr, logger) }()
+	} else {
+		healthDone <- nil
+	}
+	runErr := run(ctx, rt, cfg)
+	stopHealth()
+	if err := <-healthDone; err != nil {
+		logger.Error("health endpoints", slog.Any("error", err))
+	}
 
 	drainCtx, cancel := context.WithTimeout(context.Background(), base.ShutdownTimeout)
 	defer cancel()
@@ -102,9 +122,36 @@ func Run[C Configurable](ctx context.Context, service string, logOut io.Writer, 
 	return 0
 }
 
+// natsReady checks that the connection is up and that every durable
+// consumer of the service exists on the server.
+func natsReady(nc *natsconn.Conn, service string) health.Check {
+	return func(ctx context.Context) error {
+		if !nc.NC.IsConnected() {
+			return fmt.Errorf("not connected (%s)", nc.NC.Status())
+		}
+		for _, c := range events.Consumers() {
+			if c.Service != service {
+				continue
+			}
+			if _, err := nc.JS.Consumer(ctx, c.Stream, c.Durable); err != nil {
+				return fmt.Errorf("consumer %s: %w", c.Durable, err)
+			}
+		}
+		return nil
+	}
+}
+
 // ConsumerOptions are the options every consumer of the service shares:
 // its logger, tracer and meter providers, and the drain timeout on
 // shutdown. Callers set Concurrency and Middleware on the copy.
 func (rt *Runtime) ConsumerOptions(drain time.Duration) stream.ConsumerOptions {
 	return stream.ConsumerOptions{Logger: rt.Logger, TracerProvider: rt.TracerProvider, MeterProvider: rt.MeterProvider, DrainTimeout: drain}
+}
+
+// AddCheck registers a readiness check; a no-op on a runtime built
+// without health endpoints (tests that call a service's RunWith).
+func (rt *Runtime) AddCheck(name string, c health.Check) {
+	if rt.Health != nil {
+		rt.Health.Add(name, c)
+	}
 }

@@ -3,6 +3,9 @@ package runner_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +14,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/config"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
+	"github.com/lockdown/lockdown/pkg/platform/testwait"
 )
 
 type cfg struct {
@@ -67,6 +71,48 @@ func TestRun(t *testing.T) {
 		var out bytes.Buffer
 		if code := runner.Run(ctx, "svc", &out, func(context.Context, *runner.Runtime, *cfg) error { return nil }); code != 1 {
 			t.Fatalf("code %d, output %s", code, out.String())
+		}
+	})
+
+	t.Run("the health endpoints answer, and readiness follows the service's checks and consumers", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		s, err := localstack.Start(ctx, localstack.Options{NATS: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		t.Setenv("LOCKDOWN_NATS_URL", s.NATS.URL)
+		t.Setenv("LOCKDOWN_HEALTH_ADDR", addr)
+		get := func(path string) int {
+			resp, err := http.Get("http://" + addr + path)
+			if err != nil {
+				return 0
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		runCtx, stop := context.WithCancel(ctx)
+		var out bytes.Buffer
+		var live, readyBefore, readyAfter int
+		code := runner.Run(runCtx, events.ServiceRotator, &out, func(ctx context.Context, rt *runner.Runtime, c *cfg) error {
+			testwait.For(t, 10*time.Second, "the health endpoints", func() bool { return get("/healthz") == http.StatusOK })
+			live = get("/healthz")
+			readyBefore = get("/readyz") // NATS and the rotator's consumers are there
+			rt.AddCheck("postgres", func(context.Context) error { return errors.New("connection refused") })
+			readyAfter = get("/readyz")
+			stop()
+			<-ctx.Done()
+			return ctx.Err()
+		})
+		if code != 0 || live != http.StatusOK || readyBefore != http.StatusOK || readyAfter != http.StatusServiceUnavailable {
+			t.Fatalf("code %d, healthz %d, readyz %d then %d with a failing check; output %s", code, live, readyBefore, readyAfter, out.String())
 		}
 	})
 }

@@ -87,6 +87,7 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 		return err
 	}
 	defer db.Close()
+	rt.AddCheck("postgres", func(ctx context.Context) error { return db.Pool().Ping(ctx) })
 	a, err := New(ctx, rt, cfg, db)
 	if err != nil {
 		return err

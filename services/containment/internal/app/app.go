@@ -21,6 +21,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
+	"github.com/lockdown/lockdown/pkg/platform/health"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
@@ -141,6 +142,11 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	admin, err := vaultadmin.New(cfg.Nodes()[0], cfg.VaultRecoveryToken, cfg.VaultTimeout)
 	if err != nil {
 		return err
+	}
+	rt.AddCheck("postgres", db.Ping)
+	// Reachable, sealed or not: containment keeps watching a sealed Vault.
+	for i, node := range cfg.Nodes() {
+		rt.AddCheck(fmt.Sprintf("vault-%d", i), health.Reachable(strings.TrimSuffix(node, "/")+"/v1/sys/seal-status"))
 	}
 	return RunWith(ctx, rt, cfg, Deps{Store: db, Vault: nodes, Fencer: fencer, Admin: admin})
 }

@@ -37,6 +37,9 @@ func Open(ctx context.Context, databaseURL string) (*Store, error) {
 	return &Store{pool: pool}, nil
 }
 
+// Ping checks the database (readiness).
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
 // Close releases the connections.
 func (s *Store) Close() { s.pool.Close() }
 

@@ -108,6 +108,7 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 		return err
 	}
 	defer db.Close()
+	rt.AddCheck("postgres", db.Ping)
 	return RunWith(ctx, rt, cfg, db)
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,6 +19,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
+	"github.com/lockdown/lockdown/pkg/platform/health"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/services/rotator/internal/rotation"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
@@ -75,6 +77,9 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	rt.AddCheck("postgres", func(ctx context.Context) error { return db.Pool().Ping(ctx) })
+	// Reachable is enough: with Vault sealed the jobs wait and retry.
+	rt.AddCheck("vault", health.Reachable(strings.TrimSuffix(cfg.VaultAddr, "/")+"/v1/sys/seal-status"))
 	return RunWith(ctx, rt, cfg, db, kv)
 }
 

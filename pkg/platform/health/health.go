@@ -1,0 +1,150 @@
+// Package health serves a service's liveness and readiness over HTTP:
+// /healthz answers 200 while the process runs; /readyz runs every
+// registered check (NATS and the service's consumers, PostgreSQL, Vault
+// where the service needs it) and answers 200 only when all pass, 503
+// with the failures otherwise. Orchestrators probe them (deploy/k8s,
+// docker-compose.yml).
+package health
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Check reports one dependency's state: nil when usable.
+type Check func(ctx context.Context) error
+
+// Server holds the checks and serves them.
+type Server struct {
+	mu      sync.Mutex
+	checks  map[string]Check
+	timeout time.Duration
+}
+
+// New returns a server whose checks get timeout each.
+func New(timeout time.Duration) *Server {
+	return &Server{checks: map[string]Check{}, timeout: timeout}
+}
+
+// Add registers a readiness check under a name (replacing one of the same
+// name).
+func (s *Server) Add(name string, c Check) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks[name] = c
+}
+
+// Ready runs every check at once and returns each one's error message
+// ("" when it passed).
+func (s *Server) Ready(ctx context.Context) map[string]string {
+	s.mu.Lock()
+	checks := make(map[string]Check, len(s.checks))
+	for n, c := range s.checks {
+		checks[n] = c
+	}
+	s.mu.Unlock()
+	out := make(map[string]string, len(checks))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for name, check := range checks {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, s.timeout)
+			defer cancel()
+			msg := ""
+			if err := check(cctx); err != nil {
+				msg = err.Error()
+			}
+			mu.Lock()
+			out[name] = msg
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// Handler serves /healthz and /readyz.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		results := s.Ready(r.Context())
+		status, code := "ready", http.StatusOK
+		names := make([]string, 0, len(results))
+		for n, msg := range results {
+			names = append(names, n)
+			if msg != "" {
+				status, code = "not ready", http.StatusServiceUnavailable
+			}
+		}
+		sort.Strings(names)
+		body := struct {
+			Status string            `json:"status"`
+			Checks map[string]string `json:"checks"` // name → "ok" or the failure
+		}{Status: status, Checks: map[string]string{}}
+		for _, n := range names {
+			body.Checks[n] = "ok"
+			if results[n] != "" {
+				body.Checks[n] = results[n]
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(body)
+	})
+	return mux
+}
+
+// Serve listens on addr until ctx ends, then shuts down. It logs the bound
+// address (useful with port 0).
+func (s *Server) Serve(ctx context.Context, addr string, logger *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("health: listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	logger.Info("health endpoints listening", slog.String("addr", ln.Addr().String()))
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}
+}
+
+// Reachable returns a check that passes when url answers HTTP at all —
+// any status. For Vault, GET /v1/sys/seal-status answers sealed or not:
+// containment must keep watching a sealed Vault, so sealed is not unready.
+func Reachable(url string) Check {
+	client := &http.Client{}
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("unreachable: %w", err)
+		}
+		resp.Body.Close()
+		return nil
+	}
+}
