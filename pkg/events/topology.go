@@ -35,7 +35,8 @@ type StreamSpec struct {
 	// FileStorage is true for every Lockdown stream: an incident must
 	// survive a NATS restart.
 	FileStorage bool
-	// Replicas is 1 on a single server; a cluster deployment raises it.
+	// Replicas is the number of copies wanted in a JetStream cluster; a
+	// smaller cluster (one server) gets as many as it has nodes.
 	Replicas int
 }
 
@@ -89,11 +90,11 @@ func (c ConsumerSpec) Backoff(delivery uint64) time.Duration {
 func Streams() []StreamSpec {
 	return []StreamSpec{
 		{Name: StreamEvents, Subjects: subjectsOf(StreamEvents), Retention: RetentionLimits,
-			DuplicateWindow: 24 * time.Hour, MaxAge: 90 * 24 * time.Hour, FileStorage: true, Replicas: 1},
+			DuplicateWindow: 24 * time.Hour, MaxAge: 90 * 24 * time.Hour, FileStorage: true, Replicas: 3},
 		{Name: StreamJobs, Subjects: subjectsOf(StreamJobs), Retention: RetentionWorkQueue,
-			DuplicateWindow: 24 * time.Hour, FileStorage: true, Replicas: 1},
+			DuplicateWindow: 24 * time.Hour, FileStorage: true, Replicas: 3},
 		{Name: StreamDeadLetters, Subjects: subjectsOf(StreamDeadLetters), Retention: RetentionLimits,
-			DuplicateWindow: 24 * time.Hour, MaxAge: 365 * 24 * time.Hour, FileStorage: true, Replicas: 1},
+			DuplicateWindow: 24 * time.Hour, MaxAge: 365 * 24 * time.Hour, FileStorage: true, Replicas: 3},
 	}
 }
 

@@ -6,13 +6,17 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 
 	"github.com/lockdown/lockdown/pkg/events"
 )
 
-// NATS is a running nats-server with JetStream on file storage.
+// NATS is a running nats-server with JetStream on file storage, or a
+// cluster of them on loopback.
 type NATS struct {
-	// URL is the client URL, nats://127.0.0.1:<port>.
+	// URL is the client URL, nats://127.0.0.1:<port>; for a cluster, every
+	// node's URL, comma-separated (as LOCKDOWN_NATS_URL takes them).
 	URL         string
 	Port        int
 	MonitorPort int
@@ -20,22 +24,31 @@ type NATS struct {
 	// password generated for this stack; nil when the server runs without
 	// authorization.
 	Passwords map[string]string
+	// Nodes are the servers (one unless Options.NATSNodes asks for more).
+	Nodes []*NATSNode
+}
+
+// NATSNode is one nats-server of the stack.
+type NATSNode struct {
+	Name        string
+	URL         string
+	MonitorPort int
+	// ports: client, monitoring, cluster (routes).
+	ports     []int
+	args, env []string
+	dir       string
+	proc      *process
 }
 
 // Password returns a user's generated password ("" without authorization).
 func (n *NATS) Password(user string) string { return n.Passwords[user] }
 
-func (s *Stack) startNATS(ctx context.Context, auth bool) error {
-	bin, err := tool("nats-server")
+// startNATS starts nodes servers (a cluster named "lockdown" when more
+// than one, routes between all of them, as deploy/nats/cluster.conf).
+func (s *Stack) startNATS(ctx context.Context, auth bool, nodes int) error {
+	nodes = max(nodes, 1)
+	ports, err := freePorts(3 * nodes)
 	if err != nil {
-		return err
-	}
-	ports, err := freePorts(2)
-	if err != nil {
-		return err
-	}
-	dir := filepath.Join(s.Dir, "nats")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	var authConfig string
@@ -51,7 +64,24 @@ func (s *Stack) startNATS(ctx context.Context, auth bool) error {
 			env = append(env, events.NATSPasswordEnv(u)+"="+passwords[u])
 		}
 	}
-	conf := fmt.Sprintf(`server_name: lockdown_local
+	var routes []string
+	for i := range nodes {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[3*i+2]))
+	}
+	n := &NATS{Passwords: passwords, Port: ports[0], MonitorPort: ports[1]}
+	var urls []string
+	for i := range nodes {
+		name := "lockdown_local"
+		cluster := ""
+		if nodes > 1 {
+			name = fmt.Sprintf("lockdown_%d", i+1)
+			cluster = fmt.Sprintf("cluster {\n  name: lockdown\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n", ports[3*i+2], strings.Join(routes, ", "))
+		}
+		dir := filepath.Join(s.Dir, "nats", name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		conf := fmt.Sprintf(`server_name: %s
 listen: 127.0.0.1:%d
 http: 127.0.0.1:%d
 jetstream {
@@ -59,23 +89,69 @@ jetstream {
   max_memory_store: 256MB
   max_file_store: 2GB
 }
-%s
-`, ports[0], ports[1], dir, authConfig)
-	confPath := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+%s%s
+`, name, ports[3*i], ports[3*i+1], dir, cluster, authConfig)
+		confPath := filepath.Join(dir, "nats.conf")
+		if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+			return err
+		}
+		node := &NATSNode{Name: name, URL: fmt.Sprintf("nats://127.0.0.1:%d", ports[3*i]), MonitorPort: ports[3*i+1],
+			ports: ports[3*i : 3*i+3], args: []string{"-c", confPath}, env: env, dir: s.Dir}
+		if err := s.launchNATS(node); err != nil {
+			return err
+		}
+		n.Nodes = append(n.Nodes, node)
+		urls = append(urls, node.URL)
+	}
+	// Nodes start together (a cluster needs its peers to elect a
+	// JetStream leader), then each must report JetStream healthy.
+	for _, node := range n.Nodes {
+		if err := node.waitHealthy(ctx); err != nil {
+			return err
+		}
+	}
+	n.URL = strings.Join(urls, ",")
+	s.NATS = n
+	return nil
+}
+
+func (s *Stack) launchNATS(node *NATSNode) error {
+	bin, err := tool("nats-server")
+	if err != nil {
 		return err
 	}
-	p, err := startProcess("nats", s.Dir, bin, []string{"-c", confPath}, env, nil)
+	p, err := startProcess("nats-"+node.Name, node.dir, bin, node.args, node.env, nil)
 	if err != nil {
 		return err
 	}
 	s.procs = append(s.procs, p)
-	healthz := fmt.Sprintf("http://127.0.0.1:%d/healthz?js-enabled-only=true", ports[1])
-	if err := p.waitReady(ctx, func(ctx context.Context) error { return httpOK(ctx, healthz) }); err != nil {
+	node.proc = p
+	return nil
+}
+
+func (node *NATSNode) waitHealthy(ctx context.Context) error {
+	healthz := fmt.Sprintf("http://127.0.0.1:%d/healthz", node.MonitorPort)
+	return node.proc.waitReady(ctx, func(ctx context.Context) error { return httpOK(ctx, healthz) })
+}
+
+// KillNATSNode kills node i with SIGKILL, as a crashed machine would stop.
+func (s *Stack) KillNATSNode(i int) error {
+	p := s.NATS.Nodes[i].proc
+	if err := syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL); err != nil {
 		return err
 	}
-	s.NATS = &NATS{URL: fmt.Sprintf("nats://127.0.0.1:%d", ports[0]), Port: ports[0], MonitorPort: ports[1], Passwords: passwords}
+	<-p.exited
 	return nil
+}
+
+// RestartNATSNode starts a killed node again with its data and waits
+// until it reports JetStream healthy.
+func (s *Stack) RestartNATSNode(ctx context.Context, i int) error {
+	node := s.NATS.Nodes[i]
+	if err := s.launchNATS(node); err != nil {
+		return err
+	}
+	return node.waitHealthy(ctx)
 }
 
 // httpOK succeeds when GET url answers 200.

@@ -35,6 +35,9 @@ type Options struct {
 	// NATSAuth runs NATS with Lockdown's per-service users and
 	// permissions (deploy/nats/auth.conf) instead of without authorization.
 	NATSAuth bool
+	// NATSNodes > 1 starts a JetStream cluster of that many nodes on
+	// loopback instead of one server.
+	NATSNodes int
 	// ReadyTimeout bounds the wait for each server. Default 60s.
 	ReadyTimeout time.Duration
 	// KeepDir leaves the temporary directory (logs, data) after Close,
@@ -92,7 +95,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		start func(context.Context) error
 	}
 	for _, st := range []starter{
-		{opts.NATS, func(c context.Context) error { return s.startNATS(c, opts.NATSAuth) }},
+		{opts.NATS, func(c context.Context) error { return s.startNATS(c, opts.NATSAuth, opts.NATSNodes) }},
 		{opts.Postgres, s.startPostgres},
 		{opts.Vault, s.startVault},
 		{opts.Jaeger, s.startJaeger},
@@ -134,7 +137,9 @@ func (s *Stack) Close() error {
 func (s *Stack) Ports() []int {
 	var out []int
 	if s.NATS != nil {
-		out = append(out, s.NATS.Port, s.NATS.MonitorPort)
+		for _, n := range s.NATS.Nodes {
+			out = append(out, n.ports...)
+		}
 	}
 	if s.Postgres != nil {
 		out = append(out, s.Postgres.Port)

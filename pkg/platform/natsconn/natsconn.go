@@ -3,6 +3,7 @@ package natsconn
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -86,7 +87,28 @@ func Connect(ctx context.Context, o Options) (*Conn, error) {
 		r.nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	warmUp(ctx, js)
 	return &Conn{NC: r.nc, JS: js}, nil
+}
+
+// warmUp makes one JetStream API round trip, asking again when it goes
+// unanswered. On a cluster the first request's reply was seen to be lost
+// now and then (the reply subscription's interest had not reached the
+// server that answered); once one reply has come back, later requests and
+// publish acknowledgements arrive. Any answer, even an error, will do.
+func warmUp(ctx context.Context, js jetstream.JetStream) {
+	if js.Conn().ConnectedClusterName() == "" {
+		return // a lone server answers itself
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := js.AccountInfo(actx)
+		cancel()
+		if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+			return
+		}
+	}
 }
 
 // Close drains the connection (pending publishes are flushed) within ctx.

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -48,6 +50,11 @@ type Runtime struct {
 // Main runs a service and exits the process: 0 after a clean shutdown, 1
 // when the service failed, 2 when the configuration is invalid.
 func Main[C Configurable](service string, run func(ctx context.Context, rt *Runtime, cfg C) error) {
+	if len(os.Args) == 2 && os.Args[1] == "healthcheck" {
+		// The images have no shell or curl: the binary probes itself
+		// (docker-compose.yml's healthcheck).
+		os.Exit(Healthcheck(os.Getenv(config.Prefix+"HEALTH_ADDR"), os.Stderr))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code := Run(ctx, service, os.Stderr, run)
 	stop()
@@ -154,4 +161,33 @@ func (rt *Runtime) AddCheck(name string, c health.Check) {
 	if rt.Health != nil {
 		rt.Health.Add(name, c)
 	}
+}
+
+// Healthcheck asks the service's own /readyz on addr (LOCKDOWN_HEALTH_ADDR;
+// default :8080) and returns 0 when it is ready, 1 otherwise.
+func Healthcheck(addr string, errOut io.Writer) int {
+	if addr == "" {
+		addr = ":8080"
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		fmt.Fprintf(errOut, "healthcheck: %v\n", err)
+		return 1
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/readyz")
+	if err != nil {
+		fmt.Fprintf(errOut, "healthcheck: %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		fmt.Fprintf(errOut, "healthcheck: %s %s\n", resp.Status, body)
+		return 1
+	}
+	return 0
 }

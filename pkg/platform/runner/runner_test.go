@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -105,8 +106,14 @@ func TestRun(t *testing.T) {
 			testwait.For(t, 10*time.Second, "the health endpoints", func() bool { return get("/healthz") == http.StatusOK })
 			live = get("/healthz")
 			readyBefore = get("/readyz") // NATS and the rotator's consumers are there
+			if code := runner.Healthcheck(addr, io.Discard); code != 0 {
+				t.Errorf("healthcheck exit %d while ready", code)
+			}
 			rt.AddCheck("postgres", func(context.Context) error { return errors.New("connection refused") })
 			readyAfter = get("/readyz")
+			if code := runner.Healthcheck(addr, io.Discard); code != 1 {
+				t.Errorf("healthcheck exit %d while not ready", code)
+			}
 			stop()
 			<-ctx.Done()
 			return ctx.Err()

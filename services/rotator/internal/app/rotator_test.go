@@ -35,7 +35,13 @@ type fixture struct {
 // secrets and 1–5 API keys each.
 func seed(t testing.TB, ctx context.Context, n int) *fixture {
 	t.Helper()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
+	return seedOn(t, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true}, n)
+}
+
+// seedOn is seed on a stack started with opts.
+func seedOn(t testing.TB, ctx context.Context, opts localstack.Options, n int) *fixture {
+	t.Helper()
+	s, err := localstack.Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +66,7 @@ func seed(t testing.TB, ctx context.Context, n int) *fixture {
 
 // startRotators runs n rotator processes from the binary `make build` puts
 // in .bin, with the stack's rotator credentials; it returns their pids.
-func startRotators(t testing.TB, s *localstack.Stack, n int) []int {
+func startRotators(t testing.TB, s *localstack.Stack, n int, env ...string) []int {
 	t.Helper()
 	bin, err := localstack.Binary("rotator")
 	if err != nil {
@@ -68,7 +74,7 @@ func startRotators(t testing.TB, s *localstack.Stack, n int) []int {
 	}
 	var pids []int
 	for i := range n {
-		pid, _, err := s.Spawn(fmt.Sprintf("rotator-%d", i+1), bin, nil, append(s.Env(events.ServiceRotator), "LOCKDOWN_ROTATION_CONCURRENCY=4"))
+		pid, _, err := s.Spawn(fmt.Sprintf("rotator-%d", i+1), bin, nil, append(append(s.Env(events.ServiceRotator), "LOCKDOWN_ROTATION_CONCURRENCY=4"), env...))
 		must(t, err)
 		pids = append(pids, pid)
 	}

@@ -65,7 +65,15 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		return err
 	}
 	if st.State != StatePending {
-		return nil // already final: a redelivery after the ack was lost
+		// Already final: a redelivery. What follows the final record may
+		// not have gone out (a publish failed after it, say while a NATS
+		// node was down), so announce it again: the event ids are fixed,
+		// JetStream drops what it already has.
+		progress, err := w.store.Finish(ctx, job.IncidentID, job.TenantID, st.State, st.Reason, nil) // a no-op that reads the progress
+		if err != nil {
+			return err
+		}
+		return w.announce(ctx, job, st.State, st.Reason, st.Steps, progress)
 	}
 	if !st.TenantKnown {
 		return fmt.Errorf("%w: %q", ErrUnknownTenant, job.TenantID)
@@ -163,28 +171,49 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 	if err != nil {
 		return err
 	}
-	if err := w.pub.PublishWithID(ctx, eventsTenantCompleted, job.IncidentID+"/"+job.TenantID+"/completed", events.RotationTenantCompletedData{
-		IncidentID: job.IncidentID, TenantID: job.TenantID, SSHFingerprint: steps.SSH.Fingerprint, DKIMSelector: steps.DKIM.Selector,
-		DKIMRecord: steps.DKIM.Record, APIKeysDestroyed: steps.APIKeys.Found, SMTPPasswordRotate: true, Affected: job.Affected,
-		RotatedBy: w.cfg.Instance,
-	}); err != nil {
-		return err
-	}
-	return w.completeIfDone(ctx, job.IncidentID, progress)
+	return w.announce(ctx, job, StateCompleted, "", steps, progress)
 }
 
-// Fail records a job's permanent failure and announces it.
+// Fail records a job's permanent failure and announces it. The step is
+// kept in the recorded reason ("step: reason") so a redelivery can
+// announce it again.
 func (w *Worker) Fail(ctx context.Context, job events.RotationJobData, step, reason string) error {
-	progress, err := w.store.Finish(ctx, job.IncidentID, job.TenantID, StateFailed, reason, nil)
+	recorded := step + ": " + reason
+	progress, err := w.store.Finish(ctx, job.IncidentID, job.TenantID, StateFailed, recorded, nil)
 	if err != nil {
 		return err
 	}
-	if err := w.pub.PublishWithID(ctx, eventsTenantFailed, job.IncidentID+"/"+job.TenantID+"/failed", events.RotationTenantFailedData{
-		IncidentID: job.IncidentID, TenantID: job.TenantID, Step: step, Reason: reason,
-	}); err != nil {
-		return err
+	return w.announce(ctx, job, StateFailed, recorded, Steps{}, progress)
+}
+
+// announce publishes a finished job's event and, when it was the last
+// one, rotation.completed: the one place both a first run and a
+// redelivery go through.
+func (w *Worker) announce(ctx context.Context, job events.RotationJobData, state, reason string, steps Steps, p Progress) error {
+	switch state {
+	case StateCompleted:
+		if steps.SSH == nil || steps.DKIM == nil || steps.APIKeys == nil {
+			return fmt.Errorf("job %s/%s is completed without its steps recorded", job.IncidentID, job.TenantID)
+		}
+		if err := w.pub.PublishWithID(ctx, eventsTenantCompleted, job.IncidentID+"/"+job.TenantID+"/completed", events.RotationTenantCompletedData{
+			IncidentID: job.IncidentID, TenantID: job.TenantID, SSHFingerprint: steps.SSH.Fingerprint, DKIMSelector: steps.DKIM.Selector,
+			DKIMRecord: steps.DKIM.Record, APIKeysDestroyed: steps.APIKeys.Found, SMTPPasswordRotate: true, Affected: job.Affected,
+			RotatedBy: w.cfg.Instance,
+		}); err != nil {
+			return err
+		}
+	case StateFailed:
+		step, why, ok := strings.Cut(reason, ": ")
+		if !ok {
+			step, why = "unknown", reason
+		}
+		if err := w.pub.PublishWithID(ctx, eventsTenantFailed, job.IncidentID+"/"+job.TenantID+"/failed", events.RotationTenantFailedData{
+			IncidentID: job.IncidentID, TenantID: job.TenantID, Step: step, Reason: why,
+		}); err != nil {
+			return err
+		}
 	}
-	return w.completeIfDone(ctx, job.IncidentID, progress)
+	return w.completeIfDone(ctx, job.IncidentID, p)
 }
 
 // completeIfDone announces rotation.completed once no job is pending. Two

@@ -1,0 +1,160 @@
+package deploy_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestVaultInit runs the documented compose init step, deploy/compose/
+// vault-init.sh, against a real, uninitialised Vault server (the one
+// `make tools` builds) and checks what it leaves behind.
+func TestVaultInit(t *testing.T) {
+	bin, err := filepath.Abs(filepath.Join(root, ".bin", "vault"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%v (run `make tools`)", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	dir := t.TempDir()
+	hcl := fmt.Sprintf(`storage "file" { path = %q }
+listener "tcp" {
+  address     = %q
+  tls_disable = true
+}
+disable_mlock = true
+`, filepath.Join(dir, "data"), addr)
+	if err := os.WriteFile(filepath.Join(dir, "vault.hcl"), []byte(hcl), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	server := exec.Command(bin, "server", "-config="+filepath.Join(dir, "vault.hcl"))
+	logf, _ := os.Create(filepath.Join(dir, "vault.log"))
+	server.Stdout, server.Stderr = logf, logf
+	server.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = server.Process.Kill(); _ = server.Wait() })
+	vaultAddr := "http://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(vaultAddr + "/v1/sys/health")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vault did not start: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	out := filepath.Join(dir, "secrets")
+	script, _ := filepath.Abs(filepath.Join(root, "deploy", "compose", "vault-init.sh"))
+	policies, _ := filepath.Abs(filepath.Join(root, "deploy", "vault", "policies"))
+	run := func() (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "sh", script)
+		cmd.Env = append(os.Environ(), "VAULT_ADDR="+vaultAddr, "OUT_DIR="+out, "POLICY_DIR="+policies,
+			"AUDIT_FILE="+filepath.Join(dir, "audit.log"), "PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"), "VAULT_TOKEN=")
+		b, err := cmd.CombinedOutput()
+		return string(b), err
+	}
+	if msg, err := run(); err != nil {
+		t.Fatalf("vault-init.sh: %v\n%s", err, msg)
+	}
+	env := func(file string) map[string]string {
+		b, err := os.ReadFile(filepath.Join(out, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			k, v, _ := strings.Cut(line, "=")
+			m[k] = v
+		}
+		return m
+	}
+	vault := func(token string, args ...string) (string, error) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "VAULT_ADDR="+vaultAddr, "VAULT_TOKEN="+token)
+		b, err := cmd.CombinedOutput()
+		return string(b), err
+	}
+
+	t.Run("the shares and each service's token are written for the owner only", func(t *testing.T) {
+		for _, f := range []string{"vault-init.txt", "containment.env", "rotator.env"} {
+			st, err := os.Stat(filepath.Join(out, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode().Perm() != 0o600 {
+				t.Errorf("%s has mode %v", f, st.Mode().Perm())
+			}
+		}
+		c := env("containment.env")
+		if c["LOCKDOWN_VAULT_SEAL_TOKEN"] == "" || c["LOCKDOWN_VAULT_RECOVERY_TOKEN"] == "" || len(strings.Split(c["LOCKDOWN_KEEP_ACCESSORS"], ",")) != 3 {
+			t.Errorf("containment.env: %d keys, %d accessors", len(c), strings.Count(c["LOCKDOWN_KEEP_ACCESSORS"], ",")+1)
+		}
+		if env("rotator.env")["LOCKDOWN_VAULT_TOKEN"] == "" {
+			t.Error("rotator.env has no token")
+		}
+	})
+	t.Run("Vault is unsealed with the audit device, KV, approle and jwt, and the rotator's token writes tenant secrets only", func(t *testing.T) {
+		tok := env("rotator.env")["LOCKDOWN_VAULT_TOKEN"]
+		if msg, err := vault(tok, "kv", "put", "-mount=secret", "tenants/acme/smtp", "password=x"); err != nil {
+			t.Fatalf("rotator write: %v %s", err, msg)
+		}
+		if _, err := vault(tok, "kv", "put", "-mount=secret", "elsewhere/x", "a=b"); err == nil {
+			t.Error("the rotator's token wrote outside tenants/")
+		}
+		if _, err := os.Stat(filepath.Join(dir, "audit.log")); err != nil {
+			t.Errorf("no audit log: %v", err)
+		}
+		rec := env("containment.env")["LOCKDOWN_VAULT_RECOVERY_TOKEN"]
+		if msg, err := vault(rec, "auth", "list"); err != nil || !strings.Contains(msg, "approle/") || !strings.Contains(msg, "jwt/") {
+			t.Errorf("auth methods: %v %s", err, msg)
+		}
+	})
+	t.Run("running it again changes nothing", func(t *testing.T) {
+		msg, err := run()
+		if err != nil || !strings.Contains(msg, "already initialised") {
+			t.Fatalf("%v %s", err, msg)
+		}
+	})
+	t.Run("containment's seal token seals Vault", func(t *testing.T) {
+		if msg, err := vault(env("containment.env")["LOCKDOWN_VAULT_SEAL_TOKEN"], "operator", "seal"); err != nil {
+			t.Fatalf("%v %s", err, msg)
+		}
+		msg, _ := vault("", "status")
+		if !statusSealed(msg) {
+			t.Fatalf("status after seal:\n%s", msg)
+		}
+	})
+}
+
+func statusSealed(status string) bool {
+	for _, line := range strings.Split(status, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "Sealed" {
+			return f[1] == "true"
+		}
+	}
+	return false
+}
