@@ -1,0 +1,130 @@
+package cli
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/localstack"
+)
+
+// target is what a drill runs against: the disposable local stack it
+// started, or servers that already run Lockdown (a staging environment),
+// with their addresses and credentials.
+type target struct {
+	natsURL                        string
+	siemPassword, operatorPassword string
+	dbURL                          string
+	// vault holds the address, the drill's admin token (as RootToken:
+	// seeding, the intruder's policy and token) and, only when the drill
+	// plays the key holders, the current unseal shares.
+	vault *localstack.Vault
+	// verifyToken reads Vault after the lockdown: a token Lockdown keeps.
+	verifyToken string
+	playHolders bool
+	mount       string
+	// mailpit, when set, is the mailbox the notifications are checked in.
+	mailpit *localstack.Mailpit
+	// jaegerQuery and otlp, when set, make the drill trace its breach and
+	// check that the trace spans every service.
+	jaegerQuery, otlp string
+}
+
+// localTarget is the stack the drill started: it plays the key holders of
+// its own disposable Vault, the one case where Lockdown holds shares.
+func localTarget(s *localstack.Stack) *target {
+	return &target{
+		natsURL: s.NATS.URL, siemPassword: s.NATS.Password(events.UserSIEM), operatorPassword: s.NATS.Password(events.UserOperator),
+		dbURL: s.Postgres.URL, vault: s.Vault, verifyToken: s.Vault.RotatorToken, playHolders: true, mount: localstack.VaultKVMount,
+		mailpit: s.Mailpit, jaegerQuery: s.Jaeger.QueryURL, otlp: s.Jaeger.OTLPHTTPEndpoint,
+	}
+}
+
+// existingOptions are the flags of `drill --existing`.
+type existingOptions struct {
+	natsURL, dbURL, vaultAddr, mount   string
+	unsealKeysFile, mailpit, jaeger    string
+	otlp                               string
+	playHolders                        bool
+	vaultToken, siemPass, operatorPass string
+}
+
+// ErrExistingConfig is returned when `drill --existing` lacks an address
+// or a credential.
+var ErrExistingConfig = errors.New("drill --existing")
+
+// existingTarget checks the options (all problems at once) and builds the
+// target. The admin token must survive the lockdown (list it in
+// containment's LOCKDOWN_BREAK_GLASS or LOCKDOWN_KEEP_ACCESSORS): the drill
+// checks Vault with it afterwards.
+func existingTarget(o existingOptions) (*target, error) {
+	var problems []string
+	need := func(v, what string) {
+		if v == "" {
+			problems = append(problems, what+" is required")
+		}
+	}
+	need(o.natsURL, "--nats-url (LOCKDOWN_NATS_URL)")
+	need(o.dbURL, "--database-url (LOCKDOWN_DATABASE_URL)")
+	need(o.vaultAddr, "--vault-addr (LOCKDOWN_VAULT_ADDR)")
+	need(o.vaultToken, "LOCKDOWN_DRILL_VAULT_TOKEN (an admin token that survives the lockdown)")
+	need(o.siemPass, events.NATSPasswordEnv(events.UserSIEM))
+	need(o.operatorPass, events.NATSPasswordEnv(events.UserOperator))
+	if o.playHolders && o.unsealKeysFile == "" {
+		problems = append(problems, "--play-key-holders needs --unseal-keys-file")
+	}
+	var keys []string
+	if o.playHolders && o.unsealKeysFile != "" {
+		var err error
+		if keys, err = readKeys(o.unsealKeysFile); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("%w: %s", ErrExistingConfig, strings.Join(problems, "; "))
+	}
+	return &target{
+		natsURL: o.natsURL, siemPassword: o.siemPass, operatorPassword: o.operatorPass, dbURL: o.dbURL,
+		vault: &localstack.Vault{Addr: o.vaultAddr, RootToken: o.vaultToken, UnsealKeys: keys}, verifyToken: o.vaultToken,
+		playHolders: o.playHolders, mount: o.mount, jaegerQuery: o.jaeger, otlp: o.otlp,
+		mailpit: mailpitAt(o.mailpit),
+	}, nil
+}
+
+func mailpitAt(url string) *localstack.Mailpit {
+	if url == "" {
+		return nil
+	}
+	return &localstack.Mailpit{APIURL: strings.TrimSuffix(url, "/")}
+}
+
+// readKeys reads unseal shares, one per line, from a file only its owner
+// may read: shares are the most sensitive thing a drill can touch.
+func readKeys(path string) ([]string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is readable by others (mode %v): chmod 600 it", path, st.Mode().Perm())
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var keys []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k := strings.TrimSpace(sc.Text()); k != "" {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s holds no unseal share", path)
+	}
+	return keys, sc.Err()
+}
