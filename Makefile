@@ -66,6 +66,7 @@ bench: tools
 	go test -count=1 -run '^$$' -bench BenchmarkAssessment -benchtime 1x -timeout 30m github.com/lockdown/lockdown/services/assessor/internal/app
 	$(MAKE) build
 	go test -count=1 -run '^$$' -bench BenchmarkRotation -benchtime 1x -timeout 60m github.com/lockdown/lockdown/services/rotator/internal/app
+	go test -count=1 -run '^$$' -bench BenchmarkNotification -benchtime 1x -timeout 20m github.com/lockdown/lockdown/services/notifier/internal/app
 
 ## docs: regenerate the generated docs (events, schemas, NATS users, config tables)
 docs:
