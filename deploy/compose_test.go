@@ -78,6 +78,7 @@ type composeFile struct {
 			Replicas int `yaml:"replicas"`
 		} `yaml:"deploy"`
 		Volumes  []string `yaml:"volumes"`
+		Ports    []string `yaml:"ports"`
 		Profiles []string `yaml:"profiles"`
 	} `yaml:"services"`
 	Volumes map[string]any `yaml:"volumes"`
@@ -235,6 +236,13 @@ func TestCompose(t *testing.T) {
 			}
 			if s.Image != "" && (!strings.Contains(s.Image, ":") || strings.HasSuffix(s.Image, ":latest")) {
 				t.Errorf("%s: image %q is not pinned", name, s.Image)
+			}
+		}
+		for name, s := range c.Services {
+			for _, p := range s.Ports {
+				if !strings.HasPrefix(p, "127.0.0.1:") {
+					t.Errorf("%s publishes %s on every interface", name, p)
+				}
 			}
 		}
 		if r := c.Services["rotator"].Deploy; r == nil || r.Replicas < 2 {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -72,7 +73,7 @@ disable_mlock = true
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "sh", script)
 		cmd.Env = append(os.Environ(), "VAULT_ADDR="+vaultAddr, "OUT_DIR="+out, "POLICY_DIR="+policies,
-			"AUDIT_FILE="+filepath.Join(dir, "audit.log"), "PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"), "VAULT_TOKEN=")
+			"AUDIT_FILE="+filepath.Join(dir, "audit.log"), "HOST_UID="+strconv.Itoa(os.Getuid()), "PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"), "VAULT_TOKEN=")
 		b, err := cmd.CombinedOutput()
 		return string(b), err
 	}
@@ -124,8 +125,8 @@ disable_mlock = true
 		if _, err := vault(tok, "kv", "put", "-mount=secret", "elsewhere/x", "a=b"); err == nil {
 			t.Error("the rotator's token wrote outside tenants/")
 		}
-		if _, err := os.Stat(filepath.Join(dir, "audit.log")); err != nil {
-			t.Errorf("no audit log: %v", err)
+		if st, err := os.Stat(filepath.Join(dir, "audit.log")); err != nil || st.Mode().Perm() != 0o644 {
+			t.Errorf("audit log (the assessor, another user, must read it): %v %v", err, st)
 		}
 		rec := env("containment.env")["LOCKDOWN_VAULT_RECOVERY_TOKEN"]
 		if msg, err := vault(rec, "auth", "list"); err != nil || !strings.Contains(msg, "approle/") || !strings.Contains(msg, "jwt/") {

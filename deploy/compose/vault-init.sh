@@ -25,7 +25,9 @@ for key in $(grep '^Unseal Key [123]:' "$out/vault-init.txt" | awk '{print $4}')
 done
 VAULT_TOKEN=$(grep '^Initial Root Token:' "$out/vault-init.txt" | awk '{print $4}')
 export VAULT_TOKEN
-vault audit enable file file_path="$audit_file"
+# World-readable: the assessor's container (another user) follows it. The
+# log holds HMAC'd values, never a token or secret in clear.
+vault audit enable file file_path="$audit_file" mode=0644
 vault secrets enable -path=secret kv-v2
 vault auth enable approle
 vault auth enable jwt
@@ -45,4 +47,9 @@ ENV
 cat > "$out/rotator.env" <<ENV
 LOCKDOWN_VAULT_TOKEN=$rotator
 ENV
+# Run as root inside the container: hand the files to the host user that
+# runs docker compose (HOST_UID/HOST_GID), who must read the env files.
+if [ -n "${HOST_UID:-}" ]; then
+  chown "$HOST_UID:${HOST_GID:-$HOST_UID}" "$out" "$out"/*
+fi
 echo "vault initialised; shares and root token in deploy/compose/secrets/vault-init.txt — hand them out and delete the file" >&2

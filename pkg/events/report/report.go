@@ -149,7 +149,8 @@ var Targets = map[string]Target{
 }
 
 // Build makes the report from the incident and its timeline (any order).
-// resolvedAt is when the incident ended; outcome is resolved or failed.
+// resolvedAt is when the incident ended; outcome is resolved or failed. An
+// event whose data does not decode is listed among the failures.
 func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt time.Time) (Report, error) {
 	entries = slices.Clone(entries)
 	sort.SliceStable(entries, func(i, j int) bool { return entries[i].Time.Before(entries[j].Time) })
@@ -273,7 +274,10 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 			line.Summary = string(e.Type)
 		}
 		if err != nil {
-			return Report{}, fmt.Errorf("report: %s %s: %w", e.Type, e.EventID, err)
+			// One unreadable event must not keep the incident from its
+			// report: it is listed as a failure of the record itself.
+			r.Failures = append(r.Failures, Failure{Time: e.Time, Type: e.Type, What: "unreadable event " + e.EventID, Reason: err.Error()})
+			line.Summary = "unreadable: " + err.Error()
 		}
 		r.Timeline = append(r.Timeline, line)
 	}

@@ -49,6 +49,7 @@ const apiAttempt = 3 * time.Second
 // unanswered now and then (the server did the work, the reply never came):
 // the operations are idempotent, so asking again is safe.
 func retryJS(ctx context.Context, op func(context.Context) error) error {
+	pause := 100 * time.Millisecond
 	for {
 		actx, cancel := context.WithTimeout(ctx, apiAttempt)
 		err := op(actx)
@@ -58,8 +59,20 @@ func retryJS(ctx context.Context, op func(context.Context) error) error {
 		if err == nil || !unanswered || ctx.Err() != nil {
 			return err
 		}
+		// No responders and "not enabled" come back at once while a
+		// cluster forms: wait a little instead of flooding it.
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 2*time.Second)
 	}
 }
+
+// errCodeInsufficientResources is nats-server's JSInsufficientResourcesErr
+// (not among nats.go's named codes): more replicas than peers, say.
+const errCodeInsufficientResources jetstream.ErrorCode = 10023
 
 // ensureStream creates the stream, or updates it only when its settings
 // differ. Services start together: on a cluster, concurrent updates of a
@@ -70,7 +83,18 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	st, err := js.Stream(ctx, cfg.Name)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
-		_, err = js.CreateStream(ctx, cfg)
+		for {
+			_, err = js.CreateStream(ctx, cfg)
+			// The server count is a guess from the URLs the client knows
+			// (one server can be known by two names): when the cluster has
+			// fewer peers than asked for, ask for fewer.
+			var apiErr *jetstream.APIError
+			if cfg.Replicas > 1 && errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeInsufficientResources {
+				cfg.Replicas--
+				continue
+			}
+			break
+		}
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return nil
 		}

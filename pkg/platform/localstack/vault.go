@@ -76,7 +76,9 @@ func (v *Vault) Unseal(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, k := range v.UnsealKeys[:VaultThreshold] {
+	// Shares in order until Vault opens: the threshold may differ from the
+	// stack's own when the drill plays the holders of another Vault.
+	for _, k := range v.UnsealKeys {
 		st, err := c.Sys().UnsealWithContext(ctx, k)
 		if err != nil {
 			return fmt.Errorf("vault unseal: %w", err)
@@ -85,7 +87,7 @@ func (v *Vault) Unseal(ctx context.Context) error {
 			return nil
 		}
 	}
-	return errors.New("vault still sealed after threshold shares")
+	return fmt.Errorf("vault still sealed after all %d shares", len(v.UnsealKeys))
 }
 
 // vaultServerConfig is the part of a local Vault node's configuration that
@@ -269,7 +271,7 @@ func (v *Vault) PlayRekey(ctx context.Context, nonce string, pause time.Duration
 		return err
 	}
 	var done *vault.RekeyUpdateResponse
-	for _, k := range v.UnsealKeys[:VaultThreshold] {
+	for _, k := range v.UnsealKeys {
 		resp, err := c.Sys().RekeyUpdateWithContext(ctx, k, nonce)
 		if err != nil {
 			return fmt.Errorf("rekey update: %w", err)
@@ -288,9 +290,13 @@ func (v *Vault) PlayRekey(ctx context.Context, nonce string, pause time.Duration
 			return ctx.Err()
 		case <-time.After(pause):
 		}
-		for _, k := range done.Keys[:VaultThreshold] {
-			if _, err := c.Sys().RekeyVerificationUpdateWithContext(ctx, k, done.VerificationNonce); err != nil {
+		for _, k := range done.Keys {
+			resp, err := c.Sys().RekeyVerificationUpdateWithContext(ctx, k, done.VerificationNonce)
+			if err != nil {
 				return fmt.Errorf("rekey verify: %w", err)
+			}
+			if resp.Complete {
+				break
 			}
 		}
 	}

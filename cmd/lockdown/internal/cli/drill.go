@@ -394,6 +394,12 @@ func followIncident(ctx context.Context, tgt *target, b *devBreach, say func(str
 		if err := tgt.vault.PlayRekey(ctx, nonce, 3*time.Second); err != nil {
 			return err
 		}
+		if tgt.sharesFile != "" {
+			if err := writeKeys(tgt.sharesFile, tgt.vault.UnsealKeys); err != nil {
+				return fmt.Errorf("the rekey completed but the new shares could not be saved (they are lost): %w", err)
+			}
+			say("the new unseal shares replace the old ones in %s", tgt.sharesFile)
+		}
 	} else {
 		say("rekey ceremony open: key holders, run vault operator rekey -nonce=%s (and -verify with the new shares)…", nonce)
 	}

@@ -25,7 +25,10 @@ type target struct {
 	// verifyToken reads Vault after the lockdown: a token Lockdown keeps.
 	verifyToken string
 	playHolders bool
-	mount       string
+	// sharesFile, when set, receives the new shares after the rekey the
+	// drill played (mode 600): the staging Vault stays usable.
+	sharesFile string
+	mount      string
 	// mailpit, when set, is the mailbox the notifications are checked in.
 	mailpit *localstack.Mailpit
 	// jaegerQuery and otlp, when set, make the drill trace its breach and
@@ -89,7 +92,7 @@ func existingTarget(o existingOptions) (*target, error) {
 	return &target{
 		natsURL: o.natsURL, siemPassword: o.siemPass, operatorPassword: o.operatorPass, dbURL: o.dbURL,
 		vault: &localstack.Vault{Addr: o.vaultAddr, RootToken: o.vaultToken, UnsealKeys: keys}, verifyToken: o.vaultToken,
-		playHolders: o.playHolders, mount: o.mount, jaegerQuery: o.jaeger, otlp: o.otlp,
+		playHolders: o.playHolders, sharesFile: o.unsealKeysFile, mount: o.mount, jaegerQuery: o.jaeger, otlp: o.otlp,
 		mailpit: mailpitAt(o.mailpit),
 	}, nil
 }
@@ -99,6 +102,16 @@ func mailpitAt(url string) *localstack.Mailpit {
 		return nil
 	}
 	return &localstack.Mailpit{APIURL: strings.TrimSuffix(url, "/")}
+}
+
+// writeKeys replaces the shares file with the new shares (mode 600,
+// written beside it and renamed, so a crash leaves the old or the new).
+func writeKeys(path string, keys []string) error {
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, []byte(strings.Join(keys, "\n")+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // readKeys reads unseal shares, one per line, from a file only its owner

@@ -98,5 +98,26 @@ func TestDrillExistingServers(t *testing.T) {
 		if code != cli.ExitOK || !res.OK || res.Verified.RotatedInVault != 12 || !res.Verified.MailChecked || res.Verified.TenantsMailed != 12 || len(res.Breach.Services) < 5 {
 			t.Fatalf("exit %d, result %+v, stderr %s", code, res, stderr)
 		}
+		// The rekey replaced the shares: the file holds the new ones, which
+		// open the staging Vault (the old ones no longer would).
+		b, err := os.ReadFile(keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh := strings.Fields(string(b))
+		if len(fresh) != localstack.VaultShares || fresh[0] == s.Vault.UnsealKeys[0] {
+			t.Fatalf("shares file not updated: %d shares", len(fresh))
+		}
+		root, err := s.Vault.Client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := root.Sys().SealWithContext(ctx); err != nil { // the root token is break-glass: it survived
+			t.Fatal(err)
+		}
+		staging := &localstack.Vault{Addr: s.Vault.Addr, UnsealKeys: fresh}
+		if err := staging.Unseal(ctx); err != nil {
+			t.Fatalf("the new shares do not unseal: %v", err)
+		}
 	})
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/health"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
+	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/intake"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
@@ -144,6 +145,17 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 		return err
 	}
 	rt.AddCheck("postgres", db.Ping)
+	// Lockdown's periodic tokens live as long as they are renewed.
+	renewCtx, stopRenew := context.WithCancel(ctx)
+	defer stopRenew()
+	for name, token := range map[string]string{"seal": cfg.VaultSealToken, "recovery": cfg.VaultRecoveryToken} {
+		r, err := vaulttoken.New(name, cfg.Nodes()[0], token, cfg.VaultTimeout, rt.Logger)
+		if err != nil {
+			return err
+		}
+		rt.AddCheck("vault-token-"+name, r.Check)
+		go r.Run(renewCtx) //nolint:errcheck // Run returns nil when ctx ends
+	}
 	// Reachable, sealed or not: containment keeps watching a sealed Vault.
 	for i, node := range cfg.Nodes() {
 		rt.AddCheck(fmt.Sprintf("vault-%d", i), health.Reachable(strings.TrimSuffix(node, "/")+"/v1/sys/seal-status"))
@@ -255,11 +267,15 @@ func RecoveryHandler(r *recovery.Recoverer) stream.Handler {
 	})
 }
 
-// TimelineHandler records every incident event (one at a time, in stream
-// order, so access.restored finds the events before it recorded).
+// TimelineHandler records every incident event, one at a time. Stream
+// order is the rule but a retried event comes back after later ones, so
+// resolution waits (retries) until the completions are recorded, and
+// resolves with what there is on the message's last delivery.
 func TimelineHandler(r *timeline.Recorder) stream.Handler {
+	spec, _ := events.ConsumerOf(events.ConsumerContainmentTimeline)
 	return func(ctx context.Context, d *stream.Delivery) error {
-		err := r.Record(ctx, report.Entry{EventID: d.Event.ID(), Type: d.Spec.Name, Time: d.Event.Time(), Source: d.Event.Source(), Data: d.Event.Data()})
+		last := d.Attempt >= uint64(spec.MaxDeliver)
+		err := r.Record(ctx, report.Entry{EventID: d.Event.ID(), Type: d.Spec.Name, Time: d.Event.Time(), Source: d.Event.Source(), Data: d.Event.Data()}, last)
 		if errors.Is(err, timeline.ErrUnknownIncident) {
 			return stream.Permanent(err)
 		}

@@ -27,6 +27,11 @@ type Recoverer struct {
 	running  map[string]bool // incident id → ceremony loop running
 	loopsWG  sync.WaitGroup
 	revokeMu sync.Mutex // one revocation at a time
+	// stateMu serialises every read-modify-write of a recovery state: the
+	// ceremony loop and the completion handlers save the whole state, and
+	// without it one would overwrite the other's change (a completion
+	// flag lost to a ceremony step meant access was never restored).
+	stateMu sync.Mutex
 }
 
 // New wires a Recoverer; ctx bounds its ceremony loops.
@@ -57,6 +62,8 @@ func (r *Recoverer) Resume(ctx context.Context) error {
 // ceremony. A redelivery after a crash re-runs the revocation (each step is
 // idempotent) and re-announces it with the same event id.
 func (r *Recoverer) OnUnsealed(ctx context.Context, incidentID string) error {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
 	st, err := r.store.LoadRecovery(ctx, incidentID)
 	if err != nil {
 		return err
@@ -188,6 +195,8 @@ func (r *Recoverer) startCeremony(incidentID, traceParent string) {
 // ceremonyStep reads the rekey status once and moves the ceremony on. It
 // returns true once the ceremony is completed and announced.
 func (r *Recoverer) ceremonyStep(ctx context.Context, incidentID string) (bool, error) {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
 	st, err := r.store.LoadRecovery(ctx, incidentID)
 	if err != nil {
 		return false, err
@@ -312,6 +321,8 @@ func (r *Recoverer) OnNotificationsCompleted(ctx context.Context, incidentID str
 }
 
 func (r *Recoverer) markAndRestore(ctx context.Context, incidentID string, mark func(*State)) error {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
 	st, err := r.store.LoadRecovery(ctx, incidentID)
 	if err != nil {
 		return err

@@ -25,6 +25,11 @@ import (
 // containment never opened.
 var ErrUnknownIncident = errors.New("incident not known to containment")
 
+// ErrTimelineIncomplete is returned when access.restored is recorded
+// before the completions that caused it (a retried event comes back after
+// later ones): the report would miss them, so resolution waits.
+var ErrTimelineIncomplete = errors.New("timeline lacks rotation.completed or notifications.completed")
+
 // Store keeps the timeline and the reports.
 type Store interface {
 	// RecordEvent stores one event; the same event id twice is a no-op.
@@ -65,8 +70,10 @@ func New(store Store, pub Publisher, logger *slog.Logger, mp metric.MeterProvide
 }
 
 // Record stores one event of the events stream; events that belong to no
-// incident are skipped. access.restored resolves the incident.
-func (r *Recorder) Record(ctx context.Context, e report.Entry) error {
+// incident are skipped. access.restored resolves the incident once the
+// timeline holds what led to it; force (the message's last delivery)
+// resolves with what there is.
+func (r *Recorder) Record(ctx context.Context, e report.Entry, force bool) error {
 	var ref struct {
 		IncidentID string `json:"incident_id"`
 	}
@@ -77,7 +84,7 @@ func (r *Recorder) Record(ctx context.Context, e report.Entry) error {
 		return err
 	}
 	if e.Type == events.AccessRestored {
-		return r.Resolve(ctx, ref.IncidentID, "resolved", "")
+		return r.resolve(ctx, ref.IncidentID, "resolved", "", force)
 	}
 	return nil
 }
@@ -85,6 +92,10 @@ func (r *Recorder) Record(ctx context.Context, e report.Entry) error {
 // Resolve builds, stores and announces the report. It is idempotent: the
 // report is rebuilt from the same timeline and the event id is fixed.
 func (r *Recorder) Resolve(ctx context.Context, incidentID, outcome, reason string) error {
+	return r.resolve(ctx, incidentID, outcome, reason, true)
+}
+
+func (r *Recorder) resolve(ctx context.Context, incidentID, outcome, reason string, force bool) error {
 	inc, err := r.store.ReportIncident(ctx, incidentID)
 	if err != nil {
 		return err
@@ -92,6 +103,9 @@ func (r *Recorder) Resolve(ctx context.Context, incidentID, outcome, reason stri
 	entries, err := r.store.Timeline(ctx, incidentID)
 	if err != nil {
 		return err
+	}
+	if !force && !(has(entries, events.RotationCompleted) && has(entries, events.NotificationsCompleted)) {
+		return ErrTimelineIncomplete
 	}
 	resolvedAt := r.now().UTC()
 	for _, e := range entries {
@@ -115,4 +129,13 @@ func (r *Recorder) Resolve(ctx context.Context, incidentID, outcome, reason stri
 		IncidentID: incidentID, Outcome: outcome, Reason: reason, ResolvedAt: resolvedAt, AffectedTenants: rep.AffectedCount,
 		TenantsRotated: rep.Actions.TenantsRotated, TenantsNotified: rep.Actions.TenantsNotified, Failures: len(rep.Failures),
 	})
+}
+
+func has(entries []report.Entry, name events.Name) bool {
+	for _, e := range entries {
+		if e.Type == name {
+			return true
+		}
+	}
+	return false
 }

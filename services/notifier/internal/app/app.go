@@ -35,7 +35,7 @@ type Config struct {
 	SMTPTLS        string        `env:"SMTP_TLS" default:"starttls" doc:"starttls (required, the server's name verified) or none (a local relay only)."`
 	SMTPUsername   string        `env:"SMTP_USERNAME" doc:"SMTP AUTH PLAIN user; empty sends without AUTH."`
 	SMTPPassword   string        `env:"SMTP_PASSWORD" secret:"true" doc:"SMTP AUTH password."`
-	SMTPTimeout    time.Duration `env:"SMTP_TIMEOUT" default:"20s" doc:"Bound on one message's SMTP session (keep it under the consumer's 30 s ack wait)."`
+	SMTPTimeout    time.Duration `env:"SMTP_TIMEOUT" default:"15s" doc:"Bound on one message's SMTP session; with WEBHOOK_TIMEOUT it must stay under the consumer's 30 s ack wait."`
 	MailFrom       string        `env:"MAIL_FROM" default:"Security Team <security@localhost>" doc:"From address; its domain ends every Message-ID."`
 	Subject        string        `env:"SUBJECT" default:"URGENT: Security Incident - API Keys Revoked" doc:"Subject line (a text/template over the message's content)."`
 	TemplateDir    string        `env:"TEMPLATE_DIR" doc:"Folder with affected.txt.tmpl, affected.html.tmpl, precautionary.txt.tmpl and precautionary.html.tmpl; empty uses the built-in ones (services/notifier/internal/notify/templates)."`
@@ -80,8 +80,11 @@ func (c *Config) Validate() error {
 	if _, err := c.allow(); err != nil {
 		bad("WEBHOOK_ALLOW: %v", err)
 	}
-	if c.SMTPTimeout <= 0 || c.WebhookTimeout <= 0 {
-		bad("SMTP_TIMEOUT and WEBHOOK_TIMEOUT must be positive")
+	spec, _ := events.ConsumerOf(events.ConsumerNotifier)
+	if c.SMTPTimeout <= 0 || c.WebhookTimeout <= 0 || c.SMTPTimeout+c.WebhookTimeout >= spec.AckWait {
+		// Both channels of a tenant are sent in one delivery: past the ack
+		// wait JetStream would hand it to another process meanwhile.
+		bad("SMTP_TIMEOUT and WEBHOOK_TIMEOUT must be positive and together under the %s ack wait", spec.AckWait)
 	}
 	return errors.Join(errs...)
 }

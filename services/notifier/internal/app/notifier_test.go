@@ -418,9 +418,12 @@ func TestNotifier(t *testing.T) {
 		second := "inc-" + uuid.NewString()
 		startIncident(t, ctx, s, second, nil)
 		testwait.For(t, 3*time.Minute, "sends to be refused and retried", func() bool {
-			var retried int
-			err := pool.QueryRow(ctx, `SELECT count(*) FROM notifier.deliveries WHERE incident_id = $1 AND channel = 'email' AND state = 'sending' AND attempts >= 2`, second).Scan(&retried)
-			return err == nil && retried > 0
+			c, err := operator.Consumer(ctx, events.StreamEvents, events.ConsumerNotifier)
+			if err != nil {
+				return false
+			}
+			info, err := c.Info(ctx)
+			return err == nil && info.NumRedelivered > 0
 		})
 		must(t, s.StartMailpit(ctx))
 		d := awaitNotified(t, ctx, operator, second)

@@ -111,7 +111,12 @@ func (n *Notifier) Rotated(ctx context.Context, d events.RotationTenantCompleted
 	// reported on their own (notification.failed, dead letter).
 	outcome, reason := StateSent, ""
 	if sent == 0 {
-		outcome, reason = StateFailed, errors.Join(permanent...).Error()
+		// Every channel failed: now, or in an earlier delivery (then
+		// permanent is empty and the reasons are in the delivery rows).
+		outcome, reason = StateFailed, "every channel failed"
+		if len(permanent) > 0 {
+			reason = errors.Join(permanent...).Error()
+		}
 	}
 	if err := n.store.Outcome(ctx, d.IncidentID, d.TenantID, outcome, reason); err != nil {
 		return err
@@ -167,6 +172,11 @@ func (n *Notifier) deliver(ctx context.Context, channel string, c Content, lastA
 		span.SetStatus(codes.Error, err.Error())
 		n.logger.WarnContext(ctx, "notification delayed", slog.String("incident_id", c.IncidentID),
 			slog.String("tenant_id", c.Tenant.ID), slog.String("channel", channel), slog.Any("error", err))
+		// Nothing was accepted: give the claim back so the next delivery
+		// sends at once instead of waiting out the in-flight window.
+		if rerr := n.store.Release(ctx, c.IncidentID, c.Tenant.ID, channel); rerr != nil {
+			return "", errors.Join(err, rerr)
+		}
 		return "", err
 	}
 }

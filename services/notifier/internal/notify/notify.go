@@ -69,6 +69,9 @@ type Store interface {
 	// When not owned, prev is the final state, or "sending" while another
 	// delivery is at it.
 	Claim(ctx context.Context, incidentID, tenantID, channel string, staleAfter time.Duration) (prev string, owned bool, err error)
+	// Release gives back a claim whose send failed before anything was
+	// accepted, so a redelivery may send at once.
+	Release(ctx context.Context, incidentID, tenantID, channel string) error
 	// Finish records a channel's final state.
 	Finish(ctx context.Context, incidentID, tenantID, channel, state, reason string) error
 	// Outcome records the tenant's final state for the incident.

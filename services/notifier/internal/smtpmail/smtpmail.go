@@ -132,7 +132,10 @@ func (m *Mailer) session(c *smtp.Client, host, from, to string, body []byte) err
 	if err := w.Close(); err != nil {
 		return classify("DATA", err)
 	}
-	return c.Quit()
+	// The relay has accepted the message: a failed QUIT must not make it
+	// look unsent (a retry would send it twice).
+	_ = c.Quit()
+	return nil
 }
 
 func classify(step string, err error) error {

@@ -80,6 +80,14 @@ func (s *Store) Claim(ctx context.Context, incidentID, tenantID, channel string,
 	return state, true, tx.Commit(ctx)
 }
 
+// Release implements notify.Store: only a claim still in flight is given
+// back, never a final state.
+func (s *Store) Release(ctx context.Context, incidentID, tenantID, channel string) error {
+	_, err := s.pool.Exec(ctx, `DELETE FROM notifier.deliveries WHERE incident_id = $1 AND tenant_id = $2 AND channel = $3 AND state = 'sending'`,
+		incidentID, tenantID, channel)
+	return err
+}
+
 // Finish implements notify.Store.
 func (s *Store) Finish(ctx context.Context, incidentID, tenantID, channel, state, reason string) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO notifier.deliveries AS d (incident_id, tenant_id, channel, state, reason, finished_at)

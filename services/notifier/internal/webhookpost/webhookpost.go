@@ -104,10 +104,10 @@ func (s *Sender) allowed(ip netip.Addr) bool {
 func (s *Sender) CheckURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("webhook URL: %w", err)
+		return nil, errors.New("webhook URL does not parse") // the URL itself may hold a token: never echoed
 	}
 	if u.Host == "" || u.User != nil {
-		return nil, fmt.Errorf("webhook URL %q: needs a host and no credentials", u.Redacted())
+		return nil, fmt.Errorf("webhook URL to %s: needs a host and no credentials", where(u))
 	}
 	switch u.Scheme {
 	case "https":
@@ -117,8 +117,12 @@ func (s *Sender) CheckURL(raw string) (*url.URL, error) {
 			return u, nil
 		}
 	}
-	return nil, fmt.Errorf("%w: %q is not https", ErrBlockedAddress, u.Redacted())
+	return nil, fmt.Errorf("%w: %s is not https", ErrBlockedAddress, where(u))
 }
+
+// where names a webhook destination in errors, logs and events: scheme and
+// host only, since tenants put tokens in paths and queries.
+func where(u *url.URL) string { return u.Scheme + "://" + u.Host }
 
 // Post implements notify.WebhookSender: sign and send, and sort the
 // answer. 2xx is delivered; 408, 425, 429 and 5xx are retried; any other
@@ -140,10 +144,15 @@ func (s *Sender) Post(ctx context.Context, rawURL, tenantID, deliveryID string, 
 	req.Header.Set(webhook.HeaderDelivery, deliveryID)
 	resp, err := s.client.Do(req)
 	if err != nil {
+		// *url.Error repeats the whole URL: keep only its cause.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
 		if errors.Is(err, ErrBlockedAddress) {
 			return notify.Permanent(err)
 		}
-		return fmt.Errorf("webhook: %w", err)
+		return fmt.Errorf("webhook to %s: %w", where(u), err)
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused

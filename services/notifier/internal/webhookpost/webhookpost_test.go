@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/lockdown/lockdown/services/notifier/internal/notify"
@@ -62,6 +63,16 @@ func TestPost(t *testing.T) {
 		for _, u := range []string{"https://user:pw@example.com/", "https:///path", "ftp://example.com/", "::"} {
 			if _, err := guarded.CheckURL(u); err == nil {
 				t.Errorf("%s accepted", u)
+			}
+		}
+	})
+	t.Run("errors name the destination's host, never the token in its path or query", func(t *testing.T) {
+		status = http.StatusInternalServerError
+		defer func() { status = http.StatusNoContent }()
+		for _, u := range []string{"https://10.1.2.3/hooks/SECRET-TOKEN?key=SECRET-KEY", srv.URL + "/hooks/SECRET-TOKEN?key=SECRET-KEY", "http://example.com/hooks/SECRET-TOKEN"} {
+			err := open.Post(ctx, u, "t", "d", []byte(`{}`))
+			if err == nil || strings.Contains(err.Error(), "SECRET") {
+				t.Errorf("%v", err)
 			}
 		}
 	})

@@ -21,6 +21,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/config"
 	"github.com/lockdown/lockdown/pkg/platform/health"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
+	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/rotator/internal/rotation"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
 	"github.com/lockdown/lockdown/services/rotator/internal/vaultkv"
@@ -78,6 +79,15 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 		return err
 	}
 	rt.AddCheck("postgres", func(ctx context.Context) error { return db.Pool().Ping(ctx) })
+	// The periodic token lives as long as it is renewed.
+	renewer, err := vaulttoken.New("rotator", cfg.VaultAddr, cfg.VaultToken, cfg.VaultTimeout, rt.Logger)
+	if err != nil {
+		return err
+	}
+	rt.AddCheck("vault-token", renewer.Check)
+	renewCtx, stopRenew := context.WithCancel(ctx)
+	defer stopRenew()
+	go renewer.Run(renewCtx) //nolint:errcheck // Run returns nil when ctx ends
 	// Reachable is enough: with Vault sealed the jobs wait and retry.
 	rt.AddCheck("vault", health.Reachable(strings.TrimSuffix(cfg.VaultAddr, "/")+"/v1/sys/seal-status"))
 	return RunWith(ctx, rt, cfg, db, kv)

@@ -1,0 +1,101 @@
+// Package vaulttoken keeps Lockdown's install-time Vault tokens alive. They
+// are periodic tokens: each lives as long as it is renewed within its
+// period (768 h as docs/operations.md issues them), so a service that
+// never renewed would find its seal token expired on the day a breach
+// needs it. Each service renews its own tokens and reports in readiness
+// when one is close to expiry.
+package vaulttoken
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+)
+
+// ErrExpiring is returned by Check when the token expires within the
+// warning window: renewals have been failing.
+var ErrExpiring = errors.New("vault token expires soon")
+
+// Renewer renews one token.
+type Renewer struct {
+	name   string
+	client *vault.Client
+	logger *slog.Logger
+	// Warn is how long before expiry Check starts failing. Default 24h.
+	Warn time.Duration
+
+	mu      sync.Mutex
+	expires time.Time // zero until the first successful renewal
+	lastErr error
+}
+
+// New returns a renewer for token at addr; name labels it in logs and
+// checks (never the token itself).
+func New(name, addr, token string, timeout time.Duration, logger *slog.Logger) (*Renewer, error) {
+	cfg := vault.DefaultConfig() // honours VAULT_CACERT and the other TLS variables
+	if cfg.Error != nil {
+		return nil, cfg.Error
+	}
+	cfg.Address, cfg.Timeout = addr, timeout
+	c, err := vault.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("vault token %s: %w", name, err)
+	}
+	c.SetToken(token)
+	return &Renewer{name: name, client: c, logger: logger, Warn: 24 * time.Hour}, nil
+}
+
+// RenewOnce renews the token and returns its new lifetime.
+func (r *Renewer) RenewOnce(ctx context.Context) (time.Duration, error) {
+	s, err := r.client.Auth().Token().RenewSelfWithContext(ctx, 0)
+	if err == nil && (s == nil || s.Auth == nil) {
+		err = errors.New("renewal returned no auth")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lastErr = err
+	if err != nil {
+		return 0, err
+	}
+	ttl := time.Duration(s.Auth.LeaseDuration) * time.Second
+	r.expires = time.Now().Add(ttl)
+	return ttl, nil
+}
+
+// Run renews at half the token's lifetime (at most hourly) until ctx ends.
+// Failures — a sealed Vault answers 503 during an incident — are retried
+// every 30 s and logged; the token outlives a long incident.
+func (r *Renewer) Run(ctx context.Context) error {
+	for {
+		ttl, err := r.RenewOnce(ctx)
+		next := min(max(ttl/2, 10*time.Second), time.Hour)
+		if err != nil {
+			next = 30 * time.Second
+			if ctx.Err() == nil {
+				r.logger.WarnContext(ctx, "vault token not renewed; retrying", slog.String("token", r.name), slog.Any("error", err))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(next):
+		}
+	}
+}
+
+// Check is a readiness check: it fails once the token is within Warn of
+// its expiry (renewals keep failing), and passes before the first renewal
+// (a sealed Vault cannot be asked).
+func (r *Renewer) Check(context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.expires.IsZero() && time.Until(r.expires) < r.Warn {
+		return fmt.Errorf("%w: %s in %s (last renewal: %v)", ErrExpiring, r.name, time.Until(r.expires).Round(time.Second), r.lastErr)
+	}
+	return nil
+}
