@@ -133,8 +133,12 @@ func (s *Server) Serve(ctx context.Context, addr string, logger *slog.Logger) er
 // Reachable returns a check that passes when url answers HTTP at all —
 // any status. For Vault, GET /v1/sys/seal-status answers sealed or not:
 // containment must keep watching a sealed Vault, so sealed is not unready.
-func Reachable(url string) Check {
-	client := &http.Client{}
+func Reachable(url string) Check { return ReachableWith(&http.Client{}, url) }
+
+// ReachableWith is Reachable through a given client: a Vault behind a
+// private CA needs the client the service's Vault adapter uses
+// (VAULT_CACERT and friends), or readiness would fail on the certificate.
+func ReachableWith(client *http.Client, url string) Check {
 	return func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {

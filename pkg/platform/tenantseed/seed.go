@@ -28,6 +28,9 @@ type Options struct {
 	APIKeyVersions int
 	// WebhookURL returns tenant i's webhook URL, or "" for none. Default none.
 	WebhookURL func(i int) string
+	// Prefix starts every id. Default "tenant-"; a drill on a staging
+	// platform uses its own so it never overwrites real tenants.
+	Prefix string
 }
 
 // Tenant is one seeded tenant.
@@ -38,8 +41,15 @@ type Tenant struct {
 	APIKeyPaths []string // KV paths under the mount
 }
 
-// ID is the id of the i-th (0-based) seeded tenant.
-func ID(i int) string { return fmt.Sprintf("tenant-%03d", i+1) }
+// DefaultPrefix starts the seeded tenants' ids unless Options.Prefix says
+// otherwise.
+const DefaultPrefix = "tenant-"
+
+// ID is the id of the i-th (0-based) seeded tenant with the default prefix.
+func ID(i int) string { return IDWith(DefaultPrefix, i) }
+
+// IDWith is the id of the i-th (0-based) seeded tenant with prefix.
+func IDWith(prefix string, i int) string { return fmt.Sprintf("%s%03d", prefix, i+1) }
 
 // Seed writes the tenants to the directory (creating its schema) and to
 // Vault with the given client (a token that may write the mount).
@@ -53,13 +63,16 @@ func Seed(ctx context.Context, pool *pgxpool.Pool, client *vault.Client, o Optio
 	if o.APIKeyVersions < 1 {
 		o.APIKeyVersions = 1
 	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
 	if err := directory.Migrate(ctx, pool); err != nil {
 		return nil, err
 	}
 	kv := client.KVv2(o.Mount)
 	out := make([]Tenant, 0, o.Count)
 	for i := range o.Count {
-		t := Tenant{ID: ID(i)}
+		t := Tenant{ID: IDWith(o.Prefix, i)}
 		t.Email = "security@" + t.ID + ".example.com"
 		if o.WebhookURL != nil {
 			t.WebhookURL = o.WebhookURL(i)

@@ -11,10 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+
+	"github.com/lockdown/lockdown/pkg/platform/health"
 )
 
 // ErrExpiring is returned by Check when the token expires within the
@@ -37,18 +40,41 @@ type Renewer struct {
 // New returns a renewer for token at addr; name labels it in logs and
 // checks (never the token itself).
 func New(name, addr, token string, timeout time.Duration, logger *slog.Logger) (*Renewer, error) {
-	cfg := vault.DefaultConfig() // honours VAULT_CACERT and the other TLS variables
-	if cfg.Error != nil {
-		return nil, cfg.Error
-	}
-	cfg.Address, cfg.Timeout = addr, timeout
-	c, err := vault.NewClient(cfg)
+	c, err := newClient(addr, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("vault token %s: %w", name, err)
 	}
 	c.SetToken(token)
 	return &Renewer{name: name, client: c, logger: logger, Warn: 24 * time.Hour}, nil
 }
+
+func newClient(addr string, timeout time.Duration) (*vault.Client, error) {
+	cfg := vault.DefaultConfig() // honours VAULT_CACERT and the other TLS variables
+	if cfg.Error != nil {
+		return nil, cfg.Error
+	}
+	cfg.Address, cfg.Timeout = addr, timeout
+	return vault.NewClient(cfg)
+}
+
+// Reachable returns a readiness check that the Vault node at addr answers
+// at all (sealed is fine), with the TLS settings the services' Vault
+// clients use.
+func Reachable(addr string, timeout time.Duration) (health.Check, error) {
+	c, err := newClient(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return reachable(c), nil
+}
+
+func reachable(c *vault.Client) health.Check {
+	return health.ReachableWith(c.CloneConfig().HttpClient, strings.TrimSuffix(c.Address(), "/")+"/v1/sys/seal-status")
+}
+
+// Reachable is a readiness check that Vault answers at all (sealed is
+// fine), through this renewer's client and so with the same TLS settings.
+func (r *Renewer) Reachable() health.Check { return reachable(r.client) }
 
 // RenewOnce renews the token and returns its new lifetime.
 func (r *Renewer) RenewOnce(ctx context.Context) (time.Duration, error) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 )
 
 // target is what a drill runs against: the disposable local stack it
@@ -29,6 +30,11 @@ type target struct {
 	// drill played (mode 600): the staging Vault stays usable.
 	sharesFile string
 	mount      string
+	// prefix starts the drill's tenant ids. exact says the directory
+	// holds only the drill's tenants (its own stack), so the report's
+	// counts must equal them; on a staging platform they include others.
+	prefix string
+	exact  bool
 	// mailpit, when set, is the mailbox the notifications are checked in.
 	mailpit *localstack.Mailpit
 	// jaegerQuery and otlp, when set, make the drill trace its breach and
@@ -42,6 +48,7 @@ func localTarget(s *localstack.Stack) *target {
 	return &target{
 		natsURL: s.NATS.URL, siemPassword: s.NATS.Password(events.UserSIEM), operatorPassword: s.NATS.Password(events.UserOperator),
 		dbURL: s.Postgres.URL, vault: s.Vault, verifyToken: s.Vault.RotatorToken, playHolders: true, mount: localstack.VaultKVMount,
+		prefix: tenantseed.DefaultPrefix, exact: true,
 		mailpit: s.Mailpit, jaegerQuery: s.Jaeger.QueryURL, otlp: s.Jaeger.OTLPHTTPEndpoint,
 	}
 }
@@ -50,7 +57,7 @@ func localTarget(s *localstack.Stack) *target {
 type existingOptions struct {
 	natsURL, dbURL, vaultAddr, mount   string
 	unsealKeysFile, mailpit, jaeger    string
-	otlp                               string
+	otlp, prefix                       string
 	playHolders                        bool
 	vaultToken, siemPass, operatorPass string
 }
@@ -76,6 +83,9 @@ func existingTarget(o existingOptions) (*target, error) {
 	need(o.vaultToken, "LOCKDOWN_DRILL_VAULT_TOKEN (an admin token that survives the lockdown)")
 	need(o.siemPass, events.NATSPasswordEnv(events.UserSIEM))
 	need(o.operatorPass, events.NATSPasswordEnv(events.UserOperator))
+	if o.prefix == "" || o.prefix == tenantseed.DefaultPrefix {
+		problems = append(problems, "--tenant-prefix must set the drill's tenants apart from the platform's (not "+tenantseed.DefaultPrefix+")")
+	}
 	if o.playHolders && o.unsealKeysFile == "" {
 		problems = append(problems, "--play-key-holders needs --unseal-keys-file")
 	}
@@ -92,7 +102,7 @@ func existingTarget(o existingOptions) (*target, error) {
 	return &target{
 		natsURL: o.natsURL, siemPassword: o.siemPass, operatorPassword: o.operatorPass, dbURL: o.dbURL,
 		vault: &localstack.Vault{Addr: o.vaultAddr, RootToken: o.vaultToken, UnsealKeys: keys}, verifyToken: o.vaultToken,
-		playHolders: o.playHolders, sharesFile: o.unsealKeysFile, mount: o.mount, jaegerQuery: o.jaeger, otlp: o.otlp,
+		playHolders: o.playHolders, sharesFile: o.unsealKeysFile, mount: o.mount, jaegerQuery: o.jaeger, otlp: o.otlp, prefix: o.prefix,
 		mailpit: mailpitAt(o.mailpit),
 	}, nil
 }

@@ -21,7 +21,6 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
-	"github.com/lockdown/lockdown/pkg/platform/health"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
@@ -158,7 +157,11 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	}
 	// Reachable, sealed or not: containment keeps watching a sealed Vault.
 	for i, node := range cfg.Nodes() {
-		rt.AddCheck(fmt.Sprintf("vault-%d", i), health.Reachable(strings.TrimSuffix(node, "/")+"/v1/sys/seal-status"))
+		check, err := vaulttoken.Reachable(node, cfg.VaultTimeout)
+		if err != nil {
+			return err
+		}
+		rt.AddCheck(fmt.Sprintf("vault-%d", i), check)
 	}
 	return RunWith(ctx, rt, cfg, Deps{Store: db, Vault: nodes, Fencer: fencer, Admin: admin})
 }

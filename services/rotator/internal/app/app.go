@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,7 +18,6 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
-	"github.com/lockdown/lockdown/pkg/platform/health"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/rotator/internal/rotation"
@@ -85,11 +83,11 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 		return err
 	}
 	rt.AddCheck("vault-token", renewer.Check)
+	// Reachable is enough: with Vault sealed the jobs wait and retry.
+	rt.AddCheck("vault", renewer.Reachable())
 	renewCtx, stopRenew := context.WithCancel(ctx)
 	defer stopRenew()
 	go renewer.Run(renewCtx) //nolint:errcheck // Run returns nil when ctx ends
-	// Reachable is enough: with Vault sealed the jobs wait and retry.
-	rt.AddCheck("vault", health.Reachable(strings.TrimSuffix(cfg.VaultAddr, "/")+"/v1/sys/seal-status"))
 	return RunWith(ctx, rt, cfg, db, kv)
 }
 
