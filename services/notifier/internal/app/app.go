@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/mail"
 	"net/netip"
 	"strings"
@@ -147,8 +148,14 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db notify.Sto
 			return n.RotationFailed(ctx, d)
 		}),
 		events.RotationTenantCompleted: stream.Decoded(func(ctx context.Context, dl *stream.Delivery, d events.RotationTenantCompletedData) error {
-			err := n.Rotated(ctx, d, dl.Attempt >= uint64(spec.MaxDeliver))
-			if errors.Is(err, notify.ErrPermanent) {
+			last := dl.Attempt >= uint64(spec.MaxDeliver)
+			err := n.Rotated(ctx, d, last)
+			if err != nil && last && !errors.Is(err, notify.ErrPermanent) {
+				if gerr := n.GiveUp(ctx, d, err); gerr != nil {
+					rt.Logger.ErrorContext(ctx, "tenant's failure not recorded; replay the dead letter once it is mended", slog.String("tenant_id", d.TenantID), slog.Any("error", gerr))
+				}
+			}
+			if errors.Is(err, notify.ErrPermanent) || (err != nil && last) {
 				return stream.Permanent(err) // terminated, and a dead-letter record for `lockdown dlq`
 			}
 			return err

@@ -127,6 +127,21 @@ func (n *Notifier) Rotated(ctx context.Context, d events.RotationTenantCompleted
 	return errors.Join(permanent...)
 }
 
+// GiveUp records a tenant as not notified when its message's last
+// delivery failed on something other than a send (the database or NATS
+// away, a concurrent delivery still in flight): without an outcome the
+// plan would never complete. A channel already final keeps its state.
+func (n *Notifier) GiveUp(ctx context.Context, d events.RotationTenantCompletedData, cause error) error {
+	reason := "gave up after the last delivery: " + cause.Error()
+	if err := n.fail(ctx, d.IncidentID, d.TenantID, ChannelEmail, reason); err != nil {
+		return err
+	}
+	if err := n.store.Outcome(ctx, d.IncidentID, d.TenantID, StateFailed, reason); err != nil {
+		return err
+	}
+	return n.announceIfComplete(ctx, d.IncidentID)
+}
+
 // deliver sends one channel once: it claims the record, skips a channel
 // already final, sends, and records the result. It returns the final state
 // (sent or failed) or an error to retry.

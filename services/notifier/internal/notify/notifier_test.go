@@ -1,0 +1,292 @@
+package notify_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/directory"
+	"github.com/lockdown/lockdown/services/notifier/internal/notify"
+)
+
+// memStore is the delivery bookkeeping in memory, with the semantics of
+// the PostgreSQL store (this tests the domain's decisions; the real store
+// is exercised by the integration test).
+type memStore struct {
+	mu        sync.Mutex
+	tenants   map[string]directory.Tenant
+	rows      map[string]string // incident/tenant/channel → state
+	claimedAt map[string]time.Time
+	outcomes  map[string]string
+	planned   map[string]int
+	announced map[string]bool
+	failDB    bool
+}
+
+func newStore() *memStore {
+	return &memStore{tenants: map[string]directory.Tenant{}, rows: map[string]string{}, claimedAt: map[string]time.Time{},
+		outcomes: map[string]string{}, planned: map[string]int{}, announced: map[string]bool{}}
+}
+
+func key(a ...string) string {
+	out := ""
+	for _, s := range a {
+		out += s + "/"
+	}
+	return out
+}
+
+func (m *memStore) Tenant(_ context.Context, id string) (directory.Tenant, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.tenants[id]
+	if !ok {
+		return t, directory.ErrUnknownTenant
+	}
+	return t, nil
+}
+
+func (m *memStore) Claim(_ context.Context, inc, ten, ch string, stale time.Duration) (string, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failDB {
+		return "", false, errors.New("database away")
+	}
+	k := key(inc, ten, ch)
+	prev, ok := m.rows[k]
+	switch {
+	case !ok:
+		m.rows[k], m.claimedAt[k] = notify.StateSending, time.Now()
+		return "", true, nil
+	case prev == notify.StateSending && time.Since(m.claimedAt[k]) > stale:
+		m.claimedAt[k] = time.Now()
+		return prev, true, nil
+	}
+	return prev, false, nil
+}
+
+func (m *memStore) Release(_ context.Context, inc, ten, ch string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.rows[key(inc, ten, ch)] == notify.StateSending {
+		delete(m.rows, key(inc, ten, ch))
+	}
+	return nil
+}
+
+func (m *memStore) Finish(_ context.Context, inc, ten, ch, state, _ string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := key(inc, ten, ch)
+	if cur, ok := m.rows[k]; !ok || cur == notify.StateSending {
+		m.rows[k] = state
+	}
+	return nil
+}
+
+func (m *memStore) Outcome(_ context.Context, inc, ten, state, _ string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.outcomes[key(inc, ten)]; !ok {
+		m.outcomes[key(inc, ten)] = state
+	}
+	return nil
+}
+
+func (m *memStore) Plan(_ context.Context, inc string, n int) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.planned[inc] = n
+	return nil
+}
+
+func (m *memStore) Progress(_ context.Context, inc string) (int, int, int, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sent, failed := 0, 0
+	for k, st := range m.outcomes {
+		if len(k) > len(inc) && k[:len(inc)+1] == inc+"/" {
+			if st == notify.StateSent {
+				sent++
+			} else {
+				failed++
+			}
+		}
+	}
+	return m.planned[inc], sent, failed, m.announced[inc], nil
+}
+
+func (m *memStore) Announced(_ context.Context, inc string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.announced[inc] = true
+	return nil
+}
+
+type mailer struct {
+	mu   sync.Mutex
+	sent []notify.Email
+	err  error
+}
+
+func (f *mailer) Send(_ context.Context, e notify.Email) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	f.sent = append(f.sent, e)
+	return nil
+}
+
+type hooks struct{ posts int }
+
+func (h *hooks) Post(context.Context, string, string, string, []byte) error { h.posts++; return nil }
+
+type publisher struct {
+	mu  sync.Mutex
+	ids map[string]events.Name
+}
+
+func (p *publisher) PublishWithID(_ context.Context, name events.Name, id string, _ any) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ids[id] = name // JetStream keeps one per id
+	return nil
+}
+
+func (p *publisher) count(name events.Name) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, v := range p.ids {
+		if v == name {
+			n++
+		}
+	}
+	return n
+}
+
+type noLimit struct{}
+
+func (noLimit) Wait(context.Context) error { return nil }
+
+func setup(t *testing.T) (*notify.Notifier, *memStore, *mailer, *hooks, *publisher) {
+	t.Helper()
+	tpl, err := notify.LoadTemplates("", notify.DefaultSubject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, m, h, p := newStore(), &mailer{}, &hooks{}, &publisher{ids: map[string]events.Name{}}
+	st.tenants["acme"] = directory.Tenant{ID: "acme", Name: "Acme", Domain: "acme.example", ContactEmail: "sec@acme.example", WebhookURL: "https://hooks.acme.example/x"}
+	st.tenants["beta"] = directory.Tenant{ID: "beta", Name: "Beta", Domain: "beta.example", ContactEmail: "sec@beta.example"}
+	n := notify.New(notify.Config{From: "security@platform.example", InFlight: 30 * time.Second}, st, m, h, tpl, p, noLimit{},
+		noop.NewTracerProvider().Tracer("test"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return n, st, m, h, p
+}
+
+func rotated(tenant string) events.RotationTenantCompletedData {
+	return events.RotationTenantCompletedData{IncidentID: "inc", TenantID: tenant, DKIMSelector: "s1", DKIMRecord: "v=DKIM1; p=x", APIKeysDestroyed: 1, SMTPPasswordRotate: true}
+}
+
+func TestNotifier(t *testing.T) {
+	ctx := context.Background()
+	t.Run("each channel is sent once however often the event comes", func(t *testing.T) {
+		n, _, m, h, p := setup(t)
+		for range 3 {
+			if err := n.Rotated(ctx, rotated("acme"), false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(m.sent) != 1 || h.posts != 1 || p.count(events.NotificationSent) != 2 {
+			t.Fatalf("mails %d, webhooks %d, sent events %d", len(m.sent), h.posts, p.count(events.NotificationSent))
+		}
+		if m.sent[0].MessageID != notify.MessageID("inc", "acme", "platform.example") {
+			t.Errorf("Message-ID %s", m.sent[0].MessageID)
+		}
+	})
+	t.Run("a transient failure gives the claim back, so the retry sends at once", func(t *testing.T) {
+		n, _, m, _, _ := setup(t)
+		m.err = errors.New("connection refused")
+		if err := n.Rotated(ctx, rotated("beta"), false); err == nil || errors.Is(err, notify.ErrPermanent) {
+			t.Fatalf("want a transient error, got %v", err)
+		}
+		m.err = nil
+		if err := n.Rotated(ctx, rotated("beta"), false); err != nil || len(m.sent) != 1 {
+			t.Fatalf("retry: %v, %d mails", err, len(m.sent))
+		}
+	})
+	t.Run("a transient failure on the last delivery is recorded as failed, and the plan completes", func(t *testing.T) {
+		n, st, m, _, p := setup(t)
+		if err := n.Planned(ctx, events.RotationPlannedData{IncidentID: "inc", Policy: "all", Tenants: 1}); err != nil {
+			t.Fatal(err)
+		}
+		m.err = errors.New("connection refused")
+		err := n.Rotated(ctx, rotated("beta"), true)
+		if !errors.Is(err, notify.ErrPermanent) || st.outcomes[key("inc", "beta")] != notify.StateFailed || p.count(events.NotificationsCompleted) != 1 {
+			t.Fatalf("%v, outcome %q, completed %d", err, st.outcomes[key("inc", "beta")], p.count(events.NotificationsCompleted))
+		}
+	})
+	t.Run("a redelivery after every channel failed records the outcome without panicking", func(t *testing.T) {
+		n, st, m, _, _ := setup(t)
+		m.err = errors.New("connection refused")
+		_ = n.Rotated(ctx, rotated("beta"), true) // the email channel ends failed
+		delete(st.outcomes, key("inc", "beta"))  // as if the process died before the outcome
+		if err := n.Rotated(ctx, rotated("beta"), false); err != nil {
+			t.Fatal(err)
+		}
+		if st.outcomes[key("inc", "beta")] != notify.StateFailed {
+			t.Fatalf("outcome %q", st.outcomes[key("inc", "beta")])
+		}
+	})
+	t.Run("an unknown tenant fails permanently and counts as not notified", func(t *testing.T) {
+		n, st, _, _, p := setup(t)
+		err := n.Rotated(ctx, rotated("ghost"), false)
+		if !errors.Is(err, notify.ErrPermanent) || st.outcomes[key("inc", "ghost")] != notify.StateFailed || p.count(events.NotificationFailed) != 1 {
+			t.Fatalf("%v", err)
+		}
+	})
+	t.Run("giving up after a non-send failure records the tenant so the plan completes", func(t *testing.T) {
+		n, st, _, _, p := setup(t)
+		if err := n.Planned(ctx, events.RotationPlannedData{IncidentID: "inc", Policy: "all", Tenants: 1}); err != nil {
+			t.Fatal(err)
+		}
+		st.failDB = true
+		err := n.Rotated(ctx, rotated("beta"), true)
+		st.failDB = false
+		if err == nil {
+			t.Fatal("no error with the database away")
+		}
+		if err := n.GiveUp(ctx, rotated("beta"), err); err != nil {
+			t.Fatal(err)
+		}
+		if st.outcomes[key("inc", "beta")] != notify.StateFailed || p.count(events.NotificationsCompleted) != 1 {
+			t.Fatalf("outcome %q, completed %d", st.outcomes[key("inc", "beta")], p.count(events.NotificationsCompleted))
+		}
+	})
+	t.Run("completion is announced once, whichever comes last: the plan or the last tenant", func(t *testing.T) {
+		n, _, _, _, p := setup(t)
+		if err := n.Rotated(ctx, rotated("beta"), false); err != nil {
+			t.Fatal(err)
+		}
+		if p.count(events.NotificationsCompleted) != 0 {
+			t.Fatal("completed before the plan was known")
+		}
+		if err := n.Planned(ctx, events.RotationPlannedData{IncidentID: "inc", Policy: "all", Tenants: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Rotated(ctx, rotated("beta"), false); err != nil {
+			t.Fatal(err)
+		}
+		if p.count(events.NotificationsCompleted) != 1 {
+			t.Fatalf("completed %d times", p.count(events.NotificationsCompleted))
+		}
+	})
+}
