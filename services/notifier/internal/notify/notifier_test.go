@@ -238,7 +238,7 @@ func TestNotifier(t *testing.T) {
 		n, st, m, _, _ := setup(t)
 		m.err = errors.New("connection refused")
 		_ = n.Rotated(ctx, rotated("beta"), true) // the email channel ends failed
-		delete(st.outcomes, key("inc", "beta"))  // as if the process died before the outcome
+		delete(st.outcomes, key("inc", "beta"))   // as if the process died before the outcome
 		if err := n.Rotated(ctx, rotated("beta"), false); err != nil {
 			t.Fatal(err)
 		}
