@@ -9,14 +9,14 @@ package health
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/lockdown/lockdown/pkg/platform/httpserve"
 )
 
 // Check reports one dependency's state: nil when usable.
@@ -106,28 +106,9 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// Serve listens on addr until ctx ends, then shuts down. It logs the bound
-// address (useful with port 0).
+// Serve listens on addr until ctx ends, then shuts down.
 func (s *Server) Serve(ctx context.Context, addr string, logger *slog.Logger) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("health: listen %s: %w", addr, err)
-	}
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	logger.Info("health endpoints listening", slog.String("addr", ln.Addr().String()))
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	}
+	return httpserve.Serve(ctx, "health endpoints", addr, s.Handler(), 2*time.Second, logger)
 }
 
 // Reachable returns a check that passes when url answers HTTP at all —

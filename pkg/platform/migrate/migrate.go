@@ -90,8 +90,9 @@ func applyOne(ctx context.Context, pool *pgxpool.Pool, schema, ident, name, body
 
 // Open connects a pool to url and applies each schema's migrations (schema
 // name → folder in fsys), closing the pool again if any step fails: the
-// start of every service that owns tables.
-func Open(ctx context.Context, url string, fsys fs.FS, schemas map[string]string) (*pgxpool.Pool, error) {
+// start of every service that owns tables. Steps in then (another package's schema, such as the tenant directory)
+// run after, on the same pool.
+func Open(ctx context.Context, url string, fsys fs.FS, schemas map[string]string, then ...func(context.Context, *pgxpool.Pool) error) (*pgxpool.Pool, error) {
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
@@ -106,6 +107,12 @@ func Open(ctx context.Context, url string, fsys fs.FS, schemas map[string]string
 			_, err = Apply(ctx, pool, schema, sub)
 		}
 		if err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
+	for _, step := range then {
+		if err := step(ctx, pool); err != nil {
 			pool.Close()
 			return nil, err
 		}

@@ -8,9 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
-	"net/http"
 	"strings"
 	"time"
 
@@ -21,6 +18,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
+	"github.com/lockdown/lockdown/pkg/platform/httpserve"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
@@ -238,7 +236,9 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 	if cfg.IntakeAddr != "" {
 		h := intake.New(intake.Config{BearerTokens: cfg.IntakeBearerTokens, HMACKey: cfg.IntakeHMACKey, MaxSkew: cfg.IntakeMaxSkew,
 			MaxBody: 1 << 20, WaitIncident: 3 * time.Second}, breachPublisher{pub}, deps.Store, rt.Logger)
-		g.Go(func() error { return serve(gctx, cfg.IntakeAddr, h.Routes(), cfg.ShutdownTimeout, rt.Logger) })
+		g.Go(func() error {
+			return httpserve.Serve(gctx, "breach intake", cfg.IntakeAddr, h.Routes(), cfg.ShutdownTimeout, rt.Logger)
+		})
 	}
 	return g.Wait()
 }
@@ -295,24 +295,4 @@ func (b breachPublisher) PublishBreach(ctx context.Context, ev event.Event) (boo
 		return false, err
 	}
 	return ack.Duplicate, nil
-}
-
-// serve runs an HTTP server until ctx ends, then shuts it down gracefully.
-func serve(ctx context.Context, addr string, h http.Handler, grace time.Duration, log *slog.Logger) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("intake listen %s: %w", addr, err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 15 * time.Second}
-	log.Info("breach intake listening", slog.String("addr", ln.Addr().String()))
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	return srv.Shutdown(sctx)
 }

@@ -22,12 +22,8 @@ type Store struct{ pool *pgxpool.Pool }
 
 // Open connects and applies the notifier's and the directory's migrations.
 func Open(ctx context.Context, url string) (*Store, error) {
-	pool, err := migrate.Open(ctx, url, migrations, map[string]string{"notifier": "migrations"})
+	pool, err := migrate.Open(ctx, url, migrations, map[string]string{"notifier": "migrations"}, directory.Migrate)
 	if err != nil {
-		return nil, err
-	}
-	if err := directory.Migrate(ctx, pool); err != nil {
-		pool.Close()
 		return nil, err
 	}
 	return &Store{pool: pool}, nil

@@ -23,12 +23,8 @@ type Store struct{ pool *pgxpool.Pool }
 
 // Open connects and applies both schemas' migrations.
 func Open(ctx context.Context, url string) (*Store, error) {
-	pool, err := migrate.Open(ctx, url, migrations, map[string]string{"rotator": "migrations"})
+	pool, err := migrate.Open(ctx, url, migrations, map[string]string{"rotator": "migrations"}, directory.Migrate)
 	if err != nil {
-		return nil, err
-	}
-	if err := directory.Migrate(ctx, pool); err != nil {
-		pool.Close()
 		return nil, err
 	}
 	return &Store{pool: pool}, nil
