@@ -151,7 +151,7 @@ var Targets = map[string]Target{
 // Build makes the report from the incident and its timeline (any order).
 // resolvedAt is when the incident ended; outcome is resolved or failed. An
 // event whose data does not decode is listed among the failures.
-func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt time.Time) (Report, error) {
+func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt time.Time) Report {
 	entries = slices.Clone(entries)
 	sort.SliceStable(entries, func(i, j int) bool { return entries[i].Time.Before(entries[j].Time) })
 	r := Report{
@@ -308,7 +308,7 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 	if r.Phases == nil {
 		r.Phases = []Phase{}
 	}
-	return r, nil
+	return r
 }
 
 func nonNil(s []string) []string {

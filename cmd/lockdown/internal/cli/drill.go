@@ -32,15 +32,15 @@ type drillReport struct {
 	OK       bool              `json:"ok"`
 	Problems []string          `json:"problems"`
 	Servers  map[string]string `json:"servers"`
-	Services []devService      `json:"services"`
-	Breach   *devBreach        `json:"breach,omitempty"`
+	Services []drillService    `json:"services"`
+	Breach   *drillBreach      `json:"breach,omitempty"`
 	Intruder []string          `json:"intruder_read_tenants"`
 	Verified *verification     `json:"verified,omitempty"`
 	Report   *report.Report    `json:"report,omitempty"`
 	StackDir string            `json:"stack_dir"`
 }
 
-type devService struct {
+type drillService struct {
 	Name      string `json:"name"`
 	Service   string `json:"service"`
 	PID       int    `json:"pid"`
@@ -48,7 +48,7 @@ type devService struct {
 	Log       string `json:"log"`
 }
 
-type devBreach struct {
+type drillBreach struct {
 	EventID    string `json:"event_id"`
 	IncidentID string `json:"incident_id"`
 	// SealedMS is breach published → every node confirmed sealed.
@@ -205,8 +205,10 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		}
 		fmt.Fprintln(out)
 		v := rep.Verified
-		say("verified: %d of %d tenants rotated in Vault (every secret carries the incident), %d API keys left, %d tenants with exactly one message in Mailpit",
-			v.RotatedInVault, v.Tenants, v.APIKeysLeft, v.TenantsMailed)
+		say("verified: %d of %d tenants rotated in Vault (every secret carries the incident), %d API keys left", v.RotatedInVault, v.Tenants, v.APIKeysLeft)
+		if v.MailChecked {
+			say("verified: %d tenants with exactly one message in Mailpit", v.TenantsMailed)
+		}
 		say("trace %s: %d spans from %v\n  %s", b.TraceID, b.Spans, b.Services, b.TraceURL)
 		for _, p := range rep.Problems {
 			say("PROBLEM: %s", p)
@@ -246,7 +248,7 @@ func startLocal(ctx context.Context, stack *localstack.Stack, binDir string, rot
 		if err != nil {
 			return fmt.Errorf("%w (run `make build`)", err)
 		}
-		rep.Services = append(rep.Services, devService{Name: name, Service: svc, PID: pid, Log: logPath})
+		rep.Services = append(rep.Services, drillService{Name: name, Service: svc, PID: pid, Log: logPath})
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -312,7 +314,7 @@ func problems(r report.Report, v verification, intruder []string, tgt *target) [
 // waitConnected polls the NATS monitoring endpoint until every service's
 // named connection is there: proof that it loaded its config, connected and
 // ensured the topology.
-func waitConnected(ctx context.Context, monitorPort int, svcs []devService) error {
+func waitConnected(ctx context.Context, monitorPort int, svcs []drillService) error {
 	url := fmt.Sprintf("http://127.0.0.1:%d/connz?limit=1024", monitorPort)
 	for {
 		names := map[string]bool{}
@@ -352,7 +354,7 @@ func waitConnected(ctx context.Context, monitorPort int, svcs []devService) erro
 // followIncident waits for the incident the breach opened to be sealed,
 // then plays the key holders (the stack's Vault is disposable: this is the
 // one place Lockdown holds unseal shares) and waits for the unseal gate.
-func followIncident(ctx context.Context, tgt *target, b *devBreach, say func(string, ...any)) error {
+func followIncident(ctx context.Context, tgt *target, b *drillBreach, say func(string, ...any)) error {
 	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: tgt.natsURL, Name: "lockdown-cli",
 		User: events.UserOperator, Password: tgt.operatorPassword})
 	if err != nil {
@@ -484,7 +486,7 @@ func ceremonyNonce(ctx context.Context, dbURL, incidentID string) (string, error
 
 // triggerAndTrace publishes a sample breach with a traced CLI span and
 // waits until Jaeger holds the trace with containment's consumer span.
-func triggerAndTrace(ctx context.Context, tgt *target) (*devBreach, error) {
+func triggerAndTrace(ctx context.Context, tgt *target) (*drillBreach, error) {
 	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: events.ServiceCLI, LogOutput: io.Discard, OTLPEndpoint: tgt.otlp})
 	if err != nil {
 		return nil, err
@@ -504,7 +506,7 @@ func triggerAndTrace(ctx context.Context, tgt *target) (*devBreach, error) {
 	if err := errors.Join(pubErr, tel.Shutdown(ctx)); err != nil {
 		return nil, err
 	}
-	b := &devBreach{EventID: ev.ID(), TraceID: traceID}
+	b := &drillBreach{EventID: ev.ID(), TraceID: traceID}
 	if tgt.jaegerQuery == "" || tgt.otlp == "" {
 		return b, nil // no trace to check
 	}

@@ -73,5 +73,5 @@ func loadReport(ctx context.Context, conn *pgx.Conn, id string) (report.Report, 
 	if err != nil {
 		return r, err
 	}
-	return report.Build(v.reportIncident(), entries, "open", "not resolved yet: a draft", time.Now())
+	return report.Build(v.reportIncident(), entries, "open", "not resolved yet: a draft", time.Now()), nil
 }

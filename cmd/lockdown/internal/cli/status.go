@@ -291,11 +291,7 @@ func loadView(ctx context.Context, conn *pgx.Conn, id string, now time.Time) (in
 	if v.ResolvedAt != nil {
 		end = *v.ResolvedAt
 	}
-	r, err := report.Build(v.reportIncident(), entries, v.Phase, "", end)
-	if err != nil {
-		return v, err
-	}
-	v.Phases = r.Phases
+	v.Phases = report.Build(v.reportIncident(), entries, v.Phase, "", end).Phases
 	return v, nil
 }
 

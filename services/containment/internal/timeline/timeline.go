@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -84,18 +83,15 @@ func (r *Recorder) Record(ctx context.Context, e report.Entry, force bool) error
 		return err
 	}
 	if e.Type == events.AccessRestored {
-		return r.resolve(ctx, ref.IncidentID, "resolved", "", force)
+		return r.resolve(ctx, ref.IncidentID, force)
 	}
 	return nil
 }
 
-// Resolve builds, stores and announces the report. It is idempotent: the
+// resolve builds, stores and announces the report. It is idempotent: the
 // report is rebuilt from the same timeline and the event id is fixed.
-func (r *Recorder) Resolve(ctx context.Context, incidentID, outcome, reason string) error {
-	return r.resolve(ctx, incidentID, outcome, reason, true)
-}
-
-func (r *Recorder) resolve(ctx context.Context, incidentID, outcome, reason string, force bool) error {
+func (r *Recorder) resolve(ctx context.Context, incidentID string, force bool) error {
+	const outcome = "resolved"
 	inc, err := r.store.ReportIncident(ctx, incidentID)
 	if err != nil {
 		return err
@@ -113,10 +109,7 @@ func (r *Recorder) resolve(ctx context.Context, incidentID, outcome, reason stri
 			resolvedAt = e.Time // the same time however often it is rebuilt
 		}
 	}
-	rep, err := report.Build(inc, entries, outcome, reason, resolvedAt)
-	if err != nil {
-		return fmt.Errorf("timeline: %w", err)
-	}
+	rep := report.Build(inc, entries, outcome, "", resolvedAt)
 	if err := r.store.SaveReport(ctx, rep); err != nil {
 		return err
 	}
@@ -126,7 +119,7 @@ func (r *Recorder) resolve(ctx context.Context, incidentID, outcome, reason stri
 	r.logger.InfoContext(ctx, "incident resolved", slog.String("incident_id", incidentID), slog.String("outcome", outcome),
 		slog.Int("tenants_rotated", rep.Actions.TenantsRotated), slog.Int("tenants_notified", rep.Actions.TenantsNotified), slog.Int("failures", len(rep.Failures)))
 	return r.pub.PublishWithID(ctx, events.IncidentResolved, incidentID+"/incident.resolved", events.IncidentResolvedData{
-		IncidentID: incidentID, Outcome: outcome, Reason: reason, ResolvedAt: resolvedAt, AffectedTenants: rep.AffectedCount,
+		IncidentID: incidentID, Outcome: outcome, ResolvedAt: resolvedAt, AffectedTenants: rep.AffectedCount,
 		TenantsRotated: rep.Actions.TenantsRotated, TenantsNotified: rep.Actions.TenantsNotified, Failures: len(rep.Failures),
 	})
 }

@@ -170,7 +170,7 @@ func (n *Notifier) deliver(ctx context.Context, channel string, c Content, lastA
 	err = n.send(ctx, channel, c)
 	switch {
 	case err == nil:
-		if err := n.store.Finish(ctx, c.IncidentID, c.Tenant.ID, channel, StateSent, ""); err != nil {
+		if _, err := n.store.Finish(ctx, c.IncidentID, c.Tenant.ID, channel, StateSent, ""); err != nil {
 			return "", err
 		}
 		return StateSent, n.announce(ctx, channel, c, StateSent)
@@ -212,9 +212,11 @@ func (n *Notifier) send(ctx context.Context, channel string, c Content) error {
 		MessageID: MessageID(c.IncidentID, c.Tenant.ID, domainOf(n.cfg.From)), Text: text, HTML: html, IncidentID: c.IncidentID})
 }
 
-// fail records a channel's permanent failure and emits notification.failed.
+// fail records a channel's permanent failure and emits notification.failed,
+// unless the channel already ended (sent, say, before GiveUp).
 func (n *Notifier) fail(ctx context.Context, incidentID, tenantID, channel, reason string) error {
-	if err := n.store.Finish(ctx, incidentID, tenantID, channel, StateFailed, reason); err != nil {
+	recorded, err := n.store.Finish(ctx, incidentID, tenantID, channel, StateFailed, reason)
+	if err != nil || !recorded {
 		return err
 	}
 	n.logger.ErrorContext(ctx, "notification failed", slog.String("incident_id", incidentID),

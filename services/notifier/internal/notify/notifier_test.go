@@ -81,14 +81,15 @@ func (m *memStore) Release(_ context.Context, inc, ten, ch string) error {
 	return nil
 }
 
-func (m *memStore) Finish(_ context.Context, inc, ten, ch, state, _ string) error {
+func (m *memStore) Finish(_ context.Context, inc, ten, ch, state, _ string) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	k := key(inc, ten, ch)
 	if cur, ok := m.rows[k]; !ok || cur == notify.StateSending {
 		m.rows[k] = state
+		return true, nil
 	}
-	return nil
+	return false, nil
 }
 
 func (m *memStore) Outcome(_ context.Context, inc, ten, state, _ string) error {
@@ -269,6 +270,18 @@ func TestNotifier(t *testing.T) {
 		}
 		if st.outcomes[key("inc", "beta")] != notify.StateFailed || p.count(events.NotificationsCompleted) != 1 {
 			t.Fatalf("outcome %q, completed %d", st.outcomes[key("inc", "beta")], p.count(events.NotificationsCompleted))
+		}
+	})
+	t.Run("giving up never reports as failed a channel that was sent", func(t *testing.T) {
+		n, st, _, _, p := setup(t)
+		if err := n.Rotated(ctx, rotated("beta"), false); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.GiveUp(ctx, rotated("beta"), errors.New("a later step failed")); err != nil {
+			t.Fatal(err)
+		}
+		if p.count(events.NotificationFailed) != 0 || st.rows[key("inc", "beta", notify.ChannelEmail)] != notify.StateSent || st.outcomes[key("inc", "beta")] != notify.StateSent {
+			t.Fatalf("failed events %d, row %q, outcome %q", p.count(events.NotificationFailed), st.rows[key("inc", "beta", notify.ChannelEmail)], st.outcomes[key("inc", "beta")])
 		}
 	})
 	t.Run("completion is announced once, whichever comes last: the plan or the last tenant", func(t *testing.T) {

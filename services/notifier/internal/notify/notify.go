@@ -72,8 +72,9 @@ type Store interface {
 	// Release gives back a claim whose send failed before anything was
 	// accepted, so a redelivery may send at once.
 	Release(ctx context.Context, incidentID, tenantID, channel string) error
-	// Finish records a channel's final state.
-	Finish(ctx context.Context, incidentID, tenantID, channel, state, reason string) error
+	// Finish records a channel's final state unless it already has one;
+	// recorded says whether it did.
+	Finish(ctx context.Context, incidentID, tenantID, channel, state, reason string) (recorded bool, err error)
 	// Outcome records the tenant's final state for the incident.
 	Outcome(ctx context.Context, incidentID, tenantID, state, reason string) error
 	// Plan records how many tenants the incident's rotation planned.

@@ -85,13 +85,13 @@ func (s *Store) Release(ctx context.Context, incidentID, tenantID, channel strin
 }
 
 // Finish implements notify.Store.
-func (s *Store) Finish(ctx context.Context, incidentID, tenantID, channel, state, reason string) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO notifier.deliveries AS d (incident_id, tenant_id, channel, state, reason, finished_at)
+func (s *Store) Finish(ctx context.Context, incidentID, tenantID, channel, state, reason string) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `INSERT INTO notifier.deliveries AS d (incident_id, tenant_id, channel, state, reason, finished_at)
 		VALUES ($1, $2, $3, $4, $5, now())
 		ON CONFLICT (incident_id, tenant_id, channel) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason, finished_at = now()
 		WHERE d.state = 'sending'`,
 		incidentID, tenantID, channel, state, reason)
-	return err
+	return tag.RowsAffected() == 1, err
 }
 
 // Outcome implements notify.Store; the first outcome stands.

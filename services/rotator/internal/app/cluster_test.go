@@ -6,12 +6,10 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
-	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 )
 
@@ -81,23 +79,7 @@ func TestThreeNodeJetStream(t *testing.T) {
 		if done.Completed != tenants || done.Failed != 0 {
 			t.Fatalf("rotation.completed %+v", done)
 		}
-		st, err := js.Stream(ctx, events.StreamEvents)
-		must(t, err)
-		si, err := st.Info(ctx, jetstream.WithSubjectFilter(events.RotationTenantCompleted.Subject()))
-		must(t, err)
-		if got := si.State.Subjects[events.RotationTenantCompleted.Subject()]; got != tenants {
-			t.Fatalf("%d rotation.tenant.completed events, want %d", got, tenants)
-		}
-		kv := f.root.KVv2("secret")
-		for i := range tenants {
-			for _, secret := range []string{"ssh", "smtp", "dkim"} {
-				meta, err := kv.GetMetadata(ctx, "tenants/"+tenantseed.ID(i)+"/"+secret)
-				must(t, err)
-				if meta.CurrentVersion != 2 {
-					t.Fatalf("%s/%s has %d versions, want exactly one new", tenantseed.ID(i), secret, meta.CurrentVersion)
-				}
-			}
-		}
+		checkRotatedOnce(t, ctx, f, js, incident, tenants)
 	})
 	t.Run("every tenant is notified exactly once", func(t *testing.T) {
 		if notified.Sent != tenants || notified.Failed != 0 {

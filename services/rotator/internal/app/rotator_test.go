@@ -150,15 +150,23 @@ func TestRotation(t *testing.T) {
 	if done.Completed != tenants || done.Failed != 0 {
 		t.Fatalf("rotation.completed %+v, want %d completed", done, tenants)
 	}
+	checkRotatedOnce(t, ctx, f, js, incident, tenants)
+}
+
+// checkRotatedOnce proves the incident rotated each of the first n tenants
+// exactly once: n rotation.tenant.completed events, one new version of
+// each secret carrying the incident, and no API key left in any form.
+func checkRotatedOnce(t *testing.T, ctx context.Context, f *fixture, js jetstream.JetStream, incident string, n int) {
+	t.Helper()
 	info, err := js.Stream(ctx, events.StreamEvents)
 	must(t, err)
 	si, err := info.Info(ctx, jetstream.WithSubjectFilter(events.RotationTenantCompleted.Subject()))
 	must(t, err)
-	if got := si.State.Subjects[events.RotationTenantCompleted.Subject()]; got != tenants {
-		t.Fatalf("%d rotation.tenant.completed events, want exactly %d", got, tenants)
+	if got := si.State.Subjects[events.RotationTenantCompleted.Subject()]; got != uint64(n) {
+		t.Fatalf("%d rotation.tenant.completed events, want exactly %d", got, n)
 	}
 	kv := f.root.KVv2("secret")
-	for i := range tenants {
+	for i := range n {
 		id := tenantseed.ID(i)
 		for _, secret := range []string{"ssh", "smtp", "dkim"} {
 			meta, err := kv.GetMetadata(ctx, "tenants/"+id+"/"+secret)
