@@ -64,16 +64,29 @@ type VaultUnsealedData struct {
 	GateMS     int64  `json:"gate_ms" doc:"Milliseconds from sealed to unsealed."`
 }
 
-// Actor is one identity seen in the audit log. Accessors are as Vault wrote
-// them (HMAC'd), never token values.
+// Actor is one identity seen in the audit log: an entity, a token without
+// an entity (one actor across every audit device that logged it), or the
+// anonymous requests. Accessors are as Vault wrote them (HMAC'd), never
+// token values.
 type Actor struct {
-	DisplayName   string   `json:"display_name,omitempty" doc:"Vault auth display name."`
-	EntityID      string   `json:"entity_id,omitempty" doc:"Vault entity id."`
-	Accessor      string   `json:"accessor,omitempty" doc:"Token accessor as written in the audit log (HMAC'd)."`
-	RemoteAddress string   `json:"remote_address,omitempty" doc:"Client address."`
-	Tenants       []string `json:"tenants,omitempty" doc:"Tenants whose secrets it read."`
-	Reads         int      `json:"reads" doc:"Successful secret reads and lists."`
-	Denied        int      `json:"denied" doc:"Requests refused (permission denied and other errors)."`
+	Key             string           `json:"key" doc:"What the actor is keyed by: entity:<entity id>, token:<identity> (the least of the token's accessor HMACs across audit devices) or anonymous. Never a display name or an address."`
+	EntityID        string           `json:"entity_id,omitempty" doc:"Vault entity id."`
+	Accessors       []DeviceAccessor `json:"accessors,omitempty" doc:"Every accessor HMAC the actor's tokens appeared under, with the audit device that wrote it (each device salts its own)."`
+	DisplayNames    []string         `json:"display_names,omitempty" doc:"Vault auth display names it used (chosen by token creators: explanation only)."`
+	RemoteAddresses []string         `json:"remote_addresses,omitempty" doc:"Client addresses it came from."`
+	Tenants         []string         `json:"tenants,omitempty" doc:"Tenants whose secrets it read."`
+	Reads           int              `json:"reads" doc:"Successful secret reads and lists."`
+	Denied          int              `json:"denied" doc:"Requests refused with permission denied."`
+	PatternHits     int              `json:"pattern_hits" doc:"Requests on suspicious paths."`
+	Trusted         bool             `json:"trusted" doc:"Its entity is one of the platform's trusted identities."`
+	Suspect         bool             `json:"suspect" doc:"It stands out (see reasons)."`
+	Reasons         []string         `json:"reasons,omitempty" doc:"Why it stands out: denied requests, suspicious paths, a token revoked since."`
+}
+
+// DeviceAccessor is a token accessor HMAC as one audit device wrote it.
+type DeviceAccessor struct {
+	Device   string `json:"device,omitempty" doc:"The audit device (empty when the accessor was seen through one device only)."`
+	Accessor string `json:"accessor" doc:"The accessor, HMAC'd with that device's salt."`
 }
 
 // AssessmentCompletedData is the assessor's verdict.
@@ -84,7 +97,7 @@ type AssessmentCompletedData struct {
 	Scope            string    `json:"scope" doc:"widespread or limited." enum:"widespread,limited"`
 	SuspiciousEvents int       `json:"suspicious_events" doc:"Count of suspicious audit events."`
 	SecretsAccessed  int       `json:"secrets_accessed" doc:"Count of successful secret reads/lists."`
-	AffectedTenants  []string  `json:"affected_tenants" doc:"Tenants whose secrets were read."`
+	AffectedTenants  []string  `json:"affected_tenants" doc:"Tenants whose secrets were read by an actor that is not a trusted platform identity, or by a trusted one that stands out."`
 	Actors           []Actor   `json:"actors" doc:"Identities grouped from the audit log."`
 }
 

@@ -34,10 +34,23 @@ func (r Report) Markdown(w io.Writer) error {
 	if len(r.Actors) == 0 {
 		p("None.")
 	} else {
-		p("| display name | entity | accessor (HMAC) | address | reads | denied | tenants |")
-		p("|---|---|---|---|---|---|---|")
+		p("| actor | trusted | display names | addresses | accessors (HMAC, per audit device) | reads | denied | tenants | stands out because |")
+		p("|---|---|---|---|---|---|---|---|---|")
 		for _, a := range r.Actors {
-			p("| %s | %s | %s | %s | %d | %d | %d |", orDash(a.DisplayName), orDash(a.EntityID), orDash(a.Accessor), orDash(a.RemoteAddress), a.Reads, a.Denied, len(a.Tenants))
+			accessors := make([]string, 0, len(a.Accessors))
+			for _, da := range a.Accessors {
+				if da.Device == "" {
+					accessors = append(accessors, da.Accessor)
+				} else {
+					accessors = append(accessors, da.Device+": "+da.Accessor)
+				}
+			}
+			trusted := "no"
+			if a.Trusted {
+				trusted = "yes"
+			}
+			p("| %s | %s | %s | %s | %s | %d | %d | %d | %s |", a.Key, trusted, list(a.DisplayNames), list(a.RemoteAddresses), list(accessors),
+				a.Reads, a.Denied, len(a.Tenants), list(a.Reasons))
 		}
 	}
 	p("")

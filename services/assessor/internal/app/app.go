@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strings"
 	"time"
 
@@ -28,8 +29,10 @@ type Config struct {
 	config.Common
 	DatabaseURL string `env:"DATABASE_URL" secret:"true" doc:"PostgreSQL connection string (the assessor schema is created at start)."`
 
-	AuditListen string        `env:"AUDIT_LISTEN" default:"127.0.0.1:9514" doc:"TCP address of the listener for Vault's socket audit device; empty disables it."`
-	AuditFile   string        `env:"AUDIT_FILE" doc:"Path of a file audit device's log to follow (rotation and truncation handled); empty disables it."`
+	AuditListen       string        `env:"AUDIT_LISTEN" default:"127.0.0.1:9514" doc:"TCP address of the listener for Vault's socket audit device; empty disables it."`
+	AuditListenDevice string        `env:"AUDIT_LISTEN_DEVICE" default:"socket" doc:"Path of the socket audit device that writes to AUDIT_LISTEN, as 'vault audit list' shows it (without the slash). Vault salts accessor HMACs per device: entries are recorded with their device, and one token's accessors are tied together across devices."`
+	AuditFile         string        `env:"AUDIT_FILE" doc:"Path of a file audit device's log to follow (rotation and truncation handled); empty disables it."`
+	AuditFileDevice   string        `env:"AUDIT_FILE_DEVICE" default:"file" doc:"Path of the file audit device that writes AUDIT_FILE, as 'vault audit list' shows it (without the slash)."`
 	FollowPoll  time.Duration `env:"AUDIT_FOLLOW_POLL" default:"250ms" doc:"How often the followed file is checked for new lines."`
 	Buffer      int           `env:"AUDIT_BUFFER" default:"200000" doc:"Audit lines held in memory while PostgreSQL is slow or down; beyond it lines are dropped and counted."`
 	BatchSize   int           `env:"AUDIT_BATCH" default:"5000" doc:"Entries per COPY batch."`
@@ -39,8 +42,8 @@ type Config struct {
 	Writers     int           `env:"AUDIT_WRITERS" default:"2" doc:"Batches written at once, each on its own PostgreSQL connection."`
 
 	TenantTemplates    []string      `env:"TENANT_TEMPLATES" default:"secret/data/tenants/{tenant}/,secret/metadata/tenants/{tenant}/,secret/data/api_keys/{tenant}/,secret/metadata/api_keys/{tenant}/" doc:"Path templates that locate the tenant in a secret path."`
-	ExcludeTenants     []string      `env:"EXCLUDE_TENANTS" doc:"Tenants never reported (test tenants)."`
-	TrustedActors      []string      `env:"TRUSTED_ACTORS" doc:"Display names or entity ids of the platform's own services: their reads are ordinary traffic unless they misbehave."`
+	ExcludeTenants     []string      `env:"EXCLUDE_TENANTS" default:"test-tenant-id" doc:"Tenants never reported: the runbook's test tenant by default. Setting it replaces the default, so list test-tenant-id again to keep it."`
+	TrustedActors      []string      `env:"TRUSTED_ACTORS" doc:"Vault entity ids (UUIDs, from 'vault read identity/entity/name/<name>') of the platform's own services: their reads are ordinary traffic unless they misbehave (denied, suspicious paths, token revoked). Display names are refused: any token creator chooses them."`
 	SuspiciousPatterns []string      `env:"SUSPICIOUS_PATTERNS" default:"sys/raw/,sys/audit,sys/policies/acl/,sys/policy/,auth/token/create,sys/generate-root" doc:"Path prefixes whose every request counts as suspicious."`
 	Window             time.Duration `env:"ASSESSMENT_WINDOW" default:"24h" doc:"How far before detection the audit log is read."`
 	WidespreadAbove    int           `env:"WIDESPREAD_ABOVE" default:"10" doc:"More affected tenants than this makes the scope widespread."`
@@ -57,6 +60,14 @@ func (c *Config) Validate() error {
 	if _, err := audit.ParseTemplates(c.TenantTemplates); err != nil {
 		bad("TENANT_TEMPLATES: %v", err)
 	}
+	for _, a := range c.TrustedActors {
+		if !entityID.MatchString(a) {
+			bad("TRUSTED_ACTORS: %q is not a Vault entity id (a UUID such as 6b8f0c1e-3d0a-4c6e-9f1d-2a7e5b9c4d31, from 'vault read identity/entity/name/<name>'); display names are chosen by whoever creates a token and cannot make an actor trusted", a)
+		}
+	}
+	if c.AuditListen != "" && c.AuditFile != "" && c.AuditListenDevice == c.AuditFileDevice {
+		bad("AUDIT_LISTEN_DEVICE and AUDIT_FILE_DEVICE are both %q: two audit devices have two paths in Vault", c.AuditFileDevice)
+	}
 	for name, v := range map[string]int{"AUDIT_BUFFER": c.Buffer, "AUDIT_BATCH": c.BatchSize, "AUDIT_MAX_LINE": c.MaxLine, "ASSESSMENT_LIST_LIMIT": c.ListLimit} {
 		if v < 1 {
 			bad("%s must be positive", name)
@@ -69,6 +80,9 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// entityID is the form of a Vault entity id.
+var entityID = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
 // PatternHit reports whether a path matches a suspicious pattern.
 func (c *Config) PatternHit(e audit.Entry) bool {
@@ -114,10 +128,10 @@ func New(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Store) 
 		Parsers: cfg.Parsers, Writers: cfg.Writers, Tenants: tenants, PatternHit: cfg.PatternHit, Logger: rt.Logger})
 	a := &Assessor{Pipeline: p, rt: rt, cfg: cfg, db: db}
 	if cfg.AuditListen != "" {
-		if a.Listener, err = ingest.Listen(cfg.AuditListen, p); err != nil {
+		if a.Listener, err = ingest.Listen(cfg.AuditListen, cfg.AuditListenDevice, p); err != nil {
 			return nil, fmt.Errorf("audit listener: %w", err)
 		}
-		rt.Logger.Info("audit socket listener bound", slog.String("addr", a.Listener.Addr()))
+		rt.Logger.Info("audit socket listener bound", slog.String("addr", a.Listener.Addr()), slog.String("device", cfg.AuditListenDevice))
 	}
 	return a, nil
 }
@@ -130,12 +144,12 @@ func (a *Assessor) Run(ctx context.Context) error {
 		g.Go(func() error { return a.Listener.Serve(gctx) })
 	}
 	if a.cfg.AuditFile != "" {
-		g.Go(func() error { return a.Pipeline.Follow(gctx, a.cfg.AuditFile, a.cfg.FollowPoll) })
+		g.Go(func() error { return a.Pipeline.Follow(gctx, a.cfg.AuditFile, a.cfg.AuditFileDevice, a.cfg.FollowPoll) })
 	}
 	pub := stream.NewPublisher(a.rt.NATS.JS, events.SourceOf(events.ServiceAssessor), a.rt.TracerProvider)
 	spec, _ := events.ConsumerOf(events.ConsumerAssessorBreach)
 	acfg := assess.Config{Window: a.cfg.Window, WidespreadAbove: a.cfg.WidespreadAbove, ExcludeTenants: a.cfg.ExcludeTenants,
-		TrustedActors: a.cfg.TrustedActors, ListLimit: a.cfg.ListLimit}
+		TrustedEntities: a.cfg.TrustedActors, ListLimit: a.cfg.ListLimit}
 	handler := stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.IncidentOpenedData) error {
 		// Read the audit file to its end, then let the lines received reach
 		// PostgreSQL: the assessment sees the log up to this moment.

@@ -35,7 +35,11 @@ type Entry struct {
 	// RevokedAccessor is the (HMAC'd) accessor a revoke-accessor request
 	// names, so "tokens later revoked" can be found.
 	RevokedAccessor string
-	Raw             []byte
+	// Device is the audit device the line came through (set by ingestion,
+	// not read from the line: Vault does not write it). Accessor HMACs are
+	// salted per device, so an accessor means something only with it.
+	Device string
+	Raw    []byte
 }
 
 // ErrMalformed is returned for a line that is not a Vault audit entry.

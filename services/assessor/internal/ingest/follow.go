@@ -18,7 +18,9 @@ import (
 // restart is safe: entries are de-duplicated by request id and type. Unlike
 // the socket listener, the follower waits when the buffer is full: the file
 // keeps the lines, so nothing is dropped.
-func (p *Pipeline) Follow(ctx context.Context, path string, poll time.Duration) error {
+//
+// device names the file audit device that writes the file.
+func (p *Pipeline) Follow(ctx context.Context, path, device string, poll time.Duration) error {
 	var f *os.File
 	var ino uint64
 	var offset int64
@@ -69,7 +71,7 @@ func (p *Pipeline) Follow(ctx context.Context, path string, poll time.Duration) 
 							continue
 						}
 						// A file can wait: back-pressure instead of drops.
-						if len(line) > 0 && p.Put(ctx, line) != nil {
+						if len(line) > 0 && p.Put(ctx, device, line) != nil {
 							return nil
 						}
 					}

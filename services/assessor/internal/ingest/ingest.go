@@ -53,11 +53,19 @@ type Options struct {
 	Logger     *slog.Logger
 }
 
+// line is one audit line and the audit device it came through: Vault
+// HMACs accessors with a salt of each device's own, so the device is part
+// of what an accessor means.
+type line struct {
+	device string
+	raw    []byte
+}
+
 // Pipeline buffers lines from any number of sources and writes them.
 type Pipeline struct {
 	opts  Options
 	sink  Sink
-	lines chan []byte
+	lines chan line
 	Stats Stats
 
 	lastDropLog atomic.Int64
@@ -70,7 +78,7 @@ type Pipeline struct {
 
 // NewPipeline prepares a pipeline; Run starts its writer.
 func NewPipeline(sink Sink, opts Options) *Pipeline {
-	return &Pipeline{opts: opts, sink: sink, lines: make(chan []byte, opts.Buffer), catchUp: make(chan chan struct{})}
+	return &Pipeline{opts: opts, sink: sink, lines: make(chan line, opts.Buffer), catchUp: make(chan chan struct{})}
 }
 
 // CatchUp makes a running file follower read to the current end of its
@@ -102,11 +110,12 @@ func (p *Pipeline) CatchUp(ctx context.Context, max time.Duration) bool {
 	}
 }
 
-// Offer hands a line to the writer without ever blocking the caller.
-func (p *Pipeline) Offer(line []byte) {
+// Offer hands a line written by the named audit device to the writer
+// without ever blocking the caller.
+func (p *Pipeline) Offer(device string, raw []byte) {
 	p.Stats.Received.Add(1)
 	select {
-	case p.lines <- line:
+	case p.lines <- line{device, raw}:
 	default:
 		n := p.Stats.Dropped.Add(1)
 		// One log line per second at most while dropping.
@@ -117,12 +126,13 @@ func (p *Pipeline) Offer(line []byte) {
 	}
 }
 
-// Put hands a line to the writer, waiting while the buffer is full: for
-// sources that can wait (a file on disk), unlike Vault's socket.
-func (p *Pipeline) Put(ctx context.Context, line []byte) error {
+// Put hands a line written by the named audit device to the writer,
+// waiting while the buffer is full: for sources that can wait (a file on
+// disk), unlike Vault's socket.
+func (p *Pipeline) Put(ctx context.Context, device string, raw []byte) error {
 	p.Stats.Received.Add(1)
 	select {
-	case p.lines <- line:
+	case p.lines <- line{device, raw}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -173,13 +183,14 @@ func (p *Pipeline) parse(ctx context.Context, batches chan<- []audit.Entry) {
 			batch = make([]audit.Entry, 0, p.opts.BatchSize)
 		}
 	}
-	add := func(line []byte) {
-		e, err := dec.Decode(line)
+	add := func(l line) {
+		e, err := dec.Decode(l.raw)
 		if err != nil {
 			p.Stats.Malformed.Add(1)
-			p.opts.Logger.Warn("malformed audit line skipped", slog.Any("error", err), slog.Int("bytes", len(line)))
+			p.opts.Logger.Warn("malformed audit line skipped", slog.Any("error", err), slog.String("device", l.device), slog.Int("bytes", len(l.raw)))
 			return
 		}
+		e.Device = l.device
 		batch = append(batch, e)
 		if len(batch) >= p.opts.BatchSize {
 			send()
@@ -189,15 +200,15 @@ func (p *Pipeline) parse(ctx context.Context, batches chan<- []audit.Entry) {
 	defer tick.Stop()
 	for {
 		select {
-		case line := <-p.lines:
-			add(line)
+		case l := <-p.lines:
+			add(l)
 		case <-tick.C:
 			send()
 		case <-ctx.Done():
 			for {
 				select {
-				case line := <-p.lines:
-					add(line)
+				case l := <-p.lines:
+					add(l)
 				default:
 					send()
 					return
@@ -249,9 +260,10 @@ func (p *Pipeline) Settle(ctx context.Context, max time.Duration) bool {
 	}
 }
 
-// ReadLines feeds every line of r to the pipeline; a line longer than
-// MaxLine is counted as malformed and skipped.
-func (p *Pipeline) ReadLines(r io.Reader) error {
+// ReadLines feeds every line of r, written by the named audit device, to
+// the pipeline; a line longer than MaxLine is counted as malformed and
+// skipped.
+func (p *Pipeline) ReadLines(device string, r io.Reader) error {
 	br := bufio.NewReaderSize(r, 64*1024)
 	for {
 		line, err := readLine(br, p.opts.MaxLine)
@@ -261,7 +273,7 @@ func (p *Pipeline) ReadLines(r io.Reader) error {
 			continue
 		}
 		if len(line) > 0 {
-			p.Offer(line)
+			p.Offer(device, line)
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -301,17 +313,19 @@ func readLine(br *bufio.Reader, max int) ([]byte, error) {
 // Listener accepts Vault's socket audit device (TCP, JSON lines).
 type Listener struct {
 	ln       net.Listener
+	device   string
 	pipeline *Pipeline
 	wg       sync.WaitGroup
 }
 
-// Listen binds addr.
-func Listen(addr string, p *Pipeline) (*Listener, error) {
+// Listen binds addr for the named socket audit device (its path in
+// `vault audit list`; every node of a cluster shares it).
+func Listen(addr, device string, p *Pipeline) (*Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return &Listener{ln: ln, pipeline: p}, nil
+	return &Listener{ln: ln, device: device, pipeline: p}, nil
 }
 
 // Addr is the bound address.
@@ -335,7 +349,7 @@ func (l *Listener) Serve(ctx context.Context) error {
 			defer conn.Close()
 			stop := context.AfterFunc(ctx, func() { conn.Close() })
 			defer stop()
-			if err := l.pipeline.ReadLines(conn); err != nil && ctx.Err() == nil {
+			if err := l.pipeline.ReadLines(l.device, conn); err != nil && ctx.Err() == nil {
 				l.pipeline.opts.Logger.Debug("audit connection closed", slog.Any("error", err))
 			}
 		}()

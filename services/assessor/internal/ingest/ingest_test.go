@@ -54,6 +54,21 @@ func (m *memSink) ids() []string {
 	return out
 }
 
+// devices lists the distinct devices the stored entries came through.
+func (m *memSink) devices() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	seen := map[string]bool{}
+	var out []string
+	for _, e := range m.entries {
+		if !seen[e.Device] {
+			seen[e.Device] = true
+			out = append(out, e.Device)
+		}
+	}
+	return out
+}
+
 func entry(id string) string {
 	return fmt.Sprintf(`{"time":"2026-11-25T10:00:00.000Z","type":"response","auth":{"accessor":"hmac-sha256:ab","display_name":"token"},"request":{"id":%q,"operation":"read","path":"secret/data/tenants/acme/ssh"}}`, id)
 }
@@ -71,7 +86,7 @@ func TestIngest(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go p.Run(ctx)
-		ln, err := ingest.Listen("127.0.0.1:0", p)
+		ln, err := ingest.Listen("127.0.0.1:0", "socket", p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,6 +105,9 @@ func TestIngest(t *testing.T) {
 		if p.Stats.Received.Load() != 8 || p.Stats.Stored.Load() != 3 {
 			t.Fatalf("received %d stored %d", p.Stats.Received.Load(), p.Stats.Stored.Load())
 		}
+		if d := sink.devices(); fmt.Sprint(d) != "[socket]" {
+			t.Fatalf("entries from the listener are marked as from devices %v, want [socket]", d)
+		}
 	})
 
 	t.Run("with the database down the buffer fills, then lines are dropped and counted, never blocking the listener", func(t *testing.T) {
@@ -99,7 +117,7 @@ func TestIngest(t *testing.T) {
 		defer cancel()
 		go p.Run(ctx)
 		for i := range 200 {
-			p.Offer([]byte(entry(fmt.Sprintf("d%d", i)))) // returns at once even though nothing is written
+			p.Offer("socket", []byte(entry(fmt.Sprintf("d%d", i)))) // returns at once even though nothing is written
 		}
 		if p.Stats.Dropped.Load() == 0 {
 			t.Fatal("nothing dropped with a full buffer")
@@ -119,7 +137,7 @@ func TestIngest(t *testing.T) {
 		go p.Run(ctx)
 		path := filepath.Join(t.TempDir(), "audit.log")
 		os.WriteFile(path, []byte(entry("f1")+"\n"+entry("f2")[:30]), 0o644) // f2 not finished yet
-		go p.Follow(ctx, path, 10*time.Millisecond)
+		go p.Follow(ctx, path, "file", 10*time.Millisecond)
 		testwait.For(t, 10*time.Second, "f1", func() bool { return len(sink.ids()) == 1 })
 		f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 		f.WriteString(entry("f2")[30:] + "\n")
@@ -133,6 +151,9 @@ func TestIngest(t *testing.T) {
 		if p.Stats.Malformed.Load() != 0 {
 			t.Fatalf("malformed %d", p.Stats.Malformed.Load())
 		}
+		if d := sink.devices(); fmt.Sprint(d) != "[file]" {
+			t.Fatalf("entries from the follower are marked as from devices %v, want [file]", d)
+		}
 	})
 	t.Run("an assessment's catch-up reads the file to its end without waiting for the next poll", func(t *testing.T) {
 		sink := &memSink{seen: map[string]bool{}}
@@ -142,7 +163,7 @@ func TestIngest(t *testing.T) {
 		go p.Run(ctx)
 		path := filepath.Join(t.TempDir(), "audit.log")
 		os.WriteFile(path, []byte(entry("c1")+"\n"), 0o644)
-		go p.Follow(ctx, path, time.Hour) // the first pass runs at once, the next in an hour
+		go p.Follow(ctx, path, "file", time.Hour) // the first pass runs at once, the next in an hour
 		testwait.For(t, 10*time.Second, "c1", func() bool { return len(sink.ids()) == 1 })
 		f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 		f.WriteString(entry("c2") + "\n")

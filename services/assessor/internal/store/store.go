@@ -1,7 +1,8 @@
 // Package store keeps the assessor's data in PostgreSQL (schema assessor):
 // audit entries written in batches with COPY, de-duplicated by request id
-// and type, hourly aggregates maintained in the same statement, and the
-// assessments.
+// and type, hourly aggregates maintained in the same statement, the links
+// that tie one token's accessor HMACs across audit devices together, and
+// the assessments.
 package store
 
 import (
@@ -45,15 +46,17 @@ func (s *Store) Close() { s.pool.Close() }
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 var columns = []string{"request_id", "type", "time", "operation", "path", "mount_type", "remote_address", "display_name",
-	"entity_id", "accessor", "policies", "error", "tenant", "kind", "pattern_hit", "raw"}
+	"entity_id", "accessor", "policies", "error", "tenant", "kind", "pattern_hit", "raw", "device"}
 
 // Insert stores a batch and reports how many entries were new. The usual
 // batch holds only new entries: it is COPied straight into the table and
 // its hourly counts, computed here, are added to the aggregates. A batch
-// that repeats stored entries (a replay, a file read again after a
-// restart) makes the COPY fail on the primary key; it is then written
-// through a staging table that skips what is already there and counts only
-// what is new.
+// that repeats stored entries (the same request seen through a second
+// audit device, a replay, a file read again after a restart) makes the
+// COPY fail on the primary key; it is then written through a staging
+// table that skips what is already there and counts only what is new, and
+// a repeat whose accessor differs from the stored one ties the two
+// accessors to one token (see Link).
 func (s *Store) Insert(ctx context.Context, batch []audit.Entry, patternHit func(audit.Entry) bool) (int64, error) {
 	rows := make([][]any, len(batch))
 	hits := make([]bool, len(batch))
@@ -69,7 +72,7 @@ func (s *Store) Insert(ctx context.Context, batch []audit.Entry, patternHit func
 		}
 		hits[i] = patternHit(e)
 		rows[i] = []any{e.RequestID, e.Type, e.Time, e.Operation, e.Path, e.MountType, e.RemoteAddress, e.DisplayName,
-			e.EntityID, e.Accessor, policies, e.Error, e.Tenant, kind, hits[i], string(e.Raw)}
+			e.EntityID, e.Accessor, policies, e.Error, e.Tenant, kind, hits[i], string(e.Raw), e.Device}
 		if e.RevokedAccessor != "" && e.Type == "response" && e.Error == "" {
 			revoked = append(revoked, []any{e.RevokedAccessor, e.Time})
 		}
@@ -137,6 +140,25 @@ WITH ins AS (
 SELECT count(*) FROM ins`).Scan(&inserted)
 	if err != nil {
 		return 0, fmt.Errorf("insert: %w", err)
+	}
+	// The same request and type under two accessors: one token seen
+	// through two devices. Read after the insert, so a repeat within the
+	// batch itself is found too.
+	linkRows, err := tx.Query(ctx, `SELECT DISTINCT e.accessor, e.device, s.accessor, s.device
+		FROM audit_staging s JOIN assessor.audit_entries e USING (request_id, type)
+		WHERE s.accessor <> e.accessor AND s.accessor <> '' AND e.accessor <> ''`)
+	if err != nil {
+		return 0, fmt.Errorf("links: %w", err)
+	}
+	pairs, err := pgx.CollectRows(linkRows, func(r pgx.CollectableRow) (Link, error) {
+		var l Link
+		return l, r.Scan(&l.A.Accessor, &l.A.Device, &l.B.Accessor, &l.B.Device)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("links: %w", err)
+	}
+	if err := link(ctx, tx, pairs); err != nil {
+		return 0, fmt.Errorf("links: %w", err)
 	}
 	return inserted, nil
 }
