@@ -35,7 +35,7 @@ func fixture(t *testing.T) (report.Incident, []report.Entry, time.Time) {
 		Nodes: []events.NodeSeal{{Address: "https://vault-0:8200", Method: "api", RequestedAt: at(130), ConfirmedAt: at(600)}}})
 	add(900, events.AssessmentCompleted, "/lockdown/assessor", events.AssessmentCompletedData{IncidentID: id, Scope: "limited", SuspiciousEvents: 7,
 		AffectedTenants: []string{"tenant-002", "tenant-001"}, Actors: []events.Actor{{Key: "token:hmac-sha256:ab12", DisplayNames: []string{"token"},
-			Accessors: []events.DeviceAccessor{{Device: "file", Accessor: "hmac-sha256:ab12"}, {Device: "socket", Accessor: "hmac-sha256:cd34"}},
+			Accessors:       []events.DeviceAccessor{{Device: "file", Accessor: "hmac-sha256:ab12"}, {Device: "socket", Accessor: "hmac-sha256:cd34"}},
 			RemoteAddresses: []string{"203.0.113.9"}, Reads: 6, Denied: 1, Suspect: true, Reasons: []string{"1 request denied"}, Tenants: []string{"tenant-001", "tenant-002"}}}})
 	add(30_000, events.VaultUnsealed, "/lockdown/containment", events.VaultUnsealedData{IncidentID: id, Address: "https://vault-0:8200", GateMS: 29_390})
 	add(30_050, events.AccessRevoked, "/lockdown/containment", events.AccessRevokedData{IncidentID: id, AuthMethodsDisabled: []string{"approle", "jwt"}, TokensRevoked: 4, TokensKept: 2, KeyTerm: 2})

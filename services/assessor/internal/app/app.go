@@ -33,13 +33,13 @@ type Config struct {
 	AuditListenDevice string        `env:"AUDIT_LISTEN_DEVICE" default:"socket" doc:"Path of the socket audit device that writes to AUDIT_LISTEN, as 'vault audit list' shows it (without the slash). Vault salts accessor HMACs per device: entries are recorded with their device, and one token's accessors are tied together across devices."`
 	AuditFile         string        `env:"AUDIT_FILE" doc:"Path of a file audit device's log to follow (rotation and truncation handled); empty disables it."`
 	AuditFileDevice   string        `env:"AUDIT_FILE_DEVICE" default:"file" doc:"Path of the file audit device that writes AUDIT_FILE, as 'vault audit list' shows it (without the slash)."`
-	FollowPoll  time.Duration `env:"AUDIT_FOLLOW_POLL" default:"250ms" doc:"How often the followed file is checked for new lines."`
-	Buffer      int           `env:"AUDIT_BUFFER" default:"200000" doc:"Audit lines held in memory while PostgreSQL is slow or down; beyond it lines are dropped and counted."`
-	BatchSize   int           `env:"AUDIT_BATCH" default:"5000" doc:"Entries per COPY batch."`
-	FlushEvery  time.Duration `env:"AUDIT_FLUSH" default:"200ms" doc:"Longest wait before a partial batch is written."`
-	MaxLine     int           `env:"AUDIT_MAX_LINE" default:"1048576" doc:"Longest audit line accepted, in bytes."`
-	Parsers     int           `env:"AUDIT_PARSERS" default:"2" doc:"Goroutines parsing audit lines."`
-	Writers     int           `env:"AUDIT_WRITERS" default:"2" doc:"Batches written at once, each on its own PostgreSQL connection."`
+	FollowPoll        time.Duration `env:"AUDIT_FOLLOW_POLL" default:"250ms" doc:"How often the followed file is checked for new lines."`
+	Buffer            int           `env:"AUDIT_BUFFER" default:"200000" doc:"Audit lines held in memory while PostgreSQL is slow or down; beyond it lines are dropped and counted."`
+	BatchSize         int           `env:"AUDIT_BATCH" default:"5000" doc:"Entries per COPY batch."`
+	FlushEvery        time.Duration `env:"AUDIT_FLUSH" default:"200ms" doc:"Longest wait before a partial batch is written."`
+	MaxLine           int           `env:"AUDIT_MAX_LINE" default:"1048576" doc:"Longest audit line accepted, in bytes."`
+	Parsers           int           `env:"AUDIT_PARSERS" default:"2" doc:"Goroutines parsing audit lines."`
+	Writers           int           `env:"AUDIT_WRITERS" default:"2" doc:"Batches written at once, each on its own PostgreSQL connection."`
 
 	TenantTemplates    []string      `env:"TENANT_TEMPLATES" default:"secret/data/tenants/{tenant}/,secret/metadata/tenants/{tenant}/,secret/data/api_keys/{tenant}/,secret/metadata/api_keys/{tenant}/" doc:"Path templates that locate the tenant in a secret path."`
 	ExcludeTenants     []string      `env:"EXCLUDE_TENANTS" default:"test-tenant-id" doc:"Tenants never reported: the runbook's test tenant by default. Setting it replaces the default, so list test-tenant-id again to keep it."`

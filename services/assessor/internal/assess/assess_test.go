@@ -24,7 +24,9 @@ type fakeSource struct {
 func (f *fakeSource) Counts(context.Context, time.Time, time.Time) ([]store.Count, error) {
 	return f.counts, nil
 }
-func (f *fakeSource) RevokedSince(context.Context, time.Time) ([]string, error) { return f.revoked, nil }
+func (f *fakeSource) RevokedSince(context.Context, time.Time) ([]string, error) {
+	return f.revoked, nil
+}
 func (f *fakeSource) Suspicious(context.Context, time.Time, time.Time, int) ([]store.Event, error) {
 	return nil, nil
 }
