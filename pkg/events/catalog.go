@@ -38,6 +38,9 @@ const (
 	NotificationsCompleted  Name = "notifications.completed"
 	AccessRestored          Name = "access.restored"
 	IncidentResolved        Name = "incident.resolved"
+	IncidentStuck           Name = "incident.stuck"
+	IncidentResumeRequested Name = "incident.resume.requested"
+	IncidentAbortRequested  Name = "incident.abort.requested"
 	DeadLetter              Name = "deadletter"
 )
 
@@ -163,6 +166,16 @@ var catalog = []Spec{
 	{Name: IncidentResolved, Stream: StreamEvents, data: IncidentResolvedData{},
 		Description: "The incident ended (resolved or failed); carries the report's headline (the whole report is in PostgreSQL: lockdown report).",
 		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceCLI}},
+	{Name: IncidentStuck, Stream: StreamEvents, data: IncidentStuckData{},
+		Description: "An open incident cannot move: a dependency (Vault, PostgreSQL, NATS) has failed its step for longer than LOCKDOWN_STUCK_AFTER. Raised again with the next reason; the incident moves on by itself once the dependency answers.",
+		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceCLI},
+		Watchers: []string{UserSIEM}}, // the SIEM subscribes to be told
+	{Name: IncidentResumeRequested, Stream: StreamEvents, data: IncidentControlData{},
+		Description: "An operator asked (`lockdown resume`) to drive the incident now: containment retries its step at once and re-announces the step's event to the services waiting on it.",
+		Publishers:  []string{UserOperator}, Consumers: []string{ServiceContainment}},
+	{Name: IncidentAbortRequested, Stream: StreamEvents, data: IncidentControlData{},
+		Description: "An operator closed the incident as failed (`lockdown abort`), with a reason: it ends with its report, and the next breach opens a new incident.",
+		Publishers:  []string{UserOperator}, Consumers: []string{ServiceContainment}},
 	{Name: DeadLetter, Stream: StreamDeadLetters, data: DeadLetterData{},
 		Description: "A message a consumer could not process: the reason and the original message. Published on `lockdown.deadletter.<durable>`.",
 		Publishers:  []string{AnyConsumer}, Consumers: []string{ServiceCLI}},

@@ -46,13 +46,16 @@ type NodeSeal struct {
 // VaultSealedData reports that every node is confirmed sealed.
 type VaultSealedData struct {
 	IncidentID string     `json:"incident_id" doc:"The incident."`
+	Round      int        `json:"round,omitempty" doc:"The seal round (1 for the first seal; a breach during recovery starts another)."`
 	Nodes      []NodeSeal `json:"nodes" doc:"One entry per configured node."`
 	LatencyMS  int64      `json:"latency_ms" doc:"Breach event time to the last confirmation, in milliseconds."`
+	Process    string     `json:"process,omitempty" doc:"The containment process that sealed."`
 }
 
 // ContainmentFailedData names nodes not sealed within the deadline.
 type ContainmentFailedData struct {
 	IncidentID string   `json:"incident_id" doc:"The incident."`
+	Round      int      `json:"round,omitempty" doc:"The seal round."`
 	Nodes      []string `json:"nodes" doc:"Addresses of the nodes still unsealed."`
 	Reason     string   `json:"reason" doc:"Why they are not sealed (last error)."`
 }
@@ -60,8 +63,10 @@ type ContainmentFailedData struct {
 // VaultUnsealedData reports that the unseal gate passed.
 type VaultUnsealedData struct {
 	IncidentID string `json:"incident_id" doc:"The incident."`
+	Round      int    `json:"round,omitempty" doc:"The seal round whose gate passed: every round is followed by its own revocation."`
 	Address    string `json:"address" doc:"The active node that was unsealed."`
 	GateMS     int64  `json:"gate_ms" doc:"Milliseconds from sealed to unsealed."`
+	Process    string `json:"process,omitempty" doc:"The containment process that saw the gate pass."`
 }
 
 // Actor is one identity seen in the audit log: an entity, a token without
@@ -109,6 +114,8 @@ type AccessRevokedData struct {
 	TokensKept          int      `json:"tokens_kept" doc:"Tokens kept (Lockdown's own, break-glass)."`
 	LeasePrefixes       []string `json:"lease_prefixes" doc:"Lease prefixes revoked."`
 	KeyTerm             int      `json:"key_term" doc:"Barrier key term after sys/rotate."`
+	Round               int      `json:"round,omitempty" doc:"The seal round this revocation followed."`
+	Process             string   `json:"process,omitempty" doc:"The containment process that revoked."`
 }
 
 // UnsealKeysRotatedData reports the rekey ceremony's result.
@@ -119,6 +126,7 @@ type UnsealKeysRotatedData struct {
 	PGPFingerprints []string `json:"pgp_fingerprints,omitempty" doc:"Holders' PGP key fingerprints, one per share."`
 	Verified        bool     `json:"verified" doc:"Whether the new shares were verified."`
 	RecoveryKeys    bool     `json:"recovery_keys" doc:"True when recovery keys (auto-unseal) were rekeyed."`
+	Process         string   `json:"process,omitempty" doc:"The containment process that saw the ceremony complete."`
 }
 
 // Validate checks the share arithmetic (required fields are checked by Validate).
@@ -199,12 +207,13 @@ type NotificationsCompletedData struct {
 type AccessRestoredData struct {
 	IncidentID  string   `json:"incident_id" doc:"The incident."`
 	AuthMethods []string `json:"auth_methods" doc:"Auth mounts re-enabled and re-configured."`
+	Process     string   `json:"process,omitempty" doc:"The containment process that restored."`
 }
 
 // IncidentResolvedData ends the incident.
 type IncidentResolvedData struct {
 	IncidentID string    `json:"incident_id" doc:"The incident."`
-	Outcome    string    `json:"outcome" doc:"resolved or failed." enum:"resolved,failed"`
+	Outcome    string    `json:"outcome" doc:"resolved, or failed (an operator aborted it: lockdown abort)." enum:"resolved,failed"`
 	Reason     string    `json:"reason,omitempty" doc:"Why it failed, when it did."`
 	ResolvedAt time.Time `json:"resolved_at" doc:"When it ended."`
 	// The report's headline; the whole report (it grows with the tenants)
@@ -225,4 +234,28 @@ type DeadLetterData struct {
 	OriginalHeaders map[string][]string `json:"original_headers,omitempty" doc:"The original NATS headers."`
 	OriginalData    []byte              `json:"original_data" doc:"The original payload (base64)."`
 	FailedAt        time.Time           `json:"failed_at" doc:"When the consumer gave up."`
+}
+
+// IncidentStuckData says why an open incident cannot move.
+type IncidentStuckData struct {
+	IncidentID string    `json:"incident_id" doc:"The incident."`
+	Phase      string    `json:"phase" doc:"The phase it is stuck in."`
+	Reason     string    `json:"reason" doc:"The step's last error (names the dependency, never a secret)."`
+	Since      time.Time `json:"since" doc:"When the step first failed."`
+}
+
+// IncidentControlData is an operator's request about an incident.
+type IncidentControlData struct {
+	IncidentID  string `json:"incident_id" doc:"The incident."`
+	RequestedBy string `json:"requested_by" doc:"Who asked (the operator's login and host, as the CLI reports them)."`
+	Reason      string `json:"reason,omitempty" doc:"Why (required to abort)."`
+}
+
+// Outgoing is an event a service emits because its state changed: the
+// state and the event are written in one transaction (the outbox), and
+// the event is published afterwards with ID as its Nats-Msg-Id.
+type Outgoing struct {
+	Name Name
+	ID   string
+	Data any
 }

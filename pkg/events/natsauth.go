@@ -50,6 +50,11 @@ func NATSPermissions() []NATSPermission {
 		switch user {
 		case UserSIEM:
 			p.PublishAllow = []string{BreachDetected.Subject()}
+			for _, s := range catalog {
+				if slices.Contains(s.Watchers, user) {
+					p.SubscribeAllow = append(p.SubscribeAllow, s.Subject())
+				}
+			}
 		case UserOperator:
 			// The CLI reads everything and replays dead letters onto
 			// their original subjects, but never raises a breach.

@@ -141,7 +141,7 @@ func Consumers() []ConsumerSpec {
 		base(ConsumerSpec{Durable: ConsumerContainmentBreach, Stream: StreamEvents, Service: ServiceContainment,
 			Events: []Name{BreachDetected}}),
 		base(ConsumerSpec{Durable: ConsumerContainmentRecovery, Stream: StreamEvents, Service: ServiceContainment,
-			Events: []Name{VaultUnsealed, RotationCompleted, NotificationsCompleted}}),
+			Events: []Name{VaultUnsealed, RotationCompleted, NotificationsCompleted, IncidentResumeRequested, IncidentAbortRequested}}),
 		base(ConsumerSpec{Durable: ConsumerAssessorBreach, Stream: StreamEvents, Service: ServiceAssessor,
 			Events: []Name{IncidentOpened}}),
 		base(ConsumerSpec{Durable: ConsumerRotatorPlanner, Stream: StreamEvents, Service: ServiceRotator,
@@ -150,8 +150,8 @@ func Consumers() []ConsumerSpec {
 		base(ConsumerSpec{Durable: ConsumerNotifier, Stream: StreamEvents, Service: ServiceNotifier,
 			Events: []Name{RotationPlanned, RotationTenantCompleted, RotationTenantFailed}}),
 		// Containment records every incident event, in stream order, for
-		// the post-incident report, and resolves the incident on
-		// access.restored.
+		// the post-incident report; the incident engine resolves the
+		// incident from what is recorded.
 		base(ConsumerSpec{Durable: ConsumerContainmentTimeline, Stream: StreamEvents, Service: ServiceContainment,
 			Events: timelineEvents()}),
 	}

@@ -61,6 +61,7 @@ func (r Report) Markdown(w io.Writer) error {
 		p("- Sealed %s (%s), confirmed %s", s.Address, s.Method, stamp(s.ConfirmedAt))
 	}
 	p("- Auth methods disabled: %s", list(a.AuthMethodsDisabled))
+	p("- Seal rounds: %d", a.SealRounds)
 	p("- Tokens revoked: %d (kept: %d); lease prefixes revoked: %s", a.TokensRevoked, a.TokensKept, list(a.LeasePrefixes))
 	p("- Keyring rotated to term %d", a.KeyringTerm)
 	if u := a.UnsealKeys; u != nil {
@@ -78,6 +79,16 @@ func (r Report) Markdown(w io.Writer) error {
 	}
 	p("- Tenants notified %d, not notified %d; messages sent: %s", a.TenantsNotified, a.NotificationsFailed, counts(a.MessagesSent))
 	p("- Auth methods restored: %s", list(a.AuthMethodsRestored))
+	if len(a.DrivenBy) > 0 {
+		procs := make([]string, 0, len(a.DrivenBy))
+		for proc := range a.DrivenBy {
+			procs = append(procs, proc)
+		}
+		sort.Strings(procs)
+		for _, proc := range procs {
+			p("- Containment process %s: %s", proc, strings.Join(a.DrivenBy[proc], ", "))
+		}
+	}
 	p("")
 	p("## Phases against targets")
 	p("")

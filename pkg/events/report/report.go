@@ -81,6 +81,12 @@ type Actions struct {
 	NotificationsFailed int               `json:"tenants_not_notified"`
 	MessagesSent        map[string]int    `json:"messages_sent"` // channel → count
 	AuthMethodsRestored []string          `json:"auth_methods_restored"`
+	// SealRounds counts seal rounds (a breach during recovery seals again,
+	// and its unseal is followed by another revocation).
+	SealRounds int `json:"seal_rounds"`
+	// DrivenBy names the containment processes that took each step (a
+	// standby that took over from a dead leader appears beside it).
+	DrivenBy map[string][]string `json:"driven_by"` // process → steps
 }
 
 // UnsealKeys is the rekey ceremony's result.
@@ -160,11 +166,16 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 		AffectedTenants: []string{}, Actors: []events.Actor{}, Failures: []Failure{}, Timeline: []Line{},
 		RootCause: RootCausePending, LessonsLearned: []string{}, PreventiveMeasures: []string{},
 		Actions: Actions{Seals: []events.NodeSeal{}, AuthMethodsDisabled: []string{}, LeasePrefixes: []string{}, Rotations: []TenantRotation{},
-			RotatedBy: map[string]int{}, MessagesSent: map[string]int{}, AuthMethodsRestored: []string{}},
+			RotatedBy: map[string]int{}, MessagesSent: map[string]int{}, AuthMethodsRestored: []string{}, DrivenBy: map[string][]string{}},
 	}
 	first := map[events.Name]time.Time{}
 	last := map[events.Name]time.Time{}
 	a := &r.Actions
+	drove := func(process, step string) {
+		if process != "" && !slices.Contains(a.DrivenBy[process], step) {
+			a.DrivenBy[process] = append(a.DrivenBy[process], step)
+		}
+	}
 	for _, e := range entries {
 		if _, ok := first[e.Type]; !ok {
 			first[e.Type] = e.Time
@@ -182,6 +193,8 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 			var d events.VaultSealedData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
 				a.Seals = append(a.Seals, d.Nodes...)
+				a.SealRounds++
+				drove(d.Process, "seal")
 				line.Summary = fmt.Sprintf("%d node(s) confirmed sealed, %d ms after the breach event", len(d.Nodes), d.LatencyMS)
 			}
 		case events.ContainmentFailed:
@@ -202,19 +215,29 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 		case events.VaultUnsealed:
 			var d events.VaultUnsealedData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
+				drove(d.Process, "unseal gate")
 				line.Summary = fmt.Sprintf("key holders unsealed %s after %d ms at the gate", d.Address, d.GateMS)
 			}
 		case events.AccessRevoked:
 			var d events.AccessRevokedData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
-				a.AuthMethodsDisabled, a.TokensRevoked, a.TokensKept, a.KeyringTerm = nonNil(d.AuthMethodsDisabled), d.TokensRevoked, d.TokensKept, d.KeyTerm
+				// Every seal round ends with its own revocation: counts add up.
+				for _, m := range d.AuthMethodsDisabled {
+					if !slices.Contains(a.AuthMethodsDisabled, m) {
+						a.AuthMethodsDisabled = append(a.AuthMethodsDisabled, m)
+					}
+				}
+				a.TokensRevoked += d.TokensRevoked
+				a.TokensKept, a.KeyringTerm = d.TokensKept, d.KeyTerm
 				a.LeasePrefixes = nonNil(d.LeasePrefixes)
+				drove(d.Process, "revoke access")
 				line.Summary = fmt.Sprintf("auth methods %v disabled, %d tokens revoked (%d kept), keyring rotated to term %d", d.AuthMethodsDisabled, d.TokensRevoked, d.TokensKept, d.KeyTerm)
 			}
 		case events.UnsealKeysRotated:
 			var d events.UnsealKeysRotatedData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
 				a.UnsealKeys = &UnsealKeys{Shares: d.Shares, Threshold: d.Threshold, PGPFingerprints: nonNil(d.PGPFingerprints), Verified: d.Verified, RecoveryKeys: d.RecoveryKeys}
+				drove(d.Process, "rekey ceremony")
 				line.Summary = fmt.Sprintf("unseal keys rotated: %d shares, threshold %d, verified %v", d.Shares, d.Threshold, d.Verified)
 			}
 		case events.RotationPlanned:
@@ -268,7 +291,24 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 			var d events.AccessRestoredData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
 				a.AuthMethodsRestored = nonNil(d.AuthMethods)
+				drove(d.Process, "restore access")
 				line.Summary = fmt.Sprintf("access restored: %v re-enabled", d.AuthMethods)
+			}
+		case events.IncidentStuck:
+			var d events.IncidentStuckData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				r.Failures = append(r.Failures, Failure{Time: e.Time, Type: e.Type, What: "stuck in phase " + d.Phase, Reason: d.Reason})
+				line.Summary = fmt.Sprintf("stuck in phase %s since %s: %s", d.Phase, d.Since.UTC().Format(time.RFC3339), d.Reason)
+			}
+		case events.IncidentResumeRequested:
+			var d events.IncidentControlData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				line.Summary = "resume requested by " + d.RequestedBy
+			}
+		case events.IncidentAbortRequested:
+			var d events.IncidentControlData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				line.Summary = fmt.Sprintf("abort requested by %s: %s", d.RequestedBy, d.Reason)
 			}
 		default:
 			line.Summary = string(e.Type)

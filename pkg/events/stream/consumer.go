@@ -2,12 +2,14 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -96,20 +98,55 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer c.metrics.observeLag(c.spec.Durable, cons)()
 	slots := make(chan struct{}, c.concurrency)
 	var inFlight sync.WaitGroup
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		slots <- struct{}{}
-		inFlight.Add(1)
-		go func() {
-			defer func() { <-slots; inFlight.Done() }()
-			c.process(handlerCtx, msg)
-		}()
-	}, jetstream.PullMaxMessages(max(2*c.concurrency, 8)))
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", c.spec.Durable, err)
-	}
 	c.logger.InfoContext(ctx, "consumer started", slog.String("stream", c.spec.Stream), slog.Int("concurrency", c.concurrency))
-	<-ctx.Done()
-	cc.Stop()
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		// Fetch only as many messages as there are free handler slots: a
+		// message fetched is handled at once, so its ack wait never runs
+		// out while it waits behind others in this process.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			continue
+		}
+		want := 1
+		for want < c.concurrency {
+			select {
+			case slots <- struct{}{}:
+				want++
+				continue
+			default:
+			}
+			break
+		}
+		batch, err := cons.Fetch(want, jetstream.FetchMaxWait(fetchWait))
+		got := 0
+		if err == nil {
+			for msg := range batch.Messages() {
+				got++
+				inFlight.Add(1)
+				go func() {
+					defer func() { <-slots; inFlight.Done() }()
+					c.process(handlerCtx, msg)
+				}()
+			}
+			err = batch.Error()
+		}
+		for range want - got {
+			<-slots
+		}
+		if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			// NATS away or the consumer deleted: back off, never spin.
+			c.logger.WarnContext(ctx, "fetch failed; retrying", slog.Any("error", err), slog.Duration("retry_in", backoff))
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+	}
 	done := make(chan struct{})
 	go func() { inFlight.Wait(); close(done) }()
 	select {
@@ -121,6 +158,31 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	c.logger.Info("consumer stopped")
 	return nil
+}
+
+// fetchWait bounds one pull request: how long a fetch waits for messages
+// (and so how long a shutdown may wait for the last fetch to return).
+const fetchWait = 2 * time.Second
+
+// keepAlive tells JetStream the handler is still at work every third of
+// the ack wait, until stop is closed: a handler that outlives the ack wait
+// (a plan of thousands of jobs, a breach held while PostgreSQL is down) is
+// not redelivered to another process meanwhile.
+func (c *Consumer) keepAlive(msg jetstream.Msg, stop <-chan struct{}) {
+	every := c.spec.AckWait / 3
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			_ = msg.InProgress() // a lost InProgress costs at worst a redelivery
+		}
+	}
 }
 
 // process decodes one message, runs the handler and settles the message.
@@ -157,7 +219,10 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	log = log.With(slog.String("event_id", ev.ID()), slog.String("event_type", ev.Type()))
+	stopKeepAlive := make(chan struct{})
+	go c.keepAlive(msg, stopKeepAlive)
 	err := c.handler(ctx, &Delivery{Event: ev, Spec: spec, Subject: msg.Subject(), Attempt: attempt, Consumer: c.spec.Durable, msg: msg})
+	close(stopKeepAlive)
 	switch {
 	case err == nil:
 		if ackErr := msg.Ack(); ackErr != nil {

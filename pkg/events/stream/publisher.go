@@ -73,6 +73,46 @@ func (p *Publisher) PublishEvent(ctx context.Context, ev event.Event) (*jetstrea
 	return p.publishOn(ctx, spec.Subject(), ev)
 }
 
+// Prepare builds the message that publishing an event of the given name,
+// id and data would send — CloudEvent, trace context, Nats-Msg-Id — without
+// sending it: the transactional outbox stores it with the state change
+// that caused it and its relay publishes it later. The producer span
+// starts and ends here, so the consumer's span is its child in the trace.
+func (p *Publisher) Prepare(ctx context.Context, name events.Name, id string, data any) (*nats.Msg, error) {
+	ev, err := events.New(name, p.source, data)
+	if err != nil {
+		return nil, err
+	}
+	ev.SetID(id)
+	subject := name.Subject()
+	ctx, span := p.tracer.Start(ctx, "send "+subject,
+		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(messagingAttributes(subject, ev)...),
+		trace.WithAttributes(attribute.String("messaging.operation.type", "create")))
+	defer span.End()
+	msg, err := message(ctx, subject, ev)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return nil, err
+	}
+	msg.Header.Set(jetstream.MsgIDHeader, ev.ID())
+	return msg, nil
+}
+
+// message is the NATS message of an event: structured CloudEvent body,
+// trace context in the headers.
+func message(ctx context.Context, subject string, ev event.Event) (*nats.Msg, error) {
+	msg := nats.NewMsg(subject)
+	inject(ctx, msg.Header, &ev)
+	body, err := events.Marshal(ev)
+	if err != nil {
+		return nil, err
+	}
+	msg.Header.Set("Content-Type", events.ContentTypeStructured)
+	msg.Data = body
+	return msg, nil
+}
+
 func (p *Publisher) publishOn(ctx context.Context, subject string, ev event.Event) (*jetstream.PubAck, error) {
 	ctx, span := p.tracer.Start(ctx, "send "+subject,
 		trace.WithSpanKind(trace.SpanKindProducer),
@@ -80,15 +120,11 @@ func (p *Publisher) publishOn(ctx context.Context, subject string, ev event.Even
 		trace.WithAttributes(attribute.String("messaging.operation.type", "send")))
 	defer span.End()
 
-	msg := nats.NewMsg(subject)
-	inject(ctx, msg.Header, &ev)
-	body, err := events.Marshal(ev)
+	msg, err := message(ctx, subject, ev)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		return nil, err
 	}
-	msg.Header.Set("Content-Type", events.ContentTypeStructured)
-	msg.Data = body
 	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID()))
 	if err != nil {
 		span.RecordError(err)

@@ -21,6 +21,12 @@ type Postgres struct {
 	// generated password: hand it to processes, never print it.
 	URL  string
 	Port int
+
+	bin   string
+	args  []string
+	cred  *syscall.Credential
+	admin string
+	proc  *process
 }
 
 // postgresUser owns the cluster; postgresDB is the database services use.
@@ -74,24 +80,16 @@ func (s *Stack) startPostgres(ctx context.Context) error {
 	os.Remove(pwfile)
 	// fsync off: the cluster is disposable, and tests should measure
 	// Lockdown, not the disk.
-	p, err := startProcess("postgres", s.Dir, server, []string{"-D", data, "-p", strconv.Itoa(ports[0]),
-		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + sock,
-		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-		"-c", "max_connections=200", "-c", "shared_buffers=512MB", "-c", "wal_level=minimal", "-c", "max_wal_senders=0"}, nil, cred)
-	if err != nil {
+	pg := &Postgres{URL: pgURL(password, ports[0], postgresDB), Port: ports[0], bin: server, cred: cred, admin: pgURL(password, ports[0], "postgres"),
+		args: []string{"-D", data, "-p", strconv.Itoa(ports[0]),
+			"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + sock,
+			"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+			"-c", "max_connections=200", "-c", "shared_buffers=512MB", "-c", "wal_level=minimal", "-c", "max_wal_senders=0"}}
+	s.Postgres = pg
+	if err := s.StartPostgres(ctx); err != nil {
 		return err
 	}
-	s.procs = append(s.procs, p)
-	admin := pgURL(password, ports[0], "postgres")
-	if err := p.waitReady(ctx, func(ctx context.Context) error {
-		conn, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			return err
-		}
-		return conn.Close(ctx)
-	}); err != nil {
-		return err
-	}
+	admin := pg.admin
 	conn, err := pgx.Connect(ctx, admin)
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
@@ -100,8 +98,39 @@ func (s *Stack) startPostgres(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+postgresDB); err != nil {
 		return fmt.Errorf("postgres: create database: %w", err)
 	}
-	s.Postgres = &Postgres{URL: pgURL(password, ports[0], postgresDB), Port: ports[0]}
 	return nil
+}
+
+// StopPostgres stops the server the way an outage does: SIGKILL to its
+// process group, no shutdown (tests of a database that is away). Its data
+// stays; StartPostgres brings it back on the same port.
+func (s *Stack) StopPostgres() error {
+	p := s.Postgres.proc
+	if !p.running() {
+		return nil
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.exited
+	return nil
+}
+
+// StartPostgres starts the server (again, after StopPostgres) and waits
+// until it accepts connections.
+func (s *Stack) StartPostgres(ctx context.Context) error {
+	pg := s.Postgres
+	p, err := startProcess("postgres", s.Dir, pg.bin, pg.args, nil, pg.cred)
+	if err != nil {
+		return err
+	}
+	s.procs = append(s.procs, p)
+	pg.proc = p
+	return p.waitReady(ctx, func(ctx context.Context) error {
+		conn, err := pgx.Connect(ctx, pg.admin)
+		if err != nil {
+			return err
+		}
+		return conn.Close(ctx)
+	})
 }
 
 func pgURL(password string, port int, db string) string {

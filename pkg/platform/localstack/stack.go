@@ -267,3 +267,38 @@ func (s *Stack) Spawn(name, bin string, args, env []string) (pid int, logPath st
 	s.procs = append(s.procs, p)
 	return p.cmd.Process.Pid, p.logPath, nil
 }
+
+// spawned finds a process started by Spawn.
+func (s *Stack) spawned(pid int) *process {
+	for _, p := range s.procs {
+		if p.cmd.Process.Pid == pid {
+			return p
+		}
+	}
+	return nil
+}
+
+// Exited returns a channel closed when the process Spawn started with
+// this pid exits (nil for an unknown pid).
+func (s *Stack) Exited(pid int) <-chan struct{} {
+	if p := s.spawned(pid); p != nil {
+		return p.exited
+	}
+	return nil
+}
+
+// Kill stops a spawned process the way a crash or an OOM kill does:
+// SIGKILL to its process group, no shutdown. It waits for the exit.
+func (s *Stack) Kill(pid int) error {
+	p := s.spawned(pid)
+	if p == nil {
+		return fmt.Errorf("localstack: no spawned process %d", pid)
+	}
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	select {
+	case <-p.exited:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("localstack: process %d did not exit after SIGKILL", pid)
+	}
+}

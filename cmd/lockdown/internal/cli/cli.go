@@ -35,6 +35,8 @@ func commands() map[string]command {
 		"status":    {"show an incident: phases against targets, seals, the unseal gate, the rekey ceremony, rotation and notification progress", runStatus},
 		"report":    {"print the post-incident report (Markdown or JSON)", runReport},
 		"dlq":       {"list dead letters with their reasons, or replay one after a fix", runDLQ},
+		"resume":    {"drive a stuck incident now: containment retries its step and re-announces it to the services waiting on it", runResume},
+		"abort":     {"close an incident as failed, with a reason in its report (the next breach opens a new incident)", runAbort},
 	}
 }
 

@@ -1,13 +1,17 @@
 // Package app is containment's composition root: it reads the config,
-// builds the adapters (PostgreSQL store, Vault nodes, fence command,
-// JetStream publisher, HTTP intake) and wires the breach consumer to the
-// incident responder.
+// builds the adapters (PostgreSQL store with its outbox, Vault nodes, fence
+// command, JetStream publisher and outbox relay, HTTP intake) and wires
+// the breach consumer to the responder (seal first, record second), the
+// incident engine (the leader drives every open incident from its
+// recorded state) and the timeline.
 package app
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -18,10 +22,13 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
+	"github.com/lockdown/lockdown/pkg/platform/failpoint"
 	"github.com/lockdown/lockdown/pkg/platform/httpserve"
+	"github.com/lockdown/lockdown/pkg/platform/outbox"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
+	"github.com/lockdown/lockdown/services/containment/internal/engine"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/intake"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
@@ -49,7 +56,10 @@ type Config struct {
 	SealDeadline time.Duration `env:"SEAL_DEADLINE" default:"10s" doc:"A node not confirmed sealed by then raises containment.failed; sealing goes on."`
 	SealPoll     time.Duration `env:"SEAL_POLL" default:"20ms" doc:"How often a node still unsealed is re-read while sealing."`
 	FenceRetry   time.Duration `env:"FENCE_RETRY" default:"15s" doc:"How long after fencing a node it may be fenced again if still unsealed."`
-	GatePoll     time.Duration `env:"GATE_POLL" default:"250ms" doc:"How often the unseal gate reads every node's seal status."`
+	GatePoll     time.Duration `env:"GATE_POLL" default:"250ms" doc:"How often the unseal gate reads every node's seal status (and how often the engine looks at the open incidents)."`
+	LeaderTTL    time.Duration `env:"LEADER_TTL" default:"10s" doc:"Lease of the process that drives the open incidents: a standby containment process takes over within it after the leader dies."`
+	StuckAfter   time.Duration `env:"STUCK_AFTER" default:"2m" doc:"An incident whose step keeps failing (a dependency down) for longer is marked stuck and incident.stuck is raised."`
+	ProcessName  string        `env:"PROCESS_NAME" doc:"Name of this containment process in events and the report (default containment-<host>-<pid>)."`
 
 	VaultRecoveryToken       string        `env:"VAULT_RECOVERY_TOKEN" secret:"true" doc:"Periodic orphan token with deploy/vault/policies/lockdown-recovery.hcl, issued at install: revokes access, runs the rekey, restores access."`
 	DisableAuth              []string      `env:"DISABLE_AUTH" default:"approle,jwt" doc:"Mount paths of the auth methods disabled on unseal (disabling revokes their tokens)."`
@@ -111,7 +121,8 @@ func (c *Config) Validate() error {
 		bad("CONTAINMENT_BREACH_CONCURRENCY must be at least 1")
 	}
 	for name, d := range map[string]time.Duration{"VAULT_TIMEOUT": c.VaultTimeout, "SEAL_DEADLINE": c.SealDeadline, "SEAL_POLL": c.SealPoll,
-		"FENCE_RETRY": c.FenceRetry, "GATE_POLL": c.GatePoll, "REKEY_POLL": c.RekeyPoll, "VAULT_FENCE_TIMEOUT": c.FenceTimeout, "INTAKE_MAX_SKEW": c.IntakeMaxSkew} {
+		"FENCE_RETRY": c.FenceRetry, "GATE_POLL": c.GatePoll, "REKEY_POLL": c.RekeyPoll, "VAULT_FENCE_TIMEOUT": c.FenceTimeout, "INTAKE_MAX_SKEW": c.IntakeMaxSkew,
+		"LEADER_TTL": c.LeaderTTL, "STUCK_AFTER": c.StuckAfter} {
 		if d <= 0 {
 			bad("%s must be positive", name)
 		}
@@ -161,7 +172,23 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 		}
 		rt.AddCheck(fmt.Sprintf("vault-%d", i), check)
 	}
-	return RunWith(ctx, rt, cfg, Deps{Store: db, Vault: nodes, Fencer: fencer, Admin: admin})
+	fp, err := failpoint.FromEnv()
+	if err != nil {
+		return err
+	}
+	if armed := fp.Armed(); len(armed) > 0 {
+		rt.Logger.Warn("test failpoints armed: this process kills itself at them", slog.Any("failpoints", armed))
+	}
+	return RunWith(ctx, rt, cfg, Deps{Store: db, Vault: nodes, Fencer: fencer, Admin: admin, Failpoints: fp})
+}
+
+// processName names this process in events and the report.
+func (c *Config) processName() string {
+	if c.ProcessName != "" {
+		return c.ProcessName
+	}
+	host, _ := os.Hostname()
+	return fmt.Sprintf("containment-%s-%d", host, os.Getpid())
 }
 
 // RecoveryConfig reads the files the recovery phases need (holders' PGP
@@ -187,52 +214,50 @@ func (c *Config) RecoveryConfig() (recovery.Config, error) {
 // Deps are the adapters Run builds; tests pass their own fence (the local
 // stack restarts a node) and share a store.
 type Deps struct {
-	Store interface {
-		incident.Store
-		intake.Incidents
-		recovery.Store
-		timeline.Store
-	}
+	Store  *store.Store
 	Vault  incident.Vault
 	Fencer incident.Fencer
 	// Admin is Vault with the recovery token, for phases 4, 5 and 8.
 	Admin recovery.Vault
+	// Failpoints are the crash tests' kill points (nil: none).
+	Failpoints *failpoint.Set
 }
 
 // RunWith runs containment over the given adapters until ctx ends, then
-// drains: the consumer stops fetching, in-flight handlers finish, the
-// incident loops stop (they resume from PostgreSQL at the next start).
+// drains: the consumers stop fetching, in-flight handlers finish, the
+// engine hands its lease over, the outbox relay stops (what it has not
+// published waits in PostgreSQL for the next start).
 func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) error {
 	pub := stream.NewPublisher(rt.NATS.JS, events.SourceOf(events.ServiceContainment), rt.TracerProvider)
-	responder := incident.NewResponder(ctx, deps.Store, deps.Vault, deps.Fencer, pub, rt.Logger, incident.Timing{
-		SealDeadline: cfg.SealDeadline, SealPoll: cfg.SealPoll, FenceRetry: cfg.FenceRetry, GatePoll: cfg.GatePoll,
-	})
-	defer responder.Wait()
-	if err := responder.Resume(ctx); err != nil {
-		return fmt.Errorf("resume: %w", err)
-	}
+	deps.Store.SetPreparer(pub)
 	rcfg, err := cfg.RecoveryConfig()
 	if err != nil {
 		return err
 	}
-	recoverer := recovery.New(ctx, rcfg, deps.Admin, deps.Store, pub, rt.Logger)
-	defer recoverer.Wait()
-	if err := recoverer.Resume(ctx); err != nil {
-		return fmt.Errorf("resume recovery: %w", err)
-	}
-	recoverySpec, _ := events.ConsumerOf(events.ConsumerContainmentRecovery)
+	process := cfg.processName()
+	log := rt.Logger.With(slog.String("process", process))
+	sealer := incident.NewSealer(deps.Vault, deps.Fencer, log, cfg.SealPoll, cfg.FenceRetry)
+	eng := engine.New(engine.Config{Process: process, LeaderTTL: cfg.LeaderTTL, Tick: cfg.GatePoll, RekeyPoll: cfg.RekeyPoll,
+		SealDeadline: cfg.SealDeadline, StuckAfter: cfg.StuckAfter}, deps.Store, sealer, recovery.New(rcfg, deps.Admin, log), log, deps.Failpoints, rt.MeterProvider)
+	responder := incident.NewResponder(deps.Store, sealer, log, incident.Timing{SealDeadline: cfg.SealDeadline}, process, deps.Failpoints, eng.Wake)
+	recorder := timeline.New(deps.Store, eng.Wake)
+	relay := &outbox.Relay{Pool: deps.Store.Pool(), Schema: store.Schema, JS: rt.NATS.JS, Logger: log, Failpoints: deps.Failpoints}
+
 	opts := rt.ConsumerOptions(cfg.ShutdownTimeout)
-	recoveries := stream.NewConsumer(rt.NATS.JS, recoverySpec, RecoveryHandler(recoverer), opts)
+	recoverySpec, _ := events.ConsumerOf(events.ConsumerContainmentRecovery)
+	recoveries := stream.NewConsumer(rt.NATS.JS, recoverySpec, RecoveryHandler(eng, recorder), opts)
 	spec, _ := events.ConsumerOf(events.ConsumerContainmentBreach)
 	breachOpts := opts
 	breachOpts.Concurrency = cfg.BreachConcurrency
 	breaches := stream.NewConsumer(rt.NATS.JS, spec, BreachHandler(responder), breachOpts)
 	timelineSpec, _ := events.ConsumerOf(events.ConsumerContainmentTimeline)
-	timelines := stream.NewConsumer(rt.NATS.JS, timelineSpec, TimelineHandler(timeline.New(deps.Store, pub, rt.Logger, rt.MeterProvider)), opts)
+	timelines := stream.NewConsumer(rt.NATS.JS, timelineSpec, TimelineHandler(recorder), opts)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return breaches.Run(gctx) })
 	g.Go(func() error { return recoveries.Run(gctx) })
 	g.Go(func() error { return timelines.Run(gctx) })
+	g.Go(func() error { return eng.Run(gctx) })
+	g.Go(func() error { return relay.Run(gctx) })
 	if cfg.IntakeAddr != "" {
 		h := intake.New(intake.Config{BearerTokens: cfg.IntakeBearerTokens, HMACKey: cfg.IntakeHMACKey, MaxSkew: cfg.IntakeMaxSkew,
 			MaxBody: 1 << 20, WaitIncident: 3 * time.Second}, breachPublisher{pub}, deps.Store, rt.Logger)
@@ -243,7 +268,8 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 	return g.Wait()
 }
 
-// BreachHandler turns a breach event into a detection for the responder.
+// BreachHandler turns a breach event into a detection for the responder:
+// it seals at once and holds the message until the breach is recorded.
 // Invalid data is a permanent failure: it ends on the dead-letter subject
 // and nothing is sealed.
 func BreachHandler(r *incident.Responder) stream.Handler {
@@ -254,36 +280,36 @@ func BreachHandler(r *incident.Responder) stream.Handler {
 	})
 }
 
-// RecoveryHandler routes the recovery consumer's events: the unseal gate
-// starts phases 4 and 5; rotation and notification completing lead to 8.
-func RecoveryHandler(r *recovery.Recoverer) stream.Handler {
+// RecoveryHandler records the events the engine waits on (so it sees them
+// before the timeline consumer gets to them) and wakes it, and carries
+// out operators' resume and abort requests.
+func RecoveryHandler(eng *engine.Engine, rec *timeline.Recorder) stream.Handler {
+	record := func(ctx context.Context, d *stream.Delivery) error { return rec.Record(ctx, entryOf(d)) }
+	control := func(do func(context.Context, report.Entry, events.IncidentControlData) error) stream.Handler {
+		return stream.Decoded(func(ctx context.Context, d *stream.Delivery, c events.IncidentControlData) error {
+			err := do(ctx, entryOf(d), c)
+			if errors.Is(err, engine.ErrClosed) || errors.Is(err, engine.ErrNoReason) || errors.Is(err, timeline.ErrUnknownIncident) {
+				return stream.Permanent(err)
+			}
+			return err
+		})
+	}
 	return stream.Route(map[events.Name]stream.Handler{
-		events.VaultUnsealed: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.VaultUnsealedData) error {
-			return r.OnUnsealed(ctx, d.IncidentID)
-		}),
-		events.RotationCompleted: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.RotationCompletedData) error {
-			return r.OnRotationCompleted(ctx, d.IncidentID)
-		}),
-		events.NotificationsCompleted: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.NotificationsCompletedData) error {
-			return r.OnNotificationsCompleted(ctx, d.IncidentID)
-		}),
+		events.VaultUnsealed:           record,
+		events.RotationCompleted:       record,
+		events.NotificationsCompleted:  record,
+		events.IncidentResumeRequested: control(eng.Resume),
+		events.IncidentAbortRequested:  control(eng.Abort),
 	})
 }
 
-// TimelineHandler records every incident event, one at a time. Stream
-// order is the rule but a retried event comes back after later ones, so
-// resolution waits (retries) until the completions are recorded, and
-// resolves with what there is on the message's last delivery.
+// TimelineHandler records every incident event.
 func TimelineHandler(r *timeline.Recorder) stream.Handler {
-	spec, _ := events.ConsumerOf(events.ConsumerContainmentTimeline)
-	return func(ctx context.Context, d *stream.Delivery) error {
-		last := d.Attempt >= uint64(spec.MaxDeliver)
-		err := r.Record(ctx, report.Entry{EventID: d.Event.ID(), Type: d.Spec.Name, Time: d.Event.Time(), Source: d.Event.Source(), Data: d.Event.Data()}, last)
-		if errors.Is(err, timeline.ErrUnknownIncident) {
-			return stream.Permanent(err)
-		}
-		return err
-	}
+	return func(ctx context.Context, d *stream.Delivery) error { return r.Record(ctx, entryOf(d)) }
+}
+
+func entryOf(d *stream.Delivery) report.Entry {
+	return report.Entry{EventID: d.Event.ID(), Type: d.Spec.Name, Time: d.Event.Time(), Source: d.Event.Source(), Data: d.Event.Data()}
 }
 
 // breachPublisher adapts the JetStream publisher to the intake's port.

@@ -18,38 +18,33 @@ import (
 	"github.com/lockdown/lockdown/services/containment/internal/vaultadmin"
 )
 
-// memStore keeps recovery state in memory: the store is not what this test
-// is about (the PostgreSQL store is covered by TestRecovery).
-type memStore struct {
+// ceremonyLoop drives a ceremony the way the engine does (one step per
+// poll), without a store: the store is not what this test is about.
+type ceremonyLoop struct {
 	mu sync.Mutex
-	m  map[string]recovery.State
+	c  recovery.Ceremony
 }
 
-func (s *memStore) LoadRecovery(_ context.Context, id string) (recovery.State, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if st, ok := s.m[id]; ok {
-		return st, nil
+func (l *ceremonyLoop) run(ctx context.Context, r *recovery.Recoverer, id string) {
+	c := recovery.Ceremony{Round: 1}
+	for ctx.Err() == nil {
+		if next, err := r.CeremonyStep(ctx, id, c); err == nil {
+			c = next
+			l.mu.Lock()
+			l.c = c
+			l.mu.Unlock()
+			if c.Phase == recovery.CeremonyCompleted {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return recovery.State{IncidentID: id}, nil
 }
 
-func (s *memStore) SaveRecovery(_ context.Context, st recovery.State) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.m[st.IncidentID] = st
-	return nil
-}
-
-func (s *memStore) OpenRecoveries(context.Context) ([]recovery.State, error) { return nil, nil }
-
-type chanPub chan events.UnsealKeysRotatedData
-
-func (c chanPub) PublishWithID(_ context.Context, name events.Name, _ string, data any) error {
-	if d, ok := data.(events.UnsealKeysRotatedData); ok && name == events.UnsealKeysRotated {
-		c <- d
-	}
-	return nil
+func (l *ceremonyLoop) get() recovery.Ceremony {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.c
 }
 
 // TestRecoveryKeysAutoUnseal runs the ceremony on a real auto-unseal Vault
@@ -70,19 +65,22 @@ func TestRecoveryKeysAutoUnseal(t *testing.T) {
 	}
 	admin, err := vaultadmin.New(auto.Addr, auto.RecoveryToken, 5*time.Second)
 	must(t, err)
-	st := &memStore{m: map[string]recovery.State{}}
-	pub := make(chanPub, 1)
+	r := recovery.New(recovery.Config{Shares: 5, Threshold: 3, RequireVerification: true, Poll: 20 * time.Millisecond,
+		KeepAccessors: []string{auto.SealAccessor}, BreakGlass: []string{"root"}}, admin, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if _, _, err := r.Revoke(ctx, "inc-auto"); err != nil {
+		t.Fatal(err)
+	}
 	rctx, stop := context.WithCancel(ctx)
-	r := recovery.New(rctx, recovery.Config{Shares: 5, Threshold: 3, RequireVerification: true, Poll: 20 * time.Millisecond,
-		KeepAccessors: []string{auto.SealAccessor}, BreakGlass: []string{"root"}}, admin, st, pub, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	defer func() { stop(); r.Wait() }()
-	must(t, r.OnUnsealed(ctx, "inc-auto"))
+	loop := &ceremonyLoop{}
+	loopDone := make(chan struct{})
+	go func() { defer close(loopDone); loop.run(rctx, r, "inc-auto") }()
+	defer func() { stop(); <-loopDone }()
 
 	var nonce string
 	testwait.For(t, 10*time.Second, "the ceremony to open", func() bool {
-		s, _ := st.LoadRecovery(ctx, "inc-auto")
-		nonce = s.Ceremony.Nonce
-		return nonce != "" && s.Ceremony.RecoveryKeys
+		c := loop.get()
+		nonce = c.Nonce
+		return nonce != "" && c.RecoveryKeys
 	})
 	holders, err := auto.Client()
 	must(t, err)
@@ -94,9 +92,9 @@ func TestRecoveryKeysAutoUnseal(t *testing.T) {
 	must(t, holders.Sys().RekeyRecoveryKeyCancelWithContextWithNonce(ctx, nonce))
 	old := nonce
 	testwait.For(t, 10*time.Second, "a new ceremony after the cancel", func() bool {
-		s, _ := st.LoadRecovery(ctx, "inc-auto")
-		nonce = s.Ceremony.Nonce
-		return nonce != "" && nonce != old && s.Ceremony.Restarts == 1 && strings.Contains(s.Ceremony.Note, "cancelled")
+		c := loop.get()
+		nonce = c.Nonce
+		return nonce != "" && nonce != old && c.Restarts == 1 && strings.Contains(c.Note, "cancelled")
 	})
 
 	var newKeys []string
@@ -111,21 +109,14 @@ func TestRecoveryKeysAutoUnseal(t *testing.T) {
 	if len(newKeys) != 5 || verifyNonce == "" {
 		t.Fatalf("rekey-recovery-key did not complete: %d keys", len(newKeys))
 	}
-	testwait.For(t, 10*time.Second, "the verification phase", func() bool {
-		s, _ := st.LoadRecovery(ctx, "inc-auto")
-		return s.Ceremony.Phase == recovery.CeremonyVerifying
-	})
+	testwait.For(t, 10*time.Second, "the verification phase", func() bool { return loop.get().Phase == recovery.CeremonyVerifying })
 	for _, k := range newKeys[:3] {
 		_, err := holders.Sys().RekeyRecoveryKeyVerificationUpdateWithContext(ctx, k, verifyNonce)
 		must(t, err)
 	}
-	select {
-	case d := <-pub:
-		if !d.RecoveryKeys || d.Shares != 5 || d.Threshold != 3 {
-			t.Fatalf("unsealkeys.rotated %+v", d)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no unsealkeys.rotated")
+	testwait.For(t, 10*time.Second, "the ceremony to complete", func() bool { return loop.get().Phase == recovery.CeremonyCompleted })
+	if d := r.RotatedEvent("inc-auto", loop.get(), "p").Data.(events.UnsealKeysRotatedData); !d.RecoveryKeys || d.Shares != 5 || d.Threshold != 3 {
+		t.Fatalf("unsealkeys.rotated %+v", d)
 	}
 
 	// The old recovery keys no longer authorise a rekey; the new ones do.
@@ -149,7 +140,7 @@ func TestRecoveryKeysAutoUnseal(t *testing.T) {
 		return nil
 	}
 	stop()
-	r.Wait()
+	<-loopDone
 	if err := try(auto.UnsealKeys); err == nil || !strings.Contains(err.Error(), "recovery key") {
 		t.Fatalf("the old recovery keys were accepted (err %v)", err)
 	}

@@ -1,9 +1,10 @@
-// Package incident is containment's domain: opening an incident from a
-// breach detection, sealing every Vault node until each is confirmed
-// sealed, and watching the unseal gate. It imports no transport: the
-// store, the Vault nodes, the fence action and the event publisher are
-// ports (small interfaces) that the app wires to PostgreSQL, Vault's API,
-// a command and JetStream.
+// Package incident is containment's domain of the first minutes: sealing
+// every Vault node on a breach — at once, before and independently of
+// PostgreSQL — and recording the detection and the seal round when the
+// database answers. The later steps of an incident are driven by package
+// engine from what is recorded here. It imports no transport: the store,
+// the Vault nodes and the fence action are ports (small interfaces) that
+// the app wires to PostgreSQL, Vault's API and a command.
 package incident
 
 import (
@@ -23,10 +24,15 @@ const (
 	PhaseContaining Phase = "containing"
 	// PhaseSealed: every node is confirmed sealed; the unseal gate is open.
 	PhaseSealed Phase = "sealed"
-	// PhaseUnsealed: the key holders unsealed the active node.
+	// PhaseUnsealed: the key holders unsealed the active node; access is
+	// revoked next (once per seal round).
 	PhaseUnsealed Phase = "unsealed"
-	PhaseResolved Phase = "resolved"
-	PhaseFailed   Phase = "failed"
+	// PhaseRecovering: access is revoked; the rekey ceremony, rotation,
+	// notification and restoration follow.
+	PhaseRecovering Phase = "recovering"
+	PhaseResolved   Phase = "resolved"
+	// PhaseFailed: an operator aborted the incident (lockdown abort).
+	PhaseFailed Phase = "failed"
 )
 
 // Open reports whether an incident in this phase is still open.
@@ -53,6 +59,22 @@ type Incident struct {
 	// TraceParent is the trace the opening breach started: the incident's
 	// loops continue it, so one incident is one trace.
 	TraceParent string
+	// Version counts the incident's recorded changes: every write of the
+	// engine is a compare-and-swap on it.
+	Version int64
+	// RoundSealed tells whether the current seal round is confirmed on
+	// every node (false while a node is still being sealed);
+	// RoundBreachAt is the time of the breach event that started it (its
+	// latency counts from it).
+	RoundSealed   bool
+	RoundBreachAt time.Time
+	// StuckReason and StuckSince say why the incident cannot move ("" when
+	// it can); Redrives counts operators' resume requests.
+	StuckReason string
+	StuckSince  time.Time
+	Redrives    int
+	// FailureReason is an aborted incident's reason.
+	FailureReason string
 }
 
 // Detection is one breach event as received.
@@ -94,22 +116,15 @@ type NodeStatus struct {
 	Error     string `json:"error,omitempty"`
 }
 
-// Store keeps incidents durably (containment's PostgreSQL schema).
+// Store records breaches (containment's PostgreSQL schema).
 type Store interface {
-	// RecordDetection records a breach detection: it opens an incident
-	// when none is open, attaches to the open one otherwise, and reports a
-	// duplicate event id. It is atomic.
-	RecordDetection(ctx context.Context, d Detection) (Incident, Outcome, error)
-	// StartSealRound moves the incident to PhaseContaining and returns the
-	// new round number (1 for the first seal, more for re-seals).
-	StartSealRound(ctx context.Context, incidentID string) (int, error)
-	// RecordSealed stores the round's per-node seals and moves the incident
-	// to PhaseSealed.
-	RecordSealed(ctx context.Context, incidentID string, round int, seals []events.NodeSeal, at time.Time) error
-	// RecordGate stores the latest unseal-gate status of every node.
-	RecordGate(ctx context.Context, incidentID string, gate []NodeStatus) error
-	// RecordUnsealed moves the incident to PhaseUnsealed.
-	RecordUnsealed(ctx context.Context, incidentID string, at time.Time) error
+	// RecordBreach records a detection and the seal round it caused, in
+	// one transaction: it opens an incident when none is open, attaches to
+	// the open one otherwise, and reports a duplicate event id. When the
+	// round sealed anything (or the incident is new, or past its unseal
+	// gate) it starts a new seal round with these seals. The events
+	// returned by emit are written to the outbox in the same transaction.
+	RecordBreach(ctx context.Context, d Detection, seals []events.NodeSeal, emit func(Incident, Outcome, bool) []events.Outgoing) (Incident, Outcome, error)
 	// OpenIncident returns the open incident, or ErrNoOpenIncident.
 	OpenIncident(ctx context.Context) (Incident, error)
 }
@@ -134,11 +149,4 @@ type Vault interface {
 // so it comes back sealed (a Shamir-sealed node restarts sealed).
 type Fencer interface {
 	Fence(ctx context.Context, node string) error
-}
-
-// Publisher emits the incident's events. id makes a publish idempotent:
-// the same id is de-duplicated by JetStream, so a retried step never emits
-// twice.
-type Publisher interface {
-	PublishWithID(ctx context.Context, name events.Name, id string, data any) error
 }

@@ -2,6 +2,7 @@ package incident_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"sync"
@@ -43,109 +44,101 @@ func (v *fakeVault) Seal(_ context.Context, n string) error {
 	return nil
 }
 
+// fakeStore records breaches in memory; fail makes it refuse, as
+// PostgreSQL down does.
 type fakeStore struct {
-	mu      sync.Mutex
-	inc     incident.Incident
-	sealed  bool
-	rounds  int
-	unsealt bool
+	mu       sync.Mutex
+	fail     int // refuse this many more calls
+	attempts int
+	inc      incident.Incident
+	emitted  []events.Outgoing
 }
 
-func (s *fakeStore) RecordDetection(_ context.Context, d incident.Detection) (incident.Incident, incident.Outcome, error) {
+func (s *fakeStore) RecordBreach(_ context.Context, d incident.Detection, seals []events.NodeSeal,
+	emit func(incident.Incident, incident.Outcome, bool) []events.Outgoing) (incident.Incident, incident.Outcome, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.inc.ID != "" {
-		return s.inc, incident.Attached, nil
+	s.attempts++
+	if s.fail > 0 {
+		s.fail--
+		return incident.Incident{}, "", errors.New("connection refused")
 	}
-	s.inc = incident.Incident{ID: "inc-1", OpenedBy: d.EventID, Phase: incident.PhaseContaining, Severity: d.Breach.Severity, Summary: d.Breach.Summary, BreachPublishedAt: d.Time}
-	return s.inc, incident.Opened, nil
+	outcome := incident.Attached
+	if s.inc.ID == "" {
+		s.inc = incident.Incident{ID: "inc-1", OpenedBy: d.EventID, Phase: incident.PhaseContaining, Severity: d.Breach.Severity, Summary: d.Breach.Summary}
+		outcome = incident.Opened
+	}
+	s.inc.SealRound++
+	s.emitted = append(s.emitted, emit(s.inc, outcome, true)...)
+	return s.inc, outcome, nil
 }
-func (s *fakeStore) StartSealRound(context.Context, string) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.rounds++
-	return s.rounds, nil
-}
-func (s *fakeStore) RecordSealed(context.Context, string, int, []events.NodeSeal, time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sealed = true
-	return nil
-}
-func (s *fakeStore) RecordGate(context.Context, string, []incident.NodeStatus) error { return nil }
-func (s *fakeStore) RecordUnsealed(context.Context, string, time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.unsealt = true
-	return nil
-}
+
 func (s *fakeStore) OpenIncident(context.Context) (incident.Incident, error) {
 	return incident.Incident{}, incident.ErrNoOpenIncident
 }
 
-type published struct {
-	name events.Name
-	id   string
-	data any
-}
-
-type fakePub struct{ ch chan published }
-
-func (p fakePub) PublishWithID(_ context.Context, n events.Name, id string, data any) error {
-	p.ch <- published{n, id, data}
-	return nil
+func (s *fakeStore) event(name events.Name) (events.Outgoing, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range s.emitted {
+		if o.Name == name {
+			return o, true
+		}
+	}
+	return events.Outgoing{}, false
 }
 
 type fenceFunc func(ctx context.Context, node string) error
 
 func (f fenceFunc) Fence(ctx context.Context, node string) error { return f(ctx, node) }
 
-func next(t *testing.T, ch chan published, name events.Name) published {
-	t.Helper()
-	deadline := time.After(5 * time.Second)
-	for {
-		select {
-		case p := <-ch:
-			if p.name == name {
-				return p
-			}
-		case <-deadline:
-			t.Fatalf("no %s published", name)
-		}
-	}
-}
-
 func TestResponder(t *testing.T) {
-	timing := incident.Timing{SealDeadline: 200 * time.Millisecond, SealPoll: 5 * time.Millisecond, FenceRetry: time.Hour, GatePoll: 5 * time.Millisecond}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	breach := incident.Detection{EventID: "e-1", Source: "/siem", Time: time.Now(), Breach: events.BreachDetectedData{Summary: "s", Severity: events.SeverityHigh}}
+	timing := incident.Timing{SealDeadline: 200 * time.Millisecond, RecordRetryMax: 10 * time.Millisecond}
+	noFence := fenceFunc(func(context.Context, string) error { return nil })
 
-	t.Run("a node that will not seal within the deadline raises containment.failed naming it, and sealing goes on", func(t *testing.T) {
+	t.Run("Vault is sealed before the breach is recorded, and recording is retried until the store answers", func(t *testing.T) {
+		v := &fakeVault{nodes: []string{"a"}, sealable: map[string]bool{"a": true}, status: map[string]incident.NodeStatus{
+			"a": {Address: "a", Reachable: true, Active: true}}}
+		st := &fakeStore{fail: 5}
+		sealedFirst := false
+		r := incident.NewResponder(st, incident.NewSealer(v, noFence, logger, time.Millisecond, time.Hour), logger, timing, "p1", nil, func() {
+			sealedFirst = v.Status(context.Background(), "a").Sealed
+		})
+		inc, outcome, err := r.HandleBreach(context.Background(), breach)
+		if err != nil || outcome != incident.Opened || inc.ID != "inc-1" {
+			t.Fatalf("%v %v %v", inc, outcome, err)
+		}
+		if st.attempts != 6 || !sealedFirst {
+			t.Fatalf("%d attempts to record, sealed before the record: %v", st.attempts, sealedFirst)
+		}
+		o, ok := st.event(events.VaultSealed)
+		if !ok || o.ID != "inc-1/vault.sealed/1" || o.Data.(events.VaultSealedData).Process != "p1" {
+			t.Fatalf("vault.sealed %+v", o)
+		}
+		if _, ok := st.event(events.IncidentOpened); !ok {
+			t.Fatal("no incident.opened with the record")
+		}
+	})
+
+	t.Run("a node that will not seal within the deadline is recorded as containment.failed naming it", func(t *testing.T) {
 		v := &fakeVault{nodes: []string{"a", "b"}, sealable: map[string]bool{"a": true, "b": false}, status: map[string]incident.NodeStatus{
 			"a": {Address: "a", Reachable: true, Active: true},
 			"b": {Address: "b", Reachable: true, Active: true},
 		}}
-		pub := fakePub{ch: make(chan published, 16)}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		r := incident.NewResponder(ctx, &fakeStore{}, v, fenceFunc(func(context.Context, string) error { return nil }), pub, logger, timing)
-		if _, outcome, err := r.HandleBreach(ctx, breach); err != nil || outcome != incident.Opened {
-			t.Fatalf("%v %v", outcome, err)
+		st := &fakeStore{}
+		r := incident.NewResponder(st, incident.NewSealer(v, noFence, logger, time.Millisecond, time.Hour), logger, timing, "p1", nil, nil)
+		if _, _, err := r.HandleBreach(context.Background(), breach); err != nil {
+			t.Fatal(err)
 		}
-		failed := next(t, pub.ch, events.ContainmentFailed).data.(events.ContainmentFailedData)
-		if len(failed.Nodes) != 1 || failed.Nodes[0] != "b" || failed.IncidentID != "inc-1" {
-			t.Fatalf("containment.failed %+v", failed)
+		o, ok := st.event(events.ContainmentFailed)
+		if failed := o.Data.(events.ContainmentFailedData); !ok || len(failed.Nodes) != 1 || failed.Nodes[0] != "b" {
+			t.Fatalf("containment.failed %+v", o)
 		}
-		// b finally seals (say an operator stepped in): vault.sealed follows.
-		v.mu.Lock()
-		v.sealable["b"] = true
-		v.mu.Unlock()
-		sealed := next(t, pub.ch, events.VaultSealed).data.(events.VaultSealedData)
-		if len(sealed.Nodes) != 2 {
-			t.Fatalf("vault.sealed %+v", sealed)
+		if _, ok := st.event(events.VaultSealed); ok {
+			t.Fatal("vault.sealed with a node unsealed")
 		}
-		cancel()
-		r.Wait()
 	})
 
 	t.Run("an unsealed standby is fenced, not sealed through the API", func(t *testing.T) {
@@ -161,45 +154,18 @@ func TestResponder(t *testing.T) {
 			v.mu.Unlock()
 			return nil
 		})
-		pub := fakePub{ch: make(chan published, 16)}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		r := incident.NewResponder(ctx, &fakeStore{}, v, fence, pub, logger, timing)
-		r.HandleBreach(ctx, breach)
-		sealed := next(t, pub.ch, events.VaultSealed).data.(events.VaultSealedData)
+		st := &fakeStore{}
+		r := incident.NewResponder(st, incident.NewSealer(v, fence, logger, time.Millisecond, time.Hour), logger, timing, "p1", nil, nil)
+		if _, _, err := r.HandleBreach(context.Background(), breach); err != nil {
+			t.Fatal(err)
+		}
+		o, _ := st.event(events.VaultSealed)
 		methods := map[string]string{}
-		for _, n := range sealed.Nodes {
+		for _, n := range o.Data.(events.VaultSealedData).Nodes {
 			methods[n.Address] = n.Method
 		}
 		if methods["active"] != incident.MethodAPI || methods["standby"] != incident.MethodFence || <-fenced != "standby" {
 			t.Fatalf("methods %v", methods)
 		}
-		cancel()
-		r.Wait()
-	})
-
-	t.Run("the gate emits vault.unsealed when the active node is unsealed", func(t *testing.T) {
-		v := &fakeVault{nodes: []string{"a"}, sealable: map[string]bool{"a": true}, status: map[string]incident.NodeStatus{
-			"a": {Address: "a", Reachable: true, Active: true},
-		}}
-		pub := fakePub{ch: make(chan published, 16)}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		st := &fakeStore{}
-		r := incident.NewResponder(ctx, st, v, nil, pub, logger, timing)
-		r.HandleBreach(ctx, breach)
-		next(t, pub.ch, events.VaultSealed)
-		v.mu.Lock()
-		v.status["a"] = incident.NodeStatus{Address: "a", Reachable: true, Sealed: true, Threshold: 3, Shares: 5, Progress: 2}
-		v.mu.Unlock()
-		v.mu.Lock()
-		v.status["a"] = incident.NodeStatus{Address: "a", Reachable: true, Active: true}
-		v.mu.Unlock()
-		un := next(t, pub.ch, events.VaultUnsealed)
-		if un.id != "inc-1/vault.unsealed" || !st.unsealt {
-			t.Fatalf("%+v", un)
-		}
-		cancel()
-		r.Wait()
 	})
 }

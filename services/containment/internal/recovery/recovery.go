@@ -1,8 +1,8 @@
-// Package recovery is containment's part of the runbook after the unseal
+// Package recovery is what containment does to Vault after the unseal
 // gate: revoke access (phase 4), run the rekey ceremony with the key
-// holders (phase 5) and restore access once tenants are rotated and
-// notified (phase 8). Like package incident it imports no transport: Vault,
-// the store and the publisher are ports.
+// holders (phase 5) and restore access (phase 8). Its operations change
+// Vault and return what they did; package engine decides when to run them
+// and records their results. It imports no transport: Vault is a port.
 package recovery
 
 import (
@@ -110,11 +110,16 @@ type State struct {
 	IncidentID      string                   `json:"incident_id"`
 	AccessRevokedAt time.Time                `json:"access_revoked_at"`
 	Revoked         events.AccessRevokedData `json:"revoked"`
-	KeptReasons     map[string]int           `json:"kept_reasons,omitempty"`
-	Ceremony        Ceremony                 `json:"ceremony"`
-	RotationDone    bool                     `json:"rotation_done"`
-	NotifiedDone    bool                     `json:"notifications_done"`
-	RestoredAt      time.Time                `json:"restored_at"`
+	// RevokedRound is the seal round the last revocation followed: a new
+	// round (a re-seal) is revoked again after its own unseal.
+	RevokedRound int            `json:"revoked_round"`
+	KeptReasons  map[string]int `json:"kept_reasons,omitempty"`
+	Ceremony     Ceremony       `json:"ceremony"`
+	// RotationDone and NotifiedDone mirror the timeline (rotation.completed
+	// and notifications.completed recorded) for the status display.
+	RotationDone bool      `json:"rotation_done"`
+	NotifiedDone bool      `json:"notifications_done"`
+	RestoredAt   time.Time `json:"restored_at"`
 	// TraceParent is the incident's trace (W3C traceparent): the ceremony
 	// loop continues it.
 	TraceParent string `json:"trace_parent,omitempty"`
@@ -138,17 +143,9 @@ type Ceremony struct {
 	ConfirmedBy    string    `json:"confirmed_by,omitempty"`
 	Restarts       int       `json:"restarts"`
 	Note           string    `json:"note,omitempty"`
-}
-
-// Store keeps recovery state per incident.
-type Store interface {
-	LoadRecovery(ctx context.Context, incidentID string) (State, error) // zero State (with the id) when none
-	SaveRecovery(ctx context.Context, s State) error
-	// OpenRecoveries lists incidents whose recovery is under way, to resume.
-	OpenRecoveries(ctx context.Context) ([]State, error)
-}
-
-// Publisher emits events with idempotent ids.
-type Publisher interface {
-	PublishWithID(ctx context.Context, name events.Name, id string, data any) error
+	// Round is the seal round the ceremony was started in: Vault clears a
+	// rekey in progress when it seals, so a new round starts it again.
+	Round int `json:"round,omitempty"`
+	// Announced is set once unsealkeys.rotated is in the outbox.
+	Announced bool `json:"announced,omitempty"`
 }

@@ -2,14 +2,12 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/report"
-	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/timeline"
 )
 
@@ -46,32 +44,4 @@ func (s *Store) ReportIncident(ctx context.Context, incidentID string) (report.I
 		return report.Incident{}, timeline.ErrUnknownIncident
 	}
 	return inc, err
-}
-
-// SaveReport implements timeline.Store: the report and the incident's end
-// in one transaction.
-func (s *Store) SaveReport(ctx context.Context, r report.Report) error {
-	body, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	phase := incident.PhaseResolved
-	if r.Outcome == "failed" {
-		phase = incident.PhaseFailed
-	}
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	if _, err := tx.Exec(ctx, `INSERT INTO containment.reports (incident_id, outcome, report) VALUES ($1, $2, $3)
-		ON CONFLICT (incident_id) DO UPDATE SET outcome = EXCLUDED.outcome, report = EXCLUDED.report, created_at = now()`,
-		r.IncidentID, r.Outcome, body); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(ctx, `UPDATE containment.incidents SET phase = $2, resolved_at = $3 WHERE id = $1`,
-		r.IncidentID, string(phase), r.ResolvedAt); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
+	"github.com/lockdown/lockdown/pkg/platform/failpoint"
+	"github.com/lockdown/lockdown/pkg/platform/outbox"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/rotator/internal/rotation"
@@ -88,29 +90,44 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	renewCtx, stopRenew := context.WithCancel(ctx)
 	defer stopRenew()
 	go renewer.Run(renewCtx) //nolint:errcheck // Run returns nil when ctx ends
-	return RunWith(ctx, rt, cfg, db, kv)
+	fp, err := failpoint.FromEnv()
+	if err != nil {
+		return err
+	}
+	if armed := fp.Armed(); len(armed) > 0 {
+		rt.Logger.Warn("test failpoints armed: this process kills itself at them", slog.Any("failpoints", armed))
+	}
+	return RunWith(ctx, rt, cfg, db, kv, fp)
 }
 
-// RunWith runs the planner and the workers over the given adapters.
-func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db rotation.Store, kv rotation.Vault) error {
+// RunWith runs the planner, the workers and the outbox relay over the
+// given adapters. fp are the crash tests' kill points (nil: none).
+func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Store, kv rotation.Vault, fp *failpoint.Set) error {
 	tp := rt.TracerProvider
 	if tp == nil {
 		tp = noop.NewTracerProvider()
 	}
 	pub := stream.NewPublisher(rt.NATS.JS, events.SourceOf(events.ServiceRotator), tp)
+	db.SetPreparer(pub)
 	tracer := tp.Tracer("github.com/lockdown/lockdown/services/rotator")
+	plan := func(ctx context.Context, incidentID string, assessed, revoked bool, affected []string) error {
+		ctx, span := tracer.Start(ctx, "plan rotation") // every job's send span is its child: the fan-out
+		defer span.End()
+		if err := rotation.Plan(ctx, db, cfg.Policy, incidentID, assessed, revoked, affected); err != nil {
+			return err
+		}
+		fp.Hit("rotator.planner.saved")
+		return nil
+	}
 	planner := stream.Route(map[events.Name]stream.Handler{
 		events.AssessmentCompleted: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.AssessmentCompletedData) error {
-			ctx, span := tracer.Start(ctx, "plan rotation") // every job's send span is its child: the fan-out
-			defer span.End()
-			return rotation.Plan(ctx, db, pub, cfg.Policy, d.IncidentID, true, false, d.AffectedTenants)
+			return plan(ctx, d.IncidentID, true, false, d.AffectedTenants)
 		}),
 		events.AccessRevoked: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.AccessRevokedData) error {
-			ctx, span := tracer.Start(ctx, "plan rotation")
-			defer span.End()
-			return rotation.Plan(ctx, db, pub, cfg.Policy, d.IncidentID, false, true, nil)
+			return plan(ctx, d.IncidentID, false, true, nil)
 		}),
 	})
+	relay := &outbox.Relay{Pool: db.Pool(), Schema: store.Schema, JS: rt.NATS.JS, Logger: rt.Logger, Failpoints: fp}
 	var pregen *rotation.Pregen
 	if cfg.Pregenerate {
 		pregen = rotation.NewPregen()
@@ -147,6 +164,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db rotation.S
 	planSpec, _ := events.ConsumerOf(events.ConsumerRotatorPlanner)
 	opts := rt.ConsumerOptions(cfg.ShutdownTimeout)
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return relay.Run(gctx) })
 	g.Go(func() error { return stream.NewConsumer(rt.NATS.JS, planSpec, planner, opts).Run(gctx) })
 	jobOpts := opts
 	jobOpts.Concurrency = cfg.Concurrency
@@ -168,7 +186,7 @@ func instance() string {
 // incidents opening, and generates the key material of every directory
 // tenant while the key holders work at the unseal gate. It is best effort:
 // a missed event only means the jobs generate their own keys.
-func pregenerate(ctx context.Context, rt *runner.Runtime, cfg *Config, db rotation.Store, pregen *rotation.Pregen) error {
+func pregenerate(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Store, pregen *rotation.Pregen) error {
 	msgs := make(chan *nats.Msg, 16)
 	sub, err := rt.NATS.NC.ChanSubscribe(events.IncidentOpened.Subject(), msgs)
 	if err != nil {

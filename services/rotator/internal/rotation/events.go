@@ -4,8 +4,6 @@ import "github.com/lockdown/lockdown/pkg/events"
 
 // The events the rotation emits, built in one place.
 const (
-	eventsRotationJob       = events.RotationJob
-	eventsRotationPlanned   = events.RotationPlanned
 	eventsTenantCompleted   = events.RotationTenantCompleted
 	eventsTenantFailed      = events.RotationTenantFailed
 	eventsRotationCompleted = events.RotationCompleted

@@ -16,10 +16,12 @@ const (
 )
 
 // Plan records one of the plan's two conditions; when both hold (the
-// incident is assessed and its access revoked) it plans one job per tenant
-// and publishes them. Planning again is harmless: jobs are de-duplicated
-// by incident and tenant, in PostgreSQL and in JetStream.
-func Plan(ctx context.Context, store Store, pub Publisher, policy, incidentID string, assessed, revoked bool, affected []string) error {
+// incident is assessed and its access revoked) it plans one job per tenant.
+// The plan, its jobs and the events announcing them (every job,
+// rotation.planned) are written in one transaction (the outbox), once:
+// planning again finds the plan and emits nothing, so each event is in
+// the stream exactly once whatever crashed where.
+func Plan(ctx context.Context, store Store, policy, incidentID string, assessed, revoked bool, affected []string) error {
 	ready, affectedTenants, err := store.Gate(ctx, incidentID, assessed, revoked, affected)
 	if err != nil || !ready {
 		return err
@@ -28,21 +30,18 @@ func Plan(ctx context.Context, store Store, pub Publisher, policy, incidentID st
 	if err != nil {
 		return err
 	}
-	if err := store.SavePlan(ctx, incidentID, policy, jobs); err != nil {
-		return err
-	}
+	out := make([]events.Outgoing, 0, len(jobs)+2)
 	for _, j := range jobs {
-		if err := pub.PublishWithID(ctx, eventsRotationJob, incidentID+"/"+j.TenantID, jobData(incidentID, j)); err != nil {
-			return fmt.Errorf("publish job %s: %w", j.TenantID, err)
-		}
+		out = append(out, events.Outgoing{Name: events.RotationJob, ID: incidentID + "/" + j.TenantID, Data: jobData(incidentID, j)})
 	}
-	if err := pub.PublishWithID(ctx, eventsRotationPlanned, incidentID+"/rotation.planned", plannedData(incidentID, policy, len(jobs))); err != nil {
-		return err
-	}
+	out = append(out, events.Outgoing{Name: events.RotationPlanned, ID: incidentID + "/rotation.planned", Data: plannedData(incidentID, policy, len(jobs))})
 	if len(jobs) == 0 {
 		// Nothing to rotate: the phase is over at once, or restore would
 		// wait for a completion that never comes.
-		return pub.PublishWithID(ctx, eventsRotationCompleted, incidentID+"/rotation.completed", events.RotationCompletedData{IncidentID: incidentID})
+		out = append(out, events.Outgoing{Name: events.RotationCompleted, ID: incidentID + "/rotation.completed", Data: events.RotationCompletedData{IncidentID: incidentID}})
+	}
+	if _, err := store.SavePlan(ctx, incidentID, policy, jobs, out); err != nil {
+		return fmt.Errorf("save plan: %w", err)
 	}
 	return nil
 }

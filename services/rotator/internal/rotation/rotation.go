@@ -68,7 +68,10 @@ type Progress struct {
 type Store interface {
 	Gate(ctx context.Context, incidentID string, assessed, revoked bool, affected []string) (ready bool, affectedTenants []string, err error)
 	Tenants(ctx context.Context) ([]string, error)
-	SavePlan(ctx context.Context, incidentID, policy string, jobs []Job) error
+	// SavePlan stores the plan and its jobs, and the events announcing
+	// them in the same transaction, once: created is false (and nothing is
+	// emitted) when the incident was planned before.
+	SavePlan(ctx context.Context, incidentID, policy string, jobs []Job, emit []events.Outgoing) (created bool, err error)
 	LoadJob(ctx context.Context, incidentID, tenantID string) (JobState, error)
 	SaveSteps(ctx context.Context, incidentID, tenantID string, steps Steps) error
 	// Finish sets the job's final state (and its steps, when given) once and

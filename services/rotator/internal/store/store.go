@@ -1,34 +1,60 @@
 // Package store keeps the rotator's state in PostgreSQL: the tenant
-// directory (schema directory) and the plans and jobs (schema rotator).
+// directory (schema directory) and the plans and jobs (schema rotator),
+// with the rotator's outbox.
 package store
 
 import (
 	"context"
 	"embed"
 	"encoding/json"
+	"errors"
+	"fmt"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 
+	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/directory"
 	"github.com/lockdown/lockdown/pkg/platform/migrate"
+	"github.com/lockdown/lockdown/pkg/platform/outbox"
 	"github.com/lockdown/lockdown/services/rotator/internal/rotation"
 )
 
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Store implements rotation.Store.
-type Store struct{ pool *pgxpool.Pool }
+// Schema is the rotator's PostgreSQL schema.
+const Schema = "rotator"
 
-// Open connects and applies both schemas' migrations.
+// Preparer turns an event into the message its publish would send (the
+// stream publisher): the store writes it to the outbox.
+type Preparer interface {
+	Prepare(ctx context.Context, name events.Name, id string, data any) (*nats.Msg, error)
+}
+
+// Store implements rotation.Store.
+type Store struct {
+	pool *pgxpool.Pool
+	prep Preparer
+}
+
+// Open connects, applies both schemas' migrations and creates the outbox.
+// Events can be written once SetPreparer has been called.
 func Open(ctx context.Context, url string) (*Store, error) {
-	pool, err := migrate.Open(ctx, url, migrations, map[string]string{"rotator": "migrations"}, directory.Migrate)
+	pool, err := migrate.Open(ctx, url, migrations, map[string]string{Schema: "migrations"}, directory.Migrate)
 	if err != nil {
+		return nil, err
+	}
+	if err := outbox.Ensure(ctx, pool, Schema); err != nil {
+		pool.Close()
 		return nil, err
 	}
 	return &Store{pool: pool}, nil
 }
+
+// SetPreparer sets how events become outbox messages.
+func (s *Store) SetPreparer(p Preparer) { s.prep = p }
 
 // Close releases the pool.
 func (s *Store) Close() { s.pool.Close() }
@@ -60,31 +86,50 @@ func (s *Store) Tenants(ctx context.Context) ([]string, error) {
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
-// SavePlan implements rotation.Store: the plan and its job rows, once.
-func (s *Store) SavePlan(ctx context.Context, incidentID, policy string, jobs []rotation.Job) error {
+// SavePlan implements rotation.Store: the plan, its job rows and the
+// events announcing them, once.
+func (s *Store) SavePlan(ctx context.Context, incidentID, policy string, jobs []rotation.Job, emit []events.Outgoing) (bool, error) {
+	if s.prep == nil {
+		return false, errors.New("store: no preparer set: events cannot be written")
+	}
+	msgs := make([]*nats.Msg, len(emit))
+	for i, o := range emit {
+		m, err := s.prep.Prepare(ctx, o.Name, o.ID, o.Data)
+		if err != nil {
+			return false, fmt.Errorf("prepare %s: %w", o.Name, err)
+		}
+		msgs[i] = m
+	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	if _, err := tx.Exec(ctx, `INSERT INTO rotator.plans (incident_id, policy, tenants) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
-		incidentID, policy, len(jobs)); err != nil {
-		return err
+	tag, err := tx.Exec(ctx, `INSERT INTO rotator.plans (incident_id, policy, tenants) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+		incidentID, policy, len(jobs))
+	if err != nil {
+		return false, err
+	}
+	if tag.RowsAffected() == 0 {
+		return false, nil // planned before: its jobs and events are stored
 	}
 	rows := make([][]any, len(jobs))
 	for i, j := range jobs {
 		rows[i] = []any{incidentID, j.TenantID, j.Affected}
 	}
 	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS job_staging (incident_id text, tenant_id text, affected boolean) ON COMMIT DELETE ROWS`); err != nil {
-		return err
+		return false, err
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"job_staging"}, []string{"incident_id", "tenant_id", "affected"}, pgx.CopyFromRows(rows)); err != nil {
-		return err
+		return false, err
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO rotator.jobs (incident_id, tenant_id, affected) SELECT * FROM job_staging ON CONFLICT DO NOTHING`); err != nil {
-		return err
+		return false, err
 	}
-	return tx.Commit(ctx)
+	if err := outbox.Add(ctx, tx, Schema, msgs...); err != nil {
+		return false, err
+	}
+	return true, tx.Commit(ctx)
 }
 
 // LoadJob implements rotation.Store.

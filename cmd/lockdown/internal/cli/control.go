@@ -1,0 +1,88 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+)
+
+// controlResult is what `resume --json` and `abort --json` print.
+type controlResult struct {
+	IncidentID  string `json:"incident_id"`
+	EventID     string `json:"event_id"`
+	Type        string `json:"type"`
+	RequestedBy string `json:"requested_by"`
+	Reason      string `json:"reason,omitempty"`
+}
+
+func runResume(ctx context.Context, args []string, out, errOut io.Writer) int {
+	return runControl(ctx, "resume", events.IncidentResumeRequested, args, out, errOut)
+}
+
+func runAbort(ctx context.Context, args []string, out, errOut io.Writer) int {
+	return runControl(ctx, "abort", events.IncidentAbortRequested, args, out, errOut)
+}
+
+// runControl publishes an operator's request about an incident as the
+// operator NATS user; containment records it in the incident's timeline
+// with who asked, and carries it out.
+func runControl(ctx context.Context, name string, ev events.Name, args []string, out, errOut io.Writer) int {
+	fs := newFlags(name, errOut)
+	natsURL := fs.String("nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (LOCKDOWN_NATS_URL)")
+	natsUser := fs.String("nats-user", envOr("NATS_USER", events.UserOperator), "NATS user (LOCKDOWN_NATS_USER)")
+	by := fs.String("as", envOr("OPERATOR", defaultOperator()), "who asks, as recorded in the timeline (LOCKDOWN_OPERATOR; default login@host)")
+	reason := fs.String("reason", "", "why (required to abort; recorded in the report)")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	id, code, ok := parseWithID(fs, args, "usage: lockdown "+name+" <incident> [flags]", errOut)
+	if !ok {
+		return code
+	}
+	if _, err := uuid.Parse(id); err != nil {
+		fmt.Fprintf(errOut, "lockdown %s: %q is not an incident id\n", name, id)
+		return ExitUsage
+	}
+	if ev == events.IncidentAbortRequested && *reason == "" {
+		fmt.Fprintf(errOut, "lockdown abort: --reason is required: the report says why the incident was closed as failed\n")
+		return ExitUsage
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	conn, err := natsconn.Connect(cctx, natsconn.Options{URL: *natsURL, User: *natsUser, Password: envOr("NATS_PASSWORD", ""), Name: "lockdown-cli"})
+	if err != nil {
+		fmt.Fprintf(errOut, "lockdown %s: %v\n", name, err)
+		return ExitFailure
+	}
+	defer conn.Close(context.Background())
+	data := events.IncidentControlData{IncidentID: id, RequestedBy: *by, Reason: *reason}
+	published, err := stream.NewPublisher(conn.JS, events.SourceOf(events.ServiceCLI), nil).Publish(cctx, ev, data)
+	if err != nil {
+		fmt.Fprintf(errOut, "lockdown %s: %v\n", name, err)
+		return ExitFailure
+	}
+	res := controlResult{IncidentID: id, EventID: published.ID(), Type: published.Type(), RequestedBy: *by, Reason: *reason}
+	if *asJSON {
+		printJSON(out, res)
+		return ExitOK
+	}
+	fmt.Fprintf(out, "%s of incident %s requested as %s (event %s); follow it with: lockdown status %s\n", name, id, *by, res.EventID, id)
+	return ExitOK
+}
+
+// defaultOperator is login@host: who ran the command, for the timeline.
+func defaultOperator() string {
+	name := "unknown"
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		name = u.Username
+	}
+	host, _ := os.Hostname()
+	return name + "@" + host
+}

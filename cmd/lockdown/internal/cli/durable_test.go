@@ -1,0 +1,403 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	vault "github.com/hashicorp/vault/api"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/testwait"
+)
+
+// The worst-day tests of the incident engine (issue 14): every service is
+// a process, killed with SIGKILL at named points (failpoints armed by the
+// test-only LOCKDOWN_TEST_FAILPOINTS) or left without its database or
+// Vault, and every incident must still complete with each event exactly
+// once in the stream and nothing left pending.
+
+// fastLease makes a standby (or a restarted process) take over quickly.
+var fastLease = []string{"LOCKDOWN_LEADER_TTL=3s"}
+
+func TestCrashAtEveryCommit(t *testing.T) {
+	const tenants = 5
+	s := newSystem(t, 45*time.Minute, tenants)
+	s.startAll(map[string][]string{events.ServiceContainment: fastLease})
+	for _, p := range []struct{ service, point string }{
+		{events.ServiceContainment, "containment.breach.sealed"},
+		{events.ServiceContainment, "containment.breach.recorded"},
+		{events.ServiceContainment, "outbox.published"},
+		{events.ServiceContainment, "containment.engine.unsealed"},
+		{events.ServiceContainment, "containment.engine.revoked"},
+		{events.ServiceContainment, "containment.engine.ceremony"},
+		{events.ServiceContainment, "containment.engine.rotated"},
+		{events.ServiceContainment, "containment.engine.restored"},
+		{events.ServiceContainment, "containment.engine.resolved"},
+		{events.ServiceRotator, "rotator.planner.saved"},
+		{events.ServiceRotator, "outbox.published"},
+	} {
+		t.Run(fmt.Sprintf("%s SIGKILLed right after %s: the incident completes, every event once, nothing pending", p.service, p.point), func(t *testing.T) {
+			s.t = t
+			before := s.restarts(p.service)
+			s.arm(p.service, p.point)
+			id, resolved := s.runIncident(s.breach("crash test at " + p.point))
+			if resolved.Outcome != "resolved" {
+				t.Fatalf("incident %s ended %s", id, resolved.Outcome)
+			}
+			if s.restarts(p.service) != before+1 {
+				t.Fatalf("the failpoint did not kill %s (restarts %d → %d)", p.service, before, s.restarts(p.service))
+			}
+			counts, twice := s.eventCounts(id)
+			if len(twice) > 0 {
+				t.Fatalf("event ids in the stream twice: %v", twice)
+			}
+			for name, want := range map[events.Name]int{
+				events.IncidentOpened: 1, events.VaultSealed: 1, events.AssessmentCompleted: 1, events.VaultUnsealed: 1, events.AccessRevoked: 1,
+				events.UnsealKeysRotated: 1, events.RotationPlanned: 1, events.RotationTenantCompleted: tenants, events.RotationCompleted: 1,
+				events.NotificationsCompleted: 1, events.AccessRestored: 1, events.IncidentResolved: 1,
+			} {
+				if counts[name] != want {
+					t.Errorf("%s: %d in the stream, want %d", name, counts[name], want)
+				}
+			}
+			s.settled()
+		})
+	}
+}
+
+// arm restarts a service with a failpoint: it kills itself there, and is
+// started again without it.
+func (s *system) arm(name, point string) {
+	s.t.Helper()
+	s.mu.Lock()
+	p := s.procs[name]
+	p.respawn = false
+	s.mu.Unlock()
+	s.kill(name)
+	s.mu.Lock()
+	p.respawn = true
+	s.mu.Unlock()
+	s.launch(p, append(append([]string{}, p.env...), "LOCKDOWN_TEST_FAILPOINTS="+point))
+	if name == events.ServiceContainment {
+		s.waitLeader()
+	}
+}
+
+func TestPostgresOutage(t *testing.T) {
+	s := newSystem(t, 20*time.Minute, 4)
+	s.startAll(map[string][]string{events.ServiceContainment: fastLease})
+
+	t.Run("with PostgreSQL stopped a breach still seals Vault at once, and the incident completes with its real seal time once PostgreSQL is back", func(t *testing.T) {
+		s.t = t
+		if err := s.stack.StopPostgres(); err != nil {
+			t.Fatal(err)
+		}
+		published := time.Now()
+		eventID := s.breach("breach during a PostgreSQL outage")
+		testwait.For(t, 10*time.Second, "Vault sealed with PostgreSQL down", s.sealedNow)
+		sealedAfter := time.Since(published)
+		t.Logf("Vault sealed %s after the breach was published, PostgreSQL down", sealedAfter.Round(time.Millisecond))
+		time.Sleep(time.Until(published.Add(2 * time.Minute)))
+		if err := s.stack.StartPostgres(s.ctx); err != nil {
+			t.Fatal(err)
+		}
+		id, resolved := s.runIncident(eventID)
+		if resolved.Outcome != "resolved" {
+			t.Fatalf("incident ended %s", resolved.Outcome)
+		}
+		sealed := await(s, events.VaultSealed, time.Minute, func(d events.VaultSealedData) bool { return d.IncidentID == id })
+		// The recorded latency is the seal's, not the database's return:
+		// PostgreSQL came back two minutes after the breach.
+		if sealed.LatencyMS <= 0 || sealed.LatencyMS > 30_000 {
+			t.Fatalf("vault.sealed records %d ms from breach to seal; the seal took %s", sealed.LatencyMS, sealedAfter)
+		}
+		t.Logf("recorded seal latency %d ms", sealed.LatencyMS)
+		if n := s.deadLetters(); n != 0 {
+			t.Fatalf("%d dead letters", n)
+		}
+		s.settled()
+	})
+
+	t.Run("an operator resumes a stuck incident and aborts another; the next breach opens a new incident", func(t *testing.T) {
+		s.t = t
+		eventID := s.breach("to be resumed and aborted")
+		id := s.incidentOf(eventID)
+		await(s, events.VaultSealed, time.Minute, func(d events.VaultSealedData) bool { return d.IncidentID == id })
+		if err := s.tgt.vault.Unseal(s.ctx); err != nil {
+			t.Fatal(err)
+		}
+		await(s, events.AccessRevoked, time.Minute, func(d events.AccessRevokedData) bool { return d.IncidentID == id })
+		// As the operator, in-process, exactly as the binary runs it.
+		t.Setenv("LOCKDOWN_NATS_URL", s.stack.NATS.URL)
+		t.Setenv("LOCKDOWN_NATS_PASSWORD", s.stack.NATS.Password(events.UserOperator))
+		var out, errOut bytes.Buffer
+		if code := Main(s.ctx, []string{"resume", id, "--as", "alice@soc"}, &out, &errOut); code != ExitOK {
+			t.Fatalf("lockdown resume: exit %d: %s", code, errOut.String())
+		}
+		// The planner may have dead-lettered access.revoked: it is
+		// announced again under a new id.
+		ev := awaitEvent[events.AccessRevokedData](s, events.AccessRevoked, time.Minute, func(ev event.Event) bool { return strings.HasSuffix(ev.ID(), "/resume-1") })
+		if !strings.HasPrefix(ev.ID(), id+"/") {
+			t.Fatalf("re-announced %s", ev.ID())
+		}
+		if code := Main(s.ctx, []string{"abort", id}, &out, &errOut); code != ExitUsage {
+			t.Fatalf("abort without a reason: exit %d", code)
+		}
+		if code := Main(s.ctx, []string{"abort", id, "--as", "alice@soc", "--reason", "false positive: a red-team exercise"}, &out, &errOut); code != ExitOK {
+			t.Fatalf("lockdown abort: exit %d: %s", code, errOut.String())
+		}
+		resolved := await(s, events.IncidentResolved, time.Minute, func(d events.IncidentResolvedData) bool { return d.IncidentID == id })
+		if resolved.Outcome != "failed" || !strings.Contains(resolved.Reason, "alice@soc") || !strings.Contains(resolved.Reason, "red-team") {
+			t.Fatalf("incident.resolved %+v", resolved)
+		}
+		r, err := storedReport(s.ctx, s.stack.Postgres.URL, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		for _, l := range r.Timeline {
+			lines = append(lines, l.Summary)
+		}
+		all := strings.Join(lines, "\n")
+		if r.Outcome != "failed" || !strings.Contains(r.Reason, "red-team") || !strings.Contains(all, "resume requested by alice@soc") ||
+			!strings.Contains(all, "abort requested by alice@soc") {
+			t.Fatalf("report outcome %s reason %q, timeline:\n%s", r.Outcome, r.Reason, all)
+		}
+		next, resolvedNext := s.runIncident(s.breach("after the abort"))
+		if next == id || resolvedNext.Outcome != "resolved" {
+			t.Fatalf("the breach after the abort went to %s (%s)", next, resolvedNext.Outcome)
+		}
+		s.settled()
+	})
+}
+
+// awaitEvent waits for an event (of data type T) whose envelope matches.
+func awaitEvent[T any](s *system, name events.Name, timeout time.Duration, match func(event.Event) bool) event.Event {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
+	defer cancel()
+	ev, _, err := stream.Await(ctx, s.op.JS, name, func(ev event.Event, _ T) bool { return match(ev) })
+	if err != nil {
+		s.t.Fatalf("no matching %s within %s: %v", name, timeout, err)
+	}
+	return ev
+}
+
+// faultyVault stands in front of Vault and answers 503 to every request
+// made with one token while failing is set: Vault overloaded or restarting
+// for one client, as containment's recovery token sees it.
+type faultyVault struct {
+	proxy   *httputil.ReverseProxy
+	token   string
+	failing atomic.Bool
+	refused atomic.Int64
+}
+
+func (f *faultyVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if f.failing.Load() && r.Header.Get("X-Vault-Token") == f.token {
+		f.refused.Add(1)
+		http.Error(w, `{"errors":["service unavailable"]}`, http.StatusServiceUnavailable)
+		return
+	}
+	f.proxy.ServeHTTP(w, r)
+}
+
+func TestVaultUnavailableAndResealed(t *testing.T) {
+	s := newSystem(t, 25*time.Minute, 4)
+	target, _ := url.Parse(s.stack.Vault.Addr)
+	fv := &faultyVault{proxy: httputil.NewSingleHostReverseProxy(target), token: s.stack.Vault.RecoveryToken}
+	front := httptest.NewServer(fv)
+	t.Cleanup(front.Close)
+	s.startAll(map[string][]string{events.ServiceContainment: append([]string{"LOCKDOWN_VAULT_ADDRS=" + front.URL, "LOCKDOWN_STUCK_AFTER=1m"}, fastLease...)})
+
+	t.Run("Vault answering 503 to the recovery token for 3 minutes after unseal delays revocation, raises incident.stuck, and nothing is dead-lettered", func(t *testing.T) {
+		s.t = t
+		eventID := s.breach("breach, then Vault unavailable to containment")
+		id := s.incidentOf(eventID)
+		await(s, events.VaultSealed, time.Minute, func(d events.VaultSealedData) bool { return d.IncidentID == id })
+		fv.failing.Store(true)
+		if err := s.tgt.vault.Unseal(s.ctx); err != nil {
+			t.Fatal(err)
+		}
+		await(s, events.VaultUnsealed, time.Minute, func(d events.VaultUnsealedData) bool { return d.IncidentID == id })
+		outage := time.Now()
+		stuck := await(s, events.IncidentStuck, 3*time.Minute, func(d events.IncidentStuckData) bool { return d.IncidentID == id })
+		if stuck.Phase != "unsealed" || !strings.Contains(stuck.Reason, "503") {
+			t.Fatalf("incident.stuck %+v", stuck)
+		}
+		time.Sleep(time.Until(outage.Add(3 * time.Minute)))
+		counts, _ := s.eventCounts(id)
+		if counts[events.AccessRevoked] != 0 {
+			t.Fatal("access.revoked while Vault refused the recovery token")
+		}
+		fv.failing.Store(false)
+		t.Logf("Vault refused the recovery token %d times in 3 minutes", fv.refused.Load())
+		await(s, events.AccessRevoked, time.Minute, func(d events.AccessRevokedData) bool { return d.IncidentID == id })
+		_, resolved := s.runIncident(eventID)
+		if resolved.Outcome != "resolved" {
+			t.Fatalf("incident ended %s", resolved.Outcome)
+		}
+		if n := s.deadLetters(); n != 0 {
+			t.Fatalf("%d dead letters", n)
+		}
+		s.settled()
+	})
+
+	t.Run("a second breach after unseal seals again, and the next unseal revokes a token minted in between", func(t *testing.T) {
+		s.t = t
+		eventID := s.breach("first detection")
+		id := s.incidentOf(eventID)
+		await(s, events.VaultSealed, time.Minute, func(d events.VaultSealedData) bool { return d.IncidentID == id && d.Round == 1 })
+		if err := s.tgt.vault.Unseal(s.ctx); err != nil {
+			t.Fatal(err)
+		}
+		await(s, events.AccessRevoked, time.Minute, func(d events.AccessRevokedData) bool { return d.IncidentID == id && d.Round == 1 })
+		firstNonce, err := ceremonyNonce(s.ctx, s.stack.Postgres.URL, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		root, err := s.stack.Vault.Client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		minted, err := root.Auth().Token().CreateWithContext(s.ctx, &vault.TokenCreateRequest{Policies: []string{"default"}, DisplayName: "minted-between-rounds"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.breach("second detection while recovering")
+		sealed := await(s, events.VaultSealed, time.Minute, func(d events.VaultSealedData) bool { return d.IncidentID == id && d.Round == 2 })
+		if !s.sealedNow() {
+			t.Fatalf("vault.sealed round 2 %+v but Vault is unsealed", sealed)
+		}
+		if err := s.tgt.vault.Unseal(s.ctx); err != nil {
+			t.Fatal(err)
+		}
+		revoked := await(s, events.AccessRevoked, time.Minute, func(d events.AccessRevokedData) bool { return d.IncidentID == id && d.Round == 2 })
+		if revoked.TokensRevoked < 1 {
+			t.Fatalf("round 2 revoked %d tokens", revoked.TokensRevoked)
+		}
+		check, _ := vault.NewClient(&vault.Config{Address: s.stack.Vault.Addr})
+		check.SetToken(minted.Auth.ClientToken)
+		if _, err := check.Auth().Token().LookupSelfWithContext(s.ctx); err == nil {
+			t.Fatal("the token minted between the rounds still works")
+		}
+		// Vault cleared the first ceremony when it sealed: a new one opens.
+		var nonce string
+		testwait.For(t, time.Minute, "a new ceremony after the second unseal", func() bool {
+			n, err := ceremonyNonce(s.ctx, s.stack.Postgres.URL, id)
+			nonce = n
+			return err == nil && n != firstNonce
+		})
+		if err := s.tgt.vault.PlayRekey(s.ctx, nonce, 3*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		resolved := await(s, events.IncidentResolved, 5*time.Minute, func(d events.IncidentResolvedData) bool { return d.IncidentID == id })
+		if resolved.Outcome != "resolved" {
+			t.Fatalf("incident ended %s", resolved.Outcome)
+		}
+		r, err := storedReport(s.ctx, s.stack.Postgres.URL, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Actions.SealRounds != 2 {
+			t.Fatalf("report: %d seal rounds", r.Actions.SealRounds)
+		}
+		s.settled()
+	})
+}
+
+func TestLeaderFailover(t *testing.T) {
+	s := newSystem(t, 15*time.Minute, 4)
+	for _, name := range []string{"containment-a", "containment-b"} {
+		s.start(name, events.ServiceContainment, false, append([]string{"LOCKDOWN_PROCESS_NAME=" + name}, fastLease...)...)
+	}
+	for _, svc := range []string{events.ServiceAssessor, events.ServiceRotator, events.ServiceNotifier} {
+		s.start(svc, svc, true)
+	}
+	leader := s.waitLeader()
+
+	t.Run("two containment processes: the leader SIGKILLed mid-ceremony, the standby takes over and completes the same ceremony once", func(t *testing.T) {
+		s.t = t
+		eventID := s.breach("breach with two containment processes")
+		id := s.incidentOf(eventID)
+		await(s, events.VaultSealed, time.Minute, func(d events.VaultSealedData) bool { return d.IncidentID == id })
+		if err := s.tgt.vault.Unseal(s.ctx); err != nil {
+			t.Fatal(err)
+		}
+		await(s, events.AccessRevoked, time.Minute, func(d events.AccessRevokedData) bool { return d.IncidentID == id })
+		nonce, err := ceremonyNonce(s.ctx, s.stack.Postgres.URL, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The holders give their current shares, then take 15 s to prove
+		// the new ones: the leader dies while they do.
+		played := make(chan error, 1)
+		go func() { played <- s.tgt.vault.PlayRekey(s.ctx, nonce, 15*time.Second) }()
+		testwait.For(t, time.Minute, "the leader to record the verification phase", func() bool {
+			var phase string
+			s.db.QueryRow(s.ctx, `SELECT coalesce(state->'ceremony'->>'phase', '') FROM containment.recovery WHERE incident_id::text = $1`, id).Scan(&phase)
+			return phase == "verifying_new_shares"
+		})
+		s.kill(leader)
+		killed := time.Now()
+		var standby string
+		testwait.For(t, 30*time.Second, "the standby to take the lease", func() bool {
+			var live bool
+			s.db.QueryRow(s.ctx, `SELECT holder, expires_at > now() FROM containment.lease WHERE name = 'engine'`).Scan(&standby, &live)
+			return live && standby != leader
+		})
+		t.Logf("%s took over %s after %s was killed", standby, time.Since(killed).Round(time.Millisecond), leader)
+		if err := <-played; err != nil {
+			t.Fatal(err)
+		}
+		resolved := await(s, events.IncidentResolved, 5*time.Minute, func(d events.IncidentResolvedData) bool { return d.IncidentID == id })
+		if resolved.Outcome != "resolved" {
+			t.Fatalf("incident ended %s", resolved.Outcome)
+		}
+		counts, twice := s.eventCounts(id)
+		if counts[events.UnsealKeysRotated] != 1 || len(twice) > 0 {
+			t.Fatalf("unsealkeys.rotated %d times, ids twice %v", counts[events.UnsealKeysRotated], twice)
+		}
+		r, err := storedReport(s.ctx, s.stack.Postgres.URL, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Actions.DrivenBy[leader]) == 0 || !contains(r.Actions.DrivenBy[standby], "rekey ceremony") {
+			t.Fatalf("report's containment processes %v: want %s and %s (the ceremony)", r.Actions.DrivenBy, leader, standby)
+		}
+		var restarts int
+		var gotNonce string
+		must(t, s.db.QueryRow(s.ctx, `SELECT (state->'ceremony'->>'restarts')::int, state->'ceremony'->>'nonce' FROM containment.recovery WHERE incident_id::text = $1`, id).Scan(&restarts, &gotNonce))
+		if restarts != 0 || gotNonce != nonce {
+			t.Fatalf("the ceremony restarted %d times (nonce %s, was %s)", restarts, gotNonce, nonce)
+		}
+		s.settled()
+	})
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,330 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/testwait"
+)
+
+// system is the whole of Lockdown on a local stack, its services running
+// as processes the test can SIGKILL and restart: the harness of the
+// worst-day tests.
+type system struct {
+	t     *testing.T
+	ctx   context.Context
+	stack *localstack.Stack
+	tgt   *target
+	bin   string
+	db    *pgxpool.Pool
+	op    *natsconn.Conn // the operator's connection: reads streams
+
+	mu    sync.Mutex
+	procs map[string]*sysProc
+}
+
+// sysProc is one service process; restarts counts how often it was
+// started again after it died.
+type sysProc struct {
+	name, service string
+	env           []string
+	pid           int
+	restarts      int
+	// respawn: start it again (without its failpoints) when it dies.
+	respawn bool
+}
+
+// newSystem starts the stack and seeds tenants; services are started by
+// the test (start).
+func newSystem(t *testing.T, timeout time.Duration, tenants int) *system {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	opts := localstack.All()
+	// LOCKDOWN_TEST_KEEP=1 keeps the stack's folder (every server's and
+	// service's log) for a failed run to be read.
+	opts.KeepDir = os.Getenv("LOCKDOWN_TEST_KEEP") != ""
+	stack, err := localstack.Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if opts.KeepDir {
+			t.Logf("stack folder kept: %s", stack.Dir)
+		}
+		stack.Close()
+	})
+	root, err := localstack.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &system{t: t, ctx: ctx, stack: stack, tgt: localTarget(stack), bin: filepath.Join(root, ".bin"), procs: map[string]*sysProc{}}
+	if s.db, err = pgxpool.New(ctx, stack.Postgres.URL); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.db.Close)
+	if s.op, err = natsconn.Connect(ctx, natsconn.Options{URL: stack.NATS.URL, User: events.UserOperator, Password: stack.NATS.Password(events.UserOperator)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.op.Close(context.Background()) })
+	if tenants > 0 {
+		if err := seedTenants(ctx, s.tgt, tenants); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+// start runs a service process under name with extra environment (which
+// may arm failpoints). With respawn, the process is started again — with
+// the same environment minus the failpoints — whenever it dies.
+func (s *system) start(name, service string, respawn bool, env ...string) {
+	s.t.Helper()
+	p := &sysProc{name: name, service: service, env: env, respawn: respawn}
+	s.mu.Lock()
+	s.procs[name] = p
+	s.mu.Unlock()
+	s.launch(p, env)
+}
+
+func (s *system) launch(p *sysProc, extra []string) {
+	s.t.Helper()
+	pid, _, err := s.stack.Spawn(p.name, filepath.Join(s.bin, p.service), nil, append(s.stack.Env(p.service), extra...))
+	if err != nil {
+		s.t.Fatalf("%v (run `make build`)", err)
+	}
+	s.mu.Lock()
+	p.pid = pid
+	s.mu.Unlock()
+	exited := s.stack.Exited(pid)
+	go func() {
+		select {
+		case <-exited:
+		case <-s.ctx.Done():
+			return
+		}
+		s.mu.Lock()
+		again := p.respawn && p.pid == pid && s.ctx.Err() == nil
+		if again {
+			p.restarts++
+		}
+		s.mu.Unlock()
+		if again {
+			s.launch(p, withoutFailpoints(p.env))
+		}
+	}()
+}
+
+func withoutFailpoints(env []string) []string {
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool { return strings.HasPrefix(kv, "LOCKDOWN_TEST_FAILPOINTS=") })
+}
+
+// kill SIGKILLs a service process (it is respawned if it was started so).
+func (s *system) kill(name string) {
+	s.t.Helper()
+	s.mu.Lock()
+	pid := s.procs[name].pid
+	s.mu.Unlock()
+	if err := s.stack.Kill(pid); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// restarts tells how often a process was started again after it died.
+func (s *system) restarts(name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.procs[name].restarts
+}
+
+// startAll starts the four services (one of each), respawned when they
+// die; env adds to one service's environment ("containment=…").
+func (s *system) startAll(env map[string][]string) {
+	for _, svc := range []string{events.ServiceContainment, events.ServiceAssessor, events.ServiceRotator, events.ServiceNotifier} {
+		s.start(svc, svc, true, env[svc]...)
+	}
+	s.waitLeader()
+}
+
+// waitLeader waits until a containment process holds the engine's lease
+// and returns its name.
+func (s *system) waitLeader() string {
+	s.t.Helper()
+	var holder string
+	testwait.For(s.t, time.Minute, "a containment leader", func() bool {
+		var live bool
+		err := s.db.QueryRow(s.ctx, `SELECT holder, expires_at > now() FROM containment.lease WHERE name = 'engine'`).Scan(&holder, &live)
+		return err == nil && live
+	})
+	return holder
+}
+
+// breach publishes a breach as the SIEM does and returns its event id.
+func (s *system) breach(summary string) string {
+	s.t.Helper()
+	conn, err := natsconn.Connect(s.ctx, natsconn.Options{URL: s.tgt.natsURL, User: events.UserSIEM, Password: s.tgt.siemPassword})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	ev, err := stream.NewPublisher(conn.JS, "/siem/test", nil).Publish(s.ctx, events.BreachDetected,
+		events.BreachDetectedData{Summary: summary, Severity: events.SeverityCritical})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return ev.ID()
+}
+
+// await waits for an event of the incident (or matching) in the stream.
+func await[T any](s *system, name events.Name, timeout time.Duration, match func(T) bool) T {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
+	defer cancel()
+	_, d, err := stream.Await(ctx, s.op.JS, name, func(_ event.Event, d T) bool { return match(d) })
+	if err != nil {
+		s.t.Fatalf("no %s within %s: %v", name, timeout, err)
+	}
+	return d
+}
+
+// incidentOf waits for the incident a breach opened or joined.
+func (s *system) incidentOf(eventID string) string {
+	s.t.Helper()
+	var id string
+	testwait.For(s.t, 5*time.Minute, "the breach to be recorded", func() bool {
+		return s.db.QueryRow(s.ctx, `SELECT incident_id::text FROM containment.detections WHERE event_id = $1`, eventID).Scan(&id) == nil
+	})
+	return id
+}
+
+// runIncident plays a whole incident after a breach: the key holders at
+// the unseal gate and through the ceremony, then waits for its end.
+func (s *system) runIncident(eventID string) (string, events.IncidentResolvedData) {
+	s.t.Helper()
+	b := &drillBreach{EventID: eventID}
+	ctx, cancel := context.WithTimeout(s.ctx, 8*time.Minute)
+	defer cancel()
+	if err := followIncident(ctx, s.tgt, b, func(string, ...any) {}); err != nil {
+		s.t.Fatalf("incident of breach %s: %v", eventID, err)
+	}
+	resolved := await(s, events.IncidentResolved, time.Minute, func(d events.IncidentResolvedData) bool { return d.IncidentID == b.IncidentID })
+	return b.IncidentID, resolved
+}
+
+// eventCounts reads every event of an incident in the events stream and
+// counts them by type (and the ids seen twice, which must never happen).
+func (s *system) eventCounts(incidentID string) (map[events.Name]int, []string) {
+	s.t.Helper()
+	cons, err := s.op.JS.OrderedConsumer(s.ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	info, err := cons.Info(s.ctx)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	counts, seen := map[events.Name]int{}, map[string]bool{}
+	var twice []string
+	for n := info.NumPending; n > 0; {
+		batch, err := cons.Fetch(int(min(n, 500)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			ev, spec, err := events.Decode(m.Headers(), m.Data())
+			if err != nil || !strings.Contains(string(ev.Data()), incidentID) {
+				continue
+			}
+			if seen[ev.ID()] {
+				twice = append(twice, ev.ID())
+			}
+			seen[ev.ID()] = true
+			counts[spec.Name]++
+		}
+		if got == 0 {
+			break
+		}
+		n -= uint64(got)
+	}
+	return counts, twice
+}
+
+// settled waits until no declared consumer has a message pending or
+// unacknowledged and both outboxes are empty: nothing is left behind.
+func (s *system) settled() {
+	s.t.Helper()
+	var last string
+	ok := false
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) && !ok {
+		ok, last = true, ""
+		for _, c := range events.Consumers() {
+			cons, err := s.op.JS.Consumer(s.ctx, c.Stream, c.Durable)
+			if err != nil {
+				ok, last = false, err.Error()
+				break
+			}
+			info, err := cons.Info(s.ctx)
+			if err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
+				ok, last = false, fmt.Sprintf("%s: %d pending, %d unacknowledged (%v)", c.Durable, info.NumPending, info.NumAckPending, err)
+				break
+			}
+		}
+		for _, schema := range []string{"containment", "rotator"} {
+			var n int
+			if err := s.db.QueryRow(s.ctx, `SELECT count(*) FROM `+schema+`.outbox`).Scan(&n); err != nil || n > 0 {
+				ok, last = false, fmt.Sprintf("%s.outbox holds %d (%v)", schema, n, err)
+			}
+		}
+		if !ok {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if !ok {
+		s.t.Fatalf("not settled: %s", last)
+	}
+}
+
+// deadLetters counts the dead letters in the stream.
+func (s *system) deadLetters() int {
+	s.t.Helper()
+	st, err := s.op.JS.Stream(s.ctx, events.StreamDeadLetters)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	info, err := st.Info(s.ctx)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return int(info.State.Msgs)
+}
+
+// sealedNow reads the stack Vault's seal status without a token.
+func (s *system) sealedNow() bool {
+	resp, err := http.Get(s.stack.Vault.Addr + "/v1/sys/seal-status")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return strings.Contains(string(b), `"sealed":true`)
+}

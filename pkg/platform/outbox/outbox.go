@@ -1,0 +1,277 @@
+// Package outbox is the transactional outbox the services share. An event
+// a service emits because its state changed is written to the service's
+// own outbox table in the same PostgreSQL transaction as that state, so
+// the two change together or not at all; a relay then publishes the
+// stored messages to JetStream in the order they were written, each with
+// its Nats-Msg-Id, and deletes them once JetStream has stored them. A
+// crash between the publish and the delete publishes the message again
+// with the same id, which JetStream drops as a duplicate. No handler
+// publishes after a commit by hand.
+//
+// One relay per schema publishes at a time (a transaction-scoped advisory
+// lock): several processes of one service may run relays, and the order
+// of a service's events is still the order of its commits.
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/lockdown/lockdown/pkg/platform/failpoint"
+)
+
+// ErrNoMsgID is returned by Add for a message without a Nats-Msg-Id: the
+// relay may publish a message twice, and only the id makes that harmless.
+var ErrNoMsgID = errors.New("outbox: message has no Nats-Msg-Id")
+
+// DDL returns the statement that creates the outbox table in schema; a
+// service runs it from its migrations (see Migration) or at start.
+func DDL(schema string) string {
+	t := pgx.Identifier{schema, "outbox"}.Sanitize()
+	return `CREATE TABLE IF NOT EXISTS ` + t + ` (
+    seq        bigserial PRIMARY KEY,
+    subject    text NOT NULL,
+    header     jsonb NOT NULL,
+    data       bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+)`
+}
+
+// Ensure creates the outbox table of schema if it does not exist. It
+// takes the schema's migration lock (the one package migrate takes):
+// processes starting together must not race on CREATE TABLE IF NOT EXISTS,
+// which PostgreSQL does not make safe against itself.
+func Ensure(ctx context.Context, pool *pgxpool.Pool, schema string) error {
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext($1))", "lockdown-migrate-"+schema); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, DDL(schema)); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// channel is the LISTEN/NOTIFY channel that wakes the relay of schema.
+func channel(schema string) string { return schema + "_outbox" }
+
+// Add writes messages to schema's outbox within tx: they are published
+// only if tx commits. Order is kept: messages of one Add, and of
+// transactions committed one after another, are published in that order.
+func Add(ctx context.Context, tx pgx.Tx, schema string, msgs ...*nats.Msg) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	rows := make([][]any, len(msgs))
+	for i, m := range msgs {
+		if m.Header.Get(jetstream.MsgIDHeader) == "" {
+			return fmt.Errorf("%w (subject %s)", ErrNoMsgID, m.Subject)
+		}
+		h, err := json.Marshal(m.Header)
+		if err != nil {
+			return err
+		}
+		rows[i] = []any{m.Subject, h, m.Data}
+	}
+	table := pgx.Identifier{schema, "outbox"}
+	if len(rows) > 16 {
+		if _, err := tx.CopyFrom(ctx, table, []string{"subject", "header", "data"}, pgx.CopyFromRows(rows)); err != nil {
+			return fmt.Errorf("outbox: %w", err)
+		}
+	} else {
+		b := &pgx.Batch{}
+		for _, r := range rows {
+			b.Queue(`INSERT INTO `+table.Sanitize()+` (subject, header, data) VALUES ($1, $2, $3)`, r...)
+		}
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("outbox: %w", err)
+		}
+	}
+	// Delivered at commit: the relay wakes at once instead of at its poll.
+	_, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, channel(schema))
+	return err
+}
+
+// Publisher is what the relay needs of JetStream.
+type Publisher interface {
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
+// Relay publishes a schema's outbox.
+type Relay struct {
+	Pool   *pgxpool.Pool
+	Schema string
+	JS     Publisher
+	Logger *slog.Logger
+	// Poll is how often the table is read without a notification
+	// (default 1s); Batch is how many messages one pass publishes
+	// (default 500).
+	Poll  time.Duration
+	Batch int
+	// OnDuplicate, when set, is told of every publish JetStream reports as
+	// a duplicate of an earlier message with the same id (a republish
+	// after a crash is one; anything else may be a forged id).
+	OnDuplicate func(msg *nats.Msg, ack *jetstream.PubAck)
+	// Failpoints are the crash tests' kill points: "outbox.published"
+	// fires after a batch is stored in JetStream, before it is deleted.
+	Failpoints *failpoint.Set
+}
+
+// Run publishes until ctx ends. Failures (PostgreSQL or NATS down) are
+// retried with backoff: the messages wait in the table.
+func (r *Relay) Run(ctx context.Context) error {
+	wake := make(chan struct{}, 1)
+	go r.listen(ctx, wake)
+	poll := r.Poll
+	if poll <= 0 {
+		poll = time.Second
+	}
+	delay := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		n, err := r.Flush(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			r.Logger.Warn("outbox relay: publish pending messages failed; retrying", slog.String("schema", r.Schema), slog.Any("error", err))
+			select {
+			case <-ctx.Done():
+			case <-time.After(delay):
+			}
+			delay = min(2*delay, 5*time.Second)
+			continue
+		case n > 0:
+			delay = 100 * time.Millisecond
+			continue // there may be more
+		}
+		delay = 100 * time.Millisecond
+		select {
+		case <-ctx.Done():
+		case <-wake:
+		case <-time.After(poll):
+		}
+	}
+	return nil
+}
+
+// listen turns the schema's notifications into wake-ups, reconnecting
+// when the connection drops. The poll covers the time it is down.
+func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
+	for ctx.Err() == nil {
+		conn, err := r.Pool.Acquire(ctx)
+		if err == nil {
+			if _, err = conn.Exec(ctx, `LISTEN `+pgx.Identifier{channel(r.Schema)}.Sanitize()); err == nil {
+				for {
+					if _, err = conn.Conn().WaitForNotification(ctx); err != nil {
+						break
+					}
+					select {
+					case wake <- struct{}{}:
+					default:
+					}
+				}
+			}
+			// A connection left listening must not go back to the pool.
+			conn.Conn().Close(context.WithoutCancel(ctx)) //nolint:errcheck // closing a broken connection
+			conn.Release()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Flush publishes what is pending now, in order, and returns how many it
+// published. It publishes nothing while another relay of the schema holds
+// the lock (and returns 0).
+func (r *Relay) Flush(ctx context.Context) (int, error) {
+	batch := r.Batch
+	if batch <= 0 {
+		batch = 500
+	}
+	tx, err := r.Pool.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	var locked bool
+	if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtext($1))`, "lockdown-outbox-"+r.Schema).Scan(&locked); err != nil {
+		return 0, err
+	}
+	if !locked {
+		return 0, nil
+	}
+	rows, err := tx.Query(ctx, `SELECT seq, subject, header, data FROM `+pgx.Identifier{r.Schema, "outbox"}.Sanitize()+` ORDER BY seq LIMIT $1`, batch)
+	if err != nil {
+		return 0, err
+	}
+	type pending struct {
+		seq int64
+		msg *nats.Msg
+	}
+	var msgs []pending
+	var seq int64
+	var subject string
+	var header []byte
+	var data []byte
+	if _, err := pgx.ForEachRow(rows, []any{&seq, &subject, &header, &data}, func() error {
+		m := nats.NewMsg(subject)
+		if err := json.Unmarshal(header, &m.Header); err != nil {
+			return fmt.Errorf("outbox row %d: header: %w", seq, err)
+		}
+		m.Data = append([]byte(nil), data...)
+		msgs = append(msgs, pending{seq, m})
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	published := 0
+	var last int64
+	var pubErr error
+	// One at a time: a message is stored before the next is sent, so a
+	// failure can never let a later event overtake an earlier one.
+	for _, p := range msgs {
+		ack, err := r.JS.PublishMsg(ctx, p.msg)
+		if err != nil {
+			pubErr = fmt.Errorf("publish %s: %w", p.msg.Subject, err)
+			break
+		}
+		if ack.Duplicate && r.OnDuplicate != nil {
+			r.OnDuplicate(p.msg, ack)
+		}
+		published++
+		last = p.seq
+	}
+	if published > 0 {
+		r.Failpoints.Hit("outbox.published")
+		if _, err := tx.Exec(ctx, `DELETE FROM `+pgx.Identifier{r.Schema, "outbox"}.Sanitize()+` WHERE seq <= $1`, last); err != nil {
+			return 0, err
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return 0, err
+		}
+	}
+	return published, pubErr
+}
+
+// Pending counts the messages not yet published (tests, readiness).
+func Pending(ctx context.Context, pool *pgxpool.Pool, schema string) (int, error) {
+	var n int
+	err := pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{schema, "outbox"}.Sanitize()).Scan(&n)
+	return n, err
+}

@@ -1,0 +1,152 @@
+package outbox_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/outbox"
+	"github.com/lockdown/lockdown/pkg/platform/testwait"
+)
+
+func TestOutbox(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := localstack.Start(ctx, localstack.Options{NATS: true, Postgres: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	pool, err := pgxpool.New(ctx, s.Postgres.URL)
+	must(t, err)
+	defer pool.Close()
+	must(t, outbox.Ensure(ctx, pool, "svc"))
+	nc, err := nats.Connect(s.NATS.URL)
+	must(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	must(t, err)
+	str, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OUTBOX_TEST", Subjects: []string{"test.>"}, Duplicates: time.Hour})
+	must(t, err)
+
+	msg := func(subject, id string) *nats.Msg {
+		m := nats.NewMsg(subject)
+		m.Header.Set(jetstream.MsgIDHeader, id)
+		m.Data = []byte(id)
+		return m
+	}
+	add := func(commit bool, msgs ...*nats.Msg) {
+		t.Helper()
+		tx, err := pool.Begin(ctx)
+		must(t, err)
+		defer tx.Rollback(ctx)
+		must(t, outbox.Add(ctx, tx, "svc", msgs...))
+		if commit {
+			must(t, tx.Commit(ctx))
+		}
+	}
+	stored := func() []string {
+		t.Helper()
+		var out []string
+		info, err := str.Info(ctx)
+		must(t, err)
+		for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
+			m, err := str.GetMsg(ctx, seq)
+			if err == nil {
+				out = append(out, string(m.Data))
+			}
+		}
+		return out
+	}
+	var duplicates atomic.Int64
+	relay := &outbox.Relay{Pool: pool, Schema: "svc", JS: js, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Poll: time.Hour,
+		OnDuplicate: func(*nats.Msg, *jetstream.PubAck) { duplicates.Add(1) }}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { relay.Run(runCtx); close(done) }()
+
+	t.Run("committed messages are published in commit order, a rolled-back one never", func(t *testing.T) {
+		add(true, msg("test.a", "1"), msg("test.b", "2"))
+		add(false, msg("test.a", "rolled-back"))
+		add(true, msg("test.a", "3"))
+		// The poll is an hour: only the commit's notification wakes the relay.
+		testwait.For(t, 10*time.Second, "three messages", func() bool { return len(stored()) == 3 })
+		if got := fmt.Sprint(stored()); got != "[1 2 3]" {
+			t.Fatalf("stream holds %s, want [1 2 3]", got)
+		}
+		if n, _ := outbox.Pending(ctx, pool, "svc"); n != 0 {
+			t.Fatalf("%d messages left in the outbox", n)
+		}
+	})
+	t.Run("a message published again after a crash before its delete is dropped by its id and reported", func(t *testing.T) {
+		add(true, msg("test.a", "2"))
+		testwait.For(t, 10*time.Second, "the republish", func() bool { return duplicates.Load() == 1 })
+		if got := fmt.Sprint(stored()); got != "[1 2 3]" {
+			t.Fatalf("stream holds %s after a republish", got)
+		}
+	})
+	t.Run("a message without an id is refused", func(t *testing.T) {
+		tx, err := pool.Begin(ctx)
+		must(t, err)
+		defer tx.Rollback(ctx)
+		if err := outbox.Add(ctx, tx, "svc", nats.NewMsg("test.a")); err == nil {
+			t.Fatal("accepted a message without Nats-Msg-Id")
+		}
+	})
+	t.Run("a large batch keeps its order", func(t *testing.T) {
+		var msgs []*nats.Msg
+		for i := range 1200 {
+			msgs = append(msgs, msg("test.bulk", fmt.Sprintf("bulk-%04d", i)))
+		}
+		add(true, msgs...)
+		testwait.For(t, 30*time.Second, "the batch", func() bool { return len(stored()) == 1203 })
+		got := stored()[3:]
+		for i, v := range got {
+			if v != fmt.Sprintf("bulk-%04d", i) {
+				t.Fatalf("message %d is %s", i, v)
+			}
+		}
+	})
+	t.Run("a second relay on the same schema never publishes out of order", func(t *testing.T) {
+		other := &outbox.Relay{Pool: pool, Schema: "svc", JS: js, Logger: relay.Logger, Poll: 10 * time.Millisecond, Batch: 3}
+		octx, ostop := context.WithCancel(ctx)
+		odone := make(chan struct{})
+		go func() { other.Run(octx); close(odone) }()
+		for i := range 20 {
+			add(true, msg("test.two", fmt.Sprintf("two-%02d-a", i)), msg("test.two", fmt.Sprintf("two-%02d-b", i)))
+		}
+		testwait.For(t, 30*time.Second, "both relays' work", func() bool { return len(stored()) == 1243 })
+		ostop()
+		<-odone
+		got := stored()[1203:]
+		for i := range 20 {
+			if got[2*i] != fmt.Sprintf("two-%02d-a", i) || got[2*i+1] != fmt.Sprintf("two-%02d-b", i) {
+				t.Fatalf("out of order at %d: %v", i, got)
+			}
+		}
+	})
+	stop()
+	<-done
+	var n int
+	must(t, pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{"svc", "outbox"}.Sanitize()).Scan(&n))
+	if n != 0 {
+		t.Fatalf("%d rows left", n)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,107 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/report"
+	"github.com/lockdown/lockdown/services/containment/internal/incident"
+)
+
+// ErrClosed is returned by Resume and Abort for an incident that already
+// ended: there is nothing to drive or to close.
+var ErrClosed = errors.New("incident is closed")
+
+// ErrNoReason is returned by Abort without a reason: the report must say
+// why an incident was closed as failed.
+var ErrNoReason = errors.New("an abort needs a reason")
+
+// Resume records an operator's request to drive the incident now: its
+// stuck mark is cleared, the engine is woken, and the event the services
+// after containment wait on is announced again under a new id, so a
+// consumer that dead-lettered it gets it again (their handlers are
+// idempotent). Any containment process may record it.
+func (e *Engine) Resume(ctx context.Context, req report.Entry, d events.IncidentControlData) error {
+	return e.control(ctx, d.IncidentID, func(inc incident.Incident) (Change, error) {
+		n := inc.Redrives + 1
+		c := Change{IncidentID: inc.ID, Version: inc.Version, Redrives: &n, Stuck: &Stuck{}, Timeline: []report.Entry{req}}
+		if inc.Phase == incident.PhaseRecovering {
+			st, err := e.store.LoadRecovery(ctx, inc.ID)
+			if err != nil {
+				return c, err
+			}
+			entries, err := e.store.Timeline(ctx, inc.ID)
+			if err != nil {
+				return c, err
+			}
+			if st.RevokedRound > 0 && !has(entries, events.RotationCompleted) {
+				c.Emit = append(c.Emit, events.Outgoing{Name: events.AccessRevoked,
+					ID: fmt.Sprintf("%s/access.revoked/%d/resume-%d", inc.ID, st.RevokedRound, n), Data: st.Revoked})
+			}
+		}
+		e.log.InfoContext(ctx, "resume requested", slog.String("incident_id", inc.ID), slog.String("phase", string(inc.Phase)),
+			slog.String("requested_by", d.RequestedBy), slog.Int("reannounced", len(c.Emit)))
+		return c, nil
+	})
+}
+
+// Abort closes the incident as failed with the operator's reason: the
+// report is stored with it and incident.resolved announces the outcome,
+// so the next breach opens a new incident.
+func (e *Engine) Abort(ctx context.Context, req report.Entry, d events.IncidentControlData) error {
+	if d.Reason == "" {
+		return ErrNoReason
+	}
+	return e.control(ctx, d.IncidentID, func(inc incident.Incident) (Change, error) {
+		ri, err := e.store.ReportIncident(ctx, inc.ID)
+		if err != nil {
+			return Change{}, err
+		}
+		entries, err := e.store.Timeline(ctx, inc.ID)
+		if err != nil {
+			return Change{}, err
+		}
+		entries = append(entries, req)
+		at := time.Now().UTC()
+		reason := fmt.Sprintf("aborted by %s: %s", d.RequestedBy, d.Reason)
+		rep := report.Build(ri, entries, "failed", reason, at)
+		e.log.WarnContext(ctx, "incident aborted by an operator", slog.String("incident_id", inc.ID), slog.String("phase", string(inc.Phase)),
+			slog.String("requested_by", d.RequestedBy), slog.String("reason", d.Reason))
+		return Change{IncidentID: inc.ID, Version: inc.Version, Phase: incident.PhaseFailed, ResolvedAt: at, FailureReason: reason,
+			Report: &rep, Stuck: &Stuck{}, Timeline: []report.Entry{req}, Emit: []events.Outgoing{ResolvedEvent(rep)}}, nil
+	})
+}
+
+// control applies an operator's change, unfenced (any process records
+// it), reading the incident again when the engine changed it meanwhile.
+func (e *Engine) control(ctx context.Context, id string, change func(incident.Incident) (Change, error)) error {
+	for range 20 {
+		inc, err := e.store.Incident(ctx, id)
+		if err != nil {
+			return err
+		}
+		if !inc.Phase.Open() {
+			return fmt.Errorf("%w: %s is %s", ErrClosed, id, inc.Phase)
+		}
+		c, err := change(inc)
+		if err != nil {
+			return err
+		}
+		err = e.store.Apply(ctx, Fence{}, c)
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		if err == nil {
+			e.mu.Lock()
+			delete(e.trouble, id)
+			e.mu.Unlock()
+			e.Wake()
+		}
+		return err
+	}
+	return fmt.Errorf("incident %s kept changing: %w", id, ErrConflict)
+}
