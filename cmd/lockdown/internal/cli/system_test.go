@@ -214,18 +214,44 @@ func (s *system) incidentOf(eventID string) string {
 	return id
 }
 
-// runIncident plays a whole incident after a breach: the key holders at
-// the unseal gate and through the ceremony, then waits for its end.
+// runIncident plays a whole incident after a breach: the key holders
+// unseal, then follow the ceremony as `lockdown status` shows it — when
+// Lockdown opens a new ceremony (one it could not prove completed, or one
+// Vault cleared), they run that one too — and it waits for the end.
 func (s *system) runIncident(eventID string) (string, events.IncidentResolvedData) {
 	s.t.Helper()
-	b := &drillBreach{EventID: eventID}
-	ctx, cancel := context.WithTimeout(s.ctx, 8*time.Minute)
-	defer cancel()
-	if err := followIncident(ctx, s.tgt, b, func(string, ...any) {}); err != nil {
-		s.t.Fatalf("incident of breach %s: %v", eventID, err)
+	id := s.incidentOf(eventID)
+	await(s, events.VaultSealed, 5*time.Minute, func(d events.VaultSealedData) bool { return d.IncidentID == id })
+	if err := s.tgt.vault.Unseal(s.ctx); err != nil {
+		s.t.Fatal(err)
 	}
-	resolved := await(s, events.IncidentResolved, time.Minute, func(d events.IncidentResolvedData) bool { return d.IncidentID == b.IncidentID })
-	return b.IncidentID, resolved
+	holders, stop := context.WithCancel(s.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); s.playHolders(holders, id) }()
+	resolved := await(s, events.IncidentResolved, 8*time.Minute, func(d events.IncidentResolvedData) bool { return d.IncidentID == id })
+	stop()
+	<-done
+	return id, resolved
+}
+
+// playHolders runs every ceremony the incident opens until ctx ends.
+func (s *system) playHolders(ctx context.Context, id string) {
+	played := ""
+	for ctx.Err() == nil {
+		var nonce, phase string
+		err := s.db.QueryRow(ctx, `SELECT coalesce(state->'ceremony'->>'nonce', ''), coalesce(state->'ceremony'->>'phase', '')
+			FROM containment.recovery WHERE incident_id::text = $1`, id).Scan(&nonce, &phase)
+		if err == nil && nonce != "" && nonce != played && phase == "collecting_current_shares" {
+			played = nonce
+			if err := s.tgt.vault.PlayRekey(ctx, nonce, time.Second); err != nil && ctx.Err() == nil {
+				s.t.Logf("key holders: ceremony %s: %v", nonce, err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // eventCounts reads every event of an incident in the events stream and

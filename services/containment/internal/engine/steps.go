@@ -182,13 +182,13 @@ func (e *Engine) ceremony(ctx context.Context, f Fence, inc incident.Incident, s
 		return 0, false, nil
 	}
 	st.Ceremony = next
-	change := Change{IncidentID: inc.ID, Version: inc.Version, Recovery: &st}
+	change, point := Change{IncidentID: inc.ID, Version: inc.Version, Recovery: &st}, "ceremony"
 	if next.Phase == recovery.CeremonyCompleted {
 		st.Ceremony.Announced = true
-		change.Emit = []events.Outgoing{e.rec.RotatedEvent(inc.ID, next, e.cfg.Process)}
+		change.Emit, point = []events.Outgoing{e.rec.RotatedEvent(inc.ID, next, e.cfg.Process)}, "rotated"
 		e.log.InfoContext(ctx, "rekey ceremony completed", slog.String("incident_id", inc.ID), slog.String("confirmed_by", next.ConfirmedBy))
 	}
-	return 0, true, e.apply(ctx, f, "ceremony", change)
+	return 0, true, e.apply(ctx, f, point, change)
 }
 
 // resolve builds the report from the timeline and ends the incident.

@@ -132,7 +132,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 	if cfg.Pregenerate {
 		pregen = rotation.NewPregen()
 	}
-	worker := rotation.NewWorker(rotation.Config{Mount: cfg.KVMount, DKIMType: cfg.DKIMType, DKIMBits: cfg.DKIMBits, Instance: instance()}, db, kv, pub, pregen)
+	worker := rotation.NewWorker(rotation.Config{Mount: cfg.KVMount, DKIMType: cfg.DKIMType, DKIMBits: cfg.DKIMBits, Instance: instance()}, db, kv, pregen)
 	jobSpec, _ := events.ConsumerOf(events.ConsumerRotatorJobs)
 	jobs := stream.Decoded(func(ctx context.Context, d *stream.Delivery, job events.RotationJobData) error {
 		// Tell JetStream the job is alive at most every few seconds, not
@@ -146,6 +146,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 		})
 		switch {
 		case err == nil:
+			fp.Hit("rotator.job.finished")
 			return nil
 		case errors.Is(err, rotation.ErrUnknownTenant):
 			if ferr := worker.Fail(ctx, job, "plan", err.Error()); ferr != nil {

@@ -74,9 +74,12 @@ type Store interface {
 	SavePlan(ctx context.Context, incidentID, policy string, jobs []Job, emit []events.Outgoing) (created bool, err error)
 	LoadJob(ctx context.Context, incidentID, tenantID string) (JobState, error)
 	SaveSteps(ctx context.Context, incidentID, tenantID string, steps Steps) error
-	// Finish sets the job's final state (and its steps, when given) once and
-	// returns the plan's progress after it.
-	Finish(ctx context.Context, incidentID, tenantID, state, reason string, steps *Steps) (Progress, error)
+	// Finish sets the job's final state (and its steps, when given) once,
+	// and in the same transaction writes the events emit returns for the
+	// plan's progress after it (read under a lock of the plan, so that of
+	// jobs finishing together exactly one sees none left). A job already
+	// final is left as it is and emits nothing.
+	Finish(ctx context.Context, incidentID, tenantID, state, reason string, steps *Steps, emit func(Progress) []events.Outgoing) error
 }
 
 // ErrCASMismatch is returned by Vault.WriteCAS when the secret changed
@@ -94,9 +97,4 @@ type Vault interface {
 	List(ctx context.Context, folder string) ([]string, error)
 	// Destroy removes a secret's metadata and every version for good.
 	Destroy(ctx context.Context, path string) error
-}
-
-// Publisher emits events with idempotent ids.
-type Publisher interface {
-	PublishWithID(ctx context.Context, name events.Name, id string, data any) error
 }

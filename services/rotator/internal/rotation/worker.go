@@ -32,14 +32,13 @@ type Worker struct {
 	cfg    Config
 	store  Store
 	vault  Vault
-	pub    Publisher
 	pregen *Pregen
 }
 
 // NewWorker wires a worker; pregen (may be nil) holds material generated
 // ahead of the jobs.
-func NewWorker(cfg Config, store Store, vault Vault, pub Publisher, pregen *Pregen) *Worker {
-	return &Worker{cfg: cfg, store: store, vault: vault, pub: pub, pregen: pregen}
+func NewWorker(cfg Config, store Store, vault Vault, pregen *Pregen) *Worker {
+	return &Worker{cfg: cfg, store: store, vault: vault, pregen: pregen}
 }
 
 // Paths of a tenant's secrets in the KV v2 mount (docs/operations.md).
@@ -65,15 +64,9 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		return err
 	}
 	if st.State != StatePending {
-		// Already final: a redelivery. What follows the final record may
-		// not have gone out (a publish failed after it, say while a NATS
-		// node was down), so announce it again: the event ids are fixed,
-		// JetStream drops what it already has.
-		progress, err := w.store.Finish(ctx, job.IncidentID, job.TenantID, st.State, st.Reason, nil) // a no-op that reads the progress
-		if err != nil {
-			return err
-		}
-		return w.announce(ctx, job, st.State, st.Reason, st.Steps, progress)
+		// Already final: a redelivery. The events of the final record were
+		// written with it (the outbox): nothing is left to do.
+		return nil
 	}
 	if !st.TenantKnown {
 		return fmt.Errorf("%w: %q", ErrUnknownTenant, job.TenantID)
@@ -167,65 +160,50 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		}
 		steps.APIKeys.Done = true
 	}
-	progress, err := w.store.Finish(ctx, job.IncidentID, job.TenantID, StateCompleted, "", &steps)
-	if err != nil {
-		return err
+	if steps.SSH == nil || steps.DKIM == nil || steps.APIKeys == nil {
+		return fmt.Errorf("job %s/%s is completing without its steps recorded", job.IncidentID, job.TenantID)
 	}
-	return w.announce(ctx, job, StateCompleted, "", steps, progress)
+	return w.store.Finish(ctx, job.IncidentID, job.TenantID, StateCompleted, "", &steps, w.events(job, StateCompleted, "", steps))
 }
 
-// Fail records a job's permanent failure and announces it. The step is
-// kept in the recorded reason ("step: reason") so a redelivery can
-// announce it again.
+// Fail records a job's permanent failure, with its event. The step is kept
+// in the recorded reason ("step: reason").
 func (w *Worker) Fail(ctx context.Context, job events.RotationJobData, step, reason string) error {
 	recorded := step + ": " + reason
-	progress, err := w.store.Finish(ctx, job.IncidentID, job.TenantID, StateFailed, recorded, nil)
-	if err != nil {
-		return err
-	}
-	return w.announce(ctx, job, StateFailed, recorded, Steps{}, progress)
+	return w.store.Finish(ctx, job.IncidentID, job.TenantID, StateFailed, recorded, nil, w.events(job, StateFailed, recorded, Steps{}))
 }
 
-// announce publishes a finished job's event and, when it was the last
-// one, rotation.completed: the one place both a first run and a
-// redelivery go through.
-func (w *Worker) announce(ctx context.Context, job events.RotationJobData, state, reason string, steps Steps, p Progress) error {
-	switch state {
-	case StateCompleted:
-		if steps.SSH == nil || steps.DKIM == nil || steps.APIKeys == nil {
-			return fmt.Errorf("job %s/%s is completed without its steps recorded", job.IncidentID, job.TenantID)
+// events returns what a job's final record emits, in the same transaction
+// (the outbox): its tenant's event and, when no job of the plan is left
+// pending after it, rotation.completed. The store calls it with the plan's
+// progress, read under a lock of the plan, so exactly one job — the last
+// to finish — emits rotation.completed.
+func (w *Worker) events(job events.RotationJobData, state, reason string, steps Steps) func(Progress) []events.Outgoing {
+	return func(p Progress) []events.Outgoing {
+		var out []events.Outgoing
+		switch state {
+		case StateCompleted:
+			out = append(out, events.Outgoing{Name: eventsTenantCompleted, ID: job.IncidentID + "/" + job.TenantID + "/completed", Data: events.RotationTenantCompletedData{
+				IncidentID: job.IncidentID, TenantID: job.TenantID, SSHFingerprint: steps.SSH.Fingerprint, DKIMSelector: steps.DKIM.Selector,
+				DKIMRecord: steps.DKIM.Record, APIKeysDestroyed: steps.APIKeys.Found, SMTPPasswordRotate: true, Affected: job.Affected,
+				RotatedBy: w.cfg.Instance,
+			}})
+		case StateFailed:
+			step, why, ok := strings.Cut(reason, ": ")
+			if !ok {
+				step, why = "unknown", reason
+			}
+			out = append(out, events.Outgoing{Name: eventsTenantFailed, ID: job.IncidentID + "/" + job.TenantID + "/failed", Data: events.RotationTenantFailedData{
+				IncidentID: job.IncidentID, TenantID: job.TenantID, Step: step, Reason: why,
+			}})
 		}
-		if err := w.pub.PublishWithID(ctx, eventsTenantCompleted, job.IncidentID+"/"+job.TenantID+"/completed", events.RotationTenantCompletedData{
-			IncidentID: job.IncidentID, TenantID: job.TenantID, SSHFingerprint: steps.SSH.Fingerprint, DKIMSelector: steps.DKIM.Selector,
-			DKIMRecord: steps.DKIM.Record, APIKeysDestroyed: steps.APIKeys.Found, SMTPPasswordRotate: true, Affected: job.Affected,
-			RotatedBy: w.cfg.Instance,
-		}); err != nil {
-			return err
+		if p.Pending == 0 && p.Planned > 0 {
+			out = append(out, events.Outgoing{Name: eventsRotationCompleted, ID: job.IncidentID + "/rotation.completed", Data: events.RotationCompletedData{
+				IncidentID: job.IncidentID, Completed: p.Completed, Failed: p.Failed,
+			}})
 		}
-	case StateFailed:
-		step, why, ok := strings.Cut(reason, ": ")
-		if !ok {
-			step, why = "unknown", reason
-		}
-		if err := w.pub.PublishWithID(ctx, eventsTenantFailed, job.IncidentID+"/"+job.TenantID+"/failed", events.RotationTenantFailedData{
-			IncidentID: job.IncidentID, TenantID: job.TenantID, Step: step, Reason: why,
-		}); err != nil {
-			return err
-		}
+		return out
 	}
-	return w.completeIfDone(ctx, job.IncidentID, p)
-}
-
-// completeIfDone announces rotation.completed once no job is pending. Two
-// workers finishing together both announce it, with the same id: JetStream
-// keeps one.
-func (w *Worker) completeIfDone(ctx context.Context, incidentID string, p Progress) error {
-	if p.Pending > 0 || p.Planned == 0 {
-		return nil
-	}
-	return w.pub.PublishWithID(ctx, eventsRotationCompleted, incidentID+"/rotation.completed", events.RotationCompletedData{
-		IncidentID: incidentID, Completed: p.Completed, Failed: p.Failed,
-	})
 }
 
 // write gives a secret exactly one new version for the incident: if the

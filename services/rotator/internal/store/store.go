@@ -89,17 +89,6 @@ func (s *Store) Tenants(ctx context.Context) ([]string, error) {
 // SavePlan implements rotation.Store: the plan, its job rows and the
 // events announcing them, once.
 func (s *Store) SavePlan(ctx context.Context, incidentID, policy string, jobs []rotation.Job, emit []events.Outgoing) (bool, error) {
-	if s.prep == nil {
-		return false, errors.New("store: no preparer set: events cannot be written")
-	}
-	msgs := make([]*nats.Msg, len(emit))
-	for i, o := range emit {
-		m, err := s.prep.Prepare(ctx, o.Name, o.ID, o.Data)
-		if err != nil {
-			return false, fmt.Errorf("prepare %s: %w", o.Name, err)
-		}
-		msgs[i] = m
-	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return false, err
@@ -126,7 +115,7 @@ func (s *Store) SavePlan(ctx context.Context, incidentID, policy string, jobs []
 	if _, err := tx.Exec(ctx, `INSERT INTO rotator.jobs (incident_id, tenant_id, affected) SELECT * FROM job_staging ON CONFLICT DO NOTHING`); err != nil {
 		return false, err
 	}
-	if err := outbox.Add(ctx, tx, Schema, msgs...); err != nil {
+	if err := s.emit(ctx, tx, emit); err != nil {
 		return false, err
 	}
 	return true, tx.Commit(ctx)
@@ -157,27 +146,63 @@ func (s *Store) SaveSteps(ctx context.Context, incidentID, tenantID string, step
 	return err
 }
 
-// Finish implements rotation.Store: it sets the job's final state once and
-// returns the plan's progress after it.
-// The update and the progress query go in one round trip.
-func (s *Store) Finish(ctx context.Context, incidentID, tenantID, state, reason string, steps *rotation.Steps) (rotation.Progress, error) {
+// Finish implements rotation.Store: the job's final state, the plan's
+// progress and the events, in one transaction serialised per plan.
+func (s *Store) Finish(ctx context.Context, incidentID, tenantID, state, reason string, steps *rotation.Steps, emit func(rotation.Progress) []events.Outgoing) error {
 	var raw []byte
 	if steps != nil {
 		var err error
 		if raw, err = json.Marshal(steps); err != nil {
-			return rotation.Progress{}, err
+			return err
 		}
 	}
-	var b pgx.Batch
-	b.Queue(`INSERT INTO rotator.jobs (incident_id, tenant_id, state, reason, steps) VALUES ($1, $2, $3, $4, coalesce($5::jsonb, '{}'))
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	// Jobs of one plan finish one after another: each sees the others'
+	// final states, so the last one knows it is the last.
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM rotator.plans WHERE incident_id = $1 FOR UPDATE`, incidentID); err != nil {
+		return err
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO rotator.jobs (incident_id, tenant_id, state, reason, steps) VALUES ($1, $2, $3, $4, coalesce($5::jsonb, '{}'))
 		ON CONFLICT (incident_id, tenant_id) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason,
 		  steps = coalesce($5::jsonb, rotator.jobs.steps), updated_at = now()
 		WHERE rotator.jobs.state = 'pending'`, incidentID, tenantID, state, reason, raw)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return nil // final before: its events went out with that record
+	}
 	var p rotation.Progress
-	b.Queue(progressQuery, incidentID).QueryRow(func(r pgx.Row) error {
-		return r.Scan(&p.Planned, &p.Completed, &p.Failed, &p.Pending)
-	})
-	return p, s.pool.SendBatch(ctx, &b).Close()
+	if err := tx.QueryRow(ctx, progressQuery, incidentID).Scan(&p.Planned, &p.Completed, &p.Failed, &p.Pending); err != nil {
+		return err
+	}
+	if err := s.emit(ctx, tx, emit(p)); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// emit writes events to the outbox in the caller's transaction.
+func (s *Store) emit(ctx context.Context, tx pgx.Tx, out []events.Outgoing) error {
+	if len(out) == 0 {
+		return nil
+	}
+	if s.prep == nil {
+		return errors.New("store: no preparer set: events cannot be written")
+	}
+	msgs := make([]*nats.Msg, len(out))
+	for i, o := range out {
+		m, err := s.prep.Prepare(ctx, o.Name, o.ID, o.Data)
+		if err != nil {
+			return fmt.Errorf("prepare %s: %w", o.Name, err)
+		}
+		msgs[i] = m
+	}
+	return outbox.Add(ctx, tx, Schema, msgs...)
 }
 
 const progressQuery = `SELECT coalesce((SELECT tenants FROM rotator.plans WHERE incident_id = $1), 0),
