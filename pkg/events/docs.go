@@ -36,17 +36,24 @@ func Markdown() string {
 		}
 		fmt.Fprintf(&b, "| `%s` | `%s` | %s | %s | %s | file |\n", st.Name, strings.Join(st.Subjects, "`, `"), st.Retention, st.DuplicateWindow, age)
 	}
-	b.WriteString("\n## Durable consumers\n\nAll are pull consumers with explicit acks. A handler's transient error is retried with `NakWithDelay` " +
-		"(base · 2^(delivery−1), capped); a permanent error, a malformed payload or an unknown type is terminated with `TermWithReason` and recorded on " +
-		"`lockdown.deadletter.<durable>`; the last allowed delivery of a transient failure is dead-lettered the same way, so nothing is lost silently.\n\n")
+	b.WriteString("\n## Durable consumers\n\nAll are pull consumers with explicit acks and no bound on deliveries (max deliver -1): an outage delays work, " +
+		"it never fails it. A handler's transient error is retried with `NakWithDelay` (base · 2^(delivery−1), capped); an error that says a dependency is " +
+		"down (`stream.Unavailable`) also pauses the consumer (it fetches nothing, then one probe) until the dependency answers, and shows in `/readyz` and " +
+		"the metric `lockdown.dependency.waiting`. A permanent error, a malformed payload, an unknown type or a handler panic is recorded by the service " +
+		"(`OnPermanent`), terminated with `TermWithReason` and written to `lockdown.deadletter.<durable>`; if either record fails the message is retried, " +
+		"so nothing is lost silently.\n\n")
 	b.WriteString("| durable | service | stream | events | ack wait | max deliver | max ack pending | retry |\n|---|---|---|---|---|---|---|---|\n")
 	for _, c := range Consumers() {
 		names := make([]string, len(c.Events))
 		for i, n := range c.Events {
 			names[i] = "`" + string(n) + "`"
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | `%s` | %s | %s | %d | %d | %s → %s |\n", c.Durable, c.Service, c.Stream, strings.Join(names, ", "),
-			c.AckWait, c.MaxDeliver, c.MaxAckPending, c.RetryBase, c.RetryMax)
+		deliver := "unbounded"
+		if c.MaxDeliver > 0 {
+			deliver = fmt.Sprint(c.MaxDeliver)
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | `%s` | %s | %s | %s | %d | %s → %s |\n", c.Durable, c.Service, c.Stream, strings.Join(names, ", "),
+			c.AckWait, deliver, c.MaxAckPending, c.RetryBase, c.RetryMax)
 	}
 	b.WriteString("\n## Events and their data\n")
 	for _, s := range catalog {

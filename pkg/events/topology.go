@@ -51,7 +51,10 @@ type ConsumerSpec struct {
 	Service string
 	// AckWait is how long a delivery may stay unacknowledged before redelivery.
 	AckWait time.Duration
-	// MaxDeliver bounds deliveries; the last one ends on the dead-letter subject.
+	// MaxDeliver bounds deliveries; -1 (every Lockdown consumer) is no
+	// bound: a transient failure is retried until it succeeds, because an
+	// outage must delay work, never fail it. Only a permanent failure ends
+	// a message on the dead-letter subject.
 	MaxDeliver int
 	// MaxAckPending bounds messages in flight across all bound processes.
 	MaxAckPending int
@@ -126,7 +129,7 @@ func timelineEvents() []Name {
 func Consumers() []ConsumerSpec {
 	base := func(c ConsumerSpec) ConsumerSpec {
 		c.AckWait = 30 * time.Second
-		c.MaxDeliver = 8
+		c.MaxDeliver = -1
 		c.MaxAckPending = 64
 		c.RetryBase = time.Second
 		c.RetryMax = time.Minute

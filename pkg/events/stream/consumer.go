@@ -34,8 +34,21 @@ type ConsumerOptions struct {
 	// Middleware wraps the handler inside the built-in panic recovery.
 	Middleware []Middleware
 	// MeterProvider receives the consumer's metrics (messages by outcome,
-	// handling time, lag). Default: none.
+	// handling time, lag, dependencies waited for). Default: none.
 	MeterProvider metric.MeterProvider
+	// OnPermanent is called before a message is dead-lettered for a
+	// permanent cause (bad data, a handler's Permanent error, a panic),
+	// with the decoded delivery (nil when the message could not be
+	// decoded): the one place a service records what that means (a tenant
+	// failed). An error from it retries the message: the record must be
+	// written before the message goes.
+	OnPermanent func(ctx context.Context, d *Delivery, cause error) error
+	// OnDependency is told when the consumer starts and stops waiting for
+	// a dependency that is down (Unavailable errors).
+	OnDependency func(durable, dependency string, down bool, reason string, since time.Time)
+	// BreakerMin and BreakerMax bound the consumer's pause while a
+	// dependency is down. Default 1s and 30s.
+	BreakerMin, BreakerMax time.Duration
 }
 
 // Consumer runs a handler over a declared durable pull consumer. Several
@@ -50,6 +63,8 @@ type Consumer struct {
 	concurrency int
 	drain       time.Duration
 	metrics     consumerMetrics
+	onPermanent func(ctx context.Context, d *Delivery, cause error) error
+	breaker     *breaker
 }
 
 // NewConsumer prepares a consumer for the declared spec. dlqSource is the
@@ -69,7 +84,27 @@ func NewConsumer(js jetstream.JetStream, spec events.ConsumerSpec, handler Handl
 	}
 	logger := opts.Logger.With(slog.String("consumer", spec.Durable))
 	mw := append([]Middleware{Recoverer(logger)}, opts.Middleware...)
+	if opts.BreakerMin <= 0 {
+		opts.BreakerMin = time.Second
+	}
+	if opts.BreakerMax < opts.BreakerMin {
+		opts.BreakerMax = max(30*time.Second, opts.BreakerMin)
+	}
+	metrics := newConsumerMetrics(opts.MeterProvider)
+	br := &breaker{min: opts.BreakerMin, max: opts.BreakerMax, onChange: func(dep string, open bool, reason string, since time.Time) {
+		metrics.dependency(spec.Durable, dep, open)
+		if open {
+			logger.Warn("dependency down: pausing this consumer until it answers", slog.String("dependency", dep), slog.String("reason", reason))
+		} else {
+			logger.Info("dependency answering again: consuming", slog.String("dependency", dep), slog.Duration("paused", time.Since(since)))
+		}
+		if opts.OnDependency != nil {
+			opts.OnDependency(spec.Durable, dep, open, reason, since)
+		}
+	}}
 	return &Consumer{
+		onPermanent: opts.OnPermanent,
+		breaker:     br,
 		js:          js,
 		spec:        spec,
 		handler:     Chain(handler, mw...),
@@ -78,7 +113,7 @@ func NewConsumer(js jetstream.JetStream, spec events.ConsumerSpec, handler Handl
 		deadLetters: NewPublisher(js, events.SourceOf(spec.Service), opts.TracerProvider),
 		concurrency: opts.Concurrency,
 		drain:       opts.DrainTimeout,
-		metrics:     newConsumerMetrics(opts.MeterProvider),
+		metrics:     metrics,
 	}
 }
 
@@ -101,6 +136,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.logger.InfoContext(ctx, "consumer started", slog.String("stream", c.spec.Stream), slog.Int("concurrency", c.concurrency))
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
+		// While a dependency is down, fetch nothing; then one message, a
+		// probe, before the full rate again.
+		probe := c.breaker.pause(ctx)
 		// Fetch only as many messages as there are free handler slots: a
 		// message fetched is handled at once, so its ack wait never runs
 		// out while it waits behind others in this process.
@@ -110,7 +148,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			continue
 		}
 		want := 1
-		for want < c.concurrency {
+		for want < c.concurrency && !probe {
 			select {
 			case slots <- struct{}{}:
 				want++
@@ -134,6 +172,16 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		for range want - got {
 			<-slots
+		}
+		if probe && got > 0 {
+			// Wait for the probe's verdict (every slot free again) before
+			// fetching more.
+			for range c.concurrency {
+				slots <- struct{}{}
+			}
+			for range c.concurrency {
+				<-slots
+			}
 		}
 		if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			// NATS away or the consumer deleted: back off, never spin.
@@ -215,16 +263,21 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 	if decodeErr != nil {
 		outcome = outcomeDeadLettered
 		span.SetStatus(codes.Error, "undecodable message")
-		c.deadLetter(ctx, msg, attempt, decodeErr, log)
+		c.deadLetter(ctx, msg, nil, attempt, decodeErr, log)
 		return
 	}
 	log = log.With(slog.String("event_id", ev.ID()), slog.String("event_type", ev.Type()))
 	stopKeepAlive := make(chan struct{})
 	go c.keepAlive(msg, stopKeepAlive)
-	err := c.handler(ctx, &Delivery{Event: ev, Spec: spec, Subject: msg.Subject(), Attempt: attempt, Consumer: c.spec.Durable, msg: msg})
+	d := &Delivery{Event: ev, Spec: spec, Subject: msg.Subject(), Attempt: attempt, Consumer: c.spec.Durable, msg: msg}
+	err := c.handler(ctx, d)
 	close(stopKeepAlive)
+	// The one place a message's fate is decided: done, failed for good
+	// (recorded, dead-lettered), or retried later — without limit, since
+	// an outage must delay work, never fail it.
 	switch {
 	case err == nil:
+		c.breaker.reset()
 		if ackErr := msg.Ack(); ackErr != nil {
 			log.WarnContext(ctx, "ack failed; the message will be redelivered", slog.Any("error", ackErr))
 			return
@@ -234,14 +287,16 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 		outcome = outcomeDeadLettered
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "permanent failure")
-		c.deadLetter(ctx, msg, attempt, err, log)
-	case c.spec.MaxDeliver > 0 && attempt >= uint64(c.spec.MaxDeliver):
-		outcome = outcomeDeadLettered
-		span.RecordError(err)
-		span.SetStatus(codes.Error, "retries exhausted")
-		c.deadLetter(ctx, msg, attempt, fmt.Errorf("gave up after %d deliveries: %w", attempt, err), log)
+		c.deadLetter(ctx, msg, d, attempt, err, log)
 	default:
 		outcome = outcomeRetried
+		if dep, ok := UnavailableDependency(err); ok {
+			c.breaker.trip(dep, err.Error())
+		} else {
+			// A handler that answers (even with an error of its own) means
+			// the dependencies it reached are up.
+			c.breaker.reset()
+		}
 		delay := c.spec.Backoff(attempt)
 		span.RecordError(err)
 		span.SetAttributes(attribute.String("lockdown.retry_in", delay.String()))
@@ -252,11 +307,19 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-// deadLetter records the message on the consumer's dead-letter subject, then
-// terminates it. If the record cannot be written the message is not
-// terminated but retried, so it is never lost.
-func (c *Consumer) deadLetter(ctx context.Context, msg jetstream.Msg, attempt uint64, cause error, log *slog.Logger) {
+// deadLetter records what the permanent failure means (OnPermanent), writes
+// the message on the consumer's dead-letter subject, then terminates it. If
+// either record cannot be written the message is not terminated but
+// retried — deliveries are unlimited, so it comes back — and is never lost.
+func (c *Consumer) deadLetter(ctx context.Context, msg jetstream.Msg, d *Delivery, attempt uint64, cause error, log *slog.Logger) {
 	reason := cause.Error()
+	if c.onPermanent != nil {
+		if err := c.onPermanent(ctx, d, cause); err != nil {
+			log.ErrorContext(ctx, "permanent failure not recorded; retrying the message", slog.Any("error", err), slog.String("reason", reason))
+			_ = msg.NakWithDelay(c.spec.Backoff(attempt))
+			return
+		}
+	}
 	if err := c.writeDeadLetter(ctx, msg, attempt, reason); err != nil {
 		log.ErrorContext(ctx, "dead letter not written; retrying the message", slog.Any("error", err), slog.String("reason", reason))
 		_ = msg.NakWithDelay(c.spec.Backoff(attempt))

@@ -23,6 +23,7 @@ type consumerMetrics struct {
 	processed metric.Int64Counter
 	duration  metric.Float64Histogram
 	lag       metric.Int64ObservableGauge
+	waiting   metric.Int64UpDownCounter
 	meter     metric.Meter
 }
 
@@ -38,7 +39,20 @@ func newConsumerMetrics(mp metric.MeterProvider) consumerMetrics {
 		metric.WithDescription("Time a handler took for one message."))
 	m.lag, _ = m.meter.Int64ObservableGauge("lockdown.consumer.lag",
 		metric.WithDescription("Messages not yet acknowledged by a durable consumer: pending in the stream plus in flight."))
+	m.waiting, _ = m.meter.Int64UpDownCounter("lockdown.dependency.waiting",
+		metric.WithDescription("1 while a consumer is paused because a dependency it needs is down (its breaker is open), by dependency."))
 	return m
+}
+
+// dependency records a consumer starting (down) or stopping to wait for a
+// dependency.
+func (m consumerMetrics) dependency(durable, dep string, down bool) {
+	n := int64(-1)
+	if down {
+		n = 1
+	}
+	m.waiting.Add(context.Background(), n, metric.WithAttributes(attribute.String("messaging.consumer.group.name", durable),
+		attribute.String("lockdown.dependency", dep)))
 }
 
 func (m consumerMetrics) record(ctx context.Context, durable, eventType, outcome string, seconds float64) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -281,15 +282,98 @@ func TestConsumer(t *testing.T) {
 		}
 	})
 
-	t.Run("retries exhausted end on the dead-letter subject", func(t *testing.T) {
+	t.Run("a transient failure is retried without limit and never dead-lettered", func(t *testing.T) {
 		_, js, pub := fresh(t)
-		spec := testConsumer(t, js, "exhausted", 2)
+		spec := testConsumer(t, js, "unbounded", -1)
 		dlq := deadLetters(t, js, spec.Durable)
-		run(t, js, spec, func(context.Context, *stream.Delivery) error { return errors.New("still down") })
-		pub.Publish(ctx, events.BreachDetected, breach("exhaust"))
-		d := within(t, dlq, 5*time.Second, "dead letter")
-		if d.Deliveries != 2 || !contains(d.Reason, "gave up after 2 deliveries: still down") {
-			t.Fatalf("dead letter %+v", d)
+		var calls atomic.Int64
+		handled := make(chan uint64, 1)
+		run(t, js, spec, func(_ context.Context, d *stream.Delivery) error {
+			if calls.Add(1) <= 12 {
+				return errors.New("still down")
+			}
+			handled <- d.Attempt
+			return nil
+		})
+		pub.Publish(ctx, events.BreachDetected, breach("unbounded"))
+		if attempt := within(t, handled, 30*time.Second, "the 13th delivery"); attempt != 13 {
+			t.Fatalf("handled at delivery %d", attempt)
+		}
+		select {
+		case d := <-dlq:
+			t.Fatalf("dead-lettered: %+v", d)
+		case <-time.After(300 * time.Millisecond):
+		}
+	})
+
+	t.Run("a dependency down pauses fetching until a probe goes through, and shows in the readiness check", func(t *testing.T) {
+		_, js, pub := fresh(t)
+		spec := testConsumer(t, js, "paused", -1)
+		var calls atomic.Int64
+		down := atomic.Bool{}
+		down.Store(true)
+		c := stream.NewConsumer(js, spec, func(context.Context, *stream.Delivery) error {
+			calls.Add(1)
+			if down.Load() {
+				return stream.Unavailable("vault", errors.New("503 Vault is sealed"))
+			}
+			return nil
+		}, stream.ConsumerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Concurrency: 4,
+			BreakerMin: 400 * time.Millisecond, BreakerMax: 400 * time.Millisecond})
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- c.Run(rctx) }()
+		defer func() { cancel(); <-done }()
+		for i := range 8 {
+			pub.Publish(ctx, events.BreachDetected, breach(fmt.Sprint("paused ", i)))
+		}
+		waitFor(t, 10*time.Second, "the breaker to open", func() bool { return c.Check(ctx) != nil })
+		if err := c.Check(ctx); !contains(err.Error(), "vault") {
+			t.Fatalf("readiness says %v", err)
+		}
+		// Open for 2 s: one probe per 400 ms, not eight messages retried
+		// every 100 ms.
+		before := calls.Load()
+		time.Sleep(2 * time.Second)
+		if n := calls.Load() - before; n > 8 {
+			t.Fatalf("%d handler calls in 2 s with the dependency down: not paused", n)
+		}
+		down.Store(false)
+		waitFor(t, 10*time.Second, "every message once the dependency answers", func() bool {
+			info, _ := js.Consumer(ctx, spec.Stream, spec.Durable)
+			ci, _ := info.Info(ctx)
+			return ci.NumPending == 0 && ci.NumAckPending == 0
+		})
+		if err := c.Check(ctx); err != nil {
+			t.Fatalf("readiness still failing: %v", err)
+		}
+	})
+
+	t.Run("a permanent failure is recorded before its dead letter, and a failed record retries the message", func(t *testing.T) {
+		_, js, pub := fresh(t)
+		spec := testConsumer(t, js, "recorded", -1)
+		dlq := deadLetters(t, js, spec.Durable)
+		var records atomic.Int64
+		c := stream.NewConsumer(js, spec, func(context.Context, *stream.Delivery) error {
+			return stream.Permanent(errors.New("unknown tenant"))
+		}, stream.ConsumerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			OnPermanent: func(_ context.Context, d *stream.Delivery, cause error) error {
+				if records.Add(1) == 1 {
+					return errors.New("database away") // the first record fails: the message must come back
+				}
+				if d == nil || !contains(cause.Error(), "unknown tenant") {
+					t.Errorf("OnPermanent got %v, %v", d, cause)
+				}
+				return nil
+			}})
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- c.Run(rctx) }()
+		defer func() { cancel(); <-done }()
+		pub.Publish(ctx, events.BreachDetected, breach("recorded"))
+		d := within(t, dlq, 10*time.Second, "dead letter")
+		if records.Load() != 2 || d.Deliveries != 2 {
+			t.Fatalf("%d records, dead letter after %d deliveries", records.Load(), d.Deliveries)
 		}
 	})
 
@@ -346,3 +430,13 @@ func TestConsumer(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// waitFor polls cond until it holds or fails the test after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -101,17 +102,24 @@ func (s *Stack) startPostgres(ctx context.Context) error {
 	return nil
 }
 
-// StopPostgres stops the server the way an outage does: SIGKILL to its
-// process group, no shutdown (tests of a database that is away). Its data
-// stays; StartPostgres brings it back on the same port.
+// StopPostgres stops the server as an outage looks to its clients: a
+// fast shutdown (SIGINT) drops every connection at once and refuses new
+// ones, for tests of a database that is away. Not SIGKILL: the stack runs
+// PostgreSQL with synchronous_commit off, and a killed server would lose
+// its last commits, which no real deployment does. StartPostgres brings it
+// back on the same port with its data.
 func (s *Stack) StopPostgres() error {
 	p := s.Postgres.proc
 	if !p.running() {
 		return nil
 	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.exited
-	return nil
+	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGINT)
+	select {
+	case <-p.exited:
+		return nil
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("localstack: postgres did not stop within 30s")
+	}
 }
 
 // StartPostgres starts the server (again, after StopPostgres) and waits

@@ -14,6 +14,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sort"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -26,6 +29,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/health"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
+	"github.com/lockdown/lockdown/pkg/platform/unavailable"
 )
 
 // Configurable is a service config struct: it embeds config.Common.
@@ -45,6 +49,11 @@ type Runtime struct {
 	// PostgreSQL and Vault.
 	Health *health.Server
 	NATS   *natsconn.Conn
+
+	// waits are the dependencies the service's consumers wait for now
+	// (durable → why), for readiness.
+	waitsMu sync.Mutex
+	waits   map[string]string
 }
 
 // Main runs a service and exits the process: 0 after a clean shutdown, 1
@@ -149,10 +158,47 @@ func natsReady(nc *natsconn.Conn, service string) health.Check {
 }
 
 // ConsumerOptions are the options every consumer of the service shares:
-// its logger, tracer and meter providers, and the drain timeout on
-// shutdown. Callers set Concurrency and Middleware on the copy.
+// its logger, tracer and meter providers, the drain timeout on shutdown,
+// the classification of PostgreSQL outages (unavailable.Middleware) and
+// the record of the dependencies its consumers wait for (readiness).
+// Callers set Concurrency, OnPermanent and more Middleware on the copy.
 func (rt *Runtime) ConsumerOptions(drain time.Duration) stream.ConsumerOptions {
-	return stream.ConsumerOptions{Logger: rt.Logger, TracerProvider: rt.TracerProvider, MeterProvider: rt.MeterProvider, DrainTimeout: drain}
+	return stream.ConsumerOptions{Logger: rt.Logger, TracerProvider: rt.TracerProvider, MeterProvider: rt.MeterProvider, DrainTimeout: drain,
+		Middleware: []stream.Middleware{unavailable.Middleware}, OnDependency: rt.dependencyChanged}
+}
+
+// dependencyChanged records a consumer starting or stopping to wait for a
+// dependency that is down.
+func (rt *Runtime) dependencyChanged(durable, dependency string, down bool, reason string, since time.Time) {
+	rt.waitsMu.Lock()
+	defer rt.waitsMu.Unlock()
+	if rt.waits == nil {
+		rt.waits = map[string]string{}
+	}
+	if down {
+		rt.waits[durable] = fmt.Sprintf("%s down since %s: %s", dependency, since.UTC().Format(time.RFC3339), reason)
+	} else {
+		delete(rt.waits, durable)
+	}
+}
+
+// DependenciesReady is a readiness check that fails while one of the
+// service's consumers waits for a dependency that is down: the service
+// cannot do its job until it answers. Workers (rotator, notifier,
+// assessor) register it; containment does not, since its HTTP intake must
+// stay in service while PostgreSQL is away.
+func (rt *Runtime) DependenciesReady(context.Context) error {
+	rt.waitsMu.Lock()
+	defer rt.waitsMu.Unlock()
+	if len(rt.waits) == 0 {
+		return nil
+	}
+	parts := make([]string, 0, len(rt.waits))
+	for durable, why := range rt.waits {
+		parts = append(parts, durable+" waits: "+why)
+	}
+	sort.Strings(parts)
+	return errors.New(strings.Join(parts, "; "))
 }
 
 // AddCheck registers a readiness check; a no-op on a runtime built

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -222,7 +223,15 @@ func TestVaultUnavailableAndResealed(t *testing.T) {
 	fv := &faultyVault{proxy: httputil.NewSingleHostReverseProxy(target), token: s.stack.Vault.RecoveryToken}
 	front := httptest.NewServer(fv)
 	t.Cleanup(front.Close)
-	s.startAll(map[string][]string{events.ServiceContainment: append([]string{"LOCKDOWN_VAULT_ADDRS=" + front.URL, "LOCKDOWN_STUCK_AFTER=1m"}, fastLease...)})
+	// The test's root token survives the revocations as break-glass: it
+	// mints the token the second round must revoke.
+	rootAPI, err := s.stack.Vault.Client()
+	must(t, err)
+	self, err := rootAPI.Auth().Token().LookupSelfWithContext(s.ctx)
+	must(t, err)
+	rootAccessor, _ := self.Data["accessor"].(string)
+	s.startAll(map[string][]string{events.ServiceContainment: append([]string{"LOCKDOWN_VAULT_ADDRS=" + front.URL, "LOCKDOWN_STUCK_AFTER=1m",
+		"LOCKDOWN_BREAK_GLASS=" + rootAccessor}, fastLease...)})
 
 	t.Run("Vault answering 503 to the recovery token for 3 minutes after unseal delays revocation, raises incident.stuck, and nothing is dead-lettered", func(t *testing.T) {
 		s.t = t
@@ -238,6 +247,18 @@ func TestVaultUnavailableAndResealed(t *testing.T) {
 		stuck := await(s, events.IncidentStuck, 3*time.Minute, func(d events.IncidentStuckData) bool { return d.IncidentID == id })
 		if stuck.Phase != "unsealed" || !strings.Contains(stuck.Reason, "503") {
 			t.Fatalf("incident.stuck %+v", stuck)
+		}
+		// lockdown status shows why it does not move.
+		t.Setenv("LOCKDOWN_DATABASE_URL", s.stack.Postgres.URL)
+		var out, errOut bytes.Buffer
+		if code := Main(s.ctx, []string{"status", id, "--json"}, &out, &errOut); code != ExitOK {
+			t.Fatalf("lockdown status: exit %d: %s", code, errOut.String())
+		}
+		var view struct {
+			StuckReason string `json:"stuck_reason"`
+		}
+		if err := json.Unmarshal(out.Bytes(), &view); err != nil || !strings.Contains(view.StuckReason, "503") {
+			t.Fatalf("status --json shows stuck_reason %q (%v)", view.StuckReason, err)
 		}
 		time.Sleep(time.Until(outage.Add(3 * time.Minute)))
 		counts, _ := s.eventCounts(id)

@@ -43,6 +43,11 @@ type incidentView struct {
 	// Notification is the notifier's progress (phase 7).
 	Notification *progressView `json:"notification,omitempty"`
 	ResolvedAt   *time.Time    `json:"resolved_at,omitempty"`
+	// StuckReason says why the incident cannot move (a dependency has
+	// failed its step since StuckSince); FailureReason why it was aborted.
+	StuckReason   string     `json:"stuck_reason,omitempty"`
+	StuckSince    *time.Time `json:"stuck_since,omitempty"`
+	FailureReason string     `json:"failure_reason,omitempty"`
 }
 
 // progressView is a phase's progress over the plan's tenants. Rate is
@@ -135,12 +140,13 @@ func connectDB(ctx context.Context, url string) (*pgx.Conn, error) {
 }
 
 const incidentSelect = `SELECT id::text, phase, severity, summary, source, detected_at, opened_at, sealed_at, unsealed_at, resolved_at, seal_round, gate,
-	(SELECT count(*) FROM containment.detections d WHERE d.incident_id = i.id) FROM containment.incidents i`
+	(SELECT count(*) FROM containment.detections d WHERE d.incident_id = i.id), stuck_reason, stuck_since, failure_reason FROM containment.incidents i`
 
 func scanView(row pgx.Row) (incidentView, error) {
 	var v incidentView
 	var gate []byte
-	err := row.Scan(&v.ID, &v.Phase, &v.Severity, &v.Summary, &v.Source, &v.DetectedAt, &v.OpenedAt, &v.SealedAt, &v.UnsealedAt, &v.ResolvedAt, &v.SealRounds, &gate, &v.Detections)
+	err := row.Scan(&v.ID, &v.Phase, &v.Severity, &v.Summary, &v.Source, &v.DetectedAt, &v.OpenedAt, &v.SealedAt, &v.UnsealedAt, &v.ResolvedAt, &v.SealRounds, &gate, &v.Detections,
+		&v.StuckReason, &v.StuckSince, &v.FailureReason)
 	if err == nil {
 		err = json.Unmarshal(gate, &v.Gate)
 	}
@@ -317,6 +323,16 @@ func timelineOf(ctx context.Context, conn *pgx.Conn, id string) ([]report.Entry,
 func printStatus(out io.Writer, v incidentView) {
 	fmt.Fprintf(out, "incident %s  phase %s  severity %s  detections %d\n  %s (from %s)\n", v.ID, v.Phase, v.Severity, v.Detections, v.Summary, v.Source)
 	fmt.Fprintf(out, "  detected %s  opened %s\n", v.DetectedAt.Format(time.RFC3339), v.OpenedAt.Format(time.RFC3339))
+	if v.StuckReason != "" {
+		since := ""
+		if v.StuckSince != nil {
+			since = " since " + v.StuckSince.Format(time.RFC3339)
+		}
+		fmt.Fprintf(out, "  STUCK%s: %s (it moves on once the dependency answers; lockdown resume %s drives it now)\n", since, v.StuckReason, v.ID)
+	}
+	if v.FailureReason != "" {
+		fmt.Fprintf(out, "  closed as failed: %s\n", v.FailureReason)
+	}
 	fmt.Fprintln(out, "\nphases:")
 	fmt.Fprintf(out, "  %-20s %-24s %-24s %-12s %-14s %s\n", "PHASE", "START", "END", "DURATION", "RUNBOOK TARGET", "LOCKDOWN TARGET")
 	for _, p := range v.Phases {
@@ -395,6 +411,9 @@ func progressLine(v incidentView) string {
 		if p.v != nil {
 			line += fmt.Sprintf("  %s %d/%d done %d failed %d in flight %d remaining", p.name, p.v.Completed, p.v.Planned, p.v.Failed, p.v.InFlight, p.v.Remaining)
 		}
+	}
+	if v.StuckReason != "" {
+		line += "  STUCK: " + v.StuckReason
 	}
 	return line
 }

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -96,15 +98,37 @@ func (c *Config) PatternHit(e audit.Entry) bool {
 
 // Run wires the assessor and blocks until ctx ends.
 func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
+	// Vault refuses `audit enable socket` while nothing accepts at the
+	// address, so the assessor is ready only once its listener accepts
+	// connections: registered first, it fails until then.
+	var listening atomic.Pointer[string]
+	if cfg.AuditListen != "" {
+		rt.AddCheck("audit-listener", func(ctx context.Context) error {
+			addr := listening.Load()
+			if addr == nil {
+				return errors.New("audit socket listener not bound yet")
+			}
+			conn, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", *addr)
+			if err != nil {
+				return fmt.Errorf("audit socket listener: %w", err)
+			}
+			return conn.Close()
+		})
+	}
 	db, err := store.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	rt.AddCheck("postgres", func(ctx context.Context) error { return db.Pool().Ping(ctx) })
+	rt.AddCheck("dependencies", rt.DependenciesReady)
 	a, err := New(ctx, rt, cfg, db)
 	if err != nil {
 		return err
+	}
+	if a.Listener != nil {
+		addr := a.Listener.Addr()
+		listening.Store(&addr)
 	}
 	return a.Run(ctx)
 }

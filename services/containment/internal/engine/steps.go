@@ -52,7 +52,7 @@ func (e *Engine) seal(ctx context.Context, f Fence, inc incident.Incident) (time
 	}
 	confirmed := true
 	err := e.apply(ctx, f, "sealed", Change{IncidentID: inc.ID, Version: inc.Version, Phase: incident.PhaseSealed, RoundSealed: &confirmed,
-		SealedAt: lastConfirmed(seals), Seals: seals, Emit: []events.Outgoing{incident.SealedEvent(inc.ID, inc.SealRound, seals, inc.BreachPublishedAt, e.cfg.Process)}})
+		SealedAt: incident.LastConfirmed(seals), Seals: seals, Emit: []events.Outgoing{incident.SealedEvent(inc.ID, inc.SealRound, seals, inc.BreachPublishedAt, e.cfg.Process)}})
 	if err == nil {
 		e.log.InfoContext(ctx, "every vault node confirmed sealed", slog.String("incident_id", inc.ID), slog.Int("round", inc.SealRound))
 	}
@@ -236,14 +236,4 @@ func has(entries []report.Entry, name events.Name) bool {
 		}
 	}
 	return false
-}
-
-func lastConfirmed(seals []events.NodeSeal) time.Time {
-	var last time.Time
-	for _, s := range seals {
-		if s.ConfirmedAt.After(last) {
-			last = s.ConfirmedAt
-		}
-	}
-	return last
 }

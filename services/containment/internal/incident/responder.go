@@ -60,7 +60,7 @@ func (r *Responder) HandleBreach(ctx context.Context, d Detection) (Incident, Ou
 	seals, problems := r.sealer.SealAll(ctx, r.timing.SealDeadline)
 	log := r.log.With(slog.String("event_id", d.EventID))
 	if len(problems) == 0 {
-		log.InfoContext(ctx, "every vault node confirmed sealed; recording the breach", slog.Duration("since_breach_published", lastConfirmed(seals).Sub(d.Time)))
+		log.InfoContext(ctx, "every vault node confirmed sealed; recording the breach", slog.Duration("since_breach_published", LastConfirmed(seals).Sub(d.Time)))
 	} else {
 		log.ErrorContext(ctx, "nodes not confirmed sealed within the deadline; recording the breach, the engine keeps sealing", slog.Any("nodes", sortedKeys(problems)))
 	}
@@ -111,7 +111,7 @@ func (r *Responder) emit(inc Incident, outcome Outcome, newRound bool, d Detecti
 // the breach event that started the round.
 func SealedEvent(incidentID string, round int, seals []events.NodeSeal, breachAt time.Time, process string) events.Outgoing {
 	return events.Outgoing{Name: events.VaultSealed, ID: fmt.Sprintf("%s/vault.sealed/%d", incidentID, round), Data: events.VaultSealedData{
-		IncidentID: incidentID, Round: round, Nodes: seals, LatencyMS: lastConfirmed(seals).Sub(breachAt).Milliseconds(), Process: process}}
+		IncidentID: incidentID, Round: round, Nodes: seals, LatencyMS: LastConfirmed(seals).Sub(breachAt).Milliseconds(), Process: process}}
 }
 
 // FailedEvent is containment.failed for a round whose nodes were not all
@@ -126,7 +126,8 @@ func FailedEvent(incidentID string, round int, problems map[string]string) event
 		IncidentID: incidentID, Round: round, Nodes: nodes, Reason: strings.Join(reasons, "; ")}}
 }
 
-func lastConfirmed(seals []events.NodeSeal) time.Time {
+// LastConfirmed is when the last node of a round was confirmed sealed.
+func LastConfirmed(seals []events.NodeSeal) time.Time {
 	var last time.Time
 	for _, s := range seals {
 		if s.ConfirmedAt.After(last) {

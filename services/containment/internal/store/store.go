@@ -161,7 +161,8 @@ func (s *Store) RecordBreach(ctx context.Context, d incident.Detection, seals []
 		confirmed := incident.AllConfirmed(seals)
 		phase, sealedAt := incident.PhaseContaining, (*time.Time)(nil)
 		if confirmed {
-			phase, sealedAt = incident.PhaseSealed, lastConfirmedPtr(seals)
+			last := incident.LastConfirmed(seals)
+			phase, sealedAt = incident.PhaseSealed, &last
 		}
 		if err := tx.QueryRow(ctx, `UPDATE containment.incidents SET seal_round = seal_round + 1, phase = $2, sealed_at = coalesce($3, sealed_at),
 			unsealed_at = NULL, round_sealed = $4, round_breach_at = $5, version = version + 1 WHERE id = $1 RETURNING seal_round, version`,
@@ -191,16 +192,6 @@ func sealedSomething(seals []events.NodeSeal) bool {
 		}
 	}
 	return false
-}
-
-func lastConfirmedPtr(seals []events.NodeSeal) *time.Time {
-	var last time.Time
-	for _, s := range seals {
-		if s.ConfirmedAt.After(last) {
-			last = s.ConfirmedAt
-		}
-	}
-	return &last
 }
 
 // insertSeals records a round's confirmed node seals.

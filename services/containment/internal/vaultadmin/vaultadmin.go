@@ -28,7 +28,7 @@ func New(addr, token string, timeout time.Duration) (*Admin, error) {
 	if cfg.Error != nil {
 		return nil, cfg.Error
 	}
-	cfg.Address, cfg.Timeout, cfg.MaxRetries = addr, timeout, 2
+	cfg.Address, cfg.Timeout, cfg.MaxRetries = addr, timeout, 0 // the engine retries each step itself, with backoff and without limit
 	c, err := vault.NewClient(cfg)
 	if err != nil {
 		return nil, err

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/mail"
 	"net/netip"
 	"strings"
@@ -113,6 +112,7 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	}
 	defer db.Close()
 	rt.AddCheck("postgres", db.Ping)
+	rt.AddCheck("dependencies", rt.DependenciesReady)
 	return RunWith(ctx, rt, cfg, db)
 }
 
@@ -147,21 +147,28 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db notify.Sto
 		events.RotationTenantFailed: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.RotationTenantFailedData) error {
 			return n.RotationFailed(ctx, d)
 		}),
-		events.RotationTenantCompleted: stream.Decoded(func(ctx context.Context, dl *stream.Delivery, d events.RotationTenantCompletedData) error {
-			last := dl.Attempt >= uint64(spec.MaxDeliver)
-			err := n.Rotated(ctx, d, last)
-			if err != nil && last && !errors.Is(err, notify.ErrPermanent) {
-				if gerr := n.GiveUp(ctx, d, err); gerr != nil {
-					rt.Logger.ErrorContext(ctx, "tenant's failure not recorded; replay the dead letter once it is mended", slog.String("tenant_id", d.TenantID), slog.Any("error", gerr))
-				}
+		events.RotationTenantCompleted: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.RotationTenantCompletedData) error {
+			err := n.Rotated(ctx, d)
+			if errors.Is(err, notify.ErrPermanent) {
+				return stream.Permanent(err) // recorded; terminated, and a dead-letter record for `lockdown dlq`
 			}
-			if errors.Is(err, notify.ErrPermanent) || (err != nil && last) {
-				return stream.Permanent(err) // terminated, and a dead-letter record for `lockdown dlq`
-			}
-			return err
+			return err // an outage (the relay, PostgreSQL, a webhook host) is retried without limit
 		}),
 	})
 	opts := rt.ConsumerOptions(cfg.ShutdownTimeout)
 	opts.Concurrency = cfg.Concurrency
+	// A tenant's message that fails for good before its channels recorded
+	// anything (bad data, a panic) still ends the tenant as not notified,
+	// so the plan completes.
+	opts.OnPermanent = func(ctx context.Context, dl *stream.Delivery, cause error) error {
+		if dl == nil || dl.Spec.Name != events.RotationTenantCompleted {
+			return nil
+		}
+		d, err := events.DataAs[events.RotationTenantCompletedData](dl.Event)
+		if err != nil {
+			return nil
+		}
+		return n.GiveUp(ctx, d, cause)
+	}
 	return stream.NewConsumer(rt.NATS.JS, spec, handler, opts).Run(ctx)
 }

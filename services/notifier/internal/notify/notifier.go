@@ -65,14 +65,14 @@ func (n *Notifier) RotationFailed(ctx context.Context, d events.RotationTenantFa
 	return n.announceIfComplete(ctx, d.IncidentID)
 }
 
-// Rotated notifies one rotated tenant on every channel it has. lastAttempt
-// says this is the message's last delivery: a transient failure then
-// becomes the channel's final, failed state so the plan can complete.
+// Rotated notifies one rotated tenant on every channel it has.
 //
 // A returned error wrapping ErrPermanent means at least one channel failed
 // for good (recorded, and notification.failed emitted); any other error
-// means try again later, and channels already sent are not sent again.
-func (n *Notifier) Rotated(ctx context.Context, d events.RotationTenantCompletedData, lastAttempt bool) error {
+// means try again later — without limit: a relay or a webhook host that is
+// away delays the message, it never fails it — and channels already sent
+// are not sent again.
+func (n *Notifier) Rotated(ctx context.Context, d events.RotationTenantCompletedData) error {
 	tenant, err := n.store.Tenant(ctx, d.TenantID)
 	if errors.Is(err, directory.ErrUnknownTenant) {
 		// The rotator rotated a tenant the directory no longer has: no
@@ -96,7 +96,7 @@ func (n *Notifier) Rotated(ctx context.Context, d events.RotationTenantCompleted
 	var permanent []error
 	sent := 0
 	for _, ch := range channels {
-		state, err := n.deliver(ctx, ch, content, lastAttempt)
+		state, err := n.deliver(ctx, ch, content)
 		if err != nil && !errors.Is(err, ErrPermanent) {
 			return err // transient: the message comes back; sent channels are skipped
 		}
@@ -127,12 +127,11 @@ func (n *Notifier) Rotated(ctx context.Context, d events.RotationTenantCompleted
 	return errors.Join(permanent...)
 }
 
-// GiveUp records a tenant as not notified when its message's last
-// delivery failed on something other than a send (the database or NATS
-// away, a concurrent delivery still in flight): without an outcome the
-// plan would never complete. A channel already final keeps its state.
+// GiveUp records a tenant as not notified when its message failed for good
+// on something other than a send (bad data, a panic): without an outcome
+// the plan would never complete. A channel already final keeps its state.
 func (n *Notifier) GiveUp(ctx context.Context, d events.RotationTenantCompletedData, cause error) error {
-	reason := "gave up after the last delivery: " + cause.Error()
+	reason := "failed for good: " + cause.Error()
 	if err := n.fail(ctx, d.IncidentID, d.TenantID, ChannelEmail, reason); err != nil {
 		return err
 	}
@@ -145,7 +144,7 @@ func (n *Notifier) GiveUp(ctx context.Context, d events.RotationTenantCompletedD
 // deliver sends one channel once: it claims the record, skips a channel
 // already final, sends, and records the result. It returns the final state
 // (sent or failed) or an error to retry.
-func (n *Notifier) deliver(ctx context.Context, channel string, c Content, lastAttempt bool) (string, error) {
+func (n *Notifier) deliver(ctx context.Context, channel string, c Content) (string, error) {
 	prev, owned, err := n.store.Claim(ctx, c.IncidentID, c.Tenant.ID, channel, n.cfg.InFlight)
 	switch {
 	case err != nil:
@@ -174,11 +173,8 @@ func (n *Notifier) deliver(ctx context.Context, channel string, c Content, lastA
 			return "", err
 		}
 		return StateSent, n.announce(ctx, channel, c, StateSent)
-	case errors.Is(err, ErrPermanent) || lastAttempt:
+	case errors.Is(err, ErrPermanent):
 		span.SetStatus(codes.Error, err.Error())
-		if !errors.Is(err, ErrPermanent) {
-			err = Permanent(fmt.Errorf("gave up after the last delivery: %w", err))
-		}
 		if ferr := n.fail(ctx, c.IncidentID, c.Tenant.ID, channel, err.Error()); ferr != nil {
 			return "", ferr
 		}

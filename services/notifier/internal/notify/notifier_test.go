@@ -202,7 +202,7 @@ func TestNotifier(t *testing.T) {
 	t.Run("each channel is sent once however often the event comes", func(t *testing.T) {
 		n, _, m, h, p := setup(t)
 		for range 3 {
-			if err := n.Rotated(ctx, rotated("acme"), false); err != nil {
+			if err := n.Rotated(ctx, rotated("acme")); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -216,31 +216,37 @@ func TestNotifier(t *testing.T) {
 	t.Run("a transient failure gives the claim back, so the retry sends at once", func(t *testing.T) {
 		n, _, m, _, _ := setup(t)
 		m.err = errors.New("connection refused")
-		if err := n.Rotated(ctx, rotated("beta"), false); err == nil || errors.Is(err, notify.ErrPermanent) {
+		if err := n.Rotated(ctx, rotated("beta")); err == nil || errors.Is(err, notify.ErrPermanent) {
 			t.Fatalf("want a transient error, got %v", err)
 		}
 		m.err = nil
-		if err := n.Rotated(ctx, rotated("beta"), false); err != nil || len(m.sent) != 1 {
+		if err := n.Rotated(ctx, rotated("beta")); err != nil || len(m.sent) != 1 {
 			t.Fatalf("retry: %v, %d mails", err, len(m.sent))
 		}
 	})
-	t.Run("a transient failure on the last delivery is recorded as failed, and the plan completes", func(t *testing.T) {
+	t.Run("a relay that refuses however often is retried, never recorded as failed", func(t *testing.T) {
 		n, st, m, _, p := setup(t)
 		if err := n.Planned(ctx, events.RotationPlannedData{IncidentID: "inc", Policy: "all", Tenants: 1}); err != nil {
 			t.Fatal(err)
 		}
 		m.err = errors.New("connection refused")
-		err := n.Rotated(ctx, rotated("beta"), true)
-		if !errors.Is(err, notify.ErrPermanent) || st.outcomes[key("inc", "beta")] != notify.StateFailed || p.count(events.NotificationsCompleted) != 1 {
-			t.Fatalf("%v, outcome %q, completed %d", err, st.outcomes[key("inc", "beta")], p.count(events.NotificationsCompleted))
+		for range 20 {
+			err := n.Rotated(ctx, rotated("beta"))
+			if err == nil || errors.Is(err, notify.ErrPermanent) || st.outcomes[key("inc", "beta")] != "" || p.count(events.NotificationsCompleted) != 0 {
+				t.Fatalf("%v, outcome %q, completed %d", err, st.outcomes[key("inc", "beta")], p.count(events.NotificationsCompleted))
+			}
+		}
+		m.err = nil
+		if err := n.Rotated(ctx, rotated("beta")); err != nil || st.outcomes[key("inc", "beta")] != notify.StateSent || p.count(events.NotificationsCompleted) != 1 {
+			t.Fatalf("once the relay answers: %v, outcome %q", err, st.outcomes[key("inc", "beta")])
 		}
 	})
 	t.Run("a redelivery after every channel failed records the outcome without panicking", func(t *testing.T) {
 		n, st, m, _, _ := setup(t)
-		m.err = errors.New("connection refused")
-		_ = n.Rotated(ctx, rotated("beta"), true) // the email channel ends failed
-		delete(st.outcomes, key("inc", "beta"))   // as if the process died before the outcome
-		if err := n.Rotated(ctx, rotated("beta"), false); err != nil {
+		m.err = notify.Permanent(errors.New("550 no such user"))
+		_ = n.Rotated(ctx, rotated("beta"))     // the email channel ends failed
+		delete(st.outcomes, key("inc", "beta")) // as if the process died before the outcome
+		if err := n.Rotated(ctx, rotated("beta")); err != nil {
 			t.Fatal(err)
 		}
 		if st.outcomes[key("inc", "beta")] != notify.StateFailed {
@@ -249,18 +255,18 @@ func TestNotifier(t *testing.T) {
 	})
 	t.Run("an unknown tenant fails permanently and counts as not notified", func(t *testing.T) {
 		n, st, _, _, p := setup(t)
-		err := n.Rotated(ctx, rotated("ghost"), false)
+		err := n.Rotated(ctx, rotated("ghost"))
 		if !errors.Is(err, notify.ErrPermanent) || st.outcomes[key("inc", "ghost")] != notify.StateFailed || p.count(events.NotificationFailed) != 1 {
 			t.Fatalf("%v", err)
 		}
 	})
-	t.Run("giving up after a non-send failure records the tenant so the plan completes", func(t *testing.T) {
+	t.Run("giving up after a permanent failure that is not a send records the tenant so the plan completes", func(t *testing.T) {
 		n, st, _, _, p := setup(t)
 		if err := n.Planned(ctx, events.RotationPlannedData{IncidentID: "inc", Policy: "all", Tenants: 1}); err != nil {
 			t.Fatal(err)
 		}
 		st.failDB = true
-		err := n.Rotated(ctx, rotated("beta"), true)
+		err := n.Rotated(ctx, rotated("beta"))
 		st.failDB = false
 		if err == nil {
 			t.Fatal("no error with the database away")
@@ -274,7 +280,7 @@ func TestNotifier(t *testing.T) {
 	})
 	t.Run("giving up never reports as failed a channel that was sent", func(t *testing.T) {
 		n, st, _, _, p := setup(t)
-		if err := n.Rotated(ctx, rotated("beta"), false); err != nil {
+		if err := n.Rotated(ctx, rotated("beta")); err != nil {
 			t.Fatal(err)
 		}
 		if err := n.GiveUp(ctx, rotated("beta"), errors.New("a later step failed")); err != nil {
@@ -286,7 +292,7 @@ func TestNotifier(t *testing.T) {
 	})
 	t.Run("completion is announced once, whichever comes last: the plan or the last tenant", func(t *testing.T) {
 		n, _, _, _, p := setup(t)
-		if err := n.Rotated(ctx, rotated("beta"), false); err != nil {
+		if err := n.Rotated(ctx, rotated("beta")); err != nil {
 			t.Fatal(err)
 		}
 		if p.count(events.NotificationsCompleted) != 0 {
@@ -295,7 +301,7 @@ func TestNotifier(t *testing.T) {
 		if err := n.Planned(ctx, events.RotationPlannedData{IncidentID: "inc", Policy: "all", Tenants: 1}); err != nil {
 			t.Fatal(err)
 		}
-		if err := n.Rotated(ctx, rotated("beta"), false); err != nil {
+		if err := n.Rotated(ctx, rotated("beta")); err != nil {
 			t.Fatal(err)
 		}
 		if p.count(events.NotificationsCompleted) != 1 {

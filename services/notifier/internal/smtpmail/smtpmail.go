@@ -19,6 +19,8 @@ import (
 	"net/textproto"
 	"time"
 
+	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/unavailable"
 	"github.com/lockdown/lockdown/services/notifier/internal/notify"
 )
 
@@ -56,8 +58,19 @@ func New(opts Options) *Mailer {
 	return &Mailer{opts: opts}
 }
 
-// Send implements notify.Mailer.
+// Send implements notify.Mailer. A failure that is not the recipient's or
+// the message's own (the relay unreachable, refusing for a while, or
+// misconfigured) says the relay is unavailable: the notifier waits for it,
+// however long, and pauses meanwhile.
 func (m *Mailer) Send(ctx context.Context, e notify.Email) error {
+	err := m.send(ctx, e)
+	if err != nil && !errors.Is(err, notify.ErrPermanent) {
+		return stream.Unavailable(unavailable.SMTP, err)
+	}
+	return err
+}
+
+func (m *Mailer) send(ctx context.Context, e notify.Email) error {
 	to, err := mail.ParseAddress(e.To)
 	if err != nil {
 		return notify.Permanent(fmt.Errorf("recipient %q: %w", e.To, err))

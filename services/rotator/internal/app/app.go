@@ -79,6 +79,7 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 		return err
 	}
 	rt.AddCheck("postgres", func(ctx context.Context) error { return db.Pool().Ping(ctx) })
+	rt.AddCheck("dependencies", rt.DependenciesReady)
 	// The periodic token lives as long as it is renewed.
 	renewer, err := vaulttoken.New("rotator", cfg.VaultAddr, cfg.VaultToken, cfg.VaultTimeout, rt.Logger)
 	if err != nil {
@@ -132,7 +133,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 	if cfg.Pregenerate {
 		pregen = rotation.NewPregen()
 	}
-	worker := rotation.NewWorker(rotation.Config{Mount: cfg.KVMount, DKIMType: cfg.DKIMType, DKIMBits: cfg.DKIMBits, Instance: instance()}, db, kv, pregen)
+	worker := rotation.NewWorker(rotation.Config{Mount: cfg.KVMount, DKIMType: cfg.DKIMType, DKIMBits: cfg.DKIMBits, Instance: instance(), Failpoints: fp}, db, kv, pregen)
 	jobSpec, _ := events.ConsumerOf(events.ConsumerRotatorJobs)
 	jobs := stream.Decoded(func(ctx context.Context, d *stream.Delivery, job events.RotationJobData) error {
 		// Tell JetStream the job is alive at most every few seconds, not
@@ -144,24 +145,30 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 				_ = d.InProgress()
 			}
 		})
-		switch {
-		case err == nil:
-			fp.Hit("rotator.job.finished")
-			return nil
-		case errors.Is(err, rotation.ErrUnknownTenant):
-			if ferr := worker.Fail(ctx, job, "plan", err.Error()); ferr != nil {
-				return ferr // retry: the failure itself must be recorded
-			}
-			return stream.Permanent(err)
-		case d.Attempt >= uint64(jobSpec.MaxDeliver):
-			// The last delivery: record the failure so the plan completes.
-			if ferr := worker.Fail(ctx, job, "retries", fmt.Sprintf("gave up after %d deliveries: %v", d.Attempt, err)); ferr != nil {
-				rt.Logger.ErrorContext(ctx, "failure not recorded", slog.Any("error", ferr))
-			}
+		if errors.Is(err, rotation.ErrUnknownTenant) {
 			return stream.Permanent(err)
 		}
-		return err
+		if err == nil {
+			fp.Hit("rotator.job.finished")
+		}
+		return err // an outage (Vault, PostgreSQL) is retried without limit
 	})
+	// A job that fails for good (unknown tenant, bad data, a panic) is
+	// recorded as failed, so the plan completes and the tenant is told.
+	failJob := func(ctx context.Context, d *stream.Delivery, cause error) error {
+		if d == nil {
+			return nil // undecodable: no job to name
+		}
+		job, err := events.DataAs[events.RotationJobData](d.Event)
+		if err != nil {
+			return nil
+		}
+		step := "job"
+		if errors.Is(cause, rotation.ErrUnknownTenant) {
+			step = "plan"
+		}
+		return worker.Fail(ctx, job, step, cause.Error())
+	}
 	planSpec, _ := events.ConsumerOf(events.ConsumerRotatorPlanner)
 	opts := rt.ConsumerOptions(cfg.ShutdownTimeout)
 	g, gctx := errgroup.WithContext(ctx)
@@ -169,6 +176,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 	g.Go(func() error { return stream.NewConsumer(rt.NATS.JS, planSpec, planner, opts).Run(gctx) })
 	jobOpts := opts
 	jobOpts.Concurrency = cfg.Concurrency
+	jobOpts.OnPermanent = failJob
 	g.Go(func() error { return stream.NewConsumer(rt.NATS.JS, jobSpec, jobs, jobOpts).Run(gctx) })
 	if pregen != nil {
 		g.Go(func() error { return pregenerate(gctx, rt, cfg, db, pregen) })

@@ -21,6 +21,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
+	"github.com/lockdown/lockdown/services/rotator/internal/keys"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
 )
 
@@ -127,6 +128,44 @@ func awaitCompleted(t testing.TB, ctx context.Context, js jetstream.JetStream, i
 	return d
 }
 
+// TestRotationKilledBetweenWriteAndRecord kills the rotator with SIGKILL
+// right after a secret is written to Vault and before it is recorded, in
+// several jobs: the retry finds the version its incident wrote and must
+// record that version's public parts, not the material it generates anew.
+func TestRotationKilledBetweenWriteAndRecord(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	const tenants = 12
+	f := seed(t, ctx, tenants)
+	js := operator(t, ctx, f.s)
+	incident := "inc-adopt"
+	// No pre-generation: every attempt generates its own keys, so a
+	// recorded fingerprint that is not Vault's shows at once.
+	env := []string{"LOCKDOWN_PREGENERATE=false"}
+	bin, err := localstack.Binary("rotator")
+	must(t, err)
+	startIncident(t, ctx, f.s, incident, nil)
+	// Crash at the 1st, then the 4th, 7th… write of each process: SSH of
+	// one job, DKIM of another, SMTP of a third.
+	for i, point := range []string{"rotator.job.secret.written:1", "rotator.job.secret.written:3", "rotator.job.secret.written:2"} {
+		pid, _, err := f.s.Spawn(fmt.Sprintf("rotator-crash-%d", i), bin, nil, append(f.s.Env(events.ServiceRotator), append(env, "LOCKDOWN_TEST_FAILPOINTS="+point, "LOCKDOWN_ROTATION_CONCURRENCY=1")...))
+		must(t, err)
+		select {
+		case <-f.s.Exited(pid):
+		case <-time.After(time.Minute):
+			t.Fatalf("the rotator did not reach failpoint %s", point)
+		}
+	}
+	pid, _, err := f.s.Spawn("rotator-final", bin, nil, append(f.s.Env(events.ServiceRotator), env...))
+	must(t, err)
+	defer f.s.Kill(pid)
+	done := awaitCompleted(t, ctx, js, incident)
+	if done.Completed != tenants || done.Failed != 0 {
+		t.Fatalf("rotation.completed %+v, want %d completed", done, tenants)
+	}
+	checkRotatedOnce(t, ctx, f, js, incident, tenants)
+}
+
 // TestRotation rotates 200 tenants with three rotator processes, one of
 // which is killed with SIGKILL mid-run.
 func TestRotation(t *testing.T) {
@@ -155,7 +194,9 @@ func TestRotation(t *testing.T) {
 
 // checkRotatedOnce proves the incident rotated each of the first n tenants
 // exactly once: n rotation.tenant.completed events, one new version of
-// each secret carrying the incident, and no API key left in any form.
+// each secret carrying the incident, the recorded SSH fingerprint and DKIM
+// record those of the private keys Vault holds, and no API key left in any
+// form.
 func checkRotatedOnce(t *testing.T, ctx context.Context, f *fixture, js jetstream.JetStream, incident string, n int) {
 	t.Helper()
 	info, err := js.Stream(ctx, events.StreamEvents)
@@ -175,6 +216,20 @@ func checkRotatedOnce(t *testing.T, ctx context.Context, f *fixture, js jetstrea
 			must(t, err)
 			if meta.CurrentVersion != 2 || latest.Data["lockdown_incident"] != incident {
 				t.Fatalf("%s/%s: version %d, incident %v: want exactly one new version carrying %s", id, secret, meta.CurrentVersion, latest.Data["lockdown_incident"], incident)
+			}
+			var recorded struct{ Fingerprint, Record string }
+			must(t, f.pool.QueryRow(ctx, `SELECT coalesce(steps->$3->>'fingerprint', ''), coalesce(steps->$3->>'record', '') FROM rotator.jobs
+				WHERE incident_id = $1 AND tenant_id = $2`, incident, id, secret).Scan(&recorded.Fingerprint, &recorded.Record))
+			priv, _ := latest.Data["private_key"].(string)
+			switch secret {
+			case "ssh":
+				if err := keys.MatchSSH(priv, recorded.Fingerprint); err != nil {
+					t.Fatalf("%s: the recorded SSH fingerprint is not Vault's key: %v", id, err)
+				}
+			case "dkim":
+				if err := keys.MatchDKIM(priv, recorded.Record); err != nil {
+					t.Fatalf("%s: the recorded DKIM record is not Vault's key: %v", id, err)
+				}
 			}
 		}
 		for _, p := range f.apiKey[id] {

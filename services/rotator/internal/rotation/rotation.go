@@ -82,6 +82,18 @@ type Store interface {
 	Finish(ctx context.Context, incidentID, tenantID, state, reason string, steps *Steps, emit func(Progress) []events.Outgoing) error
 }
 
+// Mark is what a version written by a rotation carries besides the
+// secret: the incident, and the public parts of the key in it. A job that
+// finds its incident's version already written (by an attempt that died
+// before recording it) takes the public parts from there, so what is
+// recorded and told to the tenant is what Vault holds.
+type Mark struct {
+	Incident    string
+	Fingerprint string // SSH
+	Selector    string // DKIM
+	Record      string // DKIM TXT record
+}
+
 // ErrCASMismatch is returned by Vault.WriteCAS when the secret changed
 // since its version was read.
 var ErrCASMismatch = errors.New("check-and-set version mismatch")
@@ -89,8 +101,8 @@ var ErrCASMismatch = errors.New("check-and-set version mismatch")
 // Vault is the KV v2 mount holding tenants' secrets.
 type Vault interface {
 	// Latest returns the current version of a secret (0 when none) and the
-	// incident id its data carries ("" when none).
-	Latest(ctx context.Context, path string) (version int, incident string, err error)
+	// mark its data carries (zero when none).
+	Latest(ctx context.Context, path string) (version int, mark Mark, err error)
 	// WriteCAS writes a new version only if the current one is cas.
 	WriteCAS(ctx context.Context, path string, data map[string]any, cas int) (int, error)
 	// List returns the keys directly under a folder.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/failpoint"
 	"github.com/lockdown/lockdown/services/rotator/internal/keys"
 )
 
@@ -25,6 +26,10 @@ type Config struct {
 	// Instance names this process in the events it emits (host/pid), so a
 	// report shows how the work divided among rotator processes.
 	Instance string
+	// Failpoints are the crash tests' kill points (nil: none):
+	// "rotator.job.secret.written" fires after each secret's Vault write,
+	// before it is recorded.
+	Failpoints *failpoint.Set
 }
 
 // Worker runs tenant jobs.
@@ -94,12 +99,15 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		if err != nil {
 			return err
 		}
-		v, err := w.write(ctx, job.IncidentID, w.path(job.TenantID, "ssh"), mark(map[string]any{
+		v, adopted, err := w.write(ctx, job.IncidentID, w.path(job.TenantID, "ssh"), mark(map[string]any{
 			"private_key": k.PrivateKey, "public_key": k.PublicKey, "fingerprint": k.Fingerprint}))
 		if err != nil {
 			return fmt.Errorf("ssh: %w", err)
 		}
 		steps.SSH = &SecretStep{Version: v, Fingerprint: k.Fingerprint}
+		if adopted != nil {
+			steps.SSH.Fingerprint = adopted.Fingerprint
+		}
 		if err := saveSecret(); err != nil {
 			return err
 		}
@@ -112,7 +120,7 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		if err != nil {
 			return err
 		}
-		v, err := w.write(ctx, job.IncidentID, w.path(job.TenantID, "smtp"), mark(map[string]any{"username": job.TenantID, "password": pw}))
+		v, _, err := w.write(ctx, job.IncidentID, w.path(job.TenantID, "smtp"), mark(map[string]any{"username": job.TenantID, "password": pw}))
 		if err != nil {
 			return fmt.Errorf("smtp: %w", err)
 		}
@@ -129,12 +137,15 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		if err != nil {
 			return err
 		}
-		v, err := w.write(ctx, job.IncidentID, w.path(job.TenantID, "dkim"), mark(map[string]any{
+		v, adopted, err := w.write(ctx, job.IncidentID, w.path(job.TenantID, "dkim"), mark(map[string]any{
 			"selector": d.Selector, "private_key": d.PrivateKey, "dns_record": d.Record, "key_type": d.Type}))
 		if err != nil {
 			return fmt.Errorf("dkim: %w", err)
 		}
 		steps.DKIM = &SecretStep{Version: v, Selector: d.Selector, Record: d.Record}
+		if adopted != nil {
+			steps.DKIM.Selector, steps.DKIM.Record = adopted.Selector, adopted.Record
+		}
 		if err := saveSecret(); err != nil {
 			return err
 		}
@@ -207,24 +218,29 @@ func (w *Worker) events(job events.RotationJobData, state, reason string, steps 
 }
 
 // write gives a secret exactly one new version for the incident: if the
-// latest version already carries the incident (written before a crash, not
-// yet recorded) it is taken as is; otherwise the data is written with
+// latest version already carries the incident (written by an attempt that
+// died before recording it) it is taken as is, and its mark is returned so
+// the caller records the public parts of the key Vault holds, not of the
+// material this attempt generated; otherwise the data is written with
 // check-and-set on the version just read, so two workers on the same job
 // cannot both write.
-func (w *Worker) write(ctx context.Context, incidentID, path string, data map[string]any) (int, error) {
+func (w *Worker) write(ctx context.Context, incidentID, path string, data map[string]any) (int, *Mark, error) {
 	for range 2 {
-		version, incident, err := w.vault.Latest(ctx, path)
+		version, mark, err := w.vault.Latest(ctx, path)
 		if err != nil {
-			return 0, err
+			return 0, nil, err
 		}
-		if incident == incidentID {
-			return version, nil
+		if mark.Incident == incidentID {
+			return version, &mark, nil
 		}
 		v, err := w.vault.WriteCAS(ctx, path, data, version)
 		if errors.Is(err, ErrCASMismatch) {
 			continue // someone wrote meanwhile: look again
 		}
-		return v, err
+		if err == nil {
+			w.cfg.Failpoints.Hit("rotator.job.secret.written")
+		}
+		return v, nil, err
 	}
-	return 0, fmt.Errorf("%s: %w twice", path, ErrCASMismatch)
+	return 0, nil, fmt.Errorf("%s: %w twice", path, ErrCASMismatch)
 }

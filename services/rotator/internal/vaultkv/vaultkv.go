@@ -14,6 +14,8 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/unavailable"
 	"github.com/lockdown/lockdown/services/rotator/internal/rotation"
 )
 
@@ -43,27 +45,28 @@ func New(addr, token, mount string, timeout time.Duration) (*KV, error) {
 }
 
 // Latest implements rotation.Vault.
-func (k *KV) Latest(ctx context.Context, path string) (int, string, error) {
+func (k *KV) Latest(ctx context.Context, path string) (int, rotation.Mark, error) {
 	s, err := k.c.Logical().ReadWithContext(ctx, k.mount+"/data/"+path)
 	if err != nil {
-		return 0, "", err
+		return 0, rotation.Mark{}, down(err)
 	}
 	if s != nil && s.Data != nil {
 		meta, _ := s.Data["metadata"].(map[string]any)
 		data, _ := s.Data["data"].(map[string]any)
-		incident, _ := data["lockdown_incident"].(string)
+		str := func(k string) string { v, _ := data[k].(string); return v }
+		mark := rotation.Mark{Incident: str("lockdown_incident"), Fingerprint: str("fingerprint"), Selector: str("selector"), Record: str("dns_record")}
 		if v, ok := number(meta["version"]); ok {
-			return v, incident, nil
+			return v, mark, nil
 		}
 	}
 	// No readable latest version (none, or soft-deleted): the metadata
 	// still knows the current version number for check-and-set.
 	m, err := k.c.Logical().ReadWithContext(ctx, k.mount+"/metadata/"+path)
 	if err != nil || m == nil {
-		return 0, "", err
+		return 0, rotation.Mark{}, down(err)
 	}
 	v, _ := number(m.Data["current_version"])
-	return v, "", nil
+	return v, rotation.Mark{}, nil
 }
 
 // WriteCAS implements rotation.Vault.
@@ -74,7 +77,7 @@ func (k *KV) WriteCAS(ctx context.Context, path string, data map[string]any, cas
 		return 0, rotation.ErrCASMismatch
 	}
 	if err != nil {
-		return 0, err
+		return 0, down(err)
 	}
 	if s == nil {
 		return 0, fmt.Errorf("write %s: no response", path)
@@ -90,7 +93,7 @@ func (k *KV) WriteCAS(ctx context.Context, path string, data map[string]any, cas
 func (k *KV) List(ctx context.Context, folder string) ([]string, error) {
 	s, err := k.c.Logical().ListWithContext(ctx, k.mount+"/metadata/"+folder)
 	if err != nil || s == nil {
-		return nil, err
+		return nil, down(err)
 	}
 	raw, _ := s.Data["keys"].([]any)
 	out := make([]string, 0, len(raw))
@@ -107,6 +110,15 @@ func (k *KV) List(ctx context.Context, folder string) ([]string, error) {
 // latest version).
 func (k *KV) Destroy(ctx context.Context, path string) error {
 	_, err := k.c.Logical().DeleteWithContext(ctx, k.mount+"/metadata/"+path)
+	return down(err)
+}
+
+// down marks Vault being away (sealed, 5xx, unreachable): the job waits
+// for it, however long, instead of failing the tenant.
+func down(err error) error {
+	if unavailable.VaultDown(err) {
+		return stream.Unavailable(unavailable.Vault, err)
+	}
 	return err
 }
 
