@@ -17,7 +17,7 @@ FUZZTIME ?= 30s
 # a 2-core machine.
 TEST_PARALLEL ?= 2
 
-.PHONY: all tools postgres build test fuzz lint docs run dev bench clean
+.PHONY: all tools postgres build test fuzz lint docs run dev bench chaos clean
 
 all: build
 
@@ -75,6 +75,18 @@ docs:
 	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/assessor/internal/app -update
 	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/rotator/internal/app -update
 	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/notifier/internal/app -update
+
+## chaos: the fault-injection suite at full size: 300 tenants, two rotators,
+## 3-minute outages, three seeds of random SIGKILLs (make test runs a
+## shortened pass); the table goes to tmp/chaos-table.md (docs/reliability.md)
+CHAOS_TENANTS ?= 300
+CHAOS_OUTAGE ?= 3m
+CHAOS_SEEDS ?= 3
+chaos: tools build
+	@mkdir -p tmp
+	LOCKDOWN_CHAOS_TENANTS=$(CHAOS_TENANTS) LOCKDOWN_CHAOS_OUTAGE=$(CHAOS_OUTAGE) LOCKDOWN_CHAOS_SEEDS=$(CHAOS_SEEDS) LOCKDOWN_CHAOS_TABLE=$(CURDIR)/tmp/chaos-table.md \
+		go test -count=1 -run '^TestChaos$$' -timeout 120m -v github.com/lockdown/lockdown/cmd/lockdown/internal/cli
+	@cat tmp/chaos-table.md
 
 ## run: Lockdown's main job on the local stack, ending by itself (see README)
 run: tools build

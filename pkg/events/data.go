@@ -178,6 +178,7 @@ type RotationCompletedData struct {
 	IncidentID string `json:"incident_id" doc:"The incident."`
 	Completed  int    `json:"completed" doc:"Tenants rotated."`
 	Failed     int    `json:"failed" doc:"Tenants failed."`
+	Retry      int    `json:"retry,omitempty" doc:"0 for the plan's first completion; n after the nth retry (lockdown retry): the totals are corrected."`
 }
 
 // NotificationSentData reports one delivered notification.
@@ -201,6 +202,7 @@ type NotificationsCompletedData struct {
 	IncidentID string `json:"incident_id" doc:"The incident."`
 	Sent       int    `json:"sent" doc:"Tenants notified."`
 	Failed     int    `json:"failed" doc:"Tenants whose notification failed."`
+	Corrected  bool   `json:"corrected,omitempty" doc:"The totals changed after an earlier announcement (tenants retried with lockdown retry and told since)."`
 }
 
 // AccessRestoredData reports re-enabled auth methods.
@@ -249,6 +251,13 @@ type IncidentControlData struct {
 	IncidentID  string `json:"incident_id" doc:"The incident."`
 	RequestedBy string `json:"requested_by" doc:"Who asked (the operator's login and host, as the CLI reports them)."`
 	Reason      string `json:"reason,omitempty" doc:"Why (required to abort)."`
+}
+
+// RotationRetryData asks for failed tenants to be rotated again.
+type RotationRetryData struct {
+	IncidentID  string `json:"incident_id" doc:"The incident."`
+	TenantID    string `json:"tenant_id,omitempty" doc:"One tenant to retry; empty: every tenant whose rotation failed."`
+	RequestedBy string `json:"requested_by" doc:"Who asked (the operator's login and host, as the CLI reports them)."`
 }
 
 // Outgoing is an event a service emits because its state changed: the

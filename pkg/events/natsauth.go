@@ -29,11 +29,15 @@ func NATSPasswordEnv(user string) string {
 }
 
 // jetStreamClient are the JetStream API calls every service makes: account
-// and stream info, and the idempotent creation of the declared streams and
-// consumers at start. Deleting or purging is not among them.
+// and stream info, the idempotent creation of the declared streams and
+// consumers at start, and reading one stored message by sequence (a
+// publish JetStream calls a duplicate is checked against the message it
+// kept: stream.CheckDuplicate; events hold no secret). Deleting or purging
+// is not among them.
 var jetStreamClient = []string{
 	"$JS.API.INFO",
 	"$JS.API.STREAM.INFO.*",
+	"$JS.API.STREAM.MSG.GET.*",
 	"$JS.API.STREAM.CREATE.*",
 	"$JS.API.STREAM.UPDATE.*",
 	"$JS.API.CONSUMER.INFO.*.*",

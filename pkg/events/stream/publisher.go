@@ -2,9 +2,11 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
@@ -73,6 +75,20 @@ func (p *Publisher) PublishEvent(ctx context.Context, ev event.Event) (*jetstrea
 	return p.publishOn(ctx, spec.Subject(), ev)
 }
 
+// MsgID is the de-duplication id (Nats-Msg-Id) of an event on a subject:
+// the subject and the event id together. JetStream de-duplicates within a
+// stream, and every incident event shares one; with the subject in the id,
+// an id chosen by a caller on one subject (a breach's, which the SIEM or
+// the HTTP intake names) can never make JetStream drop an event of another
+// subject as its duplicate.
+func MsgID(subject, eventID string) string { return subject + "#" + eventID }
+
+// ErrDuplicateMismatch is returned by CheckDuplicate when JetStream
+// reported a publish as a duplicate of a stored message that is not the
+// same event (another subject or type under the same de-duplication id):
+// someone took the id first. The event was not stored.
+var ErrDuplicateMismatch = errors.New("publish dropped as a duplicate of a different message: forged message id")
+
 // Prepare builds the message that publishing an event of the given name,
 // id and data would send — CloudEvent, trace context, Nats-Msg-Id — without
 // sending it: the transactional outbox stores it with the state change
@@ -95,7 +111,7 @@ func (p *Publisher) Prepare(ctx context.Context, name events.Name, id string, da
 		span.SetStatus(codes.Error, err.Error())
 		return nil, err
 	}
-	msg.Header.Set(jetstream.MsgIDHeader, ev.ID())
+	msg.Header.Set(jetstream.MsgIDHeader, MsgID(subject, ev.ID()))
 	return msg, nil
 }
 
@@ -125,11 +141,18 @@ func (p *Publisher) publishOn(ctx context.Context, subject string, ev event.Even
 		span.SetStatus(codes.Error, err.Error())
 		return nil, err
 	}
-	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID()))
+	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(MsgID(subject, ev.ID())))
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "publish failed")
 		return nil, fmt.Errorf("publish %s %s: %w", subject, ev.ID(), err)
+	}
+	if ack.Duplicate {
+		if ack, _, err = Reissue(ctx, p.js, ack, msg); err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "publish failed")
+			return nil, fmt.Errorf("publish %s %s: %w", subject, ev.ID(), err)
+		}
 	}
 	span.SetAttributes(attribute.Bool("messaging.nats.duplicate", ack.Duplicate),
 		attribute.Int64("messaging.nats.stream_sequence", int64(ack.Sequence)))
@@ -147,4 +170,54 @@ func messagingAttributes(subject string, ev event.Event) []attribute.KeyValue {
 		attribute.String("cloudevents.event_type", ev.Type()),
 		attribute.String("cloudevents.event_source", ev.Source()),
 	}
+}
+
+// CheckDuplicate verifies that the message JetStream kept under a
+// publish's id (a duplicate) is the same event: the same subject and the
+// same CloudEvents type and id. A republish after a crash passes; a
+// message whose id was taken by someone else returns ErrDuplicateMismatch.
+func CheckDuplicate(ctx context.Context, js jetstream.JetStream, ack *jetstream.PubAck, msg *nats.Msg) error {
+	st, err := js.Stream(ctx, ack.Stream)
+	if err != nil {
+		return fmt.Errorf("check duplicate: %w", err)
+	}
+	stored, err := st.GetMsg(ctx, ack.Sequence)
+	if err != nil {
+		return fmt.Errorf("check duplicate: %w", err)
+	}
+	if stored.Subject != msg.Subject {
+		return fmt.Errorf("%w: %s holds message %d on %s", ErrDuplicateMismatch, msg.Header.Get(jetstream.MsgIDHeader), ack.Sequence, stored.Subject)
+	}
+	a, _, errA := events.Decode(stored.Header, stored.Data)
+	b, _, errB := events.Decode(msg.Header, msg.Data)
+	if errA != nil || errB != nil || a.Type() != b.Type() || a.ID() != b.ID() {
+		return fmt.Errorf("%w: %s holds another event (message %d)", ErrDuplicateMismatch, msg.Header.Get(jetstream.MsgIDHeader), ack.Sequence)
+	}
+	return nil
+}
+
+// Reissue deals with a publish JetStream reported as a duplicate: when the
+// stored message is the same event (a republish after a crash) it returns
+// ack as it is; when someone else took the id (ErrDuplicateMismatch: a
+// forged Nats-Msg-Id), the event is published again under a fresh
+// de-duplication id — consumers know events by their CloudEvents id, which
+// is unchanged — so a forged id costs an alarm, never the event. reissued
+// tells the caller to raise the alarm (it is also the span's error).
+func Reissue(ctx context.Context, js jetstream.JetStream, ack *jetstream.PubAck, msg *nats.Msg) (_ *jetstream.PubAck, reissued bool, _ error) {
+	err := CheckDuplicate(ctx, js, ack, msg)
+	if !errors.Is(err, ErrDuplicateMismatch) {
+		return ack, false, err
+	}
+	trace.SpanFromContext(ctx).RecordError(err)
+	fresh := nats.NewMsg(msg.Subject)
+	for k, v := range msg.Header {
+		fresh.Header[k] = v
+	}
+	fresh.Data = msg.Data
+	fresh.Header.Set(jetstream.MsgIDHeader, msg.Header.Get(jetstream.MsgIDHeader)+"#reissued-"+uuid.NewString())
+	again, err := js.PublishMsg(ctx, fresh)
+	if err != nil {
+		return nil, true, err
+	}
+	return again, true, nil
 }

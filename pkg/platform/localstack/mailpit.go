@@ -39,6 +39,9 @@ func (s *Stack) startMailpit(ctx context.Context) error {
 		args: []string{
 			"--smtp", fmt.Sprintf("127.0.0.1:%d", ports[0]), "--listen", fmt.Sprintf("127.0.0.1:%d", ports[1]),
 			"--database", filepath.Join(s.Dir, "mailpit.db"), "--disable-version-check",
+			// Keep every message: Mailpit prunes to its newest 500 by default,
+			// and a drill or a test of more tenants counts them all.
+			"--max", "0",
 		},
 	}
 	s.Mailpit = m

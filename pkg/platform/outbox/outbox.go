@@ -124,10 +124,12 @@ type Relay struct {
 	// (default 500).
 	Poll  time.Duration
 	Batch int
-	// OnDuplicate, when set, is told of every publish JetStream reports as
-	// a duplicate of an earlier message with the same id (a republish
-	// after a crash is one; anything else may be a forged id).
-	OnDuplicate func(msg *nats.Msg, ack *jetstream.PubAck)
+	// OnDuplicate, when set, judges every publish JetStream reports as a
+	// duplicate of an earlier message with the same id: a republish after
+	// a crash is one; anything else may be a forged id, and an error stops
+	// the relay there (the message stays in the outbox, retried and
+	// logged) rather than let it go on as if the event had been stored.
+	OnDuplicate func(ctx context.Context, msg *nats.Msg, ack *jetstream.PubAck) error
 	// Failpoints are the crash tests' kill points: "outbox.published"
 	// fires after a batch is stored in JetStream, before it is deleted.
 	Failpoints *failpoint.Set
@@ -252,7 +254,10 @@ func (r *Relay) Flush(ctx context.Context) (int, error) {
 			break
 		}
 		if ack.Duplicate && r.OnDuplicate != nil {
-			r.OnDuplicate(p.msg, ack)
+			if err := r.OnDuplicate(ctx, p.msg, ack); err != nil {
+				pubErr = fmt.Errorf("publish %s: %w", p.msg.Subject, err)
+				break
+			}
 		}
 		published++
 		last = p.seq

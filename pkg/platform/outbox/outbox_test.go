@@ -70,7 +70,7 @@ func TestOutbox(t *testing.T) {
 	}
 	var duplicates atomic.Int64
 	relay := &outbox.Relay{Pool: pool, Schema: "svc", JS: js, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Poll: time.Hour,
-		OnDuplicate: func(*nats.Msg, *jetstream.PubAck) { duplicates.Add(1) }}
+		OnDuplicate: func(context.Context, *nats.Msg, *jetstream.PubAck) error { duplicates.Add(1); return nil }}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { relay.Run(runCtx); close(done) }()

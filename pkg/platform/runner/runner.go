@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
@@ -236,4 +238,17 @@ func Healthcheck(addr string, errOut io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// OutboxDuplicate judges a relayed message JetStream called a duplicate
+// (outbox.Relay.OnDuplicate): a republish after a crash passes; a message
+// whose id someone else took (a forged Nats-Msg-Id) goes out again under a
+// fresh id, with an alarm in the log.
+func (rt *Runtime) OutboxDuplicate(ctx context.Context, m *nats.Msg, ack *jetstream.PubAck) error {
+	_, reissued, err := stream.Reissue(ctx, rt.NATS.JS, ack, m)
+	if reissued {
+		rt.Logger.ErrorContext(ctx, "ALARM: an event's message id was taken by another message (forged Nats-Msg-Id); published again under a fresh id",
+			slog.String("subject", m.Subject), slog.String("msg_id", m.Header.Get(jetstream.MsgIDHeader)))
+	}
+	return err
 }

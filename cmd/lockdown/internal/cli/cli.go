@@ -37,6 +37,7 @@ func commands() map[string]command {
 		"dlq":       {"list dead letters with their reasons, or replay one after a fix", runDLQ},
 		"resume":    {"drive a stuck incident now: containment retries its step and re-announces it to the services waiting on it", runResume},
 		"abort":     {"close an incident as failed, with a reason in its report (the next breach opens a new incident)", runAbort},
+		"retry":     {"rotate again the tenants whose rotation failed (or --tenant one) once the cause is mended; corrected totals reach the report", runRetry},
 	}
 }
 

@@ -15,13 +15,14 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 )
 
-// controlResult is what `resume --json` and `abort --json` print.
+// controlResult is what `resume`, `abort` and `retry` print with --json.
 type controlResult struct {
 	IncidentID  string `json:"incident_id"`
 	EventID     string `json:"event_id"`
 	Type        string `json:"type"`
 	RequestedBy string `json:"requested_by"`
 	Reason      string `json:"reason,omitempty"`
+	TenantID    string `json:"tenant_id,omitempty"`
 }
 
 func runResume(ctx context.Context, args []string, out, errOut io.Writer) int {
@@ -32,15 +33,20 @@ func runAbort(ctx context.Context, args []string, out, errOut io.Writer) int {
 	return runControl(ctx, "abort", events.IncidentAbortRequested, args, out, errOut)
 }
 
+func runRetry(ctx context.Context, args []string, out, errOut io.Writer) int {
+	return runControl(ctx, "retry", events.RotationRetryRequested, args, out, errOut)
+}
+
 // runControl publishes an operator's request about an incident as the
-// operator NATS user; containment records it in the incident's timeline
-// with who asked, and carries it out.
+// operator NATS user: resume and abort go to containment, retry to the
+// rotator; the incident's timeline records each with who asked.
 func runControl(ctx context.Context, name string, ev events.Name, args []string, out, errOut io.Writer) int {
 	fs := newFlags(name, errOut)
 	natsURL := fs.String("nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (LOCKDOWN_NATS_URL)")
 	natsUser := fs.String("nats-user", envOr("NATS_USER", events.UserOperator), "NATS user (LOCKDOWN_NATS_USER)")
 	by := fs.String("as", envOr("OPERATOR", defaultOperator()), "who asks, as recorded in the timeline (LOCKDOWN_OPERATOR; default login@host)")
 	reason := fs.String("reason", "", "why (required to abort; recorded in the report)")
+	tenant := fs.String("tenant", "", "retry: the one tenant to rotate again (default: every tenant whose rotation failed)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	id, code, ok := parseWithID(fs, args, "usage: lockdown "+name+" <incident> [flags]", errOut)
 	if !ok {
@@ -62,13 +68,16 @@ func runControl(ctx context.Context, name string, ev events.Name, args []string,
 		return ExitFailure
 	}
 	defer conn.Close(context.Background())
-	data := events.IncidentControlData{IncidentID: id, RequestedBy: *by, Reason: *reason}
+	var data any = events.IncidentControlData{IncidentID: id, RequestedBy: *by, Reason: *reason}
+	if ev == events.RotationRetryRequested {
+		data = events.RotationRetryData{IncidentID: id, TenantID: *tenant, RequestedBy: *by}
+	}
 	published, err := stream.NewPublisher(conn.JS, events.SourceOf(events.ServiceCLI), nil).Publish(cctx, ev, data)
 	if err != nil {
 		fmt.Fprintf(errOut, "lockdown %s: %v\n", name, err)
 		return ExitFailure
 	}
-	res := controlResult{IncidentID: id, EventID: published.ID(), Type: published.Type(), RequestedBy: *by, Reason: *reason}
+	res := controlResult{IncidentID: id, EventID: published.ID(), Type: published.Type(), RequestedBy: *by, Reason: *reason, TenantID: *tenant}
 	if *asJSON {
 		printJSON(out, res)
 		return ExitOK

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,6 +39,9 @@ type system struct {
 
 	mu    sync.Mutex
 	procs map[string]*sysProc
+	// holdersAway keeps the key holders from unsealing (a test holding
+	// Vault sealed for an outage).
+	holdersAway atomic.Bool
 }
 
 // sysProc is one service process; restarts counts how often it was
@@ -55,9 +59,15 @@ type sysProc struct {
 // the test (start).
 func newSystem(t *testing.T, timeout time.Duration, tenants int) *system {
 	t.Helper()
+	return newSystemWith(t, timeout, tenants, localstack.All())
+}
+
+// newSystemWith is newSystem on a stack with other options (a NATS
+// cluster).
+func newSystemWith(t *testing.T, timeout time.Duration, tenants int, opts localstack.Options) *system {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)
-	opts := localstack.All()
 	// LOCKDOWN_TEST_KEEP=1 keeps the stack's folder (every server's and
 	// service's log) for a failed run to be read.
 	opts.KeepDir = os.Getenv("LOCKDOWN_TEST_KEEP") != ""
@@ -234,10 +244,16 @@ func (s *system) runIncident(eventID string) (string, events.IncidentResolvedDat
 	return id, resolved
 }
 
-// playHolders runs every ceremony the incident opens until ctx ends.
+// playHolders unseals Vault whenever Lockdown (or an outage) sealed it and
+// runs every ceremony the incident opens, until ctx ends.
 func (s *system) playHolders(ctx context.Context, id string) {
 	played := ""
 	for ctx.Err() == nil {
+		if !s.holdersAway.Load() && s.sealedNow() {
+			if err := s.tgt.vault.Unseal(ctx); err != nil && ctx.Err() == nil {
+				s.t.Logf("key holders: unseal: %v", err)
+			}
+		}
 		var nonce, phase string
 		err := s.db.QueryRow(ctx, `SELECT coalesce(state->'ceremony'->>'nonce', ''), coalesce(state->'ceremony'->>'phase', '')
 			FROM containment.recovery WHERE incident_id::text = $1`, id).Scan(&nonce, &phase)

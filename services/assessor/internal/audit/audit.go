@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/valyala/fastjson"
+
+	"github.com/lockdown/lockdown/pkg/events"
 )
 
 // Entry is one audit line, reduced to what the assessment needs, plus the
@@ -159,8 +161,8 @@ func (t *Templates) Tenant(path string) string {
 			continue
 		}
 		tenant, tail, _ := strings.Cut(rest, "/")
-		if tenant == "" {
-			continue
+		if tenant == "" || events.ValidTenantID(tenant) != nil {
+			continue // no tenant can have this id: not a tenant's secret
 		}
 		if r.suffix != "" && r.suffix != "/" && !strings.HasPrefix("/"+tail, r.suffix) {
 			continue

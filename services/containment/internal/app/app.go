@@ -241,7 +241,8 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 		SealDeadline: cfg.SealDeadline, StuckAfter: cfg.StuckAfter}, deps.Store, sealer, recovery.New(rcfg, deps.Admin, log), log, deps.Failpoints, rt.MeterProvider)
 	responder := incident.NewResponder(deps.Store, sealer, log, incident.Timing{SealDeadline: cfg.SealDeadline}, process, deps.Failpoints, eng.Wake)
 	recorder := timeline.New(deps.Store, eng.Wake)
-	relay := &outbox.Relay{Pool: deps.Store.Pool(), Schema: store.Schema, JS: rt.NATS.JS, Logger: log, Failpoints: deps.Failpoints}
+	relay := &outbox.Relay{Pool: deps.Store.Pool(), Schema: store.Schema, JS: rt.NATS.JS, Logger: log, Failpoints: deps.Failpoints,
+		OnDuplicate: rt.OutboxDuplicate}
 
 	opts := rt.ConsumerOptions(cfg.ShutdownTimeout)
 	recoverySpec, _ := events.ConsumerOf(events.ConsumerContainmentRecovery)
@@ -274,6 +275,11 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 // and nothing is sealed.
 func BreachHandler(r *incident.Responder) stream.Handler {
 	return stream.Decoded(func(ctx context.Context, d *stream.Delivery, b events.BreachDetectedData) error {
+		// The id is the caller's: it becomes the detection's key, so only
+		// a plain one is taken (a permanent failure: nothing is sealed).
+		if err := events.ValidExternalID(d.Event.ID()); err != nil {
+			return stream.Permanent(err)
+		}
 		_, _, err := r.HandleBreach(ctx, incident.Detection{EventID: d.Event.ID(), Source: d.Event.Source(), Time: d.Event.Time(), Breach: b,
 			TraceParent: telemetry.TraceParent(ctx)})
 		return err
@@ -285,6 +291,18 @@ func BreachHandler(r *incident.Responder) stream.Handler {
 // out operators' resume and abort requests.
 func RecoveryHandler(eng *engine.Engine, rec *timeline.Recorder) stream.Handler {
 	record := func(ctx context.Context, d *stream.Delivery) error { return rec.Record(ctx, entryOf(d)) }
+	// Completions that arrive after the incident ended carry corrected
+	// totals (lockdown retry): the stored report is rebuilt with them.
+	completion := func(ctx context.Context, d *stream.Delivery) error {
+		if err := record(ctx, d); err != nil {
+			return err
+		}
+		err := eng.RefreshReport(ctx, timeline.IncidentOf(d.Event.Data()))
+		if errors.Is(err, timeline.ErrUnknownIncident) {
+			return nil // not an incident of this containment: nothing to refresh
+		}
+		return err
+	}
 	control := func(do func(context.Context, report.Entry, events.IncidentControlData) error) stream.Handler {
 		return stream.Decoded(func(ctx context.Context, d *stream.Delivery, c events.IncidentControlData) error {
 			err := do(ctx, entryOf(d), c)
@@ -296,8 +314,8 @@ func RecoveryHandler(eng *engine.Engine, rec *timeline.Recorder) stream.Handler 
 	}
 	return stream.Route(map[events.Name]stream.Handler{
 		events.VaultUnsealed:           record,
-		events.RotationCompleted:       record,
-		events.NotificationsCompleted:  record,
+		events.RotationCompleted:       completion,
+		events.NotificationsCompleted:  completion,
 		events.IncidentResumeRequested: control(eng.Resume),
 		events.IncidentAbortRequested:  control(eng.Abort),
 	})

@@ -105,3 +105,41 @@ func (e *Engine) control(ctx context.Context, id string, change func(incident.In
 	}
 	return fmt.Errorf("incident %s kept changing: %w", id, ErrConflict)
 }
+
+// RefreshReport rebuilds a closed incident's report from its timeline,
+// keeping its outcome and time: corrected totals that arrive after the end
+// (failed tenants retried with lockdown retry, rotated and told) reach the
+// report. An open incident is left to the engine, which builds its report
+// when it resolves.
+func (e *Engine) RefreshReport(ctx context.Context, id string) error {
+	for range 20 {
+		inc, err := e.store.Incident(ctx, id)
+		if err != nil || inc.Phase.Open() {
+			return err
+		}
+		old, err := e.store.Report(ctx, id)
+		if err != nil {
+			return err
+		}
+		ri, err := e.store.ReportIncident(ctx, id)
+		if err != nil {
+			return err
+		}
+		entries, err := e.store.Timeline(ctx, id)
+		if err != nil {
+			return err
+		}
+		rep := report.Build(ri, entries, old.Outcome, old.Reason, old.ResolvedAt)
+		rep.RootCause, rep.LessonsLearned, rep.PreventiveMeasures = old.RootCause, old.LessonsLearned, old.PreventiveMeasures
+		err = e.store.Apply(ctx, Fence{}, Change{IncidentID: id, Version: inc.Version, Report: &rep})
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		if err == nil {
+			e.log.InfoContext(ctx, "report of a closed incident refreshed", slog.String("incident_id", id),
+				slog.Int("tenants_rotated", rep.Actions.TenantsRotated), slog.Int("tenants_notified", rep.Actions.TenantsNotified))
+		}
+		return err
+	}
+	return fmt.Errorf("incident %s kept changing: %w", id, ErrConflict)
+}

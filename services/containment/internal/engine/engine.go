@@ -88,6 +88,8 @@ type Store interface {
 	LoadRecovery(ctx context.Context, incidentID string) (recovery.State, error)
 	Timeline(ctx context.Context, incidentID string) ([]report.Entry, error)
 	ReportIncident(ctx context.Context, incidentID string) (report.Incident, error)
+	// Report returns a closed incident's stored report.
+	Report(ctx context.Context, incidentID string) (report.Report, error)
 	// Apply records a change; ErrConflict when the version moved,
 	// ErrNotLeader when f is not the current lease.
 	Apply(ctx context.Context, f Fence, c Change) error

@@ -137,6 +137,10 @@ func (h *Handler) breach(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if err := events.ValidExternalID(ev.ID()); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	if _, err := events.DataAs[events.BreachDetectedData](*ev); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return

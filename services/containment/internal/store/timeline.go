@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 
 	"github.com/jackc/pgx/v5"
 
@@ -44,4 +46,19 @@ func (s *Store) ReportIncident(ctx context.Context, incidentID string) (report.I
 		return report.Incident{}, timeline.ErrUnknownIncident
 	}
 	return inc, err
+}
+
+// Report implements engine.Store; a closed incident without a report
+// wraps timeline.ErrUnknownIncident.
+func (s *Store) Report(ctx context.Context, incidentID string) (report.Report, error) {
+	var raw []byte
+	err := s.pool.QueryRow(ctx, `SELECT report FROM containment.reports WHERE incident_id::text = $1`, incidentID).Scan(&raw)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return report.Report{}, fmt.Errorf("%w: %s has no report", timeline.ErrUnknownIncident, incidentID)
+	}
+	if err != nil {
+		return report.Report{}, err
+	}
+	var r report.Report
+	return r, json.Unmarshal(raw, &r)
 }

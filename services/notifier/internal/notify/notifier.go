@@ -169,7 +169,17 @@ func (n *Notifier) deliver(ctx context.Context, channel string, c Content) (stri
 	err = n.send(ctx, channel, c)
 	switch {
 	case err == nil:
-		if _, err := n.store.Finish(ctx, c.IncidentID, c.Tenant.ID, channel, StateSent, ""); err != nil {
+		// The relay has the message: record it before anything else, and
+		// keep trying while the database is away (the message stays in
+		// progress meanwhile). Returning instead would let the claim go
+		// stale and the message be sent a second time.
+		if err := untilDone(ctx, func() error {
+			_, err := n.store.Finish(ctx, c.IncidentID, c.Tenant.ID, channel, StateSent, "")
+			return err
+		}, func(err error) {
+			n.logger.WarnContext(ctx, "sent, not yet recorded (database away); retrying the record", slog.String("incident_id", c.IncidentID),
+				slog.String("tenant_id", c.Tenant.ID), slog.String("channel", channel), slog.Any("error", err))
+		}); err != nil {
 			return "", err
 		}
 		return StateSent, n.announce(ctx, channel, c, StateSent)
@@ -237,16 +247,26 @@ func (n *Notifier) announce(ctx context.Context, channel string, c Content, stat
 // tenant has an outcome. Concurrent callers may both publish: the event id
 // de-duplicates them.
 func (n *Notifier) announceIfComplete(ctx context.Context, incidentID string) error {
-	planned, sent, failed, announced, err := n.store.Progress(ctx, incidentID)
-	if err != nil || announced || planned == 0 || sent+failed < planned {
+	p, err := n.store.Progress(ctx, incidentID)
+	if err != nil || p.Planned == 0 || p.Sent+p.Failed < p.Planned {
 		return err
 	}
-	if err := n.pub.PublishWithID(ctx, events.NotificationsCompleted, incidentID+"/"+string(events.NotificationsCompleted),
-		events.NotificationsCompletedData{IncidentID: incidentID, Sent: sent, Failed: failed}); err != nil {
+	id := incidentID + "/" + string(events.NotificationsCompleted)
+	if p.Announced != nil {
+		if *p.Announced == [2]int{p.Sent, p.Failed} {
+			return nil
+		}
+		// Totals changed after the announcement (tenants retried and told
+		// since): a corrected completion, its id derived from its totals.
+		id = fmt.Sprintf("%s/corrected-%d-%d", id, p.Sent, p.Failed)
+	}
+	if err := n.pub.PublishWithID(ctx, events.NotificationsCompleted, id,
+		events.NotificationsCompletedData{IncidentID: incidentID, Sent: p.Sent, Failed: p.Failed, Corrected: p.Announced != nil}); err != nil {
 		return err
 	}
-	n.logger.InfoContext(ctx, "every tenant notified", slog.String("incident_id", incidentID), slog.Int("sent", sent), slog.Int("failed", failed))
-	return n.store.Announced(ctx, incidentID)
+	n.logger.InfoContext(ctx, "every tenant notified", slog.String("incident_id", incidentID), slog.Int("sent", p.Sent), slog.Int("failed", p.Failed),
+		slog.Bool("corrected", p.Announced != nil))
+	return n.store.Announced(ctx, incidentID, p.Sent, p.Failed)
 }
 
 func eventID(incidentID, tenantID, channel, state string) string {
@@ -259,4 +279,23 @@ func domainOf(addr string) string {
 		return addr[i+1:]
 	}
 	return "localhost"
+}
+
+// untilDone runs fn until it succeeds or ctx ends, backing off from 100 ms
+// to 5 s, and tells failed about each failure.
+func untilDone(ctx context.Context, fn func() error, failed func(error)) error {
+	delay := 100 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		failed(err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
 }

@@ -26,13 +26,13 @@ type memStore struct {
 	claimedAt map[string]time.Time
 	outcomes  map[string]string
 	planned   map[string]int
-	announced map[string]bool
+	announced map[string][2]int
 	failDB    bool
 }
 
 func newStore() *memStore {
 	return &memStore{tenants: map[string]directory.Tenant{}, rows: map[string]string{}, claimedAt: map[string]time.Time{},
-		outcomes: map[string]string{}, planned: map[string]int{}, announced: map[string]bool{}}
+		outcomes: map[string]string{}, planned: map[string]int{}, announced: map[string][2]int{}}
 }
 
 func key(a ...string) string {
@@ -95,7 +95,7 @@ func (m *memStore) Finish(_ context.Context, inc, ten, ch, state, _ string) (boo
 func (m *memStore) Outcome(_ context.Context, inc, ten, state, _ string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.outcomes[key(inc, ten)]; !ok {
+	if cur, ok := m.outcomes[key(inc, ten)]; !ok || (cur == notify.StateFailed && state == notify.StateSent) {
 		m.outcomes[key(inc, ten)] = state
 	}
 	return nil
@@ -108,7 +108,7 @@ func (m *memStore) Plan(_ context.Context, inc string, n int) error {
 	return nil
 }
 
-func (m *memStore) Progress(_ context.Context, inc string) (int, int, int, bool, error) {
+func (m *memStore) Progress(_ context.Context, inc string) (notify.Progress, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	sent, failed := 0, 0
@@ -121,13 +121,17 @@ func (m *memStore) Progress(_ context.Context, inc string) (int, int, int, bool,
 			}
 		}
 	}
-	return m.planned[inc], sent, failed, m.announced[inc], nil
+	p := notify.Progress{Planned: m.planned[inc], Sent: sent, Failed: failed}
+	if a, ok := m.announced[inc]; ok {
+		p.Announced = &a
+	}
+	return p, nil
 }
 
-func (m *memStore) Announced(_ context.Context, inc string) error {
+func (m *memStore) Announced(_ context.Context, inc string, sent, failed int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.announced[inc] = true
+	m.announced[inc] = [2]int{sent, failed}
 	return nil
 }
 

@@ -75,15 +75,26 @@ type Store interface {
 	// Finish records a channel's final state unless it already has one;
 	// recorded says whether it did.
 	Finish(ctx context.Context, incidentID, tenantID, channel, state, reason string) (recorded bool, err error)
-	// Outcome records the tenant's final state for the incident.
+	// Outcome records the tenant's final state for the incident, once —
+	// except that a tenant recorded failed and later told (its rotation
+	// retried with lockdown retry) becomes sent.
 	Outcome(ctx context.Context, incidentID, tenantID, state, reason string) error
 	// Plan records how many tenants the incident's rotation planned.
 	Plan(ctx context.Context, incidentID string, tenants int) error
 	// Progress reports the plan's size (0 when not yet known), the tenants
-	// with a final outcome, and whether completion was already announced.
-	Progress(ctx context.Context, incidentID string) (planned, sent, failed int, announced bool, err error)
-	// Announced records that notifications.completed was published.
-	Announced(ctx context.Context, incidentID string) error
+	// with a final outcome, and the totals notifications.completed last
+	// announced (nil when it was not announced).
+	Progress(ctx context.Context, incidentID string) (Progress, error)
+	// Announced records the totals notifications.completed published.
+	Announced(ctx context.Context, incidentID string, sent, failed int) error
+}
+
+// Progress is a plan's notification progress.
+type Progress struct {
+	Planned, Sent, Failed int
+	// Announced holds the totals last announced ([sent, failed]), nil
+	// before the first announcement.
+	Announced *[2]int
 }
 
 // Publisher emits events with a de-duplication id.

@@ -5,6 +5,7 @@ package store
 import (
 	"context"
 	"embed"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/platform/directory"
 	"github.com/lockdown/lockdown/pkg/platform/migrate"
+	"github.com/lockdown/lockdown/services/notifier/internal/notify"
 )
 
 //go:embed migrations/*.sql
@@ -96,8 +98,9 @@ func (s *Store) Finish(ctx context.Context, incidentID, tenantID, channel, state
 
 // Outcome implements notify.Store; the first outcome stands.
 func (s *Store) Outcome(ctx context.Context, incidentID, tenantID, state, reason string) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO notifier.outcomes (incident_id, tenant_id, state, reason) VALUES ($1, $2, $3, $4)
-		ON CONFLICT DO NOTHING`, incidentID, tenantID, state, reason)
+	_, err := s.pool.Exec(ctx, `INSERT INTO notifier.outcomes AS o (incident_id, tenant_id, state, reason) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (incident_id, tenant_id) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason, decided_at = now()
+		WHERE o.state = 'failed' AND EXCLUDED.state = 'sent'`, incidentID, tenantID, state, reason)
 	return err
 }
 
@@ -108,19 +111,25 @@ func (s *Store) Plan(ctx context.Context, incidentID string, tenants int) error 
 }
 
 // Progress implements notify.Store.
-func (s *Store) Progress(ctx context.Context, incidentID string) (planned, sent, failed int, announced bool, err error) {
-	err = s.pool.QueryRow(ctx, `SELECT coalesce((SELECT tenants FROM notifier.plans WHERE incident_id = $1), 0),
+func (s *Store) Progress(ctx context.Context, incidentID string) (notify.Progress, error) {
+	var p notify.Progress
+	var sent, failed *int
+	err := s.pool.QueryRow(ctx, `SELECT coalesce((SELECT tenants FROM notifier.plans WHERE incident_id = $1), 0),
 		count(*) FILTER (WHERE state = 'sent'), count(*) FILTER (WHERE state = 'failed'),
-		coalesce((SELECT announced_at IS NOT NULL FROM notifier.plans WHERE incident_id = $1), false)
-		FROM notifier.outcomes WHERE incident_id = $1`, incidentID).Scan(&planned, &sent, &failed, &announced)
-	if err == pgx.ErrNoRows {
+		(SELECT announced_sent FROM notifier.plans WHERE incident_id = $1), (SELECT announced_failed FROM notifier.plans WHERE incident_id = $1)
+		FROM notifier.outcomes WHERE incident_id = $1`, incidentID).Scan(&p.Planned, &p.Sent, &p.Failed, &sent, &failed)
+	if errors.Is(err, pgx.ErrNoRows) {
 		err = nil
 	}
-	return
+	if sent != nil && failed != nil {
+		p.Announced = &[2]int{*sent, *failed}
+	}
+	return p, err
 }
 
 // Announced implements notify.Store.
-func (s *Store) Announced(ctx context.Context, incidentID string) error {
-	_, err := s.pool.Exec(ctx, `UPDATE notifier.plans SET announced_at = now() WHERE incident_id = $1 AND announced_at IS NULL`, incidentID)
+func (s *Store) Announced(ctx context.Context, incidentID string, sent, failed int) error {
+	_, err := s.pool.Exec(ctx, `UPDATE notifier.plans SET announced_at = now(), announced_sent = $2, announced_failed = $3 WHERE incident_id = $1`,
+		incidentID, sent, failed)
 	return err
 }

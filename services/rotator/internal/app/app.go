@@ -127,8 +127,20 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 		events.AccessRevoked: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.AccessRevokedData) error {
 			return plan(ctx, d.IncidentID, false, true, nil)
 		}),
+		events.RotationRetryRequested: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.RotationRetryData) error {
+			jobs, err := rotation.Retry(ctx, db, d.IncidentID, d.TenantID)
+			if errors.Is(err, rotation.ErrNothingToRetry) {
+				return stream.Permanent(err) // the dead letter tells the operator
+			}
+			if err == nil {
+				rt.Logger.InfoContext(ctx, "failed tenants retried", slog.String("incident_id", d.IncidentID), slog.Int("tenants", len(jobs)),
+					slog.String("requested_by", d.RequestedBy))
+			}
+			return err
+		}),
 	})
-	relay := &outbox.Relay{Pool: db.Pool(), Schema: store.Schema, JS: rt.NATS.JS, Logger: rt.Logger, Failpoints: fp}
+	relay := &outbox.Relay{Pool: db.Pool(), Schema: store.Schema, JS: rt.NATS.JS, Logger: rt.Logger, Failpoints: fp,
+		OnDuplicate: rt.OutboxDuplicate}
 	var pregen *rotation.Pregen
 	if cfg.Pregenerate {
 		pregen = rotation.NewPregen()

@@ -17,11 +17,11 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/keycheck"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
-	"github.com/lockdown/lockdown/services/rotator/internal/keys"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
 )
 
@@ -223,11 +223,11 @@ func checkRotatedOnce(t *testing.T, ctx context.Context, f *fixture, js jetstrea
 			priv, _ := latest.Data["private_key"].(string)
 			switch secret {
 			case "ssh":
-				if err := keys.MatchSSH(priv, recorded.Fingerprint); err != nil {
+				if err := keycheck.MatchSSH(priv, recorded.Fingerprint); err != nil {
 					t.Fatalf("%s: the recorded SSH fingerprint is not Vault's key: %v", id, err)
 				}
 			case "dkim":
-				if err := keys.MatchDKIM(priv, recorded.Record); err != nil {
+				if err := keycheck.MatchDKIM(priv, recorded.Record); err != nil {
 					t.Fatalf("%s: the recorded DKIM record is not Vault's key: %v", id, err)
 				}
 			}

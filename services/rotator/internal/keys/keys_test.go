@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
-	"errors"
 	"strings"
 	"testing"
 
@@ -72,35 +71,4 @@ func TestKeys(t *testing.T) {
 			t.Fatalf("%q %v", d.Record, err)
 		}
 	})
-}
-
-func TestMatch(t *testing.T) {
-	a, err := keys.NewSSH("a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := keys.NewSSH("b")
-	t.Run("an SSH key matches its own fingerprint and not another's", func(t *testing.T) {
-		if err := keys.MatchSSH(a.PrivateKey, a.Fingerprint); err != nil {
-			t.Fatal(err)
-		}
-		if err := keys.MatchSSH(a.PrivateKey, b.Fingerprint); !errors.Is(err, keys.ErrMismatch) {
-			t.Fatalf("another key's fingerprint: %v", err)
-		}
-	})
-	for _, typ := range []string{"rsa", "ed25519"} {
-		t.Run("a "+typ+" DKIM key verifies against its own record and not another's", func(t *testing.T) {
-			x, err := keys.NewDKIM(typ, 2048, "s1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			y, _ := keys.NewDKIM(typ, 2048, "s2")
-			if err := keys.MatchDKIM(x.PrivateKey, x.Record); err != nil {
-				t.Fatal(err)
-			}
-			if err := keys.MatchDKIM(x.PrivateKey, y.Record); !errors.Is(err, keys.ErrMismatch) {
-				t.Fatalf("another key's record: %v", err)
-			}
-		})
-	}
 }

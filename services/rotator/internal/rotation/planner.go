@@ -2,6 +2,7 @@ package rotation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -31,14 +32,23 @@ func Plan(ctx context.Context, store Store, policy, incidentID string, assessed,
 		return err
 	}
 	out := make([]events.Outgoing, 0, len(jobs)+2)
+	runnable := 0
 	for _, j := range jobs {
+		if j.Invalid != "" {
+			// Planned as failed: the tenant is reported, never a path.
+			out = append(out, events.Outgoing{Name: eventsTenantFailed, ID: fmt.Sprintf("%s/invalid-%d/failed", incidentID, len(out)), Data: events.RotationTenantFailedData{
+				IncidentID: incidentID, TenantID: j.TenantID, Step: "plan", Reason: j.Invalid}})
+			continue
+		}
+		runnable++
 		out = append(out, events.Outgoing{Name: events.RotationJob, ID: incidentID + "/" + j.TenantID, Data: jobData(incidentID, j)})
 	}
 	out = append(out, events.Outgoing{Name: events.RotationPlanned, ID: incidentID + "/rotation.planned", Data: plannedData(incidentID, policy, len(jobs))})
-	if len(jobs) == 0 {
+	if runnable == 0 {
 		// Nothing to rotate: the phase is over at once, or restore would
 		// wait for a completion that never comes.
-		out = append(out, events.Outgoing{Name: events.RotationCompleted, ID: incidentID + "/rotation.completed", Data: events.RotationCompletedData{IncidentID: incidentID}})
+		out = append(out, events.Outgoing{Name: events.RotationCompleted, ID: incidentID + "/rotation.completed", Data: events.RotationCompletedData{
+			IncidentID: incidentID, Failed: len(jobs)}})
 	}
 	if _, err := store.SavePlan(ctx, incidentID, policy, jobs, out); err != nil {
 		return fmt.Errorf("save plan: %w", err)
@@ -48,7 +58,8 @@ func Plan(ctx context.Context, store Store, policy, incidentID string, assessed,
 
 // plan lists the jobs: every directory tenant (policy all) or the affected
 // ones, plus any affected tenant the directory lacks — it fails loudly
-// instead of being skipped.
+// instead of being skipped. A tenant whose id is not a valid one is
+// planned as failed at once, with the reason.
 func plan(ctx context.Context, store Store, policy string, affected []string) ([]Job, error) {
 	known, err := store.Tenants(ctx)
 	if err != nil {
@@ -65,8 +76,30 @@ func plan(ctx context.Context, store Store, policy string, affected []string) ([
 	}
 	out := make([]Job, 0, len(ids))
 	for t := range ids {
-		out = append(out, Job{TenantID: t, Affected: slices.Contains(affected, t)})
+		j := Job{TenantID: t, Affected: slices.Contains(affected, t)}
+		if err := events.ValidTenantID(t); err != nil {
+			j.Invalid = err.Error()
+		}
+		out = append(out, j)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].TenantID < out[j].TenantID })
 	return out, nil
+}
+
+// ErrNothingToRetry is returned by Retry when the incident has no plan or
+// no failed tenant (of that id): a permanent answer to the request.
+var ErrNothingToRetry = errors.New("nothing to retry")
+
+// Retry runs the failed tenants' jobs again (one tenant's, when named)
+// after an operator mended the cause: their jobs go back to pending and
+// are published under the retry's number, in one transaction. Their
+// completions then carry corrected totals.
+func Retry(ctx context.Context, store Store, incidentID, tenantID string) ([]Job, error) {
+	return store.Retry(ctx, incidentID, tenantID, func(retry int, jobs []Job) []events.Outgoing {
+		out := make([]events.Outgoing, len(jobs))
+		for i, j := range jobs {
+			out[i] = events.Outgoing{Name: events.RotationJob, ID: fmt.Sprintf("%s/%s/retry-%d", incidentID, j.TenantID, retry), Data: jobData(incidentID, j)}
+		}
+		return out
+	})
 }

@@ -16,6 +16,9 @@ import (
 type Job struct {
 	TenantID string
 	Affected bool
+	// Invalid, when set, says why the tenant's id cannot be used (it is
+	// planned as failed: its id never becomes a Vault path).
+	Invalid string
 }
 
 // Job states.
@@ -62,6 +65,8 @@ type JobState struct {
 // Progress of a plan.
 type Progress struct {
 	Planned, Completed, Failed, Pending int
+	// Retries counts the operator's retries of the plan (lockdown retry).
+	Retries int
 }
 
 // Store is the rotator's database.
@@ -73,6 +78,10 @@ type Store interface {
 	// emitted) when the incident was planned before.
 	SavePlan(ctx context.Context, incidentID, policy string, jobs []Job, emit []events.Outgoing) (created bool, err error)
 	LoadJob(ctx context.Context, incidentID, tenantID string) (JobState, error)
+	// Retry sets the plan's failed jobs (or one tenant's, when failed)
+	// pending again under a new retry number and writes the events that
+	// run them in the same transaction; it returns the jobs retried.
+	Retry(ctx context.Context, incidentID, tenantID string, emit func(retry int, jobs []Job) []events.Outgoing) ([]Job, error)
 	SaveSteps(ctx context.Context, incidentID, tenantID string, steps Steps) error
 	// Finish sets the job's final state (and its steps, when given) once,
 	// and in the same transaction writes the events emit returns for the

@@ -73,6 +73,9 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		// written with it (the outbox): nothing is left to do.
 		return nil
 	}
+	if err := events.ValidTenantID(job.TenantID); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnknownTenant, err) // never a path
+	}
 	if !st.TenantKnown {
 		return fmt.Errorf("%w: %q", ErrUnknownTenant, job.TenantID)
 	}
@@ -192,6 +195,12 @@ func (w *Worker) Fail(ctx context.Context, job events.RotationJobData, step, rea
 func (w *Worker) events(job events.RotationJobData, state, reason string, steps Steps) func(Progress) []events.Outgoing {
 	return func(p Progress) []events.Outgoing {
 		var out []events.Outgoing
+		// A retried plan's events carry the retry's number: a tenant that
+		// fails again, and the corrected totals, are new events.
+		suffix := ""
+		if p.Retries > 0 {
+			suffix = fmt.Sprintf("/retry-%d", p.Retries)
+		}
 		switch state {
 		case StateCompleted:
 			out = append(out, events.Outgoing{Name: eventsTenantCompleted, ID: job.IncidentID + "/" + job.TenantID + "/completed", Data: events.RotationTenantCompletedData{
@@ -204,13 +213,13 @@ func (w *Worker) events(job events.RotationJobData, state, reason string, steps 
 			if !ok {
 				step, why = "unknown", reason
 			}
-			out = append(out, events.Outgoing{Name: eventsTenantFailed, ID: job.IncidentID + "/" + job.TenantID + "/failed", Data: events.RotationTenantFailedData{
+			out = append(out, events.Outgoing{Name: eventsTenantFailed, ID: job.IncidentID + "/" + job.TenantID + "/failed" + suffix, Data: events.RotationTenantFailedData{
 				IncidentID: job.IncidentID, TenantID: job.TenantID, Step: step, Reason: why,
 			}})
 		}
 		if p.Pending == 0 && p.Planned > 0 {
-			out = append(out, events.Outgoing{Name: eventsRotationCompleted, ID: job.IncidentID + "/rotation.completed", Data: events.RotationCompletedData{
-				IncidentID: job.IncidentID, Completed: p.Completed, Failed: p.Failed,
+			out = append(out, events.Outgoing{Name: eventsRotationCompleted, ID: job.IncidentID + "/rotation.completed" + suffix, Data: events.RotationCompletedData{
+				IncidentID: job.IncidentID, Completed: p.Completed, Failed: p.Failed, Retry: p.Retries,
 			}})
 		}
 		return out

@@ -104,15 +104,19 @@ func (s *Store) SavePlan(ctx context.Context, incidentID, policy string, jobs []
 	}
 	rows := make([][]any, len(jobs))
 	for i, j := range jobs {
-		rows[i] = []any{incidentID, j.TenantID, j.Affected}
+		state, reason := rotation.StatePending, ""
+		if j.Invalid != "" {
+			state, reason = rotation.StateFailed, "plan: "+j.Invalid
+		}
+		rows[i] = []any{incidentID, j.TenantID, j.Affected, state, reason}
 	}
-	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS job_staging (incident_id text, tenant_id text, affected boolean) ON COMMIT DELETE ROWS`); err != nil {
+	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS job_plan_staging (incident_id text, tenant_id text, affected boolean, state text, reason text) ON COMMIT DELETE ROWS`); err != nil {
 		return false, err
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"job_staging"}, []string{"incident_id", "tenant_id", "affected"}, pgx.CopyFromRows(rows)); err != nil {
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"job_plan_staging"}, []string{"incident_id", "tenant_id", "affected", "state", "reason"}, pgx.CopyFromRows(rows)); err != nil {
 		return false, err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO rotator.jobs (incident_id, tenant_id, affected) SELECT * FROM job_staging ON CONFLICT DO NOTHING`); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO rotator.jobs (incident_id, tenant_id, affected, state, reason) SELECT * FROM job_plan_staging ON CONFLICT DO NOTHING`); err != nil {
 		return false, err
 	}
 	if err := s.emit(ctx, tx, emit); err != nil {
@@ -177,7 +181,7 @@ func (s *Store) Finish(ctx context.Context, incidentID, tenantID, state, reason 
 		return nil // final before: its events went out with that record
 	}
 	var p rotation.Progress
-	if err := tx.QueryRow(ctx, progressQuery, incidentID).Scan(&p.Planned, &p.Completed, &p.Failed, &p.Pending); err != nil {
+	if err := tx.QueryRow(ctx, progressQuery, incidentID).Scan(&p.Planned, &p.Completed, &p.Failed, &p.Pending, &p.Retries); err != nil {
 		return err
 	}
 	if err := s.emit(ctx, tx, emit(p)); err != nil {
@@ -206,12 +210,49 @@ func (s *Store) emit(ctx context.Context, tx pgx.Tx, out []events.Outgoing) erro
 }
 
 const progressQuery = `SELECT coalesce((SELECT tenants FROM rotator.plans WHERE incident_id = $1), 0),
-	count(*) FILTER (WHERE state = 'completed'), count(*) FILTER (WHERE state = 'failed'), count(*) FILTER (WHERE state = 'pending')
+	count(*) FILTER (WHERE state = 'completed'), count(*) FILTER (WHERE state = 'failed'), count(*) FILTER (WHERE state = 'pending'),
+	coalesce((SELECT retries FROM rotator.plans WHERE incident_id = $1), 0)
 	FROM rotator.jobs WHERE incident_id = $1`
 
 // Progress implements rotation.Store (and the status command's query).
 func (s *Store) Progress(ctx context.Context, incidentID string) (rotation.Progress, error) {
 	var p rotation.Progress
-	err := s.pool.QueryRow(ctx, progressQuery, incidentID).Scan(&p.Planned, &p.Completed, &p.Failed, &p.Pending)
+	err := s.pool.QueryRow(ctx, progressQuery, incidentID).Scan(&p.Planned, &p.Completed, &p.Failed, &p.Pending, &p.Retries)
 	return p, err
+}
+
+// Retry implements rotation.Store.
+func (s *Store) Retry(ctx context.Context, incidentID, tenantID string, emit func(int, []rotation.Job) []events.Outgoing) ([]rotation.Job, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	var retry int
+	err = tx.QueryRow(ctx, `UPDATE rotator.plans SET retries = retries + 1 WHERE incident_id = $1 RETURNING retries`, incidentID).Scan(&retry)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%w: incident %s has no rotation plan", rotation.ErrNothingToRetry, incidentID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	rows, err := tx.Query(ctx, `UPDATE rotator.jobs SET state = 'pending', reason = '', updated_at = now()
+		WHERE incident_id = $1 AND state = 'failed' AND ($2 = '' OR tenant_id = $2) RETURNING tenant_id, affected`, incidentID, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	jobs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (rotation.Job, error) {
+		var j rotation.Job
+		return j, r.Scan(&j.TenantID, &j.Affected)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(jobs) == 0 {
+		return nil, fmt.Errorf("%w: no failed tenant %s in incident %s", rotation.ErrNothingToRetry, tenantID, incidentID)
+	}
+	if err := s.emit(ctx, tx, emit(retry, jobs)); err != nil {
+		return nil, err
+	}
+	return jobs, tx.Commit(ctx)
 }

@@ -1,0 +1,84 @@
+package keycheck_test
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/lockdown/lockdown/pkg/platform/keycheck"
+)
+
+// sshKey and dkimKey make keys the way the rotator does (its package is
+// internal to the rotator): OpenSSH ed25519, and PKCS#8 with a DKIM record.
+func sshKey(t *testing.T) (privatePEM, fingerprint string) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(block)), ssh.FingerprintSHA256(sshPub)
+}
+
+func dkimKey(t *testing.T, typ string) (privatePEM, record string) {
+	t.Helper()
+	var priv any
+	var pubDER []byte
+	switch typ {
+	case "rsa":
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		priv = k
+		pubDER, _ = x509.MarshalPKIXPublicKey(&k.PublicKey)
+	default:
+		pub, k, _ := ed25519.GenerateKey(rand.Reader)
+		priv, pubDER = k, pub
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), fmt.Sprintf("v=DKIM1; k=%s; p=%s", typ, base64.StdEncoding.EncodeToString(pubDER))
+}
+
+func TestMatch(t *testing.T) {
+	aPriv, aFP := sshKey(t)
+	_, bFP := sshKey(t)
+	t.Run("an SSH key matches its own fingerprint and not another's", func(t *testing.T) {
+		if err := keycheck.MatchSSH(aPriv, aFP); err != nil {
+			t.Fatal(err)
+		}
+		if err := keycheck.MatchSSH(aPriv, bFP); !errors.Is(err, keycheck.ErrMismatch) {
+			t.Fatalf("another key's fingerprint: %v", err)
+		}
+	})
+	for _, typ := range []string{"rsa", "ed25519"} {
+		t.Run("a "+typ+" DKIM key verifies against its own record and not another's", func(t *testing.T) {
+			x, xRec := dkimKey(t, typ)
+			_, yRec := dkimKey(t, typ)
+			if err := keycheck.MatchDKIM(x, xRec); err != nil {
+				t.Fatal(err)
+			}
+			if err := keycheck.MatchDKIM(x, yRec); !errors.Is(err, keycheck.ErrMismatch) {
+				t.Fatalf("another key's record: %v", err)
+			}
+		})
+	}
+}
