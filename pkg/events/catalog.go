@@ -41,6 +41,7 @@ const (
 	IncidentStuck           Name = "incident.stuck"
 	IncidentResumeRequested Name = "incident.resume.requested"
 	IncidentAbortRequested  Name = "incident.abort.requested"
+	IncidentConfirmRequested Name = "incident.confirm.requested"
 	RotationRetryRequested  Name = "rotation.retry.requested"
 	DeadLetter              Name = "deadletter"
 )
@@ -176,6 +177,9 @@ var catalog = []Spec{
 		Publishers:  []string{UserOperator}, Consumers: []string{ServiceContainment}},
 	{Name: IncidentAbortRequested, Stream: StreamEvents, data: IncidentControlData{},
 		Description: "An operator closed the incident as failed (`lockdown abort`), with a reason: it ends with its report, and the next breach opens a new incident.",
+		Publishers:  []string{UserOperator}, Consumers: []string{ServiceContainment}},
+	{Name: IncidentConfirmRequested, Stream: StreamEvents, data: IncidentControlData{},
+		Description: "An operator confirmed (`lockdown confirm`) an incident whose breach was not allowed to seal Vault by itself (a severity or Vault cluster outside LOCKDOWN_AUTO_SEAL_*): containment seals now and the runbook goes on.",
 		Publishers:  []string{UserOperator}, Consumers: []string{ServiceContainment}},
 	{Name: RotationRetryRequested, Stream: StreamEvents, data: RotationRetryData{},
 		Description: "An operator asked (`lockdown retry`) to rotate again the tenants whose rotation failed (or one of them) once the cause is mended: their jobs run again, they are notified, and corrected totals follow (`rotation.completed`, `notifications.completed`, the report).",

@@ -144,7 +144,7 @@ func Consumers() []ConsumerSpec {
 		base(ConsumerSpec{Durable: ConsumerContainmentBreach, Stream: StreamEvents, Service: ServiceContainment,
 			Events: []Name{BreachDetected}}),
 		base(ConsumerSpec{Durable: ConsumerContainmentRecovery, Stream: StreamEvents, Service: ServiceContainment,
-			Events: []Name{VaultUnsealed, RotationCompleted, NotificationsCompleted, IncidentResumeRequested, IncidentAbortRequested}}),
+			Events: []Name{VaultUnsealed, RotationCompleted, NotificationsCompleted, IncidentResumeRequested, IncidentAbortRequested, IncidentConfirmRequested}}),
 		base(ConsumerSpec{Durable: ConsumerAssessorBreach, Stream: StreamEvents, Service: ServiceAssessor,
 			Events: []Name{IncidentOpened}}),
 		base(ConsumerSpec{Durable: ConsumerRotatorPlanner, Stream: StreamEvents, Service: ServiceRotator,

@@ -305,6 +305,11 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 			if err = json.Unmarshal(e.Data, &d); err == nil {
 				line.Summary = "resume requested by " + d.RequestedBy
 			}
+		case events.IncidentConfirmRequested:
+			var d events.IncidentControlData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				line.Summary = "sealing confirmed by " + d.RequestedBy
+			}
 		case events.IncidentAbortRequested:
 			var d events.IncidentControlData
 			if err = json.Unmarshal(e.Data, &d); err == nil {

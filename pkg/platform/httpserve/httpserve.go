@@ -5,6 +5,7 @@ package httpserve
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,9 +18,17 @@ import (
 // in flight up to grace to finish. name labels the log line that reports
 // the bound address (useful with port 0).
 func Serve(ctx context.Context, name, addr string, h http.Handler, grace time.Duration, log *slog.Logger) error {
+	return ServeTLS(ctx, name, addr, h, nil, grace, log)
+}
+
+// ServeTLS is Serve speaking HTTPS with tlsCfg (plain HTTP when nil).
+func ServeTLS(ctx context.Context, name, addr string, h http.Handler, tlsCfg *tls.Config, grace time.Duration, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("%s: listen %s: %w", name, addr, err)
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 15 * time.Second}
 	log.Info(name+" listening", slog.String("addr", ln.Addr().String()))

@@ -33,13 +33,17 @@ func runAbort(ctx context.Context, args []string, out, errOut io.Writer) int {
 	return runControl(ctx, "abort", events.IncidentAbortRequested, args, out, errOut)
 }
 
+func runConfirm(ctx context.Context, args []string, out, errOut io.Writer) int {
+	return runControl(ctx, "confirm", events.IncidentConfirmRequested, args, out, errOut)
+}
+
 func runRetry(ctx context.Context, args []string, out, errOut io.Writer) int {
 	return runControl(ctx, "retry", events.RotationRetryRequested, args, out, errOut)
 }
 
 // runControl publishes an operator's request about an incident as the
-// operator NATS user: resume and abort go to containment, retry to the
-// rotator; the incident's timeline records each with who asked.
+// operator NATS user: confirm, resume and abort go to containment, retry
+// to the rotator; the incident's timeline records each with who asked.
 func runControl(ctx context.Context, name string, ev events.Name, args []string, out, errOut io.Writer) int {
 	fs := newFlags(name, errOut)
 	natsURL := fs.String("nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (LOCKDOWN_NATS_URL)")

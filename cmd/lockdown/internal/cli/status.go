@@ -333,6 +333,9 @@ func printStatus(out io.Writer, v incidentView) {
 	if v.FailureReason != "" {
 		fmt.Fprintf(out, "  closed as failed: %s\n", v.FailureReason)
 	}
+	if v.Phase == "awaiting_confirmation" {
+		fmt.Fprintf(out, "  AWAITING CONFIRMATION: this breach may not seal Vault by itself (LOCKDOWN_AUTO_SEAL_*); lockdown confirm %s seals now\n", v.ID)
+	}
 	fmt.Fprintln(out, "\nphases:")
 	fmt.Fprintf(out, "  %-20s %-24s %-24s %-12s %-14s %s\n", "PHASE", "START", "END", "DURATION", "RUNBOOK TARGET", "LOCKDOWN TARGET")
 	for _, p := range v.Phases {

@@ -8,10 +8,14 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -76,7 +80,52 @@ type Config struct {
 	IntakeAddr         string        `env:"INTAKE_ADDR" doc:"Listen address of the HTTP breach intake (e.g. 127.0.0.1:8081); empty disables it."`
 	IntakeBearerTokens []string      `env:"INTAKE_BEARER_TOKENS" secret:"true" doc:"Bearer tokens accepted by the intake, comma-separated."`
 	IntakeHMACKey      string        `env:"INTAKE_HMAC_KEY" secret:"true" doc:"Key of the intake's X-Lockdown-Signature HMAC-SHA256."`
-	IntakeMaxSkew      time.Duration `env:"INTAKE_MAX_SKEW" default:"5m" doc:"How old (or early) a signed request's timestamp may be."`
+	IntakeMaxSkew      time.Duration `env:"INTAKE_MAX_SKEW" default:"5m" doc:"How old (or early) a signed request's timestamp may be; a signature is accepted once within it."`
+	IntakeMaxBody      int64         `env:"INTAKE_MAX_BODY" default:"65536" doc:"Largest breach body the intake reads, in bytes."`
+	IntakeTLSCert      string        `env:"INTAKE_TLS_CERT" doc:"PEM certificate (chain) of the HTTP intake; with INTAKE_TLS_KEY it speaks HTTPS only. Required unless INTAKE_ADDR is a loopback address."`
+	IntakeTLSKey       string        `env:"INTAKE_TLS_KEY" doc:"PEM private key of INTAKE_TLS_CERT (a file path; the file is the secret)."`
+	IntakeClientCA     string        `env:"INTAKE_CLIENT_CA" doc:"PEM CA bundle: when set, the intake requires a client certificate signed by it (mutual TLS)."`
+
+	AutoSealSeverities []string `env:"AUTO_SEAL_SEVERITIES" default:"critical,high" doc:"Breach severities that seal Vault at once; a breach of another severity opens an incident that waits for an operator's lockdown confirm <incident> (a forged low-severity breach cannot seal the platform)."`
+	AutoSealClusters   []string `env:"AUTO_SEAL_CLUSTERS" doc:"Vault clusters (a breach's vault_cluster) whose breaches may seal at once; empty: any. A breach naming another cluster waits for lockdown confirm."`
+}
+
+// loopback reports whether a listen address is on loopback only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// intakeTLS builds the intake's TLS configuration (nil: plain HTTP, on
+// loopback only).
+func (c *Config) intakeTLS() (*tls.Config, error) {
+	if c.IntakeTLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.IntakeTLSCert, c.IntakeTLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("%sINTAKE_TLS_CERT/KEY: %w", config.Prefix, err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.IntakeClientCA != "" {
+		pem, err := os.ReadFile(c.IntakeClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("%sINTAKE_CLIENT_CA: %w", config.Prefix, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%sINTAKE_CLIENT_CA: no certificate in %s", config.Prefix, c.IntakeClientCA)
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
 }
 
 // Nodes returns the configured Vault nodes.
@@ -129,6 +178,23 @@ func (c *Config) Validate() error {
 	}
 	if c.IntakeAddr != "" && len(c.IntakeBearerTokens) == 0 && c.IntakeHMACKey == "" {
 		bad("INTAKE_ADDR needs INTAKE_BEARER_TOKENS or INTAKE_HMAC_KEY: the intake never runs unauthenticated")
+	}
+	if (c.IntakeTLSCert == "") != (c.IntakeTLSKey == "") {
+		bad("INTAKE_TLS_CERT and INTAKE_TLS_KEY go together")
+	}
+	if c.IntakeAddr != "" && c.IntakeTLSCert == "" && !loopback(c.IntakeAddr) {
+		bad("INTAKE_ADDR %s is not a loopback address: INTAKE_TLS_CERT and INTAKE_TLS_KEY are required (tokens and signatures never travel in clear)", c.IntakeAddr)
+	}
+	if c.IntakeClientCA != "" && c.IntakeTLSCert == "" {
+		bad("INTAKE_CLIENT_CA needs INTAKE_TLS_CERT and INTAKE_TLS_KEY")
+	}
+	if c.IntakeMaxBody < 1024 {
+		bad("INTAKE_MAX_BODY must be at least 1024")
+	}
+	for _, sev := range c.AutoSealSeverities {
+		if !slices.Contains([]string{"critical", "high", "medium", "low"}, sev) {
+			bad("AUTO_SEAL_SEVERITIES: %q is not critical, high, medium or low", sev)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -239,7 +305,11 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 	sealer := incident.NewSealer(deps.Vault, deps.Fencer, log, cfg.SealPoll, cfg.FenceRetry)
 	eng := engine.New(engine.Config{Process: process, LeaderTTL: cfg.LeaderTTL, Tick: cfg.GatePoll, RekeyPoll: cfg.RekeyPoll,
 		SealDeadline: cfg.SealDeadline, StuckAfter: cfg.StuckAfter}, deps.Store, sealer, recovery.New(rcfg, deps.Admin, log), log, deps.Failpoints, rt.MeterProvider)
-	responder := incident.NewResponder(deps.Store, sealer, log, incident.Timing{SealDeadline: cfg.SealDeadline}, process, deps.Failpoints, eng.Wake)
+	policy := incident.Policy{Clusters: cfg.AutoSealClusters}
+	for _, sev := range cfg.AutoSealSeverities {
+		policy.Severities = append(policy.Severities, events.Severity(sev))
+	}
+	responder := incident.NewResponder(deps.Store, sealer, policy, log, incident.Timing{SealDeadline: cfg.SealDeadline}, process, deps.Failpoints, eng.Wake)
 	recorder := timeline.New(deps.Store, eng.Wake)
 	relay := &outbox.Relay{Pool: deps.Store.Pool(), Schema: store.Schema, JS: rt.NATS.JS, Logger: log, Failpoints: deps.Failpoints,
 		OnDuplicate: rt.OutboxDuplicate}
@@ -260,10 +330,14 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 	g.Go(func() error { return eng.Run(gctx) })
 	g.Go(func() error { return relay.Run(gctx) })
 	if cfg.IntakeAddr != "" {
+		tlsCfg, err := cfg.intakeTLS()
+		if err != nil {
+			return err
+		}
 		h := intake.New(intake.Config{BearerTokens: cfg.IntakeBearerTokens, HMACKey: cfg.IntakeHMACKey, MaxSkew: cfg.IntakeMaxSkew,
-			MaxBody: 1 << 20, WaitIncident: 3 * time.Second}, breachPublisher{pub}, deps.Store, rt.Logger)
+			MaxBody: cfg.IntakeMaxBody, WaitIncident: 3 * time.Second}, breachPublisher{pub}, deps.Store, rt.Logger)
 		g.Go(func() error {
-			return httpserve.Serve(gctx, "breach intake", cfg.IntakeAddr, h.Routes(), cfg.ShutdownTimeout, rt.Logger)
+			return httpserve.ServeTLS(gctx, "breach intake", cfg.IntakeAddr, h.Routes(), tlsCfg, cfg.ShutdownTimeout, rt.Logger)
 		})
 	}
 	return g.Wait()
@@ -306,18 +380,19 @@ func RecoveryHandler(eng *engine.Engine, rec *timeline.Recorder) stream.Handler 
 	control := func(do func(context.Context, report.Entry, events.IncidentControlData) error) stream.Handler {
 		return stream.Decoded(func(ctx context.Context, d *stream.Delivery, c events.IncidentControlData) error {
 			err := do(ctx, entryOf(d), c)
-			if errors.Is(err, engine.ErrClosed) || errors.Is(err, engine.ErrNoReason) || errors.Is(err, timeline.ErrUnknownIncident) {
+			if errors.Is(err, engine.ErrClosed) || errors.Is(err, engine.ErrNoReason) || errors.Is(err, engine.ErrNotAwaiting) || errors.Is(err, timeline.ErrUnknownIncident) {
 				return stream.Permanent(err)
 			}
 			return err
 		})
 	}
 	return stream.Route(map[events.Name]stream.Handler{
-		events.VaultUnsealed:           record,
-		events.RotationCompleted:       completion,
-		events.NotificationsCompleted:  completion,
-		events.IncidentResumeRequested: control(eng.Resume),
-		events.IncidentAbortRequested:  control(eng.Abort),
+		events.VaultUnsealed:            record,
+		events.RotationCompleted:        completion,
+		events.NotificationsCompleted:   completion,
+		events.IncidentResumeRequested:  control(eng.Resume),
+		events.IncidentAbortRequested:   control(eng.Abort),
+		events.IncidentConfirmRequested: control(eng.Confirm),
 	})
 }
 

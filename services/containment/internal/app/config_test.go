@@ -31,6 +31,29 @@ func TestConfig(t *testing.T) {
 			t.Fatalf("got %v", err)
 		}
 	})
+	t.Run("an intake beyond loopback needs TLS, and the auto-seal severities are checked", func(t *testing.T) {
+		base := map[string]string{"LOCKDOWN_DATABASE_URL": "postgres://x", "LOCKDOWN_VAULT_ADDR": "http://v:8200", "LOCKDOWN_VAULT_SEAL_TOKEN": "t",
+			"LOCKDOWN_VAULT_RECOVERY_TOKEN": "r", "LOCKDOWN_INTAKE_HMAC_KEY": "k"}
+		with := func(extra map[string]string) error {
+			m := map[string]string{}
+			for k, v := range base {
+				m[k] = v
+			}
+			for k, v := range extra {
+				m[k] = v
+			}
+			return config.LoadFrom(&app.Config{}, env(m))
+		}
+		if err := with(map[string]string{"LOCKDOWN_INTAKE_ADDR": "0.0.0.0:8081"}); err == nil || !strings.Contains(err.Error(), "INTAKE_TLS_CERT and INTAKE_TLS_KEY are required") {
+			t.Fatalf("plain HTTP on every address: %v", err)
+		}
+		if err := with(map[string]string{"LOCKDOWN_INTAKE_ADDR": "127.0.0.1:8081"}); err != nil {
+			t.Fatalf("plain HTTP on loopback refused: %v", err)
+		}
+		if err := with(map[string]string{"LOCKDOWN_AUTO_SEAL_SEVERITIES": "critical,urgent"}); err == nil || !strings.Contains(err.Error(), `"urgent"`) {
+			t.Fatalf("an unknown severity: %v", err)
+		}
+	})
 	t.Run("docs/config/containment.md lists every variable", func(t *testing.T) {
 		configtest.Docs(t, "containment", &app.Config{}, *update)
 	})

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +15,10 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
@@ -186,13 +188,11 @@ func TestContainment(t *testing.T) {
 		}
 	})
 
-	t.Run("the HTTP intake rejects a bad signature and a stale timestamp", func(t *testing.T) {
+	t.Run("the HTTP intake refuses a bad signature, a stale timestamp, a bad token and no credentials", func(t *testing.T) {
 		body, _ := events.Marshal(newBreach(t, "via http"))
-		now := strconv.FormatInt(time.Now().Unix(), 10)
-		stale := strconv.FormatInt(time.Now().Add(-10*time.Minute).Unix(), 10)
 		cases := map[string]map[string]string{
-			"bad signature":   {intake.HeaderTimestamp: now, intake.HeaderSignature: intake.SignatureHeader("wrong-key", now, body)},
-			"stale timestamp": {intake.HeaderTimestamp: stale, intake.HeaderSignature: intake.SignatureHeader(testHMACKey, stale, body)},
+			"bad signature":   signed("wrong-key", body, nil, time.Now()),
+			"stale timestamp": signed(testHMACKey, body, nil, time.Now().Add(-10*time.Minute)),
 			"bad token":       {"Authorization": "Bearer nope"},
 			"no credentials":  {},
 		}
@@ -207,12 +207,71 @@ func TestContainment(t *testing.T) {
 		}
 	})
 
+	t.Run("a captured signed request cannot be changed or replayed, and an anonymous one is refused before its body is read", func(t *testing.T) {
+		data, _ := json.Marshal(events.BreachDetectedData{Summary: "binary mode, signed", Severity: events.SeverityLow})
+		ce := map[string]string{"Content-Type": "application/json", "ce-specversion": "1.0", "ce-id": "captured-1",
+			"ce-type": events.BreachDetected.Type(), "ce-source": "/siem/http"}
+		h := signed(testHMACKey, data, ce, time.Now())
+		// The signature covers every ce-* header: a new id is a new request.
+		tampered := map[string]string{}
+		for k, v := range h {
+			tampered[k] = v
+		}
+		tampered["ce-id"] = "forged-2"
+		if resp := post(t, c.intake, data, tampered); resp.code != http.StatusUnauthorized {
+			t.Fatalf("a changed ce-id: %d %v", resp.code, resp.body)
+		}
+		if resp := post(t, c.intake, data, h); resp.code != http.StatusAccepted {
+			t.Fatalf("the signed request: %d %v", resp.code, resp.body)
+		}
+		if resp := post(t, c.intake, data, h); resp.code != http.StatusConflict {
+			t.Fatalf("the same request again: %d %v, want 409 (a replay)", resp.code, resp.body)
+		}
+		big := bytes.Repeat([]byte("x"), 200_000)
+		if resp := post(t, c.intake, big, map[string]string{"Content-Type": "application/json"}); resp.code != http.StatusUnauthorized {
+			t.Fatalf("an anonymous large body: %d %v, want 401", resp.code, resp.body)
+		}
+		if resp := post(t, c.intake, big, signed(testHMACKey, big, nil, time.Now())); resp.code != http.StatusRequestEntityTooLarge {
+			t.Fatalf("a signed body over the limit: %d %v, want 413", resp.code, resp.body)
+		}
+		resolveOpen(t, s)
+	})
+
+	t.Run("a breach outside the auto-seal policy waits for an operator: lockdown confirm seals", func(t *testing.T) {
+		ev, err := events.New(events.BreachDetected, "/siem/test", events.BreachDetectedData{Summary: "a low-severity finding", Severity: events.SeverityLow})
+		must(t, err)
+		nc, _ := connectAs(t, s, events.UserSIEM)
+		publishAsSIEM(t, nc, ev, nil)
+		waitDetection(t, ctx, pool, ev.ID())
+		var id, phase string
+		must(t, pool.QueryRow(ctx, `SELECT incident_id::text, (SELECT phase FROM containment.incidents WHERE id = d.incident_id)
+			FROM containment.detections d WHERE event_id = $1`, ev.ID()).Scan(&id, &phase))
+		if phase != "awaiting_confirmation" {
+			t.Fatalf("phase %s, want awaiting_confirmation", phase)
+		}
+		time.Sleep(time.Second)
+		if sealed(t, s.Vault.Addr) {
+			t.Fatal("a low-severity breach sealed Vault by itself")
+		}
+		op, _ := connectAs(t, s, events.UserOperator)
+		js, err := jetstream.New(op)
+		must(t, err)
+		_, err = stream.NewPublisher(js, events.SourceOf(events.ServiceCLI), nil).Publish(ctx, events.IncidentConfirmRequested,
+			events.IncidentControlData{IncidentID: id, RequestedBy: "alice@soc"})
+		must(t, err)
+		waitEvent(t, s, events.VaultSealed, 20*time.Second, func(d events.VaultSealedData) bool { return d.IncidentID == id && d.Round == 1 })
+		if !sealed(t, s.Vault.Addr) {
+			t.Fatal("not sealed after the confirmation")
+		}
+		must(t, s.Vault.Unseal(ctx))
+		waitUnsealedPhase(t, ctx, pool, id)
+		resolveOpen(t, s)
+	})
+
 	t.Run("a signed HTTP breach seals and answers 202 with the incident id", func(t *testing.T) {
 		ev := newBreach(t, "via http, signed")
 		body, _ := events.Marshal(ev)
-		now := strconv.FormatInt(time.Now().Unix(), 10)
-		resp := post(t, c.intake, body, map[string]string{intake.HeaderTimestamp: now, intake.HeaderSignature: intake.SignatureHeader(testHMACKey, now, body),
-			"Content-Type": "application/cloudevents+json"})
+		resp := post(t, c.intake, body, signed(testHMACKey, body, map[string]string{"Content-Type": "application/cloudevents+json"}, time.Now()))
 		if resp.code != http.StatusAccepted || resp.body["event_id"] != ev.ID() || resp.body["incident_id"] == "" {
 			t.Fatalf("%d %v", resp.code, resp.body)
 		}
@@ -231,6 +290,11 @@ func TestContainment(t *testing.T) {
 			"ce-specversion": "1.0", "ce-id": "bad-bin", "ce-type": events.BreachDetected.Type(), "ce-source": "/siem/http"})
 		if bad.code != http.StatusBadRequest || !strings.Contains(bad.body["error"], "summary is required") {
 			t.Fatalf("invalid data: %d %v", bad.code, bad.body)
+		}
+		badID := post(t, c.intake, data, map[string]string{"Authorization": "Bearer " + testBearerToken, "Content-Type": "application/json",
+			"ce-specversion": "1.0", "ce-id": "inc/vault.unsealed/1", "ce-type": events.BreachDetected.Type(), "ce-source": "/siem/http"})
+		if badID.code != http.StatusBadRequest || !strings.Contains(badID.body["error"], "event id") {
+			t.Fatalf("an id with a slash: %d %v", badID.code, badID.body)
 		}
 		must(t, s.Vault.Unseal(ctx))
 		waitUnsealedPhase(t, ctx, pool, resp.body["incident_id"])
@@ -255,6 +319,21 @@ func TestContainment(t *testing.T) {
 type httpResult struct {
 	code int
 	body map[string]string
+}
+
+// signed returns headers with the intake's signature over a POST of body
+// to /v1/breaches with them (every ce-* header included).
+func signed(key string, body []byte, headers map[string]string, at time.Time) map[string]string {
+	req, _ := http.NewRequest(http.MethodPost, "http://intake/v1/breaches", bytes.NewReader(body))
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	intake.SignRequest(key, req, body, at)
+	out := map[string]string{}
+	for k := range req.Header {
+		out[k] = req.Header.Get(k)
+	}
+	return out
 }
 
 func post(t *testing.T, base string, body []byte, headers map[string]string) httpResult {

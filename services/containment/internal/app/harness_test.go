@@ -99,7 +99,8 @@ func startContainment(t testing.TB, s *localstack.Stack, nodes []string, tokens 
 		RekeyShares: 5, RekeyThreshold: 3, RekeyRequireVerification: true, RekeyPoll: 50 * time.Millisecond,
 		AuthDir:      filepath.Join(root, "deploy", "vault", "auth"),
 		SealDeadline: 10 * time.Second, SealPoll: 10 * time.Millisecond, FenceRetry: 15 * time.Second, GatePoll: 50 * time.Millisecond,
-		IntakeAddr: freeAddr(t), IntakeHMACKey: testHMACKey, IntakeBearerTokens: []string{testBearerToken}, IntakeMaxSkew: 5 * time.Minute,
+		IntakeAddr: freeAddr(t), IntakeHMACKey: testHMACKey, IntakeBearerTokens: []string{testBearerToken}, IntakeMaxSkew: 5 * time.Minute, IntakeMaxBody: 65536,
+		AutoSealSeverities: []string{"critical", "high"},
 		FenceTimeout: 30 * time.Second,
 	}
 	if tune != nil {

@@ -106,6 +106,24 @@ func (e *Engine) control(ctx context.Context, id string, change func(incident.In
 	return fmt.Errorf("incident %s kept changing: %w", id, ErrConflict)
 }
 
+// ErrNotAwaiting is returned by Confirm for an incident that does not wait
+// for confirmation (its breach sealed Vault by itself, or it was
+// confirmed already).
+var ErrNotAwaiting = errors.New("incident does not wait for confirmation")
+
+// Confirm records an operator's confirmation of an incident whose breach
+// was not allowed to seal by itself: its first seal round starts, and the
+// engine seals every node at once.
+func (e *Engine) Confirm(ctx context.Context, req report.Entry, d events.IncidentControlData) error {
+	return e.control(ctx, d.IncidentID, func(inc incident.Incident) (Change, error) {
+		if inc.Phase != incident.PhaseAwaiting {
+			return Change{}, fmt.Errorf("%w: %s is %s", ErrNotAwaiting, inc.ID, inc.Phase)
+		}
+		e.log.WarnContext(ctx, "sealing confirmed by an operator", slog.String("incident_id", inc.ID), slog.String("requested_by", d.RequestedBy))
+		return Change{IncidentID: inc.ID, Version: inc.Version, Phase: incident.PhaseContaining, NewRound: true, Timeline: []report.Entry{req}}, nil
+	})
+}
+
 // RefreshReport rebuilds a closed incident's report from its timeline,
 // keeping its outcome and time: corrected totals that arrive after the end
 // (failed tenants retried with lockdown retry, rotated and told) reach the

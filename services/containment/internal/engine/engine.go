@@ -65,8 +65,10 @@ type Change struct {
 	Phase                            incident.Phase
 	SealedAt, UnsealedAt, ResolvedAt time.Time
 	// RoundSealed, when set, records whether the current round is
-	// confirmed on every node; Seals are its node seals.
+	// confirmed on every node; Seals are its node seals. NewRound starts
+	// a seal round (an operator's confirmation).
 	RoundSealed *bool
+	NewRound    bool
 	Seals       []events.NodeSeal
 	Gate        []incident.NodeStatus
 	Recovery    *recovery.State

@@ -10,6 +10,7 @@ package incident
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
@@ -20,6 +21,10 @@ type Phase string
 
 // Phases owned by containment (later phases are added by their issues).
 const (
+	// PhaseAwaiting: a breach that may not seal Vault by itself (its
+	// severity or Vault cluster is outside the auto-seal policy) opened
+	// the incident; it waits for an operator's lockdown confirm.
+	PhaseAwaiting Phase = "awaiting_confirmation"
 	// PhaseContaining: the incident is open and nodes are being sealed.
 	PhaseContaining Phase = "containing"
 	// PhaseSealed: every node is confirmed sealed; the unseal gate is open.
@@ -85,6 +90,27 @@ type Detection struct {
 	Breach  events.BreachDetectedData
 	// TraceParent is the trace context of the breach's processing.
 	TraceParent string
+	// Unsealed is set when the breach was not allowed to seal (the
+	// auto-seal policy): it is recorded without a seal round, and a new
+	// incident waits for confirmation.
+	Unsealed bool
+}
+
+// Policy says which breaches may seal Vault by themselves.
+type Policy struct {
+	// Severities that seal at once (default: critical and high).
+	Severities []events.Severity
+	// Clusters whose breaches seal at once (a breach's vault_cluster);
+	// empty: any.
+	Clusters []string
+}
+
+// Auto reports whether a breach may seal Vault without an operator.
+func (p Policy) Auto(b events.BreachDetectedData) bool {
+	if !slices.Contains(p.Severities, b.Severity) {
+		return false
+	}
+	return len(p.Clusters) == 0 || b.VaultCluster == "" || slices.Contains(p.Clusters, b.VaultCluster)
 }
 
 // Outcome says what recording a detection did.

@@ -28,6 +28,7 @@ type Timing struct {
 type Responder struct {
 	store   Store
 	sealer  *Sealer
+	policy  Policy
 	log     *slog.Logger
 	timing  Timing
 	process string
@@ -40,14 +41,14 @@ type Responder struct {
 // NewResponder wires the responder. process names this containment
 // process in the events it emits; recorded (may be nil) is called after
 // each recorded breach.
-func NewResponder(store Store, sealer *Sealer, log *slog.Logger, timing Timing, process string, fp *failpoint.Set, recorded func()) *Responder {
+func NewResponder(store Store, sealer *Sealer, policy Policy, log *slog.Logger, timing Timing, process string, fp *failpoint.Set, recorded func()) *Responder {
 	if timing.RecordRetryMax <= 0 {
 		timing.RecordRetryMax = 5 * time.Second
 	}
 	if recorded == nil {
 		recorded = func() {}
 	}
-	return &Responder{store: store, sealer: sealer, log: log, timing: timing, process: process, fp: fp, recorded: recorded}
+	return &Responder{store: store, sealer: sealer, policy: policy, log: log, timing: timing, process: process, fp: fp, recorded: recorded}
 }
 
 // HandleBreach seals every node at once, then records the detection and
@@ -57,11 +58,24 @@ func NewResponder(store Store, sealer *Sealer, log *slog.Logger, timing Timing, 
 // or when ctx ends (the message is then redelivered: sealing again is a
 // no-op on sealed nodes).
 func (r *Responder) HandleBreach(ctx context.Context, d Detection) (Incident, Outcome, error) {
-	seals, problems := r.sealer.SealAll(ctx, r.timing.SealDeadline)
 	log := r.log.With(slog.String("event_id", d.EventID))
-	if len(problems) == 0 {
+	var seals []events.NodeSeal
+	var problems map[string]string
+	switch {
+	case !r.policy.Auto(d.Breach):
+		// Not allowed to seal by itself: recorded, and a new incident
+		// waits for an operator's confirmation.
+		d.Unsealed = true
+		log.WarnContext(ctx, "breach outside the auto-seal policy: not sealing; lockdown confirm <incident> seals",
+			slog.String("severity", string(d.Breach.Severity)), slog.String("vault_cluster", d.Breach.VaultCluster))
+	default:
+		seals, problems = r.sealer.SealAll(ctx, r.timing.SealDeadline)
+	}
+	switch {
+	case d.Unsealed:
+	case len(problems) == 0:
 		log.InfoContext(ctx, "every vault node confirmed sealed; recording the breach", slog.Duration("since_breach_published", LastConfirmed(seals).Sub(d.Time)))
-	} else {
+	default:
 		log.ErrorContext(ctx, "nodes not confirmed sealed within the deadline; recording the breach, the engine keeps sealing", slog.Any("nodes", sortedKeys(problems)))
 	}
 	r.fp.Hit("containment.breach.sealed")

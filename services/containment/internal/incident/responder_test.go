@@ -73,6 +73,18 @@ func (s *fakeStore) RecordBreach(_ context.Context, d incident.Detection, seals 
 	return s.inc, outcome, nil
 }
 
+// recordingStore keeps the detection it was given.
+type recordingStore struct {
+	*fakeStore
+	d *incident.Detection
+}
+
+func (r recordingStore) RecordBreach(ctx context.Context, d incident.Detection, seals []events.NodeSeal,
+	emit func(incident.Incident, incident.Outcome, bool) []events.Outgoing) (incident.Incident, incident.Outcome, error) {
+	*r.d = d
+	return r.fakeStore.RecordBreach(ctx, d, seals, emit)
+}
+
 func (s *fakeStore) OpenIncident(context.Context) (incident.Incident, error) {
 	return incident.Incident{}, incident.ErrNoOpenIncident
 }
@@ -97,13 +109,14 @@ func TestResponder(t *testing.T) {
 	breach := incident.Detection{EventID: "e-1", Source: "/siem", Time: time.Now(), Breach: events.BreachDetectedData{Summary: "s", Severity: events.SeverityHigh}}
 	timing := incident.Timing{SealDeadline: 200 * time.Millisecond, RecordRetryMax: 10 * time.Millisecond}
 	noFence := fenceFunc(func(context.Context, string) error { return nil })
+	auto := incident.Policy{Severities: []events.Severity{events.SeverityCritical, events.SeverityHigh}}
 
 	t.Run("Vault is sealed before the breach is recorded, and recording is retried until the store answers", func(t *testing.T) {
 		v := &fakeVault{nodes: []string{"a"}, sealable: map[string]bool{"a": true}, status: map[string]incident.NodeStatus{
 			"a": {Address: "a", Reachable: true, Active: true}}}
 		st := &fakeStore{fail: 5}
 		sealedFirst := false
-		r := incident.NewResponder(st, incident.NewSealer(v, noFence, logger, time.Millisecond, time.Hour), logger, timing, "p1", nil, func() {
+		r := incident.NewResponder(st, incident.NewSealer(v, noFence, logger, time.Millisecond, time.Hour), auto, logger, timing, "p1", nil, func() {
 			sealedFirst = v.Status(context.Background(), "a").Sealed
 		})
 		inc, outcome, err := r.HandleBreach(context.Background(), breach)
@@ -128,7 +141,7 @@ func TestResponder(t *testing.T) {
 			"b": {Address: "b", Reachable: true, Active: true},
 		}}
 		st := &fakeStore{}
-		r := incident.NewResponder(st, incident.NewSealer(v, noFence, logger, time.Millisecond, time.Hour), logger, timing, "p1", nil, nil)
+		r := incident.NewResponder(st, incident.NewSealer(v, noFence, logger, time.Millisecond, time.Hour), auto, logger, timing, "p1", nil, nil)
 		if _, _, err := r.HandleBreach(context.Background(), breach); err != nil {
 			t.Fatal(err)
 		}
@@ -138,6 +151,29 @@ func TestResponder(t *testing.T) {
 		}
 		if _, ok := st.event(events.VaultSealed); ok {
 			t.Fatal("vault.sealed with a node unsealed")
+		}
+	})
+
+	t.Run("a breach outside the auto-seal policy seals nothing and is recorded to wait for confirmation", func(t *testing.T) {
+		v := &fakeVault{nodes: []string{"a"}, sealable: map[string]bool{"a": true}, status: map[string]incident.NodeStatus{
+			"a": {Address: "a", Reachable: true, Active: true}}}
+		var recorded incident.Detection
+		st := &fakeStore{}
+		r := incident.NewResponder(recordingStore{st, &recorded}, incident.NewSealer(v, noFence, logger, time.Millisecond, time.Hour), auto, logger, timing, "p1", nil, nil)
+		low := breach
+		low.Breach.Severity = events.SeverityLow
+		if _, _, err := r.HandleBreach(context.Background(), low); err != nil {
+			t.Fatal(err)
+		}
+		if v.Status(context.Background(), "a").Sealed || !recorded.Unsealed {
+			t.Fatalf("sealed %v, recorded as waiting %v", v.Status(context.Background(), "a").Sealed, recorded.Unsealed)
+		}
+		foreign := breach
+		foreign.Breach.VaultCluster = "eu-2"
+		policy := auto
+		policy.Clusters = []string{"us-1"}
+		if policy.Auto(foreign.Breach) {
+			t.Fatal("a breach of another Vault cluster may seal by itself")
 		}
 	})
 
@@ -155,7 +191,7 @@ func TestResponder(t *testing.T) {
 			return nil
 		})
 		st := &fakeStore{}
-		r := incident.NewResponder(st, incident.NewSealer(v, fence, logger, time.Millisecond, time.Hour), logger, timing, "p1", nil, nil)
+		r := incident.NewResponder(st, incident.NewSealer(v, fence, logger, time.Millisecond, time.Hour), auto, logger, timing, "p1", nil, nil)
 		if _, _, err := r.HandleBreach(context.Background(), breach); err != nil {
 			t.Fatal(err)
 		}

@@ -1,9 +1,10 @@
 // Package intake is containment's HTTP breach intake: POST /v1/breaches
 // takes a CloudEvent (HTTP binding, structured or binary mode),
-// authenticates the caller by bearer token or by an HMAC-SHA256 signature
-// of the body with a timestamp, validates the breach, publishes it to
-// JetStream exactly as a SIEM would, and answers 202 with the incident id
-// once the event is durably stored.
+// authenticates the caller — a bearer token, or an HMAC-SHA256 signature
+// over the method, the path, a timestamp, every ce-* header and the body,
+// each signature accepted once — before it reads the body, validates the
+// breach, publishes it to JetStream exactly as a SIEM would, and answers
+// 202 with the incident id once the event is durably stored.
 package intake
 
 import (
@@ -19,8 +20,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -30,12 +33,14 @@ import (
 )
 
 // Header names of the signature scheme. The signature is
-// "sha256=" + hex(HMAC-SHA256(key, timestamp + "." + body)), the timestamp
-// Unix seconds.
+// "v2=" + hex(HMAC-SHA256(key, Canonical(request, timestamp, body))), the
+// timestamp Unix seconds: it covers the method, the path, the timestamp,
+// every ce-* header (binary mode carries the event's id, type and source
+// there) and the body, so no part of a captured request can be changed.
 const (
 	HeaderTimestamp = "X-Lockdown-Timestamp"
 	HeaderSignature = "X-Lockdown-Signature"
-	signaturePrefix = "sha256="
+	signaturePrefix = "v2="
 )
 
 // Config of the intake.
@@ -58,9 +63,13 @@ type Publisher interface {
 	PublishBreach(ctx context.Context, ev event.Event) (duplicate bool, err error)
 }
 
-// Incidents finds the incident a breach event was recorded in.
+// Incidents finds the incident a breach event was recorded in, and keeps
+// the signatures seen, so that a captured request cannot be replayed.
 type Incidents interface {
 	IncidentForEvent(ctx context.Context, eventID string) (string, error)
+	// FirstSeen records a signature until expires and reports whether it
+	// was new.
+	FirstSeen(ctx context.Context, signature string, expires time.Time) (bool, error)
 }
 
 // Response is the 202 body.
@@ -85,12 +94,16 @@ type Handler struct {
 	log       *slog.Logger
 	now       func() time.Time
 	tokens    [][32]byte
+	// seen holds the signatures accepted in the last window, in memory:
+	// replays are refused even while PostgreSQL is away.
+	seenMu sync.Mutex
+	seen   map[string]time.Time
 }
 
 // New builds the handler. Tokens are kept as SHA-256 digests so that the
 // constant-time comparison does not leak their length.
 func New(cfg Config, pub Publisher, incidents Incidents, log *slog.Logger) *Handler {
-	h := &Handler{cfg: cfg, pub: pub, incidents: incidents, log: log, now: time.Now}
+	h := &Handler{cfg: cfg, pub: pub, incidents: incidents, log: log, now: time.Now, seen: map[string]time.Time{}}
 	for _, t := range cfg.BearerTokens {
 		h.tokens = append(h.tokens, sha256.Sum256([]byte(t)))
 	}
@@ -110,18 +123,35 @@ var (
 	errBadToken        = errors.New("invalid bearer token")
 	errBadSignature    = errors.New("invalid signature")
 	errStale           = errors.New("stale or invalid timestamp")
+	errReplayed        = errors.New("this signed request was seen before: a replay")
 )
 
 func (h *Handler) breach(w http.ResponseWriter, r *http.Request) {
+	// Who is calling is settled from the headers before a byte of the body
+	// is read: an anonymous caller cannot make the intake buffer anything.
+	bearer, err := h.preAuthenticate(r)
+	if err != nil {
+		h.refuse(w, r, http.StatusUnauthorized, err)
+		return
+	}
+	if r.ContentLength > h.cfg.MaxBody {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", h.cfg.MaxBody))
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBody))
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", h.cfg.MaxBody))
 		return
 	}
-	if err := h.authenticate(r, body); err != nil {
-		h.log.WarnContext(r.Context(), "breach intake refused", slog.String("reason", err.Error()), slog.String("remote", r.RemoteAddr))
-		writeError(w, http.StatusUnauthorized, err.Error())
-		return
+	if !bearer {
+		if err := h.verify(r, body); err != nil {
+			status := http.StatusUnauthorized
+			if errors.Is(err, errReplayed) {
+				status = http.StatusConflict
+			}
+			h.refuse(w, r, status, err)
+			return
+		}
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	ev, err := cehttp.NewEventFromHTTPRequest(r)
@@ -162,12 +192,19 @@ func (h *Handler) breach(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(resp)
 }
 
-// authenticate accepts a valid bearer token or a valid, fresh signature.
-func (h *Handler) authenticate(r *http.Request, body []byte) error {
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, status int, err error) {
+	h.log.WarnContext(r.Context(), "breach intake refused", slog.String("reason", err.Error()), slog.String("remote", r.RemoteAddr))
+	writeError(w, status, err.Error())
+}
+
+// preAuthenticate settles a bearer token, or checks that a signed
+// request's headers are there and its timestamp fresh; the signature
+// itself needs the body (verify). bearer says the caller is authenticated.
+func (h *Handler) preAuthenticate(r *http.Request) (bearer bool, err error) {
 	if auth := r.Header.Get("Authorization"); auth != "" {
 		token, ok := strings.CutPrefix(auth, "Bearer ")
 		if !ok || len(h.tokens) == 0 {
-			return errBadToken
+			return false, errBadToken
 		}
 		sum := sha256.Sum256([]byte(token))
 		match := 0
@@ -175,46 +212,106 @@ func (h *Handler) authenticate(r *http.Request, body []byte) error {
 			match |= subtle.ConstantTimeCompare(sum[:], t[:])
 		}
 		if match != 1 {
-			return errBadToken
+			return false, errBadToken
 		}
-		return nil
+		return true, nil
 	}
 	sig, ts := r.Header.Get(HeaderSignature), r.Header.Get(HeaderTimestamp)
 	if sig == "" && ts == "" {
-		return errUnauthenticated
+		return false, errUnauthenticated
 	}
-	if h.cfg.HMACKey == "" {
-		return errBadSignature
+	if h.cfg.HMACKey == "" || !strings.HasPrefix(sig, signaturePrefix) {
+		return false, errBadSignature
 	}
 	secs, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
-		return errStale
+		return false, errStale
 	}
 	if skew := h.now().Sub(time.Unix(secs, 0)); skew > h.cfg.MaxSkew || skew < -h.cfg.MaxSkew {
-		return errStale
+		return false, errStale
 	}
+	return false, nil
+}
+
+// verify checks a signed request's signature over the whole request, then
+// that it was not accepted before (within the window its timestamp allows).
+func (h *Handler) verify(r *http.Request, body []byte) error {
+	sig, ts := r.Header.Get(HeaderSignature), r.Header.Get(HeaderTimestamp)
 	got, err := hex.DecodeString(strings.TrimPrefix(sig, signaturePrefix))
-	if err != nil || !strings.HasPrefix(sig, signaturePrefix) {
+	if err != nil {
 		return errBadSignature
 	}
-	if !hmac.Equal(got, Sign(h.cfg.HMACKey, ts, body)) {
+	if !hmac.Equal(got, Sign(h.cfg.HMACKey, Canonical(r.Method, r.URL.Path, ts, r.Header, body))) {
 		return errBadSignature
+	}
+	return h.firstSeen(r.Context(), sig, ts)
+}
+
+// firstSeen accepts a signature once while its timestamp is in the window:
+// in memory (always) and in PostgreSQL (shared by containment processes,
+// and surviving a restart). PostgreSQL away, the memory still refuses a
+// replay to this process: an intake that answers beats one that waits.
+func (h *Handler) firstSeen(ctx context.Context, sig, ts string) error {
+	secs, _ := strconv.ParseInt(ts, 10, 64)
+	expires := time.Unix(secs, 0).Add(h.cfg.MaxSkew)
+	now := h.now()
+	h.seenMu.Lock()
+	for k, exp := range h.seen {
+		if now.After(exp) {
+			delete(h.seen, k)
+		}
+	}
+	_, dup := h.seen[sig]
+	h.seen[sig] = expires
+	h.seenMu.Unlock()
+	if dup {
+		return errReplayed
+	}
+	first, err := h.incidents.FirstSeen(ctx, sig, expires)
+	if err != nil {
+		h.log.WarnContext(ctx, "signature not recorded in PostgreSQL (away?); this process refuses its replays", slog.Any("error", err))
+		return nil
+	}
+	if !first {
+		return errReplayed
 	}
 	return nil
 }
 
-// Sign computes the signature of a body at a timestamp, for clients and tests.
-func Sign(key, timestamp string, body []byte) []byte {
+// Canonical is what a request's signature covers: the method, the path,
+// the timestamp, every ce-* header (lower-cased name ":" value, sorted),
+// each on its line, then the body.
+func Canonical(method, path, timestamp string, header http.Header, body []byte) []byte {
+	var ce []string
+	for name, values := range header {
+		if lower := strings.ToLower(name); strings.HasPrefix(lower, "ce-") {
+			ce = append(ce, lower+":"+strings.Join(values, ","))
+		}
+	}
+	sort.Strings(ce)
+	var b bytes.Buffer
+	for _, line := range append([]string{method, path, timestamp}, ce...) {
+		b.WriteString(line)
+		b.WriteByte('\n')
+	}
+	b.Write(body)
+	return b.Bytes()
+}
+
+// Sign computes the HMAC-SHA256 of a canonical request.
+func Sign(key string, canonical []byte) []byte {
 	mac := hmac.New(sha256.New, []byte(key))
-	mac.Write([]byte(timestamp))
-	mac.Write([]byte("."))
-	mac.Write(body)
+	mac.Write(canonical)
 	return mac.Sum(nil)
 }
 
-// SignatureHeader formats Sign for the X-Lockdown-Signature header.
-func SignatureHeader(key, timestamp string, body []byte) string {
-	return signaturePrefix + hex.EncodeToString(Sign(key, timestamp, body))
+// SignRequest signs a request for the intake (clients, tests, lockdown
+// trigger): it sets X-Lockdown-Timestamp and X-Lockdown-Signature over the
+// request as it is, with its body. Set every ce-* header first.
+func SignRequest(key string, req *http.Request, body []byte, now time.Time) {
+	ts := strconv.FormatInt(now.Unix(), 10)
+	req.Header.Set(HeaderTimestamp, ts)
+	req.Header.Set(HeaderSignature, signaturePrefix+hex.EncodeToString(Sign(key, Canonical(req.Method, req.URL.Path, ts, req.Header, body))))
 }
 
 // waitIncident polls containment's store until the consumer has recorded

@@ -58,10 +58,11 @@ func (s *Store) Apply(ctx context.Context, f engine.Fence, c engine.Change) erro
 		sealed_at = coalesce($4, sealed_at), unsealed_at = coalesce($5, unsealed_at), resolved_at = coalesce($6, resolved_at),
 		round_sealed = coalesce($7, round_sealed), gate = coalesce($8::jsonb, gate),
 		stuck_reason = CASE WHEN $9 THEN $10 ELSE stuck_reason END, stuck_since = CASE WHEN $9 THEN $11 ELSE stuck_since END,
-		redrives = coalesce($12, redrives), failure_reason = coalesce(nullif($13, ''), failure_reason)
+		redrives = coalesce($12, redrives), failure_reason = coalesce(nullif($13, ''), failure_reason),
+		seal_round = seal_round + CASE WHEN $14 THEN 1 ELSE 0 END, round_breach_at = CASE WHEN $14 THEN now() ELSE round_breach_at END
 		WHERE id = $1 AND version = $2 RETURNING seal_round`,
 		c.IncidentID, c.Version, string(c.Phase), timePtr(c.SealedAt), timePtr(c.UnsealedAt), timePtr(c.ResolvedAt),
-		c.RoundSealed, gate, stuckSet, stuckReason, stuckSince, c.Redrives, c.FailureReason).Scan(&round)
+		c.RoundSealed, gate, stuckSet, stuckReason, stuckSince, c.Redrives, c.FailureReason, c.NewRound).Scan(&round)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return engine.ErrConflict
 	}

@@ -135,9 +135,13 @@ func (s *Store) RecordBreach(ctx context.Context, d incident.Detection, seals []
 		if errors.Is(err, pgx.ErrNoRows) {
 			outcome = incident.Opened
 			id := uuid.New()
+			phase := incident.PhaseContaining
+			if d.Unsealed {
+				phase = incident.PhaseAwaiting
+			}
 			_, err = tx.Exec(ctx, `INSERT INTO containment.incidents (id, opened_by_event, detected_at, breach_published_at, severity, summary, source, phase, trace_parent)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-				id, d.EventID, d.Breach.DetectedAt, d.Time, string(d.Breach.Severity), d.Breach.Summary, d.Source, string(incident.PhaseContaining), d.TraceParent)
+				id, d.EventID, d.Breach.DetectedAt, d.Time, string(d.Breach.Severity), d.Breach.Summary, d.Source, string(phase), d.TraceParent)
 			if err == nil {
 				inc, err = byID(id)
 			}
@@ -155,7 +159,7 @@ func (s *Store) RecordBreach(ctx context.Context, d incident.Detection, seals []
 	// A new seal round when the incident is new, when Vault had been
 	// unsealed (the gate passed: access is revoked again after the next
 	// unseal), or when this breach sealed anything.
-	newRound := inc.Phase.Open() && (outcome == incident.Opened || inc.Phase == incident.PhaseUnsealed ||
+	newRound := !d.Unsealed && inc.Phase.Open() && inc.Phase != incident.PhaseAwaiting && (outcome == incident.Opened || inc.Phase == incident.PhaseUnsealed ||
 		inc.Phase == incident.PhaseRecovering || sealedSomething(seals))
 	if newRound {
 		confirmed := incident.AllConfirmed(seals)
@@ -291,6 +295,24 @@ func (s *Store) IncidentForEvent(ctx context.Context, eventID string) (string, e
 		return "", err
 	}
 	return id.String(), nil
+}
+
+// FirstSeen implements intake.Incidents: it records a signature until it
+// expires and reports whether it was new; expired ones are forgotten on
+// the way.
+func (s *Store) FirstSeen(ctx context.Context, signature string, expires time.Time) (bool, error) {
+	b := &pgx.Batch{}
+	b.Queue(`DELETE FROM containment.intake_seen WHERE expires_at < now()`)
+	var first bool
+	b.Queue(`INSERT INTO containment.intake_seen (signature, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true`, signature, expires).
+		QueryRow(func(r pgx.Row) error {
+			err := r.Scan(&first)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			return err
+		})
+	return first, s.pool.SendBatch(ctx, b).Close()
 }
 
 // Resolve ends an incident without a report (tests and the benchmark use

@@ -97,10 +97,19 @@ func (m *Mailer) send(ctx context.Context, e notify.Email) error {
 		conn.Close()
 		return fmt.Errorf("smtp: %w", err)
 	}
-	defer c.Close()
 	if err := m.session(c, host, from.Address, to.Address, body); err != nil {
+		c.Close()
 		return err
 	}
+	// The relay has accepted the message: say so at once, so the notifier
+	// records it sent before anything else can happen (a crash between
+	// acceptance and the record is the one window where a message is sent
+	// twice); QUIT and the close follow in the background, and a failed
+	// QUIT must not make the message look unsent.
+	go func() {
+		_ = c.Quit()
+		c.Close()
+	}()
 	return nil
 }
 
@@ -145,9 +154,6 @@ func (m *Mailer) session(c *smtp.Client, host, from, to string, body []byte) err
 	if err := w.Close(); err != nil {
 		return classify("DATA", err)
 	}
-	// The relay has accepted the message: a failed QUIT must not make it
-	// look unsent (a retry would send it twice).
-	_ = c.Quit()
 	return nil
 }
 
