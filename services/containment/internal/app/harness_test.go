@@ -101,7 +101,7 @@ func startContainment(t testing.TB, s *localstack.Stack, nodes []string, tokens 
 		SealDeadline: 10 * time.Second, SealPoll: 10 * time.Millisecond, FenceRetry: 15 * time.Second, GatePoll: 50 * time.Millisecond,
 		IntakeAddr: freeAddr(t), IntakeHMACKey: testHMACKey, IntakeBearerTokens: []string{testBearerToken}, IntakeMaxSkew: 5 * time.Minute, IntakeMaxBody: 65536,
 		AutoSealSeverities: []string{"critical", "high"},
-		FenceTimeout: 30 * time.Second,
+		FenceTimeout:       30 * time.Second,
 	}
 	if tune != nil {
 		tune(cfg)
