@@ -17,7 +17,7 @@ FUZZTIME ?= 30s
 # a 2-core machine.
 TEST_PARALLEL ?= 2
 
-.PHONY: all tools postgres build test fuzz lint docs run dev bench chaos clean
+.PHONY: all tools postgres build test fuzz lint docs run dev bench chaos redteam clean
 
 all: build
 
@@ -75,6 +75,15 @@ docs:
 	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/assessor/internal/app -update
 	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/rotator/internal/app -update
 	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/notifier/internal/app -update
+
+## redteam: the attacks of docs/security.md on the real stack (make test runs
+## them too): forged message ids, every NATS user against its permissions,
+## the HTTP intake (replay, tampering, unsigned and oversize bodies,
+## auto-seal policy), malicious ids
+redteam: tools build
+	go test -count=1 -timeout 30m -run '^(TestMessageIDPoisoning|TestBusPermissions|TestCLI)$$' github.com/lockdown/lockdown/cmd/lockdown/internal/cli
+	go test -count=1 -timeout 30m -run '^TestContainment$$' github.com/lockdown/lockdown/services/containment/internal/app
+	go test -count=1 -run '^TestIDs$$' github.com/lockdown/lockdown/pkg/events
 
 ## chaos: the fault-injection suite at full size: 300 tenants, two rotators,
 ## 3-minute outages, three seeds of random SIGKILLs (make test runs a

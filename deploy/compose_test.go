@@ -80,6 +80,8 @@ type composeFile struct {
 		Volumes  []string `yaml:"volumes"`
 		Ports    []string `yaml:"ports"`
 		Profiles []string `yaml:"profiles"`
+		Command  []string `yaml:"command"`
+		Restart  string   `yaml:"restart"`
 	} `yaml:"services"`
 	Volumes map[string]any `yaml:"volumes"`
 }
@@ -125,7 +127,7 @@ func TestCompose(t *testing.T) {
 			}
 		}
 		cli := cliVariables(t)
-		for _, svc := range []string{"lockdown", "siem"} {
+		for _, svc := range []string{"lockdown", "siem", "replayer", "nats-install"} {
 			for k := range c.Services[svc].Environment {
 				if !cli[k] {
 					t.Errorf("%s sets %s, which the CLI does not read", svc, k)
@@ -140,13 +142,30 @@ func TestCompose(t *testing.T) {
 				t.Errorf("nats lacks %s", events.NATSPasswordEnv(user))
 			}
 		}
-		for name, want := range map[string]string{"containment": "containment", "assessor": "assessor", "rotator": "rotator", "notifier": "notifier", "lockdown": events.UserOperator, "siem": events.UserSIEM} {
+		for name, want := range map[string]string{"containment": "containment", "assessor": "assessor", "rotator": "rotator", "notifier": "notifier",
+			"lockdown": events.UserOperator, "siem": events.UserSIEM, "replayer": events.UserReplayer, "nats-install": events.UserAdmin} {
 			env := c.Services[name].Environment
 			if env["LOCKDOWN_NATS_USER"] != want {
 				t.Errorf("%s logs in as %q, want %q", name, env["LOCKDOWN_NATS_USER"], want)
 			}
 			if pw := env["LOCKDOWN_NATS_PASSWORD"]; !strings.Contains(pw, "${"+events.NATSPasswordEnv(want)+":") {
 				t.Errorf("%s's password is %q, want ${%s…}", name, pw, events.NATSPasswordEnv(want))
+			}
+		}
+	})
+	t.Run("the install step provisions NATS as admin before any service starts", func(t *testing.T) {
+		install := c.Services["nats-install"]
+		if !slices.Equal(install.Command, []string{"install", "nats"}) || install.Restart != "no" {
+			t.Errorf("nats-install runs %v with restart %q", install.Command, install.Restart)
+		}
+		for _, svc := range services {
+			if d, ok := c.Services[svc].DependsOn["nats-install"]; !ok || d.Condition != "service_completed_successfully" {
+				t.Errorf("%s starts without waiting for the install step", svc)
+			}
+		}
+		for name, s := range c.Services {
+			if name != "nats-install" && name != "nats" && strings.Contains(s.Environment["LOCKDOWN_NATS_PASSWORD"], events.NATSPasswordEnv(events.UserAdmin)) {
+				t.Errorf("%s holds the NATS admin password", name)
 			}
 		}
 	})
@@ -217,7 +236,9 @@ func TestCompose(t *testing.T) {
 				if _, ok := c.Services[dep]; !ok {
 					t.Errorf("%s depends on unknown %s", name, dep)
 				}
-				if d.Condition != "service_healthy" && d.Condition != "service_started" {
+				if d.Condition == "service_completed_successfully" && len(c.Services[dep].Command) == 0 {
+					t.Errorf("%s waits for %s to finish, which is not a one-shot command", name, dep)
+				} else if d.Condition != "service_healthy" && d.Condition != "service_started" && d.Condition != "service_completed_successfully" {
 					t.Errorf("%s → %s: condition %q", name, dep, d.Condition)
 				}
 				if d.Condition == "service_healthy" && c.Services[dep].Healthcheck == nil {

@@ -71,8 +71,9 @@ type object struct {
 }
 
 type container struct {
-	Name    string `yaml:"name"`
-	Image   string `yaml:"image"`
+	Name    string   `yaml:"name"`
+	Image   string   `yaml:"image"`
+	Args    []string `yaml:"args"`
 	EnvFrom []struct {
 		ConfigMapRef struct {
 			Name string `yaml:"name"`
@@ -318,6 +319,37 @@ func TestKubernetes(t *testing.T) {
 		}
 		if !strings.HasSuffix(tr.Metadata["natsServerMonitoringEndpoint"], ":8222") {
 			t.Errorf("monitoring endpoint %q", tr.Metadata["natsServerMonitoringEndpoint"])
+		}
+	})
+	t.Run("a Job runs the install step as the NATS admin, whose password no service can read", func(t *testing.T) {
+		job, ok := byKind(objs, "Job")["lockdown-install-nats"]
+		if !ok || len(job.Spec.Template.Spec.Containers) != 1 || !job.Spec.Template.Spec.SecurityContext.RunAsNonRoot {
+			t.Fatal("no non-root Job lockdown-install-nats with one container")
+		}
+		c := job.Spec.Template.Spec.Containers[0]
+		if !slices.Equal(c.Args, []string{"install", "nats"}) {
+			t.Errorf("install Job runs %v", c.Args)
+		}
+		env := map[string]string{}
+		for _, e := range c.Env {
+			env[e.Name] = e.Value
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef.Name != "" {
+				ref := e.ValueFrom.SecretKeyRef
+				env[e.Name] = ref.Name + "/" + ref.Key
+				if _, ok := secrets[ref.Name].StringData[ref.Key]; !ok {
+					t.Errorf("install Job reads secret %s key %s, which secrets.example.yaml lacks", ref.Name, ref.Key)
+				}
+			}
+		}
+		if env["LOCKDOWN_NATS_USER"] != events.UserAdmin || env["LOCKDOWN_NATS_PASSWORD"] != "lockdown-nats-admin/nats-password" {
+			t.Errorf("install Job logs in as %q with %q", env["LOCKDOWN_NATS_USER"], env["LOCKDOWN_NATS_PASSWORD"])
+		}
+		for name, d := range deployments {
+			for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef.Name == "lockdown-nats-admin" || e.Value == events.UserAdmin {
+					t.Errorf("%s is given the NATS admin identity", name)
+				}
+			}
 		}
 	})
 	t.Run("the NATS cluster configuration has three routes and Lockdown's users", func(t *testing.T) {

@@ -17,9 +17,22 @@ type NATSPermission struct {
 	SubscribeAllow []string
 }
 
+// Users of NATS besides the services and the SIEM.
+const (
+	// UserReplayer is the NATS user of `lockdown dlq replay`: it reads the
+	// dead letters and may publish a consumed event again (never a
+	// breach). It is kept apart from the operator so that the credential
+	// used every day cannot inject events.
+	UserReplayer = "replayer"
+	// UserAdmin provisions the streams and durable consumers
+	// (`lockdown install nats`). No service holds it: after the install
+	// step nobody else may create, change or delete JetStream objects.
+	UserAdmin = "admin"
+)
+
 // NATSUsers lists the users of a deployment in a stable order.
 func NATSUsers() []string {
-	return []string{UserSIEM, UserOperator, ServiceContainment, ServiceAssessor, ServiceRotator, ServiceNotifier}
+	return []string{UserSIEM, UserOperator, UserReplayer, UserAdmin, ServiceContainment, ServiceAssessor, ServiceRotator, ServiceNotifier}
 }
 
 // NATSPasswordEnv is the environment variable nats-server reads a user's
@@ -28,63 +41,135 @@ func NATSPasswordEnv(user string) string {
 	return "LOCKDOWN_NATS_PASSWORD_" + strings.ToUpper(user)
 }
 
-// jetStreamClient are the JetStream API calls every service makes: account
-// and stream info, the idempotent creation of the declared streams and
-// consumers at start, and reading one stored message by sequence (a
-// publish JetStream calls a duplicate is checked against the message it
-// kept: stream.CheckDuplicate; events hold no secret). Deleting or purging
-// is not among them.
-var jetStreamClient = []string{
-	"$JS.API.INFO",
-	"$JS.API.STREAM.INFO.*",
-	"$JS.API.STREAM.MSG.GET.*",
-	"$JS.API.STREAM.CREATE.*",
-	"$JS.API.STREAM.UPDATE.*",
-	"$JS.API.CONSUMER.INFO.*.*",
-	"$JS.API.CONSUMER.CREATE.>",
-	"$JS.API.CONSUMER.DURABLE.CREATE.*.*",
-}
+// InboxPrefix is the prefix of a user's reply subjects. Each user may
+// subscribe only below its own prefix, so no client sees another's pull
+// deliveries, publish acknowledgements or replies (with the shared
+// `_INBOX.>` any user could read every service's deliveries). Clients set
+// it with nats.CustomInboxPrefix; the nats CLI with --inbox-prefix.
+func InboxPrefix(user string) string { return "_INBOX_" + user }
+
+// jetStreamInfo are the read-only JetStream API calls every user may make:
+// account info and stream info (configuration and counters, no content).
+var jetStreamInfo = []string{"$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST"}
 
 // NATSPermissions derives every user's permissions from the catalog and the
-// declared consumers.
+// declared streams and consumers.
+//
+// The shape: the admin provisions; a service publishes the events it
+// produces, pulls and acks its own durables and nothing else; the SIEM
+// publishes breaches; the operator reads (stream info, ordered consumers
+// on the events and dead-letter streams) and publishes its control
+// requests; the replayer reads dead letters and republishes consumed
+// events. Nobody but the admin may create, update, purge or delete a
+// stream or a durable consumer, or ack another user's deliveries.
 func NATSPermissions() []NATSPermission {
 	var out []NATSPermission
 	for _, user := range NATSUsers() {
-		p := NATSPermission{User: user, SubscribeAllow: []string{"_INBOX.>"}}
+		p := NATSPermission{User: user, SubscribeAllow: []string{InboxPrefix(user) + ".>"}}
+		for _, s := range catalog {
+			if slices.Contains(s.Watchers, user) {
+				p.SubscribeAllow = append(p.SubscribeAllow, s.Subject())
+			}
+		}
 		switch user {
+		case UserAdmin:
+			p.PublishAllow, p.SubscribeAllow = []string{">"}, []string{">"}
 		case UserSIEM:
 			p.PublishAllow = []string{BreachDetected.Subject()}
-			for _, s := range catalog {
-				if slices.Contains(s.Watchers, user) {
-					p.SubscribeAllow = append(p.SubscribeAllow, s.Subject())
-				}
-			}
 		case UserOperator:
-			// The CLI reads everything and replays dead letters onto
-			// their original subjects, but never raises a breach.
-			p.PublishAllow = []string{SubjectPrefix + ">", "$JS.API.>", "$JS.ACK.>"}
-			p.PublishDeny = []string{BreachDetected.Subject()}
+			p.PublishAllow = append(publishedBy(user), readStreams()...)
+			p.PublishDeny = durableDenies()
+		case UserReplayer:
+			p.PublishAllow = append(replayable(), readStreams()...)
+			p.PublishDeny = durableDenies()
 		default:
+			p.PublishAllow = append(publishedBy(user), jetStreamInfo...)
+			streams := map[string]bool{}
 			for _, s := range catalog {
 				if slices.Contains(s.Publishers, user) {
-					p.PublishAllow = append(p.PublishAllow, s.Subject())
-				}
-				if slices.Contains(s.Watchers, user) {
-					p.SubscribeAllow = append(p.SubscribeAllow, s.Subject())
+					streams[s.Stream] = true
 				}
 			}
-			p.PublishAllow = append(p.PublishAllow, jetStreamClient...)
 			for _, c := range Consumers() {
 				if c.Service != user {
 					continue
 				}
+				streams[StreamDeadLetters] = true
 				p.PublishAllow = append(p.PublishAllow,
 					DeadLetterSubject(c.Durable),
+					fmt.Sprintf("$JS.API.CONSUMER.INFO.%s.%s", c.Stream, c.Durable),
 					fmt.Sprintf("$JS.API.CONSUMER.MSG.NEXT.%s.%s", c.Stream, c.Durable),
 					fmt.Sprintf("$JS.ACK.%s.%s.>", c.Stream, c.Durable))
 			}
+			// A publish JetStream calls a duplicate is checked against the
+			// message it kept (stream.CheckDuplicate): reading one stored
+			// message of a stream the service publishes to. Events hold no
+			// secret.
+			for _, s := range Streams() {
+				if streams[s.Name] {
+					p.PublishAllow = append(p.PublishAllow, "$JS.API.STREAM.MSG.GET."+s.Name)
+				}
+			}
 		}
 		out = append(out, p)
+	}
+	return out
+}
+
+// publishedBy are the subjects of the events the catalog lets user publish.
+func publishedBy(user string) []string {
+	var out []string
+	for _, s := range catalog {
+		if slices.Contains(s.Publishers, user) {
+			out = append(out, s.Subject())
+		}
+	}
+	return out
+}
+
+// replayable are the subjects a dead letter can be replayed onto: every
+// event a durable consumer takes, except the breach (only a detector
+// raises one).
+func replayable() []string {
+	var out []string
+	for _, c := range Consumers() {
+		for _, s := range c.FilterSubjects() {
+			if s != BreachDetected.Subject() && !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// readStreams lets a reader see every stream's and consumer's information,
+// follow the events and dead-letter streams with ordered consumers
+// (ephemeral, no acks) and read one stored message of them. The work queue is left out: a
+// consumer there would take jobs away from the rotators.
+func readStreams() []string {
+	// Consumer information (settings and counters: how far each service
+	// is) of every consumer, the job queue's included.
+	out := append(slices.Clone(jetStreamInfo), "$JS.API.CONSUMER.INFO.*.*", "$JS.API.CONSUMER.NAMES.*", "$JS.API.CONSUMER.LIST.*")
+	for _, s := range []string{StreamEvents, StreamDeadLetters} {
+		out = append(out,
+			"$JS.API.CONSUMER.CREATE."+s, "$JS.API.CONSUMER.CREATE."+s+".>",
+			"$JS.API.CONSUMER.MSG.NEXT."+s+".*",
+			"$JS.API.CONSUMER.DELETE."+s+".*", "$JS.API.STREAM.MSG.GET."+s)
+	}
+	return out
+}
+
+// durableDenies keeps readers away from the declared durables: they may
+// not redefine one (a create with its name is an update), pull its
+// deliveries or delete it.
+func durableDenies() []string {
+	var out []string
+	for _, c := range Consumers() {
+		out = append(out,
+			fmt.Sprintf("$JS.API.CONSUMER.CREATE.%s.%s", c.Stream, c.Durable),
+			fmt.Sprintf("$JS.API.CONSUMER.CREATE.%s.%s.>", c.Stream, c.Durable),
+			fmt.Sprintf("$JS.API.CONSUMER.MSG.NEXT.%s.%s", c.Stream, c.Durable),
+			fmt.Sprintf("$JS.API.CONSUMER.DELETE.%s.%s", c.Stream, c.Durable))
 	}
 	return out
 }
@@ -95,8 +180,10 @@ func NATSPermissions() []NATSPermission {
 func NATSAuthConfig() string {
 	var b strings.Builder
 	b.WriteString("# Generated from pkg/events (make docs). Do not edit by hand.\n")
-	b.WriteString("# One user per service, the SIEM and the operator CLI; each may publish only the\n")
-	b.WriteString("# events it produces. Passwords come from nats-server's environment.\n")
+	b.WriteString("# One user per service, the SIEM, the operator CLI, the dead-letter replayer and\n")
+	b.WriteString("# the admin that provisions streams and consumers (`lockdown install nats`).\n")
+	b.WriteString("# Each may publish only the events it produces and subscribe only below its own\n")
+	b.WriteString("# inbox prefix (_INBOX_<user>). Passwords come from nats-server's environment.\n")
 	b.WriteString("authorization {\n  users = [\n")
 	for _, p := range NATSPermissions() {
 		fmt.Fprintf(&b, "    {\n      user: %q\n      password: $%s\n      permissions: {\n", p.User, NATSPasswordEnv(p.User))

@@ -25,6 +25,20 @@ type Publisher struct {
 	js     jetstream.JetStream
 	tracer trace.Tracer
 	source string
+	// unchecked skips reading back the message a duplicate stands for.
+	unchecked bool
+}
+
+// Unchecked returns a publisher that reports a duplicate as JetStream
+// states it, without reading the stored message back (CheckDuplicate).
+// It is for the SIEM, which may publish breaches and read nothing: a
+// breach republished under its own id is reported as a duplicate, and a
+// breach id someone else took first still opens the incident with the
+// breach stored under it.
+func (p *Publisher) Unchecked() *Publisher {
+	c := *p
+	c.unchecked = true
+	return &c
 }
 
 // NewPublisher returns a publisher whose events carry the given CloudEvents
@@ -147,7 +161,7 @@ func (p *Publisher) publishOn(ctx context.Context, subject string, ev event.Even
 		span.SetStatus(codes.Error, "publish failed")
 		return nil, fmt.Errorf("publish %s %s: %w", subject, ev.ID(), err)
 	}
-	if ack.Duplicate {
+	if ack.Duplicate && !p.unchecked {
 		if ack, _, err = Reissue(ctx, p.js, ack, msg); err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, "publish failed")

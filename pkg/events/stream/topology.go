@@ -14,9 +14,10 @@ import (
 )
 
 // EnsureTopology creates or updates every stream and durable consumer the
-// contract declares. It is idempotent, so every service calls it at start
-// and the first one to run creates what is missing. All failures are
-// reported together.
+// contract declares. It is the install step (`lockdown install nats`, run
+// with the admin identity; the local stack runs it too): services may not
+// create JetStream objects and only check them (VerifyTopology). It is
+// idempotent; all failures are reported together.
 //
 // Streams get the declared replicas, bounded by the servers of the
 // cluster the connection sees (one on a lone server, three on a cluster of
@@ -28,12 +29,12 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream) error {
 	for _, s := range events.Streams() {
 		cfg := StreamConfig(s)
 		cfg.Replicas = min(cfg.Replicas, nodes)
-		if err := retryJS(ctx, func(ctx context.Context) error { return ensureStream(ctx, js, cfg) }); err != nil {
+		if err := retryJS(ctx, js, func(ctx context.Context) error { return ensureStream(ctx, js, cfg) }); err != nil {
 			errs = append(errs, fmt.Errorf("stream %s: %w", s.Name, err))
 		}
 	}
 	for _, c := range events.Consumers() {
-		if err := retryJS(ctx, func(ctx context.Context) error { return ensureConsumer(ctx, js, c.Stream, ConsumerConfig(c)) }); err != nil {
+		if err := retryJS(ctx, js, func(ctx context.Context) error { return ensureConsumer(ctx, js, c.Stream, ConsumerConfig(c)) }); err != nil {
 			errs = append(errs, fmt.Errorf("consumer %s: %w", c.Durable, err))
 		}
 	}
@@ -47,8 +48,9 @@ const apiAttempt = 3 * time.Second
 // fails for a reason other than an unanswered request, or ctx ends. On a
 // freshly started cluster a JetStream API request was seen to go
 // unanswered now and then (the server did the work, the reply never came):
-// the operations are idempotent, so asking again is safe.
-func retryJS(ctx context.Context, op func(context.Context) error) error {
+// the operations are idempotent, so asking again is safe. A refusal for
+// permissions is returned at once.
+func retryJS(ctx context.Context, js jetstream.JetStream, op func(context.Context) error) error {
 	pause := 100 * time.Millisecond
 	for {
 		actx, cancel := context.WithTimeout(ctx, apiAttempt)
@@ -58,6 +60,11 @@ func retryJS(ctx context.Context, op func(context.Context) error) error {
 			errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 		if err == nil || !unanswered || ctx.Err() != nil {
 			return err
+		}
+		// A request the server refused for permissions goes unanswered
+		// too; asking again will not help (the wrong identity).
+		if nc := js.Conn(); nc != nil && errors.Is(nc.LastError(), nats.ErrPermissionViolation) {
+			return fmt.Errorf("%w: %w", err, nc.LastError())
 		}
 		// No responders and "not enabled" come back at once while a
 		// cluster forms: wait a little instead of flooding it.
@@ -104,8 +111,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	}
 	have := st.CachedInfo().Config
 	cfg.Replicas = max(cfg.Replicas, have.Replicas) // never scale down
-	if slices.Equal(have.Subjects, cfg.Subjects) && have.Retention == cfg.Retention && have.Duplicates == cfg.Duplicates &&
-		have.MaxAge == cfg.MaxAge && have.Storage == cfg.Storage && have.Replicas == cfg.Replicas && have.Discard == cfg.Discard {
+	if streamMatches(have, cfg) && have.Replicas == cfg.Replicas {
 		return nil
 	}
 	_, err = js.UpdateStream(ctx, cfg)
@@ -117,10 +123,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 func ensureConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) error {
 	c, err := js.Consumer(ctx, stream, cfg.Durable)
 	if err == nil {
-		have := c.CachedInfo().Config
-		if have.AckPolicy == cfg.AckPolicy && have.AckWait == cfg.AckWait && have.MaxDeliver == cfg.MaxDeliver &&
-			have.MaxAckPending == cfg.MaxAckPending && have.DeliverPolicy == cfg.DeliverPolicy &&
-			have.FilterSubject == cfg.FilterSubject && slices.Equal(have.FilterSubjects, cfg.FilterSubjects) {
+		if consumerMatches(c.CachedInfo().Config, cfg) {
 			return nil
 		}
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -128,6 +131,83 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, stream string, 
 	}
 	_, err = js.CreateOrUpdateConsumer(ctx, stream, cfg)
 	return err
+}
+
+// streamMatches reports whether a stream's settings are the declared ones
+// (replicas aside: they depend on the cluster).
+func streamMatches(have, want jetstream.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) && have.Retention == want.Retention && have.Duplicates == want.Duplicates &&
+		have.MaxAge == want.MaxAge && have.Storage == want.Storage && have.Discard == want.Discard
+}
+
+// consumerMatches reports whether a durable's settings are the declared ones.
+func consumerMatches(have, want jetstream.ConsumerConfig) bool {
+	return have.AckPolicy == want.AckPolicy && have.AckWait == want.AckWait && have.MaxDeliver == want.MaxDeliver &&
+		have.MaxAckPending == want.MaxAckPending && have.DeliverPolicy == want.DeliverPolicy &&
+		have.FilterSubject == want.FilterSubject && slices.Equal(have.FilterSubjects, want.FilterSubjects)
+}
+
+// ErrTopologyMissing is returned by VerifyTopology when a stream or a
+// durable consumer the service needs is missing or differs from the
+// contract. Services cannot create them (only the admin identity can):
+// run `lockdown install nats`.
+var ErrTopologyMissing = errors.New("JetStream streams and consumers are not installed as the contract declares (run `lockdown install nats` with the admin identity)")
+
+// verifyPoll is how often VerifyTopology looks again while it waits for
+// the install step.
+const verifyPoll = time.Second
+
+// VerifyTopology waits until every declared stream and the service's own
+// durable consumers exist with the declared settings, so a service started
+// beside the install step (a Kubernetes Job, a compose one-shot) waits for
+// it instead of failing. When ctx ends first it returns ErrTopologyMissing
+// with every problem it saw.
+func VerifyTopology(ctx context.Context, js jetstream.JetStream, service string) error {
+	for {
+		problems := topologyProblems(ctx, js, service)
+		if len(problems) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrTopologyMissing, errors.Join(problems...))
+		case <-time.After(verifyPoll):
+		}
+	}
+}
+
+func topologyProblems(ctx context.Context, js jetstream.JetStream, service string) []error {
+	var problems []error
+	for _, s := range events.Streams() {
+		want := StreamConfig(s)
+		err := retryJS(ctx, js, func(ctx context.Context) error {
+			st, err := js.Stream(ctx, s.Name)
+			if err == nil && !streamMatches(st.CachedInfo().Config, want) {
+				err = errors.New("settings differ from the contract")
+			}
+			return err
+		})
+		if err != nil {
+			problems = append(problems, fmt.Errorf("stream %s: %w", s.Name, err))
+		}
+	}
+	for _, c := range events.Consumers() {
+		if c.Service != service {
+			continue
+		}
+		want := ConsumerConfig(c)
+		err := retryJS(ctx, js, func(ctx context.Context) error {
+			cons, err := js.Consumer(ctx, c.Stream, c.Durable)
+			if err == nil && !consumerMatches(cons.CachedInfo().Config, want) {
+				err = errors.New("settings differ from the contract")
+			}
+			return err
+		})
+		if err != nil {
+			problems = append(problems, fmt.Errorf("consumer %s: %w", c.Durable, err))
+		}
+	}
+	return problems
 }
 
 // clusterSize is the number of servers of the connection's cluster: the

@@ -11,9 +11,10 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 )
 
-// TestNATSCluster starts a three-node JetStream cluster and lets three
-// services create the topology at once, as they do when they start
-// together: every stream gets three replicas.
+// TestNATSCluster starts a three-node JetStream cluster (the stack runs
+// the install step) and runs the install step three more times at once,
+// as racing install jobs would: it stays idempotent and every stream gets
+// three replicas.
 func TestNATSCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -33,7 +34,7 @@ func TestNATSCluster(t *testing.T) {
 	errs := make(chan error, 3)
 	for range 3 {
 		go func() {
-			c, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.ServiceRotator, Password: s.NATS.Password(events.ServiceRotator)})
+			c, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.UserAdmin, Password: s.NATS.Password(events.UserAdmin)})
 			if err != nil {
 				errs <- err
 				return

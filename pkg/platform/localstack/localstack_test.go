@@ -32,7 +32,8 @@ func TestStack(t *testing.T) {
 	})
 
 	t.Run("NATS answers with JetStream enabled", func(t *testing.T) {
-		nc, err := nats.Connect(s.NATS.URL, nats.UserInfo(events.UserOperator, s.NATS.Password(events.UserOperator)))
+		nc, err := nats.Connect(s.NATS.URL, nats.UserInfo(events.UserOperator, s.NATS.Password(events.UserOperator)),
+			nats.CustomInboxPrefix(events.InboxPrefix(events.UserOperator)))
 		if err != nil {
 			t.Fatal(err)
 		}

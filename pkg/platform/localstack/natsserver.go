@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 )
 
 // NATS is a running nats-server with JetStream on file storage, or a
@@ -112,6 +115,27 @@ jetstream {
 	}
 	n.URL = strings.Join(urls, ",")
 	s.NATS = n
+	return s.installNATS(ctx)
+}
+
+// installNATS provisions the streams and durable consumers with the admin
+// identity, as `lockdown install nats` does in a deployment: services
+// only check them.
+func (s *Stack) installNATS(ctx context.Context) error {
+	ictx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	user := ""
+	if s.NATS.Passwords != nil {
+		user = events.UserAdmin
+	}
+	conn, err := natsconn.Connect(ictx, natsconn.Options{URL: s.NATS.URL, User: user, Password: s.NATS.Password(user), Name: "lockdown-localstack-install"})
+	if err != nil {
+		return fmt.Errorf("install NATS topology: %w", err)
+	}
+	defer conn.Close(context.Background())
+	if err := stream.EnsureTopology(ictx, conn.JS); err != nil {
+		return fmt.Errorf("install NATS topology: %w", err)
+	}
 	return nil
 }
 

@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/lockdown/lockdown/pkg/events"
 )
 
 // Conn is a NATS connection with its JetStream context.
@@ -54,7 +56,9 @@ func Connect(ctx context.Context, o Options) (*Conn, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) { logger.Info("nats reconnected", slog.String("url", nc.ConnectedUrlRedacted())) }),
 	}
 	if o.User != "" {
-		opts = append(opts, nats.UserInfo(o.User, o.Password))
+		// Each user may subscribe only below its own inbox prefix
+		// (events.InboxPrefix), so replies and pull deliveries go there.
+		opts = append(opts, nats.UserInfo(o.User, o.Password), nats.CustomInboxPrefix(events.InboxPrefix(o.User)))
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		opts = append(opts, nats.Timeout(time.Until(dl)))
@@ -126,4 +130,17 @@ func (c *Conn) Close(ctx context.Context) error {
 		c.NC.Close()
 		return ctx.Err()
 	}
+}
+
+// Explain adds the server's last permissions violation to err. A publish or
+// request the server refuses for permissions is reported only
+// asynchronously, so the caller otherwise sees a bare timeout.
+func (c *Conn) Explain(err error) error {
+	if err == nil {
+		return nil
+	}
+	if last := c.NC.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
+		return fmt.Errorf("%w (server refused: %v)", err, last)
+	}
+	return err
 }

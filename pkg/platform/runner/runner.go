@@ -100,7 +100,8 @@ func Run[C Configurable](ctx context.Context, service string, logOut io.Writer, 
 	connectCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	nc, err := natsconn.Connect(connectCtx, natsconn.Options{URL: base.NATSURL, User: base.NATSUser, Password: base.NATSPassword, Name: "lockdown-" + service, Logger: logger})
 	if err == nil {
-		err = stream.EnsureTopology(connectCtx, nc.JS)
+		// Only the install step may create streams and consumers.
+		err = stream.VerifyTopology(connectCtx, nc.JS, service)
 	}
 	cancel()
 	if err != nil {

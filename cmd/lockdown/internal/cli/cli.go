@@ -38,6 +38,7 @@ func commands() map[string]command {
 		"confirm":   {"seal now for an incident whose breach was not allowed to seal by itself (a severity or Vault cluster outside LOCKDOWN_AUTO_SEAL_*)", runConfirm},
 		"resume":    {"drive a stuck incident now: containment retries its step and re-announces it to the services waiting on it", runResume},
 		"abort":     {"close an incident as failed, with a reason in its report (the next breach opens a new incident)", runAbort},
+		"install":   {"provision NATS streams and durable consumers with the admin identity (services may not create them)", runInstall},
 		"retry":     {"rotate again the tenants whose rotation failed (or --tenant one) once the cause is mended; corrected totals reach the report", runRetry},
 	}
 }

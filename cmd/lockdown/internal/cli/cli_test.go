@@ -45,15 +45,12 @@ func TestCLI(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 	t.Setenv("LOCKDOWN_NATS_URL", s.NATS.URL)
-	// Lockdown's services create the streams at start; do what they do.
+	// The stack ran the install step: the streams and consumers exist.
 	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.ServiceContainment, Password: s.NATS.Password(events.ServiceContainment)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	if err := stream.EnsureTopology(ctx, conn.JS); err != nil {
-		t.Fatal(err)
-	}
 
 	t.Run("trigger publishes a breach with the SIEM's credentials, and the same id again is a duplicate", func(t *testing.T) {
 		t.Setenv("LOCKDOWN_NATS_USER", events.UserSIEM)
@@ -79,6 +76,32 @@ func TestCLI(t *testing.T) {
 		code, _, errOut := run(ctx, "trigger", "--summary", "forged", "--severity", "low")
 		if code != cli.ExitFailure || errOut == "" {
 			t.Fatalf("exit %d, stderr %q", code, errOut)
+		}
+	})
+
+	t.Run("install nats is refused to anyone but the admin, and the admin brings back a lost consumer", func(t *testing.T) {
+		admin, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.UserAdmin, Password: s.NATS.Password(events.UserAdmin)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer admin.Close(context.Background())
+		if err := admin.JS.DeleteConsumer(ctx, events.StreamEvents, events.ConsumerNotifier); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("LOCKDOWN_NATS_USER", events.UserOperator)
+		t.Setenv("LOCKDOWN_NATS_PASSWORD", s.NATS.Password(events.UserOperator))
+		code, _, errOut := run(ctx, "install", "nats", "--timeout", "30s")
+		if code != cli.ExitFailure || !strings.Contains(errOut, "Permissions Violation") {
+			t.Fatalf("install as operator: exit %d, stderr %s", code, errOut)
+		}
+		t.Setenv("LOCKDOWN_NATS_USER", events.UserAdmin)
+		t.Setenv("LOCKDOWN_NATS_PASSWORD", s.NATS.Password(events.UserAdmin))
+		code, out, errOut := run(ctx, "install", "nats")
+		if code != cli.ExitOK || !strings.Contains(out, "consumer "+events.ConsumerNotifier) {
+			t.Fatalf("install as admin: exit %d, out %s, stderr %s", code, out, errOut)
+		}
+		if _, err := admin.JS.Consumer(ctx, events.StreamEvents, events.ConsumerNotifier); err != nil {
+			t.Fatalf("the install step did not bring the consumer back: %v", err)
 		}
 	})
 
@@ -128,6 +151,13 @@ func TestCLI(t *testing.T) {
 		if l.EventID != original.ID() || l.Subject != events.VaultUnsealed.Subject() || !strings.Contains(l.Reason, "refused on purpose") {
 			t.Fatalf("dead letter %+v", l)
 		}
+		// The operator reads dead letters but may not publish events: the
+		// server refuses its replay.
+		if code, _, errOut := run(ctx, "dlq", "replay", fmt.Sprint(l.Sequence), "--nats-user", events.UserOperator, "--timeout", "3s"); code != cli.ExitFailure || !strings.Contains(errOut, "Permissions Violation") {
+			t.Fatalf("replay as the operator: exit %d, stderr %s", code, errOut)
+		}
+		t.Setenv("LOCKDOWN_NATS_USER", events.UserReplayer)
+		t.Setenv("LOCKDOWN_NATS_PASSWORD", s.NATS.Password(events.UserReplayer))
 		code, out, errOut := run(ctx, "dlq", "replay", fmt.Sprint(l.Sequence), "--json")
 		var res struct{ Duplicate bool }
 		if code != cli.ExitOK || json.Unmarshal([]byte(out), &res) != nil || res.Duplicate {
@@ -147,6 +177,29 @@ func TestCLI(t *testing.T) {
 		}
 		if code, _, errOut := run(ctx, "dlq", "replay", "999999"); code != cli.ExitFailure || !strings.Contains(errOut, "no dead letter") {
 			t.Fatalf("unknown sequence: exit %d, %s", code, errOut)
+		}
+	})
+
+	t.Run("a dead letter its consumer could not have written is not replayed", func(t *testing.T) {
+		// Containment's credential may publish dead letters of its own
+		// durables only; one claiming to be the notifier's, carrying a
+		// rotation.tenant.completed, is refused by the replayer.
+		msg, err := stream.NewPublisher(conn.JS, events.SourceOf(events.ServiceContainment), nil).Prepare(ctx, events.DeadLetter, "forged-1",
+			events.DeadLetterData{Consumer: events.ConsumerNotifier, Reason: "forged", Subject: events.RotationTenantCompleted.Subject(),
+				OriginalData: []byte(`{}`), FailedAt: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg.Subject = events.DeadLetterSubject(events.ConsumerContainmentRecovery)
+		ack, err := conn.JS.PublishMsg(ctx, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("LOCKDOWN_NATS_USER", events.UserReplayer)
+		t.Setenv("LOCKDOWN_NATS_PASSWORD", s.NATS.Password(events.UserReplayer))
+		code, _, errOut := run(ctx, "dlq", "replay", fmt.Sprint(ack.Sequence))
+		if code != cli.ExitFailure || !strings.Contains(errOut, "refusing to replay") {
+			t.Fatalf("forged dead letter: exit %d, stderr %s", code, errOut)
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"time"
 
@@ -45,8 +46,15 @@ func runDLQ(ctx context.Context, args []string, out, errOut io.Writer) int {
 	sub, args := args[0], args[1:]
 	fs := newFlags("dlq "+sub, errOut)
 	natsURL := fs.String("nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (LOCKDOWN_NATS_URL)")
-	user := fs.String("nats-user", envOr("NATS_USER", events.UserOperator), "NATS user (LOCKDOWN_NATS_USER); the operator user reads and replays")
+	// Listing reads; replaying publishes, which only the replayer
+	// identity may do.
+	defaultUser := events.UserOperator
+	if sub == "replay" {
+		defaultUser = events.UserReplayer
+	}
+	user := fs.String("nats-user", envOr("NATS_USER", defaultUser), "NATS user (LOCKDOWN_NATS_USER): operator reads, replayer replays")
 	asJSON := fs.Bool("json", false, "print as JSON")
+	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 	consumer := fs.String("consumer", "", "list only this durable consumer's dead letters")
 	var seqArg string
 	if sub == "replay" {
@@ -58,7 +66,7 @@ func runDLQ(ctx context.Context, args []string, out, errOut io.Writer) int {
 	} else if code, ok := parse(fs, args); !ok {
 		return code
 	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	conn, err := natsconn.Connect(cctx, natsconn.Options{URL: *natsURL, User: *user, Password: envOr("NATS_PASSWORD", ""), Name: "lockdown-cli"})
 	if err != nil {
@@ -74,7 +82,7 @@ func runDLQ(ctx context.Context, args []string, out, errOut io.Writer) int {
 		}
 		res, err := replay(cctx, conn.JS, seq)
 		if err != nil {
-			fmt.Fprintf(errOut, "lockdown dlq replay: %v\n", err)
+			fmt.Fprintf(errOut, "lockdown dlq replay: %v\n", conn.Explain(err))
 			return ExitFailure
 		}
 		if *asJSON {
@@ -157,6 +165,27 @@ func decodeDeadLetter(h nats.Header, data []byte, seq uint64) (deadLetterView, b
 	return v, true
 }
 
+// ErrForgedDeadLetter is returned by replay for a dead letter that its
+// consumer could not have written: another consumer's dead-letter subject,
+// or an original on a subject that consumer does not take. Each service
+// may publish only its own durables' dead letters, so a stolen service
+// credential cannot have an operator replay events it may not publish.
+var ErrForgedDeadLetter = errors.New("refusing to replay: not a dead letter its consumer could have written")
+
+// replayable checks a dead letter against the consumer it names.
+func replayable(stored string, d events.DeadLetterData) error {
+	c, ok := events.ConsumerOf(d.Consumer)
+	switch {
+	case !ok:
+		return fmt.Errorf("%w (unknown consumer %q)", ErrForgedDeadLetter, d.Consumer)
+	case stored != events.DeadLetterSubject(c.Durable):
+		return fmt.Errorf("%w (stored on %s, not on %s)", ErrForgedDeadLetter, stored, events.DeadLetterSubject(c.Durable))
+	case !slices.Contains(c.FilterSubjects(), d.Subject) || d.Subject == events.BreachDetected.Subject():
+		return fmt.Errorf("%w (%s does not take %s; a breach is raised by a detector, never replayed)", ErrForgedDeadLetter, c.Durable, d.Subject)
+	}
+	return nil
+}
+
 // replay publishes a dead letter's original message, byte for byte and
 // with its original headers, onto its original subject. The Nats-Msg-Id
 // names the dead letter, so replaying the same letter twice is dropped as
@@ -181,6 +210,9 @@ func replay(ctx context.Context, js jetstream.JetStream, seq uint64) (replayResu
 	d, err := events.DataAs[events.DeadLetterData](ev)
 	if err != nil {
 		return replayResult{}, err
+	}
+	if err := replayable(raw.Subject, d); err != nil {
+		return replayResult{}, fmt.Errorf("dead letter %d: %w", seq, err)
 	}
 	msg := nats.NewMsg(d.Subject)
 	for k, vs := range d.OriginalHeaders {

@@ -54,7 +54,7 @@ func runTrigger(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return ExitFailure
 	}
 	defer conn.Close(context.Background())
-	ack, err := stream.NewPublisher(conn.JS, *source, nil).PublishEvent(cctx, ev)
+	ack, err := stream.NewPublisher(conn.JS, *source, nil).Unchecked().PublishEvent(cctx, ev)
 	if err != nil {
 		fmt.Fprintf(errOut, "lockdown trigger: %v\n", err)
 		return ExitFailure

@@ -428,7 +428,7 @@ func startAssessor(t *testing.T, ctx context.Context, s *localstack.Stack, env m
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.ServiceAssessor, Password: s.NATS.Password(events.ServiceAssessor)})
 	must(t, err)
-	must(t, stream.EnsureTopology(ctx, conn.JS))
+	must(t, stream.VerifyTopology(ctx, conn.JS, events.ServiceAssessor))
 	cfg := &app.Config{}
 	must(t, config.LoadFrom(cfg, func(k string) (string, bool) {
 		if v, ok := env[k]; ok {

@@ -80,7 +80,7 @@ func startContainment(t testing.TB, s *localstack.Stack, nodes []string, tokens 
 		t.Fatal(err)
 	}
 	// What the runner does at start, with containment's own permissions.
-	if err := stream.EnsureTopology(ctx, conn.JS); err != nil {
+	if err := stream.VerifyTopology(ctx, conn.JS, events.ServiceContainment); err != nil {
 		t.Fatal(err)
 	}
 	if nodes == nil {
@@ -183,7 +183,7 @@ func waitHTTP(t testing.TB, base string) {
 func connectAs(t testing.TB, s *localstack.Stack, user string) (*nats.Conn, <-chan error) {
 	t.Helper()
 	errs := make(chan error, 8)
-	nc, err := nats.Connect(s.NATS.URL, nats.UserInfo(user, s.NATS.Password(user)),
+	nc, err := nats.Connect(s.NATS.URL, nats.UserInfo(user, s.NATS.Password(user)), nats.CustomInboxPrefix(events.InboxPrefix(user)),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
 	if err != nil {
 		t.Fatal(err)

@@ -117,7 +117,7 @@ func BenchmarkNotification(b *testing.B) {
 	}
 	defer db.Close()
 	conn := connect(b, ctx, s, events.ServiceNotifier)
-	if err := stream.EnsureTopology(ctx, conn.JS); err != nil {
+	if err := stream.VerifyTopology(ctx, conn.JS, events.ServiceNotifier); err != nil {
 		b.Fatal(err)
 	}
 	runCtx, stop := context.WithCancel(ctx)

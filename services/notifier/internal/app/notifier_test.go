@@ -151,7 +151,7 @@ func startNotifier(t *testing.T, ctx context.Context, s *localstack.Stack, logOu
 	db, err := store.Open(ctx, cfg.DatabaseURL)
 	must(t, err)
 	conn := connect(t, ctx, s, events.ServiceNotifier)
-	must(t, stream.EnsureTopology(ctx, conn.JS))
+	must(t, stream.VerifyTopology(ctx, conn.JS, events.ServiceNotifier))
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {

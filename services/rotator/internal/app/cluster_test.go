@@ -23,7 +23,6 @@ func TestThreeNodeJetStream(t *testing.T) {
 	const tenants = 300
 	f := seedOn(t, ctx, localstack.Options{NATS: true, NATSAuth: true, NATSNodes: 3, Postgres: true, Vault: true, Mailpit: true}, tenants)
 	js := operator(t, ctx, f.s)
-	must(t, stream.EnsureTopology(ctx, js)) // what every service does at start
 
 	t.Run("the incident and job streams have three replicas", func(t *testing.T) {
 		for _, name := range []string{events.StreamEvents, events.StreamJobs, events.StreamDeadLetters} {

@@ -90,7 +90,6 @@ func startIncident(t testing.TB, ctx context.Context, s *localstack.Stack, id st
 		conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: user, Password: s.NATS.Password(user)})
 		must(t, err)
 		defer conn.Close(context.Background())
-		must(t, stream.EnsureTopology(ctx, conn.JS))
 		must(t, stream.NewPublisher(conn.JS, events.SourceOf(user), nil).PublishWithID(ctx, name, id+"/"+string(name), data))
 	}
 	if affected == nil {
