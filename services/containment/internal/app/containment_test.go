@@ -217,7 +217,9 @@ func TestContainment(t *testing.T) {
 		for k, v := range h {
 			tampered[k] = v
 		}
-		tampered["ce-id"] = "forged-2"
+		// Header keys come back canonical ("Ce-Id"); set the same key, or map
+		// order decides which of two spellings the request carries.
+		tampered[http.CanonicalHeaderKey("ce-id")] = "forged-2"
 		if resp := post(t, c.intake, data, tampered); resp.code != http.StatusUnauthorized {
 			t.Fatalf("a changed ce-id: %d %v", resp.code, resp.body)
 		}

@@ -382,7 +382,8 @@ func TestNotifier(t *testing.T) {
 		republished := 0
 		cons, err := operator.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.RotationTenantCompleted.Subject()}})
 		must(t, err)
-		pub := stream.NewPublisher(operator, events.SourceOf(events.ServiceRotator), nil)
+		// Republished as the rotator: only the rotator may publish it.
+		pub := stream.NewPublisher(connect(t, ctx, s, events.ServiceRotator).JS, events.SourceOf(events.ServiceRotator), nil)
 		for republished < tenantCount {
 			msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
 			if err != nil {

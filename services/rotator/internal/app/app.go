@@ -181,6 +181,13 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 		}
 		return worker.Fail(ctx, job, step, cause.Error())
 	}
+	// Watch for incidents opening before any consumer starts, and make sure
+	// the server has the subscription (Flush): an incident.opened published
+	// while the process starts is then seen, not lost.
+	var watch *incidentWatch
+	if pregen != nil {
+		watch = watchIncidents(rt)
+	}
 	planSpec, _ := events.ConsumerOf(events.ConsumerRotatorPlanner)
 	opts := rt.ConsumerOptions(cfg.ShutdownTimeout)
 	g, gctx := errgroup.WithContext(ctx)
@@ -190,8 +197,8 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 	jobOpts.Concurrency = cfg.Concurrency
 	jobOpts.OnPermanent = failJob
 	g.Go(func() error { return stream.NewConsumer(rt.NATS.JS, jobSpec, jobs, jobOpts).Run(gctx) })
-	if pregen != nil {
-		g.Go(func() error { return pregenerate(gctx, rt, cfg, db, pregen) })
+	if watch != nil {
+		g.Go(func() error { return pregenerate(gctx, rt, cfg, db, pregen, watch) })
 	}
 	return g.Wait()
 }
@@ -202,19 +209,38 @@ func instance() string {
 	return fmt.Sprintf("%s/%d", host, os.Getpid())
 }
 
-// pregenerate watches, in every rotator process (a plain subscription:
-// the durable consumers would hand the event to one process only),
-// incidents opening, and generates the key material of every directory
-// tenant while the key holders work at the unseal gate. It is best effort:
-// a missed event only means the jobs generate their own keys.
-func pregenerate(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Store, pregen *rotation.Pregen) error {
-	msgs := make(chan *nats.Msg, 16)
-	sub, err := rt.NATS.NC.ChanSubscribe(events.IncidentOpened.Subject(), msgs)
+// incidentWatch is the plain subscription pre-generation reads from.
+type incidentWatch struct {
+	sub  *nats.Subscription
+	msgs chan *nats.Msg
+}
+
+// watchIncidents subscribes every rotator process to incidents opening (a
+// plain subscription: the durable consumers would hand the event to one
+// process only). It returns nil when it cannot: pre-generation is best
+// effort.
+func watchIncidents(rt *runner.Runtime) *incidentWatch {
+	w := &incidentWatch{msgs: make(chan *nats.Msg, 16)}
+	sub, err := rt.NATS.NC.ChanSubscribe(events.IncidentOpened.Subject(), w.msgs)
+	if err == nil {
+		err = rt.NATS.NC.Flush()
+	}
 	if err != nil {
 		rt.Logger.Warn("pre-generation disabled", slog.Any("error", err))
 		return nil
 	}
-	defer sub.Unsubscribe()
+	w.sub = sub
+	rt.Logger.Info("watching incidents for pre-generation")
+	return w
+}
+
+// pregenerate generates, for every incident that opens, the key material
+// of every directory tenant while the key holders work at the unseal gate.
+// It is best effort: a missed event only means the jobs generate their own
+// keys.
+func pregenerate(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Store, pregen *rotation.Pregen, w *incidentWatch) error {
+	defer w.sub.Unsubscribe()
+	msgs := w.msgs
 	for {
 		select {
 		case <-ctx.Done():

@@ -79,6 +79,16 @@ func startRotators(t testing.TB, s *localstack.Stack, n int, env ...string) []in
 		must(t, err)
 		pids = append(pids, pid)
 	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		// The rotators' own words are the quickest way to a cause.
+		for i := range n {
+			log, _ := os.ReadFile(filepath.Join(s.Dir, fmt.Sprintf("rotator-%d.log", i+1)))
+			t.Logf("rotator-%d log (last 4 KiB):\n%s", i+1, tail(log, 4096))
+		}
+	})
 	return pids
 }
 
@@ -247,6 +257,10 @@ func TestUnknownTenant(t *testing.T) {
 	f := seed(t, ctx, 5)
 	startRotators(t, f.s, 1)
 	js := operator(t, ctx, f.s)
+	testwait.For(t, time.Minute, "the rotator watching incidents", func() bool {
+		log, _ := os.ReadFile(filepath.Join(f.s.Dir, "rotator-1.log"))
+		return strings.Contains(string(log), `"msg":"watching incidents for pre-generation"`)
+	})
 	// The incident opens first: while it waits at the gate the rotator
 	// pre-generates the directory's key material, which the jobs then use.
 	openIncident(t, ctx, f.s, "inc-ghost")
@@ -317,4 +331,12 @@ func TestVaultSealedMidRun(t *testing.T) {
 	if done.Completed != tenants || done.Failed != 0 {
 		t.Fatalf("rotation.completed %+v, want all %d completed and none failed", done, tenants)
 	}
+}
+
+// tail returns the last n bytes of b.
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
 }
