@@ -113,6 +113,9 @@ type AccessRevokedData struct {
 	TokensRevoked       int      `json:"tokens_revoked" doc:"Tokens revoked by accessor."`
 	TokensKept          int      `json:"tokens_kept" doc:"Tokens kept (Lockdown's own, break-glass)."`
 	LeasePrefixes       []string `json:"lease_prefixes" doc:"Lease prefixes revoked."`
+	AuthMethodsRemoved  []string `json:"auth_methods_removed,omitempty" doc:"Mount paths of auth methods not in the baseline (deploy/vault/baseline.json): disabled for good, never restored."`
+	PoliciesDeleted     []string `json:"policies_deleted,omitempty" doc:"ACL policies not in the baseline, deleted."`
+	BatchTokenMaxTTL    string   `json:"batch_token_max_ttl,omitempty" doc:"Batch tokens have no accessor and cannot be revoked: the longest a batch token issued before the revocation may still live (the largest max_lease_ttl of the auth methods; 'system' when one uses Vault's system maximum, 768h unless configured)."`
 	KeyTerm             int      `json:"key_term" doc:"Barrier key term after sys/rotate."`
 	Round               int      `json:"round,omitempty" doc:"The seal round this revocation followed."`
 	Process             string   `json:"process,omitempty" doc:"The containment process that revoked."`

@@ -1,12 +1,43 @@
-# lockdown-rotator: the rotator's token (phase 6). It writes every tenant's
-# new SSH, SMTP and DKIM secrets (check-and-set) and destroys every API key:
-# all versions and metadata, since KV v2 "delete" is only a soft delete.
-path "secret/data/tenants/*" {
-  capabilities = ["create", "update", "read"]
+# lockdown-rotator: the rotator's token (phase 6). It is write-only on the
+# tenants' secrets: it writes each tenant's new SSH, SMTP and DKIM secret
+# (check-and-set) and destroys every API key, and it can read no secret.
+#
+# To find which write produced a secret's latest version (an attempt that
+# died before recording it), the rotator reads the version's subkeys — key
+# names with every value null — where its write id is a key name
+# (lockdown_write), and the metadata for the current version number.
+path "secret/data/tenants/+/ssh" {
+  capabilities = ["create", "update"]
 }
-path "secret/metadata/tenants/*" {
+path "secret/data/tenants/+/smtp" {
+  capabilities = ["create", "update"]
+}
+path "secret/data/tenants/+/dkim" {
+  capabilities = ["create", "update"]
+}
+path "secret/subkeys/tenants/+/ssh" {
   capabilities = ["read"]
 }
-path "secret/metadata/api_keys/*" {
-  capabilities = ["list", "read", "delete"]
+path "secret/subkeys/tenants/+/smtp" {
+  capabilities = ["read"]
+}
+path "secret/subkeys/tenants/+/dkim" {
+  capabilities = ["read"]
+}
+path "secret/metadata/tenants/+/ssh" {
+  capabilities = ["read"]
+}
+path "secret/metadata/tenants/+/smtp" {
+  capabilities = ["read"]
+}
+path "secret/metadata/tenants/+/dkim" {
+  capabilities = ["read"]
+}
+# API keys: list a tenant's keys and destroy each (DELETE on the metadata
+# removes every version; a KV v2 delete would only hide the latest).
+path "secret/metadata/api_keys/+/" {
+  capabilities = ["list"]
+}
+path "secret/metadata/api_keys/+/*" {
+  capabilities = ["delete"]
 }

@@ -61,6 +61,11 @@ func (r Report) Markdown(w io.Writer) error {
 		p("- Sealed %s (%s), confirmed %s", s.Address, s.Method, stamp(s.ConfirmedAt))
 	}
 	p("- Auth methods disabled: %s", list(a.AuthMethodsDisabled))
+	p("- Auth methods removed (not in the baseline, never restored): %s", list(a.AuthMethodsRemoved))
+	p("- Policies deleted (not in the baseline): %s", list(a.PoliciesDeleted))
+	if a.BatchTokenMaxTTL != "" {
+		p("- Batch tokens cannot be revoked (no accessor): one issued before the revocation lives at most %s", a.BatchTokenMaxTTL)
+	}
 	p("- Seal rounds: %d", a.SealRounds)
 	p("- Tokens revoked: %d (kept: %d); lease prefixes revoked: %s", a.TokensRevoked, a.TokensKept, list(a.LeasePrefixes))
 	p("- Keyring rotated to term %d", a.KeyringTerm)

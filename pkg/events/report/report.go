@@ -66,6 +66,9 @@ type Report struct {
 type Actions struct {
 	Seals               []events.NodeSeal `json:"seals"`
 	AuthMethodsDisabled []string          `json:"auth_methods_disabled"`
+	AuthMethodsRemoved  []string          `json:"auth_methods_removed"`
+	PoliciesDeleted     []string          `json:"policies_deleted"`
+	BatchTokenMaxTTL    string            `json:"batch_token_max_ttl,omitempty"`
 	TokensRevoked       int               `json:"tokens_revoked"`
 	TokensKept          int               `json:"tokens_kept"`
 	LeasePrefixes       []string          `json:"lease_prefixes_revoked"`
@@ -165,7 +168,7 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 		DetectedBy: inc.Source, Detections: inc.Detections, DetectedAt: inc.DetectedAt, ResolvedAt: resolvedAt,
 		AffectedTenants: []string{}, Actors: []events.Actor{}, Failures: []Failure{}, Timeline: []Line{},
 		RootCause: RootCausePending, LessonsLearned: []string{}, PreventiveMeasures: []string{},
-		Actions: Actions{Seals: []events.NodeSeal{}, AuthMethodsDisabled: []string{}, LeasePrefixes: []string{}, Rotations: []TenantRotation{},
+		Actions: Actions{Seals: []events.NodeSeal{}, AuthMethodsDisabled: []string{}, AuthMethodsRemoved: []string{}, PoliciesDeleted: []string{}, LeasePrefixes: []string{}, Rotations: []TenantRotation{},
 			RotatedBy: map[string]int{}, MessagesSent: map[string]int{}, AuthMethodsRestored: []string{}, DrivenBy: map[string][]string{}},
 	}
 	first := map[events.Name]time.Time{}
@@ -222,10 +225,11 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 			var d events.AccessRevokedData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
 				// Every seal round ends with its own revocation: counts add up.
-				for _, m := range d.AuthMethodsDisabled {
-					if !slices.Contains(a.AuthMethodsDisabled, m) {
-						a.AuthMethodsDisabled = append(a.AuthMethodsDisabled, m)
-					}
+				a.AuthMethodsDisabled = union(a.AuthMethodsDisabled, d.AuthMethodsDisabled)
+				a.AuthMethodsRemoved = union(a.AuthMethodsRemoved, d.AuthMethodsRemoved)
+				a.PoliciesDeleted = union(a.PoliciesDeleted, d.PoliciesDeleted)
+				if d.BatchTokenMaxTTL != "" {
+					a.BatchTokenMaxTTL = d.BatchTokenMaxTTL
 				}
 				a.TokensRevoked += d.TokensRevoked
 				a.TokensKept, a.KeyringTerm = d.TokensKept, d.KeyTerm
@@ -361,4 +365,14 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// union appends to list the items of more it lacks.
+func union(list, more []string) []string {
+	for _, m := range more {
+		if !slices.Contains(list, m) {
+			list = append(list, m)
+		}
+	}
+	return list
 }

@@ -46,17 +46,31 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	rotator, seal, recovery := as(s.Vault.RotatorToken), as(s.Vault.SealToken), as(s.Vault.RecoveryToken)
 
-	t.Run("the rotator's token reads and writes tenant secrets but cannot seal Vault or read sys/", func(t *testing.T) {
-		if _, err := rotator.KVv2(localstack.VaultKVMount).Get(ctx, "tenants/acme/ssh"); err != nil {
-			t.Fatalf("read a tenant secret: %v", err)
+	t.Run("the rotator's token writes tenant secrets but reads none, and cannot seal Vault or read sys/", func(t *testing.T) {
+		_, err := rotator.KVv2(localstack.VaultKVMount).Get(ctx, "tenants/acme/ssh")
+		denied(t, "read a tenant secret", err)
+		_, err = rotator.KVv2(localstack.VaultKVMount).GetVersion(ctx, "tenants/acme/ssh", 1)
+		denied(t, "read an old version", err)
+		if _, err := rotator.Logical().WriteWithContext(ctx, "secret/data/tenants/acme/ssh", map[string]any{"data": map[string]any{"private_key": "new"}, "options": map[string]any{"cas": 1}}); err != nil {
+			t.Fatalf("write a tenant secret with check-and-set: %v", err)
+		}
+		if _, err := rotator.Logical().ReadWithContext(ctx, "secret/subkeys/tenants/acme/ssh"); err != nil {
+			t.Fatalf("read a secret's subkeys (key names only): %v", err)
+		}
+		if _, err := rotator.Logical().ReadWithContext(ctx, "secret/metadata/tenants/acme/ssh"); err != nil {
+			t.Fatalf("read a secret's metadata (the current version): %v", err)
 		}
 		denied(t, "sys/seal", rotator.Sys().SealWithContext(ctx))
-		_, err := rotator.Logical().ReadWithContext(ctx, "sys/policies/acl/lockdown-rotator")
+		_, err = rotator.Logical().ReadWithContext(ctx, "sys/policies/acl/lockdown-rotator")
 		denied(t, "read sys/policies", err)
 		_, err = rotator.Logical().ListWithContext(ctx, "auth/token/accessors")
 		denied(t, "list token accessors", err)
 		_, err = rotator.Logical().WriteWithContext(ctx, "secret/data/other/thing", map[string]any{"data": map[string]any{"a": "b"}})
 		denied(t, "write outside tenants/", err)
+		_, err = rotator.Logical().WriteWithContext(ctx, "secret/data/tenants/acme/webhook", map[string]any{"data": map[string]any{"a": "b"}})
+		denied(t, "write a tenant secret Lockdown does not rotate", err)
+		_, err = rotator.Logical().WriteWithContext(ctx, "secret/metadata/tenants/acme/ssh", map[string]any{"max_versions": 1})
+		denied(t, "change a secret's metadata", err)
 	})
 	t.Run("the seal token can seal and nothing else: no secrets, no tokens", func(t *testing.T) {
 		_, err := seal.KVv2(localstack.VaultKVMount).Get(ctx, "tenants/acme/ssh")
@@ -72,6 +86,29 @@ func TestLeastPrivilege(t *testing.T) {
 		denied(t, "sys/seal", recovery.Sys().SealWithContext(ctx))
 		if _, err := recovery.Logical().ListWithContext(ctx, "auth/token/accessors"); err != nil {
 			t.Fatalf("list token accessors (needed to revoke): %v", err)
+		}
+	})
+	t.Run("the recovery token restores only the declared auth methods, roles and policies, and mints no credential", func(t *testing.T) {
+		// What the restore does is allowed.
+		if _, err := recovery.Logical().WriteWithContext(ctx, "auth/approle/role/mailer", map[string]any{
+			"token_policies": []string{"default"}, "token_ttl": "1h", "token_max_ttl": "4h", "secret_id_ttl": "24h"}); err != nil {
+			t.Fatalf("re-apply a declared role: %v", err)
+		}
+		_, err := recovery.Logical().WriteWithContext(ctx, "auth/approle/role/mailer", map[string]any{"token_policies": []string{"lockdown-recovery"}})
+		denied(t, "give a declared role another policy", err)
+		_, err = recovery.Logical().WriteWithContext(ctx, "auth/approle/role/evil", map[string]any{"token_policies": []string{"default"}})
+		denied(t, "write an undeclared role", err)
+		_, err = recovery.Logical().WriteWithContext(ctx, "auth/approle/role/mailer/secret-id", nil)
+		denied(t, "mint a secret-id", err)
+		_, err = recovery.Logical().WriteWithContext(ctx, "auth/jwt/config", map[string]any{"jwt_validation_pubkeys": []string{"attacker key"}})
+		denied(t, "swap the jwt signing key", err)
+		denied(t, "enable an undeclared auth method", recovery.Sys().EnableAuthWithOptionsWithContext(ctx, "backdoor", &vault.EnableAuthOptions{Type: "userpass"}))
+		denied(t, "enable a declared path with another type", recovery.Sys().EnableAuthWithOptionsWithContext(ctx, "approle", &vault.EnableAuthOptions{Type: "userpass"}))
+		denied(t, "delete Lockdown's own policy", recovery.Sys().DeletePolicyWithContext(ctx, "lockdown-seal"))
+		_, err = recovery.Logical().WriteWithContext(ctx, "sys/policies/acl/anything", map[string]any{"policy": `path "*" { capabilities = ["sudo"] }`})
+		denied(t, "write a policy", err)
+		if _, err := recovery.Sys().ListPoliciesWithContext(ctx); err != nil {
+			t.Fatalf("list policies (the baseline check): %v", err)
 		}
 	})
 	t.Run("the assessor and the notifier get no Vault token at all", func(t *testing.T) {

@@ -187,7 +187,8 @@ func (s *Stack) Env(service string) []string {
 			env = append(env, "LOCKDOWN_VAULT_SEAL_TOKEN="+s.Vault.SealToken, "LOCKDOWN_VAULT_RECOVERY_TOKEN="+s.Vault.RecoveryToken,
 				"LOCKDOWN_KEEP_ACCESSORS="+s.Vault.SealAccessor+","+s.Vault.RotatorAccessor)
 			if root, err := RepoRoot(); err == nil {
-				env = append(env, "LOCKDOWN_AUTH_DIR="+filepath.Join(root, "deploy", "vault", "auth"))
+				env = append(env, "LOCKDOWN_AUTH_DIR="+filepath.Join(root, "deploy", "vault", "auth"),
+					"LOCKDOWN_VAULT_BASELINE="+filepath.Join(root, "deploy", "vault", "baseline.json"))
 			}
 		}
 	}

@@ -56,6 +56,10 @@ type LockdownTokens struct {
 	// RotatorToken holds only lockdown-rotator: phase 6.
 	RotatorToken    string
 	RotatorAccessor string
+	// RootAccessor is the accessor of the stack's root token: tests that
+	// keep using it after a lockdown list it as break-glass
+	// (LOCKDOWN_BREAK_GLASS takes accessors only).
+	RootAccessor string
 }
 
 // Client returns an API client for the node authenticated with the root
@@ -229,8 +233,15 @@ func lockdownTokens(ctx context.Context, root *vault.Client) (LockdownTokens, er
 	if t.RecoveryToken, t.RecoveryAccessor, err = issue("lockdown-recovery"); err != nil {
 		return t, err
 	}
-	t.RotatorToken, t.RotatorAccessor, err = issue("lockdown-rotator")
-	return t, err
+	if t.RotatorToken, t.RotatorAccessor, err = issue("lockdown-rotator"); err != nil {
+		return t, err
+	}
+	self, err := root.Auth().Token().LookupSelfWithContext(ctx)
+	if err != nil {
+		return t, fmt.Errorf("vault token lookup-self: %w", err)
+	}
+	t.RootAccessor, _ = self.Data["accessor"].(string)
+	return t, nil
 }
 
 // applyPolicies writes every policy of deploy/vault/policies, named after

@@ -52,7 +52,7 @@ func TestDrillExistingServers(t *testing.T) {
 		if svc == events.ServiceContainment {
 			// The drill's admin token must survive the lockdown: the
 			// operator lists it as break-glass (docs/operations.md).
-			env = append(env, "LOCKDOWN_BREAK_GLASS=root")
+			env = append(env, "LOCKDOWN_BREAK_GLASS="+s.Vault.RootAccessor)
 		}
 		if _, _, err := s.Spawn(svc, bin, nil, env); err != nil {
 			t.Fatal(err)

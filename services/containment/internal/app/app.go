@@ -68,7 +68,7 @@ type Config struct {
 	VaultRecoveryToken       string        `env:"VAULT_RECOVERY_TOKEN" secret:"true" doc:"Periodic orphan token with deploy/vault/policies/lockdown-recovery.hcl, issued at install: revokes access, runs the rekey, restores access."`
 	DisableAuth              []string      `env:"DISABLE_AUTH" default:"approle,jwt" doc:"Mount paths of the auth methods disabled on unseal (disabling revokes their tokens)."`
 	KeepAccessors            []string      `env:"KEEP_ACCESSORS" doc:"Accessors of Lockdown's own install-time tokens, never revoked (the token in use is always kept)."`
-	BreakGlass               []string      `env:"BREAK_GLASS" doc:"Accessors or token display names an organisation keeps for emergencies, never revoked."`
+	BreakGlass               []string      `env:"BREAK_GLASS" doc:"Accessors of the tokens an organisation keeps for emergencies, never revoked. Accessors only: a display name is chosen by whoever creates a token (every root token is named root, an intruder's too), so one is refused at start."`
 	LeasePrefixes            []string      `env:"LEASE_PREFIXES" doc:"Lease prefixes revoked on unseal with sys/leases/revoke-prefix (e.g. database/creds/)."`
 	RekeyShares              int           `env:"REKEY_SHARES" default:"5" doc:"Number of new unseal (or recovery) key shares."`
 	RekeyThreshold           int           `env:"REKEY_THRESHOLD" default:"3" doc:"Shares needed to unseal after the rekey."`
@@ -76,6 +76,7 @@ type Config struct {
 	RekeyRequireVerification bool          `env:"REKEY_REQUIRE_VERIFICATION" default:"true" doc:"Holders must prove the new shares before the old ones stop working."`
 	RekeyPoll                time.Duration `env:"REKEY_POLL" default:"1s" doc:"How often the ceremony's progress is read."`
 	AuthDir                  string        `env:"AUTH_DIR" default:"deploy/vault/auth" doc:"Folder of the declarative auth methods re-applied on restore."`
+	VaultBaseline            string        `env:"VAULT_BASELINE" default:"deploy/vault/baseline.json" doc:"What Vault may hold besides the declared auth methods (auth mounts, ACL policies): on unseal every other auth mount is disabled and every other policy deleted."`
 
 	IntakeAddr         string        `env:"INTAKE_ADDR" doc:"Listen address of the HTTP breach intake (e.g. 127.0.0.1:8081); empty disables it."`
 	IntakeBearerTokens []string      `env:"INTAKE_BEARER_TOKENS" secret:"true" doc:"Bearer tokens accepted by the intake, comma-separated."`
@@ -168,6 +169,13 @@ func (c *Config) Validate() error {
 	}
 	if c.BreachConcurrency < 1 {
 		bad("CONTAINMENT_BREACH_CONCURRENCY must be at least 1")
+	}
+	for name, list := range map[string][]string{"BREAK_GLASS": c.BreakGlass, "KEEP_ACCESSORS": c.KeepAccessors} {
+		for _, a := range list {
+			if err := recovery.ValidAccessor(a); err != nil {
+				bad("%s: %v", name, err)
+			}
+		}
 	}
 	for name, d := range map[string]time.Duration{"VAULT_TIMEOUT": c.VaultTimeout, "SEAL_DEADLINE": c.SealDeadline, "SEAL_POLL": c.SealPoll,
 		"FENCE_RETRY": c.FenceRetry, "GATE_POLL": c.GatePoll, "REKEY_POLL": c.RekeyPoll, "VAULT_FENCE_TIMEOUT": c.FenceTimeout, "INTAKE_MAX_SKEW": c.IntakeMaxSkew,
@@ -272,6 +280,9 @@ func (c *Config) RecoveryConfig() (recovery.Config, error) {
 		}
 	}
 	if rc.Auth, err = recovery.LoadAuthSpecs(c.AuthDir); err != nil {
+		return rc, err
+	}
+	if rc.Baseline, err = recovery.LoadBaseline(c.VaultBaseline, rc.Auth); err != nil {
 		return rc, err
 	}
 	return rc, nil

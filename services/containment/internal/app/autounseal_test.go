@@ -66,7 +66,7 @@ func TestRecoveryKeysAutoUnseal(t *testing.T) {
 	admin, err := vaultadmin.New(auto.Addr, auto.RecoveryToken, 5*time.Second)
 	must(t, err)
 	r := recovery.New(recovery.Config{Shares: 5, Threshold: 3, RequireVerification: true, Poll: 20 * time.Millisecond,
-		KeepAccessors: []string{auto.SealAccessor}, BreakGlass: []string{"root"}}, admin, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		KeepAccessors: []string{auto.SealAccessor}, BreakGlass: []string{auto.RootAccessor}}, admin, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if _, _, err := r.Revoke(ctx, "inc-auto"); err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,15 @@ func TestConfig(t *testing.T) {
 			}
 		}
 	})
+	t.Run("break-glass takes accessors only: a display name such as root is refused", func(t *testing.T) {
+		err := config.LoadFrom(&app.Config{}, env(map[string]string{"LOCKDOWN_BREAK_GLASS": "root,hAZJGO5CvQ4J5JLD3nU1Jq5m", "LOCKDOWN_KEEP_ACCESSORS": "lockdown seal"}))
+		if err == nil || !strings.Contains(err.Error(), `BREAK_GLASS: not a token accessor: "root"`) || !strings.Contains(err.Error(), `KEEP_ACCESSORS: not a token accessor: "lockdown seal"`) {
+			t.Fatalf("got %v", err)
+		}
+		if strings.Contains(err.Error(), "hAZJGO5CvQ4J5JLD3nU1Jq5m") {
+			t.Fatalf("a well-formed accessor was refused: %v", err)
+		}
+	})
 	t.Run("the intake never runs unauthenticated", func(t *testing.T) {
 		err := config.LoadFrom(&app.Config{}, env(map[string]string{"LOCKDOWN_DATABASE_URL": "postgres://x", "LOCKDOWN_VAULT_ADDR": "http://v:8200",
 			"LOCKDOWN_VAULT_SEAL_TOKEN": "t", "LOCKDOWN_INTAKE_ADDR": "127.0.0.1:0"}))

@@ -2,7 +2,9 @@ package app_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -47,6 +49,13 @@ func TestRecovery(t *testing.T) {
 	must(t, err)
 	keyBefore, err := root.Sys().KeyStatusWithContext(ctx)
 	must(t, err)
+	// The intruder's footholds: a root token of its own (generate-root names
+	// every root token "root", like the break-glass one), an auth method and
+	// a policy.
+	intruderRoot := generateRoot(t, ctx, root, s.Vault.UnsealKeys[:localstack.VaultThreshold])
+	must(t, root.Sys().EnableAuthWithOptionsWithContext(ctx, "backdoor", &vault.EnableAuthOptions{Type: "userpass"}))
+	must(t, root.Sys().PutPolicyWithContext(ctx, "backdoor-admin", `path "*" { capabilities = ["create", "read", "update", "delete", "list", "sudo"] }`))
+	must(t, write(ctx, root, "auth/backdoor/users/eve", map[string]any{"password": "intruder-password", "token_policies": "backdoor-admin"}))
 
 	c := startContainment(t, s, nil, nil, nil, nil)
 	t.Cleanup(func() { c.stop() })
@@ -73,6 +82,30 @@ func TestRecovery(t *testing.T) {
 		}
 		if !tokenAlive(ctx, s.Vault.Addr, s.Vault.RecoveryToken) {
 			t.Error("Lockdown's recovery token was revoked")
+		}
+		if tokenAlive(ctx, s.Vault.Addr, intruderRoot) {
+			t.Error("the intruder's root token survived (break-glass is by accessor, never by the name root)")
+		}
+		if !tokenAlive(ctx, s.Vault.Addr, s.Vault.RootToken) {
+			t.Error("the break-glass root token (kept by accessor) was revoked")
+		}
+		mounts, err := root.Sys().ListAuthWithContext(ctx)
+		must(t, err)
+		if _, ok := mounts["backdoor/"]; ok || !slices.Contains(revoked.AuthMethodsRemoved, "backdoor") {
+			t.Errorf("the intruder's auth method: still mounted %v, reported removed %v", ok, revoked.AuthMethodsRemoved)
+		}
+		policies, err := root.Sys().ListPoliciesWithContext(ctx)
+		must(t, err)
+		if slices.Contains(policies, "backdoor-admin") || !slices.Contains(revoked.PoliciesDeleted, "backdoor-admin") {
+			t.Errorf("the intruder's policy: policies now %v, reported deleted %v", policies, revoked.PoliciesDeleted)
+		}
+		for _, own := range []string{"lockdown-seal", "lockdown-recovery", "lockdown-rotator"} {
+			if !slices.Contains(policies, own) {
+				t.Errorf("Lockdown's policy %s was deleted", own)
+			}
+		}
+		if revoked.BatchTokenMaxTTL == "" {
+			t.Error("the report does not say how long batch tokens may live")
 		}
 		if _, err := root.Auth().Token().LookupAccessorWithContext(ctx, s.Vault.SealAccessor); err != nil {
 			t.Errorf("Lockdown's seal token was revoked: %v", err)
@@ -171,6 +204,31 @@ func TestRecovery(t *testing.T) {
 func write(ctx context.Context, c *vault.Client, path string, data map[string]any) error {
 	_, err := c.Logical().WriteWithContext(ctx, path, data)
 	return err
+}
+
+// generateRoot makes a root token the way an intruder holding a quorum of
+// shares would: sys/generate-root with Vault's own one-time pad.
+func generateRoot(t *testing.T, ctx context.Context, c *vault.Client, shares []string) string {
+	t.Helper()
+	init, err := c.Sys().GenerateRootInitWithContext(ctx, "", "")
+	must(t, err)
+	var st *vault.GenerateRootStatusResponse
+	for _, k := range shares {
+		st, err = c.Sys().GenerateRootUpdateWithContext(ctx, k, init.Nonce)
+		must(t, err)
+	}
+	if !st.Complete {
+		t.Fatal("generate-root did not complete")
+	}
+	raw, err := base64.RawStdEncoding.DecodeString(st.EncodedToken)
+	must(t, err)
+	if len(raw) != len(init.OTP) {
+		t.Fatalf("encoded root token of %d bytes for a one-time pad of %d", len(raw), len(init.OTP))
+	}
+	for i := range raw {
+		raw[i] ^= init.OTP[i]
+	}
+	return string(raw)
 }
 
 func newSecretID(t *testing.T, ctx context.Context, root *vault.Client) string {

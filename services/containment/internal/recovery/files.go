@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -103,4 +104,81 @@ func LoadAuthSpecs(dir string) ([]AuthSpec, error) {
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// Baseline is what Vault may hold after a lockdown besides the declared
+// auth methods: auth mounts and ACL policies (deploy/vault/baseline.json).
+// Everything else is taken as the intruder's and removed on unseal.
+type Baseline struct {
+	Description string   `json:"description"`
+	AuthMounts  []string `json:"auth_mounts"`
+	Policies    []string `json:"policies"`
+}
+
+// alwaysKept are what Vault itself needs — the token store, the root and
+// default policies (Vault refuses to delete either) — and Lockdown's own
+// policies, under the names the install step gives them
+// (deploy/vault/policies): deleting them would take Lockdown's tokens'
+// powers away in the middle of an incident.
+var (
+	alwaysKeptAuth     = []string{"token"}
+	alwaysKeptPolicies = []string{"root", "default", "lockdown-seal", "lockdown-recovery", "lockdown-rotator"}
+)
+
+// LoadBaseline reads the baseline file and checks it against the auth
+// methods: every policy a declared role hands out must be in the baseline,
+// or restoring access would bring back roles whose policies the
+// revocation deleted. All problems are reported together.
+func LoadBaseline(file string, auth []AuthSpec) (Baseline, error) {
+	var b Baseline
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return b, fmt.Errorf("vault baseline: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		return b, fmt.Errorf("vault baseline %s: %w", file, err)
+	}
+	var problems []string
+	for _, a := range auth {
+		for _, w := range a.Writes {
+			for _, p := range policiesOf(w.Data) {
+				if !b.KeepsPolicy(p) {
+					problems = append(problems, fmt.Sprintf("auth/%s/%s hands out policy %q, which %s does not list", a.Path, w.Path, p, file))
+				}
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return b, fmt.Errorf("vault baseline: %s", strings.Join(problems, "; "))
+	}
+	return b, nil
+}
+
+// KeepsPolicy says whether a policy survives the revocation.
+func (b Baseline) KeepsPolicy(name string) bool {
+	return slices.Contains(alwaysKeptPolicies, name) || slices.Contains(b.Policies, name)
+}
+
+// policiesOf are the policies a role's data hands out.
+func policiesOf(data map[string]any) []string {
+	var out []string
+	for _, key := range []string{"token_policies", "policies"} {
+		switch v := data[key].(type) {
+		case []any:
+			for _, p := range v {
+				if s, ok := p.(string); ok {
+					out = append(out, s)
+				}
+			}
+		case string:
+			for _, p := range strings.Split(v, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					out = append(out, p)
+				}
+			}
+		}
+	}
+	return out
 }

@@ -2,8 +2,11 @@ package recovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"regexp"
 	"slices"
 	"time"
 
@@ -42,14 +45,35 @@ func (r *Recoverer) revokeAccess(ctx context.Context, st *State) error {
 	if err != nil {
 		return fmt.Errorf("list auth methods: %w", err)
 	}
-	for _, path := range r.cfg.DisableAuth {
-		if _, ok := mounts[path]; !ok {
-			continue // already disabled (a retried run) or never enabled
+	out.BatchTokenMaxTTL = batchTokenMaxTTL(mounts)
+	paths := slices.Sorted(maps.Keys(mounts))
+	for _, path := range paths {
+		switch {
+		case slices.Contains(r.cfg.DisableAuth, path):
+			out.AuthMethodsDisabled = append(out.AuthMethodsDisabled, path)
+		case !r.baselineAuth(path):
+			// Not Lockdown's, not the platform's: the intruder's (or
+			// undeclared). Disabled, revoking its tokens, and never restored.
+			out.AuthMethodsRemoved = append(out.AuthMethodsRemoved, path)
+		default:
+			continue
 		}
 		if err := r.vault.DisableAuth(ctx, path); err != nil {
 			return fmt.Errorf("disable auth %s: %w", path, err)
 		}
-		out.AuthMethodsDisabled = append(out.AuthMethodsDisabled, path)
+	}
+	policies, err := r.vault.Policies(ctx)
+	if err != nil {
+		return fmt.Errorf("list policies: %w", err)
+	}
+	for _, p := range policies {
+		if r.cfg.Baseline.KeepsPolicy(p) {
+			continue
+		}
+		if err := r.vault.DeletePolicy(ctx, p); err != nil {
+			return fmt.Errorf("delete policy %s: %w", p, err)
+		}
+		out.PoliciesDeleted = append(out.PoliciesDeleted, p)
 	}
 	self, err := r.vault.SelfAccessor(ctx)
 	if err != nil {
@@ -61,7 +85,7 @@ func (r *Recoverer) revokeAccess(ctx context.Context, st *State) error {
 	}
 	kept := map[string]int{}
 	for _, acc := range accessors {
-		if reason := r.keep(ctx, acc, self); reason != "" {
+		if reason := r.keep(acc, self); reason != "" {
 			kept[reason]++
 			out.TokensKept++
 			continue
@@ -85,12 +109,39 @@ func (r *Recoverer) revokeAccess(ctx context.Context, st *State) error {
 	}
 	st.Revoked, st.KeptReasons, st.AccessRevokedAt = out, kept, time.Now().UTC()
 	r.log.InfoContext(ctx, "access revoked", slog.String("incident_id", st.IncidentID), slog.Any("auth_disabled", out.AuthMethodsDisabled),
+		slog.Any("auth_removed", out.AuthMethodsRemoved), slog.Any("policies_deleted", out.PoliciesDeleted), slog.String("batch_token_max_ttl", out.BatchTokenMaxTTL),
 		slog.Int("tokens_revoked", out.TokensRevoked), slog.Any("tokens_kept", kept), slog.Int("key_term", out.KeyTerm))
 	return nil
 }
 
+// baselineAuth says whether an auth mount belongs: the token store, the
+// declared auth methods and the baseline's other mounts.
+func (r *Recoverer) baselineAuth(path string) bool {
+	if slices.Contains(alwaysKeptAuth, path) || slices.Contains(r.cfg.Baseline.AuthMounts, path) {
+		return true
+	}
+	return slices.ContainsFunc(r.cfg.Auth, func(a AuthSpec) bool { return a.Path == path })
+}
+
+// batchTokenMaxTTL is the longest a batch token issued before the
+// revocation may live: batch tokens have no accessor, so nothing revokes
+// them. Each auth method bounds its tokens with max_lease_ttl; 0 means
+// Vault's system maximum, which the API does not show.
+func batchTokenMaxTTL(mounts map[string]AuthMount) string {
+	var longest time.Duration
+	for _, m := range mounts {
+		if m.MaxLeaseTTL == 0 {
+			return "system"
+		}
+		longest = max(longest, m.MaxLeaseTTL)
+	}
+	return longest.String()
+}
+
 // keep says why a token survives the revocation ("" when it does not).
-func (r *Recoverer) keep(ctx context.Context, accessor, self string) string {
+// Only accessors decide: a display name is whatever the token's creator
+// chose (every root token is "root", an intruder's too).
+func (r *Recoverer) keep(accessor, self string) string {
 	switch {
 	case accessor == self:
 		return "lockdown (this service)"
@@ -99,14 +150,24 @@ func (r *Recoverer) keep(ctx context.Context, accessor, self string) string {
 	case slices.Contains(r.cfg.BreakGlass, accessor):
 		return "break-glass accessor"
 	}
-	info, err := r.vault.LookupAccessor(ctx, accessor)
-	if err != nil {
-		return "" // gone meanwhile, or unreadable: revoking is the safe side
-	}
-	if slices.Contains(r.cfg.BreakGlass, info.DisplayName) {
-		return "break-glass display name"
-	}
 	return ""
+}
+
+// ErrNotAccessor is returned by ValidAccessor for a value Vault could not
+// have issued as a token accessor (a display name such as "root").
+var ErrNotAccessor = errors.New("not a token accessor")
+
+// accessorPattern matches Vault's token accessors: 24 base62 characters
+// (with a namespace suffix in Vault Enterprise), or a UUID from Vault
+// before 1.10.
+var accessorPattern = regexp.MustCompile(`^([A-Za-z0-9]{24}(\.[A-Za-z0-9]+)?|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$`)
+
+// ValidAccessor checks that s has the shape of a token accessor.
+func ValidAccessor(s string) error {
+	if !accessorPattern.MatchString(s) {
+		return fmt.Errorf("%w: %q (give the accessor, from `vault token lookup -accessor` or `vault list auth/token/accessors`; display names are chosen by whoever creates a token)", ErrNotAccessor, s)
+	}
+	return nil
 }
 
 // CeremonyStep reads the rekey status once and moves the ceremony on: it

@@ -18,7 +18,7 @@ type Config struct {
 	// unseal (default approle, jwt). Disabling revokes their tokens.
 	DisableAuth []string
 	// KeepAccessors are Lockdown's own tokens (besides the one in use),
-	// issued at install; BreakGlass are accessors or display names an
+	// issued at install; BreakGlass are the accessors of tokens an
 	// organisation keeps for emergencies. Neither is revoked.
 	KeepAccessors []string
 	BreakGlass    []string
@@ -31,6 +31,16 @@ type Config struct {
 	Poll                time.Duration
 	// Auth are the declarative auth methods re-applied on restore.
 	Auth []AuthSpec
+	// Baseline is what else Vault may hold: other auth mounts are disabled
+	// and other policies deleted on unseal.
+	Baseline Baseline
+}
+
+// AuthMount is one enabled auth method as sys/auth shows it.
+type AuthMount struct {
+	Type string
+	// MaxLeaseTTL bounds its tokens' lifetime (0: Vault's system maximum).
+	MaxLeaseTTL time.Duration
 }
 
 // AuthSpec is one auth method as deploy/vault/auth describes it: its type
@@ -46,13 +56,6 @@ type AuthSpec struct {
 type Write struct {
 	Path string         `json:"path"`
 	Data map[string]any `json:"data"`
-}
-
-// TokenInfo is what lookup-accessor tells about a token (never its value).
-type TokenInfo struct {
-	Accessor    string
-	DisplayName string
-	Policies    []string
 }
 
 // RekeyStatus is sys/rekey/init (or rekey-recovery-key) read back.
@@ -76,12 +79,13 @@ type VerifyStatus struct {
 // rekey-recovery-key endpoints (auto-unseal clusters).
 type Vault interface {
 	SelfAccessor(ctx context.Context) (string, error)
-	AuthMounts(ctx context.Context) (map[string]string, error) // path (no slash) → type
+	AuthMounts(ctx context.Context) (map[string]AuthMount, error) // by path, without the slash
+	Policies(ctx context.Context) ([]string, error)
+	DeletePolicy(ctx context.Context, name string) error
 	DisableAuth(ctx context.Context, path string) error
 	EnableAuth(ctx context.Context, path, typ, description string) error
 	WriteAuth(ctx context.Context, path string, data map[string]any) error
 	TokenAccessors(ctx context.Context) ([]string, error)
-	LookupAccessor(ctx context.Context, accessor string) (TokenInfo, error)
 	RevokeAccessor(ctx context.Context, accessor string) error
 	RevokePrefix(ctx context.Context, prefix string) error
 	Rotate(ctx context.Context) error

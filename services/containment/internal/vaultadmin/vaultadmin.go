@@ -52,16 +52,26 @@ func (a *Admin) SelfAccessor(ctx context.Context) (string, error) {
 }
 
 // AuthMounts reads sys/auth.
-func (a *Admin) AuthMounts(ctx context.Context) (map[string]string, error) {
+func (a *Admin) AuthMounts(ctx context.Context) (map[string]recovery.AuthMount, error) {
 	m, err := a.c.Sys().ListAuthWithContext(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]string{}
+	out := map[string]recovery.AuthMount{}
 	for path, mount := range m {
-		out[strings.TrimSuffix(path, "/")] = mount.Type
+		out[strings.TrimSuffix(path, "/")] = recovery.AuthMount{Type: mount.Type, MaxLeaseTTL: time.Duration(mount.Config.MaxLeaseTTL) * time.Second}
 	}
 	return out, nil
+}
+
+// Policies lists sys/policies/acl.
+func (a *Admin) Policies(ctx context.Context) ([]string, error) {
+	return a.c.Sys().ListPoliciesWithContext(ctx)
+}
+
+// DeletePolicy deletes sys/policies/acl/:name.
+func (a *Admin) DeletePolicy(ctx context.Context, name string) error {
+	return a.c.Sys().DeletePolicyWithContext(ctx, name)
 }
 
 // DisableAuth deletes sys/auth/:path, which revokes the method's tokens.
@@ -97,24 +107,6 @@ func (a *Admin) TokenAccessors(ctx context.Context) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-// LookupAccessor writes auth/token/lookup-accessor.
-func (a *Admin) LookupAccessor(ctx context.Context, accessor string) (recovery.TokenInfo, error) {
-	s, err := a.c.Auth().Token().LookupAccessorWithContext(ctx, accessor)
-	if err != nil {
-		return recovery.TokenInfo{}, err
-	}
-	info := recovery.TokenInfo{Accessor: accessor}
-	info.DisplayName, _ = s.Data["display_name"].(string)
-	if ps, ok := s.Data["policies"].([]any); ok {
-		for _, p := range ps {
-			if str, ok := p.(string); ok {
-				info.Policies = append(info.Policies, str)
-			}
-		}
-	}
-	return info, nil
 }
 
 // RevokeAccessor writes auth/token/revoke-accessor.

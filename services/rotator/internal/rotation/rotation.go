@@ -77,30 +77,24 @@ type Store interface {
 	// them in the same transaction, once: created is false (and nothing is
 	// emitted) when the incident was planned before.
 	SavePlan(ctx context.Context, incidentID, policy string, jobs []Job, emit []events.Outgoing) (created bool, err error)
-	LoadJob(ctx context.Context, incidentID, tenantID string) (JobState, error)
+	// StartJob adds write ids, with the public parts each carries, to the
+	// job's record before any write is attempted (never a secret), and
+	// returns the job as recorded.
+	StartJob(ctx context.Context, incidentID, tenantID string, writes map[string]SecretStep) (JobState, error)
 	// Retry sets the plan's failed jobs (or one tenant's, when failed)
 	// pending again under a new retry number and writes the events that
 	// run them in the same transaction; it returns the jobs retried.
 	Retry(ctx context.Context, incidentID, tenantID string, emit func(retry int, jobs []Job) []events.Outgoing) ([]Job, error)
 	SaveSteps(ctx context.Context, incidentID, tenantID string, steps Steps) error
+	// Write returns what was recorded for one of the job's write ids (ok
+	// false when the id is not this job's).
+	Write(ctx context.Context, incidentID, tenantID, writeID string) (step SecretStep, ok bool, err error)
 	// Finish sets the job's final state (and its steps, when given) once,
 	// and in the same transaction writes the events emit returns for the
 	// plan's progress after it (read under a lock of the plan, so that of
 	// jobs finishing together exactly one sees none left). A job already
 	// final is left as it is and emits nothing.
 	Finish(ctx context.Context, incidentID, tenantID, state, reason string, steps *Steps, emit func(Progress) []events.Outgoing) error
-}
-
-// Mark is what a version written by a rotation carries besides the
-// secret: the incident, and the public parts of the key in it. A job that
-// finds its incident's version already written (by an attempt that died
-// before recording it) takes the public parts from there, so what is
-// recorded and told to the tenant is what Vault holds.
-type Mark struct {
-	Incident    string
-	Fingerprint string // SSH
-	Selector    string // DKIM
-	Record      string // DKIM TXT record
 }
 
 // ErrCASMismatch is returned by Vault.WriteCAS when the secret changed
@@ -110,8 +104,9 @@ var ErrCASMismatch = errors.New("check-and-set version mismatch")
 // Vault is the KV v2 mount holding tenants' secrets.
 type Vault interface {
 	// Latest returns the current version of a secret (0 when none) and the
-	// mark its data carries (zero when none).
-	Latest(ctx context.Context, path string) (version int, mark Mark, err error)
+	// write id its data carries under WriteKey ("" when none), without
+	// reading the secret's values.
+	Latest(ctx context.Context, path string) (version int, writeID string, err error)
 	// WriteCAS writes a new version only if the current one is cas.
 	WriteCAS(ctx context.Context, path string, data map[string]any, cas int) (int, error)
 	// List returns the keys directly under a folder.

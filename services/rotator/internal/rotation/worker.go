@@ -2,8 +2,11 @@ package rotation
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -64,7 +67,28 @@ func Selector(incidentID string, at time.Time) string {
 // wrapping ErrUnknownTenant for a permanent failure, and any other error
 // for a transient one (the job is retried and resumes where it stopped).
 func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func()) error {
-	st, err := w.store.LoadJob(ctx, job.IncidentID, job.TenantID)
+	if err := events.ValidTenantID(job.TenantID); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnknownTenant, err) // never a path
+	}
+	// Material generated while the incident waited at the gate, if this
+	// process has it; else it is generated here.
+	pre, havePre := w.pregen.Take(job.IncidentID, job.TenantID)
+	todo, err := w.material(job, pre, havePre)
+	if err != nil {
+		return err
+	}
+	// Each secret's write id and the public parts of its material are
+	// recorded before any Vault write, in the same round trip that loads
+	// the job: a version found later under one of them (written by an
+	// attempt that died, or by a concurrent worker that won the
+	// check-and-set) is then adopted with what it really holds. The
+	// rotator never reads a secret back: the write id is a key name in the
+	// data, which Vault's subkeys endpoint shows without the values.
+	intents := make(map[string]SecretStep, len(todo))
+	for _, sw := range todo {
+		intents[sw.id] = sw.step
+	}
+	st, err := w.store.StartJob(ctx, job.IncidentID, job.TenantID, intents)
 	if err != nil {
 		return err
 	}
@@ -73,84 +97,27 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		// written with it (the outbox): nothing is left to do.
 		return nil
 	}
-	if err := events.ValidTenantID(job.TenantID); err != nil {
-		return fmt.Errorf("%w: %v", ErrUnknownTenant, err) // never a path
-	}
 	if !st.TenantKnown {
 		return fmt.Errorf("%w: %q", ErrUnknownTenant, job.TenantID)
 	}
 	steps := st.Steps
-	// Material generated while the incident waited at the gate, if this
-	// process has it; else each step generates its own.
-	pre, havePre := w.pregen.Take(job.IncidentID, job.TenantID)
 	save := func() error { alive(); return w.store.SaveSteps(ctx, job.IncidentID, job.TenantID, steps) }
-	// The three secrets are recorded together with the API key count, and
-	// the rest with the final state: a crash before a record is safe
-	// because each new version carries the incident id, which the retry
-	// recognises (see write) instead of writing again.
-	saveSecret := func() error { alive(); return nil }
-	now := time.Now().UTC().Format(time.RFC3339)
-	mark := func(data map[string]any) map[string]any {
-		data["lockdown_incident"], data["rotated_at"] = job.IncidentID, now
-		return data
-	}
-	if steps.SSH == nil {
-		k, err := pre.SSH, error(nil)
-		if !havePre {
-			k, err = keys.NewSSH("lockdown-" + job.TenantID)
-		}
+	todo = slices.DeleteFunc(todo, func(sw secretWrite) bool {
+		return (sw.secret == "ssh" && steps.SSH != nil) || (sw.secret == "smtp" && steps.SMTP != nil) || (sw.secret == "dkim" && steps.DKIM != nil)
+	})
+	for _, sw := range todo {
+		step, err := w.write(ctx, job, sw)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", sw.secret, err)
 		}
-		v, adopted, err := w.write(ctx, job.IncidentID, w.path(job.TenantID, "ssh"), mark(map[string]any{
-			"private_key": k.PrivateKey, "public_key": k.PublicKey, "fingerprint": k.Fingerprint}))
-		if err != nil {
-			return fmt.Errorf("ssh: %w", err)
-		}
-		steps.SSH = &SecretStep{Version: v, Fingerprint: k.Fingerprint}
-		if adopted != nil {
-			steps.SSH.Fingerprint = adopted.Fingerprint
-		}
-		if err := saveSecret(); err != nil {
-			return err
-		}
-	}
-	if steps.SMTP == nil {
-		pw, err := pre.SMTPPassword, error(nil)
-		if !havePre {
-			pw, err = keys.NewPassword(40)
-		}
-		if err != nil {
-			return err
-		}
-		v, _, err := w.write(ctx, job.IncidentID, w.path(job.TenantID, "smtp"), mark(map[string]any{"username": job.TenantID, "password": pw}))
-		if err != nil {
-			return fmt.Errorf("smtp: %w", err)
-		}
-		steps.SMTP = &SecretStep{Version: v}
-		if err := saveSecret(); err != nil {
-			return err
-		}
-	}
-	if steps.DKIM == nil {
-		d, err := pre.DKIM, error(nil)
-		if !havePre {
-			d, err = keys.NewDKIM(w.cfg.DKIMType, w.cfg.DKIMBits, Selector(job.IncidentID, time.Now()))
-		}
-		if err != nil {
-			return err
-		}
-		v, adopted, err := w.write(ctx, job.IncidentID, w.path(job.TenantID, "dkim"), mark(map[string]any{
-			"selector": d.Selector, "private_key": d.PrivateKey, "dns_record": d.Record, "key_type": d.Type}))
-		if err != nil {
-			return fmt.Errorf("dkim: %w", err)
-		}
-		steps.DKIM = &SecretStep{Version: v, Selector: d.Selector, Record: d.Record}
-		if adopted != nil {
-			steps.DKIM.Selector, steps.DKIM.Record = adopted.Selector, adopted.Record
-		}
-		if err := saveSecret(); err != nil {
-			return err
+		alive()
+		switch sw.secret {
+		case "ssh":
+			steps.SSH = &step
+		case "smtp":
+			steps.SMTP = &step
+		case "dkim":
+			steps.DKIM = &step
 		}
 	}
 	if steps.APIKeys == nil || !steps.APIKeys.Done {
@@ -178,6 +145,50 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		return fmt.Errorf("job %s/%s is completing without its steps recorded", job.IncidentID, job.TenantID)
 	}
 	return w.store.Finish(ctx, job.IncidentID, job.TenantID, StateCompleted, "", &steps, w.events(job, StateCompleted, "", steps))
+}
+
+// material generates (or takes from pre-generation) the three secrets'
+// new data, each under a fresh write id.
+func (w *Worker) material(job events.RotationJobData, pre keys.Set, havePre bool) ([]secretWrite, error) {
+	k, err := pre.SSH, error(nil)
+	if !havePre {
+		k, err = keys.NewSSH("lockdown-" + job.TenantID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	pw, err := pre.SMTPPassword, error(nil)
+	if !havePre {
+		pw, err = keys.NewPassword(40)
+	}
+	if err != nil {
+		return nil, err
+	}
+	d, err := pre.DKIM, error(nil)
+	if !havePre {
+		d, err = keys.NewDKIM(w.cfg.DKIMType, w.cfg.DKIMBits, Selector(job.IncidentID, time.Now()))
+	}
+	if err != nil {
+		return nil, err
+	}
+	todo := []secretWrite{
+		{secret: "ssh", step: SecretStep{Fingerprint: k.Fingerprint},
+			data: map[string]any{"private_key": k.PrivateKey, "public_key": k.PublicKey, "fingerprint": k.Fingerprint}},
+		{secret: "smtp", data: map[string]any{"username": job.TenantID, "password": pw}},
+		{secret: "dkim", step: SecretStep{Selector: d.Selector, Record: d.Record},
+			data: map[string]any{"selector": d.Selector, "private_key": d.PrivateKey, "dns_record": d.Record, "key_type": d.Type}},
+	}
+	now := time.Now().UTC().Format(time.RFC3339)
+	for i := range todo {
+		id, err := newWriteID(job.IncidentID)
+		if err != nil {
+			return nil, err
+		}
+		todo[i].id = id
+		todo[i].data["lockdown_incident"], todo[i].data["rotated_at"] = job.IncidentID, now
+		todo[i].data[WriteKey] = map[string]any{id: now}
+	}
+	return todo, nil
 }
 
 // Fail records a job's permanent failure, with its event. The step is kept
@@ -226,30 +237,69 @@ func (w *Worker) events(job events.RotationJobData, state, reason string, steps 
 	}
 }
 
+// WriteKey is the key of a rotated secret's data whose only key is the
+// write id (its value is the time): Vault's subkeys endpoint shows key
+// names without values, so the rotator learns which write produced the
+// current version without the right to read any secret.
+const WriteKey = "lockdown_write"
+
+// secretWrite is one secret about to be written: its data, its write id
+// and the public parts recorded under that id.
+type secretWrite struct {
+	secret string
+	id     string
+	data   map[string]any
+	step   SecretStep
+}
+
+// newWriteID names one attempt's write of one secret: the incident and a
+// random part, so no two attempts share it.
+func newWriteID(incidentID string) (string, error) {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return incidentID + "/" + hex.EncodeToString(b), nil
+}
+
 // write gives a secret exactly one new version for the incident: if the
-// latest version already carries the incident (written by an attempt that
-// died before recording it) it is taken as is, and its mark is returned so
-// the caller records the public parts of the key Vault holds, not of the
-// material this attempt generated; otherwise the data is written with
-// check-and-set on the version just read, so two workers on the same job
-// cannot both write.
-func (w *Worker) write(ctx context.Context, incidentID, path string, data map[string]any) (int, *Mark, error) {
+// latest version was written under one of this job's recorded write ids
+// (by an attempt that died before recording it, or a concurrent worker
+// that won) it is adopted with the public parts recorded for that id, so
+// what is recorded and told to the tenant is what Vault holds; otherwise
+// the data is written with check-and-set on the version just read, so two
+// workers on the same job cannot both write.
+func (w *Worker) write(ctx context.Context, job events.RotationJobData, sw secretWrite) (SecretStep, error) {
+	path := w.path(job.TenantID, sw.secret)
 	for range 2 {
-		version, mark, err := w.vault.Latest(ctx, path)
+		version, writeID, err := w.vault.Latest(ctx, path)
 		if err != nil {
-			return 0, nil, err
+			return SecretStep{}, err
 		}
-		if mark.Incident == incidentID {
-			return version, &mark, nil
+		// Only this incident's write ids can be this job's (a write id
+		// starts with its incident): another incident's version costs no
+		// lookup.
+		if strings.HasPrefix(writeID, job.IncidentID+"/") {
+			step, ok, err := w.store.Write(ctx, job.IncidentID, job.TenantID, writeID)
+			if err != nil {
+				return SecretStep{}, err
+			}
+			if ok {
+				step.Version = version
+				return step, nil
+			}
 		}
-		v, err := w.vault.WriteCAS(ctx, path, data, version)
+		v, err := w.vault.WriteCAS(ctx, path, sw.data, version)
 		if errors.Is(err, ErrCASMismatch) {
 			continue // someone wrote meanwhile: look again
 		}
-		if err == nil {
-			w.cfg.Failpoints.Hit("rotator.job.secret.written")
+		if err != nil {
+			return SecretStep{}, err
 		}
-		return v, nil, err
+		w.cfg.Failpoints.Hit("rotator.job.secret.written")
+		step := sw.step
+		step.Version = v
+		return step, nil
 	}
-	return 0, nil, fmt.Errorf("%s: %w twice", path, ErrCASMismatch)
+	return SecretStep{}, fmt.Errorf("%s: %w twice", path, ErrCASMismatch)
 }

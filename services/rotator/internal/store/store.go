@@ -125,13 +125,22 @@ func (s *Store) SavePlan(ctx context.Context, incidentID, policy string, jobs []
 	return true, tx.Commit(ctx)
 }
 
-// LoadJob implements rotation.Store.
-func (s *Store) LoadJob(ctx context.Context, incidentID, tenantID string) (rotation.JobState, error) {
+// StartJob implements rotation.Store: the write ids are merged into what
+// is recorded (jsonb ||, so concurrent attempts keep each other's) and the
+// job read back, with the tenant's presence in the directory, in one
+// statement.
+func (s *Store) StartJob(ctx context.Context, incidentID, tenantID string, writes map[string]rotation.SecretStep) (rotation.JobState, error) {
 	var st rotation.JobState
+	raw, err := json.Marshal(writes)
+	if err != nil {
+		return st, err
+	}
 	var steps []byte
-	err := s.pool.QueryRow(ctx, `SELECT coalesce(j.state, 'pending'), coalesce(j.steps, '{}'), coalesce(j.reason, ''),
-		EXISTS (SELECT 1 FROM directory.tenants WHERE id = $2)
-		FROM (SELECT 1) one LEFT JOIN rotator.jobs j ON j.incident_id = $1 AND j.tenant_id = $2`, incidentID, tenantID).
+	err = s.pool.QueryRow(ctx, `WITH j AS (
+		INSERT INTO rotator.jobs (incident_id, tenant_id, writes) VALUES ($1, $2, $3)
+		ON CONFLICT (incident_id, tenant_id) DO UPDATE SET writes = rotator.jobs.writes || EXCLUDED.writes
+		RETURNING state, steps, reason)
+		SELECT j.state, j.steps, j.reason, EXISTS (SELECT 1 FROM directory.tenants WHERE id = $2) FROM j`, incidentID, tenantID, raw).
 		Scan(&st.State, &steps, &st.Reason, &st.TenantKnown)
 	if err != nil {
 		return st, err
@@ -148,6 +157,20 @@ func (s *Store) SaveSteps(ctx context.Context, incidentID, tenantID string, step
 	_, err = s.pool.Exec(ctx, `INSERT INTO rotator.jobs (incident_id, tenant_id, steps) VALUES ($1, $2, $3)
 		ON CONFLICT (incident_id, tenant_id) DO UPDATE SET steps = EXCLUDED.steps, updated_at = now()`, incidentID, tenantID, raw)
 	return err
+}
+
+// Write implements rotation.Store.
+func (s *Store) Write(ctx context.Context, incidentID, tenantID, writeID string) (rotation.SecretStep, bool, error) {
+	var raw []byte
+	err := s.pool.QueryRow(ctx, `SELECT writes->$3 FROM rotator.jobs WHERE incident_id = $1 AND tenant_id = $2`, incidentID, tenantID, writeID).Scan(&raw)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && raw == nil) {
+		return rotation.SecretStep{}, false, nil
+	}
+	if err != nil {
+		return rotation.SecretStep{}, false, err
+	}
+	var step rotation.SecretStep
+	return step, true, json.Unmarshal(raw, &step)
 }
 
 // Finish implements rotation.Store: the job's final state, the plan's

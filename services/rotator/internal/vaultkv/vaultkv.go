@@ -44,29 +44,42 @@ func New(addr, token, mount string, timeout time.Duration) (*KV, error) {
 	return &KV{c: c, mount: mount}, nil
 }
 
-// Latest implements rotation.Vault.
-func (k *KV) Latest(ctx context.Context, path string) (int, rotation.Mark, error) {
-	s, err := k.c.Logical().ReadWithContext(ctx, k.mount+"/data/"+path)
-	if err != nil {
-		return 0, rotation.Mark{}, down(err)
+// Latest implements rotation.Vault. It reads the subkeys of the latest
+// version (key names, every value null) and never the secret itself: the
+// rotator's policy grants no read on secret data.
+func (k *KV) Latest(ctx context.Context, path string) (int, string, error) {
+	s, err := k.c.Logical().ReadWithContext(ctx, k.mount+"/subkeys/"+path)
+	if err != nil && !notFound(err) {
+		return 0, "", down(err)
 	}
-	if s != nil && s.Data != nil {
+	if err == nil && s != nil && s.Data != nil {
 		meta, _ := s.Data["metadata"].(map[string]any)
-		data, _ := s.Data["data"].(map[string]any)
-		str := func(k string) string { v, _ := data[k].(string); return v }
-		mark := rotation.Mark{Incident: str("lockdown_incident"), Fingerprint: str("fingerprint"), Selector: str("selector"), Record: str("dns_record")}
+		sub, _ := s.Data["subkeys"].(map[string]any)
+		writeID := ""
+		if w, ok := sub[rotation.WriteKey].(map[string]any); ok && len(w) == 1 {
+			for id := range w {
+				writeID = id
+			}
+		}
 		if v, ok := number(meta["version"]); ok {
-			return v, mark, nil
+			return v, writeID, nil
 		}
 	}
-	// No readable latest version (none, or soft-deleted): the metadata
-	// still knows the current version number for check-and-set.
+	// No readable latest version (none, or deleted): the metadata still
+	// knows the current version number for check-and-set.
 	m, err := k.c.Logical().ReadWithContext(ctx, k.mount+"/metadata/"+path)
 	if err != nil || m == nil {
-		return 0, rotation.Mark{}, down(err)
+		return 0, "", down(err)
 	}
 	v, _ := number(m.Data["current_version"])
-	return v, rotation.Mark{}, nil
+	return v, "", nil
+}
+
+// notFound is Vault's 404, which the subkeys endpoint answers (as an
+// error, unlike a data read) for a secret with no live latest version.
+func notFound(err error) bool {
+	var re *vault.ResponseError
+	return errors.As(err, &re) && re.StatusCode == http.StatusNotFound
 }
 
 // WriteCAS implements rotation.Vault.
