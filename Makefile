@@ -79,6 +79,7 @@ docs:
 	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/rotator/internal/app -update
 	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/notifier/internal/app -update
 	go test -count=1 -run '^TestRecoveryPolicy$$' github.com/lockdown/lockdown/services/containment/internal/recovery -update
+	go test -count=1 -run '^TestPsqlFile$$' github.com/lockdown/lockdown/pkg/platform/pgroles -update
 
 ## redteam: the attacks of docs/security.md on the real stack (make test runs
 ## them too): forged message ids, every NATS user against its permissions,

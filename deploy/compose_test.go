@@ -153,6 +153,21 @@ func TestCompose(t *testing.T) {
 			}
 		}
 	})
+	t.Run("each service connects to PostgreSQL as its own role, the CLI as the read-only one, and the roles are installed", func(t *testing.T) {
+		for name, role := range map[string]string{"containment": "containment", "assessor": "assessor", "rotator": "rotator", "notifier": "notifier", "lockdown": "lockdown_cli"} {
+			url := c.Services[name].Environment["LOCKDOWN_DATABASE_URL"]
+			if !strings.HasPrefix(url, "postgres://"+role+":${LOCKDOWN_POSTGRES_PASSWORD_"+strings.ToUpper(role)+":") {
+				t.Errorf("%s connects with %q, want the role %s", name, url, role)
+			}
+		}
+		pg := c.Services["postgres"]
+		if !slices.ContainsFunc(pg.Volumes, func(v string) bool {
+			return strings.HasSuffix(v, ":/docker-entrypoint-initdb.d/10-lockdown-roles.sh:ro")
+		}) ||
+			!slices.Contains(pg.Volumes, "./deploy/postgres/roles.sql:/lockdown/roles.sql:ro") {
+			t.Errorf("postgres does not install the roles on first start: %v", pg.Volumes)
+		}
+	})
 	t.Run("the install step provisions NATS as admin before any service starts", func(t *testing.T) {
 		install := c.Services["nats-install"]
 		if !slices.Equal(install.Command, []string{"install", "nats"}) || install.Restart != "no" {

@@ -127,7 +127,8 @@ type UnsealKeysRotatedData struct {
 	Shares          int      `json:"shares" doc:"Number of new shares."`
 	Threshold       int      `json:"threshold" doc:"New threshold."`
 	PGPFingerprints []string `json:"pgp_fingerprints,omitempty" doc:"Holders' PGP key fingerprints, one per share."`
-	Verified        bool     `json:"verified" doc:"Whether the new shares were verified."`
+	Verified        bool     `json:"verified" doc:"Whether the ceremony went through Vault's verification of the new shares (seen verifying, then ended)."`
+	Proof           string   `json:"proof,omitempty" doc:"How completion is known: pgp_backup (PGP keys, no verification: Vault's encrypted backup, written in the call that rekeys, carries this ceremony's nonce) or unproven (the ceremony was seen verifying and then ended, which a cancel during verification also does)."`
 	RecoveryKeys    bool     `json:"recovery_keys" doc:"True when recovery keys (auto-unseal) were rekeyed."`
 	Process         string   `json:"process,omitempty" doc:"The containment process that saw the ceremony complete."`
 }

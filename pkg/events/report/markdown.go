@@ -21,6 +21,7 @@ func (r Report) Markdown(w io.Writer) error {
 	p("| summary | %s |", cell(r.Summary))
 	p("| detected by | %s (%d detection(s)) |", cell(r.DetectedBy), r.Detections)
 	p("| detected | %s |", stamp(r.DetectedAt))
+	p("| trace | %s |", orDash(r.TraceID))
 	p("| resolved | %s |", stamp(r.ResolvedAt))
 	p("| scope | %s |", orDash(r.Scope))
 	p("| affected tenants | %d |", r.AffectedCount)
@@ -75,6 +76,12 @@ func (r Report) Markdown(w io.Writer) error {
 			kind = "recovery"
 		}
 		p("- %s keys rotated: %d shares, threshold %d, verified %v; holders' PGP fingerprints: %s", capital(kind), u.Shares, u.Threshold, u.Verified, list(u.PGPFingerprints))
+		switch u.Proof {
+		case "pgp_backup":
+			p("- Completion proven: Vault's PGP-encrypted backup carries the ceremony's nonce")
+		case "unproven":
+			p("- Completion NOT proven: a rekey that completed its verification and one cancelled during verification look the same to Lockdown; have the holders confirm that the old shares no longer unseal")
+		}
 	} else {
 		p("- Unseal keys: not rotated")
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
@@ -36,6 +37,10 @@ type Incident struct {
 	DetectedAt time.Time
 	OpenedAt   time.Time
 	Detections int
+	// TraceParent is the incident's W3C traceparent (the breach's trace);
+	// its trace id goes into the report so an operator handed an incident
+	// id finds the trace in Jaeger.
+	TraceParent string
 }
 
 // Report is the post-incident report.
@@ -48,6 +53,7 @@ type Report struct {
 	DetectedBy         string         `json:"detected_by"`
 	Detections         int            `json:"detections"`
 	DetectedAt         time.Time      `json:"detected_at"`
+	TraceID            string         `json:"trace_id,omitempty"`
 	ResolvedAt         time.Time      `json:"resolved_at"`
 	Scope              string         `json:"scope"`
 	AffectedTenants    []string       `json:"affected_tenants"`
@@ -98,6 +104,7 @@ type UnsealKeys struct {
 	Threshold       int      `json:"threshold"`
 	PGPFingerprints []string `json:"pgp_fingerprints"`
 	Verified        bool     `json:"verified"`
+	Proof           string   `json:"proof,omitempty"`
 	RecoveryKeys    bool     `json:"recovery_keys"`
 }
 
@@ -165,7 +172,7 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 	sort.SliceStable(entries, func(i, j int) bool { return entries[i].Time.Before(entries[j].Time) })
 	r := Report{
 		IncidentID: inc.ID, Outcome: outcome, Reason: reason, Severity: inc.Severity, Summary: inc.Summary,
-		DetectedBy: inc.Source, Detections: inc.Detections, DetectedAt: inc.DetectedAt, ResolvedAt: resolvedAt,
+		DetectedBy: inc.Source, Detections: inc.Detections, DetectedAt: inc.DetectedAt, ResolvedAt: resolvedAt, TraceID: TraceID(inc.TraceParent),
 		AffectedTenants: []string{}, Actors: []events.Actor{}, Failures: []Failure{}, Timeline: []Line{},
 		RootCause: RootCausePending, LessonsLearned: []string{}, PreventiveMeasures: []string{},
 		Actions: Actions{Seals: []events.NodeSeal{}, AuthMethodsDisabled: []string{}, AuthMethodsRemoved: []string{}, PoliciesDeleted: []string{}, LeasePrefixes: []string{}, Rotations: []TenantRotation{},
@@ -240,7 +247,7 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 		case events.UnsealKeysRotated:
 			var d events.UnsealKeysRotatedData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
-				a.UnsealKeys = &UnsealKeys{Shares: d.Shares, Threshold: d.Threshold, PGPFingerprints: nonNil(d.PGPFingerprints), Verified: d.Verified, RecoveryKeys: d.RecoveryKeys}
+				a.UnsealKeys = &UnsealKeys{Shares: d.Shares, Threshold: d.Threshold, PGPFingerprints: nonNil(d.PGPFingerprints), Verified: d.Verified, Proof: d.Proof, RecoveryKeys: d.RecoveryKeys}
 				drove(d.Process, "rekey ceremony")
 				line.Summary = fmt.Sprintf("unseal keys rotated: %d shares, threshold %d, verified %v", d.Shares, d.Threshold, d.Verified)
 			}
@@ -375,4 +382,14 @@ func union(list, more []string) []string {
 		}
 	}
 	return list
+}
+
+// TraceID is the trace id of a W3C traceparent ("00-<trace id>-<span
+// id>-<flags>"), or "" when there is none or it is malformed.
+func TraceID(traceparent string) string {
+	parts := strings.Split(traceparent, "-")
+	if len(parts) != 4 || len(parts[1]) != 32 || strings.Trim(parts[1], "0123456789abcdef") != "" || strings.Trim(parts[1], "0") == "" {
+		return ""
+	}
+	return parts[1]
 }

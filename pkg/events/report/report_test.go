@@ -48,8 +48,9 @@ func fixture(t *testing.T) (report.Incident, []report.Entry, time.Time) {
 	add(31_600, events.NotificationSent, "/lockdown/notifier", events.NotificationSentData{IncidentID: id, TenantID: "tenant-001", Channel: "email", MessageID: "<z@y>"})
 	add(31_700, events.NotificationSent, "/lockdown/notifier", events.NotificationSentData{IncidentID: id, TenantID: "tenant-001", Channel: "webhook"})
 	add(31_800, events.NotificationsCompleted, "/lockdown/notifier", events.NotificationsCompletedData{IncidentID: id, Sent: 2, Failed: 1})
-	add(45_000, events.UnsealKeysRotated, "/lockdown/containment", events.UnsealKeysRotatedData{IncidentID: id, Shares: 5, Threshold: 3, Verified: true, PGPFingerprints: []string{"AAAA1111", "BBBB2222"}})
-	inc := report.Incident{ID: id, Severity: "critical", Summary: "root token used from an unknown address", Source: "/siem/splunk", DetectedAt: t0, OpenedAt: at(120), Detections: 1}
+	add(45_000, events.UnsealKeysRotated, "/lockdown/containment", events.UnsealKeysRotatedData{IncidentID: id, Shares: 5, Threshold: 3, Verified: true, Proof: "pgp_backup", PGPFingerprints: []string{"AAAA1111", "BBBB2222"}})
+	inc := report.Incident{ID: id, Severity: "critical", Summary: "root token used from an unknown address", Source: "/siem/splunk", DetectedAt: t0, OpenedAt: at(120), Detections: 1,
+		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
 	return inc, entries, at(60_500)
 }
 

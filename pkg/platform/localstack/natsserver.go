@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
@@ -29,6 +31,25 @@ type NATS struct {
 	Passwords map[string]string
 	// Nodes are the servers (one unless Options.NATSNodes asks for more).
 	Nodes []*NATSNode
+}
+
+// LeaderOf returns the index in Nodes of the server leading a stream's
+// replicas (chaos tests kill it).
+func (n *NATS) LeaderOf(ctx context.Context, js jetstream.JetStream, name string) (int, error) {
+	st, err := js.Stream(ctx, name)
+	if err != nil {
+		return -1, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return -1, err
+	}
+	for i, node := range n.Nodes {
+		if info.Cluster != nil && node.Name == info.Cluster.Leader {
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("no leader for %s among the nodes: %+v", name, info.Cluster)
 }
 
 // NATSNode is one nats-server of the stack.

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/lockdown/lockdown/pkg/platform/pgroles"
 )
 
 // Postgres is a fresh PostgreSQL cluster with a `lockdown` database.
@@ -28,6 +30,20 @@ type Postgres struct {
 	cred  *syscall.Credential
 	admin string
 	proc  *process
+	// roles are the login roles of pkg/platform/pgroles (one per service,
+	// the CLI's) with their generated passwords.
+	roles map[string]string
+}
+
+// RoleURL is the connection string of a login role of pkg/platform/pgroles
+// (a service's name, or pgroles.CLIRole): what a deployment hands each
+// service. It is URL for any other name.
+func (p *Postgres) RoleURL(role string) string {
+	pw, ok := p.roles[role]
+	if !ok {
+		return p.URL
+	}
+	return pgURL(role, pw, p.Port, postgresDB)
 }
 
 // postgresUser owns the cluster; postgresDB is the database services use.
@@ -81,7 +97,7 @@ func (s *Stack) startPostgres(ctx context.Context) error {
 	os.Remove(pwfile)
 	// fsync off: the cluster is disposable, and tests should measure
 	// Lockdown, not the disk.
-	pg := &Postgres{URL: pgURL(password, ports[0], postgresDB), Port: ports[0], bin: server, cred: cred, admin: pgURL(password, ports[0], "postgres"),
+	pg := &Postgres{URL: pgURL(postgresUser, password, ports[0], postgresDB), Port: ports[0], bin: server, cred: cred, admin: pgURL(postgresUser, password, ports[0], "postgres"),
 		args: []string{"-D", data, "-p", strconv.Itoa(ports[0]),
 			"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + sock,
 			"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
@@ -98,6 +114,27 @@ func (s *Stack) startPostgres(ctx context.Context) error {
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+postgresDB); err != nil {
 		return fmt.Errorf("postgres: create database: %w", err)
+	}
+	return installRoles(ctx, pg)
+}
+
+// installRoles runs the install step of pkg/platform/pgroles on the
+// lockdown database, as a deployment does: every service then connects
+// with its own role (Env), owning its schema and nothing else.
+func installRoles(ctx context.Context, pg *Postgres) error {
+	pg.roles = map[string]string{}
+	for _, r := range pgroles.Logins() {
+		pg.roles[r] = randomHex(16)
+	}
+	conn, err := pgx.Connect(ctx, pg.URL)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	defer conn.Close(ctx)
+	for _, st := range pgroles.Statements(postgresDB, func(r string) string { return pgroles.Literal(pg.roles[r]) }) {
+		if _, err := conn.Exec(ctx, st); err != nil {
+			return fmt.Errorf("postgres: install roles: %w", err) // the statement holds passwords: not quoted
+		}
 	}
 	return nil
 }
@@ -141,8 +178,8 @@ func (s *Stack) StartPostgres(ctx context.Context) error {
 	})
 }
 
-func pgURL(password string, port int, db string) string {
-	u := url.URL{Scheme: "postgres", User: url.UserPassword(postgresUser, password),
+func pgURL(user, password string, port int, db string) string {
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(user, password),
 		Host: "127.0.0.1:" + strconv.Itoa(port), Path: "/" + db, RawQuery: "sslmode=disable"}
 	return u.String()
 }

@@ -170,7 +170,8 @@ func (s *Stack) Env(service string) []string {
 		}
 	}
 	if s.Postgres != nil {
-		env = append(env, "LOCKDOWN_DATABASE_URL="+s.Postgres.URL)
+		// Each service with its own role (pkg/platform/pgroles).
+		env = append(env, "LOCKDOWN_DATABASE_URL="+s.Postgres.RoleURL(service))
 	}
 	if s.Vault != nil && service == events.ServiceAssessor {
 		// The assessor follows the stack Vault's file audit device; its

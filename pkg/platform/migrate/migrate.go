@@ -6,6 +6,7 @@ package migrate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"regexp"
@@ -63,7 +64,7 @@ func applyOne(ctx context.Context, pool *pgxpool.Pool, schema, ident, name, body
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext($1))", "lockdown-migrate-"+schema); err != nil {
 		return false, err
 	}
-	if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+ident); err != nil {
+	if err := AsOwner(ctx, tx, schema); err != nil {
 		return false, err
 	}
 	if _, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+ident+".schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"); err != nil {
@@ -118,4 +119,32 @@ func Open(ctx context.Context, url string, fsys fs.FS, schemas map[string]string
 		}
 	}
 	return pool, nil
+}
+
+// AsOwner prepares tx to create objects in schema: it creates the schema
+// when it does not exist (a development database; in a deployment the
+// install step creates every schema with its owner, and a service's role
+// may create none), and when the schema belongs to a role the current user
+// may act as — a service's role, run by a superuser in tests, or the
+// directory's role, which the rotator and the notifier are members of — it
+// sets that role for the rest of tx, so every table belongs to the
+// schema's owner whoever ran the migration.
+func AsOwner(ctx context.Context, tx pgx.Tx, schema string) error {
+	var owner string
+	var member bool
+	err := tx.QueryRow(ctx, `SELECT nspowner::regrole::text, pg_has_role(current_user, nspowner, 'MEMBER')
+		FROM pg_namespace WHERE nspname = $1`, schema).Scan(&owner, &member)
+	if errors.Is(err, pgx.ErrNoRows) {
+		_, err = tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize())
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if !member {
+		return nil // the owner's grants decide; PostgreSQL reports what is refused
+	}
+	// regrole::text is already quoted where the name needs it.
+	_, err = tx.Exec(ctx, "SET LOCAL ROLE "+owner)
+	return err
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/platform/failpoint"
+	"github.com/lockdown/lockdown/pkg/platform/migrate"
 )
 
 // ErrNoMsgID is returned by Add for a message without a Nats-Msg-Id: the
@@ -59,7 +60,7 @@ func Ensure(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext($1))", "lockdown-migrate-"+schema); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()); err != nil {
+	if err := migrate.AsOwner(ctx, tx, schema); err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, DDL(schema)); err != nil {

@@ -132,19 +132,8 @@ func TestChaos(t *testing.T) {
 			if !s.awaitRotated(ctx, id, cfg.tenants/4) {
 				return "none: the incident ended first"
 			}
-			st, err := s.op.JS.Stream(ctx, events.StreamJobs)
+			victim, err := s.stack.NATS.LeaderOf(ctx, s.op.JS, events.StreamJobs)
 			must(t, err)
-			info, err := st.Info(ctx)
-			must(t, err)
-			victim := -1
-			for i, n := range s.stack.NATS.Nodes {
-				if info.Cluster != nil && n.Name == info.Cluster.Leader {
-					victim = i
-				}
-			}
-			if victim < 0 {
-				t.Fatalf("no leader for %s: %+v", events.StreamJobs, info.Cluster)
-			}
 			must(t, s.stack.KillNATSNode(victim))
 			sleepCtx(ctx, cfg.outage)
 			must(t, s.stack.RestartNATSNode(context.WithoutCancel(ctx), victim))

@@ -189,6 +189,11 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		}
 	}
 	if b.TraceURL != "" {
+		// The report names the incident's trace, so the operator who has
+		// only the incident id finds it in Jaeger.
+		if r.TraceID != b.TraceID {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("the report names trace %q, the breach was published in trace %s", r.TraceID, b.TraceID))
+		}
 		spans, svcs, err := awaitTrace(ctx, b.TraceURL, []string{events.ServiceContainment, events.ServiceAssessor, events.ServiceRotator, events.ServiceNotifier})
 		b.Spans, b.Services = spans, svcs
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/pgroles"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 )
 
@@ -248,8 +249,9 @@ func TestVaultUnavailableAndResealed(t *testing.T) {
 		if stuck.Phase != "unsealed" || !strings.Contains(stuck.Reason, "503") {
 			t.Fatalf("incident.stuck %+v", stuck)
 		}
-		// lockdown status shows why it does not move.
-		t.Setenv("LOCKDOWN_DATABASE_URL", s.stack.Postgres.URL)
+		// lockdown status shows why it does not move, with the CLI's
+		// read-only database role.
+		t.Setenv("LOCKDOWN_DATABASE_URL", s.stack.Postgres.RoleURL(pgroles.CLIRole))
 		var out, errOut bytes.Buffer
 		if code := Main(s.ctx, []string{"status", id, "--json"}, &out, &errOut); code != ExitOK {
 			t.Fatalf("lockdown status: exit %d: %s", code, errOut.String())

@@ -4,11 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/pgroles"
 )
 
 // runInstall provisions what the services need and may not create
@@ -17,8 +21,11 @@ import (
 // identity. It is idempotent, so deployments run it on every release
 // (a compose one-shot, a Kubernetes Job) and services wait for it.
 func runInstall(ctx context.Context, args []string, out, errOut io.Writer) int {
+	if len(args) > 0 && args[0] == "postgres" {
+		return installPostgres(ctx, args[1:], out, errOut)
+	}
 	if len(args) == 0 || args[0] != "nats" {
-		fmt.Fprintln(errOut, "usage: lockdown install nats [--nats-url URL] [--nats-user admin]")
+		fmt.Fprintln(errOut, "usage: lockdown install nats [--nats-url URL] [--nats-user admin]\n       lockdown install postgres --database-url ADMIN_URL")
 		return ExitUsage
 	}
 	fs := newFlags("install nats", errOut)
@@ -46,5 +53,48 @@ func runInstall(ctx context.Context, args []string, out, errOut io.Writer) int {
 	for _, c := range events.Consumers() {
 		fmt.Fprintf(out, "consumer %s on %s for %s\n", c.Durable, c.Stream, c.Service)
 	}
+	return ExitOK
+}
+
+// installPostgres creates Lockdown's PostgreSQL roles and schemas
+// (pkg/platform/pgroles) with an administrator's connection: one role per
+// service owning its schema, and the CLI's read-only role. Each login
+// role's password comes from LOCKDOWN_POSTGRES_PASSWORD_<ROLE>; all
+// missing ones are reported together. Passwords are never printed.
+func installPostgres(ctx context.Context, args []string, out, errOut io.Writer) int {
+	fs := newFlags("install postgres", errOut)
+	dbURL := fs.String("database-url", envOr("DATABASE_URL", ""), "an administrator's connection to the lockdown database (LOCKDOWN_DATABASE_URL)")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	var problems []string
+	if *dbURL == "" {
+		problems = append(problems, "--database-url is required")
+	}
+	passwords := map[string]string{}
+	for _, r := range pgroles.Logins() {
+		env := "POSTGRES_PASSWORD_" + strings.ToUpper(r)
+		if passwords[r] = envOr(env, ""); passwords[r] == "" {
+			problems = append(problems, "LOCKDOWN_"+env+" is required")
+		}
+	}
+	if len(problems) > 0 {
+		fmt.Fprintf(errOut, "lockdown install postgres: %s\n", strings.Join(problems, "; "))
+		return ExitUsage
+	}
+	conn, err := pgx.Connect(ctx, *dbURL)
+	if err != nil {
+		fmt.Fprintf(errOut, "lockdown install postgres: %v\n", err)
+		return ExitFailure
+	}
+	defer conn.Close(context.Background())
+	for _, st := range pgroles.Statements(conn.Config().Database, func(r string) string { return pgroles.Literal(passwords[r]) }) {
+		if _, err := conn.Exec(ctx, st); err != nil {
+			// The statement may hold a password: only PostgreSQL's error.
+			fmt.Fprintf(errOut, "lockdown install postgres: %v\n", err)
+			return ExitFailure
+		}
+	}
+	fmt.Fprintf(out, "roles %s: each owns its schema; %s reads every schema\n", strings.Join(pgroles.Logins(), ", "), pgroles.CLIRole)
 	return ExitOK
 }

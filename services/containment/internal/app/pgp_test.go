@@ -14,6 +14,8 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
+	vault "github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
@@ -21,19 +23,23 @@ import (
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
 )
 
-// TestRekeyWithPGP runs the ceremony with the key holders' PGP keys: Vault
-// returns every new share encrypted for its holder, the holders decrypt
-// theirs to verify them, and Lockdown confirms completion from Vault's
-// encrypted backup.
-func TestRekeyWithPGP(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+// pgpCeremony is an incident at its rekey ceremony, containment holding
+// five key holders' PGP public keys.
+type pgpCeremony struct {
+	s       *localstack.Stack
+	holders []*openpgp.Entity
+	pool    *pgxpool.Pool
+	id      string
+	vc      *vault.Client // no token: the rekey endpoints take none
+}
+
+func startPGPCeremony(t *testing.T, ctx context.Context, verify bool) *pgpCeremony {
+	t.Helper()
 	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-
 	// Five holders; their public keys in a folder, in every format the
 	// loader accepts (armored, binary, base64).
 	dir := t.TempDir()
@@ -60,8 +66,7 @@ func TestRekeyWithPGP(t *testing.T) {
 		}
 		must(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("%d-holder.key", i+1)), content, 0o644))
 	}
-
-	c := startContainment(t, s, nil, nil, nil, func(cfg *app.Config) { cfg.RekeyPGPDir = dir })
+	c := startContainment(t, s, nil, nil, nil, func(cfg *app.Config) { cfg.RekeyPGPDir, cfg.RekeyRequireVerification = dir, verify })
 	t.Cleanup(func() { c.stop() })
 	siem, _ := connectAs(t, s, events.UserSIEM)
 	ev := newBreach(t, "pgp ceremony")
@@ -69,45 +74,90 @@ func TestRekeyWithPGP(t *testing.T) {
 	_, opened := waitEvent(t, s, events.IncidentOpened, 10*time.Second, func(d events.IncidentOpenedData) bool { return d.BreachEventID == ev.ID() })
 	waitEvent(t, s, events.VaultSealed, 10*time.Second, func(d events.VaultSealedData) bool { return d.IncidentID == opened.IncidentID })
 	must(t, s.Vault.Unseal(ctx))
-	pool := poolOf(t, ctx, s)
+	vc, err := s.Vault.Client()
+	must(t, err)
+	vc.ClearToken()
+	return &pgpCeremony{s: s, holders: holders, pool: poolOf(t, ctx, s), id: opened.IncidentID, vc: vc}
+}
 
-	cer := waitCeremony(t, ctx, pool, opened.IncidentID, func(c recovery.Ceremony) bool { return c.Nonce != "" })
+// TestRekeyWithPGP runs the ceremony with the key holders' PGP keys and
+// without verification, the mode in which completion is proven: Vault
+// returns every new share encrypted for its holder and writes the
+// encrypted backup in the call that rekeys, so the backup's nonce proves
+// the ceremony completed. A ceremony cancelled before its quorum leaves no
+// backup and is restarted.
+func TestRekeyWithPGP(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	p := startPGPCeremony(t, ctx, false)
+	cer := waitCeremony(t, ctx, p.pool, p.id, func(c recovery.Ceremony) bool { return c.Nonce != "" })
 	if len(cer.Fingerprints) != 5 {
 		t.Fatalf("the ceremony records %d PGP fingerprints, want 5", len(cer.Fingerprints))
 	}
 	for i, fp := range cer.Fingerprints {
-		if want := fmt.Sprintf("%x", holders[i].PrimaryKey.Fingerprint); fp != want {
+		if want := fmt.Sprintf("%x", p.holders[i].PrimaryKey.Fingerprint); fp != want {
 			t.Errorf("share %d is for %s, want holder %d's key %s", i+1, fp, i+1, want)
 		}
 	}
-	vc, err := s.Vault.Client()
+	// Anyone who reaches Vault may cancel a rekey (no token needed).
+	_, err := p.vc.Sys().RekeyUpdateWithContext(ctx, p.s.Vault.UnsealKeys[0], cer.Nonce)
 	must(t, err)
-	vc.ClearToken()
+	must(t, p.vc.Sys().RekeyCancelWithContextWithNonce(ctx, cer.Nonce))
+	cancelled := cer.Nonce
+	cer = waitCeremony(t, ctx, p.pool, p.id, func(c recovery.Ceremony) bool { return c.Nonce != "" && c.Nonce != cancelled })
+	if cer.Phase == recovery.CeremonyCompleted || cer.Restarts != 1 {
+		t.Fatalf("after a cancel the ceremony is %+v, want a new one", cer)
+	}
 	var encrypted []string
-	for _, k := range s.Vault.UnsealKeys[:3] {
-		resp, err := vc.Sys().RekeyUpdateWithContext(ctx, k, cer.Nonce)
+	for _, k := range p.s.Vault.UnsealKeys[:3] {
+		resp, err := p.vc.Sys().RekeyUpdateWithContext(ctx, k, cer.Nonce)
 		must(t, err)
 		if resp.Complete {
 			encrypted = resp.KeysB64
-			waitCeremony(t, ctx, pool, opened.IncidentID, func(c recovery.Ceremony) bool { return c.Phase == recovery.CeremonyVerifying })
-			// Each holder decrypts their share with their private key and
-			// submits it to verification.
-			for i := range 3 {
-				share := decrypt(t, holders[i], encrypted[i])
-				_, err := vc.Sys().RekeyVerificationUpdateWithContext(ctx, share, resp.VerificationNonce)
-				must(t, err)
-			}
 		}
 	}
 	if len(encrypted) != 5 {
 		t.Fatalf("%d encrypted shares", len(encrypted))
 	}
-	_, rotated := waitEvent(t, s, events.UnsealKeysRotated, 20*time.Second, func(d events.UnsealKeysRotatedData) bool { return d.IncidentID == opened.IncidentID })
-	if len(rotated.PGPFingerprints) != 5 {
-		t.Fatalf("unsealkeys.rotated %+v", rotated)
+	for i := range encrypted {
+		decrypt(t, p.holders[i], encrypted[i]) // each holder can open their own
 	}
-	if got := waitCeremony(t, ctx, pool, opened.IncidentID, func(c recovery.Ceremony) bool { return c.Phase == recovery.CeremonyCompleted }); got.ConfirmedBy != "pgp_backup" {
+	_, rotated := waitEvent(t, p.s, events.UnsealKeysRotated, 20*time.Second, func(d events.UnsealKeysRotatedData) bool { return d.IncidentID == p.id })
+	if len(rotated.PGPFingerprints) != 5 || rotated.Proof != recovery.ProofPGPBackup || rotated.Verified {
+		t.Fatalf("unsealkeys.rotated %+v, want proof by the PGP backup", rotated)
+	}
+	if got := waitCeremony(t, ctx, p.pool, p.id, func(c recovery.Ceremony) bool { return c.Phase == recovery.CeremonyCompleted }); got.ConfirmedBy != recovery.ProofPGPBackup {
 		t.Fatalf("completion confirmed by %q, want the PGP backup", got.ConfirmedBy)
+	}
+}
+
+// TestRekeyCancelledDuringVerification shows the limit Vault sets: with
+// verification required, Vault writes the PGP backup before the
+// verification step, so a cancel during verification (no token needed)
+// leaves the backup of a rekey that never took effect. Lockdown cannot
+// tell it from a completion, and must not claim proof: the event and the
+// report say "unproven".
+func TestRekeyCancelledDuringVerification(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	p := startPGPCeremony(t, ctx, true)
+	cer := waitCeremony(t, ctx, p.pool, p.id, func(c recovery.Ceremony) bool { return c.Nonce != "" })
+	for _, k := range p.s.Vault.UnsealKeys[:3] {
+		_, err := p.vc.Sys().RekeyUpdateWithContext(ctx, k, cer.Nonce)
+		must(t, err)
+	}
+	waitCeremony(t, ctx, p.pool, p.id, func(c recovery.Ceremony) bool { return c.Phase == recovery.CeremonyVerifying })
+	root, err := p.s.Vault.Client()
+	must(t, err)
+	backup, err := root.Sys().RekeyRetrieveBackupWithContext(ctx)
+	must(t, err)
+	if backup == nil || backup.Nonce != cer.Nonce {
+		t.Fatalf("Vault holds no backup of the ceremony during verification (%+v): the limit this test documents is gone", backup)
+	}
+	must(t, p.vc.Sys().RekeyCancelWithContextWithNonce(ctx, cer.Nonce))
+	_, rotated := waitEvent(t, p.s, events.UnsealKeysRotated, 20*time.Second, func(d events.UnsealKeysRotatedData) bool { return d.IncidentID == p.id })
+	if rotated.Proof != recovery.ProofUnproven {
+		t.Fatalf("a ceremony cancelled during verification was reported with proof %q", rotated.Proof)
 	}
 }
 

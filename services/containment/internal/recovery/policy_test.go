@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lockdown/lockdown/pkg/platform/golden"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
 )
 
@@ -21,19 +22,7 @@ func TestRecoveryPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	file := filepath.Join(root, "deploy", "vault", "policies", "lockdown-recovery.hcl")
-	want := recovery.RecoveryPolicy(auth)
-	if *update {
-		if err := os.WriteFile(file, []byte(want), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(got) != want {
-		t.Fatalf("%s is not what deploy/vault/auth makes of it: run make docs", file)
-	}
+	golden.Check(t, file, recovery.RecoveryPolicy(auth), *update, "make docs")
 }
 
 // TestBaseline checks that containment refuses a baseline that would let

@@ -237,24 +237,35 @@ func (r *Recoverer) CeremonyStep(ctx context.Context, incidentID string, c Cerem
 }
 
 // completed tells how an ended ceremony is known to have completed, or ""
-// when it was cancelled. With PGP keys the encrypted backup Vault keeps
-// carries the nonce of the rekey that produced it: proof. Without them,
-// Vault shows nothing that tells a completion from a cancel once the rekey
-// has ended; a ceremony seen in its verification phase (the new shares
-// existed and were being proven) is taken as completed when it ends. A
-// cancel during verification would be mistaken for a completion, and a
-// ceremony never seen in verification is restarted: docs/operations.md
-// recommends PGP keys for that reason.
+// when it was cancelled.
+//
+// With PGP keys Vault keeps an encrypted backup carrying the nonce of the
+// rekey that wrote it. Vault writes it (vault/rekey.go, BarrierRekeyUpdate)
+// once the quorum of current shares is in and, without verification, in
+// the same call that rekeys the barrier: nothing can cancel in between, so
+// the backup's nonce is proof. With verification required Vault writes the
+// backup *before* the verification step, and a cancel during verification
+// (DELETE sys/rekey/init needs no token) leaves it behind while the old
+// shares stay valid: the backup then proves only that new shares were
+// generated. Without PGP keys Vault shows nothing at all that tells a
+// completion from a cancel once the rekey has ended.
+//
+// So: PGP keys without verification give proof (ProofPGPBackup); any
+// ceremony with verification that was seen verifying and then ended is
+// taken as completed, unproven ("verification"); one that ended otherwise
+// is restarted.
 func (r *Recoverer) completed(ctx context.Context, c Ceremony) (string, error) {
 	if len(r.cfg.PGPKeys) > 0 {
 		nonce, err := r.vault.RekeyBackup(ctx, c.RecoveryKeys)
 		if err != nil {
 			return "", err
 		}
-		if nonce == c.Nonce {
-			return "pgp_backup", nil
+		if nonce != c.Nonce {
+			return "", nil // no backup of this ceremony: it never reached its quorum
 		}
-		return "", nil
+		if !r.cfg.RequireVerification {
+			return ProofPGPBackup, nil
+		}
 	}
 	if c.VerifyNonce != "" {
 		return "verification", nil
@@ -262,11 +273,28 @@ func (r *Recoverer) completed(ctx context.Context, c Ceremony) (string, error) {
 	return "", nil
 }
 
-// RotatedEvent is unsealkeys.rotated for a completed ceremony.
+// Proofs of a ceremony's completion, as unsealkeys.rotated and the report
+// give them.
+const (
+	// ProofPGPBackup: Vault's PGP-encrypted backup carries the ceremony's
+	// nonce, which only a completed rekey stores.
+	ProofPGPBackup = "pgp_backup"
+	// ProofUnproven: the ceremony was seen verifying and then ended — what
+	// a cancel (DELETE sys/rekey/init) during verification also looks like.
+	ProofUnproven = "unproven"
+)
+
+// RotatedEvent is unsealkeys.rotated for a completed ceremony. Verified
+// and the proof come from what Vault showed, never from the configuration
+// alone (see completed).
 func (r *Recoverer) RotatedEvent(incidentID string, c Ceremony, process string) events.Outgoing {
+	proof := ProofUnproven
+	if c.ConfirmedBy == ProofPGPBackup {
+		proof = ProofPGPBackup
+	}
 	return events.Outgoing{Name: events.UnsealKeysRotated, ID: incidentID + "/unsealkeys.rotated", Data: events.UnsealKeysRotatedData{
 		IncidentID: incidentID, Shares: c.Shares, Threshold: c.Threshold, PGPFingerprints: c.Fingerprints,
-		Verified: c.ConfirmedBy == "verification" || r.cfg.RequireVerification, RecoveryKeys: c.RecoveryKeys, Process: process,
+		Verified: c.ConfirmedBy == "verification", Proof: proof, RecoveryKeys: c.RecoveryKeys, Process: process,
 	}}
 }
 

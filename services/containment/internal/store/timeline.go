@@ -39,9 +39,9 @@ func (s *Store) Timeline(ctx context.Context, incidentID string) ([]report.Entry
 func (s *Store) ReportIncident(ctx context.Context, incidentID string) (report.Incident, error) {
 	var inc report.Incident
 	err := s.pool.QueryRow(ctx, `SELECT id::text, severity, summary, source, detected_at, opened_at,
-		  (SELECT count(*) FROM containment.detections d WHERE d.incident_id = i.id)
+		  (SELECT count(*) FROM containment.detections d WHERE d.incident_id = i.id), coalesce(trace_parent, '')
 		FROM containment.incidents i WHERE id::text = $1`, incidentID).
-		Scan(&inc.ID, &inc.Severity, &inc.Summary, &inc.Source, &inc.DetectedAt, &inc.OpenedAt, &inc.Detections)
+		Scan(&inc.ID, &inc.Severity, &inc.Summary, &inc.Source, &inc.DetectedAt, &inc.OpenedAt, &inc.Detections, &inc.TraceParent)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return report.Incident{}, timeline.ErrUnknownIncident
 	}

@@ -214,8 +214,11 @@ func (a *Admin) RekeyBackup(ctx context.Context, rec bool) (string, error) {
 	} else {
 		b, err = a.c.Sys().RekeyRetrieveBackupWithContext(ctx)
 	}
+	// No backup is a 400 "no backed-up keys found" (a 404 on older Vaults),
+	// not an outage: a ceremony cancelled before its quorum left none.
 	var re *vault.ResponseError
-	if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
+	if errors.As(err, &re) && (re.StatusCode == http.StatusNotFound ||
+		(re.StatusCode == http.StatusBadRequest && strings.Contains(strings.Join(re.Errors, " "), "no backed-up keys found"))) {
 		return "", nil
 	}
 	if err != nil {

@@ -49,19 +49,8 @@ func TestThreeNodeJetStream(t *testing.T) {
 		return n
 	}
 	testwait.For(t, 3*time.Minute, "a fifth of the tenants", func() bool { return completed() >= tenants/5 })
-	jobs, err := js.Stream(ctx, events.StreamJobs)
+	victim, err := f.s.NATS.LeaderOf(ctx, js, events.StreamJobs)
 	must(t, err)
-	info, err := jobs.Info(ctx)
-	must(t, err)
-	victim := -1
-	for i, n := range f.s.NATS.Nodes {
-		if info.Cluster != nil && n.Name == info.Cluster.Leader {
-			victim = i
-		}
-	}
-	if victim < 0 {
-		t.Fatalf("no leader for %s among the nodes: %+v", events.StreamJobs, info.Cluster)
-	}
 	before := completed()
 	must(t, f.s.KillNATSNode(victim))
 	t.Logf("killed %s (leader of %s) after %d tenants", f.s.NATS.Nodes[victim].Name, events.StreamJobs, before)
