@@ -51,7 +51,7 @@ build:
 
 ## test: every test of every module against the real servers, then the decoder fuzz
 test: tools build
-	go test -count=1 -p $(TEST_PARALLEL) -timeout 30m $(PKGS)
+	go test -count=1 -p $(TEST_PARALLEL) -timeout 45m $(PKGS)
 	$(MAKE) fuzz
 
 ## fuzz: fuzz the CloudEvents decoder for FUZZTIME executions

@@ -112,6 +112,11 @@ func warmUp(ctx context.Context, js jetstream.JetStream) {
 		if err == nil || !errors.Is(err, context.DeadlineExceeded) {
 			return
 		}
+		// A user without JetStream rights (the SIEM) is refused, which
+		// the server says only asynchronously: no answer will come.
+		if errors.Is(js.Conn().LastError(), nats.ErrPermissionViolation) {
+			return
+		}
 	}
 }
 

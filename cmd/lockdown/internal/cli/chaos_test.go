@@ -132,7 +132,9 @@ func TestChaos(t *testing.T) {
 			if !s.awaitRotated(ctx, id, cfg.tenants/4) {
 				return "none: the incident ended first"
 			}
-			victim, err := s.stack.NATS.LeaderOf(ctx, s.op.JS, events.StreamJobs)
+			lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			victim, err := s.stack.NATS.LeaderOf(lctx, s.op.JS, events.StreamJobs)
+			cancel()
 			must(t, err)
 			must(t, s.stack.KillNATSNode(victim))
 			sleepCtx(ctx, cfg.outage)

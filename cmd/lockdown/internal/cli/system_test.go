@@ -320,12 +320,16 @@ func (s *system) settled() {
 	for time.Now().Before(deadline) && !ok {
 		ok, last = true, ""
 		for _, c := range events.Consumers() {
-			cons, err := s.op.JS.Consumer(s.ctx, c.Stream, c.Durable)
+			// Bounded: see deadLetters.
+			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+			cons, err := s.op.JS.Consumer(ctx, c.Stream, c.Durable)
 			if err != nil {
+				cancel()
 				ok, last = false, err.Error()
 				break
 			}
-			info, err := cons.Info(s.ctx)
+			info, err := cons.Info(ctx)
+			cancel()
 			if err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
 				ok, last = false, fmt.Sprintf("%s: %d pending, %d unacknowledged (%v)", c.Durable, info.NumPending, info.NumAckPending, err)
 				break
@@ -346,18 +350,29 @@ func (s *system) settled() {
 	}
 }
 
-// deadLetters counts the dead letters in the stream.
+// deadLetters counts the dead letters in the stream. Each request is
+// bounded and asked again: on a cluster whose stream leader was just
+// killed, a JetStream API reply is now and then lost, and a request under
+// the test's long context would wait for it for good.
 func (s *system) deadLetters() int {
 	s.t.Helper()
-	st, err := s.op.JS.Stream(s.ctx, events.StreamDeadLetters)
-	if err != nil {
-		s.t.Fatal(err)
+	var last error
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
+		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+		st, err := s.op.JS.Stream(ctx, events.StreamDeadLetters)
+		var info *jetstream.StreamInfo
+		if err == nil {
+			info, err = st.Info(ctx)
+		}
+		cancel()
+		if err == nil {
+			return int(info.State.Msgs)
+		}
+		last = err
+		time.Sleep(200 * time.Millisecond)
 	}
-	info, err := st.Info(s.ctx)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return int(info.State.Msgs)
+	s.t.Fatalf("dead-letter stream: %v", last)
+	return 0
 }
 
 // sealedNow reads the stack Vault's seal status without a token.
