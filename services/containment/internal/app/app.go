@@ -72,8 +72,8 @@ type Config struct {
 	LeasePrefixes            []string      `env:"LEASE_PREFIXES" doc:"Lease prefixes revoked on unseal with sys/leases/revoke-prefix (e.g. database/creds/)."`
 	RekeyShares              int           `env:"REKEY_SHARES" default:"5" doc:"Number of new unseal (or recovery) key shares."`
 	RekeyThreshold           int           `env:"REKEY_THRESHOLD" default:"3" doc:"Shares needed to unseal after the rekey."`
-	RekeyPGPDir              string        `env:"REKEY_PGP_DIR" doc:"Folder of the key holders' PGP public keys, one file per share in name order; the new shares are encrypted for them."`
-	RekeyRequireVerification bool          `env:"REKEY_REQUIRE_VERIFICATION" default:"true" doc:"Holders must prove the new shares before the old ones stop working."`
+	RekeyPGPDir              string        `env:"REKEY_PGP_DIR" doc:"Folder of the key holders' PGP public keys, one file per share in name order; the new shares are encrypted for them and Vault keeps an encrypted backup. With REKEY_REQUIRE_VERIFICATION=false the backup proves completion (recommended)."`
+	RekeyRequireVerification bool          `env:"REKEY_REQUIRE_VERIFICATION" default:"true" doc:"Holders must prove the new shares before the old ones stop working. Vault then writes the PGP backup before verification, so completion cannot be proven: it is reported unproven."`
 	RekeyPoll                time.Duration `env:"REKEY_POLL" default:"1s" doc:"How often the ceremony's progress is read."`
 	AuthDir                  string        `env:"AUTH_DIR" default:"deploy/vault/auth" doc:"Folder of the declarative auth methods re-applied on restore."`
 	VaultBaseline            string        `env:"VAULT_BASELINE" default:"deploy/vault/baseline.json" doc:"What Vault may hold besides the declared auth methods (auth mounts, ACL policies): on unseal every other auth mount is disabled and every other policy deleted."`
