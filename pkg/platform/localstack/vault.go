@@ -32,6 +32,9 @@ type Vault struct {
 	Addr        string
 	Port        int
 	ClusterPort int
+	// Holders, when set, are the key holders' PGP keys a drill's
+	// containment encrypts the new shares for (PlayRekey decrypts them).
+	Holders *KeyHolders
 	// RootToken and UnsealKeys stay inside the process that started the
 	// stack: tests and the drill play the key holders with them.
 	RootToken  string
@@ -295,13 +298,27 @@ func (v *Vault) PlayRekey(ctx context.Context, nonce string, pause time.Duration
 	if done == nil {
 		return errors.New("rekey not complete after threshold shares")
 	}
+	newKeys := done.Keys
+	if len(done.PGPFingerprints) > 0 {
+		// The new shares came encrypted for their holders: each opens
+		// their own.
+		if v.Holders == nil {
+			return errors.New("the new shares are PGP-encrypted and the stack has no key holders")
+		}
+		newKeys = make([]string, len(done.KeysB64))
+		for i, b64 := range done.KeysB64 {
+			if newKeys[i], err = v.Holders.decrypt(i, b64); err != nil {
+				return err
+			}
+		}
+	}
 	if done.VerificationRequired {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(pause):
 		}
-		for _, k := range done.Keys {
+		for _, k := range newKeys {
 			resp, err := c.Sys().RekeyVerificationUpdateWithContext(ctx, k, done.VerificationNonce)
 			if err != nil {
 				return fmt.Errorf("rekey verify: %w", err)
@@ -311,6 +328,6 @@ func (v *Vault) PlayRekey(ctx context.Context, nonce string, pause time.Duration
 			}
 		}
 	}
-	v.UnsealKeys = done.Keys
+	v.UnsealKeys = newKeys
 	return nil
 }
