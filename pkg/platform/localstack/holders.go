@@ -3,6 +3,7 @@ package localstack
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -50,6 +51,17 @@ func (s *Stack) NewKeyHolders(n int) (*KeyHolders, error) {
 		h.entities = append(h.entities, e)
 	}
 	return h, nil
+}
+
+// Fingerprints are the holders' key fingerprints in share order (lowercase
+// hex, as Vault reports them): what an operator pins in
+// LOCKDOWN_REKEY_PGP_FINGERPRINTS.
+func (h *KeyHolders) Fingerprints() []string {
+	out := make([]string, len(h.entities))
+	for i, e := range h.entities {
+		out[i] = hex.EncodeToString(e.PrimaryKey.Fingerprint)
+	}
+	return out
 }
 
 // decrypt opens share i (base64 of the PGP message Vault returns) with

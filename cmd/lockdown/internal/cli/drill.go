@@ -260,7 +260,8 @@ func startLocal(ctx context.Context, stack *localstack.Stack, binDir string, rot
 		}
 		env := stack.Env(svc)
 		if svc == events.ServiceContainment {
-			env = append(env, "LOCKDOWN_REKEY_PGP_DIR="+holders.Dir, "LOCKDOWN_REKEY_REQUIRE_VERIFICATION=false")
+			env = append(env, "LOCKDOWN_REKEY_PGP_DIR="+holders.Dir, "LOCKDOWN_REKEY_REQUIRE_VERIFICATION=false",
+				"LOCKDOWN_REKEY_PGP_FINGERPRINTS="+strings.Join(holders.Fingerprints(), ","))
 		}
 		pid, logPath, err := stack.Spawn(name, filepath.Join(binDir, svc), nil, env)
 		if err != nil {

@@ -73,6 +73,7 @@ type Config struct {
 	RekeyShares              int           `env:"REKEY_SHARES" default:"5" doc:"Number of new unseal (or recovery) key shares."`
 	RekeyThreshold           int           `env:"REKEY_THRESHOLD" default:"3" doc:"Shares needed to unseal after the rekey."`
 	RekeyPGPDir              string        `env:"REKEY_PGP_DIR" doc:"Folder of the key holders' PGP public keys, one file per share in name order; the new shares are encrypted for them and Vault keeps an encrypted backup. With REKEY_REQUIRE_VERIFICATION=false the backup proves completion (recommended)."`
+	RekeyPGPFingerprints     []string      `env:"REKEY_PGP_FINGERPRINTS" doc:"The holders' key fingerprints, one per share in REKEY_PGP_DIR's order: containment refuses to start if a key file is not the pinned key (a swapped key would receive that holder's share)."`
 	RekeyRequireVerification bool          `env:"REKEY_REQUIRE_VERIFICATION" default:"true" doc:"Holders must prove the new shares before the old ones stop working. Vault then writes the PGP backup before verification, so completion cannot be proven: it is reported unproven."`
 	RekeyPoll                time.Duration `env:"REKEY_POLL" default:"1s" doc:"How often the ceremony's progress is read."`
 	AuthDir                  string        `env:"AUTH_DIR" default:"deploy/vault/auth" doc:"Folder of the declarative auth methods re-applied on restore."`
@@ -277,6 +278,11 @@ func (c *Config) RecoveryConfig() (recovery.Config, error) {
 		}
 		if len(rc.PGPKeys) != c.RekeyShares {
 			return rc, fmt.Errorf("%sREKEY_PGP_DIR holds %d keys for %d shares", config.Prefix, len(rc.PGPKeys), c.RekeyShares)
+		}
+		if len(c.RekeyPGPFingerprints) > 0 {
+			if err := recovery.CheckFingerprints(rc.PGPKeys, c.RekeyPGPFingerprints); err != nil {
+				return rc, fmt.Errorf("%sREKEY_PGP_DIR: %w", config.Prefix, err)
+			}
 		}
 	}
 	if rc.Auth, err = recovery.LoadAuthSpecs(c.AuthDir); err != nil {

@@ -3,13 +3,17 @@ package recovery
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
 )
 
 // LoadPGPKeys reads the key holders' public keys from dir, one file per
@@ -181,4 +185,51 @@ func policiesOf(data map[string]any) []string {
 		}
 	}
 	return out
+}
+
+// ErrFingerprintMismatch is returned by CheckFingerprints when a holder's
+// key file is not the key pinned for its share: the folder was changed
+// (an intruder swapping in a key of their own would receive that share).
+var ErrFingerprintMismatch = errors.New("pgp key does not match the pinned fingerprint")
+
+// PGPFingerprint is the fingerprint of a key as LoadPGPKeys returns it
+// (base64 of the binary key), in Vault's form: lowercase hex.
+func PGPFingerprint(b64 string) (string, error) {
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return "", err
+	}
+	ring, err := openpgp.ReadKeyRing(bytes.NewReader(raw))
+	if err != nil {
+		return "", fmt.Errorf("not an OpenPGP public key: %w", err)
+	}
+	if len(ring) != 1 {
+		return "", fmt.Errorf("%d keys in one holder's file, want 1", len(ring))
+	}
+	return hex.EncodeToString(ring[0].PrimaryKey.Fingerprint), nil
+}
+
+// CheckFingerprints compares the loaded keys, share by share, with the
+// pinned fingerprints (hex, any case, spaces and colons ignored) and
+// reports every mismatch at once.
+func CheckFingerprints(keys, pinned []string) error {
+	if len(pinned) != len(keys) {
+		return fmt.Errorf("%w: %d fingerprints pinned for %d keys", ErrFingerprintMismatch, len(pinned), len(keys))
+	}
+	var problems []string
+	for i, k := range keys {
+		fp, err := PGPFingerprint(k)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("share %d: %v", i+1, err))
+			continue
+		}
+		want := strings.ToLower(strings.NewReplacer(" ", "", ":", "").Replace(pinned[i]))
+		if fp != want {
+			problems = append(problems, fmt.Sprintf("share %d: key %s, pinned %s", i+1, fp, want))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s", ErrFingerprintMismatch, strings.Join(problems, "; "))
+	}
+	return nil
 }
