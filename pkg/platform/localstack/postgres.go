@@ -131,10 +131,8 @@ func installRoles(ctx context.Context, pg *Postgres) error {
 		return fmt.Errorf("postgres: %w", err)
 	}
 	defer conn.Close(ctx)
-	for _, st := range pgroles.Statements(postgresDB, func(r string) string { return pgroles.Literal(pg.roles[r]) }) {
-		if _, err := conn.Exec(ctx, st); err != nil {
-			return fmt.Errorf("postgres: install roles: %w", err) // the statement holds passwords: not quoted
-		}
+	if err := pgroles.Install(ctx, conn, postgresDB, pg.roles); err != nil {
+		return fmt.Errorf("postgres: %w", err)
 	}
 	return nil
 }

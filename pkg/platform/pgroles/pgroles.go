@@ -10,6 +10,7 @@
 package pgroles
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -68,6 +69,18 @@ func Statements(database string, password func(role string) string) []string {
 	}
 	add(`GRANT %s TO %s, %s`, id(DirectoryRole), id("rotator"), id("notifier"))
 	return out
+}
+
+// Install runs the statements on conn (a superuser's, or the database
+// owner's with CREATEROLE) with the given passwords, one per login role.
+// An error never quotes a statement: they hold passwords.
+func Install(ctx context.Context, conn *pgx.Conn, database string, passwords map[string]string) error {
+	for _, st := range Statements(database, func(r string) string { return Literal(passwords[r]) }) {
+		if _, err := conn.Exec(ctx, st); err != nil {
+			return fmt.Errorf("install roles: %w", err)
+		}
+	}
+	return nil
 }
 
 // Literal quotes s as an SQL string literal.

@@ -88,12 +88,9 @@ func installPostgres(ctx context.Context, args []string, out, errOut io.Writer) 
 		return ExitFailure
 	}
 	defer conn.Close(context.Background())
-	for _, st := range pgroles.Statements(conn.Config().Database, func(r string) string { return pgroles.Literal(passwords[r]) }) {
-		if _, err := conn.Exec(ctx, st); err != nil {
-			// The statement may hold a password: only PostgreSQL's error.
-			fmt.Fprintf(errOut, "lockdown install postgres: %v\n", err)
-			return ExitFailure
-		}
+	if err := pgroles.Install(ctx, conn, conn.Config().Database, passwords); err != nil {
+		fmt.Fprintf(errOut, "lockdown install postgres: %v\n", err)
+		return ExitFailure
 	}
 	fmt.Fprintf(out, "roles %s: each owns its schema; %s reads every schema\n", strings.Join(pgroles.Logins(), ", "), pgroles.CLIRole)
 	return ExitOK

@@ -268,10 +268,14 @@ func (r *Recoverer) completed(ctx context.Context, c Ceremony) (string, error) {
 		}
 	}
 	if c.VerifyNonce != "" {
-		return "verification", nil
+		return confirmedByVerification, nil
 	}
 	return "", nil
 }
+
+// confirmedByVerification records a ceremony taken as completed because it
+// was seen verifying and then ended (ProofUnproven).
+const confirmedByVerification = "verification"
 
 // Proofs of a ceremony's completion, as unsealkeys.rotated and the report
 // give them.
@@ -294,7 +298,7 @@ func (r *Recoverer) RotatedEvent(incidentID string, c Ceremony, process string) 
 	}
 	return events.Outgoing{Name: events.UnsealKeysRotated, ID: incidentID + "/unsealkeys.rotated", Data: events.UnsealKeysRotatedData{
 		IncidentID: incidentID, Shares: c.Shares, Threshold: c.Threshold, PGPFingerprints: c.Fingerprints,
-		Verified: c.ConfirmedBy == "verification", Proof: proof, RecoveryKeys: c.RecoveryKeys, Process: process,
+		Verified: c.ConfirmedBy == confirmedByVerification, Proof: proof, RecoveryKeys: c.RecoveryKeys, Process: process,
 	}}
 }
 
