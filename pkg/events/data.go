@@ -128,7 +128,7 @@ type UnsealKeysRotatedData struct {
 	Threshold       int      `json:"threshold" doc:"New threshold."`
 	PGPFingerprints []string `json:"pgp_fingerprints,omitempty" doc:"Holders' PGP key fingerprints, one per share."`
 	Verified        bool     `json:"verified" doc:"Whether the ceremony went through Vault's verification of the new shares (seen verifying, then ended)."`
-	Proof           string   `json:"proof,omitempty" doc:"How completion is known: pgp_backup (PGP keys, no verification: Vault's encrypted backup, written in the call that rekeys, carries this ceremony's nonce) or unproven (the ceremony was seen verifying and then ended, which a cancel during verification also does)."`
+	Proof           string   `json:"proof,omitempty" doc:"How completion is known (a ceremony without proof is restarted, never announced): pgp_backup (PGP keys, no verification: Vault's encrypted backup, written in the call that rekeys, carries this ceremony's nonce) or vault_log (Vault's server log, watched through sys/monitor without a gap, showed the barrier rekeyed after this ceremony's start; the rekey endpoints are not audited, so nothing else shows it)."`
 	RecoveryKeys    bool     `json:"recovery_keys" doc:"True when recovery keys (auto-unseal) were rekeyed."`
 	Process         string   `json:"process,omitempty" doc:"The containment process that saw the ceremony complete."`
 }

@@ -56,8 +56,16 @@ path "sys/key-status" {
 path "sys/rekey/backup" {
   capabilities = ["read", "delete", "sudo"]
 }
-path "sys/rekey-recovery-key/backup" {
+path "sys/rekey/recovery-key-backup" {
   capabilities = ["read", "delete", "sudo"]
+}
+
+# Phase 5: Vault's server log, the only proof of a rekey's completion
+# with verification or without PGP keys (the rekey endpoints are not
+# audited): containment reads the "rekey initialized" and "security
+# barrier rekeyed" lines, and logs none of it.
+path "sys/monitor" {
+  capabilities = ["read"]
 }
 
 # Phase 8: enable the declared auth methods (generated from deploy/vault/auth).

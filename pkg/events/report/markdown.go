@@ -79,8 +79,11 @@ func (r Report) Markdown(w io.Writer) error {
 		switch u.Proof {
 		case "pgp_backup":
 			p("- Completion proven: Vault's PGP-encrypted backup carries the ceremony's nonce")
-		case "unproven":
-			p("- Completion NOT proven: a rekey that completed its verification and one cancelled during verification look the same to Lockdown; have the holders confirm that the old shares no longer unseal")
+		case "vault_log":
+			p("- Completion proven: Vault's own log, watched without a gap, showed the barrier rekeyed after this ceremony started")
+		default:
+			// Events from before the proof was required carry "unproven".
+			p("- Completion NOT proven (%q): have the holders confirm that the old shares no longer unseal", u.Proof)
 		}
 	} else {
 		p("- Unseal keys: not rotated")

@@ -98,7 +98,9 @@ func (v *Vault) Unseal(ctx context.Context) error {
 }
 
 // vaultServerConfig is the part of a local Vault node's configuration that
-// does not depend on its storage: a plain-HTTP loopback listener.
+// does not depend on its storage: a plain-HTTP loopback listener. It logs
+// at info, Vault's default, as containment's ceremony witness needs (the
+// barrier rekey is logged at info).
 func vaultServerConfig(port, clusterPort int) string {
 	return fmt.Sprintf(`listener "tcp" {
   address         = "127.0.0.1:%d"
@@ -109,7 +111,7 @@ api_addr      = "http://127.0.0.1:%d"
 cluster_addr  = "https://127.0.0.1:%d"
 disable_mlock = true
 ui            = false
-log_level     = "warn"
+log_level     = "info"
 `, port, clusterPort, port, clusterPort)
 }
 

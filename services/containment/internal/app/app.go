@@ -74,7 +74,7 @@ type Config struct {
 	RekeyThreshold           int           `env:"REKEY_THRESHOLD" default:"3" doc:"Shares needed to unseal after the rekey."`
 	RekeyPGPDir              string        `env:"REKEY_PGP_DIR" doc:"Folder of the key holders' PGP public keys, one file per share in name order; the new shares are encrypted for them and Vault keeps an encrypted backup. With REKEY_REQUIRE_VERIFICATION=false the backup proves completion (recommended)."`
 	RekeyPGPFingerprints     []string      `env:"REKEY_PGP_FINGERPRINTS" doc:"The holders' key fingerprints, one per share in REKEY_PGP_DIR's order: containment refuses to start if a key file is not the pinned key (a swapped key would receive that holder's share)."`
-	RekeyRequireVerification bool          `env:"REKEY_REQUIRE_VERIFICATION" default:"true" doc:"Holders must prove the new shares before the old ones stop working. Vault then writes the PGP backup before verification, so completion cannot be proven: it is reported unproven."`
+	RekeyRequireVerification bool          `env:"REKEY_REQUIRE_VERIFICATION" default:"true" doc:"Holders must prove the new shares before the old ones stop working. With verification (or without PGP keys) completion is proven by Vault's log of the barrier rekey, watched through sys/monitor (Vault must log at info, its default)."`
 	RekeyPoll                time.Duration `env:"REKEY_POLL" default:"1s" doc:"How often the ceremony's progress is read."`
 	AuthDir                  string        `env:"AUTH_DIR" default:"deploy/vault/auth" doc:"Folder of the declarative auth methods re-applied on restore."`
 	VaultBaseline            string        `env:"VAULT_BASELINE" default:"deploy/vault/baseline.json" doc:"What Vault may hold besides the declared auth methods (auth mounts, ACL policies): on unseal every other auth mount is disabled and every other policy deleted."`
@@ -254,7 +254,7 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	if armed := fp.Armed(); len(armed) > 0 {
 		rt.Logger.Warn("test failpoints armed: this process kills itself at them", slog.Any("failpoints", armed))
 	}
-	return RunWith(ctx, rt, cfg, Deps{Store: db, Vault: nodes, Fencer: fencer, Admin: admin, Failpoints: fp})
+	return RunWith(ctx, rt, cfg, Deps{Store: db, Vault: nodes, Fencer: fencer, Admin: admin, VaultLog: admin, Failpoints: fp})
 }
 
 // processName names this process in events and the report.
@@ -302,6 +302,10 @@ type Deps struct {
 	Fencer incident.Fencer
 	// Admin is Vault with the recovery token, for phases 4, 5 and 8.
 	Admin recovery.Vault
+	// VaultLog streams Vault's server log to the ceremony's witness (nil:
+	// not watched; only ceremonies with PGP keys and without
+	// verification can then be proven).
+	VaultLog recovery.LogStream
 	// Failpoints are the crash tests' kill points (nil: none).
 	Failpoints *failpoint.Set
 }
@@ -320,8 +324,9 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 	process := cfg.processName()
 	log := rt.Logger.With(slog.String("process", process))
 	sealer := incident.NewSealer(deps.Vault, deps.Fencer, log, cfg.SealPoll, cfg.FenceRetry)
+	witness := recovery.NewWitness()
 	eng := engine.New(engine.Config{Process: process, LeaderTTL: cfg.LeaderTTL, Tick: cfg.GatePoll, RekeyPoll: cfg.RekeyPoll,
-		SealDeadline: cfg.SealDeadline, StuckAfter: cfg.StuckAfter}, deps.Store, sealer, recovery.New(rcfg, deps.Admin, log), log, deps.Failpoints, rt.MeterProvider)
+		SealDeadline: cfg.SealDeadline, StuckAfter: cfg.StuckAfter}, deps.Store, sealer, recovery.New(rcfg, deps.Admin, witness, log), log, deps.Failpoints, rt.MeterProvider)
 	policy := incident.Policy{Clusters: cfg.AutoSealClusters}
 	for _, sev := range cfg.AutoSealSeverities {
 		policy.Severities = append(policy.Severities, events.Severity(sev))
@@ -346,6 +351,9 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 	g.Go(func() error { return timelines.Run(gctx) })
 	g.Go(func() error { return eng.Run(gctx) })
 	g.Go(func() error { return relay.Run(gctx) })
+	if deps.VaultLog != nil {
+		g.Go(func() error { deps.VaultLog.Watch(gctx, witness, log); return nil })
+	}
 	if cfg.IntakeAddr != "" {
 		tlsCfg, err := cfg.intakeTLS()
 		if err != nil {

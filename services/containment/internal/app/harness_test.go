@@ -124,9 +124,14 @@ func startContainment(t testing.TB, s *localstack.Stack, nodes []string, tokens 
 	done := make(chan error, 1)
 	go func() {
 		done <- app.RunWith(ctx, &runner.Runtime{Service: events.ServiceContainment, Logger: tel.Logger, TracerProvider: tel.TracerProvider, NATS: conn},
-			cfg, app.Deps{Store: db, Vault: vn, Fencer: fencer, Admin: admin})
+			cfg, app.Deps{Store: db, Vault: vn, Fencer: fencer, Admin: admin, VaultLog: admin})
 	}()
 	r := &running{logs: logs, tel: tel, intake: "http://" + cfg.IntakeAddr}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("containment's log:\n%s", logs.String())
+		}
+	})
 	var once sync.Once
 	r.stop = func() {
 		once.Do(func() {
@@ -240,6 +245,28 @@ func waitEvent[T any](t testing.TB, s *localstack.Stack, name events.Name, timeo
 		t.Fatalf("no matching %s within %s: %v", name, timeout, err)
 	}
 	return ev, data
+}
+
+// countEvents counts the stored events of name that match: it reads the
+// stream to its end (the reader stops after a short quiet time).
+func countEvents[T any](t testing.TB, s *localstack.Stack, name events.Name, match func(T) bool) int {
+	t.Helper()
+	nc, _ := connectAs(t, s, events.UserOperator)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	n := 0
+	stream.Await(ctx, js, name, func(_ event.Event, d T) bool { //nolint:errcheck // it ends when ctx does: the count is the result
+		if match(d) {
+			n++
+		}
+		return false
+	})
+	return n
 }
 
 // sealed reads a node's seal status with no token, as `vault status` does.

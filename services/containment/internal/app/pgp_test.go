@@ -66,6 +66,8 @@ func startPGPCeremony(t *testing.T, ctx context.Context, verify bool) *pgpCeremo
 		}
 		must(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("%d-holder.key", i+1)), content, 0o644))
 	}
+	// The folder's README, as shipped in deploy/compose/keyholders, is not a key.
+	must(t, os.WriteFile(filepath.Join(dir, "README.md"), []byte("# Key holders' PGP public keys\n"), 0o644))
 	c := startContainment(t, s, nil, nil, nil, func(cfg *app.Config) { cfg.RekeyPGPDir, cfg.RekeyRequireVerification = dir, verify })
 	t.Cleanup(func() { c.stop() })
 	siem, _ := connectAs(t, s, events.UserSIEM)
@@ -131,12 +133,13 @@ func TestRekeyWithPGP(t *testing.T) {
 	}
 }
 
-// TestRekeyCancelledDuringVerification shows the limit Vault sets: with
-// verification required, Vault writes the PGP backup before the
-// verification step, so a cancel during verification (no token needed)
-// leaves the backup of a rekey that never took effect. Lockdown cannot
-// tell it from a completion, and must not claim proof: the event and the
-// report say "unproven".
+// TestRekeyCancelledDuringVerification: with verification required, Vault
+// writes the PGP backup before the verification step, so a cancel during
+// verification (DELETE sys/rekey/init, no token needed) leaves the backup
+// of a rekey that never took effect while the old shares stay valid.
+// Containment must restart that ceremony and never announce
+// unsealkeys.rotated for it; the next ceremony, verified to the end, is
+// proven by Vault's own log line of the barrier rekey.
 func TestRekeyCancelledDuringVerification(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -155,9 +158,40 @@ func TestRekeyCancelledDuringVerification(t *testing.T) {
 		t.Fatalf("Vault holds no backup of the ceremony during verification (%+v): the limit this test documents is gone", backup)
 	}
 	must(t, p.vc.Sys().RekeyCancelWithContextWithNonce(ctx, cer.Nonce))
+	next := waitCeremony(t, ctx, p.pool, p.id, func(c recovery.Ceremony) bool { return c.Nonce != "" && c.Nonce != cer.Nonce })
+	if next.Phase == recovery.CeremonyCompleted || next.Restarts != 1 || next.Note == "" {
+		t.Fatalf("after a cancel during verification the ceremony is %+v, want a new one with a note", next)
+	}
+
+	// The holders go through the new ceremony, verification included.
+	var encrypted []string
+	var verifyNonce string
+	for _, k := range p.s.Vault.UnsealKeys[:3] {
+		resp, err := p.vc.Sys().RekeyUpdateWithContext(ctx, k, next.Nonce)
+		must(t, err)
+		if resp.Complete {
+			encrypted, verifyNonce = resp.KeysB64, resp.VerificationNonce
+		}
+	}
+	if len(encrypted) != 5 || verifyNonce == "" {
+		t.Fatalf("%d encrypted shares, verification nonce set %v", len(encrypted), verifyNonce != "")
+	}
+	waitCeremony(t, ctx, p.pool, p.id, func(c recovery.Ceremony) bool { return c.Phase == recovery.CeremonyVerifying && c.Nonce == next.Nonce })
+	for i := range 3 {
+		_, err := p.vc.Sys().RekeyVerificationUpdateWithContext(ctx, decrypt(t, p.holders[i], encrypted[i]), verifyNonce)
+		must(t, err)
+	}
 	_, rotated := waitEvent(t, p.s, events.UnsealKeysRotated, 20*time.Second, func(d events.UnsealKeysRotatedData) bool { return d.IncidentID == p.id })
-	if rotated.Proof != recovery.ProofUnproven {
-		t.Fatalf("a ceremony cancelled during verification was reported with proof %q", rotated.Proof)
+	if rotated.Proof != recovery.ProofVaultLog || !rotated.Verified {
+		t.Fatalf("unsealkeys.rotated %+v, want the verified ceremony proven by Vault's log", rotated)
+	}
+	if got := waitCeremony(t, ctx, p.pool, p.id, func(c recovery.Ceremony) bool { return c.Phase == recovery.CeremonyCompleted }); got.Nonce != next.Nonce {
+		t.Fatalf("completed ceremony %s, want the restarted one %s", got.Nonce, next.Nonce)
+	}
+	// One announcement only, and for the ceremony that completed: the
+	// cancelled one was never announced.
+	if n := countEvents(t, p.s, events.UnsealKeysRotated, func(d events.UnsealKeysRotatedData) bool { return d.IncidentID == p.id }); n != 1 {
+		t.Fatalf("%d unsealkeys.rotated events for the incident, want 1", n)
 	}
 }
 

@@ -27,7 +27,8 @@ func LoadPGPKeys(dir string) ([]string, error) {
 	}
 	var names []string
 	for _, e := range entries {
-		if !e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+		// Hidden files and Markdown (the folder's README) are not keys.
+		if !e.IsDir() && !strings.HasPrefix(e.Name(), ".") && !strings.HasSuffix(e.Name(), ".md") {
 			names = append(names, e.Name())
 		}
 	}

@@ -15,15 +15,32 @@ import (
 
 // Recoverer runs phases 4, 5 and 8 against Vault with the recovery token.
 type Recoverer struct {
-	cfg   Config
-	vault Vault
-	log   *slog.Logger
+	cfg     Config
+	vault   Vault
+	witness *Witness
+	log     *slog.Logger
 }
 
-// New wires a Recoverer.
-func New(cfg Config, vault Vault, log *slog.Logger) *Recoverer {
-	return &Recoverer{cfg: cfg, vault: vault, log: log}
+// New wires a Recoverer. witness is fed by Vault's log stream (see
+// Witness); nil when nothing watches it, and then only a ceremony with PGP
+// keys and without verification can be proven and started.
+func New(cfg Config, vault Vault, witness *Witness, log *slog.Logger) *Recoverer {
+	return &Recoverer{cfg: cfg, vault: vault, witness: witness, log: log}
 }
+
+// NeedsWitness says whether completion can only be proven through Vault's
+// log: every ceremony except one with PGP keys and without verification.
+func (r *Recoverer) NeedsWitness() bool {
+	return len(r.cfg.PGPKeys) == 0 || r.cfg.RequireVerification
+}
+
+// witnessWait bounds how long a ceremony seen ended waits for the log line
+// of its end (the status read can overtake it); witnessOpen how long a new
+// ceremony waits for the stream to open before that is an error.
+const (
+	witnessWait = 3 * time.Second
+	witnessOpen = 15 * time.Second
+)
 
 // Revoke runs phase 4 and returns what it did. Each of its steps is
 // idempotent (a disabled method is skipped, a revoked token is gone), so
@@ -185,12 +202,22 @@ func (r *Recoverer) CeremonyStep(ctx context.Context, incidentID string, c Cerem
 			return c, err
 		}
 	}
+	if c.RecoveryKeys && r.NeedsWitness() {
+		return c, ErrUnprovable
+	}
+	if r.NeedsWitness() && r.witness != nil {
+		r.witness.Want(max(4*r.cfg.Poll, 30*time.Second))
+	}
+	sent := time.Now()
 	status, err := r.vault.RekeyStatus(ctx, c.RecoveryKeys)
 	if err != nil {
 		return c, err
 	}
 	switch {
 	case status.Started && c.Nonce != "" && status.Nonce == c.Nonce:
+		if r.witness != nil {
+			r.witness.SawInProgress(c.Nonce, sent)
+		}
 		c.Progress, c.Threshold, c.Shares = status.Progress, status.T, status.N
 		c.Phase = CeremonyCollecting
 		if status.VerificationNonce != "" {
@@ -210,6 +237,9 @@ func (r *Recoverer) CeremonyStep(ctx context.Context, incidentID string, c Cerem
 		c.Nonce = ""
 		c.Restarts++
 	case c.Nonce == "":
+		if wait, err := r.watching(); err != nil || wait {
+			return c, err
+		}
 		s, err := r.vault.RekeyInit(ctx, c.RecoveryKeys, r.cfg.Shares, r.cfg.Threshold, r.cfg.PGPKeys, r.cfg.RequireVerification)
 		if err != nil {
 			return c, fmt.Errorf("rekey init: %w", err)
@@ -236,24 +266,44 @@ func (r *Recoverer) CeremonyStep(ctx context.Context, incidentID string, c Cerem
 	return c, nil
 }
 
+// watching refuses to start a ceremony that could never be proven: one
+// that needs the witness while Vault's log is not watched. wait is set
+// while the stream is still opening.
+func (r *Recoverer) watching() (wait bool, err error) {
+	if !r.NeedsWitness() {
+		return false, nil
+	}
+	if r.witness == nil {
+		return false, ErrNoWitness
+	}
+	ok, why := r.witness.Watching()
+	switch {
+	case ok:
+		return false, nil
+	case r.witness.wantedFor() < witnessOpen:
+		return true, nil
+	case why != nil:
+		return false, fmt.Errorf("%w: %w", ErrNoWitness, why)
+	}
+	return false, ErrNoWitness
+}
+
 // completed tells how an ended ceremony is known to have completed, or ""
-// when it was cancelled.
+// when it was cancelled (or cannot be shown to have completed, which is
+// treated the same: the ceremony starts again and the old shares are
+// never taken for rotated).
 //
 // With PGP keys Vault keeps an encrypted backup carrying the nonce of the
 // rekey that wrote it. Vault writes it (vault/rekey.go, BarrierRekeyUpdate)
 // once the quorum of current shares is in and, without verification, in
 // the same call that rekeys the barrier: nothing can cancel in between, so
-// the backup's nonce is proof. With verification required Vault writes the
-// backup *before* the verification step, and a cancel during verification
-// (DELETE sys/rekey/init needs no token) leaves it behind while the old
-// shares stay valid: the backup then proves only that new shares were
-// generated. Without PGP keys Vault shows nothing at all that tells a
-// completion from a cancel once the rekey has ended.
-//
-// So: PGP keys without verification give proof (ProofPGPBackup); any
-// ceremony with verification that was seen verifying and then ended is
-// taken as completed, unproven ("verification"); one that ended otherwise
-// is restarted.
+// the backup's nonce is proof (ProofPGPBackup). With verification required
+// Vault writes the backup *before* the verification step, and a cancel
+// during verification (DELETE sys/rekey/init needs no token) leaves it
+// behind while the old shares stay valid; without PGP keys Vault's API
+// shows nothing at all once a rekey has ended. Those ceremonies are proven
+// by Vault's own log line of the barrier rekey, tied to this ceremony by
+// the witness (ProofVaultLog).
 func (r *Recoverer) completed(ctx context.Context, c Ceremony) (string, error) {
 	if len(r.cfg.PGPKeys) > 0 {
 		nonce, err := r.vault.RekeyBackup(ctx, c.RecoveryKeys)
@@ -267,38 +317,33 @@ func (r *Recoverer) completed(ctx context.Context, c Ceremony) (string, error) {
 			return ProofPGPBackup, nil
 		}
 	}
-	if c.VerifyNonce != "" {
-		return confirmedByVerification, nil
+	if r.witness != nil && r.witness.Completed(ctx, c.Nonce, witnessWait) {
+		return ProofVaultLog, nil
 	}
-	return "", nil
+	return "", ctx.Err()
 }
 
-// confirmedByVerification records a ceremony taken as completed because it
-// was seen verifying and then ended (ProofUnproven).
-const confirmedByVerification = "verification"
-
 // Proofs of a ceremony's completion, as unsealkeys.rotated and the report
-// give them.
+// give them. A ceremony without one is never reported rotated.
 const (
 	// ProofPGPBackup: Vault's PGP-encrypted backup carries the ceremony's
-	// nonce, which only a completed rekey stores.
+	// nonce, and without verification only the call that rekeys writes it.
 	ProofPGPBackup = "pgp_backup"
-	// ProofUnproven: the ceremony was seen verifying and then ended — what
-	// a cancel (DELETE sys/rekey/init) during verification also looks like.
-	ProofUnproven = "unproven"
+	// ProofVaultLog: Vault's log, watched without a gap through
+	// sys/monitor, showed "security barrier rekeyed" after this
+	// ceremony's "rekey initialized" (or, for a ceremony already running
+	// when the watch began, as the first rekey line of the watch).
+	ProofVaultLog = "vault_log"
 )
 
 // RotatedEvent is unsealkeys.rotated for a completed ceremony. Verified
 // and the proof come from what Vault showed, never from the configuration
-// alone (see completed).
+// alone (see completed): Vault rekeys a ceremony that requires
+// verification only once the new shares are verified.
 func (r *Recoverer) RotatedEvent(incidentID string, c Ceremony, process string) events.Outgoing {
-	proof := ProofUnproven
-	if c.ConfirmedBy == ProofPGPBackup {
-		proof = ProofPGPBackup
-	}
 	return events.Outgoing{Name: events.UnsealKeysRotated, ID: incidentID + "/unsealkeys.rotated", Data: events.UnsealKeysRotatedData{
 		IncidentID: incidentID, Shares: c.Shares, Threshold: c.Threshold, PGPFingerprints: c.Fingerprints,
-		Verified: c.ConfirmedBy == confirmedByVerification, Proof: proof, RecoveryKeys: c.RecoveryKeys, Process: process,
+		Verified: c.VerifyNonce != "" && c.ConfirmedBy == ProofVaultLog, Proof: c.ConfirmedBy, RecoveryKeys: c.RecoveryKeys, Process: process,
 	}}
 }
 

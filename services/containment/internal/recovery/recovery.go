@@ -7,6 +7,7 @@ package recovery
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
@@ -100,6 +101,11 @@ type Vault interface {
 	// RekeyBackup returns the nonce of the stored PGP-encrypted backup of
 	// the last completed rekey ("" when there is none).
 	RekeyBackup(ctx context.Context, recovery bool) (string, error)
+}
+
+// LogStream feeds a witness from Vault's server log until ctx ends.
+type LogStream interface {
+	Watch(ctx context.Context, w *Witness, log *slog.Logger)
 }
 
 // Ceremony phases, as the status shows them.

@@ -6,9 +6,13 @@
 package vaultadmin
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -228,4 +232,182 @@ func (a *Admin) RekeyBackup(ctx context.Context, rec bool) (string, error) {
 		return "", nil
 	}
 	return b.Nonce, nil
+}
+
+// Watch feeds w from Vault's server log (sys/monitor, read capability, at
+// info level in JSON) while w wants it, until ctx ends. The stream is open
+// only while a ceremony needs it, because an open request holds Vault's
+// seal back: Vault marks itself sealed at once but waits for in-flight
+// requests (up to 90 s) before it finishes sealing, and answers nothing,
+// seal status included, meanwhile. Vault logs the mark at once, and the
+// stream is closed on that line. The stream is
+// reopened with backoff (it ends when Vault seals or restarts) and to the
+// active node when leadership moves (rekeys run on the active node, and
+// only its log shows them). The lines are parsed, never logged: Vault's
+// log is its operators', not Lockdown's.
+func (a *Admin) Watch(ctx context.Context, w *recovery.Witness, log *slog.Logger) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		if !w.Wanted() {
+			select {
+			case <-ctx.Done():
+			case <-w.Woken():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		started := time.Now()
+		err := a.watchOnce(ctx, w)
+		w.Disconnected(err)
+		if ctx.Err() != nil || !w.Wanted() {
+			continue
+		}
+		if time.Since(started) > time.Minute {
+			backoff = time.Second
+		}
+		log.DebugContext(ctx, "Vault log stream ended; reconnecting", slog.Any("error", err), slog.Duration("after", backoff))
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 15*time.Second)
+	}
+}
+
+// errNotWanted ends a stream no ceremony needs any more.
+var errNotWanted = errors.New("no ceremony needs the stream")
+
+// Vault's signs that it is sealing. It logs "marked as sealed" (to every
+// monitor, whatever its own log level) the moment it marks itself sealed,
+// before it waits for in-flight requests; sys/monitor also writes the
+// notice, without a newline and unflushed, once a second while sealed.
+// Either ends the stream.
+var sealNotice = []byte("core received sealed state change")
+
+const logMarkedSealed = "marked as sealed"
+
+func (a *Admin) watchOnce(ctx context.Context, w *recovery.Witness) error {
+	addr, err := a.activeAddr(ctx)
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	req, err := http.NewRequestWithContext(sctx, http.MethodGet, strings.TrimSuffix(addr, "/")+"/v1/sys/monitor?log_level=info&log_format=json", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-Vault-Token", a.c.Token())
+	// The configured client's timeout would cut the stream: a copy
+	// without it, with the same TLS settings.
+	hc := *a.c.CloneConfig().HttpClient
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("sys/monitor: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("sys/monitor: %s", resp.Status)
+	}
+	w.Connected(time.Now())
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for i := 1; ; i++ {
+			select {
+			case <-sctx.Done():
+				return
+			case <-t.C:
+			}
+			if !w.Wanted() {
+				cancel(errNotWanted)
+				return
+			}
+			if i%int(leaderCheck/time.Second) == 0 {
+				if now, err := a.activeAddr(sctx); err == nil && now != addr {
+					cancel(errors.New("leadership moved")) // watch the new active node
+					return
+				}
+			}
+		}
+	}()
+	err = readLog(resp.Body, w)
+	if cause := context.Cause(sctx); cause != nil {
+		return cause
+	}
+	return err
+}
+
+// leaderCheck is how often an open stream checks that its node is still
+// the active one.
+const leaderCheck = 5 * time.Second
+
+// maxLogLine bounds one line of Vault's log; a longer one is a gap.
+const maxLogLine = 4 << 20
+
+// readLog feeds w one line at a time. It reads raw bytes rather than lines
+// because the seal notice comes without a newline and must end the stream
+// at once.
+func readLog(body io.Reader, w *recovery.Witness) error {
+	buf := make([]byte, 32<<10)
+	var pending []byte
+	for {
+		n, err := body.Read(buf)
+		pending = append(pending, buf[:n]...)
+		if bytes.Contains(pending, sealNotice) {
+			return errors.New("sys/monitor: Vault sealed") // sealing cleared any rekey
+		}
+		for {
+			i := bytes.IndexByte(pending, '\n')
+			if i < 0 {
+				break
+			}
+			l := parseLogLine(pending[:i])
+			if l.Message == logMarkedSealed {
+				return errors.New("sys/monitor: Vault sealed") // sealing cleared any rekey
+			}
+			w.Line(l)
+			pending = pending[i+1:]
+		}
+		if len(pending) > maxLogLine {
+			w.Line(recovery.VaultLogLine{Dropped: true})
+			pending = nil
+		}
+		if err != nil {
+			if err == io.EOF {
+				return errors.New("sys/monitor: stream ended")
+			}
+			return fmt.Errorf("sys/monitor: %w", err)
+		}
+	}
+}
+
+// parseLogLine reads one JSON log line. "Monitor dropped N logs", or a
+// line that is not JSON, is a gap after which the stream proves nothing.
+func parseLogLine(line []byte) recovery.VaultLogLine {
+	var l struct {
+		Message string `json:"@message"`
+		Nonce   string `json:"nonce"`
+	}
+	if len(bytes.TrimSpace(line)) == 0 {
+		return recovery.VaultLogLine{}
+	}
+	if err := json.Unmarshal(line, &l); err != nil {
+		return recovery.VaultLogLine{Dropped: true}
+	}
+	return recovery.VaultLogLine{Message: l.Message, Nonce: l.Nonce}
+}
+
+// activeAddr is the active node's API address (sys/leader), or the
+// configured one when Vault runs without HA.
+func (a *Admin) activeAddr(ctx context.Context) (string, error) {
+	l, err := a.c.Sys().LeaderWithContext(ctx)
+	if err != nil {
+		return "", fmt.Errorf("sys/leader: %w", err)
+	}
+	if l.HAEnabled && l.LeaderAddress != "" {
+		return l.LeaderAddress, nil
+	}
+	return a.c.Address(), nil
 }
