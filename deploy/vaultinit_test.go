@@ -73,24 +73,19 @@ disable_mlock = true
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "sh", script)
 		cmd.Env = append(os.Environ(), "VAULT_ADDR="+vaultAddr, "OUT_DIR="+out, "POLICY_DIR="+policies,
-			"AUDIT_FILE="+filepath.Join(dir, "audit.log"), "HOST_UID="+strconv.Itoa(os.Getuid()), "PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"), "VAULT_TOKEN=")
+			"AUDIT_FILE="+filepath.Join(dir, "audit.log"), "HOST_UID="+strconv.Itoa(os.Getuid()), "TOKEN_UID="+strconv.Itoa(os.Getuid()), "PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"), "VAULT_TOKEN=")
 		b, err := cmd.CombinedOutput()
 		return string(b), err
 	}
 	if msg, err := run(); err != nil {
 		t.Fatalf("vault-init.sh: %v\n%s", err, msg)
 	}
-	env := func(file string) map[string]string {
-		b, err := os.ReadFile(filepath.Join(out, file))
+	token := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(out, "tokens", name+".token"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := map[string]string{}
-		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			k, v, _ := strings.Cut(line, "=")
-			m[k] = v
-		}
-		return m
+		return strings.TrimSpace(string(b))
 	}
 	vault := func(token string, args ...string) (string, error) {
 		cmd := exec.Command(bin, args...)
@@ -99,8 +94,8 @@ disable_mlock = true
 		return string(b), err
 	}
 
-	t.Run("the shares and each service's token are written for the owner only", func(t *testing.T) {
-		for _, f := range []string{"vault-init.txt", "containment.env", "rotator.env"} {
+	t.Run("the shares and each token are written for the owner only, the tokens from their roles", func(t *testing.T) {
+		for _, f := range []string{"vault-init.txt", "tokens/seal.token", "tokens/recovery.token", "tokens/rotator.token"} {
 			st, err := os.Stat(filepath.Join(out, f))
 			if err != nil {
 				t.Fatal(err)
@@ -109,16 +104,19 @@ disable_mlock = true
 				t.Errorf("%s has mode %v", f, st.Mode().Perm())
 			}
 		}
-		c := env("containment.env")
-		if c["LOCKDOWN_VAULT_SEAL_TOKEN"] == "" || c["LOCKDOWN_VAULT_RECOVERY_TOKEN"] == "" || len(strings.Split(c["LOCKDOWN_KEEP_ACCESSORS"], ",")) != 3 {
-			t.Errorf("containment.env: %d keys, %d accessors", len(c), strings.Count(c["LOCKDOWN_KEEP_ACCESSORS"], ",")+1)
+		for _, name := range []string{"seal", "recovery", "rotator"} {
+			msg, err := vault(token(name), "token", "lookup", "-format=json")
+			if err != nil || !strings.Contains(msg, `"role": "lockdown-`+name+`"`) || !strings.Contains(msg, `"lockdown-`+name+`"`) || !strings.Contains(msg, `"orphan": true`) {
+				t.Errorf("the %s token: %v %s", name, err, msg)
+			}
 		}
-		if env("rotator.env")["LOCKDOWN_VAULT_TOKEN"] == "" {
-			t.Error("rotator.env has no token")
+		// The recovery token mints the successors from the roles.
+		if msg, err := vault(token("recovery"), "token", "create", "-role=lockdown-rotator", "-field=token_accessor"); err != nil {
+			t.Errorf("the recovery token cannot mint the rotator's successor: %v %s", err, msg)
 		}
 	})
 	t.Run("Vault is unsealed with the audit device, KV, approle and jwt, and the rotator's token writes tenant secrets only", func(t *testing.T) {
-		tok := env("rotator.env")["LOCKDOWN_VAULT_TOKEN"]
+		tok := token("rotator")
 		if msg, err := vault(tok, "kv", "put", "-mount=secret", "tenants/acme/smtp", "password=x"); err != nil {
 			t.Fatalf("rotator write: %v %s", err, msg)
 		}
@@ -128,7 +126,7 @@ disable_mlock = true
 		if st, err := os.Stat(filepath.Join(dir, "audit.log")); err != nil || st.Mode().Perm() != 0o644 {
 			t.Errorf("audit log (the assessor, another user, must read it): %v %v", err, st)
 		}
-		rec := env("containment.env")["LOCKDOWN_VAULT_RECOVERY_TOKEN"]
+		rec := token("recovery")
 		if msg, err := vault(rec, "auth", "list"); err != nil || !strings.Contains(msg, "approle/") || !strings.Contains(msg, "jwt/") {
 			t.Errorf("auth methods: %v %s", err, msg)
 		}
@@ -140,7 +138,7 @@ disable_mlock = true
 		}
 	})
 	t.Run("containment's seal token seals Vault", func(t *testing.T) {
-		if msg, err := vault(env("containment.env")["LOCKDOWN_VAULT_SEAL_TOKEN"], "operator", "seal"); err != nil {
+		if msg, err := vault(token("seal"), "operator", "seal"); err != nil {
 			t.Fatalf("%v %s", err, msg)
 		}
 		msg, _ := vault("", "status")

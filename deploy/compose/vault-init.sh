@@ -4,8 +4,8 @@
 # KV v2 at secret/, approle and jwt, Lockdown's policies and its
 # install-time tokens. It writes, under deploy/compose/secrets/ (git-ignored,
 # mode 600): vault-init.txt (the unseal shares and root token: give each
-# share to one key holder, then delete the file) and one env file per
-# service with that service's token only.
+# share to one key holder, then delete the file) and tokens/, one file per
+# Lockdown token, owned by the services' user.
 set -eu
 # The paths default to the compose container's mounts; the deploy tests
 # run the same script against a local Vault with their own.
@@ -34,22 +34,23 @@ vault auth enable jwt
 for p in "$policies"/*.hcl; do
   vault policy write "$(basename "$p" .hcl)" "$p"
 done
-token() { vault token create -orphan -period=768h -policy="$1" -display-name="$1" -field=token; }
-accessor() { vault token lookup -field=accessor "$1"; }
-seal=$(token lockdown-seal)
-recovery=$(token lockdown-recovery)
-rotator=$(token lockdown-rotator)
-cat > "$out/containment.env" <<ENV
-LOCKDOWN_VAULT_SEAL_TOKEN=$seal
-LOCKDOWN_VAULT_RECOVERY_TOKEN=$recovery
-LOCKDOWN_KEEP_ACCESSORS=$(accessor "$seal"),$(accessor "$recovery"),$(accessor "$rotator")
-ENV
-cat > "$out/rotator.env" <<ENV
-LOCKDOWN_VAULT_TOKEN=$rotator
-ENV
-# Run as root inside the container: hand the files to the host user that
-# runs docker compose (HOST_UID/HOST_GID), who must read the env files.
+# Token roles: Lockdown's tokens are issued from them, and containment
+# mints their successors from them in every incident.
+for r in seal recovery rotator; do
+  vault write "auth/token/roles/lockdown-$r" allowed_policies="lockdown-$r" orphan=true token_period=768h renewable=true > /dev/null
+done
+# One file per token, owned by the services' user (distroless nonroot):
+# containment replaces each with its successor in every incident, and the
+# rotators re-read theirs.
+tokens="$out/tokens"
+mkdir -p "$tokens"
+for r in seal recovery rotator; do
+  vault token create -role="lockdown-$r" -field=token > "$tokens/$r.token"
+done
+chown -R "${TOKEN_UID:-65532}:${TOKEN_GID:-${TOKEN_UID:-65532}}" "$tokens"
+# Run as root inside the container: hand vault-init.txt to the host user
+# that runs docker compose (HOST_UID/HOST_GID).
 if [ -n "${HOST_UID:-}" ]; then
-  chown "$HOST_UID:${HOST_GID:-$HOST_UID}" "$out" "$out"/*
+  chown "$HOST_UID:${HOST_GID:-$HOST_UID}" "$out" "$out/vault-init.txt"
 fi
 echo "vault initialised; shares and root token in deploy/compose/secrets/vault-init.txt — hand them out and delete the file" >&2

@@ -117,6 +117,8 @@ type AccessRevokedData struct {
 	PoliciesDeleted     []string `json:"policies_deleted,omitempty" doc:"ACL policies not in the baseline, deleted."`
 	BatchTokenMaxTTL    string   `json:"batch_token_max_ttl,omitempty" doc:"Batch tokens have no accessor and cannot be revoked: the longest a batch token issued before the revocation may still live (the largest max_lease_ttl of the auth methods; 'system' when one uses Vault's system maximum, 768h unless configured)."`
 	KeyTerm             int      `json:"key_term" doc:"Barrier key term after sys/rotate."`
+	TokensReplaced      []string `json:"tokens_replaced,omitempty" doc:"Lockdown's own tokens (seal, recovery, rotator) replaced by successors minted from their token roles before the sweep, which then revoked the old ones."`
+	TokensNotReplaced   []string `json:"tokens_not_replaced,omitempty" doc:"Lockdown's own tokens that could not be replaced (given in the environment rather than a token file): still the ones issued at install."`
 	Round               int      `json:"round,omitempty" doc:"The seal round this revocation followed."`
 	Process             string   `json:"process,omitempty" doc:"The containment process that revoked."`
 }

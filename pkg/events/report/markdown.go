@@ -64,6 +64,10 @@ func (r Report) Markdown(w io.Writer) error {
 	p("- Auth methods disabled: %s", list(a.AuthMethodsDisabled))
 	p("- Auth methods removed (not in the baseline, never restored): %s", list(a.AuthMethodsRemoved))
 	p("- Policies deleted (not in the baseline): %s", list(a.PoliciesDeleted))
+	p("- Lockdown's own tokens replaced by successors (the old ones revoked): %s", list(a.LockdownTokensReplaced))
+	if len(a.LockdownTokensNotReplaced) > 0 {
+		p("- Lockdown's own tokens NOT replaced (given in the environment; still the install-time ones): %s", list(a.LockdownTokensNotReplaced))
+	}
 	if a.BatchTokenMaxTTL != "" {
 		p("- Batch tokens cannot be revoked (no accessor): one issued before the revocation lives at most %s", a.BatchTokenMaxTTL)
 	}

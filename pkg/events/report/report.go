@@ -75,21 +75,25 @@ type Actions struct {
 	AuthMethodsRemoved  []string          `json:"auth_methods_removed"`
 	PoliciesDeleted     []string          `json:"policies_deleted"`
 	BatchTokenMaxTTL    string            `json:"batch_token_max_ttl,omitempty"`
-	TokensRevoked       int               `json:"tokens_revoked"`
-	TokensKept          int               `json:"tokens_kept"`
-	LeasePrefixes       []string          `json:"lease_prefixes_revoked"`
-	KeyringTerm         int               `json:"keyring_term"`
-	UnsealKeys          *UnsealKeys       `json:"unseal_keys,omitempty"`
-	TenantsPlanned      int               `json:"tenants_planned"`
-	TenantsRotated      int               `json:"tenants_rotated"`
-	TenantsFailed       int               `json:"tenants_failed"`
-	APIKeysDestroyed    int               `json:"api_keys_destroyed"`
-	Rotations           []TenantRotation  `json:"rotations"`
-	RotatedBy           map[string]int    `json:"rotated_by"` // rotator process → tenants
-	TenantsNotified     int               `json:"tenants_notified"`
-	NotificationsFailed int               `json:"tenants_not_notified"`
-	MessagesSent        map[string]int    `json:"messages_sent"` // channel → count
-	AuthMethodsRestored []string          `json:"auth_methods_restored"`
+	// LockdownTokensReplaced and LockdownTokensNotReplaced name Lockdown's
+	// own tokens by whether the incident replaced them (the last round's).
+	LockdownTokensReplaced    []string         `json:"lockdown_tokens_replaced"`
+	LockdownTokensNotReplaced []string         `json:"lockdown_tokens_not_replaced,omitempty"`
+	TokensRevoked             int              `json:"tokens_revoked"`
+	TokensKept                int              `json:"tokens_kept"`
+	LeasePrefixes             []string         `json:"lease_prefixes_revoked"`
+	KeyringTerm               int              `json:"keyring_term"`
+	UnsealKeys                *UnsealKeys      `json:"unseal_keys,omitempty"`
+	TenantsPlanned            int              `json:"tenants_planned"`
+	TenantsRotated            int              `json:"tenants_rotated"`
+	TenantsFailed             int              `json:"tenants_failed"`
+	APIKeysDestroyed          int              `json:"api_keys_destroyed"`
+	Rotations                 []TenantRotation `json:"rotations"`
+	RotatedBy                 map[string]int   `json:"rotated_by"` // rotator process → tenants
+	TenantsNotified           int              `json:"tenants_notified"`
+	NotificationsFailed       int              `json:"tenants_not_notified"`
+	MessagesSent              map[string]int   `json:"messages_sent"` // channel → count
+	AuthMethodsRestored       []string         `json:"auth_methods_restored"`
 	// SealRounds counts seal rounds (a breach during recovery seals again,
 	// and its unseal is followed by another revocation).
 	SealRounds int `json:"seal_rounds"`
@@ -175,7 +179,7 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 		DetectedBy: inc.Source, Detections: inc.Detections, DetectedAt: inc.DetectedAt, ResolvedAt: resolvedAt, TraceID: TraceID(inc.TraceParent),
 		AffectedTenants: []string{}, Actors: []events.Actor{}, Failures: []Failure{}, Timeline: []Line{},
 		RootCause: RootCausePending, LessonsLearned: []string{}, PreventiveMeasures: []string{},
-		Actions: Actions{Seals: []events.NodeSeal{}, AuthMethodsDisabled: []string{}, AuthMethodsRemoved: []string{}, PoliciesDeleted: []string{}, LeasePrefixes: []string{}, Rotations: []TenantRotation{},
+		Actions: Actions{Seals: []events.NodeSeal{}, AuthMethodsDisabled: []string{}, AuthMethodsRemoved: []string{}, PoliciesDeleted: []string{}, LeasePrefixes: []string{}, LockdownTokensReplaced: []string{}, Rotations: []TenantRotation{},
 			RotatedBy: map[string]int{}, MessagesSent: map[string]int{}, AuthMethodsRestored: []string{}, DrivenBy: map[string][]string{}},
 	}
 	first := map[events.Name]time.Time{}
@@ -240,6 +244,7 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 				}
 				a.TokensRevoked += d.TokensRevoked
 				a.TokensKept, a.KeyringTerm = d.TokensKept, d.KeyTerm
+				a.LockdownTokensReplaced, a.LockdownTokensNotReplaced = nonNil(d.TokensReplaced), d.TokensNotReplaced
 				a.LeasePrefixes = nonNil(d.LeasePrefixes)
 				drove(d.Process, "revoke access")
 				line.Summary = fmt.Sprintf("auth methods %v disabled, %d tokens revoked (%d kept), keyring rotated to term %d", d.AuthMethodsDisabled, d.TokensRevoked, d.TokensKept, d.KeyTerm)

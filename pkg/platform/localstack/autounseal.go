@@ -93,7 +93,7 @@ seal "transit" {
 	}); err != nil {
 		return nil, err
 	}
-	if v.LockdownTokens, err = lockdownTokens(ctx, c); err != nil {
+	if v.LockdownTokens, err = lockdownTokens(ctx, c, dir); err != nil {
 		return nil, err
 	}
 	return v, nil

@@ -158,8 +158,8 @@ func (s *Stack) Ports() []int {
 
 // Env returns the environment a Lockdown service needs to use this stack:
 // LOCKDOWN_* and the standard OTEL_* variables. It carries the database
-// password and the Vault token, so it is handed to child processes only,
-// never printed.
+// password (Vault tokens are in files, by path), so it is handed to child
+// processes only, never printed.
 func (s *Stack) Env(service string) []string {
 	// Health endpoints on a free port each: several processes share the host.
 	env := []string{"OTEL_SERVICE_NAME=" + service, "LOCKDOWN_HEALTH_ADDR=127.0.0.1:0"}
@@ -181,12 +181,14 @@ func (s *Stack) Env(service string) []string {
 	if s.Vault != nil {
 		// Each service gets its own least-privilege token, never the root.
 		env = append(env, "LOCKDOWN_VAULT_ADDR="+s.Vault.Addr)
+		// Token files: containment replaces every one with a successor in
+		// each incident (the rotator's too, which the rotators re-read).
 		if service == events.ServiceRotator {
-			env = append(env, "LOCKDOWN_VAULT_TOKEN="+s.Vault.RotatorToken)
+			env = append(env, "LOCKDOWN_VAULT_TOKEN_FILE="+s.Vault.RotatorFile)
 		}
 		if service == events.ServiceContainment {
-			env = append(env, "LOCKDOWN_VAULT_SEAL_TOKEN="+s.Vault.SealToken, "LOCKDOWN_VAULT_RECOVERY_TOKEN="+s.Vault.RecoveryToken,
-				"LOCKDOWN_KEEP_ACCESSORS="+s.Vault.SealAccessor+","+s.Vault.RotatorAccessor)
+			env = append(env, "LOCKDOWN_VAULT_SEAL_TOKEN_FILE="+s.Vault.SealFile, "LOCKDOWN_VAULT_RECOVERY_TOKEN_FILE="+s.Vault.RecoveryFile,
+				"LOCKDOWN_ROTATOR_TOKEN_FILE="+s.Vault.RotatorFile)
 			if root, err := RepoRoot(); err == nil {
 				env = append(env, "LOCKDOWN_AUTH_DIR="+filepath.Join(root, "deploy", "vault", "auth"),
 					"LOCKDOWN_VAULT_BASELINE="+filepath.Join(root, "deploy", "vault", "baseline.json"))

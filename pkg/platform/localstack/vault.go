@@ -59,6 +59,11 @@ type LockdownTokens struct {
 	// RotatorToken holds only lockdown-rotator: phase 6.
 	RotatorToken    string
 	RotatorAccessor string
+	// SealFile, RecoveryFile and RotatorFile hold the same tokens (0600),
+	// as the services read them (LOCKDOWN_*_TOKEN_FILE): containment
+	// replaces each with a successor in every incident, so after one the
+	// tokens above are revoked and the files hold the live ones.
+	SealFile, RecoveryFile, RotatorFile string
 	// RootAccessor is the accessor of the stack's root token: tests that
 	// keep using it after a lockdown list it as break-glass
 	// (LOCKDOWN_BREAK_GLASS takes accessors only).
@@ -205,40 +210,49 @@ func (s *Stack) startVault(ctx context.Context) error {
 			return fmt.Errorf("vault auth enable %s: %w", m, err)
 		}
 	}
-	if v.LockdownTokens, err = lockdownTokens(ctx, c); err != nil {
+	if v.LockdownTokens, err = lockdownTokens(ctx, c, dir); err != nil {
 		return err
 	}
 	s.Vault = v
 	return nil
 }
 
-// lockdownTokens writes the deployment's policies and issues containment's
-// tokens the way docs/operations.md's install step does: periodic orphan
-// tokens, so that no auth method's removal revokes them.
-func lockdownTokens(ctx context.Context, root *vault.Client) (LockdownTokens, error) {
+// lockdownTokens writes the deployment's policies and token roles and
+// issues Lockdown's tokens from the roles the way docs/operations.md's
+// install step does (periodic orphan tokens, so that no auth method's
+// removal revokes them), into token files under dir/tokens.
+func lockdownTokens(ctx context.Context, root *vault.Client, dir string) (LockdownTokens, error) {
 	var t LockdownTokens
 	if err := applyPolicies(ctx, root); err != nil {
 		return t, err
 	}
-	issue := func(policy string) (string, string, error) {
-		tok, err := root.Auth().Token().CreateOrphanWithContext(ctx, &vault.TokenCreateRequest{
-			Policies: []string{policy}, DisplayName: policy, Period: "768h",
-		})
-		if err != nil {
-			return "", "", fmt.Errorf("vault token %s: %w", policy, err)
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.MkdirAll(tokens, 0o700); err != nil {
+		return t, err
+	}
+	issue := func(name string) (tok, acc, file string, err error) {
+		role := "lockdown-" + name
+		if _, err := root.Logical().WriteWithContext(ctx, "auth/token/roles/"+role, LockdownTokenRole(role)); err != nil {
+			return "", "", "", fmt.Errorf("vault token role %s: %w", role, err)
 		}
-		return tok.Auth.ClientToken, tok.Auth.Accessor, nil
+		s, err := root.Auth().Token().CreateWithRoleWithContext(ctx, &vault.TokenCreateRequest{}, role)
+		if err != nil {
+			return "", "", "", fmt.Errorf("vault token %s: %w", role, err)
+		}
+		file = filepath.Join(tokens, name+".token")
+		if err := os.WriteFile(file, []byte(s.Auth.ClientToken+"\n"), 0o600); err != nil {
+			return "", "", "", err
+		}
+		return s.Auth.ClientToken, s.Auth.Accessor, file, nil
 	}
 	var err error
-	if t.SealToken, t.SealAccessor, err = issue("lockdown-seal"); err != nil {
+	if t.SealToken, t.SealAccessor, t.SealFile, err = issue("seal"); err != nil {
 		return t, err
 	}
-	// The seal token needs no default policy; the recovery token keeps it
-	// for lookup-self (its own accessor).
-	if t.RecoveryToken, t.RecoveryAccessor, err = issue("lockdown-recovery"); err != nil {
+	if t.RecoveryToken, t.RecoveryAccessor, t.RecoveryFile, err = issue("recovery"); err != nil {
 		return t, err
 	}
-	if t.RotatorToken, t.RotatorAccessor, err = issue("lockdown-rotator"); err != nil {
+	if t.RotatorToken, t.RotatorAccessor, t.RotatorFile, err = issue("rotator"); err != nil {
 		return t, err
 	}
 	self, err := root.Auth().Token().LookupSelfWithContext(ctx)
@@ -247,6 +261,15 @@ func lockdownTokens(ctx context.Context, root *vault.Client) (LockdownTokens, er
 	}
 	t.RootAccessor, _ = self.Data["accessor"].(string)
 	return t, nil
+}
+
+// LockdownTokenRole is the token role a Lockdown token is issued from, and
+// its successors minted (auth/token/roles/<role>): its one policy, orphan
+// (no parent's revocation takes it along), periodic (lives as long as it
+// is renewed), with the default policy for lookup-self and renew-self.
+// docs/operations.md's install step writes the same.
+func LockdownTokenRole(role string) map[string]any {
+	return map[string]any{"allowed_policies": []string{role}, "orphan": true, "token_period": "768h", "renewable": true}
 }
 
 // applyPolicies writes every policy of deploy/vault/policies, named after

@@ -137,7 +137,7 @@ func (s *Stack) StartVaultCluster(ctx context.Context, nodes int) (_ *VaultClust
 	if err := c.waitNode(ctx, first, vaultIsActive); err != nil {
 		return nil, err
 	}
-	if c.LockdownTokens, err = lockdownTokens(ctx, first.api); err != nil {
+	if c.LockdownTokens, err = lockdownTokens(ctx, first.api, first.dir); err != nil {
 		return nil, err
 	}
 	// Autopilot adds a joining node as a non-voter and promotes it once it

@@ -37,14 +37,15 @@ type Renewer struct {
 	lastErr error
 }
 
-// New returns a renewer for token at addr; name labels it in logs and
-// checks (never the token itself).
-func New(name, addr, token string, timeout time.Duration, logger *slog.Logger) (*Renewer, error) {
+// New returns a renewer for the token of src at addr, following it when it
+// is replaced; name labels it in logs and checks (never the token itself).
+func New(name, addr string, src *Source, timeout time.Duration, logger *slog.Logger) (*Renewer, error) {
 	c, err := newClient(addr, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("vault token %s: %w", name, err)
 	}
-	c.SetToken(token)
+	c.SetToken(src.Token())
+	src.OnChange(c.SetToken)
 	return &Renewer{name: name, client: c, logger: logger, Warn: 24 * time.Hour}, nil
 }
 

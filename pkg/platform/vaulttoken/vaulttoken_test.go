@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -32,7 +34,15 @@ func TestRenewer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := vaulttoken.New("seal", s.Vault.Addr, sec.Auth.ClientToken, 5*time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	file := filepath.Join(t.TempDir(), "seal.token")
+	if err := os.WriteFile(file, []byte(sec.Auth.ClientToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src, err := vaulttoken.Open("", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := vaulttoken.New("seal", s.Vault.Addr, src, 5*time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,6 +60,28 @@ func TestRenewer(t *testing.T) {
 		r.Warn = 2 * time.Minute
 		if err := r.Check(ctx); !errors.Is(err, vaulttoken.ErrExpiring) {
 			t.Fatalf("%v", err)
+		}
+	})
+	t.Run("a replaced token is the one renewed from then on", func(t *testing.T) {
+		next, err := root.Auth().Token().CreateOrphanWithContext(ctx, &vault.TokenCreateRequest{Policies: []string{"lockdown-seal"}, Period: "2m", DisplayName: "renew-test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := root.Auth().Token().RevokeOrphanWithContext(ctx, sec.Auth.ClientToken); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.RenewOnce(ctx); err == nil {
+			t.Fatal("a revoked token was renewed")
+		}
+		if err := src.Replace(next.Auth.ClientToken); err != nil {
+			t.Fatal(err)
+		}
+		if ttl, err := r.RenewOnce(ctx); err != nil || ttl < 90*time.Second {
+			t.Fatalf("after the replacement: ttl %v, %v", ttl, err)
+		}
+		reread, err := vaulttoken.Open("", file)
+		if err != nil || reread.Token() != next.Auth.ClientToken {
+			t.Fatal("the file does not hold the successor")
 		}
 	})
 	t.Run("a sealed Vault makes the renewal fail without panicking", func(t *testing.T) {

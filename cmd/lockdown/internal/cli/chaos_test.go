@@ -410,8 +410,16 @@ func (s *system) tenantCompletions(id string) map[string]events.RotationTenantCo
 	info, err := cons.Info(s.ctx)
 	must(s.t, err)
 	out := map[string]events.RotationTenantCompletedData{}
+	// A JetStream cluster whose node was just restarted can answer a fetch
+	// with nothing (or an error) while its stream leader settles: keep
+	// reading for a while rather than take a short read for the whole.
+	deadline := time.Now().Add(time.Minute)
 	for left := int(info.NumPending); left > 0; {
 		batch, err := cons.Fetch(min(left, 500), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil && time.Now().Before(deadline) {
+			time.Sleep(time.Second)
+			continue
+		}
 		must(s.t, err)
 		got := 0
 		for m := range batch.Messages() {
@@ -425,7 +433,10 @@ func (s *system) tenantCompletions(id string) map[string]events.RotationTenantCo
 			}
 		}
 		if got == 0 {
-			break
+			if time.Now().After(deadline) {
+				break
+			}
+			continue
 		}
 		left -= got
 	}

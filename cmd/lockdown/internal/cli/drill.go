@@ -649,7 +649,11 @@ func verify(ctx context.Context, tgt *target, incidentID string, tenants int) (*
 	if err != nil {
 		return nil, err
 	}
-	root.SetToken(tgt.verifyToken)
+	token, err := tgt.verifyToken()
+	if err != nil {
+		return nil, err
+	}
+	root.SetToken(token)
 	v := &verification{Tenants: tenants}
 	for i := range tenants {
 		id := tenantseed.IDWith(tgt.prefix, i)

@@ -56,6 +56,18 @@ func TestDrill(t *testing.T) {
 			t.Fatalf("exit %d, ok %v, problems %v, stderr %s", code, res.OK, res.Problems, stderr)
 		}
 	})
+	t.Run("Lockdown's own tokens were replaced and the rotators carried on with the successor", func(t *testing.T) {
+		a := res.Report.Actions
+		if strings.Join(a.LockdownTokensReplaced, ",") != "seal,rotator,recovery" || len(a.LockdownTokensNotReplaced) != 0 {
+			t.Fatalf("replaced %v, not replaced %v", a.LockdownTokensReplaced, a.LockdownTokensNotReplaced)
+		}
+		// Every tenant was rotated after the replacement (the rotators'
+		// install-time token was revoked before the first job) and checked
+		// in Vault with the successor.
+		if res.Verified.RotatedInVault != tenants {
+			t.Fatalf("%d of %d tenants rotated in Vault", res.Verified.RotatedInVault, tenants)
+		}
+	})
 	t.Run("the report's counts match what Vault and Mailpit hold", func(t *testing.T) {
 		a := res.Report.Actions
 		if res.Verified.Tenants != tenants || res.Verified.RotatedInVault != tenants || res.Verified.APIKeysLeft != 0 || res.Verified.TenantsMailed != tenants ||

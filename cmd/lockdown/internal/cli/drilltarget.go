@@ -9,6 +9,7 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 )
 
@@ -23,8 +24,9 @@ type target struct {
 	// seeding, the intruder's policy and token) and, only when the drill
 	// plays the key holders, the current unseal shares.
 	vault *localstack.Vault
-	// verifyToken reads Vault after the lockdown: a token Lockdown keeps.
-	verifyToken string
+	// verifyToken reads Vault after the lockdown: a token Lockdown keeps
+	// (read when needed: containment replaces its tokens in the incident).
+	verifyToken func() (string, error)
 	playHolders bool
 	// sharesFile, when set, receives the new shares after the rekey the
 	// drill played (mode 600): the staging Vault stays usable.
@@ -42,12 +44,25 @@ type target struct {
 	jaegerQuery, otlp string
 }
 
+// rotatorToken reads the rotator's current token from its file: the
+// install-time one is revoked by the incident, which hands its successor
+// over through the file.
+func rotatorToken(v *localstack.Vault) func() (string, error) {
+	return func() (string, error) {
+		src, err := vaulttoken.Open("", v.RotatorFile)
+		if err != nil {
+			return "", err
+		}
+		return src.Token(), nil
+	}
+}
+
 // localTarget is the stack the drill started: it plays the key holders of
 // its own disposable Vault, the one case where Lockdown holds shares.
 func localTarget(s *localstack.Stack) *target {
 	return &target{
 		natsURL: s.NATS.URL, siemPassword: s.NATS.Password(events.UserSIEM), operatorPassword: s.NATS.Password(events.UserOperator),
-		dbURL: s.Postgres.URL, vault: s.Vault, verifyToken: s.Vault.RotatorToken, playHolders: true, mount: localstack.VaultKVMount,
+		dbURL: s.Postgres.URL, vault: s.Vault, verifyToken: rotatorToken(s.Vault), playHolders: true, mount: localstack.VaultKVMount,
 		prefix: tenantseed.DefaultPrefix, exact: true,
 		mailpit: s.Mailpit, jaegerQuery: s.Jaeger.QueryURL, otlp: s.Jaeger.OTLPHTTPEndpoint,
 	}
@@ -101,7 +116,7 @@ func existingTarget(o existingOptions) (*target, error) {
 	}
 	return &target{
 		natsURL: o.natsURL, siemPassword: o.siemPass, operatorPassword: o.operatorPass, dbURL: o.dbURL,
-		vault: &localstack.Vault{Addr: o.vaultAddr, RootToken: o.vaultToken, UnsealKeys: keys}, verifyToken: o.vaultToken,
+		vault: &localstack.Vault{Addr: o.vaultAddr, RootToken: o.vaultToken, UnsealKeys: keys}, verifyToken: func() (string, error) { return o.vaultToken, nil },
 		playHolders: o.playHolders, sharesFile: o.unsealKeysFile, mount: o.mount, jaegerQuery: o.jaeger, otlp: o.otlp, prefix: o.prefix,
 		mailpit: mailpitAt(o.mailpit),
 	}, nil

@@ -21,6 +21,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/pgroles"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
+	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 )
 
 // The worst-day tests of the incident engine (issue 14): every service is
@@ -201,16 +202,18 @@ func awaitEvent[T any](s *system, name events.Name, timeout time.Duration, match
 
 // faultyVault stands in front of Vault and answers 503 to every request
 // made with one token while failing is set: Vault overloaded or restarting
-// for one client, as containment's recovery token sees it.
+// for one client, as containment's recovery token sees it. The token is
+// read from its file on each request: containment replaces it in every
+// incident.
 type faultyVault struct {
 	proxy   *httputil.ReverseProxy
-	token   string
+	token   func() string
 	failing atomic.Bool
 	refused atomic.Int64
 }
 
 func (f *faultyVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if f.failing.Load() && r.Header.Get("X-Vault-Token") == f.token {
+	if f.failing.Load() && r.Header.Get("X-Vault-Token") == f.token() {
 		f.refused.Add(1)
 		http.Error(w, `{"errors":["service unavailable"]}`, http.StatusServiceUnavailable)
 		return
@@ -221,7 +224,13 @@ func (f *faultyVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestVaultUnavailableAndResealed(t *testing.T) {
 	s := newSystem(t, 25*time.Minute, 4)
 	target, _ := url.Parse(s.stack.Vault.Addr)
-	fv := &faultyVault{proxy: httputil.NewSingleHostReverseProxy(target), token: s.stack.Vault.RecoveryToken}
+	fv := &faultyVault{proxy: httputil.NewSingleHostReverseProxy(target), token: func() string {
+		src, err := vaulttoken.Open("", s.stack.Vault.RecoveryFile)
+		if err != nil {
+			return ""
+		}
+		return src.Token()
+	}}
 	front := httptest.NewServer(fv)
 	t.Cleanup(front.Close)
 	// The test's root token survives the revocations as break-glass: it

@@ -50,12 +50,13 @@ type Config struct {
 	// of detections of one incident must not queue behind each other.
 	BreachConcurrency int `env:"CONTAINMENT_BREACH_CONCURRENCY" default:"4" doc:"Breach events handled at once by one process."`
 
-	VaultAddrs     []string      `env:"VAULT_ADDRS" doc:"Every Vault node's API address, comma-separated (falls back to LOCKDOWN_VAULT_ADDR)."`
-	VaultAddr      string        `env:"VAULT_ADDR" doc:"A single Vault node's address, when LOCKDOWN_VAULT_ADDRS is empty."`
-	VaultSealToken string        `env:"VAULT_SEAL_TOKEN" secret:"true" doc:"Token whose only power is sys/seal (deploy/vault/policies/lockdown-seal.hcl)."`
-	VaultTimeout   time.Duration `env:"VAULT_TIMEOUT" default:"2s" doc:"Timeout of one Vault API request."`
-	FenceCommand   string        `env:"VAULT_FENCE_COMMAND" doc:"Command that restarts a standby Vault will not seal, split on spaces; {node} and {host} are replaced (e.g. 'systemctl restart vault'). Empty: standbys cannot be fenced and containment.failed is raised."`
-	FenceTimeout   time.Duration `env:"VAULT_FENCE_TIMEOUT" default:"30s" doc:"Timeout of one fence command."`
+	VaultAddrs         []string      `env:"VAULT_ADDRS" doc:"Every Vault node's API address, comma-separated (falls back to LOCKDOWN_VAULT_ADDR)."`
+	VaultAddr          string        `env:"VAULT_ADDR" doc:"A single Vault node's address, when LOCKDOWN_VAULT_ADDRS is empty."`
+	VaultSealToken     string        `env:"VAULT_SEAL_TOKEN" secret:"true" doc:"Token whose only power is sys/seal (deploy/vault/policies/lockdown-seal.hcl). Prefer VAULT_SEAL_TOKEN_FILE: a token from the environment cannot be replaced during an incident."`
+	VaultSealTokenFile string        `env:"VAULT_SEAL_TOKEN_FILE" doc:"File holding the seal token (wins over VAULT_SEAL_TOKEN); containment replaces it with a successor in every incident."`
+	VaultTimeout       time.Duration `env:"VAULT_TIMEOUT" default:"2s" doc:"Timeout of one Vault API request."`
+	FenceCommand       string        `env:"VAULT_FENCE_COMMAND" doc:"Command that restarts a standby Vault will not seal, split on spaces; {node} and {host} are replaced (e.g. 'systemctl restart vault'). Empty: standbys cannot be fenced and containment.failed is raised."`
+	FenceTimeout       time.Duration `env:"VAULT_FENCE_TIMEOUT" default:"30s" doc:"Timeout of one fence command."`
 
 	SealDeadline time.Duration `env:"SEAL_DEADLINE" default:"10s" doc:"A node not confirmed sealed by then raises containment.failed; sealing goes on."`
 	SealPoll     time.Duration `env:"SEAL_POLL" default:"20ms" doc:"How often a node still unsealed is re-read while sealing."`
@@ -65,9 +66,11 @@ type Config struct {
 	StuckAfter   time.Duration `env:"STUCK_AFTER" default:"2m" doc:"An incident whose step keeps failing (a dependency down) for longer is marked stuck and incident.stuck is raised."`
 	ProcessName  string        `env:"PROCESS_NAME" doc:"Name of this containment process in events and the report (default containment-<host>-<pid>)."`
 
-	VaultRecoveryToken       string        `env:"VAULT_RECOVERY_TOKEN" secret:"true" doc:"Periodic orphan token with deploy/vault/policies/lockdown-recovery.hcl, issued at install: revokes access, runs the rekey, restores access."`
+	VaultRecoveryToken       string        `env:"VAULT_RECOVERY_TOKEN" secret:"true" doc:"Periodic orphan token with deploy/vault/policies/lockdown-recovery.hcl, issued at install: revokes access, runs the rekey, restores access. Prefer VAULT_RECOVERY_TOKEN_FILE."`
+	VaultRecoveryTokenFile   string        `env:"VAULT_RECOVERY_TOKEN_FILE" doc:"File holding the recovery token (wins over VAULT_RECOVERY_TOKEN); containment replaces it with a successor in every incident."`
+	RotatorTokenFile         string        `env:"ROTATOR_TOKEN_FILE" doc:"The rotator's token file (its LOCKDOWN_VAULT_TOKEN_FILE, shared with containment): containment writes the rotator token's successor there in every incident and the rotators pick it up. Empty: the rotator's token is not replaced (keep its accessor in KEEP_ACCESSORS)."`
 	DisableAuth              []string      `env:"DISABLE_AUTH" default:"approle,jwt" doc:"Mount paths of the auth methods disabled on unseal (disabling revokes their tokens)."`
-	KeepAccessors            []string      `env:"KEEP_ACCESSORS" doc:"Accessors of Lockdown's own install-time tokens, never revoked (the token in use is always kept)."`
+	KeepAccessors            []string      `env:"KEEP_ACCESSORS" doc:"Accessors of Lockdown's tokens that containment cannot replace (given in the environment rather than a token file), never revoked. A replaced token's install-time accessor does not belong here: it would keep the old token alive."`
 	BreakGlass               []string      `env:"BREAK_GLASS" doc:"Accessors of the tokens an organisation keeps for emergencies, never revoked. Accessors only: a display name is chosen by whoever creates a token (every root token is named root, an intruder's too), so one is refused at start."`
 	LeasePrefixes            []string      `env:"LEASE_PREFIXES" doc:"Lease prefixes revoked on unseal with sys/leases/revoke-prefix (e.g. database/creds/)."`
 	RekeyShares              int           `env:"REKEY_SHARES" default:"5" doc:"Number of new unseal (or recovery) key shares."`
@@ -156,11 +159,11 @@ func (c *Config) Validate() error {
 			bad("VAULT_ADDRS: %q is not an http(s) URL", a)
 		}
 	}
-	if c.VaultSealToken == "" {
-		bad("VAULT_SEAL_TOKEN is required")
+	if c.VaultSealToken == "" && c.VaultSealTokenFile == "" {
+		bad("VAULT_SEAL_TOKEN_FILE (or VAULT_SEAL_TOKEN) is required")
 	}
-	if c.VaultRecoveryToken == "" {
-		bad("VAULT_RECOVERY_TOKEN is required")
+	if c.VaultRecoveryToken == "" && c.VaultRecoveryTokenFile == "" {
+		bad("VAULT_RECOVERY_TOKEN_FILE (or VAULT_RECOVERY_TOKEN) is required")
 	}
 	if c.RekeyThreshold < 1 || c.RekeyThreshold > c.RekeyShares {
 		bad("REKEY_THRESHOLD must be between 1 and REKEY_SHARES")
@@ -215,7 +218,7 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 		return err
 	}
 	defer db.Close()
-	nodes, err := vaultnodes.New(cfg.Nodes(), cfg.VaultSealToken, cfg.VaultTimeout)
+	va, err := cfg.VaultAdapters()
 	if err != nil {
 		return err
 	}
@@ -223,16 +226,13 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	if cfg.FenceCommand != "" {
 		fencer = vaultnodes.CommandFencer{Argv: strings.Fields(cfg.FenceCommand), Timeout: cfg.FenceTimeout}
 	}
-	admin, err := vaultadmin.New(cfg.Nodes()[0], cfg.VaultRecoveryToken, cfg.VaultTimeout)
-	if err != nil {
-		return err
-	}
 	rt.AddCheck("postgres", db.Ping)
-	// Lockdown's periodic tokens live as long as they are renewed.
+	// Lockdown's periodic tokens live as long as they are renewed (their
+	// successors too, once containment replaced them).
 	renewCtx, stopRenew := context.WithCancel(ctx)
 	defer stopRenew()
-	for name, token := range map[string]string{"seal": cfg.VaultSealToken, "recovery": cfg.VaultRecoveryToken} {
-		r, err := vaulttoken.New(name, cfg.Nodes()[0], token, cfg.VaultTimeout, rt.Logger)
+	for name, src := range map[string]*vaulttoken.Source{"seal": va.Seal, "recovery": va.Recovery} {
+		r, err := vaulttoken.New(name, cfg.Nodes()[0], src, cfg.VaultTimeout, rt.Logger)
 		if err != nil {
 			return err
 		}
@@ -254,7 +254,58 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	if armed := fp.Armed(); len(armed) > 0 {
 		rt.Logger.Warn("test failpoints armed: this process kills itself at them", slog.Any("failpoints", armed))
 	}
-	return RunWith(ctx, rt, cfg, Deps{Store: db, Vault: nodes, Fencer: fencer, Admin: admin, VaultLog: admin, Failpoints: fp})
+	return RunWith(ctx, rt, cfg, Deps{Store: db, Vault: va.Nodes, Fencer: fencer, Admin: va.Admin, VaultLog: va.Admin, OwnTokens: va.Own, NotReplaceable: va.NotReplaceable,
+		TokenSources: []*vaulttoken.Source{va.Seal, va.Recovery}, Failpoints: fp})
+}
+
+// VaultAdapters are containment's Vault clients and the sources of their
+// tokens.
+type VaultAdapters struct {
+	Nodes          *vaultnodes.Nodes
+	Admin          *vaultadmin.Admin
+	Seal, Recovery *vaulttoken.Source
+	Own            []recovery.OwnToken // the tokens replaced in every incident
+	NotReplaceable []string            // and the ones that cannot be
+}
+
+// VaultAdapters opens the token sources and builds the clients over them:
+// a token replaced during an incident reaches every client that uses it.
+func (c *Config) VaultAdapters() (VaultAdapters, error) {
+	var va VaultAdapters
+	var err error
+	if va.Seal, err = vaulttoken.Open(c.VaultSealToken, c.VaultSealTokenFile); err != nil {
+		return va, fmt.Errorf("seal token: %w", err)
+	}
+	if va.Recovery, err = vaulttoken.Open(c.VaultRecoveryToken, c.VaultRecoveryTokenFile); err != nil {
+		return va, fmt.Errorf("recovery token: %w", err)
+	}
+	if va.Nodes, err = vaultnodes.New(c.Nodes(), va.Seal.Token(), c.VaultTimeout); err != nil {
+		return va, err
+	}
+	va.Seal.OnChange(va.Nodes.SetToken)
+	if va.Admin, err = vaultadmin.New(c.Nodes()[0], va.Recovery.Token(), c.VaultTimeout); err != nil {
+		return va, err
+	}
+	va.Recovery.OnChange(va.Admin.SetToken)
+	own := []struct {
+		name string
+		src  *vaulttoken.Source
+	}{{"seal", va.Seal}, {"rotator", nil}, {"recovery", va.Recovery}} // recovery last: it mints the others
+	if c.RotatorTokenFile != "" {
+		// Containment only writes the rotator's file (the rotators re-read
+		// it); it reads it to check it is there at start.
+		if own[1].src, err = vaulttoken.Open("", c.RotatorTokenFile); err != nil {
+			return va, fmt.Errorf("rotator token: %w", err)
+		}
+	}
+	for _, t := range own {
+		if t.src == nil || !t.src.Replaceable() {
+			va.NotReplaceable = append(va.NotReplaceable, t.name)
+			continue
+		}
+		va.Own = append(va.Own, recovery.OwnToken{Name: t.name, Role: "lockdown-" + t.name, Store: t.src})
+	}
+	return va, nil
 }
 
 // processName names this process in events and the report.
@@ -302,6 +353,13 @@ type Deps struct {
 	Fencer incident.Fencer
 	// Admin is Vault with the recovery token, for phases 4, 5 and 8.
 	Admin recovery.Vault
+	// OwnTokens are the tokens replaced in every revocation and
+	// NotReplaceable the ones that cannot be (from VaultAdapters).
+	OwnTokens      []recovery.OwnToken
+	NotReplaceable []string
+	// TokenSources are re-read every second: another containment process
+	// (the leader) may have replaced a token in its shared file.
+	TokenSources []*vaulttoken.Source
 	// VaultLog streams Vault's server log to the ceremony's witness (nil:
 	// not watched; only ceremonies with PGP keys and without
 	// verification can then be proven).
@@ -321,6 +379,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 	if err != nil {
 		return err
 	}
+	rcfg.OwnTokens, rcfg.FixedTokens = deps.OwnTokens, deps.NotReplaceable
 	process := cfg.processName()
 	log := rt.Logger.With(slog.String("process", process))
 	sealer := incident.NewSealer(deps.Vault, deps.Fencer, log, cfg.SealPoll, cfg.FenceRetry)
@@ -353,6 +412,9 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 	g.Go(func() error { return relay.Run(gctx) })
 	if deps.VaultLog != nil {
 		g.Go(func() error { deps.VaultLog.Watch(gctx, witness, log); return nil })
+	}
+	for _, src := range deps.TokenSources {
+		g.Go(func() error { src.Watch(gctx, time.Second); return nil })
 	}
 	if cfg.IntakeAddr != "" {
 		tlsCfg, err := cfg.intakeTLS()

@@ -23,10 +23,10 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
+	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/containment/internal/app"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/store"
-	"github.com/lockdown/lockdown/services/containment/internal/vaultadmin"
 	"github.com/lockdown/lockdown/services/containment/internal/vaultnodes"
 )
 
@@ -93,9 +93,9 @@ func startContainment(t testing.TB, s *localstack.Stack, nodes []string, tokens 
 	cfg := &app.Config{
 		Common:            config.Common{ShutdownTimeout: 5 * time.Second},
 		DatabaseURL:       s.Postgres.URL,
-		BreachConcurrency: 4, VaultAddrs: nodes, VaultSealToken: tokens.SealToken, VaultTimeout: 2 * time.Second,
-		VaultRecoveryToken: tokens.RecoveryToken, DisableAuth: []string{"approle", "jwt"},
-		KeepAccessors: []string{tokens.SealAccessor, tokens.RotatorAccessor}, BreakGlass: []string{tokens.RootAccessor},
+		BreachConcurrency: 4, VaultAddrs: nodes, VaultSealTokenFile: tokens.SealFile, VaultTimeout: 2 * time.Second,
+		VaultRecoveryTokenFile: tokens.RecoveryFile, RotatorTokenFile: tokens.RotatorFile, DisableAuth: []string{"approle", "jwt"},
+		BreakGlass:  []string{tokens.RootAccessor},
 		RekeyShares: 5, RekeyThreshold: 3, RekeyRequireVerification: true, RekeyPoll: 50 * time.Millisecond,
 		AuthDir: filepath.Join(root, "deploy", "vault", "auth"), VaultBaseline: filepath.Join(root, "deploy", "vault", "baseline.json"),
 		SealDeadline: 10 * time.Second, SealPoll: 10 * time.Millisecond, FenceRetry: 15 * time.Second, GatePoll: 50 * time.Millisecond,
@@ -110,11 +110,7 @@ func startContainment(t testing.TB, s *localstack.Stack, nodes []string, tokens 
 	if err != nil {
 		t.Fatal(err)
 	}
-	vn, err := vaultnodes.New(cfg.VaultAddrs, cfg.VaultSealToken, cfg.VaultTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := vaultadmin.New(cfg.VaultAddrs[0], cfg.VaultRecoveryToken, cfg.VaultTimeout)
+	va, err := cfg.VaultAdapters()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +120,8 @@ func startContainment(t testing.TB, s *localstack.Stack, nodes []string, tokens 
 	done := make(chan error, 1)
 	go func() {
 		done <- app.RunWith(ctx, &runner.Runtime{Service: events.ServiceContainment, Logger: tel.Logger, TracerProvider: tel.TracerProvider, NATS: conn},
-			cfg, app.Deps{Store: db, Vault: vn, Fencer: fencer, Admin: admin, VaultLog: admin})
+			cfg, app.Deps{Store: db, Vault: va.Nodes, Fencer: fencer, Admin: va.Admin, VaultLog: va.Admin,
+				OwnTokens: va.Own, NotReplaceable: va.NotReplaceable, TokenSources: []*vaulttoken.Source{va.Seal, va.Recovery}})
 	}()
 	r := &running{logs: logs, tel: tel, intake: "http://" + cfg.IntakeAddr}
 	t.Cleanup(func() {

@@ -15,6 +15,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
+	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
 )
 
@@ -67,9 +68,9 @@ func TestRecovery(t *testing.T) {
 	waitEvent(t, s, events.VaultSealed, 10*time.Second, func(d events.VaultSealedData) bool { return d.IncidentID == incidentID })
 	must(t, s.Vault.Unseal(ctx))
 
-	t.Run("on unseal, access is revoked: approle logins fail, old tokens die, Lockdown's tokens live, the keyring turns", func(t *testing.T) {
+	t.Run("on unseal, access is revoked: approle logins fail, old tokens die, Lockdown's tokens are replaced, the keyring turns", func(t *testing.T) {
 		_, revoked := waitEvent(t, s, events.AccessRevoked, 20*time.Second, func(d events.AccessRevokedData) bool { return d.IncidentID == incidentID })
-		if strings.Join(revoked.AuthMethodsDisabled, ",") != "approle,jwt" || revoked.TokensRevoked < 1 || revoked.TokensKept < 3 {
+		if strings.Join(revoked.AuthMethodsDisabled, ",") != "approle,jwt" || revoked.TokensRevoked < 1 || revoked.TokensKept < 4 {
 			t.Fatalf("access.revoked %+v", revoked)
 		}
 		if _, err := approleLogin(ctx, s.Vault.Addr, secretID); err == nil {
@@ -80,8 +81,30 @@ func TestRecovery(t *testing.T) {
 				t.Errorf("the %s survived", name)
 			}
 		}
-		if !tokenAlive(ctx, s.Vault.Addr, s.Vault.RecoveryToken) {
-			t.Error("Lockdown's recovery token was revoked")
+		// No token of Lockdown's from before the incident survives: each was
+		// replaced by a successor in its token file, with the same policy.
+		if strings.Join(revoked.TokensReplaced, ",") != "seal,rotator,recovery" || len(revoked.TokensNotReplaced) != 0 {
+			t.Errorf("tokens replaced %v, not replaced %v", revoked.TokensReplaced, revoked.TokensNotReplaced)
+		}
+		for name, tok := range map[string]string{"seal": s.Vault.SealToken, "recovery": s.Vault.RecoveryToken, "rotator": s.Vault.RotatorToken} {
+			if tokenAlive(ctx, s.Vault.Addr, tok) {
+				t.Errorf("Lockdown's pre-incident %s token survived", name)
+			}
+		}
+		for name, file := range map[string]string{"seal": s.Vault.SealFile, "recovery": s.Vault.RecoveryFile, "rotator": s.Vault.RotatorFile} {
+			successor, err := vaulttoken.Open("", file)
+			must(t, err)
+			c, err := s.Vault.Client()
+			must(t, err)
+			c.SetToken(successor.Token())
+			self, err := c.Auth().Token().LookupSelfWithContext(ctx)
+			if err != nil {
+				t.Errorf("the %s token's successor does not work: %v", name, err)
+				continue
+			}
+			if policies, _ := self.TokenPolicies(); !slices.Contains(policies, "lockdown-"+name) || slices.Contains(policies, "root") {
+				t.Errorf("the %s token's successor has policies %v", name, policies)
+			}
 		}
 		if tokenAlive(ctx, s.Vault.Addr, intruderRoot) {
 			t.Error("the intruder's root token survived (break-glass is by accessor, never by the name root)")
@@ -106,9 +129,6 @@ func TestRecovery(t *testing.T) {
 		}
 		if revoked.BatchTokenMaxTTL == "" {
 			t.Error("the report does not say how long batch tokens may live")
-		}
-		if _, err := root.Auth().Token().LookupAccessorWithContext(ctx, s.Vault.SealAccessor); err != nil {
-			t.Errorf("Lockdown's seal token was revoked: %v", err)
 		}
 		after, err := root.Sys().KeyStatusWithContext(ctx)
 		must(t, err)

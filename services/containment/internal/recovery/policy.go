@@ -103,6 +103,20 @@ path "sys/policies/acl/lockdown-*" {
   capabilities = ["deny"]
 }
 
+# Phase 4: Lockdown's own tokens are replaced first: a successor of each is
+# minted from its token role (one policy, orphan, periodic; the roles
+# themselves cannot be changed with this token) and the old ones are
+# revoked with every other token.
+path "auth/token/create/lockdown-seal" {
+  capabilities = ["update"]
+}
+path "auth/token/create/lockdown-rotator" {
+  capabilities = ["update"]
+}
+path "auth/token/create/lockdown-recovery" {
+  capabilities = ["update"]
+}
+
 # Phase 4: find and revoke every other token by accessor.
 path "auth/token/accessors" {
   capabilities = ["list", "sudo"]

@@ -92,6 +92,10 @@ func (r *Recoverer) revokeAccess(ctx context.Context, st *State) error {
 		}
 		out.PoliciesDeleted = append(out.PoliciesDeleted, p)
 	}
+	successors, err := r.replaceOwnTokens(ctx, &out)
+	if err != nil {
+		return err
+	}
 	self, err := r.vault.SelfAccessor(ctx)
 	if err != nil {
 		return fmt.Errorf("lookup own token: %w", err)
@@ -102,7 +106,7 @@ func (r *Recoverer) revokeAccess(ctx context.Context, st *State) error {
 	}
 	kept := map[string]int{}
 	for _, acc := range accessors {
-		if reason := r.keep(acc, self); reason != "" {
+		if reason := r.keep(acc, self, successors); reason != "" {
 			kept[reason]++
 			out.TokensKept++
 			continue
@@ -155,13 +159,38 @@ func batchTokenMaxTTL(mounts map[string]AuthMount) string {
 	return longest.String()
 }
 
+// replaceOwnTokens mints a successor of each of Lockdown's own tokens and
+// hands it over; it returns the successors' accessors, the only ones of
+// Lockdown's kept by the sweep that follows. The recovery token comes last
+// (it mints the others) and its clients switch to the successor at once.
+// Run again after a crash it mints again: a successor minted but never
+// handed over is an unknown token, revoked by the sweep like the old ones.
+func (r *Recoverer) replaceOwnTokens(ctx context.Context, out *events.AccessRevokedData) ([]string, error) {
+	var successors []string
+	for _, t := range r.cfg.OwnTokens {
+		tok, acc, err := r.vault.CreateToken(ctx, t.Role)
+		if err != nil {
+			return nil, fmt.Errorf("mint the %s token's successor: %w", t.Name, err)
+		}
+		if err := t.Store.Replace(tok); err != nil {
+			return nil, fmt.Errorf("hand the %s token's successor over: %w", t.Name, err)
+		}
+		successors = append(successors, acc)
+		out.TokensReplaced = append(out.TokensReplaced, t.Name)
+	}
+	out.TokensNotReplaced = r.cfg.FixedTokens
+	return successors, nil
+}
+
 // keep says why a token survives the revocation ("" when it does not).
 // Only accessors decide: a display name is whatever the token's creator
 // chose (every root token is "root", an intruder's too).
-func (r *Recoverer) keep(accessor, self string) string {
+func (r *Recoverer) keep(accessor, self string, successors []string) string {
 	switch {
 	case accessor == self:
 		return "lockdown (this service)"
+	case slices.Contains(successors, accessor):
+		return "lockdown (successor minted in this incident)"
 	case slices.Contains(r.cfg.KeepAccessors, accessor):
 		return "lockdown (install-time token)"
 	case slices.Contains(r.cfg.BreakGlass, accessor):

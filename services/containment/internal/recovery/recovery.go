@@ -35,6 +35,29 @@ type Config struct {
 	// Baseline is what else Vault may hold: other auth mounts are disabled
 	// and other policies deleted on unseal.
 	Baseline Baseline
+	// OwnTokens are Lockdown's tokens replaced by successors in every
+	// revocation, before every other token is revoked; FixedTokens name the
+	// ones that cannot be (given in the environment), for the report.
+	OwnTokens   []OwnToken
+	FixedTokens []string
+}
+
+// OwnToken is one of Lockdown's own Vault tokens. In every revocation
+// containment mints its successor from the token role Role (same policy,
+// orphan, periodic) and hands it over to Store before the sweep revokes
+// every token but the successors and the break-glass ones: an incident
+// leaves no token of Lockdown's that existed before it, so one stolen
+// earlier is dead.
+type OwnToken struct {
+	Name  string // seal, recovery, rotator
+	Role  string // lockdown-<name>
+	Store TokenStore
+}
+
+// TokenStore is where a successor is handed over (vaulttoken.Source: the
+// token file, and the clients that use the token).
+type TokenStore interface {
+	Replace(token string) error
 }
 
 // AuthMount is one enabled auth method as sys/auth shows it.
@@ -80,6 +103,8 @@ type VerifyStatus struct {
 // rekey-recovery-key endpoints (auto-unseal clusters).
 type Vault interface {
 	SelfAccessor(ctx context.Context) (string, error)
+	// CreateToken mints a token from a token role (auth/token/create/:role).
+	CreateToken(ctx context.Context, role string) (token, accessor string, err error)
 	AuthMounts(ctx context.Context) (map[string]AuthMount, error) // by path, without the slash
 	Policies(ctx context.Context) ([]string, error)
 	DeletePolicy(ctx context.Context, name string) error

@@ -55,6 +55,23 @@ func (a *Admin) SelfAccessor(ctx context.Context) (string, error) {
 	return acc, nil
 }
 
+// SetToken swaps the recovery token in (its successor, after containment
+// replaced it).
+func (a *Admin) SetToken(token string) { a.c.SetToken(token) }
+
+// CreateToken writes auth/token/create/:role (update on it; the role fixes
+// the policy, orphan and period).
+func (a *Admin) CreateToken(ctx context.Context, role string) (string, string, error) {
+	s, err := a.c.Auth().Token().CreateWithRoleWithContext(ctx, &vault.TokenCreateRequest{}, role)
+	if err != nil {
+		return "", "", err
+	}
+	if s == nil || s.Auth == nil || s.Auth.ClientToken == "" || s.Auth.Accessor == "" {
+		return "", "", fmt.Errorf("auth/token/create/%s returned no token", role)
+	}
+	return s.Auth.ClientToken, s.Auth.Accessor, nil
+}
+
 // AuthMounts reads sys/auth.
 func (a *Admin) AuthMounts(ctx context.Context) (map[string]recovery.AuthMount, error) {
 	m, err := a.c.Sys().ListAuthWithContext(ctx)

@@ -54,6 +54,15 @@ func New(addrs []string, sealToken string, timeout time.Duration) (*Nodes, error
 // Nodes implements incident.Vault.
 func (n *Nodes) Nodes() []string { return n.addrs }
 
+// SetToken swaps the seal token in on every node's client (its successor,
+// after containment replaced it). The vault client guards its token, so
+// a seal in flight is safe.
+func (n *Nodes) SetToken(token string) {
+	for _, c := range n.clients {
+		c.SetToken(token)
+	}
+}
+
 // Status implements incident.Vault with sys/seal-status and, for an
 // unsealed node, sys/health (to tell the active node from a standby).
 // Neither endpoint needs a token.

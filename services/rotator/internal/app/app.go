@@ -30,16 +30,17 @@ import (
 // Config is the rotator's configuration.
 type Config struct {
 	config.Common
-	DatabaseURL  string        `env:"DATABASE_URL" secret:"true" doc:"PostgreSQL connection string (schemas rotator and directory are created at start)."`
-	VaultAddr    string        `env:"VAULT_ADDR" doc:"Vault API address."`
-	VaultToken   string        `env:"VAULT_TOKEN" secret:"true" doc:"Periodic orphan token with deploy/vault/policies/lockdown-rotator.hcl."`
-	VaultTimeout time.Duration `env:"VAULT_TIMEOUT" default:"10s" doc:"Timeout of one Vault request."`
-	KVMount      string        `env:"KV_MOUNT" default:"secret" doc:"KV v2 mount of the tenants' secrets."`
-	Policy       string        `env:"ROTATION_POLICY" default:"all" doc:"all (every tenant, as the runbook does) or affected (the assessment's tenants)."`
-	Concurrency  int           `env:"ROTATION_CONCURRENCY" default:"8" doc:"Jobs one process runs at once."`
-	DKIMType     string        `env:"DKIM_KEY_TYPE" default:"rsa" doc:"rsa or ed25519."`
-	DKIMBits     int           `env:"DKIM_RSA_BITS" default:"2048" doc:"RSA key size of new DKIM keys."`
-	Pregenerate  bool          `env:"PREGENERATE" default:"true" doc:"Generate every directory tenant's key material in memory when an incident opens, while it waits at the unseal gate."`
+	DatabaseURL    string        `env:"DATABASE_URL" secret:"true" doc:"PostgreSQL connection string (schemas rotator and directory are created at start)."`
+	VaultAddr      string        `env:"VAULT_ADDR" doc:"Vault API address."`
+	VaultToken     string        `env:"VAULT_TOKEN" secret:"true" doc:"Periodic orphan token with deploy/vault/policies/lockdown-rotator.hcl. Prefer VAULT_TOKEN_FILE: a token from the environment cannot be replaced during an incident."`
+	VaultTokenFile string        `env:"VAULT_TOKEN_FILE" doc:"File holding the token (wins over VAULT_TOKEN), shared with containment (its LOCKDOWN_ROTATOR_TOKEN_FILE): containment writes the token's successor there in every incident and the rotator re-reads it every second and on a refusal."`
+	VaultTimeout   time.Duration `env:"VAULT_TIMEOUT" default:"10s" doc:"Timeout of one Vault request."`
+	KVMount        string        `env:"KV_MOUNT" default:"secret" doc:"KV v2 mount of the tenants' secrets."`
+	Policy         string        `env:"ROTATION_POLICY" default:"all" doc:"all (every tenant, as the runbook does) or affected (the assessment's tenants)."`
+	Concurrency    int           `env:"ROTATION_CONCURRENCY" default:"8" doc:"Jobs one process runs at once."`
+	DKIMType       string        `env:"DKIM_KEY_TYPE" default:"rsa" doc:"rsa or ed25519."`
+	DKIMBits       int           `env:"DKIM_RSA_BITS" default:"2048" doc:"RSA key size of new DKIM keys."`
+	Pregenerate    bool          `env:"PREGENERATE" default:"true" doc:"Generate every directory tenant's key material in memory when an incident opens, while it waits at the unseal gate."`
 }
 
 // Validate reports every problem at once.
@@ -49,8 +50,8 @@ func (c *Config) Validate() error {
 	if c.DatabaseURL == "" {
 		bad("DATABASE_URL is required")
 	}
-	if c.VaultAddr == "" || c.VaultToken == "" {
-		bad("VAULT_ADDR and VAULT_TOKEN are required")
+	if c.VaultAddr == "" || (c.VaultToken == "" && c.VaultTokenFile == "") {
+		bad("VAULT_ADDR and VAULT_TOKEN_FILE (or VAULT_TOKEN) are required")
 	}
 	if c.Policy != rotation.PolicyAll && c.Policy != rotation.PolicyAffected {
 		bad("ROTATION_POLICY %q is not all or affected", c.Policy)
@@ -74,14 +75,19 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 		return err
 	}
 	defer db.Close()
-	kv, err := vaultkv.New(cfg.VaultAddr, cfg.VaultToken, cfg.KVMount, cfg.VaultTimeout)
+	token, err := vaulttoken.Open(cfg.VaultToken, cfg.VaultTokenFile)
+	if err != nil {
+		return err
+	}
+	kv, err := vaultkv.New(cfg.VaultAddr, token, cfg.KVMount, cfg.VaultTimeout)
 	if err != nil {
 		return err
 	}
 	rt.AddCheck("postgres", func(ctx context.Context) error { return db.Pool().Ping(ctx) })
 	rt.AddCheck("dependencies", rt.DependenciesReady)
-	// The periodic token lives as long as it is renewed.
-	renewer, err := vaulttoken.New("rotator", cfg.VaultAddr, cfg.VaultToken, cfg.VaultTimeout, rt.Logger)
+	// The periodic token lives as long as it is renewed; its successor,
+	// written by containment during an incident, is picked up from the file.
+	renewer, err := vaulttoken.New("rotator", cfg.VaultAddr, token, cfg.VaultTimeout, rt.Logger)
 	if err != nil {
 		return err
 	}
@@ -91,6 +97,7 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	renewCtx, stopRenew := context.WithCancel(ctx)
 	defer stopRenew()
 	go renewer.Run(renewCtx) //nolint:errcheck // Run returns nil when ctx ends
+	go token.Watch(renewCtx, time.Second)
 	fp, err := failpoint.FromEnv()
 	if err != nil {
 		return err

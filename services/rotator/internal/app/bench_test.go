@@ -14,6 +14,7 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/rotator/internal/keys"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
 	"github.com/lockdown/lockdown/services/rotator/internal/vaultkv"
@@ -66,7 +67,11 @@ func BenchmarkRotation(b *testing.B) {
 			}
 		})
 	}
-	kv, err := vaultkv.New(s.Vault.Addr, s.Vault.RotatorToken, "secret", 30*time.Second)
+	token, err := vaulttoken.Open("", s.Vault.RotatorFile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	kv, err := vaultkv.New(s.Vault.Addr, token, "secret", 30*time.Second)
 	if err != nil {
 		b.Fatal(err)
 	}

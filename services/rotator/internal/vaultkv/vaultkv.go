@@ -16,6 +16,7 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/unavailable"
+	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/rotator/internal/rotation"
 )
 
@@ -23,10 +24,12 @@ import (
 type KV struct {
 	c     *vault.Client
 	mount string
+	token *vaulttoken.Source
 }
 
-// New builds a client for the mount.
-func New(addr, token, mount string, timeout time.Duration) (*KV, error) {
+// New builds a client for the mount with the token of src, following it
+// when it is replaced.
+func New(addr string, src *vaulttoken.Source, mount string, timeout time.Duration) (*KV, error) {
 	cfg := vault.DefaultConfig()
 	if cfg.Error != nil {
 		return nil, cfg.Error
@@ -40,15 +43,31 @@ func New(addr, token, mount string, timeout time.Duration) (*KV, error) {
 		return nil, err
 	}
 	c.ClearNamespace()
-	c.SetToken(token)
-	return &KV{c: c, mount: mount}, nil
+	c.SetToken(src.Token())
+	src.OnChange(c.SetToken)
+	return &KV{c: c, mount: mount, token: src}, nil
+}
+
+// retry runs op, and once more when Vault refused the token and the token
+// file holds a successor: containment replaced the token during an
+// incident and revoked the old one, and the file is re-read only every
+// second.
+func retry[T any](k *KV, op func() (T, error)) (T, error) {
+	v, err := op()
+	var re *vault.ResponseError
+	if errors.As(err, &re) && re.StatusCode == http.StatusForbidden {
+		if changed, _ := k.token.Reload(); changed {
+			return op()
+		}
+	}
+	return v, err
 }
 
 // Latest implements rotation.Vault. It reads the subkeys of the latest
 // version (key names, every value null) and never the secret itself: the
 // rotator's policy grants no read on secret data.
 func (k *KV) Latest(ctx context.Context, path string) (int, string, error) {
-	s, err := k.c.Logical().ReadWithContext(ctx, k.mount+"/subkeys/"+path)
+	s, err := retry(k, func() (*vault.Secret, error) { return k.c.Logical().ReadWithContext(ctx, k.mount+"/subkeys/"+path) })
 	if err != nil && !notFound(err) {
 		return 0, "", down(err)
 	}
@@ -67,7 +86,7 @@ func (k *KV) Latest(ctx context.Context, path string) (int, string, error) {
 	}
 	// No readable latest version (none, or deleted): the metadata still
 	// knows the current version number for check-and-set.
-	m, err := k.c.Logical().ReadWithContext(ctx, k.mount+"/metadata/"+path)
+	m, err := retry(k, func() (*vault.Secret, error) { return k.c.Logical().ReadWithContext(ctx, k.mount+"/metadata/"+path) })
 	if err != nil || m == nil {
 		return 0, "", down(err)
 	}
@@ -84,7 +103,9 @@ func notFound(err error) bool {
 
 // WriteCAS implements rotation.Vault.
 func (k *KV) WriteCAS(ctx context.Context, path string, data map[string]any, cas int) (int, error) {
-	s, err := k.c.Logical().WriteWithContext(ctx, k.mount+"/data/"+path, map[string]any{"options": map[string]any{"cas": cas}, "data": data})
+	s, err := retry(k, func() (*vault.Secret, error) {
+		return k.c.Logical().WriteWithContext(ctx, k.mount+"/data/"+path, map[string]any{"options": map[string]any{"cas": cas}, "data": data})
+	})
 	var re *vault.ResponseError
 	if errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && strings.Contains(strings.Join(re.Errors, " "), "check-and-set") {
 		return 0, rotation.ErrCASMismatch
@@ -104,7 +125,7 @@ func (k *KV) WriteCAS(ctx context.Context, path string, data map[string]any, cas
 
 // List implements rotation.Vault.
 func (k *KV) List(ctx context.Context, folder string) ([]string, error) {
-	s, err := k.c.Logical().ListWithContext(ctx, k.mount+"/metadata/"+folder)
+	s, err := retry(k, func() (*vault.Secret, error) { return k.c.Logical().ListWithContext(ctx, k.mount+"/metadata/"+folder) })
 	if err != nil || s == nil {
 		return nil, down(err)
 	}
@@ -122,7 +143,7 @@ func (k *KV) List(ctx context.Context, folder string) ([]string, error) {
 // version and the metadata for good (a KV v2 delete would only hide the
 // latest version).
 func (k *KV) Destroy(ctx context.Context, path string) error {
-	_, err := k.c.Logical().DeleteWithContext(ctx, k.mount+"/metadata/"+path)
+	_, err := retry(k, func() (*vault.Secret, error) { return k.c.Logical().DeleteWithContext(ctx, k.mount+"/metadata/"+path) })
 	return down(err)
 }
 
