@@ -40,4 +40,29 @@ ALTER SCHEMA "directory" OWNER TO "lockdown_directory";
 GRANT USAGE ON SCHEMA "directory" TO "lockdown_cli";
 GRANT SELECT ON ALL TABLES IN SCHEMA "directory" TO "lockdown_cli";
 ALTER DEFAULT PRIVILEGES FOR ROLE "lockdown_directory" IN SCHEMA "directory" GRANT SELECT ON TABLES TO "lockdown_cli";
-GRANT "lockdown_directory" TO "rotator", "notifier";
+REVOKE "lockdown_directory" FROM "rotator", "notifier";
+GRANT USAGE ON SCHEMA directory TO "rotator", "notifier";
+GRANT SELECT ON ALL TABLES IN SCHEMA directory TO "rotator", "notifier";
+ALTER DEFAULT PRIVILEGES FOR ROLE "lockdown_directory" IN SCHEMA directory GRANT SELECT ON TABLES TO "rotator", "notifier";
+-- The tenant directory's migrations (pkg/platform/directory), as its owner.
+SET ROLE lockdown_directory;
+CREATE TABLE IF NOT EXISTS directory.schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+SELECT NOT EXISTS (SELECT 1 FROM directory.schema_migrations WHERE name = '001_tenants.sql') AS apply_001_tenants \gset
+\if :apply_001_tenants
+BEGIN;
+SET LOCAL search_path TO directory;
+-- The tenant directory: every tenant of the platform, the source of the
+-- rotation plan and of notifications. The drill seeds it; in production the
+-- platform keeps it in sync with its own tenant records.
+CREATE TABLE tenants (
+    id            text PRIMARY KEY,            -- as in Vault paths: tenants/{id}/…
+    name          text NOT NULL,
+    domain        text NOT NULL,               -- the DKIM record goes under it
+    contact_email text NOT NULL,               -- where the notification goes
+    webhook_url   text,                        -- optional signed webhook
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO directory.schema_migrations (name) VALUES ('001_tenants.sql');
+COMMIT;
+\endif
+RESET ROLE;

@@ -148,7 +148,7 @@ func Consumers() []ConsumerSpec {
 		base(ConsumerSpec{Durable: ConsumerAssessorBreach, Stream: StreamEvents, Service: ServiceAssessor,
 			Events: []Name{IncidentOpened}}),
 		base(ConsumerSpec{Durable: ConsumerRotatorPlanner, Stream: StreamEvents, Service: ServiceRotator,
-			Events: []Name{AssessmentCompleted, AccessRevoked, RotationRetryRequested}}),
+			Events: []Name{AssessmentCompleted, AccessRevoked, UnsealKeysRotated, RotationRetryRequested}}),
 		jobs,
 		base(ConsumerSpec{Durable: ConsumerNotifier, Stream: StreamEvents, Service: ServiceNotifier,
 			Events: []Name{RotationPlanned, RotationTenantCompleted, RotationTenantFailed}}),

@@ -1,9 +1,9 @@
 // Package directory is the platform's tenant directory in PostgreSQL
 // (schema directory): who the tenants are, where their DKIM record goes and
 // how to reach them. The rotator plans from it and the notifier writes to
-// its contacts, so its schema lives here, in one place, and every service
-// that reads it applies the same migrations (they are idempotent and
-// serialised by an advisory lock).
+// its contacts; both only read it. Its schema lives here, in one place: the
+// install step (pkg/platform/pgroles) applies its migrations as the
+// directory's owner, and the services check at start that it is there.
 package directory
 
 import (
@@ -37,14 +37,44 @@ type Tenant struct {
 	WebhookURL   string // empty when the tenant has none
 }
 
-// Migrate creates or upgrades the directory schema.
+// ErrNotInstalled is returned by Ready when the directory's schema is
+// missing or behind and this role may not bring it up to date (a
+// service's role reads the directory and writes none of it).
+var ErrNotInstalled = errors.New("the tenant directory is not installed or out of date: run `lockdown install postgres`")
+
+// Migrate creates or upgrades the directory schema (the install step, or
+// a development database).
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	_, err := migrate.Apply(ctx, pool, Schema, Migrations())
+	return err
+}
+
+// Migrations are the directory's migration files.
+func Migrations() fs.FS {
 	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the embedded folder exists: a build that lost it is broken
+	}
+	return sub
+}
+
+// Ready checks at a service's start that every migration of the directory
+// is applied. When one is not, it applies them if this role may (a
+// development database) and returns ErrNotInstalled otherwise.
+func Ready(ctx context.Context, pool *pgxpool.Pool) error {
+	names, err := fs.Glob(Migrations(), "*.sql")
 	if err != nil {
 		return err
 	}
-	_, err = migrate.Apply(ctx, pool, Schema, sub)
-	return err
+	var applied int
+	err = pool.QueryRow(ctx, `SELECT count(*) FROM directory.schema_migrations WHERE name = ANY($1)`, names).Scan(&applied)
+	if err == nil && applied == len(names) {
+		return nil
+	}
+	if merr := Migrate(ctx, pool); merr != nil {
+		return fmt.Errorf("%w (%v)", ErrNotInstalled, merr)
+	}
+	return nil
 }
 
 // Get returns one tenant, or ErrUnknownTenant.

@@ -90,3 +90,7 @@ func pgTool(name string) (string, error) {
 	}
 	return "", fmt.Errorf("%w: PostgreSQL's %s not found (set %s or install the postgresql package: `make tools` does)", ErrBinaryMissing, name, EnvPGBinDir)
 }
+
+// PGTool is the path of one of PostgreSQL's programs (psql, for tests of
+// the install files operators run with it).
+func PGTool(name string) (string, error) { return pgTool(name) }

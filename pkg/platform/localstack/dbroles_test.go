@@ -2,6 +2,10 @@ package localstack_test
 
 import (
 	"context"
+	"net/url"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +64,27 @@ func TestDatabaseRoles(t *testing.T) {
 		denied(t, "the rotator writes the assessor's table", exec(rotator, "DELETE FROM assessor.probe"))
 	})
 
+	t.Run("the rotator and the notifier read the tenant directory and write none of it", func(t *testing.T) {
+		admin, err := pgx.Connect(ctx, s.Postgres.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer admin.Close(ctx)
+		if err := exec(admin, "INSERT INTO directory.tenants (id, name, domain, contact_email) VALUES ('acme', 'Acme', 'acme.example', 'security@acme.example')"); err != nil {
+			t.Fatalf("the install step did not create the directory: %v", err)
+		}
+		for _, svc := range []string{"rotator", "notifier"} {
+			c := connect(t, svc)
+			var email string
+			if err := c.QueryRow(ctx, "SELECT contact_email FROM directory.tenants WHERE id = 'acme'").Scan(&email); err != nil {
+				t.Fatalf("%s cannot read the directory: %v", svc, err)
+			}
+			denied(t, svc+" redirects a tenant's notice", exec(c, "UPDATE directory.tenants SET contact_email = 'eve@evil.example' WHERE id = 'acme'"))
+			denied(t, svc+" adds a tenant", exec(c, "INSERT INTO directory.tenants (id, name, domain, contact_email) VALUES ('x', 'x', 'x', 'x')"))
+			denied(t, svc+" acts as the directory's owner", exec(c, "SET ROLE "+pgroles.DirectoryRole))
+		}
+	})
+
 	t.Run("the CLI's role reads every schema and writes none", func(t *testing.T) {
 		cli := connect(t, pgroles.CLIRole)
 		if err := exec(cli, "SELECT * FROM containment.probe"); err != nil {
@@ -91,5 +116,57 @@ func TestDatabaseRoles(t *testing.T) {
 		if err := exec(connect(t, "containment"), "INSERT INTO containment.by_admin VALUES ('mine')"); err != nil {
 			t.Fatalf("containment cannot write a table a superuser migrated: %v", err)
 		}
+	})
+
+	t.Run("roles.sql, run by psql on another database, installs the roles and the directory, and can run again", func(t *testing.T) {
+		psql, err := localstack.PGTool("psql")
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin, err := pgx.Connect(ctx, s.Postgres.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer admin.Close(ctx)
+		if err := exec(admin, "CREATE DATABASE psqlcheck"); err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(t.TempDir(), "roles.sql")
+		if err := os.WriteFile(file, []byte(pgroles.PsqlFile("psqlcheck")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		u, err := url.Parse(s.Postgres.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Path = "/psqlcheck"
+		args := []string{"-X", "-q", "-v", "ON_ERROR_STOP=1"}
+		for _, r := range pgroles.Logins() {
+			// The roles are the cluster's: keep the passwords they have.
+			ru, _ := url.Parse(s.Postgres.RoleURL(r))
+			pw, _ := ru.User.Password()
+			args = append(args, "-v", r+"_password="+pw)
+		}
+		args = append(args, "-f", file, u.String())
+		for run := range 2 {
+			if out, err := osexec.CommandContext(ctx, psql, args...).CombinedOutput(); err != nil {
+				t.Fatalf("psql run %d: %v\n%s", run+1, err, out)
+			}
+		}
+		ru, _ := url.Parse(s.Postgres.RoleURL("notifier"))
+		ru.Path = "/psqlcheck"
+		c, err := pgx.Connect(ctx, ru.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		var owner string
+		if err := c.QueryRow(ctx, "SELECT tableowner FROM pg_tables WHERE schemaname = 'directory' AND tablename = 'tenants'").Scan(&owner); err != nil || owner != pgroles.DirectoryRole {
+			t.Fatalf("directory.tenants owned by %q (%v)", owner, err)
+		}
+		if err := exec(c, "SELECT * FROM directory.tenants"); err != nil {
+			t.Fatalf("the notifier cannot read the directory: %v", err)
+		}
+		denied(t, "the notifier writes the directory", exec(c, "INSERT INTO directory.tenants (id, name, domain, contact_email) VALUES ('x', 'x', 'x', 'x')"))
 	})
 }

@@ -5,16 +5,21 @@
 // service's outbox.
 //
 // The tenant directory (schema directory) belongs to a role without login
-// that the rotator and the notifier are members of: both read it and both
-// apply its migrations.
+// (the platform's sync job may be made a member to write it); the install
+// step applies its migrations as that role, and the rotator and the
+// notifier may only read it: neither can redirect a tenant's notice.
 package pgroles
 
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lockdown/lockdown/pkg/platform/directory"
 )
 
 // Service roles and the schema each owns.
@@ -67,18 +72,33 @@ func Statements(database string, password func(role string) string) []string {
 		add(`GRANT SELECT ON ALL TABLES IN SCHEMA %s TO %s`, id(o.Schema), id(CLIRole))
 		add(`ALTER DEFAULT PRIVILEGES FOR ROLE %s IN SCHEMA %s GRANT SELECT ON TABLES TO %s`, id(o.Role), id(o.Schema), id(CLIRole))
 	}
-	add(`GRANT %s TO %s, %s`, id(DirectoryRole), id("rotator"), id("notifier"))
+	// The directory is read, never written, by the services that use it
+	// (an earlier install made them members of its owner: undone).
+	readers := id("rotator") + ", " + id("notifier")
+	add(`REVOKE %s FROM %s`, id(DirectoryRole), readers)
+	add(`GRANT USAGE ON SCHEMA directory TO %s`, readers)
+	add(`GRANT SELECT ON ALL TABLES IN SCHEMA directory TO %s`, readers)
+	add(`ALTER DEFAULT PRIVILEGES FOR ROLE %s IN SCHEMA directory GRANT SELECT ON TABLES TO %s`, id(DirectoryRole), readers)
 	return out
 }
 
 // Install runs the statements on conn (a superuser's, or the database
-// owner's with CREATEROLE) with the given passwords, one per login role.
+// owner's with CREATEROLE) with the given passwords, one per login role,
+// then applies the tenant directory's migrations as its owner.
 // An error never quotes a statement: they hold passwords.
 func Install(ctx context.Context, conn *pgx.Conn, database string, passwords map[string]string) error {
 	for _, st := range Statements(database, func(r string) string { return Literal(passwords[r]) }) {
 		if _, err := conn.Exec(ctx, st); err != nil {
 			return fmt.Errorf("install roles: %w", err)
 		}
+	}
+	pool, err := pgxpool.New(ctx, conn.Config().ConnString())
+	if err != nil {
+		return fmt.Errorf("install the tenant directory: %w", err)
+	}
+	defer pool.Close()
+	if err := directory.Migrate(ctx, pool); err != nil {
+		return fmt.Errorf("install the tenant directory: %w", err)
 	}
 	return nil
 }
@@ -102,5 +122,19 @@ func PsqlFile(database string) string {
 	for _, st := range Statements(database, func(r string) string { return ":'" + r + "_password'" }) {
 		b.WriteString(st + ";\n")
 	}
+	// The directory's migrations, as its owner, each once (psql's \if over
+	// the bookkeeping table migrate.Apply keeps): the file can run again.
+	b.WriteString("-- The tenant directory's migrations (pkg/platform/directory), as its owner.\n")
+	fmt.Fprintf(&b, "SET ROLE %s;\n", DirectoryRole)
+	b.WriteString("CREATE TABLE IF NOT EXISTS directory.schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());\n")
+	names, _ := fs.Glob(directory.Migrations(), "*.sql")
+	for _, name := range names {
+		body, _ := fs.ReadFile(directory.Migrations(), name)
+		v := "apply_" + strings.TrimSuffix(name, ".sql")
+		fmt.Fprintf(&b, "SELECT NOT EXISTS (SELECT 1 FROM directory.schema_migrations WHERE name = %s) AS %s \\gset\n", Literal(name), v)
+		fmt.Fprintf(&b, "\\if :%s\nBEGIN;\nSET LOCAL search_path TO directory;\n%s\nINSERT INTO directory.schema_migrations (name) VALUES (%s);\nCOMMIT;\n\\endif\n",
+			v, strings.TrimSpace(string(body)), Literal(name))
+	}
+	b.WriteString("RESET ROLE;\n")
 	return b.String()
 }

@@ -9,8 +9,8 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
-	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
+	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 )
 
 // target is what a drill runs against: the disposable local stack it

@@ -235,13 +235,19 @@ func (s *system) runIncident(eventID string) (string, events.IncidentResolvedDat
 	if err := s.tgt.vault.Unseal(s.ctx); err != nil {
 		s.t.Fatal(err)
 	}
+	return id, s.holdersUntilResolved(id)
+}
+
+// holdersUntilResolved plays the key holders until the incident resolves.
+func (s *system) holdersUntilResolved(id string) events.IncidentResolvedData {
+	s.t.Helper()
 	holders, stop := context.WithCancel(s.ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); s.playHolders(holders, id) }()
 	resolved := await(s, events.IncidentResolved, 8*time.Minute, func(d events.IncidentResolvedData) bool { return d.IncidentID == id })
 	stop()
 	<-done
-	return id, resolved
+	return resolved
 }
 
 // playHolders unseals Vault whenever Lockdown (or an outage) sealed it and

@@ -137,6 +137,32 @@ func TestRecovery(t *testing.T) {
 		}
 	})
 
+	t.Run("with every tenant rotated and notified but the ceremony unfinished, the incident stays open and access is not restored", func(t *testing.T) {
+		publishAs(t, s, events.ServiceRotator, events.RotationCompleted, events.RotationCompletedData{IncidentID: incidentID, Completed: 3})
+		publishAs(t, s, events.ServiceNotifier, events.NotificationsCompleted, events.NotificationsCompletedData{IncidentID: incidentID, Sent: 3})
+		testwait.For(t, 10*time.Second, "rotation and notification to be recorded", func() bool {
+			st := loadRecovery(t, ctx, pool, incidentID)
+			return st.RotationDone && st.NotifiedDone
+		})
+		// The engine looks every 50 ms: give it many passes.
+		time.Sleep(2 * time.Second)
+		st := loadRecovery(t, ctx, pool, incidentID)
+		if !st.RestoredAt.IsZero() || st.Ceremony.Phase == recovery.CeremonyCompleted {
+			t.Fatalf("restored at %v with the ceremony %q", st.RestoredAt, st.Ceremony.Phase)
+		}
+		if n := countEvents(t, s, events.AccessRestored, func(d events.AccessRestoredData) bool { return d.IncidentID == incidentID }); n != 0 {
+			t.Fatalf("access.restored before the unseal keys were rotated (%d)", n)
+		}
+		var phase string
+		must(t, pool.QueryRow(ctx, `SELECT phase FROM containment.incidents WHERE id = $1`, incidentID).Scan(&phase))
+		if phase != "recovering" {
+			t.Fatalf("phase %s, want recovering until the unseal keys are rotated", phase)
+		}
+		if _, err := approleLogin(ctx, s.Vault.Addr, secretID); err == nil {
+			t.Fatal("approle is back before the unseal keys were rotated")
+		}
+	})
+
 	var newKeys []string
 	t.Run("the rekey ceremony survives a restart and ends with new shares: old ones fail, new ones unseal", func(t *testing.T) {
 		nonce := waitCeremony(t, ctx, pool, incidentID, func(c recovery.Ceremony) bool { return c.Nonce != "" }).Nonce
@@ -215,11 +241,17 @@ func TestRecovery(t *testing.T) {
 		if err != nil || cfg == nil || cfg.Data["bound_issuer"] != "https://ci.example.internal" {
 			t.Fatalf("jwt config not restored: %v %v", cfg, err)
 		}
+		waitEvent(t, s, events.IncidentResolved, 20*time.Second, func(d events.IncidentResolvedData) bool { return d.IncidentID == incidentID })
 	})
 
 	t.Run("no token or share reaches containment's log", func(t *testing.T) {
 		c.stop()
-		secrets := append([]string{s.Vault.RootToken, s.Vault.SealToken, s.Vault.RecoveryToken, approleToken, pre.Auth.ClientToken, secretID}, newKeys...)
+		secrets := append([]string{s.Vault.RootToken, s.Vault.SealToken, s.Vault.RecoveryToken, s.Vault.RotatorToken, approleToken, pre.Auth.ClientToken, secretID}, newKeys...)
+		for _, file := range []string{s.Vault.SealFile, s.Vault.RecoveryFile, s.Vault.RotatorFile} {
+			successor, err := vaulttoken.Open("", file)
+			must(t, err)
+			secrets = append(secrets, successor.Token())
+		}
 		assertNoSecrets(t, c.logs.String(), secrets...)
 	})
 }

@@ -24,7 +24,7 @@ type Store struct{ pool *pgxpool.Pool }
 
 // Open connects and applies the notifier's and the directory's migrations.
 func Open(ctx context.Context, url string) (*Store, error) {
-	pool, err := migrate.Open(ctx, url, migrations, map[string]string{"notifier": "migrations"}, directory.Migrate)
+	pool, err := migrate.Open(ctx, url, migrations, map[string]string{"notifier": "migrations"}, directory.Ready)
 	if err != nil {
 		return nil, err
 	}

@@ -41,6 +41,7 @@ type Config struct {
 	DKIMType       string        `env:"DKIM_KEY_TYPE" default:"rsa" doc:"rsa or ed25519."`
 	DKIMBits       int           `env:"DKIM_RSA_BITS" default:"2048" doc:"RSA key size of new DKIM keys."`
 	Pregenerate    bool          `env:"PREGENERATE" default:"true" doc:"Generate every directory tenant's key material in memory when an incident opens, while it waits at the unseal gate."`
+	RotateAfter    string        `env:"ROTATE_AFTER" default:"revoke" doc:"When the tenants' secrets are rotated: revoke (right after access.revoked: stolen secrets stop working soonest) or rekey (after unsealkeys.rotated: no new secret is written while the old unseal shares, with a copy of Vault's storage, could still decrypt it). See docs/architecture.md."`
 }
 
 // Validate reports every problem at once.
@@ -65,8 +66,18 @@ func (c *Config) Validate() error {
 	if c.Concurrency < 1 {
 		bad("ROTATION_CONCURRENCY must be at least 1")
 	}
+	if c.RotateAfter != RotateAfterRevoke && c.RotateAfter != RotateAfterRekey {
+		bad("ROTATE_AFTER %q is not revoke or rekey", c.RotateAfter)
+	}
 	return errors.Join(errs...)
 }
+
+// The orders of LOCKDOWN_ROTATE_AFTER: the event that clears the rotation
+// to write, besides the assessment.
+const (
+	RotateAfterRevoke = "revoke" // access.revoked
+	RotateAfterRekey  = "rekey"  // unsealkeys.rotated
+)
 
 // Run wires the rotator and blocks until ctx ends.
 func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
@@ -131,7 +142,18 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 		events.AssessmentCompleted: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.AssessmentCompletedData) error {
 			return plan(ctx, d.IncidentID, true, false, d.AffectedTenants)
 		}),
+		// The gate's second condition is the event LOCKDOWN_ROTATE_AFTER
+		// names; the other is acknowledged and ignored.
 		events.AccessRevoked: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.AccessRevokedData) error {
+			if cfg.RotateAfter != RotateAfterRevoke {
+				return nil
+			}
+			return plan(ctx, d.IncidentID, false, true, nil)
+		}),
+		events.UnsealKeysRotated: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.UnsealKeysRotatedData) error {
+			if cfg.RotateAfter != RotateAfterRekey {
+				return nil
+			}
 			return plan(ctx, d.IncidentID, false, true, nil)
 		}),
 		events.RotationRetryRequested: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.RotationRetryData) error {

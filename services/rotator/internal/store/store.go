@@ -42,7 +42,7 @@ type Store struct {
 // Open connects, applies both schemas' migrations and creates the outbox.
 // Events can be written once SetPreparer has been called.
 func Open(ctx context.Context, url string) (*Store, error) {
-	pool, err := migrate.Open(ctx, url, migrations, map[string]string{Schema: "migrations"}, directory.Migrate)
+	pool, err := migrate.Open(ctx, url, migrations, map[string]string{Schema: "migrations"}, directory.Ready)
 	if err != nil {
 		return nil, err
 	}
