@@ -21,7 +21,11 @@ func (r Report) Markdown(w io.Writer) error {
 	p("| summary | %s |", cell(r.Summary))
 	p("| detected by | %s (%d detection(s)) |", cell(r.DetectedBy), r.Detections)
 	p("| detected | %s |", stamp(r.DetectedAt))
-	p("| trace | %s |", orDash(r.TraceID))
+	if r.TraceURL != "" {
+		p("| trace | [%s](%s) |", r.TraceID, r.TraceURL)
+	} else {
+		p("| trace | %s |", orDash(r.TraceID))
+	}
 	p("| resolved | %s |", stamp(r.ResolvedAt))
 	p("| scope | %s |", orDash(r.Scope))
 	p("| affected tenants | %d |", r.AffectedCount)

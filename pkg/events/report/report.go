@@ -41,6 +41,9 @@ type Incident struct {
 	// its trace id goes into the report so an operator handed an incident
 	// id finds the trace in Jaeger.
 	TraceParent string
+	// JaegerURL is the Jaeger UI the report links the trace in (empty: no
+	// link).
+	JaegerURL string
 }
 
 // Report is the post-incident report.
@@ -54,6 +57,7 @@ type Report struct {
 	Detections         int            `json:"detections"`
 	DetectedAt         time.Time      `json:"detected_at"`
 	TraceID            string         `json:"trace_id,omitempty"`
+	TraceURL           string         `json:"trace_url,omitempty"`
 	ResolvedAt         time.Time      `json:"resolved_at"`
 	Scope              string         `json:"scope"`
 	AffectedTenants    []string       `json:"affected_tenants"`
@@ -176,7 +180,7 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 	sort.SliceStable(entries, func(i, j int) bool { return entries[i].Time.Before(entries[j].Time) })
 	r := Report{
 		IncidentID: inc.ID, Outcome: outcome, Reason: reason, Severity: inc.Severity, Summary: inc.Summary,
-		DetectedBy: inc.Source, Detections: inc.Detections, DetectedAt: inc.DetectedAt, ResolvedAt: resolvedAt, TraceID: TraceID(inc.TraceParent),
+		DetectedBy: inc.Source, Detections: inc.Detections, DetectedAt: inc.DetectedAt, ResolvedAt: resolvedAt, TraceID: TraceID(inc.TraceParent), TraceURL: TraceLink(inc.JaegerURL, TraceID(inc.TraceParent)),
 		AffectedTenants: []string{}, Actors: []events.Actor{}, Failures: []Failure{}, Timeline: []Line{},
 		RootCause: RootCausePending, LessonsLearned: []string{}, PreventiveMeasures: []string{},
 		Actions: Actions{Seals: []events.NodeSeal{}, AuthMethodsDisabled: []string{}, AuthMethodsRemoved: []string{}, PoliciesDeleted: []string{}, LeasePrefixes: []string{}, LockdownTokensReplaced: []string{}, Rotations: []TenantRotation{},
@@ -387,6 +391,15 @@ func union(list, more []string) []string {
 		}
 	}
 	return list
+}
+
+// TraceLink is the page of a trace in the Jaeger UI at jaegerURL ("" when
+// either is unknown).
+func TraceLink(jaegerURL, traceID string) string {
+	if jaegerURL == "" || traceID == "" {
+		return ""
+	}
+	return strings.TrimSuffix(jaegerURL, "/") + "/trace/" + traceID
 }
 
 // TraceID is the trace id of a W3C traceparent ("00-<trace id>-<span

@@ -189,6 +189,9 @@ func (s *Stack) Env(service string) []string {
 		if service == events.ServiceContainment {
 			env = append(env, "LOCKDOWN_VAULT_SEAL_TOKEN_FILE="+s.Vault.SealFile, "LOCKDOWN_VAULT_RECOVERY_TOKEN_FILE="+s.Vault.RecoveryFile,
 				"LOCKDOWN_ROTATOR_TOKEN_FILE="+s.Vault.RotatorFile)
+			if s.Jaeger != nil {
+				env = append(env, "LOCKDOWN_JAEGER_URL="+s.Jaeger.QueryURL) // the reports link their trace there
+			}
 			if root, err := RepoRoot(); err == nil {
 				env = append(env, "LOCKDOWN_AUTH_DIR="+filepath.Join(root, "deploy", "vault", "auth"),
 					"LOCKDOWN_VAULT_BASELINE="+filepath.Join(root, "deploy", "vault", "baseline.json"))

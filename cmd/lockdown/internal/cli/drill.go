@@ -631,7 +631,7 @@ func storedReport(ctx context.Context, dbURL, incidentID string) (report.Report,
 		return report.Report{}, err
 	}
 	defer conn.Close(context.Background())
-	return loadReport(ctx, conn, incidentID)
+	return loadReport(ctx, conn, incidentID, "")
 }
 
 // rotationWriteKey is the key of a rotated secret's data whose only key is

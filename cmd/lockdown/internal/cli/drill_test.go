@@ -56,6 +56,12 @@ func TestDrill(t *testing.T) {
 			t.Fatalf("exit %d, ok %v, problems %v, stderr %s", code, res.OK, res.Problems, stderr)
 		}
 	})
+	t.Run("the report carries the trace id and its link in Jaeger", func(t *testing.T) {
+		r := res.Report
+		if r.TraceID == "" || r.TraceID != res.Breach.TraceID || !strings.HasPrefix(r.TraceURL, "http://127.0.0.1:") || !strings.HasSuffix(r.TraceURL, "/trace/"+r.TraceID) {
+			t.Fatalf("trace %q, link %q (breach trace %q)", r.TraceID, r.TraceURL, res.Breach.TraceID)
+		}
+	})
 	t.Run("Lockdown's own tokens were replaced and the rotators carried on with the successor", func(t *testing.T) {
 		a := res.Report.Actions
 		if strings.Join(a.LockdownTokensReplaced, ",") != "seal,rotator,recovery" || len(a.LockdownTokensNotReplaced) != 0 {

@@ -42,6 +42,7 @@ func TestCrashAtEveryCommit(t *testing.T) {
 		{events.ServiceContainment, "containment.breach.recorded"},
 		{events.ServiceContainment, "outbox.published"},
 		{events.ServiceContainment, "containment.engine.unsealed"},
+		{events.ServiceContainment, "containment.recovery.removed"},
 		{events.ServiceContainment, "containment.engine.revoked"},
 		{events.ServiceContainment, "containment.engine.ceremony"},
 		{events.ServiceContainment, "containment.engine.rotated"},
@@ -65,6 +66,13 @@ func TestCrashAtEveryCommit(t *testing.T) {
 			counts, twice := s.eventCounts(id)
 			if len(twice) > 0 {
 				t.Fatalf("event ids in the stream twice: %v", twice)
+			}
+			// Killed after disabling approle and before recording it, the
+			// next leader no longer finds approle enabled: the report must
+			// still list both methods it disabled.
+			revoked := await(s, events.AccessRevoked, time.Minute, func(d events.AccessRevokedData) bool { return d.IncidentID == id })
+			if strings.Join(revoked.AuthMethodsDisabled, ",") != "approle,jwt" {
+				t.Errorf("access.revoked lists %v disabled, want approle,jwt", revoked.AuthMethodsDisabled)
 			}
 			for name, want := range map[events.Name]int{
 				events.IncidentOpened: 1, events.VaultSealed: 1, events.AssessmentCompleted: 1, events.VaultUnsealed: 1, events.AccessRevoked: 1,

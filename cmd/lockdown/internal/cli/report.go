@@ -20,6 +20,7 @@ func runReport(ctx context.Context, args []string, out, errOut io.Writer) int {
 	fs := newFlags("report", errOut)
 	db := dbFlag(fs)
 	format := fs.String("format", "md", "md (Markdown) or json")
+	jaeger := jaegerFlag(fs)
 	id, code, ok := parseWithID(fs, args, "usage: lockdown report <incident-id> [--format md|json]", errOut)
 	if !ok {
 		return code
@@ -34,7 +35,7 @@ func runReport(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return ExitFailure
 	}
 	defer conn.Close(context.Background())
-	r, err := loadReport(ctx, conn, id)
+	r, err := loadReport(ctx, conn, id, *jaeger)
 	if errors.Is(err, pgx.ErrNoRows) {
 		fmt.Fprintf(errOut, "lockdown report: no incident %s\n", id)
 		return ExitFailure
@@ -55,12 +56,18 @@ func runReport(ctx context.Context, args []string, out, errOut io.Writer) int {
 }
 
 // loadReport returns the stored report, or a draft of an open incident.
-func loadReport(ctx context.Context, conn *pgx.Conn, id string) (report.Report, error) {
+// A stored report keeps the link containment gave it; jaegerURL links one
+// that has none, and the draft.
+func loadReport(ctx context.Context, conn *pgx.Conn, id, jaegerURL string) (report.Report, error) {
 	var r report.Report
 	var raw []byte
 	err := conn.QueryRow(ctx, `SELECT report FROM containment.reports WHERE incident_id::text = $1`, id).Scan(&raw)
 	if err == nil {
-		return r, json.Unmarshal(raw, &r)
+		err = json.Unmarshal(raw, &r)
+		if r.TraceURL == "" {
+			r.TraceURL = report.TraceLink(jaegerURL, r.TraceID)
+		}
+		return r, err
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {
 		return r, err
@@ -73,5 +80,5 @@ func loadReport(ctx context.Context, conn *pgx.Conn, id string) (report.Report, 
 	if err != nil {
 		return r, err
 	}
-	return report.Build(v.reportIncident(), entries, "open", "not resolved yet: a draft", time.Now()), nil
+	return report.Build(v.reportIncident(jaegerURL), entries, "open", "not resolved yet: a draft", time.Now()), nil
 }

@@ -48,6 +48,11 @@ type incidentView struct {
 	StuckReason   string     `json:"stuck_reason,omitempty"`
 	StuckSince    *time.Time `json:"stuck_since,omitempty"`
 	FailureReason string     `json:"failure_reason,omitempty"`
+	// TraceID is the incident's trace (the breach's); TraceURL its page in
+	// the Jaeger UI given by --jaeger-url.
+	TraceID     string `json:"trace_id,omitempty"`
+	TraceURL    string `json:"trace_url,omitempty"`
+	traceParent string
 }
 
 // progressView is a phase's progress over the plan's tenants. Rate is
@@ -140,17 +145,23 @@ func connectDB(ctx context.Context, url string) (*pgx.Conn, error) {
 }
 
 const incidentSelect = `SELECT id::text, phase, severity, summary, source, detected_at, opened_at, sealed_at, unsealed_at, resolved_at, seal_round, gate,
-	(SELECT count(*) FROM containment.detections d WHERE d.incident_id = i.id), stuck_reason, stuck_since, failure_reason FROM containment.incidents i`
+	(SELECT count(*) FROM containment.detections d WHERE d.incident_id = i.id), stuck_reason, stuck_since, failure_reason, coalesce(trace_parent, '') FROM containment.incidents i`
 
 func scanView(row pgx.Row) (incidentView, error) {
 	var v incidentView
 	var gate []byte
 	err := row.Scan(&v.ID, &v.Phase, &v.Severity, &v.Summary, &v.Source, &v.DetectedAt, &v.OpenedAt, &v.SealedAt, &v.UnsealedAt, &v.ResolvedAt, &v.SealRounds, &gate, &v.Detections,
-		&v.StuckReason, &v.StuckSince, &v.FailureReason)
+		&v.StuckReason, &v.StuckSince, &v.FailureReason, &v.traceParent)
 	if err == nil {
 		err = json.Unmarshal(gate, &v.Gate)
 	}
+	v.TraceID = report.TraceID(v.traceParent)
 	return v, err
+}
+
+// jaegerFlag is the Jaeger UI the incident's trace is linked in.
+func jaegerFlag(fs *flag.FlagSet) *string {
+	return fs.String("jaeger-url", envOr("JAEGER_URL", ""), "the Jaeger UI, to link the incident's trace (LOCKDOWN_JAEGER_URL)")
 }
 
 func runIncidents(ctx context.Context, args []string, out, errOut io.Writer) int {
@@ -192,6 +203,7 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 	db := dbFlag(fs)
 	asJSON := fs.Bool("json", false, "print as JSON")
 	watch := fs.Bool("watch", false, "refresh every --interval until the incident ends: progress bars on a terminal, a line per change otherwise")
+	jaeger := jaegerFlag(fs)
 	interval := fs.Duration("interval", time.Second, "refresh interval of --watch")
 	id, code, ok := parseWithID(fs, args, "usage: lockdown status <incident-id> [--json] [--watch]", errOut)
 	if !ok {
@@ -207,6 +219,7 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 	last := ""
 	for {
 		v, err := loadView(ctx, conn, id, time.Now())
+		v.TraceURL = report.TraceLink(*jaeger, v.TraceID)
 		if errors.Is(err, pgx.ErrNoRows) {
 			fmt.Fprintf(errOut, "lockdown status: no incident %s\n", id)
 			return ExitFailure
@@ -297,12 +310,13 @@ func loadView(ctx context.Context, conn *pgx.Conn, id string, now time.Time) (in
 	if v.ResolvedAt != nil {
 		end = *v.ResolvedAt
 	}
-	v.Phases = report.Build(v.reportIncident(), entries, v.Phase, "", end).Phases
+	v.Phases = report.Build(v.reportIncident(""), entries, v.Phase, "", end).Phases
 	return v, nil
 }
 
-func (v incidentView) reportIncident() report.Incident {
-	return report.Incident{ID: v.ID, Severity: v.Severity, Summary: v.Summary, Source: v.Source, DetectedAt: v.DetectedAt, OpenedAt: v.OpenedAt, Detections: v.Detections}
+func (v incidentView) reportIncident(jaegerURL string) report.Incident {
+	return report.Incident{ID: v.ID, Severity: v.Severity, Summary: v.Summary, Source: v.Source, DetectedAt: v.DetectedAt, OpenedAt: v.OpenedAt,
+		Detections: v.Detections, TraceParent: v.traceParent, JaegerURL: jaegerURL}
 }
 
 // timelineOf reads the incident's recorded events (containment.timeline).
@@ -323,6 +337,9 @@ func timelineOf(ctx context.Context, conn *pgx.Conn, id string) ([]report.Entry,
 func printStatus(out io.Writer, v incidentView) {
 	fmt.Fprintf(out, "incident %s  phase %s  severity %s  detections %d\n  %s (from %s)\n", v.ID, v.Phase, v.Severity, v.Detections, v.Summary, v.Source)
 	fmt.Fprintf(out, "  detected %s  opened %s\n", v.DetectedAt.Format(time.RFC3339), v.OpenedAt.Format(time.RFC3339))
+	if v.TraceID != "" {
+		fmt.Fprintf(out, "  trace %s  %s\n", v.TraceID, v.TraceURL)
+	}
 	if v.StuckReason != "" {
 		since := ""
 		if v.StuckSince != nil {

@@ -65,6 +65,7 @@ type Config struct {
 	LeaderTTL    time.Duration `env:"LEADER_TTL" default:"10s" doc:"Lease of the process that drives the open incidents: a standby containment process takes over within it after the leader dies."`
 	StuckAfter   time.Duration `env:"STUCK_AFTER" default:"2m" doc:"An incident whose step keeps failing (a dependency down) for longer is marked stuck and incident.stuck is raised."`
 	ProcessName  string        `env:"PROCESS_NAME" doc:"Name of this containment process in events and the report (default containment-<host>-<pid>)."`
+	JaegerURL    string        `env:"JAEGER_URL" doc:"The Jaeger UI (e.g. http://jaeger:16686): each report links its incident's trace there."`
 
 	VaultRecoveryToken       string        `env:"VAULT_RECOVERY_TOKEN" secret:"true" doc:"Periodic orphan token with deploy/vault/policies/lockdown-recovery.hcl, issued at install: revokes access, runs the rekey, restores access. Prefer VAULT_RECOVERY_TOKEN_FILE."`
 	VaultRecoveryTokenFile   string        `env:"VAULT_RECOVERY_TOKEN_FILE" doc:"File holding the recovery token (wins over VAULT_RECOVERY_TOKEN); containment replaces it with a successor in every incident."`
@@ -379,13 +380,13 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 	if err != nil {
 		return err
 	}
-	rcfg.OwnTokens, rcfg.FixedTokens = deps.OwnTokens, deps.NotReplaceable
+	rcfg.OwnTokens, rcfg.FixedTokens, rcfg.Failpoints = deps.OwnTokens, deps.NotReplaceable, deps.Failpoints
 	process := cfg.processName()
 	log := rt.Logger.With(slog.String("process", process))
 	sealer := incident.NewSealer(deps.Vault, deps.Fencer, log, cfg.SealPoll, cfg.FenceRetry)
 	witness := recovery.NewWitness()
 	eng := engine.New(engine.Config{Process: process, LeaderTTL: cfg.LeaderTTL, Tick: cfg.GatePoll, RekeyPoll: cfg.RekeyPoll,
-		SealDeadline: cfg.SealDeadline, StuckAfter: cfg.StuckAfter}, deps.Store, sealer, recovery.New(rcfg, deps.Admin, witness, log), log, deps.Failpoints, rt.MeterProvider)
+		SealDeadline: cfg.SealDeadline, StuckAfter: cfg.StuckAfter, JaegerURL: cfg.JaegerURL}, deps.Store, sealer, recovery.New(rcfg, deps.Admin, witness, log), log, deps.Failpoints, rt.MeterProvider)
 	policy := incident.Policy{Clusters: cfg.AutoSealClusters}
 	for _, sev := range cfg.AutoSealSeverities {
 		policy.Severities = append(policy.Severities, events.Severity(sev))

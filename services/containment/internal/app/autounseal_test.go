@@ -90,7 +90,7 @@ func TestRecoveryKeysAutoUnseal(t *testing.T) {
 	}
 	r := recovery.New(recovery.Config{Shares: 5, Threshold: 3, PGPKeys: pgpKeys, Poll: 20 * time.Millisecond,
 		KeepAccessors: []string{auto.SealAccessor}, BreakGlass: []string{auto.RootAccessor}}, admin, nil, discard)
-	if _, _, err := r.Revoke(ctx, "inc-auto"); err != nil {
+	if _, _, err := r.Revoke(ctx, "inc-auto", events.AccessRevokedData{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	rctx, stop := context.WithCancel(ctx)

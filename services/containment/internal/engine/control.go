@@ -57,7 +57,7 @@ func (e *Engine) Abort(ctx context.Context, req report.Entry, d events.IncidentC
 		return ErrNoReason
 	}
 	return e.control(ctx, d.IncidentID, func(inc incident.Incident) (Change, error) {
-		ri, err := e.store.ReportIncident(ctx, inc.ID)
+		ri, err := e.reportIncident(ctx, inc.ID)
 		if err != nil {
 			return Change{}, err
 		}
@@ -139,7 +139,7 @@ func (e *Engine) RefreshReport(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		ri, err := e.store.ReportIncident(ctx, id)
+		ri, err := e.reportIncident(ctx, id)
 		if err != nil {
 			return err
 		}

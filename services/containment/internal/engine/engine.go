@@ -118,6 +118,16 @@ type Config struct {
 	Tick, RekeyPoll, SealDeadline time.Duration
 	// StuckAfter: a step failing for longer marks the incident stuck.
 	StuckAfter time.Duration
+	// JaegerURL is the Jaeger UI the reports link their trace in.
+	JaegerURL string
+}
+
+// reportIncident is what the store knows of the incident for its report,
+// with the link to its trace.
+func (e *Engine) reportIncident(ctx context.Context, id string) (report.Incident, error) {
+	ri, err := e.store.ReportIncident(ctx, id)
+	ri.JaegerURL = e.cfg.JaegerURL
+	return ri, err
 }
 
 // Engine drives open incidents while it holds the lease.

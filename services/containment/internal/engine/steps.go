@@ -99,13 +99,26 @@ func (e *Engine) revoke(ctx context.Context, f Fence, inc incident.Incident) (ti
 		// transaction: only an old row gets here.
 		return 0, e.store.Apply(ctx, f, Change{IncidentID: inc.ID, Version: inc.Version, Phase: incident.PhaseRecovering})
 	}
-	revoked, kept, err := e.rec.Revoke(ctx, inc.ID)
+	var prior events.AccessRevokedData
+	if st.RevokingRound == inc.SealRound {
+		prior = st.Revoking // an attempt of this round was cut short
+	}
+	version := inc.Version
+	save := func(plan events.AccessRevokedData) error {
+		st.IncidentID, st.Revoking, st.RevokingRound = inc.ID, plan, inc.SealRound
+		if err := e.store.Apply(ctx, f, Change{IncidentID: inc.ID, Version: version, Recovery: &st}); err != nil {
+			return err
+		}
+		version++
+		return nil
+	}
+	revoked, kept, err := e.rec.Revoke(ctx, inc.ID, prior, save)
 	if err != nil {
 		return 0, err
 	}
 	revoked.Round, revoked.Process = inc.SealRound, e.cfg.Process
 	st.IncidentID, st.Revoked, st.KeptReasons, st.RevokedRound, st.AccessRevokedAt = inc.ID, revoked, kept, inc.SealRound, time.Now().UTC()
-	err = e.apply(ctx, f, "revoked", Change{IncidentID: inc.ID, Version: inc.Version, Phase: incident.PhaseRecovering, Recovery: &st,
+	err = e.apply(ctx, f, "revoked", Change{IncidentID: inc.ID, Version: version, Phase: incident.PhaseRecovering, Recovery: &st,
 		Emit: []events.Outgoing{{Name: events.AccessRevoked, ID: fmt.Sprintf("%s/access.revoked/%d", inc.ID, inc.SealRound), Data: revoked}}})
 	if err == nil {
 		e.log.InfoContext(ctx, "access revoked", slog.String("incident_id", inc.ID), slog.Int("round", inc.SealRound),
@@ -193,7 +206,7 @@ func (e *Engine) ceremony(ctx context.Context, f Fence, inc incident.Incident, s
 
 // resolve builds the report from the timeline and ends the incident.
 func (e *Engine) resolve(ctx context.Context, f Fence, inc incident.Incident, entries []report.Entry) error {
-	ri, err := e.store.ReportIncident(ctx, inc.ID)
+	ri, err := e.reportIncident(ctx, inc.ID)
 	if err != nil {
 		return err
 	}

@@ -44,10 +44,14 @@ const (
 
 // Revoke runs phase 4 and returns what it did. Each of its steps is
 // idempotent (a disabled method is skipped, a revoked token is gone), so
-// running it again after a crash or a failure half-way is safe.
-func (r *Recoverer) Revoke(ctx context.Context, incidentID string) (events.AccessRevokedData, map[string]int, error) {
+// running it again after a crash or a failure half-way is safe. What it
+// removes from Vault is listed before anything is removed: save records
+// that plan, and prior is the plan an earlier attempt of the same round
+// recorded, so a run cut short after a removal still reports it (the
+// removed mount or policy is no longer there for the next run to find).
+func (r *Recoverer) Revoke(ctx context.Context, incidentID string, prior events.AccessRevokedData, save func(events.AccessRevokedData) error) (events.AccessRevokedData, map[string]int, error) {
 	st := State{IncidentID: incidentID}
-	if err := r.revokeAccess(ctx, &st); err != nil {
+	if err := r.revokeAccess(ctx, &st, prior, save); err != nil {
 		return events.AccessRevokedData{}, nil, err
 	}
 	return st.Revoked, st.KeptReasons, nil
@@ -56,15 +60,15 @@ func (r *Recoverer) Revoke(ctx context.Context, incidentID string) (events.Acces
 // revokeAccess disables the compromised auth methods, revokes every token
 // but Lockdown's own and the break-glass ones, revokes leases under the
 // configured prefixes and rotates the keyring.
-func (r *Recoverer) revokeAccess(ctx context.Context, st *State) error {
+func (r *Recoverer) revokeAccess(ctx context.Context, st *State, prior events.AccessRevokedData, save func(events.AccessRevokedData) error) error {
 	out := events.AccessRevokedData{IncidentID: st.IncidentID, AuthMethodsDisabled: []string{}, LeasePrefixes: []string{}}
 	mounts, err := r.vault.AuthMounts(ctx)
 	if err != nil {
 		return fmt.Errorf("list auth methods: %w", err)
 	}
 	out.BatchTokenMaxTTL = batchTokenMaxTTL(mounts)
-	paths := slices.Sorted(maps.Keys(mounts))
-	for _, path := range paths {
+	var disable []string
+	for _, path := range slices.Sorted(maps.Keys(mounts)) {
 		switch {
 		case slices.Contains(r.cfg.DisableAuth, path):
 			out.AuthMethodsDisabled = append(out.AuthMethodsDisabled, path)
@@ -75,22 +79,40 @@ func (r *Recoverer) revokeAccess(ctx context.Context, st *State) error {
 		default:
 			continue
 		}
-		if err := r.vault.DisableAuth(ctx, path); err != nil {
-			return fmt.Errorf("disable auth %s: %w", path, err)
-		}
+		disable = append(disable, path)
 	}
 	policies, err := r.vault.Policies(ctx)
 	if err != nil {
 		return fmt.Errorf("list policies: %w", err)
 	}
+	var remove []string
 	for _, p := range policies {
-		if r.cfg.Baseline.KeepsPolicy(p) {
-			continue
+		if !r.cfg.Baseline.KeepsPolicy(p) {
+			remove = append(remove, p)
 		}
+	}
+	out.PoliciesDeleted = remove
+	plan := out
+	plan.AuthMethodsDisabled = append([]string{}, union(prior.AuthMethodsDisabled, out.AuthMethodsDisabled)...) // [] in the event, never null
+	plan.AuthMethodsRemoved = union(prior.AuthMethodsRemoved, out.AuthMethodsRemoved)
+	plan.PoliciesDeleted = union(prior.PoliciesDeleted, out.PoliciesDeleted)
+	if save != nil && (len(disable) > 0 || len(remove) > 0) {
+		if err := save(plan); err != nil {
+			return fmt.Errorf("record what the revocation removes: %w", err)
+		}
+	}
+	out.AuthMethodsDisabled, out.AuthMethodsRemoved, out.PoliciesDeleted = plan.AuthMethodsDisabled, plan.AuthMethodsRemoved, plan.PoliciesDeleted
+	for _, path := range disable {
+		if err := r.vault.DisableAuth(ctx, path); err != nil {
+			return fmt.Errorf("disable auth %s: %w", path, err)
+		}
+		r.cfg.Failpoints.Hit("containment.recovery.removed")
+	}
+	for _, p := range remove {
 		if err := r.vault.DeletePolicy(ctx, p); err != nil {
 			return fmt.Errorf("delete policy %s: %w", p, err)
 		}
-		out.PoliciesDeleted = append(out.PoliciesDeleted, p)
+		r.cfg.Failpoints.Hit("containment.recovery.removed")
 	}
 	successors, err := r.replaceOwnTokens(ctx, &out)
 	if err != nil {
@@ -133,6 +155,16 @@ func (r *Recoverer) revokeAccess(ctx context.Context, st *State) error {
 		slog.Any("auth_removed", out.AuthMethodsRemoved), slog.Any("policies_deleted", out.PoliciesDeleted), slog.String("batch_token_max_ttl", out.BatchTokenMaxTTL),
 		slog.Int("tokens_revoked", out.TokensRevoked), slog.Any("tokens_kept", kept), slog.Int("key_term", out.KeyTerm))
 	return nil
+}
+
+// union is a and b sorted, without repeats (nil when both are empty, as
+// the event's omitempty lists expect).
+func union(a, b []string) []string {
+	u := slices.Compact(slices.Sorted(slices.Values(slices.Concat(a, b))))
+	if len(u) == 0 {
+		return nil
+	}
+	return u
 }
 
 // baselineAuth says whether an auth mount belongs: the token store, the

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/failpoint"
 )
 
 // Config of the recovery phases.
@@ -40,6 +41,8 @@ type Config struct {
 	// ones that cannot be (given in the environment), for the report.
 	OwnTokens   []OwnToken
 	FixedTokens []string
+	// Failpoints are the crash tests' kill points (nil: none).
+	Failpoints *failpoint.Set
 }
 
 // OwnToken is one of Lockdown's own Vault tokens. In every revocation
@@ -147,9 +150,14 @@ type State struct {
 	Revoked         events.AccessRevokedData `json:"revoked"`
 	// RevokedRound is the seal round the last revocation followed: a new
 	// round (a re-seal) is revoked again after its own unseal.
-	RevokedRound int            `json:"revoked_round"`
-	KeptReasons  map[string]int `json:"kept_reasons,omitempty"`
-	Ceremony     Ceremony       `json:"ceremony"`
+	RevokedRound int `json:"revoked_round"`
+	// Revoking is what the revocation of round RevokingRound is removing
+	// from Vault, recorded before the first removal: a run cut short after
+	// a removal still reports it.
+	Revoking      events.AccessRevokedData `json:"revoking,omitempty"`
+	RevokingRound int                      `json:"revoking_round,omitempty"`
+	KeptReasons   map[string]int           `json:"kept_reasons,omitempty"`
+	Ceremony      Ceremony                 `json:"ceremony"`
 	// RotationDone and NotifiedDone mirror the timeline (rotation.completed
 	// and notifications.completed recorded) for the status display.
 	RotationDone bool      `json:"rotation_done"`
