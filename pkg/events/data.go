@@ -192,6 +192,7 @@ type NotificationSentData struct {
 	IncidentID string `json:"incident_id" doc:"The incident."`
 	TenantID   string `json:"tenant_id" doc:"The tenant."`
 	Channel    string `json:"channel" doc:"email or webhook." enum:"email,webhook"`
+	Notice     string `json:"notice,omitempty" doc:"Which notice: empty for the rotated one, incomplete for the notice to a tenant whose rotation failed (a rotated notice may follow after a retry)." enum:",incomplete"`
 	MessageID  string `json:"message_id,omitempty" doc:"The email Message-ID (stable per incident and tenant)."`
 }
 
@@ -200,6 +201,7 @@ type NotificationFailedData struct {
 	IncidentID string `json:"incident_id" doc:"The incident."`
 	TenantID   string `json:"tenant_id" doc:"The tenant."`
 	Channel    string `json:"channel" doc:"email or webhook." enum:"email,webhook"`
+	Notice     string `json:"notice,omitempty" doc:"Which notice: empty for the rotated one, incomplete for the notice to a tenant whose rotation failed (a rotated notice may follow after a retry)." enum:",incomplete"`
 	Reason     string `json:"reason" doc:"Why."`
 }
 

@@ -57,8 +57,13 @@ type Notification struct {
 	DKIMRecordName  string    `json:"dkim_record_name"`
 	DKIMRecord      string    `json:"dkim_record"`
 	RequiredActions []string  `json:"required_actions"`
-	EmailSending    string    `json:"email_sending"` // "operating normally"
+	EmailSending    string    `json:"email_sending"` // "operating normally", or "may be interrupted" for an incomplete rotation
 	SentAt          time.Time `json:"sent_at"`
+	// RotationIncomplete: this tenant's rotation failed at FailedStep;
+	// some secrets may be new, others old. A second notification follows
+	// once it is rotated.
+	RotationIncomplete bool   `json:"rotation_incomplete,omitempty"`
+	FailedStep         string `json:"failed_step,omitempty"`
 }
 
 // TenantSecret derives one tenant's signing secret from the platform's

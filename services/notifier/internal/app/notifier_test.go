@@ -447,6 +447,37 @@ func TestNotifier(t *testing.T) {
 			}
 		}
 	})
+	t.Run("a tenant whose rotation failed gets one notice that says so, by email and webhook", func(t *testing.T) {
+		third := "inc-" + uuid.NewString()
+		tenant := tenantseed.ID(5) // has a webhook (i%5 == 0)
+		rotator := stream.NewPublisher(connect(t, ctx, s, events.ServiceRotator).JS, events.SourceOf(events.ServiceRotator), nil)
+		for range 2 { // the rotator's event, delivered twice
+			must(t, rotator.PublishWithID(ctx, events.RotationTenantFailed, third+"/"+tenant+"/failed",
+				events.RotationTenantFailedData{IncidentID: third, TenantID: tenant, Step: "smtp", Reason: "vault: permission denied"}))
+		}
+		var got []localstack.Message
+		testwait.For(t, time.Minute, "the incomplete-rotation notice", func() bool {
+			got = nil
+			for _, m := range mailbox(t, ctx, s) {
+				if incidentOf(m) == third {
+					got = append(got, m)
+				}
+			}
+			return len(got) > 0
+		})
+		idle(t, ctx, operator)
+		if len(got) != 1 || got[0].To[0].Address != "security@"+tenant+".example.com" {
+			t.Fatalf("%d messages for the failed tenant's incident", len(got))
+		}
+		if !strings.Contains(got[0].Text, "did NOT complete") || !strings.Contains(got[0].Text, `"smtp"`) || strings.Contains(got[0].Text, "permission denied") {
+			t.Fatalf("the notice:\n%s", got[0].Text)
+		}
+		hooks := recv.snapshot()[tenant]
+		var last webhook.Notification
+		if len(hooks) == 0 || json.Unmarshal(hooks[len(hooks)-1].body, &last) != nil || !last.RotationIncomplete || last.FailedStep != "smtp" || last.IncidentID != third {
+			t.Fatalf("webhook: %d requests, last %+v", len(hooks), last)
+		}
+	})
 	if t.Failed() {
 		fmt.Fprintln(os.Stderr, "notifier log:\n"+logs.String())
 	}

@@ -30,6 +30,40 @@ type Content struct {
 	DKIMRecord      string
 	APIKeysRevoked  int
 	RequiredActions []string
+	// Incomplete marks the notice to a tenant whose rotation failed at
+	// FailedStep: what happened, what to do meanwhile, what comes next.
+	Incomplete bool
+	FailedStep string
+}
+
+// NewIncompleteContent is the notice to a tenant whose rotation failed:
+// some of its secrets may be new, some API keys gone, others still old.
+func NewIncompleteContent(t directory.Tenant, d events.RotationTenantFailedData) Content {
+	return Content{Tenant: t, IncidentID: d.IncidentID, Incomplete: true, FailedStep: d.Step, RequiredActions: []string{
+		"Treat every API key, SMTP credential and SSH key of your account as compromised until our second message.",
+		"If a request fails with an invalid API key, create a new key in the dashboard: revoked keys do not come back.",
+		"Do not publish a new DKIM record yet: the second message gives it.",
+	}}
+}
+
+// deliveryKey tells one notice's deliveries apart (Message-ID, webhook
+// delivery id): the tenant, marked for the incomplete-rotation notice.
+func (c Content) deliveryKey() string {
+	if c.Incomplete {
+		return c.Tenant.ID + incompleteSuffix
+	}
+	return c.Tenant.ID
+}
+
+// variant names the template a content is rendered with.
+func (c Content) variant() string {
+	switch {
+	case c.Incomplete:
+		return "incomplete"
+	case c.Affected:
+		return "affected"
+	}
+	return "precautionary"
 }
 
 // NewContent builds a tenant's content from its rotation.
@@ -57,6 +91,12 @@ func (c Content) Webhook(now time.Time) webhook.Notification {
 	if len(c.Rotated) == 3 {
 		rotated = []string{"ssh", "smtp", "dkim"}
 	}
+	if c.Incomplete {
+		return webhook.Notification{
+			Type: "security_incident", IncidentID: c.IncidentID, TenantID: c.Tenant.ID, Rotated: []string{}, RotationIncomplete: true,
+			FailedStep: c.FailedStep, RequiredActions: c.RequiredActions, EmailSending: "may be interrupted", SentAt: now.UTC(),
+		}
+	}
 	return webhook.Notification{
 		Type: "security_incident", IncidentID: c.IncidentID, TenantID: c.Tenant.ID, Affected: c.Affected,
 		Rotated: rotated, APIKeysRevoked: c.APIKeysRevoked, DKIMSelector: c.DKIMSelector,
@@ -65,16 +105,19 @@ func (c Content) Webhook(now time.Time) webhook.Notification {
 	}
 }
 
-// Templates renders the two variants (affected, precautionary) as plain
-// text and HTML, and the subject.
+// Templates renders the three variants (affected, precautionary, and
+// incomplete for a tenant whose rotation failed) as plain text and HTML,
+// and the subject.
 type Templates struct {
 	subject *template.Template
-	text    map[bool]*template.Template
-	html    map[bool]*htmltemplate.Template
+	text    map[string]*template.Template
+	html    map[string]*htmltemplate.Template
 }
 
-// templateFiles names the four files a template folder must hold.
-var templateFiles = map[bool]string{true: "affected", false: "precautionary"}
+// templateVariants name the files of a template folder: <variant>.txt.tmpl
+// and <variant>.html.tmpl. A folder made before the incomplete variant
+// existed may lack it: the built-in one is used.
+var templateVariants = []string{"affected", "precautionary", "incomplete"}
 
 // LoadTemplates parses the subject and the four template files from dir,
 // or from the built-in defaults when dir is empty. Every file is parsed
@@ -86,23 +129,27 @@ func LoadTemplates(dir, subject string) (*Templates, error) {
 	if dir != "" {
 		fsys, root = os.DirFS(dir), "."
 	}
-	t := &Templates{text: map[bool]*template.Template{}, html: map[bool]*htmltemplate.Template{}}
+	t := &Templates{text: map[string]*template.Template{}, html: map[string]*htmltemplate.Template{}}
 	var err error
 	if t.subject, err = template.New("subject").Parse(subject); err != nil {
 		return nil, fmt.Errorf("notify: subject: %w", err)
 	}
-	for affected, name := range templateFiles {
-		if t.text[affected], err = template.ParseFS(fsys, root+"/"+name+".txt.tmpl"); err != nil {
+	for _, v := range templateVariants {
+		from, at := fsys, root
+		if _, err := fs.Stat(fsys, root+"/"+v+".txt.tmpl"); err != nil && v == "incomplete" {
+			from, at = defaults, "templates"
+		}
+		if t.text[v], err = template.ParseFS(from, at+"/"+v+".txt.tmpl"); err != nil {
 			return nil, fmt.Errorf("notify: template: %w", err)
 		}
-		if t.html[affected], err = htmltemplate.ParseFS(fsys, root+"/"+name+".html.tmpl"); err != nil {
+		if t.html[v], err = htmltemplate.ParseFS(from, at+"/"+v+".html.tmpl"); err != nil {
 			return nil, fmt.Errorf("notify: template: %w", err)
 		}
 	}
 	sample := Content{Tenant: directory.Tenant{ID: "t", Name: "T", Domain: "t.example", ContactEmail: "a@t.example"},
-		IncidentID: "inc", Rotated: []string{"SSH keys"}, RequiredActions: []string{"act"}}
-	for _, affected := range []bool{true, false} {
-		sample.Affected = affected
+		IncidentID: "inc", Rotated: []string{"SSH keys"}, RequiredActions: []string{"act"}, FailedStep: "dkim"}
+	for _, c := range []Content{{Affected: true}, {}, {Incomplete: true}} {
+		sample.Affected, sample.Incomplete = c.Affected, c.Incomplete
 		if _, _, _, err := t.Render(sample); err != nil {
 			return nil, err
 		}
@@ -116,10 +163,10 @@ func (t *Templates) Render(c Content) (subject, text, html string, err error) {
 	if err := t.subject.Execute(&s, c); err != nil {
 		return "", "", "", fmt.Errorf("notify: subject: %w", err)
 	}
-	if err := t.text[c.Affected].Execute(&tx, c); err != nil {
+	if err := t.text[c.variant()].Execute(&tx, c); err != nil {
 		return "", "", "", fmt.Errorf("notify: text: %w", err)
 	}
-	if err := t.html[c.Affected].Execute(&h, c); err != nil {
+	if err := t.html[c.variant()].Execute(&h, c); err != nil {
 		return "", "", "", fmt.Errorf("notify: html: %w", err)
 	}
 	return s.String(), tx.String(), h.String(), nil

@@ -55,14 +55,67 @@ func (n *Notifier) Planned(ctx context.Context, d events.RotationPlannedData) er
 	return n.announceIfComplete(ctx, d.IncidentID)
 }
 
-// RotationFailed records that a tenant gets no notification: its secrets
-// were not rotated, so a message saying they were would be false. The
-// tenant counts as failed; the rotation failure is the operator's to mend.
+// RotationFailed tells a tenant whose rotation failed what happened (the
+// step it stopped at: some secrets may be new, some API keys gone), what
+// to do meanwhile and what comes next — never that it was rotated. The
+// notice is recorded apart from the rotated one, which a retry
+// (`lockdown retry`) sends later; a second failure does not repeat it.
+// The tenant counts as not notified of a rotation; the failure is the
+// operator's to mend. Errors are as for Rotated.
 func (n *Notifier) RotationFailed(ctx context.Context, d events.RotationTenantFailedData) error {
+	tenant, err := n.store.Tenant(ctx, d.TenantID)
+	var permanent []error
+	switch {
+	case errors.Is(err, directory.ErrUnknownTenant):
+		// Not in the directory (that is often why it failed): no address.
+	case err != nil:
+		return err
+	default:
+		content := NewIncompleteContent(tenant, d)
+		for _, ch := range channelsOf(tenant) {
+			if _, err := n.deliver(ctx, ch, content); err != nil {
+				if !errors.Is(err, ErrPermanent) {
+					return err
+				}
+				permanent = append(permanent, fmt.Errorf("%s: %w", ch, err))
+			}
+		}
+	}
 	if err := n.store.Outcome(ctx, d.IncidentID, d.TenantID, StateFailed, "rotation failed at "+d.Step); err != nil {
 		return err
 	}
-	return n.announceIfComplete(ctx, d.IncidentID)
+	return errors.Join(errors.Join(permanent...), n.announceIfComplete(ctx, d.IncidentID))
+}
+
+// channelsOf are the channels a tenant is told on: email, and its webhook
+// when it has one.
+func channelsOf(t directory.Tenant) []string {
+	if t.WebhookURL != "" {
+		return []string{ChannelEmail, ChannelWebhook}
+	}
+	return []string{ChannelEmail}
+}
+
+// incompleteSuffix keeps the records, event ids and Message-ID of the
+// incomplete-rotation notice apart from the rotated notice that may
+// follow it after a retry.
+const incompleteSuffix = "-incomplete"
+
+// recordKey is the channel under which c's delivery is recorded.
+func recordKey(channel string, c Content) string {
+	if c.Incomplete {
+		return channel + incompleteSuffix
+	}
+	return channel
+}
+
+// splitKey reads a record key back: the channel, and the notice
+// ("incomplete", or "" for the rotated one).
+func splitKey(key string) (channel, notice string) {
+	if ch, ok := strings.CutSuffix(key, incompleteSuffix); ok {
+		return ch, "incomplete"
+	}
+	return key, ""
 }
 
 // Rotated notifies one rotated tenant on every channel it has.
@@ -89,13 +142,9 @@ func (n *Notifier) Rotated(ctx context.Context, d events.RotationTenantCompleted
 		return err
 	}
 	content := NewContent(tenant, d)
-	channels := []string{ChannelEmail}
-	if tenant.WebhookURL != "" {
-		channels = append(channels, ChannelWebhook)
-	}
 	var permanent []error
 	sent := 0
-	for _, ch := range channels {
+	for _, ch := range channelsOf(tenant) {
 		state, err := n.deliver(ctx, ch, content)
 		if err != nil && !errors.Is(err, ErrPermanent) {
 			return err // transient: the message comes back; sent channels are skipped
@@ -145,14 +194,15 @@ func (n *Notifier) GiveUp(ctx context.Context, d events.RotationTenantCompletedD
 // already final, sends, and records the result. It returns the final state
 // (sent or failed) or an error to retry.
 func (n *Notifier) deliver(ctx context.Context, channel string, c Content) (string, error) {
-	prev, owned, err := n.store.Claim(ctx, c.IncidentID, c.Tenant.ID, channel, n.cfg.InFlight)
+	key := recordKey(channel, c)
+	prev, owned, err := n.store.Claim(ctx, c.IncidentID, c.Tenant.ID, key, n.cfg.InFlight)
 	switch {
 	case err != nil:
 		return "", err
 	case !owned && (prev == StateSent || prev == StateFailed):
 		// Already final: this is a redelivery. Say so again (the event id
 		// de-duplicates) in case the first run stopped before publishing.
-		return prev, n.announce(ctx, channel, c, prev)
+		return prev, n.announce(ctx, key, c, prev)
 	case !owned:
 		return "", ErrInFlight
 	case prev == StateSending:
@@ -174,7 +224,7 @@ func (n *Notifier) deliver(ctx context.Context, channel string, c Content) (stri
 		// progress meanwhile). Returning instead would let the claim go
 		// stale and the message be sent a second time.
 		if err := untilDone(ctx, func() error {
-			_, err := n.store.Finish(ctx, c.IncidentID, c.Tenant.ID, channel, StateSent, "")
+			_, err := n.store.Finish(ctx, c.IncidentID, c.Tenant.ID, key, StateSent, "")
 			return err
 		}, func(err error) {
 			n.logger.WarnContext(ctx, "sent, not yet recorded (database away); retrying the record", slog.String("incident_id", c.IncidentID),
@@ -182,10 +232,10 @@ func (n *Notifier) deliver(ctx context.Context, channel string, c Content) (stri
 		}); err != nil {
 			return "", err
 		}
-		return StateSent, n.announce(ctx, channel, c, StateSent)
+		return StateSent, n.announce(ctx, key, c, StateSent)
 	case errors.Is(err, ErrPermanent):
 		span.SetStatus(codes.Error, err.Error())
-		if ferr := n.fail(ctx, c.IncidentID, c.Tenant.ID, channel, err.Error()); ferr != nil {
+		if ferr := n.fail(ctx, c.IncidentID, c.Tenant.ID, key, err.Error()); ferr != nil {
 			return "", ferr
 		}
 		return StateFailed, err
@@ -195,7 +245,7 @@ func (n *Notifier) deliver(ctx context.Context, channel string, c Content) (stri
 			slog.String("tenant_id", c.Tenant.ID), slog.String("channel", channel), slog.Any("error", err))
 		// Nothing was accepted: give the claim back so the next delivery
 		// sends at once instead of waiting out the in-flight window.
-		if rerr := n.store.Release(ctx, c.IncidentID, c.Tenant.ID, channel); rerr != nil {
+		if rerr := n.store.Release(ctx, c.IncidentID, c.Tenant.ID, key); rerr != nil {
 			return "", errors.Join(err, rerr)
 		}
 		return "", err
@@ -208,39 +258,41 @@ func (n *Notifier) send(ctx context.Context, channel string, c Content) error {
 		if err != nil {
 			return Permanent(err)
 		}
-		return n.webhooks.Post(ctx, c.Tenant.WebhookURL, c.Tenant.ID, deliveryID(c.IncidentID, c.Tenant.ID), body)
+		return n.webhooks.Post(ctx, c.Tenant.WebhookURL, c.Tenant.ID, deliveryID(c.IncidentID, c.deliveryKey()), body)
 	}
 	subject, text, html, err := n.templates.Render(c)
 	if err != nil {
 		return Permanent(err)
 	}
 	return n.mailer.Send(ctx, Email{From: n.cfg.From, To: c.Tenant.ContactEmail, Subject: subject,
-		MessageID: MessageID(c.IncidentID, c.Tenant.ID, domainOf(n.cfg.From)), Text: text, HTML: html, IncidentID: c.IncidentID})
+		MessageID: MessageID(c.IncidentID, c.deliveryKey(), domainOf(n.cfg.From)), Text: text, HTML: html, IncidentID: c.IncidentID})
 }
 
 // fail records a channel's permanent failure and emits notification.failed,
 // unless the channel already ended (sent, say, before GiveUp).
-func (n *Notifier) fail(ctx context.Context, incidentID, tenantID, channel, reason string) error {
-	recorded, err := n.store.Finish(ctx, incidentID, tenantID, channel, StateFailed, reason)
+func (n *Notifier) fail(ctx context.Context, incidentID, tenantID, key, reason string) error {
+	recorded, err := n.store.Finish(ctx, incidentID, tenantID, key, StateFailed, reason)
 	if err != nil || !recorded {
 		return err
 	}
+	channel, notice := splitKey(key)
 	n.logger.ErrorContext(ctx, "notification failed", slog.String("incident_id", incidentID),
-		slog.String("tenant_id", tenantID), slog.String("channel", channel), slog.String("reason", reason))
-	return n.pub.PublishWithID(ctx, events.NotificationFailed, eventID(incidentID, tenantID, channel, StateFailed),
-		events.NotificationFailedData{IncidentID: incidentID, TenantID: tenantID, Channel: channel, Reason: reason})
+		slog.String("tenant_id", tenantID), slog.String("channel", channel), slog.String("notice", notice), slog.String("reason", reason))
+	return n.pub.PublishWithID(ctx, events.NotificationFailed, eventID(incidentID, tenantID, key, StateFailed),
+		events.NotificationFailedData{IncidentID: incidentID, TenantID: tenantID, Channel: channel, Notice: notice, Reason: reason})
 }
 
 // announce emits the channel's final state again (redeliveries).
-func (n *Notifier) announce(ctx context.Context, channel string, c Content, state string) error {
+func (n *Notifier) announce(ctx context.Context, key string, c Content, state string) error {
 	if state == StateFailed {
 		return nil // its notification.failed went out with the failure record
 	}
-	data := events.NotificationSentData{IncidentID: c.IncidentID, TenantID: c.Tenant.ID, Channel: channel}
+	channel, notice := splitKey(key)
+	data := events.NotificationSentData{IncidentID: c.IncidentID, TenantID: c.Tenant.ID, Channel: channel, Notice: notice}
 	if channel == ChannelEmail {
-		data.MessageID = MessageID(c.IncidentID, c.Tenant.ID, domainOf(n.cfg.From))
+		data.MessageID = MessageID(c.IncidentID, c.deliveryKey(), domainOf(n.cfg.From))
 	}
-	return n.pub.PublishWithID(ctx, events.NotificationSent, eventID(c.IncidentID, c.Tenant.ID, channel, state), data)
+	return n.pub.PublishWithID(ctx, events.NotificationSent, eventID(c.IncidentID, c.Tenant.ID, key, state), data)
 }
 
 // announceIfComplete emits notifications.completed once every planned

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -215,6 +216,47 @@ func TestNotifier(t *testing.T) {
 		}
 		if m.sent[0].MessageID != notify.MessageID("inc", "acme", "platform.example") {
 			t.Errorf("Message-ID %s", m.sent[0].MessageID)
+		}
+	})
+	t.Run("a tenant whose rotation failed is told once, apart from the rotated notice a retry sends later", func(t *testing.T) {
+		n, st, m, h, p := setup(t)
+		failed := events.RotationTenantFailedData{IncidentID: "inc", TenantID: "acme", Step: "dkim", Reason: "vault: permission denied"}
+		for range 2 { // a second failure (after a retry) does not repeat it
+			if err := n.RotationFailed(ctx, failed); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(m.sent) != 1 || h.posts != 1 || st.outcomes[key("inc", "acme")] != notify.StateFailed {
+			t.Fatalf("mails %d, webhooks %d, outcome %q", len(m.sent), h.posts, st.outcomes[key("inc", "acme")])
+		}
+		mail := m.sent[0]
+		for _, want := range []string{"did NOT complete", `"dkim"`, "second message", "incident inc"} {
+			if !strings.Contains(mail.Text, want) {
+				t.Errorf("the notice does not say %q:\n%s", want, mail.Text)
+			}
+		}
+		if strings.Contains(mail.Text, "rotated") || strings.Contains(mail.Text, "permission denied") {
+			t.Errorf("the notice claims a rotation or leaks the internal reason:\n%s", mail.Text)
+		}
+		// The retry rotates the tenant: the usual notice goes out too, under
+		// its own Message-ID.
+		if err := n.Rotated(ctx, rotated("acme")); err != nil {
+			t.Fatal(err)
+		}
+		if len(m.sent) != 2 || h.posts != 2 || m.sent[0].MessageID == m.sent[1].MessageID || st.outcomes[key("inc", "acme")] != notify.StateSent {
+			t.Fatalf("after the retry: mails %d, webhooks %d, outcome %q", len(m.sent), h.posts, st.outcomes[key("inc", "acme")])
+		}
+		if p.count(events.NotificationSent) != 4 {
+			t.Fatalf("%d notification.sent events, want 4 (two notices on two channels)", p.count(events.NotificationSent))
+		}
+	})
+	t.Run("a tenant whose rotation failed and that the directory lacks is recorded, with no one to tell", func(t *testing.T) {
+		n, st, m, _, _ := setup(t)
+		if err := n.RotationFailed(ctx, events.RotationTenantFailedData{IncidentID: "inc", TenantID: "ghost", Step: "plan"}); err != nil {
+			t.Fatal(err)
+		}
+		if len(m.sent) != 0 || st.outcomes[key("inc", "ghost")] != notify.StateFailed {
+			t.Fatalf("mails %d, outcome %q", len(m.sent), st.outcomes[key("inc", "ghost")])
 		}
 	})
 	t.Run("a transient failure gives the claim back, so the retry sends at once", func(t *testing.T) {
