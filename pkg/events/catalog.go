@@ -39,6 +39,7 @@ const (
 	AccessRestored           Name = "access.restored"
 	IncidentResolved         Name = "incident.resolved"
 	IncidentStuck            Name = "incident.stuck"
+	Audit                    Name = "audit"
 	IncidentResumeRequested  Name = "incident.resume.requested"
 	IncidentAbortRequested   Name = "incident.abort.requested"
 	IncidentConfirmRequested Name = "incident.confirm.requested"
@@ -172,6 +173,10 @@ var catalog = []Spec{
 		Description: "An open incident cannot move: a dependency (Vault, PostgreSQL, NATS) has failed its step for longer than LOCKDOWN_STUCK_AFTER. Raised again with the next reason; the incident moves on by itself once the dependency answers.",
 		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceCLI},
 		Watchers: []string{UserSIEM}}, // the SIEM subscribes to be told
+	{Name: Audit, Stream: StreamEvents, data: AuditData{},
+		Description: "One action Lockdown took on Vault (seal, revoke, rekey, rotate, destroy, restore) as a compliance record with its severity and counts — the runbook's `api_keys_revoked_emergency` among them. Derived by containment from the incident's events as it records them; not part of the timeline.",
+		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceCLI},
+		Watchers: []string{UserSIEM}}, // the SIEM (or any compliance tool with its credentials) subscribes
 	{Name: IncidentResumeRequested, Stream: StreamEvents, data: IncidentControlData{},
 		Description: "An operator asked (`lockdown resume`) to drive the incident now: containment retries its step at once and re-announces the step's event to the services waiting on it.",
 		Publishers:  []string{UserOperator}, Consumers: []string{ServiceContainment}},

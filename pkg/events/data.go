@@ -254,6 +254,20 @@ type IncidentStuckData struct {
 	Since      time.Time `json:"since" doc:"When the step first failed."`
 }
 
+// AuditData is one action Lockdown took on Vault, as a compliance tool
+// reads it. Never a secret: counts, paths and ids only.
+type AuditData struct {
+	IncidentID string         `json:"incident_id" doc:"The incident."`
+	Action     string         `json:"action" doc:"What was done to Vault." enum:"seal,revoke,rekey,rotate,destroy,restore"`
+	Record     string         `json:"record" doc:"The runbook's name of the record: vault_sealed, access_revoked, unseal_keys_rotated, tenant_secrets_rotated, api_keys_revoked_emergency, access_restored."`
+	Severity   string         `json:"severity" doc:"critical, high or info." enum:"critical,high,info"`
+	Tenant     string         `json:"tenant,omitempty" doc:"The tenant acted on (rotate, destroy)."`
+	Counts     map[string]int `json:"counts" doc:"What the action counted (nodes sealed, tokens revoked, keys revoked, …)."`
+	Detail     string         `json:"detail,omitempty" doc:"One line more (how the rekey was proven, which auth methods were disabled)."`
+	At         time.Time      `json:"at" doc:"When the action was recorded (the audited event's time)."`
+	EventID    string         `json:"event_id" doc:"The event the record audits."`
+}
+
 // IncidentControlData is an operator's request about an incident.
 type IncidentControlData struct {
 	IncidentID  string `json:"incident_id" doc:"The incident."`

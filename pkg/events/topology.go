@@ -118,7 +118,9 @@ const (
 func timelineEvents() []Name {
 	var out []Name
 	for _, s := range catalog {
-		if s.Stream == StreamEvents && s.Name != BreachDetected {
+		// The breach precedes the incident (containment keeps it as a
+		// detection); audit records are derived from the timeline.
+		if s.Stream == StreamEvents && s.Name != BreachDetected && s.Name != Audit {
 			out = append(out, s.Name)
 		}
 	}

@@ -61,6 +61,10 @@ func TestRecovery(t *testing.T) {
 	c := startContainment(t, s, nil, nil, nil, nil)
 	t.Cleanup(func() { c.stop() })
 	siem, _ := connectAs(t, s, events.UserSIEM)
+	// The SIEM follows the audit feed live, with its own credentials.
+	auditFeed, err := siem.SubscribeSync(events.Audit.Subject())
+	must(t, err)
+	must(t, siem.Flush())
 	ev := newBreach(t, "recovery test")
 	publishAsSIEM(t, siem, ev, nil)
 	_, opened := waitEvent(t, s, events.IncidentOpened, 10*time.Second, func(d events.IncidentOpenedData) bool { return d.BreachEventID == ev.ID() })
@@ -242,6 +246,52 @@ func TestRecovery(t *testing.T) {
 			t.Fatalf("jwt config not restored: %v %v", cfg, err)
 		}
 		waitEvent(t, s, events.IncidentResolved, 20*time.Second, func(d events.IncidentResolvedData) bool { return d.IncidentID == incidentID })
+	})
+
+	t.Run("every action on Vault is audited once, and the SIEM receives the records live", func(t *testing.T) {
+		// One tenant rotated by the rotator: its secrets and the runbook's
+		// api_keys_revoked_emergency record.
+		publishAs(t, s, events.ServiceRotator, events.RotationTenantCompleted, events.RotationTenantCompletedData{IncidentID: incidentID, TenantID: "tenant-001",
+			SSHFingerprint: "SHA256:x", DKIMSelector: "s", DKIMRecord: "v=DKIM1; p=x", APIKeysDestroyed: 4, SMTPPasswordRotate: true})
+		want := map[string]string{"vault_sealed": "critical", "access_revoked": "critical", "unseal_keys_rotated": "high", "access_restored": "info",
+			"tenant_secrets_rotated": "high", "api_keys_revoked_emergency": "critical"}
+		got := map[string]events.AuditData{}
+		deadline := time.Now().Add(20 * time.Second)
+		for len(got) < len(want) && time.Now().Before(deadline) {
+			m, err := auditFeed.NextMsg(time.Until(deadline))
+			if err != nil {
+				break
+			}
+			ev, _, err := events.Decode(m.Header, m.Data)
+			must(t, err)
+			d, err := events.DataAs[events.AuditData](ev)
+			must(t, err)
+			if d.IncidentID != incidentID {
+				continue
+			}
+			if _, seen := got[d.Record]; seen {
+				t.Errorf("%s audited twice", d.Record)
+			}
+			got[d.Record] = d
+		}
+		for record, severity := range want {
+			d, ok := got[record]
+			if !ok || d.Severity != severity || d.EventID == "" {
+				t.Errorf("%s: %+v (want severity %s)", record, d, severity)
+			}
+		}
+		if d := got["api_keys_revoked_emergency"]; d.Tenant != "tenant-001" || d.Counts["keys_revoked"] != 4 || d.Action != "destroy" {
+			t.Errorf("api_keys_revoked_emergency %+v", d)
+		}
+		if d := got["access_revoked"]; d.Counts["tokens_revoked"] < 1 || d.Counts["lockdown_tokens_replaced"] != 3 {
+			t.Errorf("access_revoked %+v", d)
+		}
+		if d := got["unseal_keys_rotated"]; d.Counts["shares"] != 5 || d.Detail != "proven by vault_log" {
+			t.Errorf("unseal_keys_rotated %+v", d)
+		}
+		if n := countEvents(t, s, events.Audit, func(d events.AuditData) bool { return d.IncidentID == incidentID }); n != len(want) {
+			t.Errorf("%d audit records stored, want %d (one per action)", n, len(want))
+		}
 	})
 
 	t.Run("no token or share reaches containment's log", func(t *testing.T) {

@@ -93,8 +93,10 @@ func (s *Store) Apply(ctx context.Context, f engine.Fence, c engine.Change) erro
 			return err
 		}
 	}
-	if err := recordEntries(ctx, tx, c.IncidentID, c.Timeline); err != nil {
-		return err
+	for _, e := range c.Timeline {
+		if err := s.record(ctx, tx, c.IncidentID, e); err != nil {
+			return err
+		}
 	}
 	if err := s.emit(ctx, tx, c.IncidentID, c.Emit); err != nil {
 		return err

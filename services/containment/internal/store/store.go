@@ -19,6 +19,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/pkg/platform/migrate"
 	"github.com/lockdown/lockdown/pkg/platform/outbox"
+	"github.com/lockdown/lockdown/services/containment/internal/audit"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/timeline"
 )
@@ -220,40 +221,62 @@ func insertSeals(ctx context.Context, tx pgx.Tx, incidentID string, round int, s
 // caller's transaction: the engine reads its own events back at once, and
 // the timeline consumer's later copy of each is a no-op.
 func (s *Store) emit(ctx context.Context, tx pgx.Tx, incidentID string, out []events.Outgoing) error {
-	if len(out) == 0 {
-		return nil
-	}
-	if s.prep == nil {
-		return errors.New("store: no preparer set: events cannot be written")
-	}
-	msgs := make([]*nats.Msg, 0, len(out))
-	var entries []report.Entry
-	for _, o := range out {
-		m, err := s.prep.Prepare(ctx, o.Name, o.ID, o.Data)
-		if err != nil {
-			return fmt.Errorf("prepare %s: %w", o.Name, err)
-		}
-		msgs = append(msgs, m)
-		ev, spec, err := events.Decode(m.Header, m.Data)
-		if err != nil {
-			return fmt.Errorf("prepare %s: %w", o.Name, err)
-		}
-		entries = append(entries, report.Entry{EventID: ev.ID(), Type: spec.Name, Time: ev.Time(), Source: ev.Source(), Data: ev.Data()})
-	}
-	if err := recordEntries(ctx, tx, incidentID, entries); err != nil {
+	msgs, entries, err := s.prepare(ctx, out)
+	if err != nil || len(msgs) == 0 {
 		return err
+	}
+	for _, e := range entries {
+		if err := s.record(ctx, tx, incidentID, e); err != nil {
+			return err
+		}
 	}
 	return outbox.Add(ctx, tx, Schema, msgs...)
 }
 
-func recordEntries(ctx context.Context, tx pgx.Tx, incidentID string, entries []report.Entry) error {
-	for _, e := range entries {
-		if _, err := tx.Exec(ctx, `INSERT INTO containment.timeline (event_id, incident_id, type, time, source, data) VALUES ($1, $2, $3, $4, $5, $6)
-			ON CONFLICT DO NOTHING`, e.EventID, incidentID, string(e.Type), e.Time, e.Source, e.Data); err != nil {
-			return err
-		}
+// prepare builds the messages of events and their timeline entries.
+func (s *Store) prepare(ctx context.Context, out []events.Outgoing) ([]*nats.Msg, []report.Entry, error) {
+	if len(out) == 0 {
+		return nil, nil, nil
 	}
-	return nil
+	if s.prep == nil {
+		return nil, nil, errors.New("store: no preparer set: events cannot be written")
+	}
+	msgs := make([]*nats.Msg, 0, len(out))
+	entries := make([]report.Entry, 0, len(out))
+	for _, o := range out {
+		m, err := s.prep.Prepare(ctx, o.Name, o.ID, o.Data)
+		if err != nil {
+			return nil, nil, fmt.Errorf("prepare %s: %w", o.Name, err)
+		}
+		msgs = append(msgs, m)
+		ev, spec, err := events.Decode(m.Header, m.Data)
+		if err != nil {
+			return nil, nil, fmt.Errorf("prepare %s: %w", o.Name, err)
+		}
+		entries = append(entries, report.Entry{EventID: ev.ID(), Type: spec.Name, Time: ev.Time(), Source: ev.Source(), Data: ev.Data()})
+	}
+	return msgs, entries, nil
+}
+
+// record inserts one timeline entry in tx and, the first time it is
+// recorded, writes its audit records (package audit) to the outbox in the
+// same transaction: each action on Vault is audited exactly once, whoever
+// recorded it first (the emitter or the timeline consumer).
+func (s *Store) record(ctx context.Context, tx pgx.Tx, incidentID string, e report.Entry) error {
+	tag, err := tx.Exec(ctx, `INSERT INTO containment.timeline (event_id, incident_id, type, time, source, data) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT DO NOTHING`, e.EventID, incidentID, string(e.Type), e.Time, e.Source, e.Data)
+	if err != nil || tag.RowsAffected() == 0 {
+		return err
+	}
+	recs, err := audit.Records(e)
+	if err != nil {
+		return fmt.Errorf("audit %s: %w", e.EventID, err)
+	}
+	msgs, _, err := s.prepare(ctx, recs)
+	if err != nil || len(msgs) == 0 {
+		return err
+	}
+	return outbox.Add(ctx, tx, Schema, msgs...)
 }
 
 // OpenIncident implements incident.Store.

@@ -13,11 +13,10 @@ import (
 	"github.com/lockdown/lockdown/services/containment/internal/timeline"
 )
 
-// RecordEvent implements timeline.Store.
+// RecordEvent implements timeline.Store: the entry and, the first time,
+// its audit records, in one transaction.
 func (s *Store) RecordEvent(ctx context.Context, incidentID string, e report.Entry) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO containment.timeline (event_id, incident_id, type, time, source, data) VALUES ($1, $2, $3, $4, $5, $6)
-		ON CONFLICT DO NOTHING`, e.EventID, incidentID, string(e.Type), e.Time, e.Source, e.Data)
-	return err
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return s.record(ctx, tx, incidentID, e) })
 }
 
 // Timeline implements timeline.Store.

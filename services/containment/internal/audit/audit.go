@@ -1,0 +1,89 @@
+// Package audit turns an incident's events into the compliance records of
+// what Lockdown did to Vault (io.lockdown.audit.v1 on lockdown.audit, which
+// the SIEM's user may subscribe to): one record per action, with its
+// severity and counts, the runbook's api_keys_revoked_emergency among
+// them. Containment derives them as it records each event in the
+// timeline, in the same transaction (the outbox), so every action is
+// audited once whichever service did it and whatever crashed in between.
+// It imports no transport: it maps events to events.
+package audit
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/report"
+)
+
+// Severities of the records.
+const (
+	Critical = "critical"
+	High     = "high"
+	Info     = "info"
+)
+
+// Records returns the audit records of one recorded event (none for an
+// event that is not an action on Vault). Their ids derive from the
+// event's, so a record written twice is one record.
+func Records(e report.Entry) ([]events.Outgoing, error) {
+	var recs []events.AuditData
+	switch e.Type {
+	case events.VaultSealed:
+		var d events.VaultSealedData
+		if err := json.Unmarshal(e.Data, &d); err != nil {
+			return nil, err
+		}
+		nodes := make([]string, 0, len(d.Nodes))
+		for _, n := range d.Nodes {
+			nodes = append(nodes, n.Address+" ("+n.Method+")")
+		}
+		recs = append(recs, events.AuditData{IncidentID: d.IncidentID, Action: "seal", Record: "vault_sealed", Severity: Critical,
+			Counts: map[string]int{"nodes_sealed": len(d.Nodes), "round": d.Round, "latency_ms": int(d.LatencyMS)}, Detail: strings.Join(nodes, ", ")})
+	case events.AccessRevoked:
+		var d events.AccessRevokedData
+		if err := json.Unmarshal(e.Data, &d); err != nil {
+			return nil, err
+		}
+		recs = append(recs, events.AuditData{IncidentID: d.IncidentID, Action: "revoke", Record: "access_revoked", Severity: Critical,
+			Counts: map[string]int{"tokens_revoked": d.TokensRevoked, "tokens_kept": d.TokensKept, "auth_methods_disabled": len(d.AuthMethodsDisabled),
+				"auth_methods_removed": len(d.AuthMethodsRemoved), "policies_deleted": len(d.PoliciesDeleted), "lockdown_tokens_replaced": len(d.TokensReplaced),
+				"key_term": d.KeyTerm},
+			Detail: fmt.Sprintf("disabled %v, removed %v, policies deleted %v", d.AuthMethodsDisabled, d.AuthMethodsRemoved, d.PoliciesDeleted)})
+	case events.UnsealKeysRotated:
+		var d events.UnsealKeysRotatedData
+		if err := json.Unmarshal(e.Data, &d); err != nil {
+			return nil, err
+		}
+		recs = append(recs, events.AuditData{IncidentID: d.IncidentID, Action: "rekey", Record: "unseal_keys_rotated", Severity: High,
+			Counts: map[string]int{"shares": d.Shares, "threshold": d.Threshold, "pgp_keys": len(d.PGPFingerprints)}, Detail: "proven by " + d.Proof})
+	case events.RotationTenantCompleted:
+		var d events.RotationTenantCompletedData
+		if err := json.Unmarshal(e.Data, &d); err != nil {
+			return nil, err
+		}
+		secrets := 2
+		if d.SMTPPasswordRotate {
+			secrets = 3
+		}
+		recs = append(recs,
+			events.AuditData{IncidentID: d.IncidentID, Action: "rotate", Record: "tenant_secrets_rotated", Severity: High, Tenant: d.TenantID,
+				Counts: map[string]int{"secrets_rotated": secrets}},
+			events.AuditData{IncidentID: d.IncidentID, Action: "destroy", Record: "api_keys_revoked_emergency", Severity: Critical, Tenant: d.TenantID,
+				Counts: map[string]int{"keys_revoked": d.APIKeysDestroyed}})
+	case events.AccessRestored:
+		var d events.AccessRestoredData
+		if err := json.Unmarshal(e.Data, &d); err != nil {
+			return nil, err
+		}
+		recs = append(recs, events.AuditData{IncidentID: d.IncidentID, Action: "restore", Record: "access_restored", Severity: Info,
+			Counts: map[string]int{"auth_methods_restored": len(d.AuthMethods)}, Detail: strings.Join(d.AuthMethods, ", ")})
+	}
+	out := make([]events.Outgoing, len(recs))
+	for i, r := range recs {
+		r.At, r.EventID = e.Time, e.EventID
+		out[i] = events.Outgoing{Name: events.Audit, ID: fmt.Sprintf("%s/audit/%s", e.EventID, r.Record), Data: r}
+	}
+	return out, nil
+}
