@@ -44,6 +44,7 @@ const (
 	IncidentAbortRequested   Name = "incident.abort.requested"
 	IncidentConfirmRequested Name = "incident.confirm.requested"
 	RotationRetryRequested   Name = "rotation.retry.requested"
+	IncidentReviewRequested  Name = "incident.review.requested"
 	DeadLetter               Name = "deadletter"
 )
 
@@ -185,6 +186,9 @@ var catalog = []Spec{
 		Publishers:  []string{UserOperator}, Consumers: []string{ServiceContainment}},
 	{Name: IncidentConfirmRequested, Stream: StreamEvents, data: IncidentControlData{},
 		Description: "An operator confirmed (`lockdown confirm`) an incident whose breach was not allowed to seal Vault by itself (a severity or Vault cluster outside LOCKDOWN_AUTO_SEAL_*): containment seals now and the runbook goes on.",
+		Publishers:  []string{UserOperator}, Consumers: []string{ServiceContainment}},
+	{Name: IncidentReviewRequested, Stream: StreamEvents, data: IncidentReviewData{},
+		Description: "An operator recorded the post-incident review (`lockdown review`): root cause, lessons learned, preventive measures, and whether the review is final. Each request is in the timeline with who made it; the report is regenerated with them. A review once final takes no more changes.",
 		Publishers:  []string{UserOperator}, Consumers: []string{ServiceContainment}},
 	{Name: RotationRetryRequested, Stream: StreamEvents, data: RotationRetryData{},
 		Description: "An operator asked (`lockdown retry`) to rotate again the tenants whose rotation failed (or one of them) once the cause is mended: their jobs run again, they are notified, and corrected totals follow (`rotation.completed`, `notifications.completed`, the report).",

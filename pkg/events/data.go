@@ -1,7 +1,9 @@
 package events
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -273,6 +275,55 @@ type IncidentControlData struct {
 	IncidentID  string `json:"incident_id" doc:"The incident."`
 	RequestedBy string `json:"requested_by" doc:"Who asked (the operator's login and host, as the CLI reports them)."`
 	Reason      string `json:"reason,omitempty" doc:"Why (required to abort)."`
+}
+
+// IncidentReviewData records (part of) the post-incident review. Empty
+// fields leave what an earlier request recorded; given lists replace.
+type IncidentReviewData struct {
+	IncidentID         string   `json:"incident_id" doc:"The incident."`
+	RequestedBy        string   `json:"requested_by" doc:"Who recorded it (the operator's login and host, as the CLI reports them)."`
+	RootCause          string   `json:"root_cause,omitempty" doc:"The root cause."`
+	LessonsLearned     []string `json:"lessons_learned,omitempty" doc:"Lessons learned, one per item."`
+	PreventiveMeasures []string `json:"preventive_measures,omitempty" doc:"Preventive measures, one per item."`
+	Final              bool     `json:"final,omitempty" doc:"The review is final: no later request changes it."`
+}
+
+// ErrInvalidReview is returned by IncidentReviewData.Validate.
+var ErrInvalidReview = errors.New("invalid review")
+
+// Review limits: a review is prose for people, not a document store.
+const (
+	maxReviewText  = 4000
+	maxReviewItems = 50
+)
+
+// Validate reports every problem of a review request at once.
+func (r IncidentReviewData) Validate() error {
+	var errs []error
+	if r.RequestedBy == "" {
+		errs = append(errs, errors.New("requested_by is empty"))
+	}
+	if r.RootCause == "" && len(r.LessonsLearned) == 0 && len(r.PreventiveMeasures) == 0 && !r.Final {
+		errs = append(errs, errors.New("nothing to record"))
+	}
+	if len(r.RootCause) > maxReviewText {
+		errs = append(errs, fmt.Errorf("root cause longer than %d bytes", maxReviewText))
+	}
+	for name, items := range map[string][]string{"lessons learned": r.LessonsLearned, "preventive measures": r.PreventiveMeasures} {
+		if len(items) > maxReviewItems {
+			errs = append(errs, fmt.Errorf("more than %d %s", maxReviewItems, name))
+		}
+		for _, it := range items {
+			if strings.TrimSpace(it) == "" || len(it) > maxReviewText {
+				errs = append(errs, fmt.Errorf("%s: an item is empty or longer than %d bytes", name, maxReviewText))
+				break
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalidReview, errors.Join(errs...))
+	}
+	return nil
 }
 
 // RotationRetryData asks for failed tenants to be rotated again.

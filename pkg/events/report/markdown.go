@@ -144,11 +144,18 @@ func (r Report) Markdown(w io.Writer) error {
 		p("- %s `%s` (%s) %s", stamp(l.Time), l.Type, l.Source, cell(l.Summary))
 	}
 	p("")
-	p("## Review")
+	p("## Review (%s)", orDash(r.ReviewState))
 	p("")
 	p("- Root cause: %s", r.RootCause)
 	p("- Lessons learned: %s", list(r.LessonsLearned))
 	p("- Preventive measures: %s", list(r.PreventiveMeasures))
+	for _, c := range r.ReviewHistory {
+		ignored := ""
+		if c.Ignored {
+			ignored = " — ignored, the review was final"
+		}
+		p("- %s %s changed %s%s", stamp(c.At), cell(c.By), strings.Join(c.Changed, ", "), ignored)
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -16,6 +16,21 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 )
 
+// ReviewChange is one recorded change of the review.
+type ReviewChange struct {
+	By      string    `json:"by"`
+	At      time.Time `json:"at"`
+	Changed []string  `json:"changed"` // root_cause, lessons_learned, preventive_measures, final
+	// Ignored: the review was already final.
+	Ignored bool `json:"ignored,omitempty"`
+}
+
+// Review states.
+const (
+	ReviewDraft = "draft"
+	ReviewFinal = "final"
+)
+
 // RootCausePending is the root cause until the review writes one.
 const RootCausePending = "TBD - under investigation"
 
@@ -70,6 +85,11 @@ type Report struct {
 	RootCause          string         `json:"root_cause"`
 	LessonsLearned     []string       `json:"lessons_learned"`
 	PreventiveMeasures []string       `json:"preventive_measures"`
+	// ReviewState is draft until an operator marks the review final
+	// (lockdown review --final); ReviewHistory lists every change, with
+	// who made it.
+	ReviewState   string         `json:"review_state"`
+	ReviewHistory []ReviewChange `json:"review_history"`
 }
 
 // Actions is what Lockdown did.
@@ -182,7 +202,7 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 		IncidentID: inc.ID, Outcome: outcome, Reason: reason, Severity: inc.Severity, Summary: inc.Summary,
 		DetectedBy: inc.Source, Detections: inc.Detections, DetectedAt: inc.DetectedAt, ResolvedAt: resolvedAt, TraceID: TraceID(inc.TraceParent), TraceURL: TraceLink(inc.JaegerURL, TraceID(inc.TraceParent)),
 		AffectedTenants: []string{}, Actors: []events.Actor{}, Failures: []Failure{}, Timeline: []Line{},
-		RootCause: RootCausePending, LessonsLearned: []string{}, PreventiveMeasures: []string{},
+		RootCause: RootCausePending, LessonsLearned: []string{}, PreventiveMeasures: []string{}, ReviewState: ReviewDraft, ReviewHistory: []ReviewChange{},
 		Actions: Actions{Seals: []events.NodeSeal{}, AuthMethodsDisabled: []string{}, AuthMethodsRemoved: []string{}, PoliciesDeleted: []string{}, LeasePrefixes: []string{}, LockdownTokensReplaced: []string{}, Rotations: []TenantRotation{},
 			RotatedBy: map[string]int{}, MessagesSent: map[string]int{}, AuthMethodsRestored: []string{}, DrivenBy: map[string][]string{}},
 	}
@@ -335,6 +355,15 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 			if err = json.Unmarshal(e.Data, &d); err == nil {
 				line.Summary = fmt.Sprintf("abort requested by %s: %s", d.RequestedBy, d.Reason)
 			}
+		case events.IncidentReviewRequested:
+			var d events.IncidentReviewData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				change := r.applyReview(d, e.Time)
+				line.Summary = fmt.Sprintf("review by %s: %s", d.RequestedBy, strings.Join(change.Changed, ", "))
+				if change.Ignored {
+					line.Summary += " (ignored: the review was final)"
+				}
+			}
 		default:
 			line.Summary = string(e.Type)
 		}
@@ -391,6 +420,40 @@ func union(list, more []string) []string {
 		}
 	}
 	return list
+}
+
+// applyReview folds one review request into the report, in timeline order:
+// given fields replace, nothing changes once the review is final.
+func (r *Report) applyReview(d events.IncidentReviewData, at time.Time) ReviewChange {
+	c := ReviewChange{By: d.RequestedBy, At: at, Changed: []string{}, Ignored: r.ReviewState == ReviewFinal}
+	if d.RootCause != "" {
+		c.Changed = append(c.Changed, "root_cause")
+	}
+	if len(d.LessonsLearned) > 0 {
+		c.Changed = append(c.Changed, "lessons_learned")
+	}
+	if len(d.PreventiveMeasures) > 0 {
+		c.Changed = append(c.Changed, "preventive_measures")
+	}
+	if d.Final {
+		c.Changed = append(c.Changed, "final")
+	}
+	if !c.Ignored {
+		if d.RootCause != "" {
+			r.RootCause = d.RootCause
+		}
+		if len(d.LessonsLearned) > 0 {
+			r.LessonsLearned = d.LessonsLearned
+		}
+		if len(d.PreventiveMeasures) > 0 {
+			r.PreventiveMeasures = d.PreventiveMeasures
+		}
+		if d.Final {
+			r.ReviewState = ReviewFinal
+		}
+	}
+	r.ReviewHistory = append(r.ReviewHistory, c)
+	return c
 }
 
 // TraceLink is the page of a trace in the Jaeger UI at jaegerURL ("" when

@@ -40,6 +40,7 @@ func commands() map[string]command {
 		"abort":     {"close an incident as failed, with a reason in its report (the next breach opens a new incident)", runAbort},
 		"install":   {"provision NATS streams and durable consumers with the admin identity (services may not create them)", runInstall},
 		"retry":     {"rotate again the tenants whose rotation failed (or --tenant one) once the cause is mended; corrected totals reach the report", runRetry},
+		"review":    {"record the post-incident review (root cause, lessons learned, preventive measures; --final ends it), by flags or in $EDITOR with --edit; the report is regenerated", runReview},
 	}
 }
 

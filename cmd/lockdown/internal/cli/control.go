@@ -41,6 +41,10 @@ func runRetry(ctx context.Context, args []string, out, errOut io.Writer) int {
 	return runControl(ctx, "retry", events.RotationRetryRequested, args, out, errOut)
 }
 
+func runReview(ctx context.Context, args []string, out, errOut io.Writer) int {
+	return runControl(ctx, "review", events.IncidentReviewRequested, args, out, errOut)
+}
+
 // runControl publishes an operator's request about an incident as the
 // operator NATS user: confirm, resume and abort go to containment, retry
 // to the rotator; the incident's timeline records each with who asked.
@@ -51,6 +55,10 @@ func runControl(ctx context.Context, name string, ev events.Name, args []string,
 	by := fs.String("as", envOr("OPERATOR", defaultOperator()), "who asks, as recorded in the timeline (LOCKDOWN_OPERATOR; default login@host)")
 	reason := fs.String("reason", "", "why (required to abort; recorded in the report)")
 	tenant := fs.String("tenant", "", "retry: the one tenant to rotate again (default: every tenant whose rotation failed)")
+	var rv reviewFlags
+	if ev == events.IncidentReviewRequested {
+		rv.register(fs)
+	}
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	id, code, ok := parseWithID(fs, args, "usage: lockdown "+name+" <incident> [flags]", errOut)
 	if !ok {
@@ -64,6 +72,14 @@ func runControl(ctx context.Context, name string, ev events.Name, args []string,
 		fmt.Fprintf(errOut, "lockdown abort: --reason is required: the report says why the incident was closed as failed\n")
 		return ExitUsage
 	}
+	var review events.IncidentReviewData
+	if ev == events.IncidentReviewRequested {
+		var err error
+		if review, err = rv.data(ctx, id, *by); err != nil {
+			fmt.Fprintf(errOut, "lockdown review: %v\n", err)
+			return ExitUsage
+		}
+	}
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	conn, err := natsconn.Connect(cctx, natsconn.Options{URL: *natsURL, User: *natsUser, Password: envOr("NATS_PASSWORD", ""), Name: "lockdown-cli"})
@@ -73,8 +89,11 @@ func runControl(ctx context.Context, name string, ev events.Name, args []string,
 	}
 	defer conn.Close(context.Background())
 	var data any = events.IncidentControlData{IncidentID: id, RequestedBy: *by, Reason: *reason}
-	if ev == events.RotationRetryRequested {
+	switch ev {
+	case events.RotationRetryRequested:
 		data = events.RotationRetryData{IncidentID: id, TenantID: *tenant, RequestedBy: *by}
+	case events.IncidentReviewRequested:
+		data = review
 	}
 	published, err := stream.NewPublisher(conn.JS, events.SourceOf(events.ServiceCLI), nil).Publish(cctx, ev, data)
 	if err != nil {

@@ -481,6 +481,13 @@ func RecoveryHandler(eng *engine.Engine, rec *timeline.Recorder) stream.Handler 
 		events.IncidentResumeRequested:  control(eng.Resume),
 		events.IncidentAbortRequested:   control(eng.Abort),
 		events.IncidentConfirmRequested: control(eng.Confirm),
+		events.IncidentReviewRequested: stream.Decoded(func(ctx context.Context, d *stream.Delivery, r events.IncidentReviewData) error {
+			err := eng.Review(ctx, entryOf(d), r)
+			if errors.Is(err, events.ErrInvalidReview) || errors.Is(err, engine.ErrReviewFinal) || errors.Is(err, timeline.ErrUnknownIncident) {
+				return stream.Permanent(err)
+			}
+			return err
+		}),
 	})
 }
 

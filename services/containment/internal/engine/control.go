@@ -147,8 +147,8 @@ func (e *Engine) RefreshReport(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
+		// The review is in the timeline too: Build folds it in.
 		rep := report.Build(ri, entries, old.Outcome, old.Reason, old.ResolvedAt)
-		rep.RootCause, rep.LessonsLearned, rep.PreventiveMeasures = old.RootCause, old.LessonsLearned, old.PreventiveMeasures
 		err = e.store.Apply(ctx, Fence{}, Change{IncidentID: id, Version: inc.Version, Report: &rep})
 		if errors.Is(err, ErrConflict) {
 			continue
@@ -160,4 +160,38 @@ func (e *Engine) RefreshReport(ctx context.Context, id string) error {
 		return err
 	}
 	return fmt.Errorf("incident %s kept changing: %w", id, ErrConflict)
+}
+
+// ErrReviewFinal is returned by Review when the incident's review was
+// marked final: it takes no more changes.
+var ErrReviewFinal = errors.New("the incident's review is final")
+
+// Review records an operator's review request in the timeline and, for a
+// closed incident, regenerates its stored report with it (an open
+// incident's report is built with it at resolution). A request that is
+// invalid, names no incident of this containment or comes after the
+// review was made final is refused (the caller dead-letters it, which
+// tells the operator why).
+func (e *Engine) Review(ctx context.Context, req report.Entry, d events.IncidentReviewData) error {
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	inc, err := e.store.Incident(ctx, d.IncidentID)
+	if err != nil {
+		return err
+	}
+	if !inc.Phase.Open() {
+		old, err := e.store.Report(ctx, inc.ID)
+		if err != nil {
+			return err
+		}
+		if old.ReviewState == report.ReviewFinal {
+			return fmt.Errorf("%w: %s", ErrReviewFinal, inc.ID)
+		}
+	}
+	if err := e.store.Apply(ctx, Fence{}, Change{IncidentID: inc.ID, Version: inc.Version, Timeline: []report.Entry{req}}); err != nil {
+		return err
+	}
+	e.log.InfoContext(ctx, "review recorded", slog.String("incident_id", inc.ID), slog.String("requested_by", d.RequestedBy), slog.Bool("final", d.Final))
+	return e.RefreshReport(ctx, inc.ID)
 }
