@@ -40,7 +40,7 @@ type IncidentOpenedData struct {
 // NodeSeal records how one Vault node was sealed.
 type NodeSeal struct {
 	Address     string    `json:"address" doc:"The node's API address."`
-	Method      string    `json:"method" doc:"api (sys/seal), fence (restart/pod deletion) or already_sealed."`
+	Method      string    `json:"method" doc:"api (sys/seal), fence (restart/pod deletion), already_sealed, or fenced_unreachable (the node answered nothing for a whole sealing pass; the fence command ran and it is taken as down)."`
 	RequestedAt time.Time `json:"requested_at" doc:"When the seal or fence was requested."`
 	ConfirmedAt time.Time `json:"confirmed_at" doc:"When sys/seal-status first reported sealed."`
 }

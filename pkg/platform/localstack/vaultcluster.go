@@ -371,6 +371,27 @@ func (c *VaultCluster) Restart(ctx context.Context, addr string) error {
 	return nil
 }
 
+// UnsealNodes submits threshold shares to the nodes at addrs only (key
+// holders who reach some nodes first) and waits until one node is active.
+func (c *VaultCluster) UnsealNodes(ctx context.Context, addrs ...string) error {
+	for _, a := range addrs {
+		n, err := c.node(a)
+		if err != nil {
+			return err
+		}
+		if err := c.unseal(ctx, n); err != nil {
+			return fmt.Errorf("vault cluster: %w", err)
+		}
+	}
+	return pollVault(ctx, func(ctx context.Context) error {
+		addr, err := c.Active(ctx)
+		if err == nil && addr == "" {
+			err = errors.New("no active node")
+		}
+		return err
+	})
+}
+
 // UnsealAll submits threshold shares to every sealed node, as the key
 // holders would, and waits until one node is active, the others are
 // standbys and autopilot reports every node a healthy raft voter (so the

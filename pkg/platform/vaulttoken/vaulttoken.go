@@ -26,9 +26,9 @@ var ErrExpiring = errors.New("vault token expires soon")
 
 // Renewer renews one token.
 type Renewer struct {
-	name   string
-	client *vault.Client
-	logger *slog.Logger
+	name    string
+	clients []*vault.Client // one per node: the first that answers renews
+	logger  *slog.Logger
 	// Warn is how long before expiry Check starts failing. Default 24h.
 	Warn time.Duration
 
@@ -37,16 +37,26 @@ type Renewer struct {
 	lastErr error
 }
 
-// New returns a renewer for the token of src at addr, following it when it
-// is replaced; name labels it in logs and checks (never the token itself).
-func New(name, addr string, src *Source, timeout time.Duration, logger *slog.Logger) (*Renewer, error) {
-	c, err := newClient(addr, timeout)
-	if err != nil {
-		return nil, fmt.Errorf("vault token %s: %w", name, err)
+// New returns a renewer for the token of src, following it when it is
+// replaced; name labels it in logs and checks (never the token itself).
+// It asks the nodes at addrs in turn until one renews: a standby forwards
+// the renewal to the active node, and a sealed node answers nothing, so
+// the token is renewed as long as any node of the cluster is unsealed.
+func New(name string, addrs []string, src *Source, timeout time.Duration, logger *slog.Logger) (*Renewer, error) {
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("vault token %s: no Vault node", name)
 	}
-	c.SetToken(src.Token())
-	src.OnChange(c.SetToken)
-	return &Renewer{name: name, client: c, logger: logger, Warn: 24 * time.Hour}, nil
+	r := &Renewer{name: name, logger: logger, Warn: 24 * time.Hour}
+	for _, addr := range addrs {
+		c, err := newClient(addr, timeout)
+		if err != nil {
+			return nil, fmt.Errorf("vault token %s: %w", name, err)
+		}
+		c.SetToken(src.Token())
+		src.OnChange(c.SetToken)
+		r.clients = append(r.clients, c)
+	}
+	return r, nil
 }
 
 func newClient(addr string, timeout time.Duration) (*vault.Client, error) {
@@ -74,14 +84,23 @@ func reachable(c *vault.Client) health.Check {
 }
 
 // Reachable is a readiness check that Vault answers at all (sealed is
-// fine), through this renewer's client and so with the same TLS settings.
-func (r *Renewer) Reachable() health.Check { return reachable(r.client) }
+// fine), through this renewer's first client and so with the same TLS
+// settings.
+func (r *Renewer) Reachable() health.Check { return reachable(r.clients[0]) }
 
-// RenewOnce renews the token and returns its new lifetime.
+// RenewOnce renews the token through the first node that does and returns
+// its new lifetime.
 func (r *Renewer) RenewOnce(ctx context.Context) (time.Duration, error) {
-	s, err := r.client.Auth().Token().RenewSelfWithContext(ctx, 0)
-	if err == nil && (s == nil || s.Auth == nil) {
-		err = errors.New("renewal returned no auth")
+	var s *vault.Secret
+	var err error
+	for _, c := range r.clients {
+		s, err = c.Auth().Token().RenewSelfWithContext(ctx, 0)
+		if err == nil && (s == nil || s.Auth == nil) {
+			err = errors.New("renewal returned no auth")
+		}
+		if err == nil || ctx.Err() != nil {
+			break
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -42,7 +42,7 @@ func TestRenewer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := vaulttoken.New("seal", s.Vault.Addr, src, 5*time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r, err := vaulttoken.New("seal", []string{s.Vault.Addr}, src, 5*time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

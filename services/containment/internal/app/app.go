@@ -233,7 +233,7 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	renewCtx, stopRenew := context.WithCancel(ctx)
 	defer stopRenew()
 	for name, src := range map[string]*vaulttoken.Source{"seal": va.Seal, "recovery": va.Recovery} {
-		r, err := vaulttoken.New(name, cfg.Nodes()[0], src, cfg.VaultTimeout, rt.Logger)
+		r, err := vaulttoken.New(name, cfg.Nodes(), src, cfg.VaultTimeout, rt.Logger)
 		if err != nil {
 			return err
 		}
@@ -284,7 +284,7 @@ func (c *Config) VaultAdapters() (VaultAdapters, error) {
 		return va, err
 	}
 	va.Seal.OnChange(va.Nodes.SetToken)
-	if va.Admin, err = vaultadmin.New(c.Nodes()[0], va.Recovery.Token(), c.VaultTimeout); err != nil {
+	if va.Admin, err = vaultadmin.New(c.Nodes(), va.Recovery.Token(), c.VaultTimeout); err != nil {
 		return va, err
 	}
 	va.Recovery.OnChange(va.Admin.SetToken)

@@ -69,7 +69,7 @@ func TestRecoveryKeysAutoUnseal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := vaultadmin.New(auto.Addr, auto.RecoveryToken, 5*time.Second)
+	admin, err := vaultadmin.New([]string{auto.Addr}, auto.RecoveryToken, 5*time.Second)
 	must(t, err)
 	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
 	// Vault logs nothing when a recovery-key rekey completes: with

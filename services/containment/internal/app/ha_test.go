@@ -138,4 +138,24 @@ func TestContainmentHA(t *testing.T) {
 		must(t, cluster.UnsealAll(ctx))
 		resolveOpen(t, s)
 	})
+
+	t.Run("the key holders unseal the other nodes first: access is revoked through the active one while the first stays sealed", func(t *testing.T) {
+		fence := &clusterFence{cluster: cluster, calls: map[string]int{}}
+		c := startContainment(t, s, addrs, &cluster.LockdownTokens, fence, nil)
+		defer c.stop()
+		ev := newBreach(t, "HA breach, holders reach the other nodes first")
+		publishAsSIEM(t, siem, ev, nil)
+		_, opened := waitEvent(t, s, events.IncidentOpened, 10*time.Second, func(d events.IncidentOpenedData) bool { return d.BreachEventID == ev.ID() })
+		waitEvent(t, s, events.VaultSealed, 60*time.Second, func(d events.VaultSealedData) bool { return d.IncidentID == opened.IncidentID })
+		must(t, cluster.UnsealNodes(ctx, addrs[1:]...))
+		_, revoked := waitEvent(t, s, events.AccessRevoked, 60*time.Second, func(d events.AccessRevokedData) bool { return d.IncidentID == opened.IncidentID })
+		if !sealed(t, addrs[0]) {
+			t.Fatal("the first node was unsealed: the test proves nothing")
+		}
+		if len(revoked.TokensReplaced) != 3 {
+			t.Errorf("access.revoked %+v", revoked)
+		}
+		must(t, cluster.UnsealAll(ctx))
+		resolveOpen(t, s)
+	})
 }

@@ -14,17 +14,18 @@ import (
 )
 
 // TestWitnessDoesNotHoldTheSeal: an open sys/monitor request holds Vault's
-// seal back (Vault waits up to 90 s for in-flight requests and answers
-// nothing meanwhile). The ceremony's witness closes its stream on Vault's
-// "marked as sealed" line, so a seal during a ceremony still completes: the
-// seal call here has 10 s, against Vault's 90.
+// state lock for reading, so every state change waits for it — a seal (up
+// to 90 s, answering nothing meanwhile) and, with no limit, an unseal call
+// on an unsealed node. The ceremony's witness closes its stream on Vault's
+// "marked as sealed" line and when its watchdog request stops being
+// answered, so both complete: each call here has 10 s.
 func TestWitnessDoesNotHoldTheSeal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	s, err := localstack.Start(ctx, localstack.Options{Vault: true})
 	must(t, err)
 	t.Cleanup(func() { s.Close() })
-	admin, err := vaultadmin.New(s.Vault.Addr, s.Vault.LockdownTokens.RecoveryToken, 5*time.Second)
+	admin, err := vaultadmin.New([]string{s.Vault.Addr}, s.Vault.LockdownTokens.RecoveryToken, 5*time.Second)
 	must(t, err)
 	root, err := s.Vault.Client()
 	must(t, err)
@@ -47,9 +48,25 @@ func TestWitnessDoesNotHoldTheSeal(t *testing.T) {
 	go func() { defer close(done); admin.Watch(wctx, w, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
 	defer func() { stop(); <-done }()
 	testwait.For(t, 10*time.Second, "the witness to watch", func() bool { ok, _ := w.Watching(); return ok })
+	// A key holder's unseal call on the unsealed node takes Vault's state
+	// lock for writing: it waits for the stream, and Vault answers nobody
+	// meanwhile. The watchdog lets it through within seconds.
+	holder, err := s.Vault.Client()
+	must(t, err)
+	holder.ClearToken()
+	uctx, ustop := context.WithTimeout(ctx, 10*time.Second)
+	start := time.Now()
+	_, err = holder.Sys().UnsealWithContext(uctx, s.Vault.UnsealKeys[0])
+	ustop()
+	if err != nil {
+		t.Fatalf("an unseal call on the unsealed node while the stream was open: %v", err)
+	}
+	unsealCall := time.Since(start)
+	testwait.For(t, 10*time.Second, "the witness to watch again", func() bool { ok, _ := w.Watching(); return ok })
 	watched := seal()
 	if ok, _ := w.Watching(); ok {
 		t.Fatal("the witness still watches a sealed Vault")
 	}
-	t.Logf("seal took %s alone, %s with the witness's stream open", alone.Round(time.Millisecond), watched.Round(time.Millisecond))
+	t.Logf("seal took %s alone, %s with the witness's stream open; an unseal call on the unsealed node %s", alone.Round(time.Millisecond),
+		watched.Round(time.Millisecond), unsealCall.Round(time.Millisecond))
 }

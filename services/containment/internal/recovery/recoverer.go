@@ -61,6 +61,9 @@ func (r *Recoverer) Revoke(ctx context.Context, incidentID string, prior events.
 // but Lockdown's own and the break-glass ones, revokes leases under the
 // configured prefixes and rotates the keyring.
 func (r *Recoverer) revokeAccess(ctx context.Context, st *State, prior events.AccessRevokedData, save func(events.AccessRevokedData) error) error {
+	if err := r.vault.Follow(ctx); err != nil {
+		return err
+	}
 	out := events.AccessRevokedData{IncidentID: st.IncidentID, AuthMethodsDisabled: []string{}, LeasePrefixes: []string{}}
 	mounts, err := r.vault.AuthMounts(ctx)
 	if err != nil {
@@ -263,6 +266,9 @@ func (r *Recoverer) CeremonyStep(ctx context.Context, incidentID string, c Cerem
 			return c, err
 		}
 	}
+	if err := r.vault.Follow(ctx); err != nil {
+		return c, err
+	}
 	if c.RecoveryKeys && r.NeedsWitness() {
 		return c, ErrUnprovable
 	}
@@ -422,6 +428,9 @@ func (r *Recoverer) AuthPaths() []string {
 // configuration and roles. Enabling what is enabled is skipped and the
 // writes are idempotent, so restoring twice is harmless.
 func (r *Recoverer) Restore(ctx context.Context) error {
+	if err := r.vault.Follow(ctx); err != nil {
+		return err
+	}
 	mounts, err := r.vault.AuthMounts(ctx)
 	if err != nil {
 		return err

@@ -105,6 +105,8 @@ type VerifyStatus struct {
 // Vault is what recovery needs of Vault. recovery selects the
 // rekey-recovery-key endpoints (auto-unseal clusters).
 type Vault interface {
+	// Follow points the calls that follow at the active node.
+	Follow(ctx context.Context) error
 	SelfAccessor(ctx context.Context) (string, error)
 	// CreateToken mints a token from a token role (auth/token/create/:role).
 	CreateToken(ctx context.Context, role string) (token, accessor string, err error)

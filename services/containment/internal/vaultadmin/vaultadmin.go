@@ -23,23 +23,69 @@ import (
 )
 
 // Admin implements recovery.Vault.
-type Admin struct{ c *vault.Client }
+type Admin struct {
+	c     *vault.Client
+	nodes []string
+}
 
-// New builds a client for addr with the recovery token. Standbys forward
-// requests to the active node, so any node's address works.
-func New(addr, token string, timeout time.Duration) (*Admin, error) {
+// New builds a client for the nodes with the recovery token. It talks to
+// one node at a time and Follow moves it to the active one: standbys
+// forward requests to the active node, but a sealed node answers nothing,
+// and the key holders may unseal the nodes in any order.
+func New(nodes []string, token string, timeout time.Duration) (*Admin, error) {
+	if len(nodes) == 0 {
+		return nil, errors.New("vaultadmin: no Vault node")
+	}
 	cfg := vault.DefaultConfig()
 	if cfg.Error != nil {
 		return nil, cfg.Error
 	}
-	cfg.Address, cfg.Timeout, cfg.MaxRetries = addr, timeout, 0 // the engine retries each step itself, with backoff and without limit
+	cfg.Address, cfg.Timeout, cfg.MaxRetries = nodes[0], timeout, 0 // the engine retries each step itself, with backoff and without limit
 	c, err := vault.NewClient(cfg)
 	if err != nil {
 		return nil, err
 	}
 	c.ClearNamespace()
 	c.SetToken(token)
-	return &Admin{c: c}, nil
+	return &Admin{c: c, nodes: nodes}, nil
+}
+
+// ErrNoActiveNode is returned by Follow when no node is unsealed and
+// active.
+var ErrNoActiveNode = errors.New("no Vault node is unsealed and active")
+
+// Follow points the client at the active node: the current one when it is
+// active (one sys/health read), else the first node that is.
+func (a *Admin) Follow(ctx context.Context) error {
+	if len(a.nodes) == 1 {
+		return nil
+	}
+	current := a.c.Address()
+	if a.active(ctx, current) {
+		return nil
+	}
+	for _, n := range a.nodes {
+		if n != current && a.active(ctx, n) {
+			a.c.SetAddress(n) //nolint:errcheck // the address was parsed when the node was configured
+			return nil
+		}
+	}
+	return ErrNoActiveNode
+}
+
+// active reads sys/health on node (no token): 200 is the active, unsealed
+// node (standbys answer 429, sealed nodes 503).
+func (a *Admin) active(ctx context.Context, node string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(node, "/")+"/v1/sys/health", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := a.c.CloneConfig().HttpClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // SelfAccessor reads auth/token/lookup-self (default policy).
@@ -254,10 +300,13 @@ func (a *Admin) RekeyBackup(ctx context.Context, rec bool) (string, error) {
 // Watch feeds w from Vault's server log (sys/monitor, read capability, at
 // info level in JSON) while w wants it, until ctx ends. The stream is open
 // only while a ceremony needs it, because an open request holds Vault's
-// seal back: Vault marks itself sealed at once but waits for in-flight
-// requests (up to 90 s) before it finishes sealing, and answers nothing,
-// seal status included, meanwhile. Vault logs the mark at once, and the
-// stream is closed on that line. The stream is
+// state lock for reading for as long as it lasts, and every state change
+// waits for it: a seal (Vault marks itself sealed at once, then waits up to
+// 90 s for in-flight requests) and, with no limit, an unseal call — even
+// one on a node already unsealed — or a step-down; meanwhile Vault answers
+// nothing, seal status included. So the stream is closed on Vault's
+// "marked as sealed" line, and a watchdog request every second closes it
+// when Vault stops answering (see answers). The stream is
 // reopened with backoff (it ends when Vault seals or restarts) and to the
 // active node when leadership moves (rekeys run on the active node, and
 // only its log shows them). The lines are parsed, never logged: Vault's
@@ -294,6 +343,37 @@ func (a *Admin) Watch(ctx context.Context, w *recovery.Witness, log *slog.Logger
 // errNotWanted ends a stream no ceremony needs any more.
 var errNotWanted = errors.New("no ceremony needs the stream")
 
+// errStateChange ends a stream that holds a Vault state change back.
+var errStateChange = errors.New("a Vault state change is waiting for the stream")
+
+// watchdogTimeout is how long the watchdog's request may take before the
+// stream is taken to hold a state change back.
+const watchdogTimeout = 2 * time.Second
+
+// answers is the stream's watchdog: a request that, like the stream,
+// takes Vault's state lock for reading (auth/token/lookup-self goes
+// through the router). Go's RWMutex lets no new reader in while a writer
+// waits, so when it does not answer in time a state change — an unseal
+// call (even on an unsealed node), a seal, a step-down — is waiting for
+// every request in flight to end, the stream's included, which never ends
+// by itself. Vault then answers nothing at all, to anyone.
+func answers(ctx context.Context, c *vault.Client) bool {
+	ctx, cancel := context.WithTimeout(ctx, watchdogTimeout)
+	defer cancel()
+	_, err := c.Auth().Token().LookupSelfWithContext(ctx)
+	return !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil
+}
+
+// watchdogClient is a client of the stream's node with the recovery token.
+func (a *Admin) watchdogClient(addr string) (*vault.Client, error) {
+	c, err := a.c.Clone()
+	if err != nil {
+		return nil, err
+	}
+	c.SetToken(a.c.Token())
+	return c, c.SetAddress(addr)
+}
+
 // Vault's signs that it is sealing. It logs "marked as sealed" (to every
 // monitor, whatever its own log level) the moment it marks itself sealed,
 // before it waits for in-flight requests; sys/monitor also writes the
@@ -327,6 +407,10 @@ func (a *Admin) watchOnce(ctx context.Context, w *recovery.Witness) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("sys/monitor: %s", resp.Status)
 	}
+	watchdog, err := a.watchdogClient(addr)
+	if err != nil {
+		return err
+	}
 	w.Connected(time.Now())
 	go func() {
 		t := time.NewTicker(time.Second)
@@ -339,6 +423,13 @@ func (a *Admin) watchOnce(ctx context.Context, w *recovery.Witness) error {
 			}
 			if !w.Wanted() {
 				cancel(errNotWanted)
+				return
+			}
+			if !answers(sctx, watchdog) {
+				// A state change (an unseal call, a seal, a step-down)
+				// waits for every request in flight, this stream too, and
+				// Vault answers nothing meanwhile: let it through.
+				cancel(errStateChange)
 				return
 			}
 			if i%int(leaderCheck/time.Second) == 0 {

@@ -37,6 +37,7 @@ type Config struct {
 	SMTPPassword   string        `env:"SMTP_PASSWORD" secret:"true" doc:"SMTP AUTH password."`
 	SMTPTimeout    time.Duration `env:"SMTP_TIMEOUT" default:"15s" doc:"Bound on one message's SMTP session; with WEBHOOK_TIMEOUT it must stay under the consumer's 30 s ack wait."`
 	MailFrom       string        `env:"MAIL_FROM" default:"Security Team <security@localhost>" doc:"From address; its domain ends every Message-ID."`
+	CredentialsURL string        `env:"CREDENTIALS_URL" doc:"Where tenants find their new SMTP credentials (the notice names it; they are never sent). Empty: the notice says their dashboard."`
 	Subject        string        `env:"SUBJECT" default:"URGENT: Security Incident - API Keys Revoked" doc:"Subject line (a text/template over the message's content)."`
 	TemplateDir    string        `env:"TEMPLATE_DIR" doc:"Folder with affected.txt.tmpl, affected.html.tmpl, precautionary.txt.tmpl and precautionary.html.tmpl; empty uses the built-in ones (services/notifier/internal/notify/templates)."`
 	Rate           float64       `env:"NOTIFY_RATE" default:"20" doc:"Messages per second across email and webhooks in one process, so a large incident does not get the platform's mail server blocked."`
@@ -130,7 +131,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db notify.Sto
 	allow, _ := cfg.allow() // validated
 	spec, _ := events.ConsumerOf(events.ConsumerNotifier)
 	n := notify.New(
-		notify.Config{From: cfg.MailFrom, InFlight: spec.AckWait},
+		notify.Config{From: cfg.MailFrom, InFlight: spec.AckWait, CredentialsURL: cfg.CredentialsURL},
 		db,
 		smtpmail.New(smtpmail.Options{Addr: cfg.SMTPAddr, TLS: cfg.SMTPTLS, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword, Timeout: cfg.SMTPTimeout}),
 		webhookpost.New(webhookpost.Options{Secret: []byte(cfg.WebhookSecret), Allow: allow, Timeout: cfg.WebhookTimeout}),

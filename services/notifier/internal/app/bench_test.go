@@ -66,7 +66,7 @@ func BenchmarkNotification(b *testing.B) {
 	}
 	send := func(incident string, i int) {
 		d := data(incident, i)
-		c := notify.NewContent(directory.Tenant{ID: d.TenantID, Name: d.TenantID, Domain: d.TenantID + ".example.com", ContactEmail: "security@" + d.TenantID + ".example.com"}, d)
+		c := notify.NewContent(directory.Tenant{ID: d.TenantID, Name: d.TenantID, Domain: d.TenantID + ".example.com", ContactEmail: "security@" + d.TenantID + ".example.com"}, d, "")
 		subject, text, html, err := templates.Render(c)
 		if err == nil {
 			err = mailer.Send(ctx, notify.Email{From: "security@localhost", To: c.Tenant.ContactEmail, Subject: subject,

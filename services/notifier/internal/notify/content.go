@@ -66,8 +66,10 @@ func (c Content) variant() string {
 	return "precautionary"
 }
 
-// NewContent builds a tenant's content from its rotation.
-func NewContent(t directory.Tenant, d events.RotationTenantCompletedData) Content {
+// NewContent builds a tenant's content from its rotation. credentialsURL
+// is where the tenant finds its new SMTP credentials (empty: its
+// dashboard); the notice never carries them.
+func NewContent(t directory.Tenant, d events.RotationTenantCompletedData, credentialsURL string) Content {
 	c := Content{
 		Tenant: t, IncidentID: d.IncidentID, Affected: d.Affected,
 		Rotated:        []string{"SSH keys", "DKIM signing key"},
@@ -77,10 +79,14 @@ func NewContent(t directory.Tenant, d events.RotationTenantCompletedData) Conten
 	if d.SMTPPasswordRotate {
 		c.Rotated = []string{"SSH keys", "SMTP credentials", "DKIM signing key"}
 	}
+	where := "in your dashboard"
+	if credentialsURL != "" {
+		where = "at " + credentialsURL
+	}
 	c.RequiredActions = []string{
 		"Regenerate your API keys in the dashboard: every existing key was revoked.",
-		"Update your integrations with the new API keys and SMTP credentials.",
-		fmt.Sprintf("Publish the new DKIM record: TXT %s", c.DKIMRecordName),
+		"Get your new SMTP credentials " + where + " (they are never sent by email) and update your integrations with them and the new API keys.",
+		fmt.Sprintf("Publish the new DKIM record below: TXT %s", c.DKIMRecordName),
 	}
 	return c
 }

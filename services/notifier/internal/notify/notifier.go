@@ -24,6 +24,9 @@ type Config struct {
 	// in progress elsewhere (the consumer's ack wait): a redelivery within
 	// it waits, one after it sends again with the same Message-ID.
 	InFlight time.Duration
+	// CredentialsURL is where a tenant finds its new SMTP credentials (the
+	// notice names it; empty: "your dashboard").
+	CredentialsURL string
 }
 
 // Notifier tells tenants, once per incident and channel.
@@ -141,7 +144,7 @@ func (n *Notifier) Rotated(ctx context.Context, d events.RotationTenantCompleted
 	if err != nil {
 		return err
 	}
-	content := NewContent(tenant, d)
+	content := NewContent(tenant, d, n.cfg.CredentialsURL)
 	var permanent []error
 	sent := 0
 	for _, ch := range channelsOf(tenant) {

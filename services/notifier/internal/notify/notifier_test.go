@@ -217,6 +217,11 @@ func TestNotifier(t *testing.T) {
 		if m.sent[0].MessageID != notify.MessageID("inc", "acme", "platform.example") {
 			t.Errorf("Message-ID %s", m.sent[0].MessageID)
 		}
+		for _, want := range []string{"Get your new SMTP credentials in your dashboard", "TXT s1._domainkey.acme.example", "v=DKIM1; p=x"} {
+			if !strings.Contains(m.sent[0].Text, want) {
+				t.Errorf("the notice does not say where to find %q", want)
+			}
+		}
 	})
 	t.Run("a tenant whose rotation failed is told once, apart from the rotated notice a retry sends later", func(t *testing.T) {
 		n, st, m, h, p := setup(t)

@@ -98,7 +98,7 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	rt.AddCheck("dependencies", rt.DependenciesReady)
 	// The periodic token lives as long as it is renewed; its successor,
 	// written by containment during an incident, is picked up from the file.
-	renewer, err := vaulttoken.New("rotator", cfg.VaultAddr, token, cfg.VaultTimeout, rt.Logger)
+	renewer, err := vaulttoken.New("rotator", []string{cfg.VaultAddr}, token, cfg.VaultTimeout, rt.Logger)
 	if err != nil {
 		return err
 	}
