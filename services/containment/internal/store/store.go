@@ -221,11 +221,16 @@ func insertSeals(ctx context.Context, tx pgx.Tx, incidentID string, round int, s
 // caller's transaction: the engine reads its own events back at once, and
 // the timeline consumer's later copy of each is a no-op.
 func (s *Store) emit(ctx context.Context, tx pgx.Tx, incidentID string, out []events.Outgoing) error {
-	msgs, entries, err := s.prepare(ctx, out)
+	msgs, err := s.prepare(ctx, out)
 	if err != nil || len(msgs) == 0 {
 		return err
 	}
-	for _, e := range entries {
+	for _, m := range msgs {
+		ev, spec, err := events.Decode(m.Header, m.Data)
+		if err != nil {
+			return fmt.Errorf("prepare %s: %w", m.Subject, err)
+		}
+		e := report.Entry{EventID: ev.ID(), Type: spec.Name, Time: ev.Time(), Source: ev.Source(), Data: ev.Data()}
 		if err := s.record(ctx, tx, incidentID, e); err != nil {
 			return err
 		}
@@ -233,35 +238,30 @@ func (s *Store) emit(ctx context.Context, tx pgx.Tx, incidentID string, out []ev
 	return outbox.Add(ctx, tx, Schema, msgs...)
 }
 
-// prepare builds the messages of events and their timeline entries.
-func (s *Store) prepare(ctx context.Context, out []events.Outgoing) ([]*nats.Msg, []report.Entry, error) {
+// prepare builds the messages of events.
+func (s *Store) prepare(ctx context.Context, out []events.Outgoing) ([]*nats.Msg, error) {
 	if len(out) == 0 {
-		return nil, nil, nil
+		return nil, nil
 	}
 	if s.prep == nil {
-		return nil, nil, errors.New("store: no preparer set: events cannot be written")
+		return nil, errors.New("store: no preparer set: events cannot be written")
 	}
 	msgs := make([]*nats.Msg, 0, len(out))
-	entries := make([]report.Entry, 0, len(out))
 	for _, o := range out {
 		m, err := s.prep.Prepare(ctx, o.Name, o.ID, o.Data)
 		if err != nil {
-			return nil, nil, fmt.Errorf("prepare %s: %w", o.Name, err)
+			return nil, fmt.Errorf("prepare %s: %w", o.Name, err)
 		}
 		msgs = append(msgs, m)
-		ev, spec, err := events.Decode(m.Header, m.Data)
-		if err != nil {
-			return nil, nil, fmt.Errorf("prepare %s: %w", o.Name, err)
-		}
-		entries = append(entries, report.Entry{EventID: ev.ID(), Type: spec.Name, Time: ev.Time(), Source: ev.Source(), Data: ev.Data()})
 	}
-	return msgs, entries, nil
+	return msgs, nil
 }
 
 // record inserts one timeline entry in tx and, the first time it is
 // recorded, writes its audit records (package audit) to the outbox in the
 // same transaction: each action on Vault is audited exactly once, whoever
-// recorded it first (the emitter or the timeline consumer).
+// recorded it first (the emitter or the timeline consumer). Audit records
+// are not timeline entries themselves.
 func (s *Store) record(ctx context.Context, tx pgx.Tx, incidentID string, e report.Entry) error {
 	tag, err := tx.Exec(ctx, `INSERT INTO containment.timeline (event_id, incident_id, type, time, source, data) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT DO NOTHING`, e.EventID, incidentID, string(e.Type), e.Time, e.Source, e.Data)
@@ -272,7 +272,7 @@ func (s *Store) record(ctx context.Context, tx pgx.Tx, incidentID string, e repo
 	if err != nil {
 		return fmt.Errorf("audit %s: %w", e.EventID, err)
 	}
-	msgs, _, err := s.prepare(ctx, recs)
+	msgs, err := s.prepare(ctx, recs)
 	if err != nil || len(msgs) == 0 {
 		return err
 	}
