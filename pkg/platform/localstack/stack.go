@@ -32,6 +32,9 @@ type Options struct {
 	Vault    bool
 	Jaeger   bool
 	Mailpit  bool
+	// DNS starts an authoritative DNS server (Knot) with the platform's
+	// DKIM zone and the tenants' zone.
+	DNS bool
 	// NATSAuth runs NATS with Lockdown's per-service users and
 	// permissions (deploy/nats/auth.conf) instead of without authorization.
 	NATSAuth bool
@@ -60,6 +63,7 @@ type Stack struct {
 	Vault    *Vault
 	Jaeger   *Jaeger
 	Mailpit  *Mailpit
+	DNS      *DNS
 
 	procs []*process
 	keep  bool
@@ -100,6 +104,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		{opts.Vault, s.startVault},
 		{opts.Jaeger, s.startJaeger},
 		{opts.Mailpit, s.startMailpit},
+		{opts.DNS, s.startDNS},
 	} {
 		if !st.on {
 			continue
@@ -153,6 +158,9 @@ func (s *Stack) Ports() []int {
 	if s.Mailpit != nil {
 		out = append(out, s.Mailpit.SMTPPort, s.Mailpit.HTTPPort)
 	}
+	if s.DNS != nil {
+		out = append(out, s.DNS.Port)
+	}
 	return out
 }
 
@@ -197,6 +205,13 @@ func (s *Stack) Env(service string) []string {
 					"LOCKDOWN_VAULT_BASELINE="+filepath.Join(root, "deploy", "vault", "baseline.json"))
 			}
 		}
+	}
+	if s.DNS != nil && service == events.ServiceRotator {
+		// The rotator publishes DKIM records in the platform's zone with
+		// its TSIG key, and checks tenants' own records at the same
+		// server (it also serves their zone here).
+		env = append(env, "LOCKDOWN_DKIM_DNS_SERVER="+s.DNS.Addr, "LOCKDOWN_DKIM_ZONE="+s.DNS.DKIMZone,
+			"LOCKDOWN_DKIM_TSIG_FILE="+s.DNS.RotatorKeyFile, "LOCKDOWN_DKIM_RESOLVER="+s.DNS.Addr)
 	}
 	if s.Jaeger != nil {
 		// Jaeger takes traces, not metrics.
