@@ -55,4 +55,3 @@ func TestDNS(t *testing.T) {
 		}
 	})
 }
-
