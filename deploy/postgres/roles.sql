@@ -65,4 +65,17 @@ CREATE TABLE tenants (
 INSERT INTO directory.schema_migrations (name) VALUES ('001_tenants.sql');
 COMMIT;
 \endif
+SELECT NOT EXISTS (SELECT 1 FROM directory.schema_migrations WHERE name = '002_dkim_delegation.sql') AS apply_002_dkim_delegation \gset
+\if :apply_002_dkim_delegation
+BEGIN;
+SET LOCAL search_path TO directory;
+-- DKIM delegation: a tenant whose DKIM selectors point into the platform's
+-- DKIM zone by CNAME (<selector>._domainkey.<domain> CNAME
+-- <selector>.<dkim_delegation>) has that zone name here; Lockdown then
+-- publishes its new DKIM records itself (RFC 2136) and revokes the old one.
+-- NULL: the tenant publishes its records in its own DNS.
+ALTER TABLE tenants ADD COLUMN dkim_delegation text;
+INSERT INTO directory.schema_migrations (name) VALUES ('002_dkim_delegation.sql');
+COMMIT;
+\endif
 RESET ROLE;

@@ -33,6 +33,7 @@ const (
 	RotationTenantCompleted  Name = "rotation.tenant.completed"
 	RotationTenantFailed     Name = "rotation.tenant.failed"
 	RotationCompleted        Name = "rotation.completed"
+	RotationDKIMActivated    Name = "rotation.dkim.activated"
 	NotificationSent         Name = "notification.sent"
 	NotificationFailed       Name = "notification.failed"
 	NotificationsCompleted   Name = "notifications.completed"
@@ -155,6 +156,9 @@ var catalog = []Spec{
 	{Name: RotationCompleted, Stream: StreamEvents, data: RotationCompletedData{},
 		Description: "Every job of the plan has a final state.",
 		Publishers:  []string{ServiceRotator}, Consumers: []string{ServiceContainment}},
+	{Name: RotationDKIMActivated, Stream: StreamEvents, data: RotationDKIMActivatedData{},
+		Description: "A tenant that publishes its own DKIM records published the new one, and its new key became active (after a rotation.tenant.completed with dkim_state awaiting_dns).",
+		Publishers:  []string{ServiceRotator}, Consumers: []string{ServiceCLI}},
 	{Name: NotificationSent, Stream: StreamEvents, data: NotificationSentData{},
 		Description: "A tenant was notified on one channel.",
 		Publishers:  []string{ServiceNotifier}, Consumers: []string{ServiceCLI}},

@@ -162,15 +162,28 @@ type RotationJobData struct {
 // RotationTenantCompletedData reports one tenant's rotation. The DKIM record
 // is public by nature; no secret value is carried.
 type RotationTenantCompletedData struct {
-	IncidentID         string `json:"incident_id" doc:"The incident."`
-	TenantID           string `json:"tenant_id" doc:"The tenant."`
-	SSHFingerprint     string `json:"ssh_fingerprint" doc:"SHA256 fingerprint of the new SSH public key."`
-	DKIMSelector       string `json:"dkim_selector" doc:"The new DKIM selector."`
-	DKIMRecord         string `json:"dkim_record" doc:"The DNS TXT record value to publish (public key)."`
-	APIKeysDestroyed   int    `json:"api_keys_destroyed" doc:"API keys destroyed (all versions and metadata)."`
-	SMTPPasswordRotate bool   `json:"smtp_password_rotated" doc:"Whether the SMTP password was rotated."`
-	Affected           bool   `json:"affected" doc:"Whether the assessment found its secrets read."`
-	RotatedBy          string `json:"rotated_by,omitempty" doc:"The rotator process that did the work (host/pid)."`
+	IncidentID          string `json:"incident_id" doc:"The incident."`
+	TenantID            string `json:"tenant_id" doc:"The tenant."`
+	SSHFingerprint      string `json:"ssh_fingerprint" doc:"SHA256 fingerprint of the new SSH public key."`
+	DKIMSelector        string `json:"dkim_selector" doc:"The new DKIM selector."`
+	DKIMRecord          string `json:"dkim_record" doc:"The DNS TXT record value to publish (public key)."`
+	APIKeysDestroyed    int    `json:"api_keys_destroyed" doc:"API keys destroyed (all versions and metadata)."`
+	SMTPPasswordRotate  bool   `json:"smtp_password_rotated" doc:"Whether the SMTP password was rotated."`
+	Affected            bool   `json:"affected" doc:"Whether the assessment found its secrets read."`
+	RotatedBy           string `json:"rotated_by,omitempty" doc:"The rotator process that did the work (host/pid)."`
+	DKIMState           string `json:"dkim_state,omitempty" doc:"active: the new key's record was published in the platform's DKIM zone (the tenant's selector is delegated there), read back from the authoritative server, then the key made active and the old selector revoked; awaiting_dns: the tenant must publish dkim_record at dkim_name, and the old key signs until its DNS shows it (rotation.dkim.activated follows); unverified: no DNS is configured, the key is active at once."`
+	DKIMName            string `json:"dkim_name,omitempty" doc:"Where the record lives in the tenant's DNS: <selector>._domainkey.<domain>."`
+	DKIMRevokedSelector string `json:"dkim_revoked_selector,omitempty" doc:"The delegated selector given a revoked record (p=), so the old key no longer verifies."`
+}
+
+// RotationDKIMActivatedData reports that a tenant's DNS showed the new
+// DKIM record and the new key became the one the platform signs with.
+type RotationDKIMActivatedData struct {
+	IncidentID  string `json:"incident_id" doc:"The incident."`
+	TenantID    string `json:"tenant_id" doc:"The tenant."`
+	Selector    string `json:"selector" doc:"The selector now active."`
+	Name        string `json:"name" doc:"The name whose record was found: <selector>._domainkey.<domain>."`
+	ActivatedBy string `json:"activated_by,omitempty" doc:"The rotator process that made the key active (host/pid)."`
 }
 
 // RotationTenantFailedData reports a permanent rotation failure.

@@ -1,6 +1,7 @@
 # lockdown-rotator: the rotator's token (phase 6). It is write-only on the
 # tenants' secrets: it writes each tenant's new SSH, SMTP and DKIM secret
-# (check-and-set) and destroys every API key, and it can read no secret.
+# (check-and-set) and destroys every API key, and it can read no secret but
+# a staged DKIM key (below).
 #
 # To find which write produced a secret's latest version (an attempt that
 # died before recording it), the rotator reads the version's subkeys — key
@@ -40,4 +41,20 @@ path "secret/metadata/api_keys/+/" {
 }
 path "secret/metadata/api_keys/+/*" {
   capabilities = ["delete"]
+}
+# DKIM keys are staged before they become active (services/rotator/internal/
+# rotation/dkim.go): the new key is written to dkim-pending, made active by
+# copying it to dkim once its record is published, and then destroyed. The
+# staged key is the one secret the rotator may read back — a tenant that
+# publishes its own DNS may take days, and the key must survive the rotator
+# process meanwhile. docs/security.md weighs what that grants a holder of
+# this token.
+path "secret/data/tenants/+/dkim-pending" {
+  capabilities = ["create", "update", "read"]
+}
+path "secret/subkeys/tenants/+/dkim-pending" {
+  capabilities = ["read"]
+}
+path "secret/metadata/tenants/+/dkim-pending" {
+  capabilities = ["read", "delete"]
 }

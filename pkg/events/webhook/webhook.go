@@ -56,6 +56,7 @@ type Notification struct {
 	DKIMSelector    string    `json:"dkim_selector"`
 	DKIMRecordName  string    `json:"dkim_record_name"`
 	DKIMRecord      string    `json:"dkim_record"`
+	DKIMState       string    `json:"dkim_state,omitempty"`
 	RequiredActions []string  `json:"required_actions"`
 	EmailSending    string    `json:"email_sending"` // "operating normally", or "may be interrupted" for an incomplete rotation
 	SentAt          time.Time `json:"sent_at"`

@@ -35,6 +35,9 @@ type Tenant struct {
 	Domain       string
 	ContactEmail string
 	WebhookURL   string // empty when the tenant has none
+	// DKIMDelegation is the name in the platform's DKIM zone under which
+	// the tenant's selectors are delegated by CNAME (empty: none).
+	DKIMDelegation string
 }
 
 // ErrNotInstalled is returned by Ready when the directory's schema is
@@ -82,8 +85,8 @@ func Get(ctx context.Context, q interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }, id string) (Tenant, error) {
 	var t Tenant
-	err := q.QueryRow(ctx, `SELECT id, name, domain, contact_email, coalesce(webhook_url, '') FROM directory.tenants WHERE id = $1`, id).
-		Scan(&t.ID, &t.Name, &t.Domain, &t.ContactEmail, &t.WebhookURL)
+	err := q.QueryRow(ctx, `SELECT id, name, domain, contact_email, coalesce(webhook_url, ''), coalesce(dkim_delegation, '') FROM directory.tenants WHERE id = $1`, id).
+		Scan(&t.ID, &t.Name, &t.Domain, &t.ContactEmail, &t.WebhookURL, &t.DKIMDelegation)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Tenant{}, fmt.Errorf("%w: %q", ErrUnknownTenant, id)
 	}

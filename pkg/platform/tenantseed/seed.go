@@ -7,10 +7,19 @@ package tenantseed
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"fmt"
+	"strings"
 
 	vault "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/miekg/dns"
+
+	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
 
 	"github.com/lockdown/lockdown/pkg/platform/directory"
 )
@@ -31,7 +40,29 @@ type Options struct {
 	// Prefix starts every id. Default "tenant-"; a drill on a staging
 	// platform uses its own so it never overwrites real tenants.
 	Prefix string
+	// DKIM, when set, gives every tenant a real DKIM key (ed25519) that
+	// its DNS publishes, as a live platform has: delegated tenants' at the
+	// first of the platform's selectors, others' in their own zone.
+	DKIM *DKIMDNS
 }
+
+// DKIMDNS is where seeded tenants' DKIM records are published.
+type DKIMDNS struct {
+	// Platform updates PlatformZone (the rotator's key); Tenants updates
+	// TenantZone, which holds the tenants' domains (<id>.<TenantZone>).
+	Platform, Tenants        *dkimdns.Client
+	PlatformZone, TenantZone string
+	// Selectors are the platform's pair for delegated tenants.
+	Selectors [2]string
+	// Delegated says whether tenant i delegates its selectors.
+	Delegated func(i int) bool
+}
+
+// SeedSelector is the selector of a non-delegated tenant's seeded key.
+const SeedSelector = "seed"
+
+// Delegation is where tenant id's selectors are delegated in zone.
+func Delegation(id, zone string) string { return id + "." + dns.Fqdn(zone) }
 
 // Tenant is one seeded tenant.
 type Tenant struct {
@@ -73,16 +104,27 @@ func Seed(ctx context.Context, pool *pgxpool.Pool, client *vault.Client, o Optio
 	out := make([]Tenant, 0, o.Count)
 	for i := range o.Count {
 		t := Tenant{ID: IDWith(o.Prefix, i)}
-		t.Email = "security@" + t.ID + ".example.com"
+		domain := t.ID + ".example.com"
+		if o.DKIM != nil {
+			domain = t.ID + "." + strings.TrimSuffix(o.DKIM.TenantZone, ".")
+		}
+		t.Email = "security@" + domain
 		if o.WebhookURL != nil {
 			t.WebhookURL = o.WebhookURL(i)
 		}
 		if _, err := pool.Exec(ctx, `INSERT INTO directory.tenants (id, name, domain, contact_email, webhook_url) VALUES ($1, $2, $3, $4, nullif($5, ''))
 			ON CONFLICT (id) DO UPDATE SET contact_email = EXCLUDED.contact_email, webhook_url = EXCLUDED.webhook_url`,
-			t.ID, "Tenant "+t.ID, t.ID+".example.com", t.Email, t.WebhookURL); err != nil {
+			t.ID, "Tenant "+t.ID, domain, t.Email, t.WebhookURL); err != nil {
 			return nil, fmt.Errorf("seed %s: %w", t.ID, err)
 		}
-		for _, secret := range []string{"ssh", "smtp", "dkim"} {
+		secrets := []string{"ssh", "smtp", "dkim"}
+		if o.DKIM != nil {
+			secrets = secrets[:2]
+			if err := o.DKIM.seed(ctx, pool, kv, t.ID, domain, o.DKIM.Delegated != nil && o.DKIM.Delegated(i)); err != nil {
+				return nil, fmt.Errorf("seed %s: dkim: %w", t.ID, err)
+			}
+		}
+		for _, secret := range secrets {
 			if _, err := kv.Put(ctx, "tenants/"+t.ID+"/"+secret, map[string]any{"value": "issued before the incident"}); err != nil {
 				return nil, fmt.Errorf("seed %s: %w", t.ID, err)
 			}
@@ -99,4 +141,41 @@ func Seed(ctx context.Context, pool *pgxpool.Pool, client *vault.Client, o Optio
 		out = append(out, t)
 	}
 	return out, nil
+}
+
+// seed gives one tenant a DKIM key in Vault and its record in DNS.
+func (d *DKIMDNS) seed(ctx context.Context, pool *pgxpool.Pool, kv *vault.KVv2, id, domain string, delegated bool) error {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return err
+	}
+	record := "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(pub)
+	selector := SeedSelector
+	if delegated {
+		selector = d.Selectors[0]
+		delegation := Delegation(id, d.PlatformZone)
+		if _, err := pool.Exec(ctx, `UPDATE directory.tenants SET dkim_delegation = $2 WHERE id = $1`, id, delegation); err != nil {
+			return err
+		}
+		// The tenant's side of the delegation: one CNAME per selector.
+		for _, s := range d.Selectors {
+			name := s + "._domainkey." + dns.Fqdn(domain)
+			cname := &dns.CNAME{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 60}, Target: s + "." + delegation}
+			if err := d.Tenants.Replace(ctx, d.TenantZone, name, dns.TypeCNAME, cname); err != nil {
+				return err
+			}
+		}
+		if err := d.Platform.ReplaceTXT(ctx, d.PlatformZone, selector+"."+delegation, record, 60); err != nil {
+			return err
+		}
+	} else if err := d.Tenants.ReplaceTXT(ctx, d.TenantZone, selector+"._domainkey."+dns.Fqdn(domain), record, 60); err != nil {
+		return err
+	}
+	_, err = kv.Put(ctx, "tenants/"+id+"/dkim", map[string]any{"selector": selector, "key_type": "ed25519", "dns_record": record,
+		"private_key": string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))})
+	return err
 }

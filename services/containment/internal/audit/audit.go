@@ -69,9 +69,16 @@ func Records(e report.Entry) ([]events.Outgoing, error) {
 		}
 		recs = append(recs,
 			events.AuditData{IncidentID: d.IncidentID, Action: "rotate", Record: "tenant_secrets_rotated", Severity: High, Tenant: d.TenantID,
-				Counts: map[string]int{"secrets_rotated": secrets}},
+				Counts: map[string]int{"secrets_rotated": secrets}, Detail: dkimDetail(d)},
 			events.AuditData{IncidentID: d.IncidentID, Action: "destroy", Record: "api_keys_revoked_emergency", Severity: Critical, Tenant: d.TenantID,
 				Counts: map[string]int{"keys_revoked": d.APIKeysDestroyed}})
+	case events.RotationDKIMActivated:
+		var d events.RotationDKIMActivatedData
+		if err := json.Unmarshal(e.Data, &d); err != nil {
+			return nil, err
+		}
+		recs = append(recs, events.AuditData{IncidentID: d.IncidentID, Action: "rotate", Record: "dkim_key_activated", Severity: High, Tenant: d.TenantID,
+			Counts: map[string]int{"secrets_rotated": 1}, Detail: "the tenant's DNS shows " + d.Name})
 	case events.AccessRestored:
 		var d events.AccessRestoredData
 		if err := json.Unmarshal(e.Data, &d); err != nil {
@@ -86,4 +93,20 @@ func Records(e report.Entry) ([]events.Outgoing, error) {
 		out[i] = events.Outgoing{Name: events.Audit, ID: fmt.Sprintf("%s/audit/%s", e.EventID, r.Record), Data: r}
 	}
 	return out, nil
+}
+
+// dkimDetail says how far the tenant's DKIM key went.
+func dkimDetail(d events.RotationTenantCompletedData) string {
+	switch d.DKIMState {
+	case "":
+		return ""
+	case "awaiting_dns":
+		return "DKIM key staged; it becomes active when the tenant's DNS shows " + d.DKIMName
+	default:
+		detail := "DKIM key " + d.DKIMState + " (" + d.DKIMName + ")"
+		if d.DKIMRevokedSelector != "" {
+			detail += ", selector " + d.DKIMRevokedSelector + " revoked"
+		}
+		return detail
+	}
 }

@@ -28,6 +28,7 @@ type Content struct {
 	DKIMSelector    string
 	DKIMRecordName  string // where to publish the TXT record
 	DKIMRecord      string
+	DKIMState       string // rotation.tenant.completed's dkim_state
 	APIKeysRevoked  int
 	RequiredActions []string
 	// Incomplete marks the notice to a tenant whose rotation failed at
@@ -74,7 +75,7 @@ func NewContent(t directory.Tenant, d events.RotationTenantCompletedData, creden
 		Tenant: t, IncidentID: d.IncidentID, Affected: d.Affected,
 		Rotated:        []string{"SSH keys", "DKIM signing key"},
 		SSHFingerprint: d.SSHFingerprint, DKIMSelector: d.DKIMSelector, DKIMRecord: d.DKIMRecord,
-		DKIMRecordName: d.DKIMSelector + "._domainkey." + t.Domain, APIKeysRevoked: d.APIKeysDestroyed,
+		DKIMRecordName: d.DKIMSelector + "._domainkey." + t.Domain, APIKeysRevoked: d.APIKeysDestroyed, DKIMState: d.DKIMState,
 	}
 	if d.SMTPPasswordRotate {
 		c.Rotated = []string{"SSH keys", "SMTP credentials", "DKIM signing key"}
@@ -86,9 +87,21 @@ func NewContent(t directory.Tenant, d events.RotationTenantCompletedData, creden
 	c.RequiredActions = []string{
 		"Regenerate your API keys in the dashboard: every existing key was revoked.",
 		"Get your new SMTP credentials " + where + " (they are never sent by email) and update your integrations with them and the new API keys.",
-		fmt.Sprintf("Publish the new DKIM record below: TXT %s", c.DKIMRecordName),
+		dkimAction(c),
 	}
 	return c
+}
+
+// dkimAction says what the tenant does about DKIM, by how far the
+// rollover went.
+func dkimAction(c Content) string {
+	switch c.DKIMState {
+	case "active":
+		return fmt.Sprintf("Nothing to do for DKIM: %s points to us, we published the new record below, switched signing to it and revoked your previous selector.", c.DKIMRecordName)
+	case "awaiting_dns":
+		return fmt.Sprintf("Publish the new DKIM record below: TXT %s. We keep signing with your previous key until your DNS shows the new record, then switch by ourselves; then delete the previous selector's record, whose key must be treated as compromised.", c.DKIMRecordName)
+	}
+	return fmt.Sprintf("Publish the new DKIM record below: TXT %s", c.DKIMRecordName)
 }
 
 // Webhook is the content as the webhook's JSON body.
@@ -106,7 +119,7 @@ func (c Content) Webhook(now time.Time) webhook.Notification {
 	return webhook.Notification{
 		Type: "security_incident", IncidentID: c.IncidentID, TenantID: c.Tenant.ID, Affected: c.Affected,
 		Rotated: rotated, APIKeysRevoked: c.APIKeysRevoked, DKIMSelector: c.DKIMSelector,
-		DKIMRecordName: c.DKIMRecordName, DKIMRecord: c.DKIMRecord, RequiredActions: c.RequiredActions,
+		DKIMRecordName: c.DKIMRecordName, DKIMRecord: c.DKIMRecord, DKIMState: c.DKIMState, RequiredActions: c.RequiredActions,
 		EmailSending: "operating normally", SentAt: now.UTC(),
 	}
 }

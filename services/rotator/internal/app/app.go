@@ -22,6 +22,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/outbox"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
+	"github.com/lockdown/lockdown/services/rotator/internal/dkimpub"
 	"github.com/lockdown/lockdown/services/rotator/internal/rotation"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
 	"github.com/lockdown/lockdown/services/rotator/internal/vaultkv"
@@ -41,6 +42,12 @@ type Config struct {
 	DKIMType       string        `env:"DKIM_KEY_TYPE" default:"rsa" doc:"rsa or ed25519."`
 	DKIMBits       int           `env:"DKIM_RSA_BITS" default:"2048" doc:"RSA key size of new DKIM keys."`
 	Pregenerate    bool          `env:"PREGENERATE" default:"true" doc:"Generate every directory tenant's key material in memory when an incident opens, while it waits at the unseal gate."`
+	DKIMDNSServer  string        `env:"DKIM_DNS_SERVER" doc:"host:port of the authoritative DNS server of the platform's DKIM zone. Empty: no DNS — a new DKIM key is active at once and the tenant is told its record (the record may then be published nowhere)."`
+	DKIMZone       string        `env:"DKIM_ZONE" doc:"The platform's DKIM zone, into which delegated tenants' selectors point by CNAME (directory.tenants.dkim_delegation). Required with DKIM_DNS_SERVER."`
+	DKIMTSIGFile   string        `env:"DKIM_TSIG_FILE" doc:"File holding the TSIG key that may update TXT records in DKIM_ZONE, as <algorithm>:<name>:<base64 secret>. Required with DKIM_DNS_SERVER."`
+	DKIMResolver   string        `env:"DKIM_RESOLVER" doc:"host:port of the DNS server that answers for tenants' own domains (a recursive resolver in production); DKIM_DNS_SERVER when empty."`
+	DKIMSelectors  []string      `env:"DKIM_SELECTORS" default:"ld1,ld2" doc:"The two selectors a delegated tenant points into DKIM_ZONE; each rollover moves to the one without a live key and revokes the other."`
+	DKIMRecheck    time.Duration `env:"DKIM_RECHECK" default:"1m" doc:"How often the DNS of a tenant that publishes its own records is checked for the new DKIM record."`
 	RotateAfter    string        `env:"ROTATE_AFTER" default:"revoke" doc:"When the tenants' secrets are rotated: revoke (right after access.revoked: stolen secrets stop working soonest) or rekey (after unsealkeys.rotated: no new secret is written while the old unseal shares, with a copy of Vault's storage, could still decrypt it). See docs/architecture.md."`
 }
 
@@ -65,6 +72,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Concurrency < 1 {
 		bad("ROTATION_CONCURRENCY must be at least 1")
+	}
+	if c.DKIMDNSServer != "" && (c.DKIMZone == "" || c.DKIMTSIGFile == "") {
+		bad("DKIM_ZONE and DKIM_TSIG_FILE are required with DKIM_DNS_SERVER")
+	}
+	if len(c.DKIMSelectors) != 2 || c.DKIMSelectors[0] == c.DKIMSelectors[1] || c.DKIMSelectors[0] == "" || c.DKIMSelectors[1] == "" {
+		bad("DKIM_SELECTORS must be two different selectors")
+	}
+	if c.DKIMRecheck < time.Second {
+		bad("DKIM_RECHECK must be at least 1s")
 	}
 	if c.RotateAfter != RotateAfterRevoke && c.RotateAfter != RotateAfterRekey {
 		bad("ROTATE_AFTER %q is not revoke or rekey", c.RotateAfter)
@@ -116,12 +132,22 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	if armed := fp.Armed(); len(armed) > 0 {
 		rt.Logger.Warn("test failpoints armed: this process kills itself at them", slog.Any("failpoints", armed))
 	}
-	return RunWith(ctx, rt, cfg, db, kv, fp)
+	var dns rotation.DNS
+	if cfg.DKIMDNSServer != "" {
+		p, err := dkimpub.New(cfg.DKIMDNSServer, cfg.DKIMZone, cfg.DKIMTSIGFile, cfg.DKIMResolver)
+		if err != nil {
+			return err
+		}
+		dns = p
+	} else {
+		rt.Logger.Warn("no DKIM DNS configured: new DKIM keys become active before any record is published (LOCKDOWN_DKIM_DNS_SERVER)")
+	}
+	return RunWith(ctx, rt, cfg, db, kv, dns, fp)
 }
 
 // RunWith runs the planner, the workers and the outbox relay over the
 // given adapters. fp are the crash tests' kill points (nil: none).
-func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Store, kv rotation.Vault, fp *failpoint.Set) error {
+func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Store, kv rotation.Vault, dns rotation.DNS, fp *failpoint.Set) error {
 	tp := rt.TracerProvider
 	if tp == nil {
 		tp = noop.NewTracerProvider()
@@ -174,7 +200,8 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 	if cfg.Pregenerate {
 		pregen = rotation.NewPregen()
 	}
-	worker := rotation.NewWorker(rotation.Config{Mount: cfg.KVMount, DKIMType: cfg.DKIMType, DKIMBits: cfg.DKIMBits, Instance: instance(), Failpoints: fp}, db, kv, pregen)
+	worker := rotation.NewWorker(rotation.Config{Mount: cfg.KVMount, DKIMType: cfg.DKIMType, DKIMBits: cfg.DKIMBits, Instance: instance(), Failpoints: fp,
+		DKIMSelectors: [2]string{cfg.DKIMSelectors[0], cfg.DKIMSelectors[1]}}, db, kv, dns, pregen)
 	jobSpec, _ := events.ConsumerOf(events.ConsumerRotatorJobs)
 	jobs := stream.Decoded(func(ctx context.Context, d *stream.Delivery, job events.RotationJobData) error {
 		// Tell JetStream the job is alive at most every few seconds, not
@@ -229,7 +256,32 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 	if watch != nil {
 		g.Go(func() error { return pregenerate(gctx, rt, cfg, db, pregen, watch) })
 	}
+	if dns != nil {
+		g.Go(func() error { return recheck(gctx, rt, cfg, worker) })
+	}
 	return g.Wait()
+}
+
+// recheck looks, every DKIM_RECHECK / 10 (at least every second), for
+// tenants whose new DKIM key waits for their own DNS; each is checked once
+// per DKIM_RECHECK, by whichever rotator process takes it first.
+func recheck(ctx context.Context, rt *runner.Runtime, cfg *Config, worker *rotation.Worker) error {
+	tick := time.NewTicker(max(time.Second, cfg.DKIMRecheck/10))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		n, err := worker.Recheck(ctx, 200, cfg.DKIMRecheck)
+		if err != nil && ctx.Err() == nil {
+			rt.Logger.Warn("DKIM re-check", slog.Any("error", err))
+		}
+		if n > 0 {
+			rt.Logger.Info("DKIM keys activated after the tenants published their records", slog.Int("tenants", n))
+		}
+	}
 }
 
 // instance names this process: host and pid.

@@ -7,6 +7,7 @@ const (
 	eventsTenantCompleted   = events.RotationTenantCompleted
 	eventsTenantFailed      = events.RotationTenantFailed
 	eventsRotationCompleted = events.RotationCompleted
+	eventsDKIMActivated     = events.RotationDKIMActivated
 )
 
 func jobData(incidentID string, j Job) events.RotationJobData {

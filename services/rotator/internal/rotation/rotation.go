@@ -46,10 +46,13 @@ type KeysStep struct {
 
 // Steps are a job's recorded progress.
 type Steps struct {
-	SSH     *SecretStep `json:"ssh,omitempty"`
-	SMTP    *SecretStep `json:"smtp,omitempty"`
+	SSH  *SecretStep `json:"ssh,omitempty"`
+	SMTP *SecretStep `json:"smtp,omitempty"`
+	// DKIM is the new key staged at tenants/{id}/dkim-pending.
 	DKIM    *SecretStep `json:"dkim,omitempty"`
 	APIKeys *KeysStep   `json:"api_keys,omitempty"`
+	// Cutover is the DKIM key's way from staged to active (dkim.go).
+	Cutover *Cutover `json:"dkim_cutover,omitempty"`
 }
 
 // JobState is a job as stored.
@@ -60,6 +63,22 @@ type JobState struct {
 	// TenantKnown says whether the directory has the tenant (read in the
 	// same query: one round trip per job start).
 	TenantKnown bool
+}
+
+// TenantDNS is what the directory says about a tenant's DKIM records.
+type TenantDNS struct {
+	Known  bool
+	Domain string
+	// Delegation is the name in the platform's DKIM zone the tenant's
+	// selectors point into by CNAME ("" when the tenant publishes its own).
+	Delegation string
+}
+
+// Awaiting is a completed job whose DKIM key waits for the tenant's DNS.
+type Awaiting struct {
+	IncidentID, TenantID string
+	Domain               string
+	Steps                Steps
 }
 
 // Progress of a plan.
@@ -73,6 +92,14 @@ type Progress struct {
 type Store interface {
 	Gate(ctx context.Context, incidentID string, assessed, revoked bool, affected []string) (ready bool, affectedTenants []string, err error)
 	Tenants(ctx context.Context) ([]string, error)
+	// Directory reads a tenant's DKIM publication from the directory.
+	Directory(ctx context.Context, tenantID string) (TenantDNS, error)
+	// Awaiting returns up to limit completed jobs whose DKIM key waits for
+	// the tenant's DNS, each locked for this caller until done is called
+	// (other processes skip them): done(steps, emit) records the new steps
+	// and writes the events in the same transaction; done(nil, nil) just
+	// lets go.
+	Awaiting(ctx context.Context, limit int, each func(Awaiting) (*Steps, []events.Outgoing, error)) (int, error)
 	// SavePlan stores the plan and its jobs, and the events announcing
 	// them in the same transaction, once: created is false (and nothing is
 	// emitted) when the incident was planned before.
@@ -113,4 +140,21 @@ type Vault interface {
 	List(ctx context.Context, folder string) ([]string, error)
 	// Destroy removes a secret's metadata and every version for good.
 	Destroy(ctx context.Context, path string) error
+	// ReadStaged reads a staged DKIM key (tenants/{id}/dkim-pending): the
+	// one secret the rotator may read back, to make it active once its
+	// record is published (nil when there is none).
+	ReadStaged(ctx context.Context, path string) (map[string]any, error)
+}
+
+// DNS is where DKIM records are published and checked.
+type DNS interface {
+	// Publish makes record the only DKIM record at name in the platform's
+	// DKIM zone (RFC 2136, signed with its TSIG key).
+	Publish(ctx context.Context, name, record string) error
+	// Authoritative returns the records at name on the platform's
+	// authoritative server.
+	Authoritative(ctx context.Context, name string) ([]string, error)
+	// Resolve returns the records a tenant's own DNS shows at name,
+	// following CNAMEs.
+	Resolve(ctx context.Context, name string) ([]string, error)
 }

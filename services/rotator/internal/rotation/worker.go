@@ -26,12 +26,16 @@ type Config struct {
 	// DKIMType is rsa or ed25519; DKIMBits the RSA size.
 	DKIMType string
 	DKIMBits int
+	// DKIMSelectors are the two selectors a delegated tenant's DNS points
+	// into the platform's DKIM zone; a rollover alternates between them.
+	DKIMSelectors [2]string
 	// Instance names this process in the events it emits (host/pid), so a
 	// report shows how the work divided among rotator processes.
 	Instance string
 	// Failpoints are the crash tests' kill points (nil: none):
 	// "rotator.job.secret.written" fires after each secret's Vault write,
-	// before it is recorded.
+	// before it is recorded; "rotator.dkim.published" after a DKIM record
+	// is published, before it is read back and recorded.
 	Failpoints *failpoint.Set
 }
 
@@ -40,13 +44,15 @@ type Worker struct {
 	cfg    Config
 	store  Store
 	vault  Vault
+	dns    DNS
 	pregen *Pregen
 }
 
 // NewWorker wires a worker; pregen (may be nil) holds material generated
-// ahead of the jobs.
-func NewWorker(cfg Config, store Store, vault Vault, pregen *Pregen) *Worker {
-	return &Worker{cfg: cfg, store: store, vault: vault, pregen: pregen}
+// ahead of the jobs; dns (may be nil: DKIM keys are then made active at
+// once, unverified) publishes and checks DKIM records.
+func NewWorker(cfg Config, store Store, vault Vault, dns DNS, pregen *Pregen) *Worker {
+	return &Worker{cfg: cfg, store: store, vault: vault, dns: dns, pregen: pregen}
 }
 
 // Paths of a tenant's secrets in the KV v2 mount (docs/operations.md).
@@ -73,6 +79,13 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 	// Material generated while the incident waited at the gate, if this
 	// process has it; else it is generated here.
 	pre, havePre := w.pregen.Take(job.IncidentID, job.TenantID)
+	tenant, err := w.store.Directory(ctx, job.TenantID)
+	if err != nil {
+		return err
+	}
+	if !tenant.Known {
+		return fmt.Errorf("%w: %q", ErrUnknownTenant, job.TenantID)
+	}
 	todo, err := w.material(job, pre, havePre)
 	if err != nil {
 		return err
@@ -103,7 +116,7 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 	steps := st.Steps
 	save := func() error { alive(); return w.store.SaveSteps(ctx, job.IncidentID, job.TenantID, steps) }
 	todo = slices.DeleteFunc(todo, func(sw secretWrite) bool {
-		return (sw.secret == "ssh" && steps.SSH != nil) || (sw.secret == "smtp" && steps.SMTP != nil) || (sw.secret == "dkim" && steps.DKIM != nil)
+		return (sw.secret == "ssh" && steps.SSH != nil) || (sw.secret == "smtp" && steps.SMTP != nil)
 	})
 	for _, sw := range todo {
 		step, err := w.write(ctx, job, sw)
@@ -116,8 +129,6 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 			steps.SSH = &step
 		case "smtp":
 			steps.SMTP = &step
-		case "dkim":
-			steps.DKIM = &step
 		}
 	}
 	if steps.APIKeys == nil || !steps.APIKeys.Done {
@@ -141,14 +152,29 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		}
 		steps.APIKeys.Done = true
 	}
+	// The DKIM key last: its selector depends on the platform's DNS, and
+	// an outage there must not hold back the other secrets.
+	if steps.DKIM == nil {
+		step, err := w.stage(ctx, job, tenant, pre, havePre)
+		if err != nil {
+			return err
+		}
+		steps.DKIM = &step
+		if err := save(); err != nil {
+			return err
+		}
+	}
 	if steps.SSH == nil || steps.DKIM == nil || steps.APIKeys == nil {
 		return fmt.Errorf("job %s/%s is completing without its steps recorded", job.IncidentID, job.TenantID)
 	}
-	return w.store.Finish(ctx, job.IncidentID, job.TenantID, StateCompleted, "", &steps, w.events(job, StateCompleted, "", steps))
+	if err := w.cutover(ctx, job, tenant, &steps, save); err != nil {
+		return err
+	}
+	return w.store.Finish(ctx, job.IncidentID, job.TenantID, StateCompleted, "", &steps, w.events(job, StateCompleted, "", steps, tenant.Domain))
 }
 
-// material generates (or takes from pre-generation) the three secrets'
-// new data, each under a fresh write id.
+// material generates (or takes from pre-generation) the SSH and SMTP
+// secrets' new data, each under a fresh write id.
 func (w *Worker) material(job events.RotationJobData, pre keys.Set, havePre bool) ([]secretWrite, error) {
 	k, err := pre.SSH, error(nil)
 	if !havePre {
@@ -164,38 +190,37 @@ func (w *Worker) material(job events.RotationJobData, pre keys.Set, havePre bool
 	if err != nil {
 		return nil, err
 	}
-	d, err := pre.DKIM, error(nil)
-	if !havePre {
-		d, err = keys.NewDKIM(w.cfg.DKIMType, w.cfg.DKIMBits, Selector(job.IncidentID, time.Now()))
-	}
-	if err != nil {
-		return nil, err
-	}
 	todo := []secretWrite{
 		{secret: "ssh", step: SecretStep{Fingerprint: k.Fingerprint},
 			data: map[string]any{"private_key": k.PrivateKey, "public_key": k.PublicKey, "fingerprint": k.Fingerprint}},
 		{secret: "smtp", data: map[string]any{"username": job.TenantID, "password": pw}},
-		{secret: "dkim", step: SecretStep{Selector: d.Selector, Record: d.Record},
-			data: map[string]any{"selector": d.Selector, "private_key": d.PrivateKey, "dns_record": d.Record, "key_type": d.Type}},
 	}
-	now := time.Now().UTC().Format(time.RFC3339)
 	for i := range todo {
-		id, err := newWriteID(job.IncidentID)
-		if err != nil {
+		if err := stamp(job, &todo[i]); err != nil {
 			return nil, err
 		}
-		todo[i].id = id
-		todo[i].data["lockdown_incident"], todo[i].data["rotated_at"] = job.IncidentID, now
-		todo[i].data[WriteKey] = map[string]any{id: now}
 	}
 	return todo, nil
+}
+
+// stamp gives a secret's data a fresh write id and the incident.
+func stamp(job events.RotationJobData, sw *secretWrite) error {
+	id, err := newWriteID(job.IncidentID)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC().Format(time.RFC3339)
+	sw.id = id
+	sw.data["lockdown_incident"], sw.data["rotated_at"] = job.IncidentID, now
+	sw.data[WriteKey] = map[string]any{id: now}
+	return nil
 }
 
 // Fail records a job's permanent failure, with its event. The step is kept
 // in the recorded reason ("step: reason").
 func (w *Worker) Fail(ctx context.Context, job events.RotationJobData, step, reason string) error {
 	recorded := step + ": " + reason
-	return w.store.Finish(ctx, job.IncidentID, job.TenantID, StateFailed, recorded, nil, w.events(job, StateFailed, recorded, Steps{}))
+	return w.store.Finish(ctx, job.IncidentID, job.TenantID, StateFailed, recorded, nil, w.events(job, StateFailed, recorded, Steps{}, ""))
 }
 
 // events returns what a job's final record emits, in the same transaction
@@ -203,7 +228,7 @@ func (w *Worker) Fail(ctx context.Context, job events.RotationJobData, step, rea
 // pending after it, rotation.completed. The store calls it with the plan's
 // progress, read under a lock of the plan, so exactly one job — the last
 // to finish — emits rotation.completed.
-func (w *Worker) events(job events.RotationJobData, state, reason string, steps Steps) func(Progress) []events.Outgoing {
+func (w *Worker) events(job events.RotationJobData, state, reason string, steps Steps, domain string) func(Progress) []events.Outgoing {
 	return func(p Progress) []events.Outgoing {
 		var out []events.Outgoing
 		// A retried plan's events carry the retry's number: a tenant that
@@ -217,7 +242,8 @@ func (w *Worker) events(job events.RotationJobData, state, reason string, steps 
 			out = append(out, events.Outgoing{Name: eventsTenantCompleted, ID: job.IncidentID + "/" + job.TenantID + "/completed", Data: events.RotationTenantCompletedData{
 				IncidentID: job.IncidentID, TenantID: job.TenantID, SSHFingerprint: steps.SSH.Fingerprint, DKIMSelector: steps.DKIM.Selector,
 				DKIMRecord: steps.DKIM.Record, APIKeysDestroyed: steps.APIKeys.Found, SMTPPasswordRotate: true, Affected: job.Affected,
-				RotatedBy: w.cfg.Instance,
+				RotatedBy: w.cfg.Instance, DKIMState: steps.Cutover.State(), DKIMName: DKIMName(steps.DKIM.Selector, domain),
+				DKIMRevokedSelector: steps.Cutover.revoked(),
 			}})
 		case StateFailed:
 			step, why, ok := strings.Cut(reason, ": ")

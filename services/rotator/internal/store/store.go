@@ -86,6 +86,67 @@ func (s *Store) Tenants(ctx context.Context) ([]string, error) {
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
+// Directory implements rotation.Store.
+func (s *Store) Directory(ctx context.Context, tenantID string) (rotation.TenantDNS, error) {
+	t := rotation.TenantDNS{Known: true}
+	err := s.pool.QueryRow(ctx, `SELECT domain, coalesce(dkim_delegation, '') FROM directory.tenants WHERE id = $1`, tenantID).Scan(&t.Domain, &t.Delegation)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return rotation.TenantDNS{}, nil
+	}
+	return t, err
+}
+
+// Awaiting implements rotation.Store: the jobs are locked with SKIP LOCKED
+// in one transaction, so rotator processes checking at the same time take
+// different tenants, and each job's new steps and events commit together.
+func (s *Store) Awaiting(ctx context.Context, limit int, each func(rotation.Awaiting) (*rotation.Steps, []events.Outgoing, error)) (int, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	rows, err := tx.Query(ctx, `SELECT j.incident_id, j.tenant_id, coalesce(t.domain, ''), j.steps FROM rotator.jobs j
+		LEFT JOIN directory.tenants t ON t.id = j.tenant_id
+		WHERE j.state = 'completed' AND (j.steps->'dkim_cutover'->>'awaiting')::boolean
+		ORDER BY j.updated_at LIMIT $1 FOR UPDATE OF j SKIP LOCKED`, limit)
+	if err != nil {
+		return 0, err
+	}
+	found, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (rotation.Awaiting, error) {
+		var a rotation.Awaiting
+		var raw []byte
+		if err := r.Scan(&a.IncidentID, &a.TenantID, &a.Domain, &raw); err != nil {
+			return a, err
+		}
+		return a, json.Unmarshal(raw, &a.Steps)
+	})
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	for _, a := range found {
+		steps, out, err := each(a)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s/%s: %w", a.IncidentID, a.TenantID, err))
+			continue
+		}
+		if steps == nil {
+			continue
+		}
+		raw, err := json.Marshal(steps)
+		if err != nil {
+			return 0, err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE rotator.jobs SET steps = $3, updated_at = now() WHERE incident_id = $1 AND tenant_id = $2`, a.IncidentID, a.TenantID, raw); err != nil {
+			return 0, err
+		}
+		if err := s.emit(ctx, tx, out); err != nil {
+			return 0, err
+		}
+	}
+	return len(found), errors.Join(append([]error{tx.Commit(ctx)}, errs...)...)
+}
+
 // SavePlan implements rotation.Store: the plan, its job rows and the
 // events announcing them, once.
 func (s *Store) SavePlan(ctx context.Context, incidentID, policy string, jobs []rotation.Job, emit []events.Outgoing) (bool, error) {

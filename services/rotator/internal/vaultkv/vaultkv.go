@@ -147,6 +147,20 @@ func (k *KV) Destroy(ctx context.Context, path string) error {
 	return down(err)
 }
 
+// ReadStaged implements rotation.Vault: the latest version of a staged
+// DKIM key (the policy grants read on tenants/+/dkim-pending only).
+func (k *KV) ReadStaged(ctx context.Context, path string) (map[string]any, error) {
+	s, err := retry(k, func() (*vault.Secret, error) { return k.c.Logical().ReadWithContext(ctx, k.mount+"/data/"+path) })
+	if err != nil {
+		return nil, down(err)
+	}
+	if s == nil || s.Data == nil {
+		return nil, nil
+	}
+	data, _ := s.Data["data"].(map[string]any)
+	return data, nil
+}
+
 // down marks Vault being away (sealed, 5xx, unreachable): the job waits
 // for it, however long, instead of failing the tenant.
 func down(err error) error {

@@ -1,0 +1,222 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
+	"github.com/lockdown/lockdown/pkg/platform/keycheck"
+	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
+	"github.com/lockdown/lockdown/pkg/platform/testwait"
+	"github.com/lockdown/lockdown/services/rotator/internal/store"
+)
+
+// dkimSelectors is the rotator's default pair (LOCKDOWN_DKIM_SELECTORS).
+var dkimSelectors = [2]string{"ld1", "ld2"}
+
+// TestDKIMRollover rolls every tenant's DKIM key over through a real
+// authoritative DNS server (Knot): tenants 1, 2, 4, 5… delegate their
+// selectors into the platform's zone, every third publishes its own. A
+// sampler checks throughout that the key Vault holds as active verifies
+// against the record DNS serves for its selector (by a signature, not by
+// comparing strings). The DNS server is down when the incident starts, and
+// one rotator kills itself right after publishing a record.
+func TestDKIMRollover(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	const n = 9
+	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, DNS: true})
+	must(t, err)
+	t.Cleanup(func() { s.Close() })
+	db, err := store.Open(ctx, s.Postgres.URL)
+	must(t, err)
+	pool := db.Pool()
+	t.Cleanup(db.Close)
+	root, err := s.Vault.Client()
+	must(t, err)
+	rotatorKey, err := dkimdns.LoadKey(s.DNS.RotatorKeyFile)
+	must(t, err)
+	delegated := func(i int) bool { return i%3 != 2 }
+	_, err = tenantseed.Seed(ctx, pool, root, tenantseed.Options{Count: n, DKIM: &tenantseed.DKIMDNS{
+		Platform: &dkimdns.Client{Server: s.DNS.Addr, Key: rotatorKey}, Tenants: s.DNS.TenantClient(),
+		PlatformZone: s.DNS.DKIMZone, TenantZone: s.DNS.TenantZone, Selectors: dkimSelectors, Delegated: delegated}})
+	must(t, err)
+	domain := func(i int) string { return tenantseed.ID(i) + "." + strings.TrimSuffix(s.DNS.TenantZone, ".") }
+	resolver := s.DNS.Resolver()
+	kv := root.KVv2("secret")
+
+	// The sampler: for every delegated tenant, the active key in Vault must
+	// verify against what DNS serves for its selector, through the
+	// tenant's CNAME. A sample whose Vault key changed while DNS was read
+	// is inconclusive and dropped (the record it needed was replaced
+	// after the cut-over, as it should be).
+	var mu sync.Mutex
+	samples, problems := 0, []string{}
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	var sampling sync.WaitGroup
+	sampling.Add(1)
+	go func() {
+		defer sampling.Done()
+		for sampleCtx.Err() == nil {
+			for i := range n {
+				if !delegated(i) {
+					continue
+				}
+				before, err := kv.Get(sampleCtx, "tenants/"+tenantseed.ID(i)+"/dkim")
+				if err != nil {
+					continue // Vault away (not in this test) or the sampler stopping
+				}
+				sel, _ := before.Data["selector"].(string)
+				recs, err := resolver.Lookup(sampleCtx, sel+"._domainkey."+domain(i))
+				if err != nil {
+					continue // the DNS outage of this test: nothing is published meanwhile
+				}
+				after, err := kv.Get(sampleCtx, "tenants/"+tenantseed.ID(i)+"/dkim")
+				if err != nil || after.VersionMetadata.Version != before.VersionMetadata.Version {
+					continue
+				}
+				priv, _ := before.Data["private_key"].(string)
+				ok := false
+				for _, r := range recs {
+					if keycheck.MatchDKIM(priv, r) == nil {
+						ok = true
+					}
+				}
+				mu.Lock()
+				samples++
+				if !ok && len(problems) < 5 {
+					problems = append(problems, fmt.Sprintf("%s: active key (version %d, selector %s) has no published record that verifies it (%d records)",
+						tenantseed.ID(i), before.VersionMetadata.Version, sel, len(recs)))
+				}
+				mu.Unlock()
+			}
+		}
+	}()
+
+	js := operator(t, ctx, s)
+	must(t, s.StopDNS())
+	// One rotator dies right after publishing a record, before recording
+	// it; the other carries on (and the dead one's jobs come back to it).
+	pids := startRotators(t, s, 1, "LOCKDOWN_DKIM_RECHECK=1s", "LOCKDOWN_TEST_FAILPOINTS=rotator.dkim.published", "LOCKDOWN_ROTATION_CONCURRENCY=1")
+	const incident = "inc-dkim"
+	startIncident(t, ctx, s, incident, nil)
+	// SSH, SMTP and API keys do not wait for DNS; the DKIM key does.
+	testwait.For(t, time.Minute, "the first jobs to destroy their API keys and wait for DNS", func() bool {
+		var waiting int
+		_ = pool.QueryRow(ctx, `SELECT count(*) FROM rotator.jobs WHERE incident_id = $1 AND steps ? 'api_keys' AND NOT steps ? 'dkim'`, incident).Scan(&waiting)
+		return waiting > 0
+	})
+	var done int
+	must(t, pool.QueryRow(ctx, `SELECT count(*) FROM rotator.jobs WHERE incident_id = $1 AND state <> 'pending'`, incident).Scan(&done))
+	if done != 0 {
+		t.Fatalf("%d jobs finished while the DNS server was down", done)
+	}
+	must(t, s.StartDNS(ctx))
+	select {
+	case <-s.Exited(pids[0]):
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the rotator armed to die after publishing a record never did")
+	}
+	startRotatorsNamed(t, s, "rotator-b", "LOCKDOWN_DKIM_RECHECK=1s")
+	completed := awaitCompleted(t, ctx, js, incident)
+	if completed.Completed != n || completed.Failed != 0 {
+		t.Fatalf("rotation completed %d, failed %d; want %d, 0", completed.Completed, completed.Failed, n)
+	}
+
+	t.Run("a delegated tenant's new selector resolves to the active key and its old one is revoked", func(t *testing.T) {
+		for i := range n {
+			if !delegated(i) {
+				continue
+			}
+			id := tenantseed.ID(i)
+			active, err := kv.Get(ctx, "tenants/"+id+"/dkim")
+			must(t, err)
+			sel, _ := active.Data["selector"].(string)
+			if sel != dkimSelectors[1] || active.Data["lockdown_incident"] != incident {
+				t.Fatalf("%s: active selector %q of incident %v, want %s of %s", id, sel, active.Data["lockdown_incident"], dkimSelectors[1], incident)
+			}
+			recs, err := resolver.Lookup(ctx, sel+"._domainkey."+domain(i))
+			must(t, err)
+			if len(recs) != 1 || keycheck.MatchDKIM(active.Data["private_key"].(string), recs[0]) != nil {
+				t.Fatalf("%s: %s does not verify the active key (%d records)", id, sel, len(recs))
+			}
+			old, err := resolver.Lookup(ctx, dkimSelectors[0]+"._domainkey."+domain(i))
+			must(t, err)
+			if len(old) != 1 || old[0] != dkimdns.RevokedRecord {
+				t.Fatalf("%s: old selector serves %q, want the revoked record", id, old)
+			}
+			if _, err := kv.GetMetadata(ctx, "tenants/"+id+"/dkim-pending"); err == nil || !strings.Contains(err.Error(), "not found") {
+				t.Fatalf("%s: the staged copy survived (%v)", id, err)
+			}
+		}
+	})
+
+	t.Run("a tenant that publishes its own records keeps its key until its DNS shows the new one", func(t *testing.T) {
+		for i := range n {
+			if delegated(i) {
+				continue
+			}
+			id := tenantseed.ID(i)
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			_, d, err := stream.Await(wctx, js, events.RotationTenantCompleted, func(_ event.Event, d events.RotationTenantCompletedData) bool {
+				return d.IncidentID == incident && d.TenantID == id
+			})
+			cancel()
+			must(t, err)
+			if d.DKIMState != "awaiting_dns" || d.DKIMName != d.DKIMSelector+"._domainkey."+domain(i) {
+				t.Fatalf("%s: dkim_state %q at %q, want awaiting_dns at the tenant's selector", id, d.DKIMState, d.DKIMName)
+			}
+			active, err := kv.Get(ctx, "tenants/"+id+"/dkim")
+			must(t, err)
+			if active.Data["selector"] != tenantseed.SeedSelector {
+				t.Fatalf("%s: the new key is active (selector %v) before the tenant published it", id, active.Data["selector"])
+			}
+			// The tenant publishes the record it was told, in its own zone.
+			must(t, s.DNS.TenantClient().ReplaceTXT(ctx, s.DNS.TenantZone, d.DKIMName, d.DKIMRecord, 60))
+			wctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+			_, act, err := stream.Await(wctx, js, events.RotationDKIMActivated, func(_ event.Event, a events.RotationDKIMActivatedData) bool {
+				return a.IncidentID == incident && a.TenantID == id
+			})
+			cancel()
+			must(t, err)
+			active, err = kv.Get(ctx, "tenants/"+id+"/dkim")
+			must(t, err)
+			if active.Data["selector"] != d.DKIMSelector || act.Selector != d.DKIMSelector || keycheck.MatchDKIM(active.Data["private_key"].(string), d.DKIMRecord) != nil {
+				t.Fatalf("%s: after activation Vault holds selector %v, want %s with the told record's key", id, active.Data["selector"], d.DKIMSelector)
+			}
+		}
+	})
+
+	stopSampling()
+	sampling.Wait()
+	t.Run("the active key had a published record at every sample", func(t *testing.T) {
+		mu.Lock()
+		defer mu.Unlock()
+		if samples < n {
+			t.Fatalf("only %d conclusive samples", samples)
+		}
+		if len(problems) > 0 {
+			t.Fatalf("%d samples; problems:\n%s", samples, strings.Join(problems, "\n"))
+		}
+		t.Logf("%d conclusive samples", samples)
+	})
+}
+
+// startRotatorsNamed runs one more rotator under its own log name.
+func startRotatorsNamed(t testing.TB, s *localstack.Stack, name string, env ...string) int {
+	t.Helper()
+	bin, err := localstack.Binary("rotator")
+	must(t, err)
+	pid, _, err := s.Spawn(name, bin, nil, append(s.Env(events.ServiceRotator), env...))
+	must(t, err)
+	return pid
+}

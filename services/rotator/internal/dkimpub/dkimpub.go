@@ -1,0 +1,78 @@
+// Package dkimpub is the rotator's adapter to DNS (rotation.DNS): it
+// publishes DKIM records in the platform's DKIM zone on its authoritative
+// server with the rotator's TSIG key, reads them back from that server,
+// and reads tenants' own records from a resolver. A server that does not
+// answer is an outage (the job waits for it), not the tenant's failure.
+package dkimpub
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/miekg/dns"
+
+	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
+)
+
+// Dependency names DNS in outage errors (the consumer pauses on it).
+const Dependency = "dns"
+
+// TTL of published records: short, so a rollover shows quickly in caches.
+const TTL = 60
+
+// Publisher implements rotation.DNS.
+type Publisher struct {
+	zone     string
+	auth     *dkimdns.Client
+	resolver *dkimdns.Client
+}
+
+// New builds the adapter: server and zone are the platform's authoritative
+// server and DKIM zone, keyFile its TSIG key, resolver where tenants' own
+// records are read (server when empty).
+func New(server, zone, keyFile, resolver string) (*Publisher, error) {
+	key, err := dkimdns.LoadKey(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	if resolver == "" {
+		resolver = server
+	}
+	return &Publisher{zone: dns.Fqdn(zone), auth: &dkimdns.Client{Server: server, Key: key}, resolver: &dkimdns.Client{Server: resolver}}, nil
+}
+
+// Publish implements rotation.DNS. A name outside the zone is refused
+// here, before the server is asked.
+func (p *Publisher) Publish(ctx context.Context, name, record string) error {
+	if !dns.IsSubDomain(p.zone, dns.Fqdn(name)) {
+		return errors.New("dkimpub: " + name + " is not in " + p.zone)
+	}
+	return down(p.auth.ReplaceTXT(ctx, p.zone, name, record, TTL))
+}
+
+// Authoritative implements rotation.DNS.
+func (p *Publisher) Authoritative(ctx context.Context, name string) ([]string, error) {
+	recs, err := p.auth.Lookup(ctx, name)
+	return recs, down(err)
+}
+
+// Resolve implements rotation.DNS.
+func (p *Publisher) Resolve(ctx context.Context, name string) ([]string, error) {
+	return p.resolver.Lookup(ctx, name)
+}
+
+// down marks a server that does not answer as an outage.
+func down(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, os.ErrDeadlineExceeded) || strings.Contains(err.Error(), "connection refused") {
+		return stream.Unavailable(Dependency, err)
+	}
+	return err
+}
