@@ -100,6 +100,15 @@ func (r Report) Markdown(w io.Writer) error {
 	if len(a.RotatedBy) > 0 {
 		p("- Rotation work by process: %s", counts(a.RotatedBy))
 	}
+	dkim := map[string]int{}
+	for _, t := range a.Rotations {
+		if t.DKIMState != "" {
+			dkim[t.DKIMState]++
+		}
+	}
+	if len(dkim) > 0 {
+		p("- DKIM keys: %s (active: the record is published and the key signs; awaiting_dns: the tenant has not published it yet and the old key signs)", counts(dkim))
+	}
 	p("- Tenants notified %d, not notified %d; messages sent: %s", a.TenantsNotified, a.NotificationsFailed, counts(a.MessagesSent))
 	p("- Auth methods restored: %s", list(a.AuthMethodsRestored))
 	if len(a.DrivenBy) > 0 {
@@ -135,7 +144,7 @@ func (r Report) Markdown(w io.Writer) error {
 	p("| tenant | affected | SSH fingerprint | DKIM selector | API keys destroyed |")
 	p("|---|---|---|---|---|")
 	for _, t := range a.Rotations {
-		p("| %s | %s | %s | %s | %d |", t.TenantID, yes(t.Affected), t.SSHFingerprint, t.DKIMSelector, t.APIKeysDestroyed)
+		p("| %s | %s | %s | %s%s | %d |", t.TenantID, yes(t.Affected), t.SSHFingerprint, t.DKIMSelector, suffix(" ", paren(t.DKIMState)), t.APIKeysDestroyed)
 	}
 	p("")
 	p("## Timeline")
@@ -224,3 +233,11 @@ func suffix(sep, s string) string {
 }
 
 func capital(s string) string { return strings.ToUpper(s[:1]) + s[1:] }
+
+// paren is s in parentheses, or "" for "".
+func paren(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "(" + s + ")"
+}

@@ -138,10 +138,13 @@ type UnsealKeys struct {
 
 // TenantRotation is one tenant's rotation, as recorded (public values only).
 type TenantRotation struct {
-	TenantID         string `json:"tenant_id"`
-	Affected         bool   `json:"affected"`
-	SSHFingerprint   string `json:"ssh_fingerprint"`
-	DKIMSelector     string `json:"dkim_selector"`
+	TenantID       string `json:"tenant_id"`
+	Affected       bool   `json:"affected"`
+	SSHFingerprint string `json:"ssh_fingerprint"`
+	DKIMSelector   string `json:"dkim_selector"`
+	// DKIMState is how far the DKIM key went: active, awaiting_dns or
+	// unverified (rotation.tenant.completed, then rotation.dkim.activated).
+	DKIMState        string `json:"dkim_state,omitempty"`
 	SMTPRotated      bool   `json:"smtp_rotated"`
 	APIKeysDestroyed int    `json:"api_keys_destroyed"`
 	RotatedBy        string `json:"rotated_by,omitempty"`
@@ -290,12 +293,22 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 			var d events.RotationTenantCompletedData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
 				a.Rotations = append(a.Rotations, TenantRotation{TenantID: d.TenantID, Affected: d.Affected, SSHFingerprint: d.SSHFingerprint,
-					DKIMSelector: d.DKIMSelector, SMTPRotated: d.SMTPPasswordRotate, APIKeysDestroyed: d.APIKeysDestroyed, RotatedBy: d.RotatedBy})
+					DKIMSelector: d.DKIMSelector, DKIMState: d.DKIMState, SMTPRotated: d.SMTPPasswordRotate, APIKeysDestroyed: d.APIKeysDestroyed, RotatedBy: d.RotatedBy})
 				a.APIKeysDestroyed += d.APIKeysDestroyed
 				if d.RotatedBy != "" {
 					a.RotatedBy[d.RotatedBy]++
 				}
 				line.Summary = fmt.Sprintf("%s rotated (SSH, SMTP, DKIM %s), %d API keys destroyed", d.TenantID, d.DKIMSelector, d.APIKeysDestroyed)
+			}
+		case events.RotationDKIMActivated:
+			var d events.RotationDKIMActivatedData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				for i := range a.Rotations {
+					if a.Rotations[i].TenantID == d.TenantID {
+						a.Rotations[i].DKIMState = "active"
+					}
+				}
+				line.Summary = fmt.Sprintf("%s DKIM key %s active: the tenant's DNS shows %s", d.TenantID, d.Selector, d.Name)
 			}
 		case events.RotationTenantFailed:
 			var d events.RotationTenantFailedData

@@ -21,6 +21,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
@@ -69,7 +70,16 @@ type verification struct {
 	TenantsMailed   int  `json:"tenants_mailed"`    // exactly one message for the incident
 	MessagesForThis int  `json:"messages_incident"` // messages carrying the incident id
 	MailChecked     bool `json:"mail_checked"`      // false when no mailbox was given
+	// DKIMChecked: the tenants' DNS was checked; DKIMRolled counts tenants
+	// whose new selector serves a live key and whose old one is revoked.
+	DKIMChecked bool `json:"dkim_checked"`
+	DKIMRolled  int  `json:"dkim_rolled_over"`
 }
+
+// drillSelectors are the rotator's default delegated pair
+// (LOCKDOWN_DKIM_SELECTORS): the seed publishes the first, the rollover
+// moves to the second.
+var drillSelectors = [2]string{"ld1", "ld2"}
 
 // drillServices are started in this order; rotators come N times.
 var drillServices = []string{events.ServiceContainment, events.ServiceAssessor, events.ServiceNotifier}
@@ -137,9 +147,11 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		rep.Servers = map[string]string{"nats": tgt.natsURL, "vault": tgt.vault.Addr, "jaeger_query": tgt.jaegerQuery, "mailpit": ex.mailpit}
 		say("drilling against running servers: NATS %s, Vault %s (key holders %s)", tgt.natsURL, tgt.vault.Addr, map[bool]string{true: "played from the shares file", false: "are people: the drill waits for them"}[tgt.playHolders])
 	} else {
-		say("starting the local stack (NATS, PostgreSQL, Vault, Jaeger, Mailpit)…")
+		say("starting the local stack (NATS, PostgreSQL, Vault, Jaeger, Mailpit, Knot DNS)…")
 		startCtx, cancelStart := context.WithTimeout(ctx, 3*time.Minute)
-		stack, err := localstack.Start(startCtx, localstack.All())
+		opts := localstack.All()
+		opts.DNS = true // DKIM keys roll over through real DNS
+		stack, err := localstack.Start(startCtx, opts)
 		cancelStart()
 		if err != nil {
 			return fail(err)
@@ -211,6 +223,9 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		fmt.Fprintln(out)
 		v := rep.Verified
 		say("verified: %d of %d tenants rotated in Vault (every secret carries the incident), %d API keys left", v.RotatedInVault, v.Tenants, v.APIKeysLeft)
+		if v.DKIMChecked {
+			say("verified in DNS: %d of %d tenants' DKIM selectors rolled over (%s live at the authoritative server, %s revoked)", v.DKIMRolled, v.Tenants, drillSelectors[1], drillSelectors[0])
+		}
 		if v.MailChecked {
 			say("verified: %d tenants with exactly one message in Mailpit", v.TenantsMailed)
 		}
@@ -292,6 +307,9 @@ func problems(r report.Report, v verification, intruder []string, tgt *target) [
 	var out []string
 	if r.Outcome != "resolved" {
 		out = append(out, fmt.Sprintf("incident outcome %q", r.Outcome))
+	}
+	if v.DKIMChecked && v.DKIMRolled != v.Tenants {
+		out = append(out, fmt.Sprintf("DNS shows %d of %d tenants' DKIM keys rolled over (new selector live, old revoked)", v.DKIMRolled, v.Tenants))
 	}
 	if v.RotatedInVault != v.Tenants || r.Actions.TenantsRotated < v.RotatedInVault || (tgt.exact && r.Actions.TenantsRotated != v.RotatedInVault) {
 		out = append(out, fmt.Sprintf("report says %d tenants rotated, Vault shows %d of the drill's %d", r.Actions.TenantsRotated, v.RotatedInVault, v.Tenants))
@@ -480,7 +498,16 @@ func seedTenants(ctx context.Context, tgt *target, n int) error {
 	if err != nil {
 		return err
 	}
-	_, err = tenantseed.Seed(ctx, pool, root, tenantseed.Options{Count: n, Mount: tgt.mount, Prefix: tgt.prefix})
+	o := tenantseed.Options{Count: n, Mount: tgt.mount, Prefix: tgt.prefix}
+	if tgt.dns != nil {
+		key, err := dkimdns.LoadKey(tgt.dns.RotatorKeyFile)
+		if err != nil {
+			return err
+		}
+		o.DKIM = &tenantseed.DKIMDNS{Platform: &dkimdns.Client{Server: tgt.dns.Addr, Key: key}, Tenants: tgt.dns.TenantClient(),
+			PlatformZone: tgt.dns.DKIMZone, TenantZone: tgt.dns.TenantZone, Selectors: drillSelectors, Delegated: func(int) bool { return true }}
+	}
+	_, err = tenantseed.Seed(ctx, pool, root, o)
 	return err
 }
 
@@ -675,6 +702,28 @@ func verify(ctx context.Context, tgt *target, incidentID string, tenants int) (*
 		if keys != nil {
 			if list, ok := keys.Data["keys"].([]any); ok {
 				v.APIKeysLeft += len(list)
+			}
+		}
+	}
+	if tgt.dns != nil {
+		v.DKIMChecked = true
+		r := tgt.dns.Resolver()
+		for i := range tenants {
+			domain := tenantseed.IDWith(tgt.prefix, i) + "." + strings.TrimSuffix(tgt.dns.TenantZone, ".")
+			live, err := r.Lookup(ctx, drillSelectors[1]+"._domainkey."+domain)
+			if err != nil {
+				return nil, err
+			}
+			old, err := r.Lookup(ctx, drillSelectors[0]+"._domainkey."+domain)
+			if err != nil {
+				return nil, err
+			}
+			p, ok := "", false
+			if len(live) == 1 {
+				p, ok = dkimdns.PublicKey(live[0])
+			}
+			if ok && p != "" && len(old) == 1 && old[0] == dkimdns.RevokedRecord {
+				v.DKIMRolled++
 			}
 		}
 	}

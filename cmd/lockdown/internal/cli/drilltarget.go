@@ -42,6 +42,11 @@ type target struct {
 	// jaegerQuery and otlp, when set, make the drill trace its breach and
 	// check that the trace spans every service.
 	jaegerQuery, otlp string
+	// dns, when set, is the authoritative DNS server of the platform's
+	// DKIM zone and of the tenants' zone: the drill's tenants delegate
+	// their DKIM selectors to the platform, and their rollover is checked
+	// there.
+	dns *localstack.DNS
 }
 
 // rotatorToken reads the rotator's current token from its file: the
@@ -64,7 +69,7 @@ func localTarget(s *localstack.Stack) *target {
 		natsURL: s.NATS.URL, siemPassword: s.NATS.Password(events.UserSIEM), operatorPassword: s.NATS.Password(events.UserOperator),
 		dbURL: s.Postgres.URL, vault: s.Vault, verifyToken: rotatorToken(s.Vault), playHolders: true, mount: localstack.VaultKVMount,
 		prefix: tenantseed.DefaultPrefix, exact: true,
-		mailpit: s.Mailpit, jaegerQuery: s.Jaeger.QueryURL, otlp: s.Jaeger.OTLPHTTPEndpoint,
+		mailpit: s.Mailpit, jaegerQuery: s.Jaeger.QueryURL, otlp: s.Jaeger.OTLPHTTPEndpoint, dns: s.DNS,
 	}
 }
 
