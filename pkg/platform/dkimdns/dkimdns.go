@@ -193,6 +193,11 @@ func (c *Client) Lookup(ctx context.Context, name string) ([]string, error) {
 	return nil, fmt.Errorf("%w: %s", ErrLoop, name)
 }
 
+// LookupFunc is Lookup bound to ctx, in the shape DKIM verifiers take.
+func (c *Client) LookupFunc(ctx context.Context) func(name string) ([]string, error) {
+	return func(name string) ([]string, error) { return c.Lookup(ctx, name) }
+}
+
 // Serial returns the SOA serial of zone: a readiness check, and how a test
 // sees that an update landed.
 func (c *Client) Serial(ctx context.Context, zone string) (uint32, error) {

@@ -82,3 +82,30 @@ func TestMatch(t *testing.T) {
 		})
 	}
 }
+
+func TestDKIMMessage(t *testing.T) {
+	for _, typ := range []string{"rsa", "ed25519"} {
+		priv, record := dkimKey(t, typ)
+		_, other := dkimKey(t, typ)
+		serve := func(rec string) func(string) ([]string, error) {
+			return func(name string) ([]string, error) {
+				if name != "s1._domainkey.example.com" {
+					return nil, fmt.Errorf("looked up %s", name)
+				}
+				return []string{rec}, nil
+			}
+		}
+		t.Run(typ+" mail signed with the key passes against its record", func(t *testing.T) {
+			if err := keycheck.DKIMMessage(priv, "example.com", "s1", serve(record)); err != nil {
+				t.Fatal(err)
+			}
+		})
+		t.Run(typ+" mail fails against another key's record and a revoked one", func(t *testing.T) {
+			for _, rec := range []string{other, "v=DKIM1; p="} {
+				if err := keycheck.DKIMMessage(priv, "example.com", "s1", serve(rec)); !errors.Is(err, keycheck.ErrMismatch) {
+					t.Fatalf("record %.30q: %v, want a mismatch", rec, err)
+				}
+			}
+		})
+	}
+}
