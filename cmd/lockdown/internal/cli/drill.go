@@ -74,6 +74,14 @@ type verification struct {
 	// whose new selector serves a live key and whose old one is revoked.
 	DKIMChecked bool `json:"dkim_checked"`
 	DKIMRolled  int  `json:"dkim_rolled_over"`
+	// DKIMSigned counts tenants whose active key in Vault signs mail that
+	// passes DKIM against the DNS (break-glass token: local drills).
+	DKIMSigned int `json:"dkim_signed_and_verified"`
+	// DKIMSamples are the sampler's conclusive looks, during the run, at
+	// an active key and its published record; DKIMSampleProblems the
+	// first of those that failed.
+	DKIMSamples        int      `json:"dkim_samples"`
+	DKIMSampleProblems []string `json:"dkim_sample_problems,omitempty"`
 }
 
 // drillSelectors are the rotator's default delegated pair
@@ -162,10 +170,15 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 				fmt.Fprintf(errOut, "lockdown drill: teardown: %v\n", err)
 			}
 		}()
-		if err := startLocal(ctx, stack, *binDir, *rotators, &rep, say); err != nil {
+		breakGlass, accessor, err := breakGlassToken(ctx, stack.Vault)
+		if err != nil {
+			return fail(err)
+		}
+		if err := startLocal(ctx, stack, *binDir, *rotators, accessor, &rep, say); err != nil {
 			return fail(err)
 		}
 		tgt = localTarget(stack)
+		tgt.breakGlass = breakGlass
 	}
 	var err error
 	if err := seedTenants(ctx, tgt, *tenants); err != nil {
@@ -176,6 +189,11 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return fail(fmt.Errorf("intruder: %w", err))
 	}
 	say("an intruder with a token of its own read the secrets of %d tenants and was refused once", len(rep.Intruder))
+	dkimSampler, err := watchDKIM(ctx, tgt, *tenants)
+	if err != nil {
+		return fail(err)
+	}
+	defer dkimSampler.finish()
 
 	b, err := triggerAndTrace(ctx, tgt)
 	if err != nil {
@@ -194,6 +212,7 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if rep.Verified, err = verify(ctx, tgt, b.IncidentID, *tenants); err != nil {
 		return fail(err)
 	}
+	rep.Verified.DKIMSamples, rep.Verified.DKIMSampleProblems = dkimSampler.finish()
 	rep.Problems = append(rep.Problems, problems(r, *rep.Verified, rep.Intruder, tgt)...)
 	if *outDir != "" {
 		if err := handOver(ctx, *outDir, tgt.dbURL, b.IncidentID); err != nil {
@@ -224,7 +243,8 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		v := rep.Verified
 		say("verified: %d of %d tenants rotated in Vault (every secret carries the incident), %d API keys left", v.RotatedInVault, v.Tenants, v.APIKeysLeft)
 		if v.DKIMChecked {
-			say("verified in DNS: %d of %d tenants' DKIM selectors rolled over (%s live at the authoritative server, %s revoked)", v.DKIMRolled, v.Tenants, drillSelectors[1], drillSelectors[0])
+			say("verified in DNS: %d of %d tenants' DKIM selectors rolled over (%s live at the authoritative server, %s revoked); mail signed with the active key passes DKIM for %d; %d samples during the run of the active key against its record",
+				v.DKIMRolled, v.Tenants, drillSelectors[1], drillSelectors[0], v.DKIMSigned, v.DKIMSamples)
 		}
 		if v.MailChecked {
 			say("verified: %d tenants with exactly one message in Mailpit", v.TenantsMailed)
@@ -249,7 +269,7 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 
 // startLocal starts the services on the drill's own stack (N rotators)
 // and waits until each is connected to NATS.
-func startLocal(ctx context.Context, stack *localstack.Stack, binDir string, rotators int, rep *drillReport, say func(string, ...any)) error {
+func startLocal(ctx context.Context, stack *localstack.Stack, binDir string, rotators int, breakGlass string, rep *drillReport, say func(string, ...any)) error {
 	rep.StackDir = stack.Dir
 	rep.Servers = map[string]string{
 		"nats": stack.NATS.URL, "postgres": fmt.Sprintf("127.0.0.1:%d", stack.Postgres.Port), "vault": stack.Vault.Addr,
@@ -275,7 +295,7 @@ func startLocal(ctx context.Context, stack *localstack.Stack, binDir string, rot
 		}
 		env := stack.Env(svc)
 		if svc == events.ServiceContainment {
-			env = append(env, "LOCKDOWN_REKEY_PGP_DIR="+holders.Dir, "LOCKDOWN_REKEY_REQUIRE_VERIFICATION=false",
+			env = append(env, "LOCKDOWN_BREAK_GLASS="+breakGlass, "LOCKDOWN_REKEY_PGP_DIR="+holders.Dir, "LOCKDOWN_REKEY_REQUIRE_VERIFICATION=false",
 				"LOCKDOWN_REKEY_PGP_FINGERPRINTS="+strings.Join(holders.Fingerprints(), ","))
 		}
 		pid, logPath, err := stack.Spawn(name, filepath.Join(binDir, svc), nil, env)
@@ -310,6 +330,12 @@ func problems(r report.Report, v verification, intruder []string, tgt *target) [
 	}
 	if v.DKIMChecked && v.DKIMRolled != v.Tenants {
 		out = append(out, fmt.Sprintf("DNS shows %d of %d tenants' DKIM keys rolled over (new selector live, old revoked)", v.DKIMRolled, v.Tenants))
+	}
+	if tgt.breakGlass != "" && v.DKIMChecked && v.DKIMSigned != v.Tenants {
+		out = append(out, fmt.Sprintf("mail signed with the active DKIM key passes DKIM for %d of %d tenants", v.DKIMSigned, v.Tenants))
+	}
+	for _, p := range v.DKIMSampleProblems {
+		out = append(out, "during the run, an active DKIM key had no record that verifies it: "+p)
 	}
 	if v.RotatedInVault != v.Tenants || r.Actions.TenantsRotated < v.RotatedInVault || (tgt.exact && r.Actions.TenantsRotated != v.RotatedInVault) {
 		out = append(out, fmt.Sprintf("report says %d tenants rotated, Vault shows %d of the drill's %d", r.Actions.TenantsRotated, v.RotatedInVault, v.Tenants))
@@ -706,25 +732,8 @@ func verify(ctx context.Context, tgt *target, incidentID string, tenants int) (*
 		}
 	}
 	if tgt.dns != nil {
-		v.DKIMChecked = true
-		r := tgt.dns.Resolver()
-		for i := range tenants {
-			domain := tenantseed.IDWith(tgt.prefix, i) + "." + strings.TrimSuffix(tgt.dns.TenantZone, ".")
-			live, err := r.Lookup(ctx, drillSelectors[1]+"._domainkey."+domain)
-			if err != nil {
-				return nil, err
-			}
-			old, err := r.Lookup(ctx, drillSelectors[0]+"._domainkey."+domain)
-			if err != nil {
-				return nil, err
-			}
-			p, ok := "", false
-			if len(live) == 1 {
-				p, ok = dkimdns.PublicKey(live[0])
-			}
-			if ok && p != "" && len(old) == 1 && old[0] == dkimdns.RevokedRecord {
-				v.DKIMRolled++
-			}
+		if err := verifyDKIM(ctx, tgt, tenants, v); err != nil {
+			return nil, err
 		}
 	}
 	if tgt.mailpit == nil {

@@ -47,6 +47,9 @@ type target struct {
 	// their DKIM selectors to the platform, and their rollover is checked
 	// there.
 	dns *localstack.DNS
+	// breakGlass is a token containment keeps (LOCKDOWN_BREAK_GLASS): the
+	// local drill reads the tenants' active DKIM keys with it.
+	breakGlass string
 }
 
 // rotatorToken reads the rotator's current token from its file: the
