@@ -188,10 +188,12 @@ type RotationDKIMActivatedData struct {
 
 // RotationTenantFailedData reports a permanent rotation failure.
 type RotationTenantFailedData struct {
-	IncidentID string `json:"incident_id" doc:"The incident."`
-	TenantID   string `json:"tenant_id" doc:"The tenant."`
-	Step       string `json:"step" doc:"The step that failed (ssh, smtp, dkim, api_keys)."`
-	Reason     string `json:"reason" doc:"Why."`
+	IncidentID       string   `json:"incident_id" doc:"The incident."`
+	TenantID         string   `json:"tenant_id" doc:"The tenant."`
+	Step             string   `json:"step" doc:"The step that failed (ssh, smtp, dkim, api_keys)."`
+	Reason           string   `json:"reason" doc:"Why."`
+	Replaced         []string `json:"replaced,omitempty" doc:"Secrets already replaced before the failure (ssh, smtp, dkim; dkim only once the new key is active)."`
+	APIKeysDestroyed int      `json:"api_keys_destroyed,omitempty" doc:"API keys already destroyed (all of the tenant's when api_keys is in replaced)."`
 }
 
 // RotationCompletedData closes the rotation phase.

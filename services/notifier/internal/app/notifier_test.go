@@ -453,7 +453,7 @@ func TestNotifier(t *testing.T) {
 		rotator := stream.NewPublisher(connect(t, ctx, s, events.ServiceRotator).JS, events.SourceOf(events.ServiceRotator), nil)
 		for range 2 { // the rotator's event, delivered twice
 			must(t, rotator.PublishWithID(ctx, events.RotationTenantFailed, third+"/"+tenant+"/failed",
-				events.RotationTenantFailedData{IncidentID: third, TenantID: tenant, Step: "smtp", Reason: "vault: permission denied"}))
+				events.RotationTenantFailedData{IncidentID: third, TenantID: tenant, Step: "smtp", Reason: "vault: permission denied", Replaced: []string{"ssh"}}))
 		}
 		var got []localstack.Message
 		testwait.For(t, time.Minute, "the incomplete-rotation notice", func() bool {
@@ -469,12 +469,14 @@ func TestNotifier(t *testing.T) {
 		if len(got) != 1 || got[0].To[0].Address != "security@"+tenant+".example.com" {
 			t.Fatalf("%d messages for the failed tenant's incident", len(got))
 		}
-		if !strings.Contains(got[0].Text, "did NOT complete") || !strings.Contains(got[0].Text, `"smtp"`) || strings.Contains(got[0].Text, "permission denied") {
+		if !strings.Contains(got[0].Text, "did NOT complete") || !strings.Contains(got[0].Text, `"smtp"`) || strings.Contains(got[0].Text, "permission denied") ||
+			!strings.Contains(got[0].Text, "SSH key: replaced") || !strings.Contains(got[0].Text, "SMTP credentials: not replaced yet") {
 			t.Fatalf("the notice:\n%s", got[0].Text)
 		}
 		hooks := recv.snapshot()[tenant]
 		var last webhook.Notification
-		if len(hooks) == 0 || json.Unmarshal(hooks[len(hooks)-1].body, &last) != nil || !last.RotationIncomplete || last.FailedStep != "smtp" || last.IncidentID != third {
+		if len(hooks) == 0 || json.Unmarshal(hooks[len(hooks)-1].body, &last) != nil || !last.RotationIncomplete || last.FailedStep != "smtp" || last.IncidentID != third ||
+			len(last.Rotated) != 1 || last.Rotated[0] != "ssh" {
 			t.Fatalf("webhook: %d requests, last %+v", len(hooks), last)
 		}
 	})

@@ -35,16 +35,56 @@ type Content struct {
 	// FailedStep: what happened, what to do meanwhile, what comes next.
 	Incomplete bool
 	FailedStep string
+	// Replaced and NotReplaced say, in the tenant's words, which
+	// credentials an incomplete rotation had already replaced and which
+	// are still the old ones.
+	Replaced, NotReplaced []string
+	// secretsReplaced are the failure's replaced secrets (ssh, smtp,
+	// dkim), for the webhook.
+	secretsReplaced []string
 }
 
 // NewIncompleteContent is the notice to a tenant whose rotation failed:
 // some of its secrets may be new, some API keys gone, others still old.
 func NewIncompleteContent(t directory.Tenant, d events.RotationTenantFailedData) Content {
-	return Content{Tenant: t, IncidentID: d.IncidentID, Incomplete: true, FailedStep: d.Step, RequiredActions: []string{
-		"Treat every API key, SMTP credential and SSH key of your account as compromised until our second message.",
-		"If a request fails with an invalid API key, create a new key in the dashboard: revoked keys do not come back.",
-		"Do not publish a new DKIM record yet: the second message gives it.",
-	}}
+	replaced, notReplaced := credentialNames(d)
+	secrets := []string{}
+	for _, s := range d.Replaced {
+		if s != "api_keys" {
+			secrets = append(secrets, s)
+		}
+	}
+	return Content{Tenant: t, IncidentID: d.IncidentID, Incomplete: true, FailedStep: d.Step, Replaced: replaced, NotReplaced: notReplaced,
+		secretsReplaced: secrets, APIKeysRevoked: d.APIKeysDestroyed, RequiredActions: []string{
+			"Treat every API key, SMTP credential and SSH key of your account as compromised until our second message.",
+			"If a request fails with an invalid API key, create a new key in the dashboard: revoked keys do not come back.",
+			"Do not publish a new DKIM record yet: the second message gives it.",
+		}}
+}
+
+// credentialNames turns the failure's replaced secrets into the tenant's
+// words: what is new, what is still old.
+func credentialNames(d events.RotationTenantFailedData) (replaced, notReplaced []string) {
+	names := []struct{ secret, name string }{
+		{"ssh", "SSH key"}, {"smtp", "SMTP credentials"}, {"api_keys", "API keys"}, {"dkim", "DKIM signing key"},
+	}
+	done := map[string]bool{}
+	for _, s := range d.Replaced {
+		done[s] = true
+	}
+	for _, n := range names {
+		switch {
+		case n.secret == "api_keys" && done[n.secret]:
+			replaced = append(replaced, fmt.Sprintf("API keys: all %d revoked and destroyed", d.APIKeysDestroyed))
+		case done[n.secret]:
+			replaced = append(replaced, n.name+": replaced")
+		case n.secret == "api_keys":
+			notReplaced = append(notReplaced, "API keys: some may already be revoked, others still work")
+		default:
+			notReplaced = append(notReplaced, n.name+": not replaced yet")
+		}
+	}
+	return replaced, notReplaced
 }
 
 // deliveryKey tells one notice's deliveries apart (Message-ID, webhook
@@ -112,7 +152,7 @@ func (c Content) Webhook(now time.Time) webhook.Notification {
 	}
 	if c.Incomplete {
 		return webhook.Notification{
-			Type: "security_incident", IncidentID: c.IncidentID, TenantID: c.Tenant.ID, Rotated: []string{}, RotationIncomplete: true,
+			Type: "security_incident", IncidentID: c.IncidentID, TenantID: c.Tenant.ID, Rotated: c.secretsReplaced, APIKeysRevoked: c.APIKeysRevoked, RotationIncomplete: true,
 			FailedStep: c.FailedStep, RequiredActions: c.RequiredActions, EmailSending: "may be interrupted", SentAt: now.UTC(),
 		}
 	}

@@ -225,7 +225,8 @@ func TestNotifier(t *testing.T) {
 	})
 	t.Run("a tenant whose rotation failed is told once, apart from the rotated notice a retry sends later", func(t *testing.T) {
 		n, st, m, h, p := setup(t)
-		failed := events.RotationTenantFailedData{IncidentID: "inc", TenantID: "acme", Step: "dkim", Reason: "vault: permission denied"}
+		failed := events.RotationTenantFailedData{IncidentID: "inc", TenantID: "acme", Step: "dkim", Reason: "vault: permission denied",
+			Replaced: []string{"ssh", "smtp", "api_keys"}, APIKeysDestroyed: 3}
 		for range 2 { // a second failure (after a retry) does not repeat it
 			if err := n.RotationFailed(ctx, failed); err != nil {
 				t.Fatal(err)
@@ -235,7 +236,8 @@ func TestNotifier(t *testing.T) {
 			t.Fatalf("mails %d, webhooks %d, outcome %q", len(m.sent), h.posts, st.outcomes[key("inc", "acme")])
 		}
 		mail := m.sent[0]
-		for _, want := range []string{"did NOT complete", `"dkim"`, "second message", "incident inc"} {
+		for _, want := range []string{"did NOT complete", `"dkim"`, "second message", "incident inc", "SSH key: replaced", "SMTP credentials: replaced",
+			"API keys: all 3 revoked and destroyed", "DKIM signing key: not replaced yet"} {
 			if !strings.Contains(mail.Text, want) {
 				t.Errorf("the notice does not say %q:\n%s", want, mail.Text)
 			}

@@ -213,7 +213,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 				_ = d.InProgress()
 			}
 		})
-		if errors.Is(err, rotation.ErrUnknownTenant) {
+		if errors.Is(err, rotation.ErrUnknownTenant) || errors.Is(err, rotation.ErrStagedChanged) {
 			return stream.Permanent(err)
 		}
 		if err == nil {
@@ -232,8 +232,11 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 			return nil
 		}
 		step := "job"
-		if errors.Is(cause, rotation.ErrUnknownTenant) {
+		switch {
+		case errors.Is(cause, rotation.ErrUnknownTenant):
 			step = "plan"
+		case errors.Is(cause, rotation.ErrStagedChanged):
+			step = "dkim" // someone else wrote the staged key: never made active
 		}
 		return worker.Fail(ctx, job, step, cause.Error())
 	}

@@ -113,6 +113,8 @@ type Store interface {
 	// run them in the same transaction; it returns the jobs retried.
 	Retry(ctx context.Context, incidentID, tenantID string, emit func(retry int, jobs []Job) []events.Outgoing) ([]Job, error)
 	SaveSteps(ctx context.Context, incidentID, tenantID string, steps Steps) error
+	// Steps returns a job's recorded steps (none for a job never started).
+	Steps(ctx context.Context, incidentID, tenantID string) (Steps, error)
 	// Write returns what was recorded for one of the job's write ids (ok
 	// false when the id is not this job's).
 	Write(ctx context.Context, incidentID, tenantID, writeID string) (step SecretStep, ok bool, err error)

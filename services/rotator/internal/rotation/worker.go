@@ -220,7 +220,32 @@ func stamp(job events.RotationJobData, sw *secretWrite) error {
 // in the recorded reason ("step: reason").
 func (w *Worker) Fail(ctx context.Context, job events.RotationJobData, step, reason string) error {
 	recorded := step + ": " + reason
-	return w.store.Finish(ctx, job.IncidentID, job.TenantID, StateFailed, recorded, nil, w.events(job, StateFailed, recorded, Steps{}, ""))
+	// What was done before the failure goes to the tenant: the steps
+	// recorded so far (none when the job never started).
+	done, err := w.store.Steps(ctx, job.IncidentID, job.TenantID)
+	if err != nil {
+		return err
+	}
+	return w.store.Finish(ctx, job.IncidentID, job.TenantID, StateFailed, recorded, nil, w.events(job, StateFailed, recorded, done, ""))
+}
+
+// Replaced names the secrets a job's steps have replaced, in the order
+// the job replaces them, and the API keys destroyed so far.
+func (s Steps) Replaced() (secrets []string, apiKeysDestroyed int) {
+	if s.SSH != nil {
+		secrets = append(secrets, "ssh")
+	}
+	if s.SMTP != nil {
+		secrets = append(secrets, "smtp")
+	}
+	if s.APIKeys != nil && s.APIKeys.Done {
+		secrets = append(secrets, "api_keys")
+		apiKeysDestroyed = s.APIKeys.Found
+	}
+	if s.Cutover != nil && s.Cutover.Active {
+		secrets = append(secrets, "dkim")
+	}
+	return secrets, apiKeysDestroyed
 }
 
 // events returns what a job's final record emits, in the same transaction
@@ -250,8 +275,9 @@ func (w *Worker) events(job events.RotationJobData, state, reason string, steps 
 			if !ok {
 				step, why = "unknown", reason
 			}
+			replaced, destroyed := steps.Replaced()
 			out = append(out, events.Outgoing{Name: eventsTenantFailed, ID: job.IncidentID + "/" + job.TenantID + "/failed" + suffix, Data: events.RotationTenantFailedData{
-				IncidentID: job.IncidentID, TenantID: job.TenantID, Step: step, Reason: why,
+				IncidentID: job.IncidentID, TenantID: job.TenantID, Step: step, Reason: why, Replaced: replaced, APIKeysDestroyed: destroyed,
 			}})
 		}
 		if p.Pending == 0 && p.Planned > 0 {

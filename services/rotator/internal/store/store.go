@@ -220,6 +220,20 @@ func (s *Store) SaveSteps(ctx context.Context, incidentID, tenantID string, step
 	return err
 }
 
+// Steps implements rotation.Store.
+func (s *Store) Steps(ctx context.Context, incidentID, tenantID string) (rotation.Steps, error) {
+	var steps rotation.Steps
+	var raw []byte
+	err := s.pool.QueryRow(ctx, `SELECT steps FROM rotator.jobs WHERE incident_id = $1 AND tenant_id = $2`, incidentID, tenantID).Scan(&raw)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && raw == nil) {
+		return steps, nil
+	}
+	if err != nil {
+		return steps, err
+	}
+	return steps, json.Unmarshal(raw, &steps)
+}
+
 // Write implements rotation.Store.
 func (s *Store) Write(ctx context.Context, incidentID, tenantID, writeID string) (rotation.SecretStep, bool, error) {
 	var raw []byte
