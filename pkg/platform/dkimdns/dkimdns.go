@@ -98,12 +98,17 @@ type Client struct {
 	Timeout time.Duration
 }
 
-func (c *Client) client() *dns.Client {
+func (c *Client) client() *dns.Client { return c.over("tcp") }
+
+// over is a client on the given transport: updates go over TCP (no
+// retransmission guesswork for a change), queries over UDP with EDNS0 and
+// fall back to TCP when the answer is truncated.
+func (c *Client) over(network string) *dns.Client {
 	t := c.Timeout
 	if t <= 0 {
 		t = 5 * time.Second
 	}
-	cl := &dns.Client{Net: "tcp", Timeout: t}
+	cl := &dns.Client{Net: network, Timeout: t}
 	if c.Key.Name != "" {
 		cl.TsigSecret = map[string]string{dns.Fqdn(c.Key.Name): c.Key.Secret}
 	}
@@ -165,7 +170,11 @@ func (c *Client) Lookup(ctx context.Context, name string) ([]string, error) {
 		m := new(dns.Msg)
 		m.SetQuestion(name, dns.TypeTXT)
 		m.RecursionDesired = false
-		r, _, err := c.client().ExchangeContext(ctx, m, c.Server)
+		m.SetEdns0(4096, false)
+		r, _, err := c.over("udp").ExchangeContext(ctx, m, c.Server)
+		if err == nil && r.Truncated {
+			r, _, err = c.client().ExchangeContext(ctx, m, c.Server)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("dkimdns: query %s at %s: %w", name, c.Server, err)
 		}

@@ -49,6 +49,9 @@ const (
 
 // Cutover records the DKIM key's progress from staged to active.
 type Cutover struct {
+	// Direct: no DNS was configured, and the key was written straight to
+	// tenants/{id}/dkim (active at once, nothing staged).
+	Direct    bool `json:"direct,omitempty"`
 	Delegated bool `json:"delegated,omitempty"`
 	// Published: the record was read back from the authoritative server.
 	Published bool `json:"published,omitempty"`
@@ -70,7 +73,7 @@ func (c *Cutover) State() string {
 		return ""
 	case c.Awaiting:
 		return DKIMAwaitingDNS
-	case c.Published:
+	case c.Published && !c.Direct:
 		return DKIMActive
 	default:
 		return DKIMUnverified
@@ -128,34 +131,43 @@ func (w *Worker) selectorFor(ctx context.Context, job events.RotationJobData, t 
 }
 
 // stage writes a new DKIM key to tenants/{id}/dkim-pending under the
-// selector chosen now, its write id recorded first (as every secret's).
-func (w *Worker) stage(ctx context.Context, job events.RotationJobData, t TenantDNS, pre keys.Set, havePre bool) (SecretStep, error) {
+// selector chosen now, its write id recorded first (as every secret's),
+// and returns the cut-over it starts. Without DNS there is nothing to wait
+// for: the key is written straight to tenants/{id}/dkim (the old
+// behaviour, and four Vault calls fewer per tenant).
+func (w *Worker) stage(ctx context.Context, job events.RotationJobData, t TenantDNS, pre keys.Set, havePre bool) (SecretStep, *Cutover, error) {
+	cut := &Cutover{Delegated: t.Delegation != "" && w.dns != nil}
+	secret := stagedSecret
+	if w.dns == nil {
+		cut = &Cutover{Direct: true, Active: true, Cleaned: true}
+		secret = "dkim"
+	}
 	selector, err := w.selectorFor(ctx, job, t)
 	if err != nil {
-		return SecretStep{}, fmt.Errorf("dkim selector: %w", err)
+		return SecretStep{}, nil, fmt.Errorf("dkim selector: %w", err)
 	}
 	d := pre.DKIM
 	if !havePre {
 		if d, err = keys.NewDKIM(w.cfg.DKIMType, w.cfg.DKIMBits, selector); err != nil {
-			return SecretStep{}, err
+			return SecretStep{}, nil, err
 		}
 	}
 	// A key is not bound to its selector: one generated ahead takes the
 	// selector chosen now.
 	d.Selector = selector
-	sw := secretWrite{secret: stagedSecret, step: SecretStep{Selector: d.Selector, Record: d.Record},
+	sw := secretWrite{secret: secret, step: SecretStep{Selector: d.Selector, Record: d.Record},
 		data: map[string]any{"selector": d.Selector, "private_key": d.PrivateKey, "dns_record": d.Record, "key_type": d.Type}}
 	if err := stamp(job, &sw); err != nil {
-		return SecretStep{}, err
+		return SecretStep{}, nil, err
 	}
 	if _, err := w.store.StartJob(ctx, job.IncidentID, job.TenantID, map[string]SecretStep{sw.id: sw.step}); err != nil {
-		return SecretStep{}, err
+		return SecretStep{}, nil, err
 	}
 	step, err := w.write(ctx, job, sw)
 	if err != nil {
-		return SecretStep{}, fmt.Errorf("dkim: %w", err)
+		return SecretStep{}, nil, fmt.Errorf("dkim: %w", err)
 	}
-	return step, nil
+	return step, cut, nil
 }
 
 // other is the delegated pair's selector that is not s.
@@ -171,13 +183,17 @@ func (w *Worker) other(s string) string {
 // does not show the record yet.
 func (w *Worker) cutover(ctx context.Context, job events.RotationJobData, t TenantDNS, steps *Steps, save func() error) error {
 	if steps.Cutover == nil {
-		steps.Cutover = &Cutover{Delegated: t.Delegation != "" && w.dns != nil}
+		// Recorded before keys were staged: written straight to dkim.
+		steps.Cutover = &Cutover{Direct: true, Active: true, Cleaned: true}
 	}
 	c := steps.Cutover
 	staged := steps.DKIM
 	switch {
-	case w.dns == nil:
-		// No DNS to publish in or check: the key is made active at once.
+	case c.Direct:
+		return nil // written active, nothing staged
+	case w.dns == nil && !c.Active:
+		// Staged by a process with DNS, resumed by one without: nothing to
+		// publish in or check here; made active as without DNS.
 	case c.Delegated && !c.Published:
 		name := delegatedName(staged.Selector, t.Delegation)
 		if err := w.dns.Publish(ctx, name, staged.Record); err != nil {

@@ -155,11 +155,11 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 	// The DKIM key last: its selector depends on the platform's DNS, and
 	// an outage there must not hold back the other secrets.
 	if steps.DKIM == nil {
-		step, err := w.stage(ctx, job, tenant, pre, havePre)
+		step, cut, err := w.stage(ctx, job, tenant, pre, havePre)
 		if err != nil {
 			return err
 		}
-		steps.DKIM = &step
+		steps.DKIM, steps.Cutover = &step, cut
 		if err := save(); err != nil {
 			return err
 		}
