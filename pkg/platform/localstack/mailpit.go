@@ -88,11 +88,23 @@ func (m *Mailpit) Messages(ctx context.Context) ([]Message, error) {
 		Total    int
 		Messages []Message
 	}
-	if err := m.get(ctx, "/api/v1/messages?limit=10000", &list); err != nil {
-		return nil, err
-	}
-	if list.Total != len(list.Messages) {
-		return nil, fmt.Errorf("mailpit: holds %d messages, listed %d", list.Total, len(list.Messages))
+	// A message being stored can be in the total before it is in the list:
+	// look again for a moment before calling a difference a problem.
+	for attempt := 0; ; attempt++ {
+		if err := m.get(ctx, "/api/v1/messages?limit=10000", &list); err != nil {
+			return nil, err
+		}
+		if list.Total == len(list.Messages) {
+			break
+		}
+		if attempt == 20 || list.Total > 10000 {
+			return nil, fmt.Errorf("mailpit: holds %d messages, listed %d", list.Total, len(list.Messages))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	for i := range list.Messages {
 		msg := &list.Messages[i]

@@ -2,24 +2,20 @@
 // publishes DKIM records in the platform's DKIM zone on its authoritative
 // server with the rotator's TSIG key, reads them back from that server,
 // and reads tenants' own records from a resolver. A server that does not
-// answer is an outage (the job waits for it), not the tenant's failure.
+// answer fails the DKIM step transiently: the job is retried with backoff
+// and without limit, and — unlike a Vault or PostgreSQL outage — the
+// consumer is not paused, so every other tenant's SSH, SMTP and API keys
+// are still replaced while DNS is away.
 package dkimpub
 
 import (
 	"context"
 	"errors"
-	"net"
-	"os"
-	"strings"
 
 	"github.com/miekg/dns"
 
-	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
 )
-
-// Dependency names DNS in outage errors (the consumer pauses on it).
-const Dependency = "dns"
 
 // TTL of published records: short, so a rollover shows quickly in caches.
 const TTL = 60
@@ -51,28 +47,15 @@ func (p *Publisher) Publish(ctx context.Context, name, record string) error {
 	if !dns.IsSubDomain(p.zone, dns.Fqdn(name)) {
 		return errors.New("dkimpub: " + name + " is not in " + p.zone)
 	}
-	return down(p.auth.ReplaceTXT(ctx, p.zone, name, record, TTL))
+	return p.auth.ReplaceTXT(ctx, p.zone, name, record, TTL)
 }
 
 // Authoritative implements rotation.DNS.
 func (p *Publisher) Authoritative(ctx context.Context, name string) ([]string, error) {
-	recs, err := p.auth.Lookup(ctx, name)
-	return recs, down(err)
+	return p.auth.Lookup(ctx, name)
 }
 
 // Resolve implements rotation.DNS.
 func (p *Publisher) Resolve(ctx context.Context, name string) ([]string, error) {
 	return p.resolver.Lookup(ctx, name)
-}
-
-// down marks a server that does not answer as an outage.
-func down(err error) error {
-	if err == nil {
-		return nil
-	}
-	var ne net.Error
-	if errors.As(err, &ne) || errors.Is(err, os.ErrDeadlineExceeded) || strings.Contains(err.Error(), "connection refused") {
-		return stream.Unavailable(Dependency, err)
-	}
-	return err
 }

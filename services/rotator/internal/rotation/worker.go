@@ -151,6 +151,11 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 			}
 		}
 		steps.APIKeys.Done = true
+		// Recorded before the DKIM step, which may wait for DNS: a tenant
+		// told of a failure later hears its API keys are gone.
+		if err := save(); err != nil {
+			return err
+		}
 	}
 	// The DKIM key last: its selector depends on the platform's DNS, and
 	// an outage there must not hold back the other secrets.
