@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -99,7 +100,7 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 	rotators := fs.Int("rotators", 1, "rotator processes (they share the work queue)")
 	intruderReads := fs.Int("intruder-reads", 10, "tenants whose secrets the intruder reads before the breach is detected")
 	keep := fs.Bool("keep", false, "keep the stack and services running after the drill until Ctrl-C")
-	timeout := fs.Duration("timeout", 15*time.Minute, "give up after this long")
+	timeout := fs.Duration("timeout", 15*time.Minute, "give up after this long (default 15m, or 10m plus 120ms per tenant when that is longer)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	outDir := fs.String("out", "", "write the hand-over files here: report.md, report.json, status.json and status-watch.txt")
 	// Drilling against servers that already run Lockdown (staging).
@@ -139,10 +140,16 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		fmt.Fprintf(errOut, "lockdown drill: %v\n", err)
 		return ExitFailure
 	}
+	if !flagSet(fs, "timeout") {
+		// Seeding, rotation and notification (20 messages/s by default)
+		// grow with the tenants: 10,000 take about half an hour here.
+		*timeout = max(*timeout, 10*time.Minute+time.Duration(*tenants)*120*time.Millisecond)
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
 	var tgt *target
+	keptEnv := "" // --keep on the local stack: the CLI environment file
 	rep := drillReport{Problems: []string{}}
 	if *existing {
 		ex.vaultToken = os.Getenv("LOCKDOWN_DRILL_VAULT_TOKEN")
@@ -179,6 +186,11 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		}
 		tgt = localTarget(stack)
 		tgt.breakGlass = breakGlass
+		if *keep {
+			if keptEnv, err = keptStackEnv(stack); err != nil {
+				return fail(err)
+			}
+		}
 	}
 	var err error
 	if err := seedTenants(ctx, tgt, *tenants); err != nil {
@@ -258,6 +270,9 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		}
 	}
 	if *keep {
+		if keptEnv != "" {
+			say("the stack stays up: `source %s` points lockdown incidents/status/report/dlq at it (credentials in the file, mode 600)", keptEnv)
+		}
 		say("running; press Ctrl-C to stop")
 		<-ctx.Done()
 	}
@@ -464,6 +479,10 @@ func followIncident(ctx context.Context, tgt *target, b *drillBreach, say func(s
 	}
 	say("access revoked: auth methods %v disabled, %d tokens revoked, %d kept, keyring at term %d",
 		revoked.AuthMethodsDisabled, revoked.TokensRevoked, revoked.TokensKept, revoked.KeyTerm)
+	// Rotation and notification take minutes for thousands of tenants:
+	// show them moving.
+	stopProgress := showProgress(ctx, tgt.dbURL, b.IncidentID, 2*time.Second, say)
+	defer stopProgress()
 	nonce, err := ceremonyNonce(ctx, tgt.dbURL, b.IncidentID)
 	if err != nil {
 		return err
@@ -498,6 +517,7 @@ func followIncident(ctx context.Context, tgt *target, b *drillBreach, say func(s
 	if err != nil {
 		return err
 	}
+	stopProgress()
 	say("tenants notified by email and webhook: %d sent, %d failed (notifications.completed)", notified.Sent, notified.Failed)
 	_, restored, err := stream.Await(ctx, conn.JS, events.AccessRestored, func(_ event.Event, d events.AccessRestoredData) bool { return d.IncidentID == b.IncidentID })
 	if err != nil {
@@ -828,4 +848,11 @@ func writtenBy(s *vault.Secret, incidentID string) bool {
 		}
 	}
 	return false
+}
+
+// flagSet reports whether the flag was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -60,9 +60,12 @@ func TestCrashAtEveryCommit(t *testing.T) {
 			if resolved.Outcome != "resolved" {
 				t.Fatalf("incident %s ended %s", id, resolved.Outcome)
 			}
-			if s.restarts(p.service) != before+1 {
-				t.Fatalf("the failpoint did not kill %s (restarts %d → %d)", p.service, before, s.restarts(p.service))
-			}
+			// The kill can come after the event it follows is visible (the
+			// outbox relay publishes from another goroutine than the one
+			// that reaches the failpoint): wait for it a moment.
+			testwait.For(t, 30*time.Second, fmt.Sprintf("the failpoint to kill %s (restarts %d → %d)", p.service, before, before+1), func() bool {
+				return s.restarts(p.service) == before+1
+			})
 			counts, twice := s.eventCounts(id)
 			if len(twice) > 0 {
 				t.Fatalf("event ids in the stream twice: %v", twice)
