@@ -100,7 +100,7 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 	rotators := fs.Int("rotators", 1, "rotator processes (they share the work queue)")
 	intruderReads := fs.Int("intruder-reads", 10, "tenants whose secrets the intruder reads before the breach is detected")
 	keep := fs.Bool("keep", false, "keep the stack and services running after the drill until Ctrl-C")
-	timeout := fs.Duration("timeout", 15*time.Minute, "give up after this long (default 15m, or 10m plus 120ms per tenant when that is longer)")
+	timeout := fs.Duration("timeout", 15*time.Minute, "give up after this long (default 15m, or 10m plus 240ms per tenant when that is longer)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	outDir := fs.String("out", "", "write the hand-over files here: report.md, report.json, status.json and status-watch.txt")
 	// Drilling against servers that already run Lockdown (staging).
@@ -142,8 +142,8 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 	}
 	if !flagSet(fs, "timeout") {
 		// Seeding, rotation and notification (20 messages/s by default)
-		// grow with the tenants: 10,000 take about half an hour here.
-		*timeout = max(*timeout, 10*time.Minute+time.Duration(*tenants)*120*time.Millisecond)
+		// grow with the tenants: 10,000 took 36 minutes here (2 cores).
+		*timeout = max(*timeout, 10*time.Minute+time.Duration(*tenants)*240*time.Millisecond)
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

@@ -69,6 +69,9 @@ func watchDKIM(ctx context.Context, tgt *target, tenants int) (*dkimWatch, error
 		defer close(w.done)
 		for wctx.Err() == nil {
 			for i := 0; i < tenants && wctx.Err() == nil; i += step {
+				// At most ~50 looks a second: each signs and verifies, and
+				// the drill's cores belong to the rotation it watches.
+				time.Sleep(20 * time.Millisecond)
 				conclusive, err := keycheck.ActiveDKIM(wctx, kv, "tenants/"+tenantseed.IDWith(tgt.prefix, i)+"/dkim", tgt.tenantDomain(i), r.LookupFunc(wctx))
 				if !conclusive {
 					continue
@@ -80,7 +83,6 @@ func watchDKIM(ctx context.Context, tgt *target, tenants int) (*dkimWatch, error
 				}
 				w.mu.Unlock()
 			}
-			time.Sleep(20 * time.Millisecond)
 		}
 	}()
 	return w, nil
