@@ -53,11 +53,7 @@ func MatchSSH(privatePEM, fingerprint string) error {
 // record's public key: a message signed with what Vault holds verifies
 // against what the tenant publishes.
 func MatchDKIM(privatePEM, record string) error {
-	block, _ := pem.Decode([]byte(privatePEM))
-	if block == nil {
-		return errors.New("DKIM private key is not PEM")
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	k, err := dkimKey(privatePEM)
 	if err != nil {
 		return err
 	}
@@ -97,17 +93,22 @@ func MatchDKIM(privatePEM, record string) error {
 	return nil
 }
 
+// dkimKey parses a DKIM private key (PEM, PKCS#8).
+func dkimKey(privatePEM string) (any, error) {
+	block, _ := pem.Decode([]byte(privatePEM))
+	if block == nil {
+		return nil, errors.New("DKIM private key is not PEM")
+	}
+	return x509.ParsePKCS8PrivateKey(block.Bytes)
+}
+
 // DKIMMessage signs a message from domain under selector with the private
 // key (PEM, PKCS#8) and verifies it the way a receiving mail server does,
 // looking the public key up with lookup (given <selector>._domainkey.
 // <domain>): proof that mail the platform signs with this key passes DKIM
 // against the DNS that lookup reads.
 func DKIMMessage(privatePEM, domain, selector string, lookup func(name string) ([]string, error)) error {
-	block, _ := pem.Decode([]byte(privatePEM))
-	if block == nil {
-		return errors.New("DKIM private key is not PEM")
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	k, err := dkimKey(privatePEM)
 	if err != nil {
 		return err
 	}

@@ -265,8 +265,12 @@ func (w *Worker) activate(ctx context.Context, job events.RotationJobData, stage
 		if err != nil {
 			return err
 		}
-		if _, ok, err := w.store.Write(ctx, job.IncidentID, job.TenantID, writeID); err == nil && ok && strings.HasPrefix(writeID, job.IncidentID+"/") {
-			return nil
+		// Only this incident's write ids can be this job's: another's costs
+		// no lookup.
+		if strings.HasPrefix(writeID, job.IncidentID+"/") {
+			if _, ok, err := w.store.Write(ctx, job.IncidentID, job.TenantID, writeID); err == nil && ok {
+				return nil
+			}
 		}
 		return fmt.Errorf("%w: tenants/%s/%s is empty", ErrStagedChanged, job.TenantID, stagedSecret)
 	}
