@@ -55,6 +55,19 @@ func Markdown() string {
 		fmt.Fprintf(&b, "| `%s` | %s | `%s` | %s | %s | %s | %d | %s → %s |\n", c.Durable, c.Service, c.Stream, strings.Join(names, ", "),
 			c.AckWait, deliver, c.MaxAckPending, c.RetryBase, c.RetryMax)
 	}
+	b.WriteString("\n## Read model\n\nContainment projects its records into these buckets after every change of an incident (at most one write per incident " +
+		"every 250 ms, or twice the time the last build took); the CLI and the console read and watch them as the `operator` NATS user and need no database access. " +
+		"Only the engine's leader writes. The values are derived, never a source of truth: a lost write is made again at the next change or the next start. " +
+		"A reader refuses a document whose `schema` is newer than it knows.\n\n")
+	b.WriteString("| bucket | kind | stream | key | writer | value | history | max age |\n|---|---|---|---|---|---|---|---|\n")
+	for _, k := range Buckets() {
+		history := "—"
+		if k.Kind == BucketKeyValue {
+			history = fmt.Sprint(k.History)
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | `%s` | %s | %s | [`schemas/%s`](schemas/%s): %s | %s | %s |\n", k.Name, k.Kind, k.BucketStream(), k.Key, k.Owner,
+			k.Schema, k.Schema, k.Description, history, k.MaxAge)
+	}
 	b.WriteString("\n## Events and their data\n")
 	for _, s := range catalog {
 		fmt.Fprintf(&b, "\n### `%s`\n\n%s\n\n- subject: `%s`\n- producer: %s\n- consumers: %s\n- schema: [`schemas/%s.v1.json`](schemas/%s.v1.json)\n\n",

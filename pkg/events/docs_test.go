@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/readmodel"
+	"github.com/lockdown/lockdown/pkg/events/report"
 )
 
 var update = flag.Bool("update", false, "rewrite docs/events.md, docs/schemas and deploy/nats/auth.conf from the catalog")
@@ -21,6 +23,10 @@ func TestDocs(t *testing.T) {
 	}
 	for _, s := range events.Catalog() {
 		files[filepath.Join(root, "schemas", string(s.Name)+".v1.json")] = s.MarshalSchema()
+	}
+	docs := map[string]any{events.BucketIncidents: readmodel.Incident{}, events.BucketReports: report.Report{}}
+	for _, b := range events.Buckets() {
+		files[filepath.Join(root, "schemas", b.Schema)] = events.DocumentSchema(docs[b.Name], b.Schema, b.Name, b.Description)
 	}
 	for path, want := range files {
 		if *update {

@@ -77,7 +77,7 @@ func NATSPermissions() []NATSPermission {
 		case UserSIEM:
 			p.PublishAllow = []string{BreachDetected.Subject()}
 		case UserOperator:
-			p.PublishAllow = append(publishedBy(user), readStreams()...)
+			p.PublishAllow = append(append(publishedBy(user), readStreams()...), readBuckets()...)
 			p.PublishDeny = durableDenies()
 		case UserReplayer:
 			p.PublishAllow = append(replayable(), readStreams()...)
@@ -110,6 +110,7 @@ func NATSPermissions() []NATSPermission {
 					p.PublishAllow = append(p.PublishAllow, "$JS.API.STREAM.MSG.GET."+s.Name)
 				}
 			}
+			p.PublishAllow = append(p.PublishAllow, writeBuckets(user)...)
 		}
 		out = append(out, p)
 	}
@@ -155,6 +156,37 @@ func readStreams() []string {
 			"$JS.API.CONSUMER.CREATE."+s, "$JS.API.CONSUMER.CREATE."+s+".>",
 			"$JS.API.CONSUMER.MSG.NEXT."+s+".*",
 			"$JS.API.CONSUMER.DELETE."+s+".*", "$JS.API.STREAM.MSG.GET."+s)
+	}
+	return out
+}
+
+// readBuckets lets a reader get and watch the read model's buckets: get a
+// value (direct or stream message get) and follow a bucket with an
+// ordered push consumer (created, flow-controlled and deleted by the
+// client; its deliveries come to the reader's own inbox).
+func readBuckets() []string {
+	var out []string
+	for _, b := range Buckets() {
+		st := b.BucketStream()
+		out = append(out, "$JS.API.DIRECT.GET."+st+".>", "$JS.API.STREAM.MSG.GET."+st,
+			"$JS.API.CONSUMER.CREATE."+st, "$JS.API.CONSUMER.CREATE."+st+".>", "$JS.API.CONSUMER.DELETE."+st+".*", "$JS.FC."+st+".>")
+	}
+	return out
+}
+
+// writeBuckets lets a bucket's owner write it: publish values, read the
+// current one, and purge an object's replaced chunks.
+func writeBuckets(user string) []string {
+	var out []string
+	for _, b := range Buckets() {
+		if b.Owner != user {
+			continue
+		}
+		st := b.BucketStream()
+		out = append(out, b.BucketSubjects(), "$JS.API.DIRECT.GET."+st+".>", "$JS.API.STREAM.MSG.GET."+st)
+		if b.Kind == BucketObject {
+			out = append(out, "$JS.API.STREAM.PURGE."+st)
+		}
 	}
 	return out
 }

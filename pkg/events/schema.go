@@ -25,6 +25,19 @@ func (s Spec) MarshalSchema() []byte {
 	return append(b, '\n')
 }
 
+// DocumentSchema renders the JSON Schema of a document the contract
+// declares outside the catalog (the read model's values), derived from
+// its Go type as the events' schemas are; file names its docs/schemas file.
+func DocumentSchema(v any, file, title, description string) []byte {
+	schema := schemaOf(reflect.TypeOf(v))
+	schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+	schema["$id"] = "https://lockdown.dev/schemas/" + file
+	schema["title"] = title
+	schema["description"] = description
+	b, _ := json.MarshalIndent(schema, "", "  ") // maps of plain values always marshal
+	return append(b, '\n')
+}
+
 var timeType = reflect.TypeOf(time.Time{})
 
 func schemaOf(t reflect.Type) map[string]any {

@@ -38,7 +38,37 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream) error {
 			errs = append(errs, fmt.Errorf("consumer %s: %w", c.Durable, err))
 		}
 	}
+	for _, b := range events.Buckets() {
+		if err := retryJS(ctx, js, func(ctx context.Context) error { return ensureBucket(ctx, js, b, nodes) }); err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: %w", b.Kind, b.Name, err))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// ensureBucket creates a key-value bucket or object store, or updates it
+// when its settings differ (replicas never scaled down, as for streams).
+func ensureBucket(ctx context.Context, js jetstream.JetStream, b events.BucketSpec, nodes int) error {
+	replicas := min(max(b.Replicas, 1), nodes)
+	if st, err := js.Stream(ctx, b.BucketStream()); err == nil {
+		have := st.CachedInfo().Config
+		if have.MaxAge == b.MaxAge && have.Storage == jetstream.FileStorage && have.Replicas >= replicas &&
+			(b.Kind == events.BucketObject || have.MaxMsgsPerSubject == int64(b.History)) {
+			return nil
+		}
+		replicas = max(replicas, have.Replicas)
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return err
+	}
+	var err error
+	if b.Kind == events.BucketObject {
+		_, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: b.Name, Description: b.Description, TTL: b.MaxAge,
+			Storage: jetstream.FileStorage, Replicas: replicas})
+	} else {
+		_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b.Name, Description: b.Description, History: uint8(b.History),
+			TTL: b.MaxAge, Storage: jetstream.FileStorage, Replicas: replicas})
+	}
+	return err
 }
 
 // apiAttempt bounds one JetStream API call of EnsureTopology.
@@ -205,6 +235,18 @@ func topologyProblems(ctx context.Context, js jetstream.JetStream, service strin
 		})
 		if err != nil {
 			problems = append(problems, fmt.Errorf("consumer %s: %w", c.Durable, err))
+		}
+	}
+	for _, b := range events.Buckets() {
+		if b.Owner != service {
+			continue
+		}
+		err := retryJS(ctx, js, func(ctx context.Context) error {
+			_, err := js.Stream(ctx, b.BucketStream())
+			return err
+		})
+		if err != nil {
+			problems = append(problems, fmt.Errorf("%s %s: %w", b.Kind, b.Name, err))
 		}
 	}
 	return problems

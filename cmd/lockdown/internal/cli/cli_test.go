@@ -105,10 +105,15 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
-	t.Run("status without a database says how to name one", func(t *testing.T) {
-		t.Setenv("LOCKDOWN_DATABASE_URL", "")
+	t.Run("status refuses what is not an incident id, and says when the read model has no such incident", func(t *testing.T) {
 		code, _, errOut := run(ctx, "status", "some-id")
-		if code != cli.ExitFailure || !strings.Contains(errOut, "LOCKDOWN_DATABASE_URL") {
+		if code != cli.ExitUsage || !strings.Contains(errOut, "not an incident id") {
+			t.Fatalf("exit %d, stderr %q", code, errOut)
+		}
+		t.Setenv("LOCKDOWN_NATS_USER", events.UserOperator)
+		t.Setenv("LOCKDOWN_NATS_PASSWORD", s.NATS.Password(events.UserOperator))
+		code, _, errOut = run(ctx, "status", "7f0c2a56-0d4e-4f7e-9d43-1b7a3c0e5a11")
+		if code != cli.ExitFailure || !strings.Contains(errOut, "no incident 7f0c2a56-0d4e-4f7e-9d43-1b7a3c0e5a11") {
 			t.Fatalf("exit %d, stderr %q", code, errOut)
 		}
 	})

@@ -12,7 +12,6 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
-	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 )
 
 // controlResult is what `resume`, `abort` and `retry` print with --json.
@@ -50,14 +49,13 @@ func runReview(ctx context.Context, args []string, out, errOut io.Writer) int {
 // to the rotator; the incident's timeline records each with who asked.
 func runControl(ctx context.Context, name string, ev events.Name, args []string, out, errOut io.Writer) int {
 	fs := newFlags(name, errOut)
-	natsURL := fs.String("nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (LOCKDOWN_NATS_URL)")
-	natsUser := fs.String("nats-user", envOr("NATS_USER", events.UserOperator), "NATS user (LOCKDOWN_NATS_USER)")
+	nf := addNATSFlags(fs, events.UserOperator)
 	by := fs.String("as", envOr("OPERATOR", defaultOperator()), "who asks, as recorded in the timeline (LOCKDOWN_OPERATOR; default login@host)")
 	reason := fs.String("reason", "", "why (required to abort; recorded in the report)")
 	tenant := fs.String("tenant", "", "retry: the one tenant to rotate again (default: every tenant whose rotation failed)")
 	var rv reviewFlags
 	if ev == events.IncidentReviewRequested {
-		rv.register(fs)
+		rv.register(fs, nf)
 	}
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	id, code, ok := parseWithID(fs, args, "usage: lockdown "+name+" <incident> [flags]", errOut)
@@ -82,7 +80,7 @@ func runControl(ctx context.Context, name string, ev events.Name, args []string,
 	}
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	conn, err := natsconn.Connect(cctx, natsconn.Options{URL: *natsURL, User: *natsUser, Password: envOr("NATS_PASSWORD", ""), Name: "lockdown-cli"})
+	conn, err := nf.connect(cctx)
 	if err != nil {
 		fmt.Fprintf(errOut, "lockdown %s: %v\n", name, err)
 		return ExitFailure

@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 )
 
 // deadLetterView is one dead letter as `dlq list` prints it.
@@ -45,14 +44,13 @@ func runDLQ(ctx context.Context, args []string, out, errOut io.Writer) int {
 	}
 	sub, args := args[0], args[1:]
 	fs := newFlags("dlq "+sub, errOut)
-	natsURL := fs.String("nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (LOCKDOWN_NATS_URL)")
 	// Listing reads; replaying publishes, which only the replayer
 	// identity may do.
 	defaultUser := events.UserOperator
 	if sub == "replay" {
 		defaultUser = events.UserReplayer
 	}
-	user := fs.String("nats-user", envOr("NATS_USER", defaultUser), "NATS user (LOCKDOWN_NATS_USER): operator reads, replayer replays")
+	nf := addNATSFlags(fs, defaultUser)
 	asJSON := fs.Bool("json", false, "print as JSON")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 	consumer := fs.String("consumer", "", "list only this durable consumer's dead letters")
@@ -68,7 +66,7 @@ func runDLQ(ctx context.Context, args []string, out, errOut io.Writer) int {
 	}
 	cctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	conn, err := natsconn.Connect(cctx, natsconn.Options{URL: *natsURL, User: *user, Password: envOr("NATS_PASSWORD", ""), Name: "lockdown-cli"})
+	conn, err := nf.connect(cctx)
 	if err != nil {
 		fmt.Fprintf(errOut, "lockdown dlq: %v\n", err)
 		return ExitFailure

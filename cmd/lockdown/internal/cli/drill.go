@@ -216,7 +216,7 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if err := followIncident(ctx, tgt, b, say); err != nil {
 		return fail(err)
 	}
-	r, err := storedReport(ctx, tgt.dbURL, b.IncidentID)
+	r, err := storedReport(ctx, tgt, b.IncidentID)
 	if err != nil {
 		return fail(err)
 	}
@@ -227,7 +227,7 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 	rep.Verified.DKIMSamples, rep.Verified.DKIMSampleProblems = dkimSampler.finish()
 	rep.Problems = append(rep.Problems, problems(r, *rep.Verified, rep.Intruder, tgt)...)
 	if *outDir != "" {
-		if err := handOver(ctx, *outDir, tgt.dbURL, b.IncidentID); err != nil {
+		if err := handOver(ctx, *outDir, tgt, b.IncidentID); err != nil {
 			rep.Problems = append(rep.Problems, err.Error())
 		}
 	}
@@ -481,9 +481,14 @@ func followIncident(ctx context.Context, tgt *target, b *drillBreach, say func(s
 		revoked.AuthMethodsDisabled, revoked.TokensRevoked, revoked.TokensKept, revoked.KeyTerm)
 	// Rotation and notification take minutes for thousands of tenants:
 	// show them moving.
-	stopProgress := showProgress(ctx, tgt.dbURL, b.IncidentID, 2*time.Second, say)
+	rm, err := openReadModel(ctx, tgt.operatorFlags())
+	if err != nil {
+		return err
+	}
+	defer rm.Close()
+	stopProgress := showProgress(ctx, rm, b.IncidentID, 2*time.Second, say)
 	defer stopProgress()
-	nonce, err := ceremonyNonce(ctx, tgt.dbURL, b.IncidentID)
+	nonce, err := ceremonyNonce(ctx, rm, b.IncidentID)
 	if err != nil {
 		return err
 	}
@@ -559,22 +564,22 @@ func seedTenants(ctx context.Context, tgt *target, n int) error {
 
 // ceremonyNonce waits until containment has opened the rekey ceremony and
 // returns its nonce, as `lockdown status` shows it to the key holders.
-func ceremonyNonce(ctx context.Context, dbURL, incidentID string) (string, error) {
-	conn, err := connectDB(ctx, dbURL)
+func ceremonyNonce(ctx context.Context, rm *readModel, incidentID string) (string, error) {
+	docs, errs, err := rm.Watch(ctx, incidentID)
 	if err != nil {
 		return "", err
 	}
-	defer conn.Close(context.Background())
 	for {
-		var nonce string
-		err := conn.QueryRow(ctx, `SELECT coalesce(state->'ceremony'->>'nonce', '') FROM containment.recovery WHERE incident_id::text = $1`, incidentID).Scan(&nonce)
-		if err == nil && nonce != "" {
-			return nonce, nil
-		}
 		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("the rekey ceremony did not open: %w", ctx.Err())
-		case <-time.After(100 * time.Millisecond):
+		case err := <-errs:
+			return "", err
+		case doc, ok := <-docs:
+			if !ok {
+				return "", fmt.Errorf("the rekey ceremony did not open: %w", ctx.Err())
+			}
+			if doc.Recovery != nil && doc.Recovery.Ceremony.Nonce != "" {
+				return doc.Recovery.Ceremony.Nonce, nil
+			}
 		}
 	}
 }
@@ -696,15 +701,15 @@ func intrude(ctx context.Context, tgt *target, tenants, n int) ([]string, error)
 	return read, nil
 }
 
-// storedReport reads the report containment stored when it resolved the
-// incident.
-func storedReport(ctx context.Context, dbURL, incidentID string) (report.Report, error) {
-	conn, err := connectDB(ctx, dbURL)
+// storedReport waits for the report containment stored when it resolved
+// the incident, as the read model serves it.
+func storedReport(ctx context.Context, tgt *target, incidentID string) (report.Report, error) {
+	rm, err := openReadModel(ctx, tgt.operatorFlags())
 	if err != nil {
 		return report.Report{}, err
 	}
-	defer conn.Close(context.Background())
-	return loadReport(ctx, conn, incidentID, "")
+	defer rm.Close()
+	return finalReport(ctx, rm, incidentID)
 }
 
 // rotationWriteKey is the key of a rotated secret's data whose only key is
@@ -807,28 +812,46 @@ func awaitTrace(ctx context.Context, url string, want []string) (int, []string, 
 }
 
 // handOver writes what the incident's commands print into dir, through the
-// commands themselves: the report (Markdown and JSON) and the status.
-func handOver(ctx context.Context, dir, dbURL, incidentID string) error {
+// commands' own code: the report (Markdown and JSON) and the status.
+func handOver(ctx context.Context, dir string, tgt *target, incidentID string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	for name, cmd := range map[string][]string{
-		"report.md":        {"report", incidentID, "--format", "md"},
-		"report.json":      {"report", incidentID, "--format", "json"},
-		"status.json":      {"status", incidentID, "--json"},
-		"status-watch.txt": {"status", incidentID, "--watch"},
+	rm, err := openReadModel(ctx, tgt.operatorFlags())
+	if err != nil {
+		return err
+	}
+	defer rm.Close()
+	r, err := rm.Report(ctx, incidentID)
+	if err != nil {
+		return err
+	}
+	v, err := rm.Incident(ctx, incidentID)
+	if err != nil {
+		return err
+	}
+	for name, write := range map[string]func(io.Writer) error{
+		"report.md":   r.Markdown,
+		"report.json": func(w io.Writer) error { return printJSON(w, r) },
+		"status.json": func(w io.Writer) error { return printJSON(w, v) },
+		"status-watch.txt": func(w io.Writer) error {
+			var errOut strings.Builder
+			if code := watchStatus(ctx, rm, incidentID, w, &errOut, false, ""); code != ExitOK {
+				return fmt.Errorf("lockdown status --watch: exit %d: %s", code, errOut.String())
+			}
+			return nil
+		},
 	} {
 		f, err := os.Create(filepath.Join(dir, name))
 		if err != nil {
 			return err
 		}
-		var errOut strings.Builder
-		code := Main(ctx, append(cmd, "--database-url", dbURL), f, &errOut)
-		if err := f.Close(); err != nil {
-			return err
+		err = write(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
 		}
-		if code != ExitOK {
-			return fmt.Errorf("lockdown %s: exit %d: %s", strings.Join(cmd, " "), code, errOut.String())
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
 	return nil

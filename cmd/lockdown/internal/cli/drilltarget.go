@@ -174,3 +174,10 @@ func readKeys(path string) ([]string, error) {
 	}
 	return keys, sc.Err()
 }
+
+// operatorFlags are the NATS flags of the target's operator identity (the
+// read model's reader).
+func (t *target) operatorFlags() natsFlags {
+	user := events.UserOperator
+	return natsFlags{url: &t.natsURL, user: &user, password: t.operatorPassword}
+}

@@ -19,7 +19,6 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
-	"github.com/lockdown/lockdown/pkg/platform/pgroles"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 )
@@ -178,7 +177,7 @@ func TestPostgresOutage(t *testing.T) {
 		if resolved.Outcome != "failed" || !strings.Contains(resolved.Reason, "alice@soc") || !strings.Contains(resolved.Reason, "red-team") {
 			t.Fatalf("incident.resolved %+v", resolved)
 		}
-		r, err := storedReport(s.ctx, s.stack.Postgres.URL, id)
+		r, err := s.report(id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -269,9 +268,10 @@ func TestVaultUnavailableAndResealed(t *testing.T) {
 		if stuck.Phase != "unsealed" || !strings.Contains(stuck.Reason, "503") {
 			t.Fatalf("incident.stuck %+v", stuck)
 		}
-		// lockdown status shows why it does not move, with the CLI's
-		// read-only database role.
-		t.Setenv("LOCKDOWN_DATABASE_URL", s.stack.Postgres.RoleURL(pgroles.CLIRole))
+		// lockdown status shows why it does not move, from the read
+		// model, as the operator.
+		t.Setenv("LOCKDOWN_NATS_URL", s.stack.NATS.URL)
+		t.Setenv("LOCKDOWN_NATS_PASSWORD", s.stack.NATS.Password(events.UserOperator))
 		var out, errOut bytes.Buffer
 		if code := Main(s.ctx, []string{"status", id, "--json"}, &out, &errOut); code != ExitOK {
 			t.Fatalf("lockdown status: exit %d: %s", code, errOut.String())
@@ -309,7 +309,7 @@ func TestVaultUnavailableAndResealed(t *testing.T) {
 			t.Fatal(err)
 		}
 		await(s, events.AccessRevoked, time.Minute, func(d events.AccessRevokedData) bool { return d.IncidentID == id && d.Round == 1 })
-		firstNonce, err := ceremonyNonce(s.ctx, s.stack.Postgres.URL, id)
+		firstNonce, err := s.nonce(id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -341,7 +341,7 @@ func TestVaultUnavailableAndResealed(t *testing.T) {
 		// Vault cleared the first ceremony when it sealed: a new one opens.
 		var nonce string
 		testwait.For(t, time.Minute, "a new ceremony after the second unseal", func() bool {
-			n, err := ceremonyNonce(s.ctx, s.stack.Postgres.URL, id)
+			n, err := s.nonce(id)
 			nonce = n
 			return err == nil && n != firstNonce
 		})
@@ -352,7 +352,7 @@ func TestVaultUnavailableAndResealed(t *testing.T) {
 		if resolved.Outcome != "resolved" {
 			t.Fatalf("incident ended %s", resolved.Outcome)
 		}
-		r, err := storedReport(s.ctx, s.stack.Postgres.URL, id)
+		r, err := s.report(id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -382,7 +382,7 @@ func TestLeaderFailover(t *testing.T) {
 			t.Fatal(err)
 		}
 		await(s, events.AccessRevoked, time.Minute, func(d events.AccessRevokedData) bool { return d.IncidentID == id })
-		nonce, err := ceremonyNonce(s.ctx, s.stack.Postgres.URL, id)
+		nonce, err := s.nonce(id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -415,7 +415,7 @@ func TestLeaderFailover(t *testing.T) {
 		if counts[events.UnsealKeysRotated] != 1 || len(twice) > 0 {
 			t.Fatalf("unsealkeys.rotated %d times, ids twice %v", counts[events.UnsealKeysRotated], twice)
 		}
-		r, err := storedReport(s.ctx, s.stack.Postgres.URL, id)
+		r, err := s.report(id)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -79,7 +79,7 @@ func TestRetryFailedTenant(t *testing.T) {
 	var r struct{ Rotated, Notified int }
 	deadline := time.Now().Add(time.Minute)
 	for {
-		rep, err := storedReport(s.ctx, s.stack.Postgres.URL, id)
+		rep, err := s.report(id)
 		must(t, err)
 		r.Rotated, r.Notified = rep.Actions.TenantsRotated, rep.Actions.TenantsNotified
 		if r.Rotated == tenants+1 && r.Notified == tenants+1 {

@@ -15,21 +15,21 @@ import (
 )
 
 // reviewFlags are `lockdown review`'s own flags: the review by flags, or
-// in $EDITOR with --edit (the current review from the database filled in).
+// in $EDITOR with --edit (the current review from the report filled in).
 type reviewFlags struct {
 	rootCause         string
 	lessons, measures listFlag
 	final, edit       bool
-	db                *string
+	nats              natsFlags
 }
 
-func (r *reviewFlags) register(fs *flag.FlagSet) {
+func (r *reviewFlags) register(fs *flag.FlagSet, nf natsFlags) {
 	fs.StringVar(&r.rootCause, "root-cause", "", "review: the root cause")
 	fs.Var(&r.lessons, "lesson", "review: a lesson learned (repeat the flag for each; replaces the recorded list)")
 	fs.Var(&r.measures, "measure", "review: a preventive measure (repeat the flag for each; replaces the recorded list)")
 	fs.BoolVar(&r.final, "final", false, "review: mark the review final (no later change is taken)")
-	fs.BoolVar(&r.edit, "edit", false, "review: edit the review in $EDITOR, starting from the recorded one (needs --database-url)")
-	r.db = dbFlag(fs)
+	fs.BoolVar(&r.edit, "edit", false, "review: edit the review in $EDITOR, starting from the recorded one (read from the report)")
+	r.nats = nf
 }
 
 // data is the review request the flags (or the edited file) describe.
@@ -55,12 +55,12 @@ const (
 // editReview writes the recorded review (overridden by any flag given) to
 // a private temporary file, runs $EDITOR on it and reads it back.
 func (r *reviewFlags) editReview(ctx context.Context, d events.IncidentReviewData) (events.IncidentReviewData, error) {
-	conn, err := connectDB(ctx, *r.db)
+	rm, err := openReadModel(ctx, r.nats)
 	if err != nil {
 		return d, err
 	}
-	rep, err := loadReport(ctx, conn, d.IncidentID, "")
-	conn.Close(context.Background())
+	rep, err := rm.Report(ctx, d.IncidentID)
+	rm.Close()
 	if err != nil {
 		return d, fmt.Errorf("read the recorded review: %w", err)
 	}

@@ -35,7 +35,7 @@ func TestReview(t *testing.T) {
 		var r report.Report
 		testwait.For(t, time.Minute, "the stored report to show the review", func() bool {
 			var err error
-			r, err = storedReport(s.ctx, s.stack.Postgres.URL, id)
+			r, err = s.report(id)
 			return err == nil && cond(r)
 		})
 		return r
@@ -87,7 +87,7 @@ func TestReview(t *testing.T) {
 			t.Fatalf("exit %d: %s", code, msg)
 		}
 		testwait.For(t, time.Minute, "the late change to be dead-lettered", func() bool { return s.deadLetters() > before })
-		after, err := storedReport(s.ctx, s.stack.Postgres.URL, id)
+		after, err := s.report(id)
 		must(t, err)
 		if after.RootCause != r.RootCause || len(after.ReviewHistory) != 3 {
 			t.Fatalf("a change after the final review reached the report: %q, %d changes", after.RootCause, len(after.ReviewHistory))

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
@@ -280,6 +281,23 @@ func (s *system) playHolders(ctx context.Context, id string) {
 // counts them by type (and the ids seen twice, which must never happen).
 func (s *system) eventCounts(incidentID string) (map[events.Name]int, []string) {
 	s.t.Helper()
+	counts, seen := map[events.Name]int{}, map[string]bool{}
+	var twice []string
+	for _, ev := range s.incidentEvents(incidentID) {
+		if seen[ev.ID()] {
+			twice = append(twice, ev.ID())
+		}
+		seen[ev.ID()] = true
+		spec, _ := events.Lookup(ev.Type())
+		counts[spec.Name]++
+	}
+	return counts, twice
+}
+
+// incidentEvents reads every event of the incident in the events stream,
+// in stream order (a duplicate publish shows twice).
+func (s *system) incidentEvents(incidentID string) []event.Event {
+	s.t.Helper()
 	cons, err := s.op.JS.OrderedConsumer(s.ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
 		s.t.Fatal(err)
@@ -288,8 +306,7 @@ func (s *system) eventCounts(incidentID string) (map[events.Name]int, []string) 
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	counts, seen := map[events.Name]int{}, map[string]bool{}
-	var twice []string
+	var out []event.Event
 	for n := info.NumPending; n > 0; {
 		batch, err := cons.Fetch(int(min(n, 500)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
@@ -298,22 +315,17 @@ func (s *system) eventCounts(incidentID string) (map[events.Name]int, []string) 
 		got := 0
 		for m := range batch.Messages() {
 			got++
-			ev, spec, err := events.Decode(m.Headers(), m.Data())
-			if err != nil || !strings.Contains(string(ev.Data()), incidentID) {
-				continue
+			ev, _, err := events.Decode(m.Headers(), m.Data())
+			if err == nil && strings.Contains(string(ev.Data()), incidentID) {
+				out = append(out, ev)
 			}
-			if seen[ev.ID()] {
-				twice = append(twice, ev.ID())
-			}
-			seen[ev.ID()] = true
-			counts[spec.Name]++
 		}
 		if got == 0 {
 			break
 		}
 		n -= uint64(got)
 	}
-	return counts, twice
+	return out
 }
 
 // settled waits until no declared consumer has a message pending or
@@ -390,4 +402,25 @@ func (s *system) sealedNow() bool {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return strings.Contains(string(b), `"sealed":true`)
+}
+
+// report waits up to a minute for the incident's final report in the read
+// model.
+func (s *system) report(id string) (report.Report, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
+	defer cancel()
+	return storedReport(ctx, s.tgt, id)
+}
+
+// nonce reads the rekey ceremony's nonce from the read model (waiting up
+// to 10 s for the ceremony to open).
+func (s *system) nonce(id string) (string, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	rm, err := openReadModel(ctx, s.tgt.operatorFlags())
+	if err != nil {
+		return "", err
+	}
+	defer rm.Close()
+	return ceremonyNonce(ctx, rm, id)
 }

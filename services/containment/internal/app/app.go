@@ -3,7 +3,8 @@
 // command, JetStream publisher and outbox relay, HTTP intake) and wires
 // the breach consumer to the responder (seal first, record second), the
 // incident engine (the leader drives every open incident from its
-// recorded state) and the timeline.
+// recorded state), the timeline, and the read model (the incident
+// documents and reports every reader sees; internal/projection).
 package app
 
 import (
@@ -35,6 +36,7 @@ import (
 	"github.com/lockdown/lockdown/services/containment/internal/engine"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/intake"
+	"github.com/lockdown/lockdown/services/containment/internal/projection"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
 	"github.com/lockdown/lockdown/services/containment/internal/store"
 	"github.com/lockdown/lockdown/services/containment/internal/timeline"
@@ -393,6 +395,14 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 	}
 	responder := incident.NewResponder(deps.Store, sealer, policy, log, incident.Timing{SealDeadline: cfg.SealDeadline}, process, deps.Failpoints, eng.Wake)
 	recorder := timeline.New(deps.Store, eng.Wake)
+	// The read model: written by the leader after every change, read by
+	// the CLI and the console (they have no access to this database).
+	readModel, err := stream.OpenReadModel(ctx, rt.NATS.JS)
+	if err != nil {
+		return err
+	}
+	projector := projection.New(projection.Config{}, deps.Store, readModel, eng.Leader, log.With(slog.String("component", "read model")))
+	deps.Store.SetOnChange(projector.Touch)
 	relay := &outbox.Relay{Pool: deps.Store.Pool(), Schema: store.Schema, JS: rt.NATS.JS, Logger: log, Failpoints: deps.Failpoints,
 		OnDuplicate: rt.OutboxDuplicate}
 
@@ -411,6 +421,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 	g.Go(func() error { return timelines.Run(gctx) })
 	g.Go(func() error { return eng.Run(gctx) })
 	g.Go(func() error { return relay.Run(gctx) })
+	g.Go(func() error { return projector.Run(gctx) })
 	if deps.VaultLog != nil {
 		g.Go(func() error { deps.VaultLog.Watch(gctx, witness, log); return nil })
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/readmodel"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
@@ -105,6 +106,49 @@ func TestContainment(t *testing.T) {
 		// The engine revokes access right after the gate: either phase.
 		if phase != "unsealed" && phase != "recovering" {
 			t.Fatalf("phase %s", phase)
+		}
+	})
+
+	t.Run("the operator reads the incident from the read model, and only containment writes it", func(t *testing.T) {
+		op, _ := connectAs(t, s, events.UserOperator)
+		js, err := jetstream.New(op)
+		must(t, err)
+		rm, err := stream.OpenReadModel(ctx, js)
+		must(t, err)
+		var doc readmodel.Incident
+		testwait.For(t, 10*time.Second, "the document to show the recorded phase", func() bool {
+			var phase string
+			must(t, pool.QueryRow(ctx, "SELECT phase FROM containment.incidents WHERE id = $1", first.IncidentID).Scan(&phase))
+			doc, err = rm.Incident(ctx, first.IncidentID)
+			return err == nil && doc.Phase == phase
+		})
+		if doc.Schema != readmodel.SchemaVersion || len(doc.Seals) != 1 || doc.Seals[0].Method != "api" || doc.SealedAt == nil || doc.TraceID == "" ||
+			len(doc.Phases) == 0 || doc.Report.State != readmodel.ReportDraft {
+			t.Fatalf("document %+v", doc)
+		}
+		draft, err := rm.Report(ctx, first.IncidentID)
+		if err != nil || draft.Outcome != "open" || draft.IncidentID != first.IncidentID {
+			t.Fatalf("draft report %+v: %v", draft, err)
+		}
+		// The operator may read, never write: a forged document would
+		// mislead the room.
+		forged := doc
+		forged.Phase = "resolved"
+		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+		defer pcancel()
+		if err := rm.PutIncident(pctx, forged); err == nil {
+			t.Fatal("the operator wrote an incident document")
+		}
+		// A service other than containment cannot read it either.
+		rot, _ := connectAs(t, s, events.ServiceRotator)
+		rjs, err := jetstream.New(rot)
+		must(t, err)
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer rcancel()
+		if other, err := stream.OpenReadModel(rctx, rjs); err == nil {
+			if _, err := other.Incident(rctx, first.IncidentID); err == nil {
+				t.Fatal("the rotator read an incident document")
+			}
 		}
 	})
 

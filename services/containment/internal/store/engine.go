@@ -101,7 +101,11 @@ func (s *Store) Apply(ctx context.Context, f engine.Fence, c engine.Change) erro
 	if err := s.emit(ctx, tx, c.IncidentID, c.Emit); err != nil {
 		return err
 	}
-	return tx.Commit(ctx)
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	s.changed()
+	return nil
 }
 
 func timePtr(t time.Time) *time.Time {

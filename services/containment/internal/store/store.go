@@ -40,6 +40,8 @@ type Preparer interface {
 type Store struct {
 	pool *pgxpool.Pool
 	prep Preparer
+	// onChange is told of every committed change (SetOnChange).
+	onChange func()
 }
 
 // Open connects, applies the migrations and creates the outbox table.
@@ -185,7 +187,11 @@ func (s *Store) RecordBreach(ctx context.Context, d incident.Detection, seals []
 	if err := s.emit(ctx, tx, inc.ID, emit(inc, outcome, newRound)); err != nil {
 		return incident.Incident{}, "", err
 	}
-	return inc, outcome, tx.Commit(ctx)
+	if err := tx.Commit(ctx); err != nil {
+		return inc, outcome, err
+	}
+	s.changed()
+	return inc, outcome, nil
 }
 
 // sealedSomething reports whether a round sealed a node that was
@@ -343,5 +349,8 @@ func (s *Store) FirstSeen(ctx context.Context, signature string, expires time.Ti
 func (s *Store) Resolve(ctx context.Context, incidentID string, at time.Time) error {
 	_, err := s.pool.Exec(ctx, `UPDATE containment.incidents SET phase = $2, resolved_at = $3, version = version + 1 WHERE id = $1`,
 		incidentID, string(incident.PhaseResolved), at)
+	if err == nil {
+		s.changed()
+	}
 	return err
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/services/containment/internal/timeline"
 )
@@ -16,7 +15,11 @@ import (
 // RecordEvent implements timeline.Store: the entry and, the first time,
 // its audit records, in one transaction.
 func (s *Store) RecordEvent(ctx context.Context, incidentID string, e report.Entry) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return s.record(ctx, tx, incidentID, e) })
+	if err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return s.record(ctx, tx, incidentID, e) }); err != nil {
+		return err
+	}
+	s.changed()
+	return nil
 }
 
 // Timeline implements timeline.Store.
@@ -25,13 +28,7 @@ func (s *Store) Timeline(ctx context.Context, incidentID string) ([]report.Entry
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (report.Entry, error) {
-		var e report.Entry
-		var typ string
-		err := row.Scan(&e.EventID, &typ, &e.Time, &e.Source, &e.Data)
-		e.Type = events.Name(typ)
-		return e, err
-	})
+	return pgx.CollectRows(rows, scanEntry)
 }
 
 // ReportIncident implements timeline.Store.

@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/lockdown/lockdown/pkg/events/readmodel"
+	"github.com/lockdown/lockdown/pkg/events/report"
+	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+)
+
+// The reading commands (incidents, status, report, review --edit, the
+// drill's progress) read the read model containment keeps in NATS
+// (events.BucketIncidents, events.BucketReports) as the operator: no
+// database access, no knowledge of any service's tables.
+
+// natsFlags are the NATS connection flags every command shares.
+type natsFlags struct {
+	url, user *string
+	// password is the user's, from LOCKDOWN_NATS_PASSWORD (never a flag:
+	// it would show in the process list).
+	password string
+}
+
+func addNATSFlags(fs *flag.FlagSet, defaultUser string) natsFlags {
+	return natsFlags{
+		url:      fs.String("nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (LOCKDOWN_NATS_URL)"),
+		user:     fs.String("nats-user", envOr("NATS_USER", defaultUser), "NATS user (LOCKDOWN_NATS_USER; its password from LOCKDOWN_NATS_PASSWORD)"),
+		password: envOr("NATS_PASSWORD", ""),
+	}
+}
+
+func (f natsFlags) connect(ctx context.Context) (*natsconn.Conn, error) {
+	return natsconn.Connect(ctx, natsconn.Options{URL: *f.url, User: *f.user, Password: f.password, Name: "lockdown-cli"})
+}
+
+// readModel is an open connection to the read model.
+type readModel struct {
+	conn *natsconn.Conn
+	*stream.ReadModel
+}
+
+// openReadModel connects and binds to the read model's buckets, giving up
+// after 15 s.
+func openReadModel(ctx context.Context, f natsFlags) (*readModel, error) {
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	conn, err := f.connect(cctx)
+	if err != nil {
+		return nil, err
+	}
+	rm, err := stream.OpenReadModel(cctx, conn.JS)
+	if err != nil {
+		conn.Close(context.Background())
+		return nil, conn.Explain(err)
+	}
+	return &readModel{conn: conn, ReadModel: rm}, nil
+}
+
+func (r *readModel) Close() { r.conn.Close(context.Background()) }
+
+// finalReport waits until containment has written the closed incident's
+// final report to the read model, and returns it.
+func finalReport(ctx context.Context, rm *readModel, id string) (report.Report, error) {
+	docs, errs, err := rm.Watch(ctx, id)
+	if err != nil {
+		return report.Report{}, err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return report.Report{}, fmt.Errorf("the final report of %s did not reach the read model: %w", id, ctx.Err())
+		case err := <-errs:
+			return report.Report{}, err
+		case doc, ok := <-docs:
+			if !ok {
+				return report.Report{}, fmt.Errorf("the final report of %s did not reach the read model: %w", id, ctx.Err())
+			}
+			if doc.Report.State == readmodel.ReportFinal {
+				return rm.Report(ctx, id)
+			}
+		}
+	}
+}

@@ -1,0 +1,232 @@
+// Package projection keeps containment's read model: one document per
+// incident (readmodel.Incident, in the key-value bucket the contract
+// declares) and its report (the object store), rebuilt from containment's
+// own records after every change. Readers never touch the database.
+//
+// The document is derived, never a source of truth, so its failure modes
+// are simple: a process killed between a change and the write leaves the
+// old document until the next pass (the first pass after a start or a
+// change of leader rebuilds the most recent incidents); NATS down leaves
+// documents stale and every pass retries; PostgreSQL down likewise. Only
+// the engine's leader writes, so two containment processes do not race
+// each other's documents.
+//
+// It imports no transport: the records (Source) and the buckets (Sink)
+// are ports.
+package projection
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/lockdown/lockdown/pkg/events/readmodel"
+	"github.com/lockdown/lockdown/pkg/events/report"
+	"github.com/lockdown/lockdown/services/containment/internal/incident"
+	"github.com/lockdown/lockdown/services/containment/internal/recovery"
+)
+
+// Seal is one recorded node seal.
+type Seal struct {
+	Round                    int
+	Address, Method          string
+	RequestedAt, ConfirmedAt time.Time
+}
+
+// Snapshot is everything one incident's document and report are built
+// from, read together.
+type Snapshot struct {
+	Incident   incident.Incident
+	ResolvedAt *time.Time
+	Seals      []Seal
+	Recovery   *recovery.State
+	Timeline   []report.Entry
+	// Report is the stored report of a closed incident (nil before).
+	Report *report.Report
+	ReadAt time.Time
+}
+
+// Source is containment's records.
+type Source interface {
+	// Markers returns the limit most recent incidents, each with a string
+	// that changes whenever anything recorded about it changes.
+	Markers(ctx context.Context, limit int) (map[string]string, error)
+	// Snapshot reads one incident.
+	Snapshot(ctx context.Context, id string) (Snapshot, error)
+}
+
+// Sink is the read model's buckets.
+type Sink interface {
+	PutIncident(ctx context.Context, doc readmodel.Incident) error
+	PutReport(ctx context.Context, incidentID string, r report.Report) error
+}
+
+// Config of the projector. Zero values take the defaults.
+type Config struct {
+	// Poll is how often the records are looked at without being told of
+	// a change (another process's writes, a missed wake). Default 500ms.
+	Poll time.Duration
+	// MinGap is the least time between two builds of one incident; a
+	// build that took d waits 2·d at least, so a ten-thousand-tenant
+	// incident does not keep containment's database busy. Default 250ms.
+	MinGap time.Duration
+	// DraftEvery is how often an open incident's draft report is written
+	// again (its phase changing writes it at once). Default 10s.
+	DraftEvery time.Duration
+	// Recent is how many incidents are kept projected. Default 100.
+	Recent int
+}
+
+func (c Config) withDefaults() Config {
+	if c.Poll <= 0 {
+		c.Poll = 500 * time.Millisecond
+	}
+	if c.MinGap <= 0 {
+		c.MinGap = 250 * time.Millisecond
+	}
+	if c.DraftEvery <= 0 {
+		c.DraftEvery = 10 * time.Second
+	}
+	if c.Recent <= 0 {
+		c.Recent = 100
+	}
+	return c
+}
+
+// Projector writes the documents.
+type Projector struct {
+	cfg    Config
+	src    Source
+	sink   Sink
+	leader func() bool
+	log    *slog.Logger
+	wake   chan struct{}
+	// written is what was last written per incident, by this process
+	// while it leads.
+	written map[string]written
+	// failing is set while writes fail, so an outage logs once.
+	failing bool
+}
+
+type written struct {
+	marker  string
+	builtAt time.Time
+	took    time.Duration
+	phase   string
+	report  readmodel.ReportRef
+	// draftBehind: the document changed after the draft report was
+	// written (it is written again once DraftEvery has passed).
+	draftBehind bool
+}
+
+// New returns a projector; leader says whether this process leads (nil:
+// always).
+func New(cfg Config, src Source, sink Sink, leader func() bool, log *slog.Logger) *Projector {
+	if leader == nil {
+		leader = func() bool { return true }
+	}
+	return &Projector{cfg: cfg.withDefaults(), src: src, sink: sink, leader: leader, log: log, wake: make(chan struct{}, 1), written: map[string]written{}}
+}
+
+// Touch tells the projector something changed; it never blocks.
+func (p *Projector) Touch() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run projects until ctx ends.
+func (p *Projector) Run(ctx context.Context) error {
+	tick := time.NewTicker(p.cfg.Poll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.wake:
+		case <-tick.C:
+		}
+		if !p.leader() {
+			// Another process writes; what this one wrote is forgotten,
+			// so it rebuilds everything when it leads again.
+			clear(p.written)
+			continue
+		}
+		p.Pass(ctx, time.Now())
+	}
+}
+
+// Pass writes the document of every recent incident that changed since
+// it was last written; it reports whether every write succeeded.
+func (p *Projector) Pass(ctx context.Context, now time.Time) bool {
+	markers, err := p.src.Markers(ctx, p.cfg.Recent)
+	if err != nil {
+		p.trouble("reading the incidents' records", err)
+		return false
+	}
+	ok := true
+	for id, marker := range markers {
+		w, seen := p.written[id]
+		if seen && w.marker == marker && !(w.draftBehind && now.Sub(w.report.At) >= p.cfg.DraftEvery) {
+			continue
+		}
+		if wait := max(p.cfg.MinGap, 2*w.took) - now.Sub(w.builtAt); seen && wait > 0 {
+			// Too soon after the last build: look again once the gap
+			// has passed (not at the next poll: a phase change must show
+			// within a second).
+			time.AfterFunc(wait, p.Touch)
+			ok = false
+			continue
+		}
+		if err := p.project(ctx, id, marker, w, seen); err != nil {
+			p.trouble("writing incident "+id, err)
+			ok = false
+		}
+	}
+	if ok && p.failing {
+		p.failing = false
+		p.log.Info("read model written again")
+	}
+	return ok
+}
+
+func (p *Projector) project(ctx context.Context, id, marker string, w written, seen bool) error {
+	start := time.Now()
+	snap, err := p.src.Snapshot(ctx, id)
+	if err != nil {
+		return err
+	}
+	doc, draft := Build(snap)
+	ref := w.report
+	switch {
+	case snap.Report != nil:
+		// Closed: the stored report, written again whenever it changes
+		// (a review regenerates it; this runs only on a change).
+		if err := p.sink.PutReport(ctx, id, *snap.Report); err != nil {
+			return err
+		}
+		ref = readmodel.ReportRef{State: readmodel.ReportFinal, At: time.Now()}
+	case snap.Report == nil && !doc.Closed() && (!seen || w.phase != doc.Phase || start.Sub(ref.At) >= p.cfg.DraftEvery):
+		if err := p.sink.PutReport(ctx, id, draft); err != nil {
+			return err
+		}
+		ref = readmodel.ReportRef{State: readmodel.ReportDraft, At: time.Now()}
+	}
+	doc.Report = ref
+	doc.UpdatedAt = time.Now()
+	if err := p.sink.PutIncident(ctx, doc); err != nil {
+		return err
+	}
+	took := time.Since(start)
+	p.written[id] = written{marker: marker, builtAt: start, took: took, phase: doc.Phase, report: ref,
+		draftBehind: ref.State == readmodel.ReportDraft && ref.At.Before(start)}
+	return nil
+}
+
+func (p *Projector) trouble(what string, err error) {
+	if !p.failing {
+		p.log.Warn("read model not written; retrying every pass", slog.String("step", what), slog.Any("error", err))
+	}
+	p.failing = true
+}
