@@ -20,12 +20,12 @@ FUZZTIME ?= 1000000x
 # a 2-core machine.
 TEST_PARALLEL ?= 2
 
-.PHONY: all tools postgres dns build test fuzz lint docs run dev bench chaos redteam clean
+.PHONY: all tools postgres dns chromium build test fuzz lint docs run dev bench chaos redteam clean
 
 all: build
 
-## tools: build the real servers into .bin (only what is missing) and make sure PostgreSQL and Knot DNS are installed
-tools: $(BIN)/vault $(BIN)/nats-server $(BIN)/jaeger $(BIN)/mailpit postgres dns
+## tools: build the real servers into .bin (only what is missing) and make sure PostgreSQL, Knot DNS and Chromium are installed
+tools: $(BIN)/vault $(BIN)/nats-server $(BIN)/jaeger $(BIN)/mailpit postgres dns chromium
 
 $(BIN)/vault: deploy/tools/vault/go.mod
 	@echo "building Vault v1.21.0 (large: ~10-15 min cold on 2 cores)"
@@ -45,6 +45,10 @@ postgres:
 
 dns:
 	@deploy/tools/ensure-knot.sh
+
+# The console's test drives the web console in a real headless Chromium.
+chromium:
+	@deploy/tools/ensure-chromium.sh
 
 ## build: the four services and the lockdown CLI into .bin
 build:

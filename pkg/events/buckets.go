@@ -1,6 +1,7 @@
 package events
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -94,4 +95,16 @@ func IncidentKey(incidentID string) (string, error) {
 		return "", fmt.Errorf("%w: %q", ErrBadIncidentKey, incidentID)
 	}
 	return incidentID, nil
+}
+
+// IncidentOf reads the incident id of an event's data ("" for none): every
+// event of an incident names it in incident_id.
+func IncidentOf(data []byte) string {
+	var ref struct {
+		IncidentID string `json:"incident_id"`
+	}
+	if err := json.Unmarshal(data, &ref); err != nil {
+		return ""
+	}
+	return ref.IncidentID
 }

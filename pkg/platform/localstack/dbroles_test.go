@@ -19,7 +19,8 @@ import (
 
 // TestDatabaseRoles checks the install step of pkg/platform/pgroles on a
 // real PostgreSQL: each service's role writes its own schema and no other,
-// creates no schema, and the CLI's role reads and writes nothing.
+// creates no schema, and the CLI has no role (an old install's read-only
+// one is dropped).
 func TestDatabaseRoles(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -85,13 +86,35 @@ func TestDatabaseRoles(t *testing.T) {
 		}
 	})
 
-	t.Run("the CLI's role reads every schema and writes none", func(t *testing.T) {
-		cli := connect(t, pgroles.CLIRole)
-		if err := exec(cli, "SELECT * FROM containment.probe"); err != nil {
-			t.Fatalf("read containment's table: %v", err)
+	t.Run("the CLI has no role, and an earlier install's read-only one is dropped with its grants", func(t *testing.T) {
+		admin, err := pgx.Connect(ctx, s.Postgres.URL)
+		if err != nil {
+			t.Fatal(err)
 		}
-		denied(t, "write containment's table", exec(cli, "INSERT INTO containment.probe VALUES ('x')"))
-		denied(t, "create a table", exec(cli, "CREATE TABLE containment.evil (v text)"))
+		defer admin.Close(context.Background())
+		// What an install before the read model left behind.
+		for _, st := range []string{`CREATE ROLE lockdown_cli LOGIN PASSWORD 'old'`, `GRANT USAGE ON SCHEMA containment TO lockdown_cli`,
+			`GRANT SELECT ON ALL TABLES IN SCHEMA containment TO lockdown_cli`,
+			`ALTER DEFAULT PRIVILEGES FOR ROLE containment IN SCHEMA containment GRANT SELECT ON TABLES TO lockdown_cli`} {
+			if err := exec(admin, st); err != nil {
+				t.Fatalf("%s: %v", st, err)
+			}
+		}
+		passwords := map[string]string{}
+		for _, r := range pgroles.Logins() {
+			u, err := url.Parse(s.Postgres.RoleURL(r))
+			if err != nil {
+				t.Fatal(err)
+			}
+			passwords[r], _ = u.User.Password()
+		}
+		if err := pgroles.Install(ctx, admin, admin.Config().Database, passwords); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_roles WHERE rolname = 'lockdown_cli'`).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("the old CLI role is still there (%d, %v)", n, err)
+		}
 	})
 
 	t.Run("a migration run by a superuser creates tables owned by the schema's role", func(t *testing.T) {

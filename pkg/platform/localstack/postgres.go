@@ -36,7 +36,7 @@ type Postgres struct {
 }
 
 // RoleURL is the connection string of a login role of pkg/platform/pgroles
-// (a service's name, or pgroles.CLIRole): what a deployment hands each
+// (a service's name): what a deployment hands each
 // service. It is URL for any other name.
 func (p *Postgres) RoleURL(role string) string {
 	pw, ok := p.roles[role]

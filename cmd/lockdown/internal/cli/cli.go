@@ -34,6 +34,7 @@ func commands() map[string]command {
 		"incidents": {"list incidents with phase and age", runIncidents},
 		"status":    {"show an incident: phases against targets, seals, the unseal gate, the rekey ceremony, rotation and notification progress", runStatus},
 		"report":    {"print the post-incident report (Markdown or JSON)", runReport},
+		"console":   {"serve the incident console for the room: live incident pages, the report (read-only; 127.0.0.1:8090 by default)", runConsole},
 		"dlq":       {"list dead letters with their reasons, or replay one after a fix", runDLQ},
 		"confirm":   {"seal now for an incident whose breach was not allowed to seal by itself (a severity or Vault cluster outside LOCKDOWN_AUTO_SEAL_*)", runConfirm},
 		"resume":    {"drive a stuck incident now: containment retries its step and re-announces it to the services waiting on it", runResume},

@@ -22,6 +22,7 @@ type deadLetterView struct {
 	Subject    string    `json:"subject"`
 	EventID    string    `json:"event_id,omitempty"`
 	EventType  string    `json:"event_type,omitempty"`
+	IncidentID string    `json:"incident_id,omitempty"`
 	Deliveries uint64    `json:"deliveries"`
 	Reason     string    `json:"reason"`
 	FailedAt   time.Time `json:"failed_at"`
@@ -158,7 +159,7 @@ func decodeDeadLetter(h nats.Header, data []byte, seq uint64) (deadLetterView, b
 	}
 	v := deadLetterView{Sequence: seq, Consumer: d.Consumer, Subject: d.Subject, Deliveries: d.Deliveries, Reason: d.Reason, FailedAt: d.FailedAt}
 	if orig, _, err := events.Decode(nats.Header(d.OriginalHeaders), d.OriginalData); err == nil {
-		v.EventID, v.EventType = orig.ID(), orig.Type()
+		v.EventID, v.EventType, v.IncidentID = orig.ID(), orig.Type(), events.IncidentOf(orig.Data())
 	}
 	return v, true
 }

@@ -145,6 +145,8 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		// grow with the tenants: 10,000 took 36 minutes here (2 cores).
 		*timeout = max(*timeout, 10*time.Minute+time.Duration(*tenants)*240*time.Millisecond)
 	}
+	// --keep outlives the drill's timeout: it waits for Ctrl-C.
+	untilInterrupted := ctx
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
@@ -271,10 +273,17 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 	}
 	if *keep {
 		if keptEnv != "" {
-			say("the stack stays up: `source %s` points lockdown incidents/status/report/dlq at it (credentials in the file, mode 600)", keptEnv)
+			say("the stack stays up: `source %s` points lockdown incidents/status/report/dlq/console at it (credentials in the file, mode 600)", keptEnv)
+		}
+		stopConsole, url, err := keepConsole(untilInterrupted, tgt)
+		if err != nil {
+			say("PROBLEM: the console did not start: %v", err)
+		} else {
+			defer stopConsole()
+			say("console: %s (the incident: %sincidents/%s)", url, url, rep.incidentID())
 		}
 		say("running; press Ctrl-C to stop")
-		<-ctx.Done()
+		<-untilInterrupted.Done()
 	}
 	if !rep.OK {
 		return ExitFailure

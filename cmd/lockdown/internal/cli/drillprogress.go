@@ -3,6 +3,9 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,4 +73,34 @@ func keptStackEnv(stack *localstack.Stack) (string, error) {
 		return "", fmt.Errorf("kept stack's CLI environment: %w", err)
 	}
 	return path, nil
+}
+
+// incidentID is the drilled incident's id ("" before the breach).
+func (r drillReport) incidentID() string {
+	if r.Breach == nil {
+		return ""
+	}
+	return r.Breach.IncidentID
+}
+
+// keepConsole serves the console for a kept stack until ctx ends: on
+// 127.0.0.1:8090 (LOCKDOWN_CONSOLE_ADDR), or on a free loopback port when
+// that one is taken (another console, another kept stack).
+func keepConsole(ctx context.Context, tgt *target) (stop func(), url string, err error) {
+	rm, err := openReadModel(ctx, tgt.operatorFlags())
+	if err != nil {
+		return nil, "", err
+	}
+	ln, err := net.Listen("tcp", envOr("CONSOLE_ADDR", "127.0.0.1:8090"))
+	if err != nil {
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			rm.Close()
+			return nil, "", err
+		}
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	c := &console{rm: rm, js: rm.conn.JS, jaegerURL: tgt.jaegerQuery, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	done := make(chan struct{})
+	go func() { defer close(done); c.serve(cctx, ln) }()
+	return func() { cancel(); <-done; rm.Close() }, "http://" + ln.Addr().String() + "/", nil
 }

@@ -92,6 +92,6 @@ func installPostgres(ctx context.Context, args []string, out, errOut io.Writer) 
 		fmt.Fprintf(errOut, "lockdown install postgres: %v\n", err)
 		return ExitFailure
 	}
-	fmt.Fprintf(out, "roles %s: each owns its schema; %s reads every schema\n", strings.Join(pgroles.Logins(), ", "), pgroles.CLIRole)
+	fmt.Fprintf(out, "roles %s: each owns its schema (the CLI needs none: it reads the read model in NATS)\n", strings.Join(pgroles.Logins(), ", "))
 	return ExitOK
 }

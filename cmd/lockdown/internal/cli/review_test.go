@@ -11,7 +11,6 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/report"
-	"github.com/lockdown/lockdown/pkg/platform/pgroles"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 )
 
@@ -67,7 +66,7 @@ func TestReview(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Setenv("EDITOR", editor)
-		if code, msg := review("--edit", "--database-url", s.stack.Postgres.RoleURL(pgroles.CLIRole), "--as", "bob@soc"); code != ExitOK {
+		if code, msg := review("--edit", "--as", "bob@soc"); code != ExitOK {
 			t.Fatalf("exit %d: %s", code, msg)
 		}
 		r := stored(t, func(r report.Report) bool { return len(r.ReviewHistory) == 2 })

@@ -7,8 +7,9 @@ package timeline
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
+
+	"github.com/lockdown/lockdown/pkg/events"
 
 	"github.com/lockdown/lockdown/pkg/events/report"
 )
@@ -53,12 +54,4 @@ func (r *Recorder) Record(ctx context.Context, e report.Entry) error {
 }
 
 // IncidentOf reads the incident id of an event's data ("" for none).
-func IncidentOf(data []byte) string {
-	var ref struct {
-		IncidentID string `json:"incident_id"`
-	}
-	if err := json.Unmarshal(data, &ref); err != nil {
-		return ""
-	}
-	return ref.IncidentID
-}
+func IncidentOf(data []byte) string { return events.IncidentOf(data) }
