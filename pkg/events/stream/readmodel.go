@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
@@ -25,11 +27,12 @@ var ErrNoIncident = errors.New("no such incident in the read model")
 type ReadModel struct {
 	kv  jetstream.KeyValue
 	obs jetstream.ObjectStore
+	nc  *nats.Conn
 }
 
 // OpenReadModel binds to the buckets (created by the install step).
 func OpenReadModel(ctx context.Context, js jetstream.JetStream) (*ReadModel, error) {
-	var rm ReadModel
+	rm := ReadModel{nc: js.Conn()}
 	err := retryJS(ctx, js, func(ctx context.Context) (err error) {
 		rm.kv, err = js.KeyValue(ctx, events.BucketIncidents)
 		return err
@@ -133,11 +136,25 @@ func (rm *ReadModel) Watch(ctx context.Context, id string) (<-chan readmodel.Inc
 	out, errs := make(chan readmodel.Incident, 1), make(chan error, 1)
 	go func() {
 		defer close(out)
-		defer w.Stop()
+		defer func() { w.Stop() }()
+		// After a reconnect (a NATS restart) the watch's consumer may be
+		// gone with the server, and the client notices only after missed
+		// heartbeats, seconds later: start the watch again at once (it
+		// delivers the current document first). TestStatusWatch found it.
+		reconnects := rm.reconnects()
+		check := time.NewTicker(250 * time.Millisecond)
+		defer check.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
+			case <-check.C:
+				if n := rm.reconnects(); n != reconnects {
+					if nw, err := rm.kv.Watch(ctx, key, jetstream.IgnoreDeletes()); err == nil {
+						w.Stop()
+						w, reconnects = nw, n
+					}
+				}
 			case e, ok := <-w.Updates():
 				if !ok {
 					return
@@ -160,6 +177,13 @@ func (rm *ReadModel) Watch(ctx context.Context, id string) (<-chan readmodel.Inc
 		}
 	}()
 	return out, errs, nil
+}
+
+func (rm *ReadModel) reconnects() uint64 {
+	if rm.nc == nil {
+		return 0
+	}
+	return rm.nc.Stats().Reconnects
 }
 
 // Report reads an incident's report (final, or the latest draft).

@@ -106,6 +106,17 @@ func Install(ctx context.Context, conn *pgx.Conn, database string, passwords map
 	return nil
 }
 
+// InstallURL connects with an administrator's URL and runs Install on the
+// database it names.
+func InstallURL(ctx context.Context, adminURL string, passwords map[string]string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return Install(ctx, conn, conn.Config().Database, passwords)
+}
+
 // Literal quotes s as an SQL string literal.
 func Literal(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 

@@ -83,6 +83,17 @@ func ID(i int) string { return IDWith(DefaultPrefix, i) }
 // IDWith is the id of the i-th (0-based) seeded tenant with prefix.
 func IDWith(prefix string, i int) string { return fmt.Sprintf("%s%03d", prefix, i+1) }
 
+// SeedURL seeds through the platform's database at databaseURL (the
+// directory's writer): the drill plays the platform that way.
+func SeedURL(ctx context.Context, databaseURL string, client *vault.Client, o Options) ([]Tenant, error) {
+	pool, err := pgxpool.New(ctx, databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	return Seed(ctx, pool, client, o)
+}
+
 // Seed writes the tenants to the directory (creating its schema) and to
 // Vault with the given client (a token that may write the mount).
 func Seed(ctx context.Context, pool *pgxpool.Pool, client *vault.Client, o Options) ([]Tenant, error) {

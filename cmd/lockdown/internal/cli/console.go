@@ -79,7 +79,7 @@ func runConsole(ctx context.Context, args []string, out, errOut io.Writer) int {
 		fmt.Fprintf(errOut, "lockdown console: %v\n", err)
 		return ExitUsage
 	}
-	rm, err := openReadModel(ctx, nf)
+	rm, err := openReadModelUntil(ctx, nf)
 	if err != nil {
 		fmt.Fprintf(errOut, "lockdown console: %v\n", err)
 		return ExitFailure

@@ -17,7 +17,6 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	vault "github.com/hashicorp/vault/api"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/report"
@@ -549,11 +548,6 @@ func followIncident(ctx context.Context, tgt *target, b *drillBreach, say func(s
 // seedTenants fills the tenant directory and Vault with n tenants, as the
 // platform would have them.
 func seedTenants(ctx context.Context, tgt *target, n int) error {
-	pool, err := pgxpool.New(ctx, tgt.dbURL)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
 	root, err := tgt.vault.Client()
 	if err != nil {
 		return err
@@ -567,7 +561,7 @@ func seedTenants(ctx context.Context, tgt *target, n int) error {
 		o.DKIM = &tenantseed.DKIMDNS{Platform: &dkimdns.Client{Server: tgt.dns.Addr, Key: key}, Tenants: tgt.dns.TenantClient(),
 			PlatformZone: tgt.dns.DKIMZone, TenantZone: tgt.dns.TenantZone, Selectors: drillSelectors, Delegated: func(int) bool { return true }}
 	}
-	_, err = tenantseed.Seed(ctx, pool, root, o)
+	_, err = tenantseed.SeedURL(ctx, tgt.dbURL, root, o)
 	return err
 }
 

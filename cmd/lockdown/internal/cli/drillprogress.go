@@ -30,15 +30,22 @@ func showProgress(ctx context.Context, rm *readModel, incidentID string, interva
 		if err != nil {
 			return
 		}
-		last, lastAt := "", time.Time{}
+		last, pending, lastAt := "", "", time.Time{}
+		// The counts of a change held back by the interval are printed
+		// when the drill stops waiting, so the last line is the final one.
+		defer func() {
+			if pending != last {
+				say("%s", pending)
+			}
+		}()
 		for doc := range docs {
 			if doc.Rotation == nil {
 				continue
 			}
-			line := progressSummary(doc)
-			if line != last && time.Since(lastAt) >= interval {
-				say("%s", line)
-				last, lastAt = line, time.Now()
+			pending = progressSummary(doc)
+			if pending != last && time.Since(lastAt) >= interval {
+				say("%s", pending)
+				last, lastAt = pending, time.Now()
 			}
 		}
 	}()

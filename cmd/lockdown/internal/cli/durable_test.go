@@ -47,6 +47,7 @@ func TestCrashAtEveryCommit(t *testing.T) {
 		{events.ServiceContainment, "containment.engine.rotated"},
 		{events.ServiceContainment, "containment.engine.restored"},
 		{events.ServiceContainment, "containment.engine.resolved"},
+		{events.ServiceContainment, "containment.readmodel.report"},
 		{events.ServiceRotator, "rotator.planner.saved"},
 		{events.ServiceRotator, "rotator.job.finished"},
 		{events.ServiceRotator, "outbox.published"},
@@ -84,6 +85,12 @@ func TestCrashAtEveryCommit(t *testing.T) {
 				if counts[name] != want {
 					t.Errorf("%s: %d in the stream, want %d", name, counts[name], want)
 				}
+			}
+			// The read model is derived: whatever the kill interrupted,
+			// it ends showing the incident resolved with its final report.
+			rep, err := s.report(id)
+			if err != nil || rep.Outcome != "resolved" || rep.Actions.TenantsRotated != tenants {
+				t.Fatalf("the read model's report: %v, outcome %q, %d rotated", err, rep.Outcome, rep.Actions.TenantsRotated)
 			}
 			s.settled()
 		})

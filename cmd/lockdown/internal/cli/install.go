@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
@@ -58,7 +56,7 @@ func runInstall(ctx context.Context, args []string, out, errOut io.Writer) int {
 
 // installPostgres creates Lockdown's PostgreSQL roles and schemas
 // (pkg/platform/pgroles) with an administrator's connection: one role per
-// service owning its schema, and the CLI's read-only role. Each login
+// service owning its schema (the CLI itself needs none). Each login
 // role's password comes from LOCKDOWN_POSTGRES_PASSWORD_<ROLE>; all
 // missing ones are reported together. Passwords are never printed.
 func installPostgres(ctx context.Context, args []string, out, errOut io.Writer) int {
@@ -82,13 +80,7 @@ func installPostgres(ctx context.Context, args []string, out, errOut io.Writer) 
 		fmt.Fprintf(errOut, "lockdown install postgres: %s\n", strings.Join(problems, "; "))
 		return ExitUsage
 	}
-	conn, err := pgx.Connect(ctx, *dbURL)
-	if err != nil {
-		fmt.Fprintf(errOut, "lockdown install postgres: %v\n", err)
-		return ExitFailure
-	}
-	defer conn.Close(context.Background())
-	if err := pgroles.Install(ctx, conn, conn.Config().Database, passwords); err != nil {
+	if err := pgroles.InstallURL(ctx, *dbURL, passwords); err != nil {
 		fmt.Fprintf(errOut, "lockdown install postgres: %v\n", err)
 		return ExitFailure
 	}

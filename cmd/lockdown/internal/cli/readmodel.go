@@ -48,6 +48,12 @@ type readModel struct {
 func openReadModel(ctx context.Context, f natsFlags) (*readModel, error) {
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
+	return openReadModelUntil(cctx, f)
+}
+
+// openReadModelUntil keeps trying until ctx ends: what a watching command
+// (status --watch, the console) does when NATS is away at its start.
+func openReadModelUntil(cctx context.Context, f natsFlags) (*readModel, error) {
 	conn, err := f.connect(cctx)
 	if err != nil {
 		return nil, err

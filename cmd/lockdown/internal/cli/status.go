@@ -75,7 +75,11 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 		fmt.Fprintf(errOut, "lockdown status: %v\n", err)
 		return ExitUsage
 	}
-	rm, err := openReadModel(ctx, nf)
+	open := openReadModel
+	if *watch {
+		open = openReadModelUntil // the room's watch waits for NATS
+	}
+	rm, err := open(ctx, nf)
 	if err != nil {
 		fmt.Fprintf(errOut, "lockdown status: %v\n", err)
 		return ExitFailure

@@ -6,6 +6,8 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/readmodel"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +35,8 @@ func TestProgress(t *testing.T) {
 }
 
 // TestStatusWatch follows a whole incident with `lockdown status --watch`
-// as the operator (no database): every phase shows, each line as it
+// as the operator (no database), through a NATS server killed and
+// restarted while Vault is sealed: every phase shows, each line as it
 // happens, and the time from the event that changed the phase to the line
 // that shows it is measured (docs/benchmarks.md).
 func TestStatusWatch(t *testing.T) {
@@ -41,6 +44,11 @@ func TestStatusWatch(t *testing.T) {
 	s.startAll(nil)
 	t.Setenv("LOCKDOWN_NATS_URL", s.stack.NATS.URL)
 	t.Setenv("LOCKDOWN_NATS_PASSWORD", s.stack.NATS.Password(events.UserOperator))
+	t.Cleanup(func() {
+		if t.Failed() { // what containment said about the read model and NATS
+			dumpLog(t, filepath.Join(s.stack.Dir, "containment.log"), "read model", "nats")
+		}
+	})
 	eventID := s.breach("watched from the room")
 	id := s.incidentOf(eventID)
 
@@ -70,6 +78,21 @@ func TestStatusWatch(t *testing.T) {
 	}()
 
 	await(s, events.VaultSealed, 5*time.Minute, func(d events.VaultSealedData) bool { return d.IncidentID == id })
+	var firstLine seen
+	select {
+	case firstLine = <-lines:
+	case <-time.After(time.Minute):
+		t.Fatalf("status --watch printed nothing: %s", errOut.String())
+	}
+	// NATS dies (SIGKILL) while the room watches, and comes back 15 s
+	// later: the watch must follow the incident on, not end or freeze.
+	if err := s.stack.KillNATSNode(0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(15 * time.Second) // the outage
+	if err := s.stack.RestartNATSNode(s.ctx, 0); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.tgt.vault.Unseal(s.ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -82,8 +105,8 @@ func TestStatusWatch(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("status --watch did not end with the incident")
 	}
-	first := map[string]time.Time{}
-	var order []string
+	first := map[string]time.Time{firstLine.phase: firstLine.at}
+	order := []string{firstLine.phase}
 	for l := range lines {
 		if _, ok := first[l.phase]; !ok {
 			first[l.phase] = l.at
@@ -122,5 +145,18 @@ func TestStatusWatch(t *testing.T) {
 	// fell back to polling or stalled (the figures are in the log).
 	if worst > 3*time.Second {
 		t.Fatalf("a phase change took %v to show", worst)
+	}
+}
+
+// dumpLog logs the lines of a service's log that contain any of match.
+func dumpLog(t *testing.T, path string, match ...string) {
+	b, _ := os.ReadFile(path)
+	for l := range strings.SplitSeq(string(b), "\n") {
+		for _, m := range match {
+			if strings.Contains(l, m) {
+				t.Log(l)
+				break
+			}
+		}
 	}
 }

@@ -401,7 +401,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 	if err != nil {
 		return err
 	}
-	projector := projection.New(projection.Config{}, deps.Store, readModel, eng.Leader, log.With(slog.String("component", "read model")))
+	projector := projection.New(projection.Config{Failpoints: deps.Failpoints}, deps.Store, readModel, eng.Leader, log.With(slog.String("component", "read model")))
 	deps.Store.SetOnChange(projector.Touch)
 	relay := &outbox.Relay{Pool: deps.Store.Pool(), Schema: store.Schema, JS: rt.NATS.JS, Logger: log, Failpoints: deps.Failpoints,
 		OnDuplicate: rt.OutboxDuplicate}

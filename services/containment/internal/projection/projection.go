@@ -22,6 +22,7 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events/readmodel"
 	"github.com/lockdown/lockdown/pkg/events/report"
+	"github.com/lockdown/lockdown/pkg/platform/failpoint"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
 )
@@ -75,6 +76,10 @@ type Config struct {
 	DraftEvery time.Duration
 	// Recent is how many incidents are kept projected. Default 100.
 	Recent int
+	// Failpoints are the crash tests' kill points (nil: none):
+	// containment.readmodel.report, after a report is written and before
+	// the document that names it.
+	Failpoints *failpoint.Set
 }
 
 func (c Config) withDefaults() Config {
@@ -191,6 +196,13 @@ func (p *Projector) Pass(ctx context.Context, now time.Time) bool {
 	return ok
 }
 
+// writeTimeout bounds one write to the buckets. A write made while the
+// client is reconnecting can wait for an acknowledgement that never comes
+// (seen in TestStatusWatch with NATS SIGKILLed): the projector must give
+// up soon and write the newer document, not hold every update for the
+// client's default 5 s.
+const writeTimeout = 2 * time.Second
+
 func (p *Projector) project(ctx context.Context, id, marker string, w written, seen bool) error {
 	start := time.Now()
 	snap, err := p.src.Snapshot(ctx, id)
@@ -203,25 +215,32 @@ func (p *Projector) project(ctx context.Context, id, marker string, w written, s
 	case snap.Report != nil:
 		// Closed: the stored report, written again whenever it changes
 		// (a review regenerates it; this runs only on a change).
-		if err := p.sink.PutReport(ctx, id, *snap.Report); err != nil {
+		if err := p.put(ctx, func(ctx context.Context) error { return p.sink.PutReport(ctx, id, *snap.Report) }); err != nil {
 			return err
 		}
 		ref = readmodel.ReportRef{State: readmodel.ReportFinal, At: time.Now()}
 	case snap.Report == nil && !doc.Closed() && (!seen || w.phase != doc.Phase || start.Sub(ref.At) >= p.cfg.DraftEvery):
-		if err := p.sink.PutReport(ctx, id, draft); err != nil {
+		if err := p.put(ctx, func(ctx context.Context) error { return p.sink.PutReport(ctx, id, draft) }); err != nil {
 			return err
 		}
 		ref = readmodel.ReportRef{State: readmodel.ReportDraft, At: time.Now()}
 	}
+	p.cfg.Failpoints.Hit("containment.readmodel.report")
 	doc.Report = ref
 	doc.UpdatedAt = time.Now()
-	if err := p.sink.PutIncident(ctx, doc); err != nil {
+	if err := p.put(ctx, func(ctx context.Context) error { return p.sink.PutIncident(ctx, doc) }); err != nil {
 		return err
 	}
 	took := time.Since(start)
 	p.written[id] = written{marker: marker, builtAt: start, took: took, phase: doc.Phase, report: ref,
 		draftBehind: ref.State == readmodel.ReportDraft && ref.At.Before(start)}
 	return nil
+}
+
+func (p *Projector) put(ctx context.Context, write func(context.Context) error) error {
+	wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	return write(wctx)
 }
 
 func (p *Projector) trouble(what string, err error) {
