@@ -1,6 +1,8 @@
-// Command lockdown is the operator CLI: trigger a breach as a SIEM would,
-// and run the local stack with every service (`lockdown dev`). Later
-// issues add incident status, reports, dead letters and the drill.
+// Command lockdown is the operator CLI: raise a breach as a SIEM would,
+// follow incidents from the read model (status, the web console, the
+// report), steer them (confirm, resume, abort, retry, review), replay dead
+// letters, install the NATS topology and database roles, and drill the
+// whole runbook on a local stack (`lockdown drill`).
 package main
 
 import (

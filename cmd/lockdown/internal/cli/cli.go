@@ -11,8 +11,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/spf13/cobra"
 )
 
 // Exit codes.
@@ -39,42 +42,114 @@ func commands() map[string]command {
 		"confirm":   {"seal now for an incident whose breach was not allowed to seal by itself (a severity or Vault cluster outside LOCKDOWN_AUTO_SEAL_*)", runConfirm},
 		"resume":    {"drive a stuck incident now: containment retries its step and re-announces it to the services waiting on it", runResume},
 		"abort":     {"close an incident as failed, with a reason in its report (the next breach opens a new incident)", runAbort},
-		"install":   {"provision NATS streams and durable consumers with the admin identity (services may not create them)", runInstall},
+		"install":   {"install nats: provision the streams, durable consumers and read-model buckets with the admin identity (services may not create them); install postgres: one database role per service", runInstall},
 		"retry":     {"rotate again the tenants whose rotation failed (or --tenant one) once the cause is mended; corrected totals reach the report", runRetry},
 		"review":    {"record the post-incident review (root cause, lessons learned, preventive measures; --final ends it), by flags or in $EDITOR with --edit; the report is regenerated", runReview},
 	}
 }
 
-// Main dispatches to a command.
-func Main(ctx context.Context, args []string, out, errOut io.Writer) int {
-	cmds := commands()
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(errOut, cmds)
-		if len(args) == 0 {
-			return ExitUsage
-		}
-		return ExitOK
-	}
-	c, ok := cmds[args[0]]
-	if !ok {
-		fmt.Fprintf(errOut, "lockdown: unknown command %q\n\n", args[0])
-		usage(errOut, cmds)
-		return ExitUsage
-	}
-	return c.run(ctx, args[1:], out, errOut)
-}
+// subcommands are the commands whose first argument names what they do.
+var subcommands = map[string][]string{"dlq": {"list", "replay"}, "install": {"nats", "postgres"}}
 
-func usage(w io.Writer, cmds map[string]command) {
-	fmt.Fprintln(w, "usage: lockdown <command> [flags]\n\ncommands:")
+// Main dispatches to a command through cobra, which gives the command
+// tree its generated help and shell completion (`lockdown completion
+// bash|zsh|fish|powershell`). Each command keeps parsing its own flags
+// (with their LOCKDOWN_* defaults): completion offers the flags the
+// command itself declares, so they live in one place.
+func Main(ctx context.Context, args []string, out, errOut io.Writer) int {
+	code := ExitOK
+	root := &cobra.Command{
+		Use:           "lockdown",
+		Short:         "incident response for a compromised HashiCorp Vault",
+		Long:          "lockdown steers Lockdown's incident response: raise a breach, follow an incident, run the room's console, read the report, replay dead letters, drill the whole runbook.\nRun 'lockdown <command> -h' for a command's flags.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Run: func(cmd *cobra.Command, _ []string) {
+			cmd.SetOut(errOut)
+			cmd.Help()
+			code = ExitUsage
+		},
+	}
+	root.SetOut(out)
+	root.SetErr(errOut)
+	cmds := commands()
 	names := make([]string, 0, len(cmds))
 	for n := range cmds {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, cmds[n].summary)
+	for _, name := range names {
+		c := cmds[name]
+		sub := &cobra.Command{
+			Use:                name,
+			Short:              c.summary,
+			DisableFlagParsing: true, // the command parses its own flags
+			RunE: func(cmd *cobra.Command, args []string) error {
+				code = c.run(cmd.Context(), args, out, errOut)
+				return nil
+			},
+			ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+				return completions(cmd.Context(), c, subcommands[name], args, toComplete), cobra.ShellCompDirectiveNoFileComp
+			},
+		}
+		// `lockdown help <command>` shows the command's own flags.
+		sub.SetHelpFunc(func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintf(errOut, "lockdown %s: %s\n\n", name, c.summary)
+			c.run(cmd.Context(), append(firstOf(subcommands[name]), "-h"), io.Discard, errOut)
+		})
+		root.AddCommand(sub)
 	}
-	fmt.Fprintln(w, "\nRun 'lockdown <command> -h' for its flags.")
+	if len(args) == 0 {
+		root.SetOut(errOut)
+		root.Help()
+		return ExitUsage
+	}
+	root.SetArgs(args)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(errOut, "lockdown: %v\n\nRun 'lockdown --help' for the commands.\n", err)
+		return ExitUsage
+	}
+	return code
+}
+
+func firstOf(list []string) []string {
+	if len(list) == 0 {
+		return nil
+	}
+	return list[:1]
+}
+
+// flagLine is a flag in the usage a flag.FlagSet prints ("  -name type").
+var flagLine = regexp.MustCompile(`(?m)^\s+-([a-z0-9][a-z0-9-]*)`)
+
+// completions offers a command's subcommands first (dlq, install), then
+// its flags, read from the usage the command prints for -h: the flags are
+// declared once, where the command parses them.
+func completions(ctx context.Context, c command, subs, args []string, toComplete string) []cobra.Completion {
+	var out []cobra.Completion
+	if len(subs) > 0 && len(args) == 0 {
+		for _, s := range subs {
+			if strings.HasPrefix(s, toComplete) {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	if !strings.HasPrefix(toComplete, "-") {
+		return nil
+	}
+	var usage strings.Builder
+	probe := []string{"-h"}
+	if len(subs) > 0 {
+		probe = []string{args[0], "-h"}
+	}
+	c.run(ctx, probe, io.Discard, &usage)
+	for _, m := range flagLine.FindAllStringSubmatch(usage.String(), -1) {
+		if f := "--" + m[1]; strings.HasPrefix(f, toComplete) {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // newFlags returns a flag set that reports errors instead of exiting.

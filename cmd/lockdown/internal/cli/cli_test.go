@@ -208,3 +208,41 @@ func TestCLI(t *testing.T) {
 		}
 	})
 }
+
+// TestCompletion checks the generated help and shell completion: the
+// commands are listed, and a command's flags complete from the flags the
+// command itself declares.
+func TestCompletion(t *testing.T) {
+	ctx := context.Background()
+	t.Run("help lists every command and exits 0", func(t *testing.T) {
+		code, out, _ := run(ctx, "--help")
+		for _, c := range []string{"console", "status", "drill", "dlq", "completion"} {
+			if !strings.Contains(out, c) {
+				t.Errorf("help does not list %s", c)
+			}
+		}
+		if code != cli.ExitOK {
+			t.Fatalf("exit %d", code)
+		}
+	})
+	t.Run("bash completion is generated", func(t *testing.T) {
+		code, out, errOut := run(ctx, "completion", "bash")
+		if code != cli.ExitOK || !strings.Contains(out, "__start_lockdown") {
+			t.Fatalf("exit %d: %.200s %s", code, out, errOut)
+		}
+	})
+	t.Run("a command's flags and a subcommand complete", func(t *testing.T) {
+		_, out, _ := run(ctx, "__complete", "status", "--w")
+		if !strings.Contains(out, "--watch") || strings.Contains(out, "--format") {
+			t.Fatalf("status --w completes to %q", out)
+		}
+		_, out, _ = run(ctx, "__complete", "dlq", "")
+		if !strings.Contains(out, "list") || !strings.Contains(out, "replay") {
+			t.Fatalf("dlq completes to %q", out)
+		}
+		_, out, _ = run(ctx, "__complete", "dlq", "list", "--c")
+		if !strings.Contains(out, "--consumer") {
+			t.Fatalf("dlq list --c completes to %q", out)
+		}
+	})
+}
