@@ -279,15 +279,23 @@ func TestVaultUnavailableAndResealed(t *testing.T) {
 		// model, as the operator.
 		t.Setenv("LOCKDOWN_NATS_URL", s.stack.NATS.URL)
 		t.Setenv("LOCKDOWN_NATS_PASSWORD", s.stack.NATS.Password(events.UserOperator))
-		var out, errOut bytes.Buffer
-		if code := Main(s.ctx, []string{"status", id, "--json"}, &out, &errOut); code != ExitOK {
-			t.Fatalf("lockdown status: exit %d: %s", code, errOut.String())
-		}
+		// The read model follows the change that raised incident.stuck
+		// within a moment (written after the commit, as the event is
+		// published): wait for it rather than race it.
 		var view struct {
 			StuckReason string `json:"stuck_reason"`
 		}
-		if err := json.Unmarshal(out.Bytes(), &view); err != nil || !strings.Contains(view.StuckReason, "503") {
-			t.Fatalf("status --json shows stuck_reason %q (%v)", view.StuckReason, err)
+		statusErr := ""
+		testwait.For(t, 10*time.Second, "status --json to show why the incident is stuck", func() bool {
+			var out, errOut bytes.Buffer
+			if code := Main(s.ctx, []string{"status", id, "--json"}, &out, &errOut); code != ExitOK {
+				statusErr = errOut.String()
+				return false
+			}
+			return json.Unmarshal(out.Bytes(), &view) == nil && strings.Contains(view.StuckReason, "503")
+		})
+		if statusErr != "" && view.StuckReason == "" {
+			t.Fatalf("lockdown status: %s", statusErr)
 		}
 		time.Sleep(time.Until(outage.Add(3 * time.Minute)))
 		counts, _ := s.eventCounts(id)

@@ -18,11 +18,11 @@ import (
 // SetOnChange registers a function called after every committed change
 // of an incident (a step, a breach, a recorded event): the read model's
 // projector looks at once instead of at its next poll. It must not block.
-func (s *Store) SetOnChange(f func()) { s.onChange = f }
+func (s *Store) SetOnChange(f func()) { s.onChange.Store(&f) }
 
 func (s *Store) changed() {
-	if s.onChange != nil {
-		s.onChange()
+	if f := s.onChange.Load(); f != nil {
+		(*f)()
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -40,8 +41,9 @@ type Preparer interface {
 type Store struct {
 	pool *pgxpool.Pool
 	prep Preparer
-	// onChange is told of every committed change (SetOnChange).
-	onChange func()
+	// onChange is told of every committed change (SetOnChange); atomic:
+	// tests share one store between containment instances.
+	onChange atomic.Pointer[func()]
 }
 
 // Open connects, applies the migrations and creates the outbox table.
