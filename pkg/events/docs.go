@@ -55,8 +55,8 @@ func Markdown() string {
 		fmt.Fprintf(&b, "| `%s` | %s | `%s` | %s | %s | %s | %d | %s → %s |\n", c.Durable, c.Service, c.Stream, strings.Join(names, ", "),
 			c.AckWait, deliver, c.MaxAckPending, c.RetryBase, c.RetryMax)
 	}
-	b.WriteString("\n## Read model\n\nContainment projects its records into these buckets after every change of an incident (at most one write per incident " +
-		"every 250 ms, or twice the time the last build took); the CLI and the console read and watch them as the `operator` NATS user and need no database access. " +
+	b.WriteString("\n## Read model\n\nContainment projects its records into these buckets after every change of an incident (a new phase within 250 ms, or twice the time " +
+		"the last build took; progress alone at most once a second, or four times the build's time); the CLI and the console read and watch them as the `operator` NATS user and need no database access. " +
 		"Only the engine's leader writes. The values are derived, never a source of truth: a lost write is made again at the next change or the next start. " +
 		"A reader refuses a document whose `schema` is newer than it knows.\n\n")
 	b.WriteString("| bucket | kind | stream | key | writer | value | history | max age |\n|---|---|---|---|---|---|---|---|\n")

@@ -109,7 +109,7 @@ func TestProjector(t *testing.T) {
 	newProjector := func(leader func() bool) (*projection.Projector, *records, *buckets) {
 		src := &records{snaps: map[string]projection.Snapshot{}, marks: map[string]string{}}
 		sink := &buckets{docs: map[string]readmodel.Incident{}, reports: map[string]report.Report{}}
-		return projection.New(projection.Config{MinGap: time.Nanosecond}, src, sink, leader, log), src, sink
+		return projection.New(projection.Config{MinGap: time.Nanosecond, ProgressGap: time.Nanosecond}, src, sink, leader, log), src, sink
 	}
 	ctx := context.Background()
 
@@ -151,6 +151,24 @@ func TestProjector(t *testing.T) {
 		p.Pass(ctx, time.Now().Add(time.Minute))
 		if sink.writes != 2 || sink.docs[id].Rotation.Completed != 2 {
 			t.Fatalf("%d writes, document %+v", sink.writes, sink.docs[id])
+		}
+	})
+
+	t.Run("a new phase is written at once; progress alone waits for its gap", func(t *testing.T) {
+		src := &records{snaps: map[string]projection.Snapshot{}, marks: map[string]string{}}
+		sink := &buckets{docs: map[string]readmodel.Incident{}, reports: map[string]report.Report{}}
+		p := projection.New(projection.Config{MinGap: time.Nanosecond, ProgressGap: time.Hour}, src, sink, nil, log)
+		src.set(id, "1/recovering/10", snapshot(t, incident.PhaseRecovering, 1))
+		p.Pass(ctx, time.Now())
+		src.set(id, "2/recovering/11", snapshot(t, incident.PhaseRecovering, 2))
+		p.Pass(ctx, time.Now().Add(time.Second))
+		if sink.writes != 1 || sink.docs[id].Rotation.Completed != 1 {
+			t.Fatalf("a progress change inside the gap was written (%d writes)", sink.writes)
+		}
+		src.set(id, "3/resolved/12", snapshot(t, incident.PhaseResolved, 4))
+		p.Pass(ctx, time.Now().Add(time.Second)) // past twice the build's time, far inside the progress gap
+		if sink.writes != 2 || sink.docs[id].Phase != "resolved" {
+			t.Fatalf("a new phase waited (%d writes, phase %s)", sink.writes, sink.docs[id].Phase)
 		}
 	})
 
