@@ -60,16 +60,36 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, b events.BucketSp
 	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return err
 	}
-	var err error
-	if b.Kind == events.BucketObject {
-		_, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: b.Name, Description: b.Description, TTL: b.MaxAge,
-			Storage: jetstream.FileStorage, Replicas: replicas})
-	} else {
-		_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b.Name, Description: b.Description, History: uint8(b.History),
-			TTL: b.MaxAge, Storage: jetstream.FileStorage, Replicas: replicas})
+	for attempt := 1; ; attempt++ {
+		var err error
+		if b.Kind == events.BucketObject {
+			_, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: b.Name, Description: b.Description, TTL: b.MaxAge,
+				Storage: jetstream.FileStorage, Replicas: replicas})
+		} else {
+			_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b.Name, Description: b.Description, History: uint8(b.History),
+				TTL: b.MaxAge, Storage: jetstream.FileStorage, Replicas: replicas})
+		}
+		// On a cluster still forming, placement can fail while a peer is
+		// not yet online (TestNATSCluster, in CI): wait for it a little,
+		// then ask for fewer replicas, as for streams.
+		var apiErr *jetstream.APIError
+		if err == nil || !errors.As(err, &apiErr) || (apiErr.ErrorCode != errCodeNoPeers && apiErr.ErrorCode != errCodeInsufficientResources) {
+			return err
+		}
+		if attempt%10 == 0 && replicas > 1 {
+			replicas--
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	return err
 }
+
+// errCodeNoPeers is nats-server's JSClusterNoPeersErr: "no suitable peers
+// for placement" (a peer offline while the cluster forms).
+const errCodeNoPeers jetstream.ErrorCode = 10005
 
 // apiAttempt bounds one JetStream API call of EnsureTopology.
 const apiAttempt = 3 * time.Second
