@@ -28,6 +28,7 @@ const (
 	AssessmentCompleted      Name = "assessment.completed"
 	AccessRevoked            Name = "access.revoked"
 	UnsealKeysRotated        Name = "unsealkeys.rotated"
+	VaultReconciled          Name = "vault.reconciled"
 	RotationPlanned          Name = "rotation.planned"
 	RotationJob              Name = "rotation.job"
 	RotationTenantCompleted  Name = "rotation.tenant.completed"
@@ -138,6 +139,10 @@ var catalog = []Spec{
 	{Name: AccessRevoked, Stream: StreamEvents, data: AccessRevokedData{},
 		Description: "Compromised auth methods disabled, tokens and leases revoked, keyring rotated. Rotation may not start before it.",
 		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceRotator}},
+	{Name: VaultReconciled, Stream: StreamEvents, data: VaultReconciledData{},
+		Description: "Containment swept Vault again after the revocation — once the rekey is proven and again just before access is restored: every token minted meanwhile by anyone but Lockdown revoked, Vault's security configuration reconciled with the declaration again. Stage ceremony is an alarm: a sys/generate-root attempt was cancelled while the key holders were in the ceremony.",
+		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceCLI},
+		Watchers: []string{UserSIEM}}, // the SIEM subscribes to be told of the alarms
 	{Name: UnsealKeysRotated, Stream: StreamEvents, data: UnsealKeysRotatedData{},
 		Description: "The rekey ceremony completed: new unseal shares issued (fingerprints only).",
 		Publishers:  []string{ServiceContainment}, Consumers: []string{ServiceCLI}},

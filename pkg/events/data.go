@@ -123,6 +123,58 @@ type AccessRevokedData struct {
 	TokensNotReplaced   []string `json:"tokens_not_replaced,omitempty" doc:"Lockdown's own tokens that could not be replaced (given in the environment rather than a token file): still the ones issued at install."`
 	Round               int      `json:"round,omitempty" doc:"The seal round this revocation followed."`
 	Process             string   `json:"process,omitempty" doc:"The containment process that revoked."`
+	// Reconciliation of Vault's security configuration against the
+	// declaration (deploy/vault/baseline.json), done before any token is
+	// revoked and before the rotation may start.
+	Reconciled  []VaultChange `json:"reconciled,omitempty" doc:"Every object of Vault's security configuration that differed from the declaration: removed, restored or detected, with its previous definition as evidence."`
+	SweepPasses int           `json:"sweep_passes,omitempty" doc:"Listings of auth/token/accessors until one held only the kept tokens (a token minted during the sweep is caught by the next pass)."`
+	// GenerateRootCancelled counts sys/generate-root attempts cancelled
+	// during the revocation (anyone holding a quorum of the old shares can
+	// start one until the rekey completes).
+	GenerateRootCancelled int `json:"generate_root_cancelled,omitempty" doc:"sys/generate-root attempts found in progress and cancelled during the revocation."`
+}
+
+// Actions of a VaultChange.
+const (
+	// VaultRemoved: the object was not declared and was removed.
+	VaultRemoved = "removed"
+	// VaultRestored: the object is declared and was put back as declared.
+	VaultRestored = "restored"
+	// VaultDetected: the object differs from the declaration and Lockdown
+	// cannot change it with its own rights (an operator must).
+	VaultDetected = "detected"
+)
+
+// VaultChange is one object of Vault's security configuration that
+// differed from the declaration. Previous is its definition as Vault
+// showed it before the change (never a secret value: Vault does not return
+// one from any endpoint read here), cut at PreviousLimit bytes.
+type VaultChange struct {
+	Kind           string `json:"kind" doc:"What the object is." enum:"audit_device,audited_header,auth_mount,secrets_mount,mount_tuning,policy,token_role,identity_entity,identity_group,plugin"`
+	Name           string `json:"name" doc:"Its path or name."`
+	Action         string `json:"action" doc:"removed (not declared), restored (declared, put back as declared) or detected (differs, and Lockdown cannot mend it: see docs/security.md)." enum:"removed,restored,detected"`
+	Why            string `json:"why,omitempty" doc:"What differed."`
+	Previous       string `json:"previous,omitempty" doc:"The previous definition as Vault returned it (JSON or policy text), cut at 2,048 bytes."`
+	PreviousSHA256 string `json:"previous_sha256,omitempty" doc:"SHA-256 of the whole previous definition."`
+}
+
+// PreviousLimit bounds the evidence one VaultChange carries: an intruder's
+// policy can be megabytes, and the event must stay small.
+const PreviousLimit = 2048
+
+// VaultReconciledData reports a sweep after the first revocation: after the
+// rekey is proven (the old shares are dead, so nobody can generate a root
+// token with them any more) and just before access is restored; and, as an
+// alarm, every sys/generate-root attempt cancelled during the ceremony.
+type VaultReconciledData struct {
+	IncidentID            string        `json:"incident_id" doc:"The incident."`
+	Stage                 string        `json:"stage" doc:"When it ran: after_rekey, before_restore, or ceremony (an alarm: a sys/generate-root attempt was cancelled while the holders were in the ceremony)." enum:"after_rekey,before_restore,ceremony"`
+	Round                 int           `json:"round,omitempty" doc:"The seal round."`
+	Reconciled            []VaultChange `json:"reconciled,omitempty" doc:"Objects of Vault's security configuration that differed from the declaration since the revocation."`
+	TokensRevoked         int           `json:"tokens_revoked" doc:"Tokens that appeared since the revocation (minted by someone else than Lockdown), revoked."`
+	SweepPasses           int           `json:"sweep_passes" doc:"Listings until one held only the kept tokens."`
+	GenerateRootCancelled int           `json:"generate_root_cancelled,omitempty" doc:"sys/generate-root attempts cancelled."`
+	Process               string        `json:"process,omitempty" doc:"The containment process."`
 }
 
 // UnsealKeysRotatedData reports the rekey ceremony's result.

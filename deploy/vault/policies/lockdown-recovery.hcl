@@ -7,6 +7,24 @@
 # policy grants exactly those. The token is a periodic orphan token issued
 # at install, so disabling approle and jwt does not revoke it.
 
+# Phase 4, first of all: the audit devices. List them, and disable every
+# one the baseline does not declare exactly (an intruder's device with
+# log_raw would receive every rotated secret), and the audited request
+# headers it does not declare. Listing needs sudo. Enabling a device is not
+# granted: a policy cannot pin a device's options.
+path "sys/audit" {
+  capabilities = ["read", "sudo"]
+}
+path "sys/audit/*" {
+  capabilities = ["delete", "sudo"]
+}
+path "sys/config/auditing/request-headers" {
+  capabilities = ["read", "sudo"]
+}
+path "sys/config/auditing/request-headers/*" {
+  capabilities = ["delete", "sudo"]
+}
+
 # Phase 4: list the auth methods and disable every one that is compromised
 # or not in the baseline (deploy/vault/baseline.json). Disabling needs
 # delete and sudo; enabling is granted below for the declared methods only.
@@ -17,22 +35,51 @@ path "sys/auth/*" {
   capabilities = ["delete", "sudo"]
 }
 
-# Phase 4: delete every ACL policy not in the baseline. Lockdown's own are
-# never deleted (a deny wins over any grant).
+# Phase 4: the secrets engines: disable every one not declared; on the kept
+# mounts (auth and secrets) clear audit_non_hmac_request_keys and
+# audit_non_hmac_response_keys, which make every audit device write those
+# fields in clear.
+path "sys/mounts" {
+  capabilities = ["read"]
+}
+path "sys/mounts/*" {
+  capabilities = ["delete", "sudo"]
+}
+path "sys/mounts/+/tune" {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "audit_non_hmac_request_keys" = []
+    "audit_non_hmac_response_keys" = []
+  }
+}
+path "sys/auth/+/tune" {
+  capabilities = ["update", "sudo"]
+  allowed_parameters = {
+    "audit_non_hmac_request_keys" = []
+    "audit_non_hmac_response_keys" = []
+  }
+}
+
+# Phase 4: delete every ACL policy not declared, Lockdown's own names
+# included (an undeclared lockdown-* policy is the intruder's); the
+# declared ones are granted below by exact name, which wins over this glob,
+# without delete.
 path "sys/policies/acl" {
   capabilities = ["list"]
 }
 path "sys/policies/acl/*" {
-  capabilities = ["delete"]
-}
-path "sys/policies/acl/lockdown-*" {
-  capabilities = ["deny"]
+  capabilities = ["read", "delete"]
 }
 
-# Phase 4: Lockdown's own tokens are replaced first: a successor of each is
-# minted from its token role (one policy, orphan, periodic; the roles
-# themselves cannot be changed with this token) and the old ones are
-# revoked with every other token.
+# Phase 4: token roles: list them and delete every one not declared.
+# Lockdown's own are re-asserted (below) and their successors minted from
+# them, then looked up and compared with the declaration before use.
+path "auth/token/roles" {
+  capabilities = ["list"]
+}
+path "auth/token/roles/*" {
+  capabilities = ["read", "delete"]
+}
 path "auth/token/create/lockdown-seal" {
   capabilities = ["update"]
 }
@@ -43,7 +90,32 @@ path "auth/token/create/lockdown-recovery" {
   capabilities = ["update"]
 }
 
-# Phase 4: find and revoke every other token by accessor.
+# Phase 4: identity entities and groups that carry policies and are not
+# declared are deleted.
+path "identity/entity/id" {
+  capabilities = ["list"]
+}
+path "identity/entity/id/*" {
+  capabilities = ["read", "delete"]
+}
+path "identity/group/id" {
+  capabilities = ["list"]
+}
+path "identity/group/id/*" {
+  capabilities = ["read", "delete"]
+}
+
+# Phase 4: external plugins not declared are deregistered.
+path "sys/plugins/catalog" {
+  capabilities = ["read", "sudo"]
+}
+path "sys/plugins/catalog/*" {
+  capabilities = ["delete", "sudo"]
+}
+
+# Phase 4, again after the rekey and before restore: find and revoke every
+# other token by accessor, until a listing holds only the kept ones.
+# (sys/generate-root attempts are cancelled with no token.)
 path "auth/token/accessors" {
   capabilities = ["list", "sudo"]
 }
@@ -80,6 +152,61 @@ path "sys/rekey/recovery-key-backup" {
 # barrier rekeyed" lines, and logs none of it.
 path "sys/monitor" {
   capabilities = ["read"]
+}
+
+# Phase 4: restore each policy declared by content (deploy/vault/policies and
+# the baseline's policy_dir) to exactly its declared text; read it to compare.
+# Its own policy it may only read: no policy can pin its own text.
+path "sys/policies/acl/default" {
+  capabilities = ["read", "create", "update"]
+  allowed_parameters = {
+    "policy" = ["# default: Vault 1.21's built-in default policy, unchanged, declared so that\n# every revocation restores it: a root intruder who adds a grant to default\n# gives it to every token that survives, batch tokens included (they cannot\n# be revoked, but the policies they name are read at every use).\n\n# Allow tokens to look up their own properties\npath \"auth/token/lookup-self\" {\n    capabilities = [\"read\"]\n}\n\n# Allow tokens to renew themselves\npath \"auth/token/renew-self\" {\n    capabilities = [\"update\"]\n}\n\n# Allow tokens to revoke themselves\npath \"auth/token/revoke-self\" {\n    capabilities = [\"update\"]\n}\n\n# Allow a token to look up its own capabilities on a path\npath \"sys/capabilities-self\" {\n    capabilities = [\"update\"]\n}\n\n# Allow a token to look up its own entity by id or name\npath \"identity/entity/id/{{identity.entity.id}}\" {\n  capabilities = [\"read\"]\n}\npath \"identity/entity/name/{{identity.entity.name}}\" {\n  capabilities = [\"read\"]\n}\n\n\n# Allow a token to look up its resultant ACL from all policies. This is useful\n# for UIs. It is an internal path because the format may change at any time\n# based on how the internal ACL features and capabilities change.\npath \"sys/internal/ui/resultant-acl\" {\n    capabilities = [\"read\"]\n}\n\n# Allow a token to renew a lease via lease_id in the request body; old path for\n# old clients, new path for newer\npath \"sys/renew\" {\n    capabilities = [\"update\"]\n}\npath \"sys/leases/renew\" {\n    capabilities = [\"update\"]\n}\n\n# Allow looking up lease properties. This requires knowing the lease ID ahead\n# of time and does not divulge any sensitive information.\npath \"sys/leases/lookup\" {\n    capabilities = [\"update\"]\n}\n\n# Allow a token to manage its own cubbyhole\npath \"cubbyhole/*\" {\n    capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"]\n}\n\n# Allow a token to wrap arbitrary values in a response-wrapping token\npath \"sys/wrapping/wrap\" {\n    capabilities = [\"update\"]\n}\n\n# Allow a token to look up the creation time and TTL of a given\n# response-wrapping token\npath \"sys/wrapping/lookup\" {\n    capabilities = [\"update\"]\n}\n\n# Allow a token to unwrap a response-wrapping token. This is a convenience to\n# avoid client token swapping since this is also part of the response wrapping\n# policy.\npath \"sys/wrapping/unwrap\" {\n    capabilities = [\"update\"]\n}\n\n# Allow general purpose tools\npath \"sys/tools/hash\" {\n    capabilities = [\"update\"]\n}\npath \"sys/tools/hash/*\" {\n    capabilities = [\"update\"]\n}\n\n# Allow checking the status of a Control Group request if the user has the\n# accessor\npath \"sys/control-group/request\" {\n    capabilities = [\"update\"]\n}\n\n# Allow a token to make requests to the Authorization Endpoint for OIDC providers.\npath \"identity/oidc/provider/+/authorize\" {\n    capabilities = [\"read\", \"update\"]\n}\n"]
+  }
+}
+path "sys/policies/acl/lockdown-recovery" {
+  capabilities = ["read"]
+}
+path "sys/policies/acl/lockdown-rotator" {
+  capabilities = ["read", "create", "update"]
+  allowed_parameters = {
+    "policy" = ["# lockdown-rotator: the rotator's token (phase 6). It is write-only on the\n# tenants' secrets: it writes each tenant's new SSH, SMTP and DKIM secret\n# (check-and-set) and destroys every API key, and it can read no secret but\n# a staged DKIM key (below).\n#\n# To find which write produced a secret's latest version (an attempt that\n# died before recording it), the rotator reads the version's subkeys — key\n# names with every value null — where its write id is a key name\n# (lockdown_write), and the metadata for the current version number.\npath \"secret/data/tenants/+/ssh\" {\n  capabilities = [\"create\", \"update\"]\n}\npath \"secret/data/tenants/+/smtp\" {\n  capabilities = [\"create\", \"update\"]\n}\npath \"secret/data/tenants/+/dkim\" {\n  capabilities = [\"create\", \"update\"]\n}\npath \"secret/subkeys/tenants/+/ssh\" {\n  capabilities = [\"read\"]\n}\npath \"secret/subkeys/tenants/+/smtp\" {\n  capabilities = [\"read\"]\n}\npath \"secret/subkeys/tenants/+/dkim\" {\n  capabilities = [\"read\"]\n}\npath \"secret/metadata/tenants/+/ssh\" {\n  capabilities = [\"read\"]\n}\npath \"secret/metadata/tenants/+/smtp\" {\n  capabilities = [\"read\"]\n}\npath \"secret/metadata/tenants/+/dkim\" {\n  capabilities = [\"read\"]\n}\n# API keys: list a tenant's keys and destroy each (DELETE on the metadata\n# removes every version; a KV v2 delete would only hide the latest).\npath \"secret/metadata/api_keys/+/\" {\n  capabilities = [\"list\"]\n}\npath \"secret/metadata/api_keys/+/*\" {\n  capabilities = [\"delete\"]\n}\n# DKIM keys are staged before they become active (services/rotator/internal/\n# rotation/dkim.go): the new key is written to dkim-pending, made active by\n# copying it to dkim once its record is published, and then destroyed. The\n# staged key is the one secret the rotator may read back — a tenant that\n# publishes its own DNS may take days, and the key must survive the rotator\n# process meanwhile. docs/security.md weighs what that grants a holder of\n# this token.\npath \"secret/data/tenants/+/dkim-pending\" {\n  capabilities = [\"create\", \"update\", \"read\"]\n}\npath \"secret/subkeys/tenants/+/dkim-pending\" {\n  capabilities = [\"read\"]\n}\npath \"secret/metadata/tenants/+/dkim-pending\" {\n  capabilities = [\"read\", \"delete\"]\n}\n"]
+  }
+}
+path "sys/policies/acl/lockdown-seal" {
+  capabilities = ["read", "create", "update"]
+  allowed_parameters = {
+    "policy" = ["# lockdown-seal: the only power of containment's seal token.\n# sys/seal needs sudo; nothing else is granted, so a leaked seal token can\n# stop Vault but read nothing. sys/seal-status and sys/health need no token.\npath \"sys/seal\" {\n  capabilities = [\"update\", \"sudo\"]\n}\n"]
+  }
+}
+
+# Phase 4: re-assert Lockdown's token roles (pkg/platform/vaultdecl) with
+# their declared values only; a role that differs is deleted and rewritten.
+path "auth/token/roles/lockdown-seal" {
+  capabilities = ["read", "create", "update", "delete"]
+  allowed_parameters = {
+    "allowed_policies" = ["lockdown-seal"]
+    "orphan" = ["true"]
+    "renewable" = ["true"]
+    "token_period" = ["768h"]
+  }
+}
+path "auth/token/roles/lockdown-recovery" {
+  capabilities = ["read", "create", "update", "delete"]
+  allowed_parameters = {
+    "allowed_policies" = ["lockdown-recovery"]
+    "orphan" = ["true"]
+    "renewable" = ["true"]
+    "token_period" = ["768h"]
+  }
+}
+path "auth/token/roles/lockdown-rotator" {
+  capabilities = ["read", "create", "update", "delete"]
+  allowed_parameters = {
+    "allowed_policies" = ["lockdown-rotator"]
+    "orphan" = ["true"]
+    "renewable" = ["true"]
+    "token_period" = ["768h"]
+  }
 }
 
 # Phase 8: enable the declared auth methods (generated from deploy/vault/auth).

@@ -75,6 +75,18 @@ func (r Report) Markdown(w io.Writer) error {
 	if a.BatchTokenMaxTTL != "" {
 		p("- Batch tokens cannot be revoked (no accessor): one issued before the revocation lives at most %s", a.BatchTokenMaxTTL)
 	}
+	if len(a.VaultChanges) > 0 {
+		p("- Vault's security configuration reconciled with the declaration (previous definitions in the JSON report):")
+		for _, c := range a.VaultChanges {
+			p("  - %s %s `%s`: %s", c.Action, strings.ReplaceAll(c.Kind, "_", " "), c.Name, c.Why)
+		}
+	}
+	if a.GenerateRootCancelled > 0 {
+		p("- ALARM: %d sys/generate-root attempts cancelled (someone holding old unseal shares tried to make a root token)", a.GenerateRootCancelled)
+	}
+	if a.SweepTokensRevoked > 0 {
+		p("- Tokens that appeared after the revocation, revoked by the later sweeps: %d", a.SweepTokensRevoked)
+	}
 	p("- Seal rounds: %d", a.SealRounds)
 	p("- Tokens revoked: %d (kept: %d); lease prefixes revoked: %s", a.TokensRevoked, a.TokensKept, list(a.LeasePrefixes))
 	p("- Keyring rotated to term %d", a.KeyringTerm)

@@ -105,6 +105,13 @@ type Actions struct {
 	LockdownTokensNotReplaced []string         `json:"lockdown_tokens_not_replaced,omitempty"`
 	TokensRevoked             int              `json:"tokens_revoked"`
 	TokensKept                int              `json:"tokens_kept"`
+	// VaultChanges are the objects of Vault's security configuration the
+	// revocations and sweeps removed, restored or detected, with their
+	// previous definitions; GenerateRootCancelled counts the
+	// sys/generate-root attempts cancelled (alarms).
+	VaultChanges          []events.VaultChange `json:"vault_changes,omitempty"`
+	GenerateRootCancelled int                  `json:"generate_root_cancelled"`
+	SweepTokensRevoked    int                  `json:"tokens_revoked_by_later_sweeps"`
 	LeasePrefixes             []string         `json:"lease_prefixes_revoked"`
 	KeyringTerm               int              `json:"keyring_term"`
 	UnsealKeys                *UnsealKeys      `json:"unseal_keys,omitempty"`
@@ -271,10 +278,23 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 				}
 				a.TokensRevoked += d.TokensRevoked
 				a.TokensKept, a.KeyringTerm = d.TokensKept, d.KeyTerm
+				a.VaultChanges = append(a.VaultChanges, d.Reconciled...)
+				a.GenerateRootCancelled += d.GenerateRootCancelled
 				a.LockdownTokensReplaced, a.LockdownTokensNotReplaced = nonNil(d.TokensReplaced), d.TokensNotReplaced
 				a.LeasePrefixes = nonNil(d.LeasePrefixes)
 				drove(d.Process, "revoke access")
 				line.Summary = fmt.Sprintf("auth methods %v disabled, %d tokens revoked (%d kept), keyring rotated to term %d", d.AuthMethodsDisabled, d.TokensRevoked, d.TokensKept, d.KeyTerm)
+			}
+		case events.VaultReconciled:
+			var d events.VaultReconciledData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				a.VaultChanges = append(a.VaultChanges, d.Reconciled...)
+				a.GenerateRootCancelled += d.GenerateRootCancelled
+				a.SweepTokensRevoked += d.TokensRevoked
+				a.TokensRevoked += d.TokensRevoked
+				drove(d.Process, "sweep "+d.Stage)
+				line.Summary = fmt.Sprintf("Vault swept again (%s): %d tokens revoked, %d objects reconciled, %d generate-root attempts cancelled",
+					d.Stage, d.TokensRevoked, len(d.Reconciled), d.GenerateRootCancelled)
 			}
 		case events.UnsealKeysRotated:
 			var d events.UnsealKeysRotatedData

@@ -202,7 +202,7 @@ func (s *Stack) Env(service string) []string {
 			}
 			if root, err := RepoRoot(); err == nil {
 				env = append(env, "LOCKDOWN_AUTH_DIR="+filepath.Join(root, "deploy", "vault", "auth"),
-					"LOCKDOWN_VAULT_BASELINE="+filepath.Join(root, "deploy", "vault", "baseline.json"))
+					"LOCKDOWN_VAULT_BASELINE="+s.Vault.BaselineFile, "LOCKDOWN_VAULT_POLICY_DIR="+filepath.Join(root, "deploy", "vault", "policies"))
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package localstack
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+
+	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 )
 
 // Vault shape of the local stack: what the runbook's defaults assume.
@@ -68,6 +71,11 @@ type LockdownTokens struct {
 	// keep using it after a lockdown list it as break-glass
 	// (LOCKDOWN_BREAK_GLASS takes accessors only).
 	RootAccessor string
+	// BaselineFile declares Vault's security configuration as the install
+	// step left it (vaultdecl.FromLive, as `lockdown install vault
+	// --baseline-from-live` writes it), for LOCKDOWN_VAULT_BASELINE:
+	// anything a test's intruder adds later is not in it.
+	BaselineFile string
 }
 
 // Client returns an API client for the node authenticated with the root
@@ -232,7 +240,7 @@ func lockdownTokens(ctx context.Context, root *vault.Client, dir string) (Lockdo
 	}
 	issue := func(name string) (tok, acc, file string, err error) {
 		role := "lockdown-" + name
-		if _, err := root.Logical().WriteWithContext(ctx, "auth/token/roles/"+role, LockdownTokenRole(role)); err != nil {
+		if _, err := root.Logical().WriteWithContext(ctx, "auth/token/roles/"+role, vaultdecl.TokenRole(role)); err != nil {
 			return "", "", "", fmt.Errorf("vault token role %s: %w", role, err)
 		}
 		s, err := root.Auth().Token().CreateWithRoleWithContext(ctx, &vault.TokenCreateRequest{}, role)
@@ -260,16 +268,16 @@ func lockdownTokens(ctx context.Context, root *vault.Client, dir string) (Lockdo
 		return t, fmt.Errorf("vault token lookup-self: %w", err)
 	}
 	t.RootAccessor, _ = self.Data["accessor"].(string)
-	return t, nil
-}
-
-// LockdownTokenRole is the token role a Lockdown token is issued from, and
-// its successors minted (auth/token/roles/<role>): its one policy, orphan
-// (no parent's revocation takes it along), periodic (lives as long as it
-// is renewed), with the default policy for lookup-self and renew-self.
-// docs/operations.md's install step writes the same.
-func LockdownTokenRole(role string) map[string]any {
-	return map[string]any{"allowed_policies": []string{role}, "orphan": true, "token_period": "768h", "renewable": true}
+	baseline, err := vaultdecl.FromLive(ctx, root, VaultAuthMethods)
+	if err != nil {
+		return t, fmt.Errorf("vault baseline: %w", err)
+	}
+	body, err := json.MarshalIndent(baseline, "", "  ")
+	if err != nil {
+		return t, err
+	}
+	t.BaselineFile = filepath.Join(dir, "baseline.json")
+	return t, os.WriteFile(t.BaselineFile, body, 0o600)
 }
 
 // applyPolicies writes every policy of deploy/vault/policies, named after

@@ -83,7 +83,8 @@ type Config struct {
 	RekeyRequireVerification bool          `env:"REKEY_REQUIRE_VERIFICATION" default:"true" doc:"Holders must prove the new shares before the old ones stop working. With verification (or without PGP keys) completion is proven by Vault's log of the barrier rekey, watched through sys/monitor (Vault must log at info, its default)."`
 	RekeyPoll                time.Duration `env:"REKEY_POLL" default:"1s" doc:"How often the ceremony's progress is read."`
 	AuthDir                  string        `env:"AUTH_DIR" default:"deploy/vault/auth" doc:"Folder of the declarative auth methods re-applied on restore."`
-	VaultBaseline            string        `env:"VAULT_BASELINE" default:"deploy/vault/baseline.json" doc:"What Vault may hold besides the declared auth methods (auth mounts, ACL policies): on unseal every other auth mount is disabled and every other policy deleted."`
+	VaultBaseline            string        `env:"VAULT_BASELINE" default:"deploy/vault/baseline.json" doc:"The declaration of Vault's security configuration (audit devices, auth and secrets mounts, policies, token roles, identities that carry policies, plugins, audited headers): every revocation, and the sweeps after the rekey and before restore, remove what it does not declare and put back what differs (docs/security.md)."`
+	VaultPolicyDir           string        `env:"VAULT_POLICY_DIR" default:"deploy/vault/policies" doc:"Lockdown's own Vault policies and Vault's default policy, by content (<name>.hcl): rewritten in every revocation when Vault's copy differs (lockdown-recovery is only checked: its token cannot rewrite it)."`
 
 	IntakeAddr         string        `env:"INTAKE_ADDR" doc:"Listen address of the HTTP breach intake (e.g. 127.0.0.1:8081); empty disables it."`
 	IntakeBearerTokens []string      `env:"INTAKE_BEARER_TOKENS" secret:"true" doc:"Bearer tokens accepted by the intake, comma-separated."`
@@ -342,7 +343,7 @@ func (c *Config) RecoveryConfig() (recovery.Config, error) {
 	if rc.Auth, err = recovery.LoadAuthSpecs(c.AuthDir); err != nil {
 		return rc, err
 	}
-	if rc.Baseline, err = recovery.LoadBaseline(c.VaultBaseline, rc.Auth); err != nil {
+	if rc.Baseline, err = recovery.LoadBaseline(c.VaultBaseline, c.VaultPolicyDir, rc.Auth); err != nil {
 		return rc, err
 	}
 	return rc, nil

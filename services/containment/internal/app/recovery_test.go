@@ -254,7 +254,9 @@ func TestRecovery(t *testing.T) {
 		publishAs(t, s, events.ServiceRotator, events.RotationTenantCompleted, events.RotationTenantCompletedData{IncidentID: incidentID, TenantID: "tenant-001",
 			SSHFingerprint: "SHA256:x", DKIMSelector: "s", DKIMRecord: "v=DKIM1; p=x", APIKeysDestroyed: 4, SMTPPasswordRotate: true})
 		want := map[string]string{"vault_sealed": "critical", "access_revoked": "critical", "unseal_keys_rotated": "high", "access_restored": "info",
-			"tenant_secrets_rotated": "high", "api_keys_revoked_emergency": "critical"}
+			"tenant_secrets_rotated": "high", "api_keys_revoked_emergency": "critical",
+			// The sweeps after the rekey and just before the restore.
+			"vault_swept_after_rekey": "critical", "vault_swept_before_restore": "critical"}
 		got := map[string]events.AuditData{}
 		deadline := time.Now().Add(20 * time.Second)
 		for len(got) < len(want) && time.Now().Before(deadline) {

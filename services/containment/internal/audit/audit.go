@@ -49,8 +49,28 @@ func Records(e report.Entry) ([]events.Outgoing, error) {
 		recs = append(recs, events.AuditData{IncidentID: d.IncidentID, Action: "revoke", Record: "access_revoked", Severity: Critical,
 			Counts: map[string]int{"tokens_revoked": d.TokensRevoked, "tokens_kept": d.TokensKept, "auth_methods_disabled": len(d.AuthMethodsDisabled),
 				"auth_methods_removed": len(d.AuthMethodsRemoved), "policies_deleted": len(d.PoliciesDeleted), "lockdown_tokens_replaced": len(d.TokensReplaced),
-				"key_term": d.KeyTerm},
-			Detail: fmt.Sprintf("disabled %v, removed %v, policies deleted %v", d.AuthMethodsDisabled, d.AuthMethodsRemoved, d.PoliciesDeleted)})
+				"key_term": d.KeyTerm, "objects_reconciled": len(d.Reconciled), "sweep_passes": d.SweepPasses},
+			Detail: fmt.Sprintf("disabled %v, removed %v, policies deleted %v; %s", d.AuthMethodsDisabled, d.AuthMethodsRemoved, d.PoliciesDeleted, changesDetail(d.Reconciled))})
+		if d.GenerateRootCancelled > 0 {
+			recs = append(recs, events.AuditData{IncidentID: d.IncidentID, Action: "cancel", Record: "generate_root_cancelled", Severity: Critical,
+				Counts: map[string]int{"attempts": d.GenerateRootCancelled, "round": d.Round},
+				Detail: "a sys/generate-root attempt (someone holding a quorum of unseal shares) was cancelled during the revocation"})
+		}
+	case events.VaultReconciled:
+		var d events.VaultReconciledData
+		if err := json.Unmarshal(e.Data, &d); err != nil {
+			return nil, err
+		}
+		if d.GenerateRootCancelled > 0 {
+			recs = append(recs, events.AuditData{IncidentID: d.IncidentID, Action: "cancel", Record: "generate_root_cancelled", Severity: Critical,
+				Counts: map[string]int{"attempts": d.GenerateRootCancelled, "round": d.Round},
+				Detail: "a sys/generate-root attempt (someone holding a quorum of unseal shares) was cancelled during " + d.Stage})
+		}
+		if d.Stage != "ceremony" {
+			recs = append(recs, events.AuditData{IncidentID: d.IncidentID, Action: "revoke", Record: "vault_swept_" + d.Stage, Severity: Critical,
+				Counts: map[string]int{"tokens_revoked": d.TokensRevoked, "objects_reconciled": len(d.Reconciled), "sweep_passes": d.SweepPasses},
+				Detail: changesDetail(d.Reconciled)})
+		}
 	case events.UnsealKeysRotated:
 		var d events.UnsealKeysRotatedData
 		if err := json.Unmarshal(e.Data, &d); err != nil {
@@ -93,6 +113,18 @@ func Records(e report.Entry) ([]events.Outgoing, error) {
 		out[i] = events.Outgoing{Name: events.Audit, ID: fmt.Sprintf("%s/audit/%s", e.EventID, r.Record), Data: r}
 	}
 	return out, nil
+}
+
+// changesDetail lists reconciled objects as "action kind name".
+func changesDetail(cs []events.VaultChange) string {
+	if len(cs) == 0 {
+		return "Vault's security configuration matched the declaration"
+	}
+	parts := make([]string, len(cs))
+	for i, c := range cs {
+		parts[i] = c.Action + " " + c.Kind + " " + c.Name
+	}
+	return "reconciled: " + strings.Join(parts, ", ")
 }
 
 // dkimDetail says how far the tenant's DKIM key went.

@@ -146,16 +146,23 @@ func (e *Engine) recover(ctx context.Context, f Fence, inc incident.Incident) (t
 	}
 	rotated, notified := has(entries, events.RotationCompleted), has(entries, events.NotificationsCompleted)
 	rekeyed := st.Ceremony.Phase == recovery.CeremonyCompleted
+	if rekeyed && !swept(st, inc.SealRound, stageAfterRekey) && st.RestoredAt.IsZero() {
+		// The old shares are dead now: whatever root token was generated
+		// with them meanwhile is swept, and whatever was planted with it.
+		return 0, e.sweep(ctx, f, inc, st, stageAfterRekey, nil)
+	}
 	switch {
 	case st.RestoredAt.IsZero() && rotated && notified && rekeyed:
-		if err := e.rec.Restore(ctx); err != nil {
-			return 0, fmt.Errorf("restore access: %w", err)
-		}
-		st.RotationDone, st.NotifiedDone, st.RestoredAt = true, true, time.Now().UTC()
-		err := e.apply(ctx, f, "restored", Change{IncidentID: inc.ID, Version: inc.Version, Recovery: &st,
-			Emit: []events.Outgoing{{Name: events.AccessRestored, ID: inc.ID + "/access.restored", Data: events.AccessRestoredData{
-				IncidentID: inc.ID, AuthMethods: e.rec.AuthPaths(), Process: e.cfg.Process}}}})
-		return 0, err
+		// One more sweep just before access returns, recorded with the
+		// restore: nothing minted since the last one outlives the incident.
+		return 0, e.sweep(ctx, f, inc, st, stageBeforeRestore, func(st *recovery.State) ([]events.Outgoing, error) {
+			if err := e.rec.Restore(ctx); err != nil {
+				return nil, fmt.Errorf("restore access: %w", err)
+			}
+			st.RotationDone, st.NotifiedDone, st.RestoredAt = true, true, time.Now().UTC()
+			return []events.Outgoing{{Name: events.AccessRestored, ID: inc.ID + "/access.restored", Data: events.AccessRestoredData{
+				IncidentID: inc.ID, AuthMethods: e.rec.AuthPaths(), Process: e.cfg.Process}}}, nil
+		})
 	case !st.RestoredAt.IsZero():
 		return 0, e.resolve(ctx, f, inc, entries)
 	case st.RotationDone != rotated || st.NotifiedDone != notified:
@@ -172,6 +179,13 @@ func (e *Engine) recover(ctx context.Context, f Fence, inc incident.Incident) (t
 // changed. done is true when it recorded something (the pass ends there).
 func (e *Engine) ceremony(ctx context.Context, f Fence, inc incident.Incident, st recovery.State) (wait time.Duration, done bool, err error) {
 	c := st.Ceremony
+	if c.Round != 0 && c.Round < inc.SealRound {
+		// A new seal round (a second breach, whenever it came): Vault
+		// clears a rekey in progress when it seals, and the intruder may
+		// hold the shares of the last ceremony too. Every round has its own
+		// ceremony, even after one completed.
+		c = recovery.Ceremony{Restarts: c.Restarts + 1, Note: "Vault was sealed again (a new seal round); a new ceremony started after the unseal"}
+	}
 	if c.Phase == recovery.CeremonyCompleted {
 		if c.Announced {
 			return 0, false, nil
@@ -181,12 +195,20 @@ func (e *Engine) ceremony(ctx context.Context, f Fence, inc incident.Incident, s
 		return 0, true, e.apply(ctx, f, "rotated", Change{IncidentID: inc.ID, Version: inc.Version, Recovery: &st,
 			Emit: []events.Outgoing{e.rec.RotatedEvent(inc.ID, c, e.cfg.Process)}})
 	}
-	if c.Round != 0 && c.Round < inc.SealRound {
-		// Vault clears a rekey in progress when it seals: this round's
-		// unseal starts the ceremony over.
-		c = recovery.Ceremony{Restarts: c.Restarts + 1, Note: "Vault was sealed again during the ceremony; it started over after the unseal"}
-	}
 	c.Round = inc.SealRound
+	// Until the rekey completes, anyone holding a quorum of the old shares
+	// can generate a root token, with no token at all: every attempt seen
+	// is cancelled and raised as an alarm (the sweep after the rekey
+	// revokes a token an attempt completed between two looks).
+	if n, err := e.rec.CancelGenerateRoot(ctx); err != nil {
+		return 0, false, fmt.Errorf("cancel generate-root: %w", err)
+	} else if n > 0 {
+		st.GenerateRootAlarms += n
+		e.log.WarnContext(ctx, "a sys/generate-root attempt during the ceremony was cancelled", slog.String("incident_id", inc.ID))
+		return 0, true, e.apply(ctx, f, "ceremony", Change{IncidentID: inc.ID, Version: inc.Version, Recovery: &st,
+			Emit: []events.Outgoing{{Name: events.VaultReconciled, ID: fmt.Sprintf("%s/vault.reconciled/ceremony/%d/%d", inc.ID, inc.SealRound, st.GenerateRootAlarms),
+				Data: events.VaultReconciledData{IncidentID: inc.ID, Stage: stageCeremony, Round: inc.SealRound, GenerateRootCancelled: n, Process: e.cfg.Process}}}})
+	}
 	next, err := e.rec.CeremonyStep(ctx, inc.ID, c)
 	if err != nil {
 		return 0, false, fmt.Errorf("rekey ceremony: %w", err)
@@ -202,6 +224,62 @@ func (e *Engine) ceremony(ctx context.Context, f Fence, inc incident.Incident, s
 		e.log.InfoContext(ctx, "rekey ceremony completed", slog.String("incident_id", inc.ID), slog.String("confirmed_by", next.ConfirmedBy))
 	}
 	return 0, true, e.apply(ctx, f, point, change)
+}
+
+// Stages of vault.reconciled.
+const (
+	stageAfterRekey    = "after_rekey"
+	stageBeforeRestore = "before_restore"
+	stageCeremony      = "ceremony"
+)
+
+// swept says whether stage was swept and recorded in round.
+func swept(st recovery.State, round int, stage string) bool {
+	return st.SweptRound == round && slices.Contains(st.Swept, stage)
+}
+
+// sweep sweeps Vault again (recovery.Sweep) and records it with the
+// events then implies; then, when given, runs and records with it in the
+// same change (the restore). What the sweep removes is recorded before
+// anything is removed, as in the revocation.
+func (e *Engine) sweep(ctx context.Context, f Fence, inc incident.Incident, st recovery.State, stage string, then func(*recovery.State) ([]events.Outgoing, error)) error {
+	var prior []events.VaultChange
+	if st.SweepingStage == stage {
+		prior = st.Sweeping
+	}
+	version := inc.Version
+	save := func(plan []events.VaultChange) error {
+		st.Sweeping, st.SweepingStage = plan, stage
+		if err := e.store.Apply(ctx, f, Change{IncidentID: inc.ID, Version: version, Recovery: &st}); err != nil {
+			return err
+		}
+		version++
+		return nil
+	}
+	out, err := e.rec.Sweep(ctx, inc.ID, stage, prior, save)
+	if err != nil {
+		return fmt.Errorf("sweep %s: %w", stage, err)
+	}
+	out.Round, out.Process = inc.SealRound, e.cfg.Process
+	if st.SweptRound != inc.SealRound {
+		st.Swept, st.SweptRound = nil, inc.SealRound
+	}
+	st.Swept, st.Sweeping, st.SweepingStage = append(st.Swept, stage), nil, ""
+	emit := []events.Outgoing{{Name: events.VaultReconciled, ID: fmt.Sprintf("%s/vault.reconciled/%s/%d", inc.ID, stage, inc.SealRound), Data: out}}
+	point := "swept"
+	if then != nil {
+		more, err := then(&st)
+		if err != nil {
+			return err
+		}
+		emit, point = append(emit, more...), "restored"
+	}
+	if err := e.apply(ctx, f, point, Change{IncidentID: inc.ID, Version: version, Recovery: &st, Emit: emit}); err != nil {
+		return err
+	}
+	e.log.InfoContext(ctx, "vault swept", slog.String("incident_id", inc.ID), slog.String("stage", stage), slog.Int("round", inc.SealRound),
+		slog.Int("tokens_revoked", out.TokensRevoked), slog.Int("reconciled", len(out.Reconciled)))
+	return nil
 }
 
 // resolve builds the report from the timeline and ends the incident.

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
+
+	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 )
 
 // LoadPGPKeys reads the key holders' public keys from dir, one file per
@@ -111,30 +113,35 @@ func LoadAuthSpecs(dir string) ([]AuthSpec, error) {
 	return out, nil
 }
 
-// Baseline is what Vault may hold after a lockdown besides the declared
-// auth methods: auth mounts and ACL policies (deploy/vault/baseline.json).
-// Everything else is taken as the intruder's and removed on unseal.
-type Baseline struct {
-	Description string   `json:"description"`
-	AuthMounts  []string `json:"auth_mounts"`
-	Policies    []string `json:"policies"`
-}
+// Baseline is the declaration of Vault's security configuration
+// (deploy/vault/baseline.json; the type is vaultdecl's, which also writes
+// one from a live Vault): what Vault may hold after a lockdown besides the
+// declared auth methods and Lockdown's own objects. Every revocation
+// reconciles Vault with it (reconcile.go): anything undeclared is taken as
+// the intruder's and removed, anything declared is put back as declared
+// where Lockdown's rights allow, and the rest is reported.
+type Baseline = vaultdecl.Baseline
+
+// AuditDevice is one declared audit device.
+type AuditDevice = vaultdecl.AuditDevice
 
 // alwaysKept are what Vault itself needs — the token store, the root and
-// default policies (Vault refuses to delete either) — and Lockdown's own
-// policies, under the names the install step gives them
-// (deploy/vault/policies): deleting them would take Lockdown's tokens'
-// powers away in the middle of an incident.
+// default policies (Vault refuses to delete either), its own secrets
+// mounts — and Lockdown's own policies, under the names the install step
+// gives them (deploy/vault/policies): deleting them would take Lockdown's
+// tokens' powers away in the middle of an incident.
 var (
 	alwaysKeptAuth     = []string{"token"}
+	alwaysKeptSecrets  = []string{"sys", "cubbyhole", "identity"}
 	alwaysKeptPolicies = []string{"root", "default", "lockdown-seal", "lockdown-recovery", "lockdown-rotator"}
 )
 
-// LoadBaseline reads the baseline file and checks it against the auth
-// methods: every policy a declared role hands out must be in the baseline,
-// or restoring access would bring back roles whose policies the
-// revocation deleted. All problems are reported together.
-func LoadBaseline(file string, auth []AuthSpec) (Baseline, error) {
+// LoadBaseline reads the baseline file and Lockdown's policy directory
+// (ownPolicies: deploy/vault/policies, with default.hcl) and checks them
+// against the auth methods: every policy a declared role hands out must be
+// in the baseline, or restoring access would bring back roles whose
+// policies the revocation deleted. All problems are reported together.
+func LoadBaseline(file, ownPolicies string, auth []AuthSpec) (Baseline, error) {
 	var b Baseline
 	raw, err := os.ReadFile(file)
 	if err != nil {
@@ -146,10 +153,58 @@ func LoadBaseline(file string, auth []AuthSpec) (Baseline, error) {
 		return b, fmt.Errorf("vault baseline %s: %w", file, err)
 	}
 	var problems []string
+	b.PolicyContent = map[string]string{}
+	dirs := []string{}
+	if ownPolicies != "" {
+		dirs = append(dirs, ownPolicies)
+	}
+	if b.PolicyDir != "" {
+		dir := b.PolicyDir
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(filepath.Dir(file), dir)
+		}
+		dirs = append(dirs, dir)
+	}
+	for _, dir := range dirs {
+		files, err := filepath.Glob(filepath.Join(dir, "*.hcl"))
+		if err != nil {
+			return b, err
+		}
+		if len(files) == 0 {
+			problems = append(problems, fmt.Sprintf("no policy (*.hcl) in %s", dir))
+		}
+		for _, f := range files {
+			body, err := os.ReadFile(f)
+			if err != nil {
+				return b, err
+			}
+			b.PolicyContent[strings.TrimSuffix(filepath.Base(f), ".hcl")] = string(body)
+		}
+	}
+	if ownPolicies != "" {
+		for _, own := range alwaysKeptPolicies {
+			if _, ok := b.PolicyContent[own]; !ok && own != "root" {
+				problems = append(problems, fmt.Sprintf("policy %s is not declared in %s (%s.hcl)", own, ownPolicies, own))
+			}
+		}
+	}
+	for _, d := range b.AuditDevices {
+		if d.Path == "" || d.Type == "" {
+			problems = append(problems, fmt.Sprintf("audit device %+v: path and type are required", d))
+		}
+		if raw, ok := d.Options["log_raw"]; ok && raw != "false" {
+			problems = append(problems, fmt.Sprintf("audit device %s: log_raw=%s would write every rotated secret in clear; it is refused", d.Path, raw))
+		}
+	}
+	for _, p := range b.Plugins {
+		if typ, name, ok := strings.Cut(p, "/"); !ok || typ == "" || name == "" {
+			problems = append(problems, fmt.Sprintf("plugin %q: want type/name", p))
+		}
+	}
 	for _, a := range auth {
 		for _, w := range a.Writes {
 			for _, p := range policiesOf(w.Data) {
-				if !b.KeepsPolicy(p) {
+				if !keepsPolicy(b, p) {
 					problems = append(problems, fmt.Sprintf("auth/%s/%s hands out policy %q, which %s does not list", a.Path, w.Path, p, file))
 				}
 			}
@@ -161,10 +216,15 @@ func LoadBaseline(file string, auth []AuthSpec) (Baseline, error) {
 	return b, nil
 }
 
-// KeepsPolicy says whether a policy survives the revocation.
-func (b Baseline) KeepsPolicy(name string) bool {
-	return slices.Contains(alwaysKeptPolicies, name) || slices.Contains(b.Policies, name)
+// keepsPolicy says whether a policy survives the revocation.
+func keepsPolicy(b Baseline, name string) bool {
+	_, declared := b.PolicyContent[name]
+	return slices.Contains(alwaysKeptPolicies, name) || slices.Contains(b.Policies, name) || declared
 }
+
+// KeepsPolicy says whether the baseline keeps a policy (Vault's and
+// Lockdown's own always).
+func KeepsPolicy(b Baseline, name string) bool { return keepsPolicy(b, name) }
 
 // policiesOf are the policies a role's data hands out.
 func policiesOf(data map[string]any) []string {

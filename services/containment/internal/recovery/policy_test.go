@@ -21,8 +21,12 @@ func TestRecoveryPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	baseline, err := recovery.LoadBaseline(filepath.Join(root, "deploy", "vault", "baseline.json"), filepath.Join(root, "deploy", "vault", "policies"), auth)
+	if err != nil {
+		t.Fatal(err)
+	}
 	file := filepath.Join(root, "deploy", "vault", "policies", "lockdown-recovery.hcl")
-	golden.Check(t, file, recovery.RecoveryPolicy(auth), *update, "make docs")
+	golden.Check(t, file, recovery.RecoveryPolicy(auth, baseline), *update, "make docs")
 }
 
 // TestBaseline checks that containment refuses a baseline that would let
@@ -40,27 +44,43 @@ func TestBaseline(t *testing.T) {
 		return f
 	}
 	t.Run("a role handing out a policy the baseline lacks is refused, every one named", func(t *testing.T) {
-		_, err := recovery.LoadBaseline(write(t, `{"policies": []}`), auth)
+		_, err := recovery.LoadBaseline(write(t, `{"policies": []}`), "", auth)
 		if err == nil || !strings.Contains(err.Error(), `"mailer"`) || !strings.Contains(err.Error(), `"cron"`) {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("a complete baseline keeps its policies and Vault's and Lockdown's own", func(t *testing.T) {
-		b, err := recovery.LoadBaseline(write(t, `{"policies": ["mailer", "cron"]}`), auth)
+		b, err := recovery.LoadBaseline(write(t, `{"policies": ["mailer", "cron"]}`), "", auth)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, p := range []string{"mailer", "cron", "root", "default", "lockdown-recovery"} {
-			if !b.KeepsPolicy(p) {
+			if !recovery.KeepsPolicy(b, p) {
 				t.Errorf("%s would be deleted", p)
 			}
 		}
-		if b.KeepsPolicy("backdoor-admin") {
+		if recovery.KeepsPolicy(b, "backdoor-admin") {
 			t.Error("an undeclared policy would be kept")
 		}
 	})
+	t.Run("an audit device declared with log_raw is refused", func(t *testing.T) {
+		_, err := recovery.LoadBaseline(write(t, `{"audit_devices": [{"path": "file", "type": "file", "options": {"file_path": "/x", "log_raw": "true"}}]}`), "", nil)
+		if err == nil || !strings.Contains(err.Error(), "log_raw") {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("Lockdown's policy directory must declare every policy of Lockdown's and default", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "lockdown-seal.hcl"), []byte(`path "sys/seal" { capabilities = ["update", "sudo"] }`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := recovery.LoadBaseline(write(t, `{}`), dir, nil)
+		if err == nil || !strings.Contains(err.Error(), "lockdown-rotator") || !strings.Contains(err.Error(), "default") {
+			t.Fatalf("got %v", err)
+		}
+	})
 	t.Run("an unknown field is refused", func(t *testing.T) {
-		if _, err := recovery.LoadBaseline(write(t, `{"policy": ["x"]}`), nil); err == nil {
+		if _, err := recovery.LoadBaseline(write(t, `{"policy": ["x"]}`), "", nil); err == nil {
 			t.Fatal("a misspelt field was accepted")
 		}
 	})

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
@@ -57,14 +58,21 @@ func (r *Recoverer) Revoke(ctx context.Context, incidentID string, prior events.
 	return st.Revoked, st.KeptReasons, nil
 }
 
-// revokeAccess disables the compromised auth methods, revokes every token
-// but Lockdown's own and the break-glass ones, revokes leases under the
-// configured prefixes and rotates the keyring.
+// revokeAccess reconciles Vault's security configuration with the
+// declaration (audit devices first), disables the compromised auth
+// methods, replaces Lockdown's own tokens with verified successors,
+// revokes every other token until a listing holds only the kept ones,
+// revokes leases under the configured prefixes and rotates the keyring.
 func (r *Recoverer) revokeAccess(ctx context.Context, st *State, prior events.AccessRevokedData, save func(events.AccessRevokedData) error) error {
 	if err := r.vault.Follow(ctx); err != nil {
 		return err
 	}
 	out := events.AccessRevokedData{IncidentID: st.IncidentID, AuthMethodsDisabled: []string{}, LeasePrefixes: []string{}}
+	cancelled, err := r.cancelGenerateRoot(ctx)
+	if err != nil {
+		return err
+	}
+	out.GenerateRootCancelled = prior.GenerateRootCancelled + cancelled
 	mounts, err := r.vault.AuthMounts(ctx)
 	if err != nil {
 		return fmt.Errorf("list auth methods: %w", err)
@@ -84,13 +92,17 @@ func (r *Recoverer) revokeAccess(ctx context.Context, st *State, prior events.Ac
 		}
 		disable = append(disable, path)
 	}
+	mends, err := r.planReconcile(ctx, mounts, disable)
+	if err != nil {
+		return err
+	}
 	policies, err := r.vault.Policies(ctx)
 	if err != nil {
 		return fmt.Errorf("list policies: %w", err)
 	}
 	var remove []string
 	for _, p := range policies {
-		if !r.cfg.Baseline.KeepsPolicy(p) {
+		if !keepsPolicy(r.cfg.Baseline, p) {
 			remove = append(remove, p)
 		}
 	}
@@ -99,12 +111,19 @@ func (r *Recoverer) revokeAccess(ctx context.Context, st *State, prior events.Ac
 	plan.AuthMethodsDisabled = append([]string{}, union(prior.AuthMethodsDisabled, out.AuthMethodsDisabled)...) // [] in the event, never null
 	plan.AuthMethodsRemoved = union(prior.AuthMethodsRemoved, out.AuthMethodsRemoved)
 	plan.PoliciesDeleted = union(prior.PoliciesDeleted, out.PoliciesDeleted)
-	if save != nil && (len(disable) > 0 || len(remove) > 0) {
+	plan.Reconciled = mergeChanges(prior.Reconciled, changesOf(mends))
+	if save != nil && (len(disable) > 0 || len(remove) > 0 || len(mends) > 0 || cancelled > 0) {
 		if err := save(plan); err != nil {
 			return fmt.Errorf("record what the revocation removes: %w", err)
 		}
 	}
-	out.AuthMethodsDisabled, out.AuthMethodsRemoved, out.PoliciesDeleted = plan.AuthMethodsDisabled, plan.AuthMethodsRemoved, plan.PoliciesDeleted
+	out.AuthMethodsDisabled, out.AuthMethodsRemoved, out.PoliciesDeleted, out.Reconciled = plan.AuthMethodsDisabled, plan.AuthMethodsRemoved, plan.PoliciesDeleted, plan.Reconciled
+	// Audit devices lead the plan: nothing below writes a secret, but the
+	// successors' tokens are minted below and must reach no intruder's
+	// device either.
+	if err := r.applyMends(ctx, mends); err != nil {
+		return err
+	}
 	for _, path := range disable {
 		if err := r.vault.DisableAuth(ctx, path); err != nil {
 			return fmt.Errorf("disable auth %s: %w", path, err)
@@ -125,22 +144,13 @@ func (r *Recoverer) revokeAccess(ctx context.Context, st *State, prior events.Ac
 	if err != nil {
 		return fmt.Errorf("lookup own token: %w", err)
 	}
-	accessors, err := r.vault.TokenAccessors(ctx)
+	sw, err := r.sweepTokens(ctx, func(acc string) string { return r.keep(acc, self, successors) })
 	if err != nil {
-		return fmt.Errorf("list token accessors: %w", err)
+		return err
 	}
-	kept := map[string]int{}
-	for _, acc := range accessors {
-		if reason := r.keep(acc, self, successors); reason != "" {
-			kept[reason]++
-			out.TokensKept++
-			continue
-		}
-		if err := r.vault.RevokeAccessor(ctx, acc); err != nil {
-			return fmt.Errorf("revoke token by accessor: %w", err)
-		}
-		out.TokensRevoked++
-	}
+	out.TokensRevoked, out.TokensKept, out.SweepPasses = sw.revoked, sw.kept, sw.passes
+	out.GenerateRootCancelled += sw.cancelled
+	kept := sw.reasons
 	for _, p := range r.cfg.LeasePrefixes {
 		if err := r.vault.RevokePrefix(ctx, p); err != nil {
 			return fmt.Errorf("revoke leases under %s: %w", p, err)
@@ -156,8 +166,177 @@ func (r *Recoverer) revokeAccess(ctx context.Context, st *State, prior events.Ac
 	st.Revoked, st.KeptReasons, st.AccessRevokedAt = out, kept, time.Now().UTC()
 	r.log.InfoContext(ctx, "access revoked", slog.String("incident_id", st.IncidentID), slog.Any("auth_disabled", out.AuthMethodsDisabled),
 		slog.Any("auth_removed", out.AuthMethodsRemoved), slog.Any("policies_deleted", out.PoliciesDeleted), slog.String("batch_token_max_ttl", out.BatchTokenMaxTTL),
-		slog.Int("tokens_revoked", out.TokensRevoked), slog.Any("tokens_kept", kept), slog.Int("key_term", out.KeyTerm))
+		slog.Int("reconciled", len(out.Reconciled)), slog.Int("tokens_revoked", out.TokensRevoked), slog.Int("sweep_passes", out.SweepPasses),
+		slog.Any("tokens_kept", kept), slog.Int("key_term", out.KeyTerm), slog.Int("generate_root_cancelled", out.GenerateRootCancelled))
 	return nil
+}
+
+// ErrSweepNotConverged is returned when every listing of the token
+// accessors, up to Config.MaxSweeps, still held tokens to revoke:
+// something keeps minting faster than the sweep revokes (a token the
+// sweep cannot see, or a quorum of old shares generating root tokens).
+// The step fails and is retried; the incident shows as stuck with it.
+var ErrSweepNotConverged = errors.New("token sweep did not converge: tokens keep appearing")
+
+// sweep is one sweep's result.
+type sweep struct {
+	revoked, kept, passes, cancelled int
+	reasons                          map[string]int
+}
+
+// sweepTokens lists the token accessors and revokes every one keep has no
+// reason for, again and again until a listing holds only kept tokens. A
+// token minted while a pass runs (a root token minting orphans in a loop
+// until its own accessor is revoked) is caught by the next pass. Each pass
+// first cancels a sys/generate-root attempt in progress.
+func (r *Recoverer) sweepTokens(ctx context.Context, keep func(accessor string) string) (sweep, error) {
+	out := sweep{reasons: map[string]int{}}
+	limit := r.cfg.MaxSweeps
+	if limit <= 0 {
+		limit = defaultMaxSweeps
+	}
+	for out.passes < limit {
+		out.passes++
+		n, err := r.cancelGenerateRoot(ctx)
+		if err != nil {
+			return out, err
+		}
+		out.cancelled += n
+		accessors, err := r.vault.TokenAccessors(ctx)
+		if err != nil {
+			return out, fmt.Errorf("list token accessors: %w", err)
+		}
+		revoked := 0
+		clear(out.reasons)
+		out.kept = 0
+		for _, acc := range accessors {
+			if reason := keep(acc); reason != "" {
+				out.reasons[reason]++
+				out.kept++
+				continue
+			}
+			if err := r.vault.RevokeAccessor(ctx, acc); err != nil {
+				if isGone(err) {
+					continue // revoked meanwhile (a parent's revocation takes its children)
+				}
+				return out, fmt.Errorf("revoke token by accessor: %w", err)
+			}
+			revoked++
+		}
+		out.revoked += revoked
+		if revoked == 0 && n == 0 {
+			return out, nil
+		}
+	}
+	return out, fmt.Errorf("%w (%d passes, %d revoked)", ErrSweepNotConverged, out.passes, out.revoked)
+}
+
+// defaultMaxSweeps bounds the passes of one sweep.
+const defaultMaxSweeps = 10
+
+// isGone says whether a revoke-accessor failed because the token no
+// longer exists: Vault answers 400 "invalid accessor".
+func isGone(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "invalid accessor")
+}
+
+// cancelGenerateRoot cancels a sys/generate-root attempt in progress and
+// counts it (0 or 1). Until the rekey completes, anyone holding a quorum
+// of the old shares can start one, with no token at all.
+func (r *Recoverer) cancelGenerateRoot(ctx context.Context) (int, error) {
+	was, err := r.vault.GenerateRootCancel(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("cancel generate-root: %w", err)
+	}
+	if was {
+		r.log.WarnContext(ctx, "a sys/generate-root attempt in progress was cancelled")
+		return 1, nil
+	}
+	return 0, nil
+}
+
+// Sweep runs after the first revocation of a round: once the rekey is
+// proven and again just before access is restored. It reconciles Vault's
+// security configuration once more and revokes every token that appeared
+// since, keeping only Lockdown's current tokens (read from their stores
+// and looked up) and the configured ones. prior and save are as in
+// Revoke: the plan is recorded before anything is removed.
+func (r *Recoverer) Sweep(ctx context.Context, incidentID, stage string, prior []events.VaultChange, save func([]events.VaultChange) error) (events.VaultReconciledData, error) {
+	out := events.VaultReconciledData{IncidentID: incidentID, Stage: stage}
+	if err := r.vault.Follow(ctx); err != nil {
+		return out, err
+	}
+	cancelled, err := r.cancelGenerateRoot(ctx)
+	if err != nil {
+		return out, err
+	}
+	mounts, err := r.vault.AuthMounts(ctx)
+	if err != nil {
+		return out, fmt.Errorf("list auth methods: %w", err)
+	}
+	var foreign []string
+	for path := range mounts {
+		if !r.baselineAuth(path) {
+			foreign = append(foreign, path)
+		}
+	}
+	mends, err := r.planReconcile(ctx, mounts, r.cfg.DisableAuth)
+	if err != nil {
+		return out, err
+	}
+	for _, path := range slices.Sorted(slices.Values(foreign)) {
+		mends = append(mends, mend{evidence(KindAuthMount, path, events.VaultRemoved, "auth method not declared", mounts[path].Raw),
+			func(ctx context.Context) error { return r.vault.DisableAuth(ctx, path) }})
+	}
+	policies, err := r.vault.Policies(ctx)
+	if err != nil {
+		return out, fmt.Errorf("list policies: %w", err)
+	}
+	for _, p := range policies {
+		if !keepsPolicy(r.cfg.Baseline, p) {
+			mends = append(mends, mend{evidence(KindPolicy, p, events.VaultRemoved, "policy not declared", ""),
+				func(ctx context.Context) error { return r.vault.DeletePolicy(ctx, p) }})
+		}
+	}
+	out.Reconciled = mergeChanges(prior, changesOf(mends))
+	if save != nil && len(mends) > 0 {
+		if err := save(out.Reconciled); err != nil {
+			return out, fmt.Errorf("record what the sweep removes: %w", err)
+		}
+	}
+	if err := r.applyMends(ctx, mends); err != nil {
+		return out, err
+	}
+	self, err := r.vault.SelfAccessor(ctx)
+	if err != nil {
+		return out, fmt.Errorf("lookup own token: %w", err)
+	}
+	var own []string
+	for _, t := range r.cfg.OwnTokens {
+		info, err := r.vault.LookupToken(ctx, t.Store.Token())
+		if err != nil {
+			return out, fmt.Errorf("look up Lockdown's %s token: %w", t.Name, err)
+		}
+		own = append(own, info.Accessor)
+	}
+	sw, err := r.sweepTokens(ctx, func(acc string) string { return r.keep(acc, self, own) })
+	if err != nil {
+		return out, err
+	}
+	out.TokensRevoked, out.SweepPasses, out.GenerateRootCancelled = sw.revoked, sw.passes, cancelled+sw.cancelled
+	r.log.InfoContext(ctx, "vault swept again", slog.String("incident_id", incidentID), slog.String("stage", stage),
+		slog.Int("reconciled", len(out.Reconciled)), slog.Int("tokens_revoked", out.TokensRevoked), slog.Int("sweep_passes", out.SweepPasses),
+		slog.Int("generate_root_cancelled", out.GenerateRootCancelled))
+	return out, nil
+}
+
+// CancelGenerateRoot cancels a generate-root attempt during the ceremony
+// (see cancelGenerateRoot); the engine records each as an alarm.
+func (r *Recoverer) CancelGenerateRoot(ctx context.Context) (int, error) {
+	if err := r.vault.Follow(ctx); err != nil {
+		return 0, err
+	}
+	return r.cancelGenerateRoot(ctx)
 }
 
 // union is a and b sorted, without repeats (nil when both are empty, as
@@ -206,6 +385,11 @@ func (r *Recoverer) replaceOwnTokens(ctx context.Context, out *events.AccessRevo
 		tok, acc, err := r.vault.CreateToken(ctx, t.Role)
 		if err != nil {
 			return nil, fmt.Errorf("mint the %s token's successor: %w", t.Name, err)
+		}
+		// The role was re-asserted by the reconciliation; the token is
+		// checked all the same before anything trusts it.
+		if err := r.verifySuccessor(ctx, t.Role, tok, acc); err != nil {
+			return nil, err
 		}
 		if err := t.Store.Replace(tok); err != nil {
 			return nil, fmt.Errorf("hand the %s token's successor over: %w", t.Name, err)
@@ -408,7 +592,11 @@ const (
 // alone (see completed): Vault rekeys a ceremony that requires
 // verification only once the new shares are verified.
 func (r *Recoverer) RotatedEvent(incidentID string, c Ceremony, process string) events.Outgoing {
-	return events.Outgoing{Name: events.UnsealKeysRotated, ID: incidentID + "/unsealkeys.rotated", Data: events.UnsealKeysRotatedData{
+	id := incidentID + "/unsealkeys.rotated"
+	if c.Round > 1 {
+		id = fmt.Sprintf("%s/%d", id, c.Round) // every seal round has its own ceremony
+	}
+	return events.Outgoing{Name: events.UnsealKeysRotated, ID: id, Data: events.UnsealKeysRotatedData{
 		IncidentID: incidentID, Shares: c.Shares, Threshold: c.Threshold, PGPFingerprints: c.Fingerprints,
 		Verified: c.VerifyNonce != "" && c.ConfirmedBy == ProofVaultLog, Proof: c.ConfirmedBy, RecoveryKeys: c.RecoveryKeys, Process: process,
 	}}

@@ -43,6 +43,8 @@ type Config struct {
 	FixedTokens []string
 	// Failpoints are the crash tests' kill points (nil: none).
 	Failpoints *failpoint.Set
+	// MaxSweeps bounds the listings of one token sweep (default 10).
+	MaxSweeps int
 }
 
 // OwnToken is one of Lockdown's own Vault tokens. In every revocation
@@ -61,6 +63,8 @@ type OwnToken struct {
 // token file, and the clients that use the token).
 type TokenStore interface {
 	Replace(token string) error
+	// Token is the token the store holds now.
+	Token() string
 }
 
 // AuthMount is one enabled auth method as sys/auth shows it.
@@ -68,6 +72,9 @@ type AuthMount struct {
 	Type string
 	// MaxLeaseTTL bounds its tokens' lifetime (0: Vault's system maximum).
 	MaxLeaseTTL time.Duration
+	// AuditNonHMACKeys and Raw as in Mount.
+	AuditNonHMACKeys []string
+	Raw              string
 }
 
 // AuthSpec is one auth method as deploy/vault/auth describes it: its type
@@ -131,6 +138,84 @@ type Vault interface {
 	// RekeyBackup returns the nonce of the stored PGP-encrypted backup of
 	// the last completed rekey ("" when there is none).
 	RekeyBackup(ctx context.Context, recovery bool) (string, error)
+
+	// LookupToken reads a token's own properties with that token
+	// (auth/token/lookup-self, granted by the default policy).
+	LookupToken(ctx context.Context, token string) (TokenInfo, error)
+	// GenerateRootCancel cancels a sys/generate-root attempt in progress
+	// (no token needed) and says whether there was one.
+	GenerateRootCancel(ctx context.Context) (bool, error)
+
+	SecurityConfig
+}
+
+// SecurityConfig is Vault's security configuration as reconcile.go reads
+// and mends it. Every definition is returned as Vault shows it (Raw, for
+// the evidence) and in the fields the comparison needs.
+type SecurityConfig interface {
+	AuditDevices(ctx context.Context) (map[string]LiveAuditDevice, error) // by path, without the slash
+	DisableAudit(ctx context.Context, path string) error
+	AuditedHeaders(ctx context.Context) (map[string]string, error) // name → definition
+	DeleteAuditedHeader(ctx context.Context, name string) error
+	SecretsMounts(ctx context.Context) (map[string]Mount, error) // by path, without the slash
+	DisableSecrets(ctx context.Context, path string) error
+	// ClearAuditKeys empties a mount's audit_non_hmac_request_keys and
+	// audit_non_hmac_response_keys (auth is true for an auth mount).
+	ClearAuditKeys(ctx context.Context, auth bool, path string) error
+	Policy(ctx context.Context, name string) (string, error)
+	PutPolicy(ctx context.Context, name, text string) error
+	TokenRoles(ctx context.Context) ([]string, error)
+	TokenRole(ctx context.Context, name string) (map[string]any, error) // nil when absent
+	WriteTokenRole(ctx context.Context, name string, data map[string]any) error
+	DeleteTokenRole(ctx context.Context, name string) error
+	Identities(ctx context.Context, kind string) ([]Identity, error) // kind: entity or group
+	DeleteIdentity(ctx context.Context, kind, id string) error
+	Plugins(ctx context.Context) ([]Plugin, error) // external (not built-in) plugins only
+	DeregisterPlugin(ctx context.Context, p Plugin) error
+}
+
+// TokenInfo is what a token's lookup shows of it.
+type TokenInfo struct {
+	Accessor       string
+	Role           string
+	Policies       []string
+	Orphan         bool
+	Renewable      bool
+	Period         int // seconds
+	ExplicitMaxTTL int // seconds
+	NumUses        int
+	Type           string
+	BoundCIDRs     []string
+}
+
+// LiveAuditDevice is one enabled audit device as sys/audit shows it.
+type LiveAuditDevice struct {
+	Type    string
+	Options map[string]string
+	Raw     string
+}
+
+// Mount is one mount (secrets or auth) as sys/mounts or sys/auth shows it.
+type Mount struct {
+	Type string
+	// AuditNonHMACKeys are the mount's audit_non_hmac_request_keys and
+	// audit_non_hmac_response_keys: fields every audit device then writes
+	// in clear, the declared ones included.
+	AuditNonHMACKeys []string
+	Raw              string
+}
+
+// Identity is an identity entity or group.
+type Identity struct {
+	ID, Name string
+	Policies []string
+	Raw      string
+}
+
+// Plugin is one external plugin of the catalog.
+type Plugin struct {
+	Type, Name, Version string
+	Raw                 string
 }
 
 // LogStream feeds a witness from Vault's server log until ctx ends.
@@ -159,6 +244,16 @@ type State struct {
 	Revoking      events.AccessRevokedData `json:"revoking,omitempty"`
 	RevokingRound int                      `json:"revoking_round,omitempty"`
 	KeptReasons   map[string]int           `json:"kept_reasons,omitempty"`
+	// Swept are the stages (after_rekey, before_restore) of round
+	// SweptRound already swept and recorded; Sweeping is what a sweep of
+	// stage SweepingStage is removing, recorded before the first removal.
+	Swept         []string             `json:"swept,omitempty"`
+	SweptRound    int                  `json:"swept_round,omitempty"`
+	Sweeping      []events.VaultChange `json:"sweeping,omitempty"`
+	SweepingStage string               `json:"sweeping_stage,omitempty"`
+	// GenerateRootAlarms counts the generate-root attempts cancelled
+	// during the ceremony and already announced.
+	GenerateRootAlarms int `json:"generate_root_alarms,omitempty"`
 	Ceremony      Ceremony                 `json:"ceremony"`
 	// RotationDone and NotifiedDone mirror the timeline (rotation.completed
 	// and notifications.completed recorded) for the status display.

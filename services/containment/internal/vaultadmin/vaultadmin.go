@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -126,7 +127,8 @@ func (a *Admin) AuthMounts(ctx context.Context) (map[string]recovery.AuthMount, 
 	}
 	out := map[string]recovery.AuthMount{}
 	for path, mount := range m {
-		out[strings.TrimSuffix(path, "/")] = recovery.AuthMount{Type: mount.Type, MaxLeaseTTL: time.Duration(mount.Config.MaxLeaseTTL) * time.Second}
+		out[strings.TrimSuffix(path, "/")] = recovery.AuthMount{Type: mount.Type, MaxLeaseTTL: time.Duration(mount.Config.MaxLeaseTTL) * time.Second, Raw: raw(mount),
+			AuditNonHMACKeys: append(slices.Clone(mount.Config.AuditNonHMACRequestKeys), mount.Config.AuditNonHMACResponseKeys...)}
 	}
 	return out, nil
 }
@@ -518,4 +520,279 @@ func (a *Admin) activeAddr(ctx context.Context) (string, error) {
 		return l.LeaderAddress, nil
 	}
 	return a.c.Address(), nil
+}
+
+// LookupToken reads auth/token/lookup-self with token (default policy).
+func (a *Admin) LookupToken(ctx context.Context, token string) (recovery.TokenInfo, error) {
+	c, err := a.c.Clone()
+	if err != nil {
+		return recovery.TokenInfo{}, err
+	}
+	if err := c.SetAddress(a.c.Address()); err != nil {
+		return recovery.TokenInfo{}, err
+	}
+	c.SetToken(token)
+	s, err := c.Auth().Token().LookupSelfWithContext(ctx)
+	if err != nil {
+		return recovery.TokenInfo{}, err
+	}
+	if s == nil || s.Data == nil {
+		return recovery.TokenInfo{}, errors.New("lookup-self returned nothing")
+	}
+	d := s.Data
+	info := recovery.TokenInfo{Accessor: str(d["accessor"]), Policies: strs(d["policies"]), Orphan: d["orphan"] == true,
+		Renewable: d["renewable"] == true, Period: num(d["period"]), ExplicitMaxTTL: num(d["explicit_max_ttl"]), NumUses: num(d["num_uses"]),
+		Type: str(d["type"]), BoundCIDRs: strs(d["bound_cidrs"]), Role: str(d["role"])}
+	if info.Period == 0 {
+		// Vault 1.21 shows no period for a token whose period its role
+		// set; its creation TTL is that period.
+		info.Period = num(d["creation_ttl"])
+	}
+	return info, nil
+}
+
+// GenerateRootCancel reads sys/generate-root/attempt and deletes the
+// attempt in progress (neither needs a token).
+func (a *Admin) GenerateRootCancel(ctx context.Context) (bool, error) {
+	st, err := a.c.Sys().GenerateRootStatusWithContext(ctx)
+	if err != nil {
+		return false, err
+	}
+	if !st.Started {
+		return false, nil
+	}
+	return true, a.c.Sys().GenerateRootCancelWithContext(ctx)
+}
+
+// AuditDevices reads sys/audit (sudo).
+func (a *Admin) AuditDevices(ctx context.Context) (map[string]recovery.LiveAuditDevice, error) {
+	m, err := a.c.Sys().ListAuditWithContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]recovery.LiveAuditDevice{}
+	for path, d := range m {
+		opts := d.Options
+		if opts == nil {
+			opts = map[string]string{}
+		}
+		out[strings.TrimSuffix(path, "/")] = recovery.LiveAuditDevice{Type: d.Type, Options: opts, Raw: raw(d)}
+	}
+	return out, nil
+}
+
+// DisableAudit deletes sys/audit/:path (sudo).
+func (a *Admin) DisableAudit(ctx context.Context, path string) error {
+	return a.c.Sys().DisableAuditWithContext(ctx, path)
+}
+
+// AuditedHeaders reads sys/config/auditing/request-headers (sudo).
+func (a *Admin) AuditedHeaders(ctx context.Context) (map[string]string, error) {
+	s, err := a.c.Logical().ReadWithContext(ctx, "sys/config/auditing/request-headers")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	if s == nil {
+		return out, nil
+	}
+	headers, _ := s.Data["headers"].(map[string]any)
+	for name, def := range headers {
+		out[name] = raw(def)
+	}
+	return out, nil
+}
+
+// DeleteAuditedHeader deletes sys/config/auditing/request-headers/:name (sudo).
+func (a *Admin) DeleteAuditedHeader(ctx context.Context, name string) error {
+	_, err := a.c.Logical().DeleteWithContext(ctx, "sys/config/auditing/request-headers/"+name)
+	return err
+}
+
+// SecretsMounts reads sys/mounts.
+func (a *Admin) SecretsMounts(ctx context.Context) (map[string]recovery.Mount, error) {
+	m, err := a.c.Sys().ListMountsWithContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]recovery.Mount{}
+	for path, mount := range m {
+		out[strings.TrimSuffix(path, "/")] = recovery.Mount{Type: mount.Type, Raw: raw(mount),
+			AuditNonHMACKeys: append(slices.Clone(mount.Config.AuditNonHMACRequestKeys), mount.Config.AuditNonHMACResponseKeys...)}
+	}
+	return out, nil
+}
+
+// DisableSecrets deletes sys/mounts/:path, and with it the mount's data.
+func (a *Admin) DisableSecrets(ctx context.Context, path string) error {
+	return a.c.Sys().UnmountWithContext(ctx, path)
+}
+
+// ClearAuditKeys writes sys/mounts/:path/tune (or sys/auth/:path/tune)
+// with empty audit_non_hmac_request_keys and audit_non_hmac_response_keys.
+func (a *Admin) ClearAuditKeys(ctx context.Context, auth bool, path string) error {
+	prefix := "sys/mounts/"
+	if auth {
+		prefix = "sys/auth/"
+	}
+	_, err := a.c.Logical().WriteWithContext(ctx, prefix+path+"/tune", map[string]any{
+		"audit_non_hmac_request_keys": []string{}, "audit_non_hmac_response_keys": []string{}})
+	return err
+}
+
+// Policy reads sys/policies/acl/:name ("" when it does not exist).
+func (a *Admin) Policy(ctx context.Context, name string) (string, error) {
+	s, err := a.c.Logical().ReadWithContext(ctx, "sys/policies/acl/"+name)
+	if err != nil {
+		return "", err
+	}
+	if s == nil {
+		return "", nil
+	}
+	return str(s.Data["policy"]), nil
+}
+
+// PutPolicy writes sys/policies/acl/:name.
+func (a *Admin) PutPolicy(ctx context.Context, name, text string) error {
+	return a.c.Sys().PutPolicyWithContext(ctx, name, text)
+}
+
+// TokenRoles lists auth/token/roles.
+func (a *Admin) TokenRoles(ctx context.Context) ([]string, error) {
+	s, err := a.c.Logical().ListWithContext(ctx, "auth/token/roles")
+	if err != nil {
+		return nil, err
+	}
+	if s == nil {
+		return nil, nil
+	}
+	return strs(s.Data["keys"]), nil
+}
+
+// TokenRole reads auth/token/roles/:name (nil when absent).
+func (a *Admin) TokenRole(ctx context.Context, name string) (map[string]any, error) {
+	s, err := a.c.Logical().ReadWithContext(ctx, "auth/token/roles/"+name)
+	if err != nil || s == nil {
+		return nil, err
+	}
+	return s.Data, nil
+}
+
+// WriteTokenRole writes auth/token/roles/:name.
+func (a *Admin) WriteTokenRole(ctx context.Context, name string, data map[string]any) error {
+	_, err := a.c.Logical().WriteWithContext(ctx, "auth/token/roles/"+name, data)
+	return err
+}
+
+// DeleteTokenRole deletes auth/token/roles/:name.
+func (a *Admin) DeleteTokenRole(ctx context.Context, name string) error {
+	_, err := a.c.Logical().DeleteWithContext(ctx, "auth/token/roles/"+name)
+	return err
+}
+
+// Identities lists identity/<kind>/id with each one's name and policies
+// (kind: entity or group).
+func (a *Admin) Identities(ctx context.Context, kind string) ([]recovery.Identity, error) {
+	s, err := a.c.Logical().ListWithContext(ctx, "identity/"+kind+"/id")
+	if err != nil {
+		return nil, err
+	}
+	if s == nil {
+		return nil, nil
+	}
+	info, _ := s.Data["key_info"].(map[string]any)
+	var out []recovery.Identity
+	for _, id := range strs(s.Data["keys"]) {
+		// The listing's key_info carries names but not policies: each is
+		// read.
+		r, err := a.c.Logical().ReadWithContext(ctx, "identity/"+kind+"/id/"+id)
+		if err != nil {
+			return nil, err
+		}
+		if r == nil {
+			continue
+		}
+		name := str(r.Data["name"])
+		if name == "" {
+			if ki, ok := info[id].(map[string]any); ok {
+				name = str(ki["name"])
+			}
+		}
+		out = append(out, recovery.Identity{ID: id, Name: name, Policies: strs(r.Data["policies"]), Raw: raw(r.Data)})
+	}
+	return out, nil
+}
+
+// DeleteIdentity deletes identity/<kind>/id/:id.
+func (a *Admin) DeleteIdentity(ctx context.Context, kind, id string) error {
+	_, err := a.c.Logical().DeleteWithContext(ctx, "identity/"+kind+"/id/"+id)
+	return err
+}
+
+// Plugins reads sys/plugins/catalog (sudo) and returns the external
+// plugins: Vault's built-in ones are part of the binary.
+func (a *Admin) Plugins(ctx context.Context) ([]recovery.Plugin, error) {
+	s, err := a.c.Logical().ReadWithContext(ctx, "sys/plugins/catalog")
+	if err != nil {
+		return nil, err
+	}
+	if s == nil {
+		return nil, nil
+	}
+	detailed, _ := s.Data["detailed"].([]any)
+	var out []recovery.Plugin
+	for _, d := range detailed {
+		p, _ := d.(map[string]any)
+		if p == nil || p["builtin"] == true {
+			continue
+		}
+		out = append(out, recovery.Plugin{Type: str(p["type"]), Name: str(p["name"]), Version: str(p["version"]), Raw: raw(p)})
+	}
+	return out, nil
+}
+
+// DeregisterPlugin deletes sys/plugins/catalog/:type/:name (sudo).
+func (a *Admin) DeregisterPlugin(ctx context.Context, p recovery.Plugin) error {
+	path := "sys/plugins/catalog/" + p.Type + "/" + p.Name
+	if p.Version != "" {
+		path += "?version=" + p.Version
+	}
+	_, err := a.c.Logical().DeleteWithContext(ctx, path)
+	return err
+}
+
+func raw(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+func strs(v any) []string {
+	l, _ := v.([]any)
+	out := make([]string, 0, len(l))
+	for _, e := range l {
+		if s, ok := e.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// num reads a JSON number the api decodes as json.Number.
+func num(v any) int {
+	switch t := v.(type) {
+	case json.Number:
+		n, _ := t.Int64()
+		return int(n)
+	case float64:
+		return int(t)
+	}
+	return 0
 }

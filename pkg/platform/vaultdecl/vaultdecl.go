@@ -1,0 +1,82 @@
+// Package vaultdecl declares the Vault objects Lockdown owns: its token
+// roles. The install step (docs/operations.md, deploy/compose/vault-init.sh,
+// the local stack) writes them from here, and containment re-asserts them
+// from here in every revocation before it mints a successor from one: a
+// root intruder may have edited a role (a bound CIDR, another policy, a
+// short max TTL) to cripple the tokens Lockdown hands itself.
+package vaultdecl
+
+import "slices"
+
+// Roles are Lockdown's token roles, one per token: lockdown-seal,
+// lockdown-recovery, lockdown-rotator (each named after its one policy).
+var roles = []string{"lockdown-seal", "lockdown-recovery", "lockdown-rotator"}
+
+// Roles returns the names of Lockdown's token roles.
+func Roles() []string { return slices.Clone(roles) }
+
+// TokenPeriod is the period of Lockdown's tokens: each lives as long as it
+// is renewed within it.
+const TokenPeriod = "768h"
+
+// TokenPeriodSeconds is TokenPeriod as Vault reads it back.
+const TokenPeriodSeconds = 768 * 3600
+
+// TokenRole is the write that declares role (auth/token/roles/<role>): its
+// one policy, orphan (no parent's revocation takes it along), periodic
+// (lives as long as it is renewed), with the default policy for
+// lookup-self and renew-self. Every value is a string so that a Vault
+// policy's allowed_parameters can pin it exactly.
+func TokenRole(role string) map[string]any {
+	return map[string]any{"allowed_policies": []string{role}, "orphan": "true", "token_period": TokenPeriod, "renewable": "true"}
+}
+
+// Baseline is the declaration of Vault's security configuration
+// (deploy/vault/baseline.json): what Vault may hold besides Lockdown's own
+// objects and the declared auth methods (deploy/vault/auth). Containment
+// reconciles Vault with it in every revocation; FromLive writes one from a
+// healthy Vault.
+type Baseline struct {
+	Description string `json:"description,omitempty"`
+	// AuditDevices are the only audit devices Vault may have, with their
+	// exact options. log_raw is refused: a device that logs in clear
+	// receives every secret the rotation writes.
+	AuditDevices []AuditDevice `json:"audit_devices"`
+	// AuditedHeaders are the request headers audit devices may record
+	// (sys/config/auditing/request-headers).
+	AuditedHeaders []string `json:"audited_headers,omitempty"`
+	// AuthMounts are the platform's auth mounts besides the declared
+	// methods of deploy/vault/auth (and the token store).
+	AuthMounts []string `json:"auth_mounts"`
+	// SecretsMounts are the secrets engines besides Vault's own (sys,
+	// cubbyhole, identity). Disabling a mount deletes its data: declare
+	// every mount the platform uses.
+	SecretsMounts []string `json:"secrets_mounts"`
+	// Policies are the platform's ACL policies kept by name; PolicyDir
+	// (relative to the baseline file) holds policies declared by content,
+	// <name>.hcl each, rewritten when Vault's copy differs.
+	Policies  []string `json:"policies"`
+	PolicyDir string   `json:"policy_dir,omitempty"`
+	// TokenRoles are the platform's token roles besides Lockdown's.
+	TokenRoles []string `json:"token_roles,omitempty"`
+	// IdentityEntities and IdentityGroups are the identity objects, by
+	// name, that may carry policies; an undeclared one carrying any is
+	// deleted.
+	IdentityEntities []string `json:"identity_entities,omitempty"`
+	IdentityGroups   []string `json:"identity_groups,omitempty"`
+	// Plugins are the external plugins (type/name) the catalog may hold
+	// besides Vault's built-in ones.
+	Plugins []string `json:"plugins,omitempty"`
+
+	// PolicyContent are the policies declared by content, by name: the
+	// baseline's PolicyDir and Lockdown's own policy directory (with
+	// Vault's default policy). Filled when the baseline is loaded.
+	PolicyContent map[string]string `json:"-"`
+}
+
+// AuditDevice is one declared audit device: sys/audit/<path>.
+type AuditDevice struct {
+	Path    string            `json:"path"`
+	Type    string            `json:"type"`
+	Options map[string]string `json:"options"`
+}
