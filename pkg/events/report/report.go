@@ -101,10 +101,10 @@ type Actions struct {
 	BatchTokenMaxTTL    string            `json:"batch_token_max_ttl,omitempty"`
 	// LockdownTokensReplaced and LockdownTokensNotReplaced name Lockdown's
 	// own tokens by whether the incident replaced them (the last round's).
-	LockdownTokensReplaced    []string         `json:"lockdown_tokens_replaced"`
-	LockdownTokensNotReplaced []string         `json:"lockdown_tokens_not_replaced,omitempty"`
-	TokensRevoked             int              `json:"tokens_revoked"`
-	TokensKept                int              `json:"tokens_kept"`
+	LockdownTokensReplaced    []string `json:"lockdown_tokens_replaced"`
+	LockdownTokensNotReplaced []string `json:"lockdown_tokens_not_replaced,omitempty"`
+	TokensRevoked             int      `json:"tokens_revoked"`
+	TokensKept                int      `json:"tokens_kept"`
 	// VaultChanges are the objects of Vault's security configuration the
 	// revocations and sweeps removed, restored or detected, with their
 	// previous definitions; GenerateRootCancelled counts the
@@ -112,19 +112,19 @@ type Actions struct {
 	VaultChanges          []events.VaultChange `json:"vault_changes,omitempty"`
 	GenerateRootCancelled int                  `json:"generate_root_cancelled"`
 	SweepTokensRevoked    int                  `json:"tokens_revoked_by_later_sweeps"`
-	LeasePrefixes             []string         `json:"lease_prefixes_revoked"`
-	KeyringTerm               int              `json:"keyring_term"`
-	UnsealKeys                *UnsealKeys      `json:"unseal_keys,omitempty"`
-	TenantsPlanned            int              `json:"tenants_planned"`
-	TenantsRotated            int              `json:"tenants_rotated"`
-	TenantsFailed             int              `json:"tenants_failed"`
-	APIKeysDestroyed          int              `json:"api_keys_destroyed"`
-	Rotations                 []TenantRotation `json:"rotations"`
-	RotatedBy                 map[string]int   `json:"rotated_by"` // rotator process → tenants
-	TenantsNotified           int              `json:"tenants_notified"`
-	NotificationsFailed       int              `json:"tenants_not_notified"`
-	MessagesSent              map[string]int   `json:"messages_sent"` // channel → count
-	AuthMethodsRestored       []string         `json:"auth_methods_restored"`
+	LeasePrefixes         []string             `json:"lease_prefixes_revoked"`
+	KeyringTerm           int                  `json:"keyring_term"`
+	UnsealKeys            *UnsealKeys          `json:"unseal_keys,omitempty"`
+	TenantsPlanned        int                  `json:"tenants_planned"`
+	TenantsRotated        int                  `json:"tenants_rotated"`
+	TenantsFailed         int                  `json:"tenants_failed"`
+	APIKeysDestroyed      int                  `json:"api_keys_destroyed"`
+	Rotations             []TenantRotation     `json:"rotations"`
+	RotatedBy             map[string]int       `json:"rotated_by"` // rotator process → tenants
+	TenantsNotified       int                  `json:"tenants_notified"`
+	NotificationsFailed   int                  `json:"tenants_not_notified"`
+	MessagesSent          map[string]int       `json:"messages_sent"` // channel → count
+	AuthMethodsRestored   []string             `json:"auth_methods_restored"`
 	// SealRounds counts seal rounds (a breach during recovery seals again,
 	// and its unseal is followed by another revocation).
 	SealRounds int `json:"seal_rounds"`

@@ -253,8 +253,8 @@ type State struct {
 	SweepingStage string               `json:"sweeping_stage,omitempty"`
 	// GenerateRootAlarms counts the generate-root attempts cancelled
 	// during the ceremony and already announced.
-	GenerateRootAlarms int `json:"generate_root_alarms,omitempty"`
-	Ceremony      Ceremony                 `json:"ceremony"`
+	GenerateRootAlarms int      `json:"generate_root_alarms,omitempty"`
+	Ceremony           Ceremony `json:"ceremony"`
 	// RotationDone and NotifiedDone mirror the timeline (rotation.completed
 	// and notifications.completed recorded) for the status display.
 	RotationDone bool      `json:"rotation_done"`
