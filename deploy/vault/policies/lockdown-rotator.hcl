@@ -7,6 +7,13 @@
 # died before recording it), the rotator reads the version's subkeys — key
 # names with every value null — where its write id is a key name
 # (lockdown_write), and the metadata for the current version number.
+# The audit gate: before every secret write the rotator lists the audit
+# devices and writes nothing while one is not declared in the baseline (a
+# root intruder's device with log_raw would receive the secret in clear).
+# Listing needs sudo; sudo on this path grants nothing else.
+path "sys/audit" {
+  capabilities = ["read", "sudo"]
+}
 path "secret/data/tenants/+/ssh" {
   capabilities = ["create", "update"]
 }

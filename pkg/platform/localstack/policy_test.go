@@ -2,6 +2,8 @@ package localstack_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -111,6 +113,50 @@ func TestLeastPrivilege(t *testing.T) {
 			t.Fatalf("list policies (the baseline check): %v", err)
 		}
 	})
+	t.Run("the recovery token reconciles Vault's security configuration only towards the declaration", func(t *testing.T) {
+		if _, err := recovery.Sys().ListAuditWithContext(ctx); err != nil {
+			t.Fatalf("list audit devices: %v", err)
+		}
+		denied(t, "enable an audit device", recovery.Sys().EnableAuditWithOptionsWithContext(ctx, "tap", &vault.EnableAuditOptions{Type: "file",
+			Options: map[string]string{"file_path": "/tmp/tap.log", "log_raw": "true"}}))
+		// A declared policy may be written with its declared text only.
+		def, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy", "vault", "policies", "default.hcl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := recovery.Sys().PutPolicyWithContext(ctx, "default", string(def)); err != nil {
+			t.Fatalf("restore default to its declared text: %v", err)
+		}
+		denied(t, "write default with another text", recovery.Sys().PutPolicyWithContext(ctx, "default", `path "secret/*" { capabilities = ["read"] }`))
+		denied(t, "rewrite lockdown-rotator to read secrets", recovery.Sys().PutPolicyWithContext(ctx, "lockdown-rotator", `path "secret/*" { capabilities = ["read"] }`))
+		denied(t, "rewrite its own policy", recovery.Sys().PutPolicyWithContext(ctx, "lockdown-recovery", `path "*" { capabilities = ["sudo"] }`))
+		denied(t, "delete Lockdown's own policy", recovery.Sys().DeletePolicyWithContext(ctx, "lockdown-rotator"))
+		// An undeclared lockdown-* policy is the intruder's and may go.
+		if err := root.Sys().PutPolicyWithContext(ctx, "lockdown-evil", `path "secret/*" { capabilities = ["read"] }`); err != nil {
+			t.Fatal(err)
+		}
+		if err := recovery.Sys().DeletePolicyWithContext(ctx, "lockdown-evil"); err != nil {
+			t.Fatalf("delete an undeclared lockdown-* policy: %v", err)
+		}
+		_, err = recovery.Logical().WriteWithContext(ctx, "auth/token/roles/lockdown-rotator", map[string]any{"allowed_policies": []string{"root"}})
+		denied(t, "give Lockdown's token role another policy", err)
+		_, err = recovery.Logical().WriteWithContext(ctx, "auth/token/roles/lockdown-rotator", map[string]any{"token_bound_cidrs": []string{"10.0.0.0/8"}})
+		denied(t, "bind Lockdown's token role to a network", err)
+		_, err = recovery.Logical().WriteWithContext(ctx, "auth/token/roles/anything", map[string]any{"allowed_policies": []string{"default"}})
+		denied(t, "write another token role", err)
+		_, err = recovery.Logical().WriteWithContext(ctx, "sys/mounts/secret/tune", map[string]any{"default_lease_ttl": "1h"})
+		denied(t, "tune a mount beyond its audit keys", err)
+		err = recovery.Sys().MountWithContext(ctx, "exfil", &vault.MountInput{Type: "kv"})
+		denied(t, "mount a secrets engine", err)
+	})
+	t.Run("the rotator's token lists audit devices (its gate) and changes none", func(t *testing.T) {
+		if _, err := rotator.Sys().ListAuditWithContext(ctx); err != nil {
+			t.Fatalf("list audit devices: %v", err)
+		}
+		denied(t, "disable an audit device", rotator.Sys().DisableAuditWithContext(ctx, "file"))
+		denied(t, "enable an audit device", rotator.Sys().EnableAuditWithOptionsWithContext(ctx, "tap", &vault.EnableAuditOptions{Type: "file",
+			Options: map[string]string{"file_path": "/tmp/tap.log"}}))
+	})
 	t.Run("the assessor and the notifier get no Vault token at all", func(t *testing.T) {
 		for _, svc := range []string{events.ServiceAssessor, events.ServiceNotifier} {
 			for _, kv := range s.Env(svc) {
@@ -120,4 +166,13 @@ func TestLeastPrivilege(t *testing.T) {
 			}
 		}
 	})
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := localstack.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
 }

@@ -192,7 +192,9 @@ func (s *Stack) Env(service string) []string {
 		// Token files: containment replaces every one with a successor in
 		// each incident (the rotator's too, which the rotators re-read).
 		if service == events.ServiceRotator {
-			env = append(env, "LOCKDOWN_VAULT_TOKEN_FILE="+s.Vault.RotatorFile)
+			// The rotator writes no secret while Vault has an audit device
+			// its baseline does not declare.
+			env = append(env, "LOCKDOWN_VAULT_TOKEN_FILE="+s.Vault.RotatorFile, "LOCKDOWN_VAULT_BASELINE="+s.Vault.BaselineFile)
 		}
 		if service == events.ServiceContainment {
 			env = append(env, "LOCKDOWN_VAULT_SEAL_TOKEN_FILE="+s.Vault.SealFile, "LOCKDOWN_VAULT_RECOVERY_TOKEN_FILE="+s.Vault.RecoveryFile,

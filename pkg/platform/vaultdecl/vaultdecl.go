@@ -6,7 +6,15 @@
 // short max TTL) to cripple the tokens Lockdown hands itself.
 package vaultdecl
 
-import "slices"
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+)
 
 // Roles are Lockdown's token roles, one per token: lockdown-seal,
 // lockdown-recovery, lockdown-rotator (each named after its one policy).
@@ -79,4 +87,67 @@ type AuditDevice struct {
 	Path    string            `json:"path"`
 	Type    string            `json:"type"`
 	Options map[string]string `json:"options"`
+}
+
+// Load reads a baseline file (unknown fields refused, so a misspelt key is
+// not silently ignored) and checks its audit devices: path and type
+// given, log_raw refused. Containment's recovery adds the checks that
+// need the auth methods and policy directories.
+func Load(file string) (Baseline, error) {
+	var b Baseline
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return b, fmt.Errorf("vault baseline: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		return b, fmt.Errorf("vault baseline %s: %w", file, err)
+	}
+	var problems []string
+	for _, d := range b.AuditDevices {
+		if d.Path == "" || d.Type == "" {
+			problems = append(problems, fmt.Sprintf("audit device %+v: path and type are required", d))
+		}
+		if raw, ok := d.Options["log_raw"]; ok && raw != "false" {
+			problems = append(problems, fmt.Sprintf("audit device %s: log_raw=%s would write every rotated secret in clear; it is refused", d.Path, raw))
+		}
+	}
+	if len(problems) > 0 {
+		return b, fmt.Errorf("vault baseline %s: %s", file, strings.Join(problems, "; "))
+	}
+	return b, nil
+}
+
+// AuditDifference says why a live audit device (sys/audit/<path>, of type
+// typ with options) is not one of the declared devices; "" when it is.
+// The options must match exactly: an intruder who re-enabled a declared
+// path with log_raw, or pointed it at a file of theirs, is caught.
+func AuditDifference(declared []AuditDevice, path, typ string, options map[string]string) string {
+	i := slices.IndexFunc(declared, func(a AuditDevice) bool { return a.Path == path })
+	switch {
+	case i < 0:
+		if options["log_raw"] == "true" {
+			return "audit device not declared, logging in clear (log_raw)"
+		}
+		return "audit device not declared"
+	case declared[i].Type != typ:
+		return fmt.Sprintf("type %s, declared %s", typ, declared[i].Type)
+	case !maps.Equal(declared[i].Options, options) && !(len(declared[i].Options) == 0 && len(options) == 0):
+		keys := map[string]bool{}
+		for k := range declared[i].Options {
+			keys[k] = true
+		}
+		for k := range options {
+			keys[k] = true
+		}
+		var diff []string
+		for _, k := range slices.Sorted(maps.Keys(keys)) {
+			if declared[i].Options[k] != options[k] {
+				diff = append(diff, k)
+			}
+		}
+		return "options differ from the declaration: " + strings.Join(diff, ", ")
+	}
+	return ""
 }

@@ -142,15 +142,9 @@ var (
 // in the baseline, or restoring access would bring back roles whose
 // policies the revocation deleted. All problems are reported together.
 func LoadBaseline(file, ownPolicies string, auth []AuthSpec) (Baseline, error) {
-	var b Baseline
-	raw, err := os.ReadFile(file)
+	b, err := vaultdecl.Load(file)
 	if err != nil {
-		return b, fmt.Errorf("vault baseline: %w", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&b); err != nil {
-		return b, fmt.Errorf("vault baseline %s: %w", file, err)
+		return b, err
 	}
 	var problems []string
 	b.PolicyContent = map[string]string{}
@@ -186,14 +180,6 @@ func LoadBaseline(file, ownPolicies string, auth []AuthSpec) (Baseline, error) {
 			if _, ok := b.PolicyContent[own]; !ok && own != "root" {
 				problems = append(problems, fmt.Sprintf("policy %s is not declared in %s (%s.hcl)", own, ownPolicies, own))
 			}
-		}
-	}
-	for _, d := range b.AuditDevices {
-		if d.Path == "" || d.Type == "" {
-			problems = append(problems, fmt.Sprintf("audit device %+v: path and type are required", d))
-		}
-		if raw, ok := d.Options["log_raw"]; ok && raw != "false" {
-			problems = append(problems, fmt.Sprintf("audit device %s: log_raw=%s would write every rotated secret in clear; it is refused", d.Path, raw))
 		}
 	}
 	for _, p := range b.Plugins {

@@ -75,7 +75,7 @@ func (r *Recoverer) planReconcile(ctx context.Context, auth map[string]AuthMount
 	}
 	for _, path := range slices.Sorted(maps.Keys(devices)) {
 		d := devices[path]
-		why := auditDifference(b.AuditDevices, path, d)
+		why := vaultdecl.AuditDifference(b.AuditDevices, path, d.Type, d.Options)
 		if why == "" {
 			continue
 		}
@@ -230,41 +230,6 @@ func tuning(v Vault, auth bool, path string, keys []string, raw string) mend {
 	return mend{evidence(KindMountTuning, path, events.VaultRestored,
 		fmt.Sprintf("audit_non_hmac keys %v make every audit device write those fields in clear", keys), raw),
 		func(ctx context.Context) error { return v.ClearAuditKeys(ctx, auth, strings.TrimPrefix(path, "auth/")) }}
-}
-
-// auditDifference says why a live audit device is not the declared one
-// ("" when it is).
-func auditDifference(declared []AuditDevice, path string, d LiveAuditDevice) string {
-	i := slices.IndexFunc(declared, func(a AuditDevice) bool { return a.Path == path })
-	switch {
-	case i < 0:
-		if d.Options["log_raw"] == "true" {
-			return "audit device not declared, logging in clear (log_raw)"
-		}
-		return "audit device not declared"
-	case declared[i].Type != d.Type:
-		return fmt.Sprintf("type %s, declared %s", d.Type, declared[i].Type)
-	case !maps.Equal(declared[i].Options, d.Options):
-		var diff []string
-		for _, k := range slices.Sorted(maps.Keys(mergeKeys(declared[i].Options, d.Options))) {
-			if declared[i].Options[k] != d.Options[k] {
-				diff = append(diff, k)
-			}
-		}
-		return "options differ from the declaration: " + strings.Join(diff, ", ")
-	}
-	return ""
-}
-
-func mergeKeys(a, b map[string]string) map[string]bool {
-	m := map[string]bool{}
-	for k := range a {
-		m[k] = true
-	}
-	for k := range b {
-		m[k] = true
-	}
-	return m
 }
 
 // roleDifference compares a Lockdown token role read back from Vault with

@@ -21,6 +21,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/failpoint"
 	"github.com/lockdown/lockdown/pkg/platform/outbox"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
+	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/rotator/internal/dkimpub"
 	"github.com/lockdown/lockdown/services/rotator/internal/rotation"
@@ -37,6 +38,7 @@ type Config struct {
 	VaultTokenFile string        `env:"VAULT_TOKEN_FILE" doc:"File holding the token (wins over VAULT_TOKEN), shared with containment (its LOCKDOWN_ROTATOR_TOKEN_FILE): containment writes the token's successor there in every incident and the rotator re-reads it every second and on a refusal."`
 	VaultTimeout   time.Duration `env:"VAULT_TIMEOUT" default:"10s" doc:"Timeout of one Vault request."`
 	KVMount        string        `env:"KV_MOUNT" default:"secret" doc:"KV v2 mount of the tenants' secrets."`
+	VaultBaseline  string        `env:"VAULT_BASELINE" default:"deploy/vault/baseline.json" doc:"The declaration of Vault's security configuration, containment's too: the rotator reads its audit devices and writes no secret while Vault has any other (a root intruder's device with log_raw would receive it in clear)."`
 	Policy         string        `env:"ROTATION_POLICY" default:"all" doc:"all (every tenant, as the runbook does) or affected (the assessment's tenants)."`
 	Concurrency    int           `env:"ROTATION_CONCURRENCY" default:"8" doc:"Jobs one process runs at once."`
 	DKIMType       string        `env:"DKIM_KEY_TYPE" default:"rsa" doc:"rsa or ed25519."`
@@ -106,7 +108,11 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	kv, err := vaultkv.New(cfg.VaultAddr, token, cfg.KVMount, cfg.VaultTimeout)
+	baseline, err := vaultdecl.Load(cfg.VaultBaseline)
+	if err != nil {
+		return err
+	}
+	kv, err := vaultkv.New(cfg.VaultAddr, token, cfg.KVMount, cfg.VaultTimeout, baseline.AuditDevices)
 	if err != nil {
 		return err
 	}

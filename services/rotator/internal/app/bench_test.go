@@ -14,6 +14,7 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/rotator/internal/keys"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
@@ -76,7 +77,11 @@ func BenchmarkRotation(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	kv, err := vaultkv.New(s.Vault.Addr, token, "secret", 30*time.Second)
+	baseline, err := vaultdecl.Load(s.Vault.BaselineFile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	kv, err := vaultkv.New(s.Vault.Addr, token, "secret", 30*time.Second, baseline.AuditDevices)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/unavailable"
+	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/rotator/internal/rotation"
 )
@@ -25,11 +26,22 @@ type KV struct {
 	c     *vault.Client
 	mount string
 	token *vaulttoken.Source
+	// devices are the declared audit devices (the baseline's): no secret
+	// is written while Vault has another.
+	devices []vaultdecl.AuditDevice
 }
 
+// ErrUndeclaredAuditDevice is returned by WriteCAS, before writing, while
+// Vault has an audit device the baseline does not declare (or a declared
+// one with other options): a root intruder's device with log_raw would
+// receive the new secret in clear. The job waits (the consumer pauses as
+// for an outage) until containment's sweep has removed the device.
+var ErrUndeclaredAuditDevice = errors.New("vault has an undeclared audit device: no secret is written until containment removes it")
+
 // New builds a client for the mount with the token of src, following it
-// when it is replaced.
-func New(addr string, src *vaulttoken.Source, mount string, timeout time.Duration) (*KV, error) {
+// when it is replaced. devices are the declared audit devices: every write
+// of a secret is preceded by a look at sys/audit (the gate).
+func New(addr string, src *vaulttoken.Source, mount string, timeout time.Duration, devices []vaultdecl.AuditDevice) (*KV, error) {
 	cfg := vault.DefaultConfig()
 	if cfg.Error != nil {
 		return nil, cfg.Error
@@ -45,7 +57,27 @@ func New(addr string, src *vaulttoken.Source, mount string, timeout time.Duratio
 	c.ClearNamespace()
 	c.SetToken(src.Token())
 	src.OnChange(c.SetToken)
-	return &KV{c: c, mount: mount, token: src}, nil
+	return &KV{c: c, mount: mount, token: src, devices: devices}, nil
+}
+
+// gate lists Vault's audit devices (sys/audit, read with sudo on the
+// rotator's policy) and refuses while one is not declared. It runs right
+// before every secret write: the rotation's guarantee that no new secret
+// reaches an intruder's device does not rest on containment having
+// removed it (docs/security.md says what is left: a device added between
+// this look and the write).
+func (k *KV) gate(ctx context.Context) error {
+	devices, err := retry(k, func() (map[string]*vault.Audit, error) { return k.c.Sys().ListAuditWithContext(ctx) })
+	if err != nil {
+		return down(err)
+	}
+	for path, d := range devices {
+		path = strings.TrimSuffix(path, "/")
+		if why := vaultdecl.AuditDifference(k.devices, path, d.Type, d.Options); why != "" {
+			return stream.Unavailable(unavailable.Vault, fmt.Errorf("%w: %s: %s", ErrUndeclaredAuditDevice, path, why))
+		}
+	}
+	return nil
 }
 
 // retry runs op, and once more when Vault refused the token and the token
@@ -103,6 +135,9 @@ func notFound(err error) bool {
 
 // WriteCAS implements rotation.Vault.
 func (k *KV) WriteCAS(ctx context.Context, path string, data map[string]any, cas int) (int, error) {
+	if err := k.gate(ctx); err != nil {
+		return 0, err
+	}
 	s, err := retry(k, func() (*vault.Secret, error) {
 		return k.c.Logical().WriteWithContext(ctx, k.mount+"/data/"+path, map[string]any{"options": map[string]any{"cas": cas}, "data": data})
 	})
