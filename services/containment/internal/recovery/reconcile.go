@@ -121,11 +121,11 @@ func (r *Recoverer) planReconcile(ctx context.Context, auth map[string]AuthMount
 		if name == ownRecoveryPolicy {
 			// A policy cannot pin its own text: the recovery token may
 			// read its policy but not write it.
-			out = append(out, mend{VaultChange: evidence(KindPolicy, name, events.VaultDetected,
-				why+"; the recovery token cannot rewrite its own policy: re-apply deploy/vault/policies/lockdown-recovery.hcl as an administrator", live)})
+			out = append(out, mend{VaultChange: policyEvidence(name, events.VaultDetected,
+				why+"; the recovery token cannot rewrite its own policy: re-apply deploy/vault/policies/lockdown-recovery.hcl as an administrator", live, want)})
 			continue
 		}
-		out = append(out, mend{evidence(KindPolicy, name, events.VaultRestored, why, live),
+		out = append(out, mend{policyEvidence(name, events.VaultRestored, why, live, want),
 			func(ctx context.Context) error { return v.PutPolicy(ctx, name, want) }})
 	}
 
@@ -225,6 +225,34 @@ func (r *Recoverer) planReconcile(ctx context.Context, auth map[string]AuthMount
 
 // ownRecoveryPolicy is the policy of the token reconciling.
 const ownRecoveryPolicy = "lockdown-recovery"
+
+// policyEvidence keeps a changed policy's previous text, or, when it is
+// longer than the evidence may be, the lines it had that the declaration
+// lacks ("+ ") and the declared lines it lacked ("- "): the intruder's
+// grant is then in the evidence wherever it stood. The hash is the whole
+// text's either way.
+func policyEvidence(name, action, why, live, want string) events.VaultChange {
+	c := evidence(KindPolicy, name, action, why, live)
+	if len(live) <= events.PreviousLimit {
+		return c
+	}
+	wantLines, liveLines := strings.Split(want, "\n"), strings.Split(live, "\n")
+	var diff []string
+	for _, l := range liveLines {
+		if strings.TrimSpace(l) != "" && !slices.Contains(wantLines, l) {
+			diff = append(diff, "+ "+l)
+		}
+	}
+	for _, l := range wantLines {
+		if strings.TrimSpace(l) != "" && !slices.Contains(liveLines, l) {
+			diff = append(diff, "- "+l)
+		}
+	}
+	sum := c.PreviousSHA256
+	c = evidence(KindPolicy, name, action, why+" (previous text too long to keep: its lines that differ)", strings.Join(diff, "\n"))
+	c.PreviousSHA256 = sum
+	return c
+}
 
 func tuning(v Vault, auth bool, path string, keys []string, raw string) mend {
 	return mend{evidence(KindMountTuning, path, events.VaultRestored,
