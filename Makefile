@@ -91,10 +91,14 @@ docs:
 ## redteam: the attacks of docs/security.md on the real stack (make test runs
 ## them too): forged message ids, every NATS user against its permissions,
 ## the HTTP intake (replay, tampering, unsigned and oversize bodies,
-## auto-seal policy), malicious ids
+## auto-seal policy), malicious ids, and a Vault root intruder who plants
+## persistence and fights during the incident (TestRedTeam, TestAuditGate,
+## TestLeastPrivilege)
 redteam: tools build
 	go test -count=1 -timeout 30m -run '^(TestMessageIDPoisoning|TestBusPermissions|TestCLI)$$' github.com/lockdown/lockdown/cmd/lockdown/internal/cli
-	go test -count=1 -timeout 30m -run '^TestContainment$$' github.com/lockdown/lockdown/services/containment/internal/app
+	go test -count=1 -timeout 30m -run '^(TestContainment|TestRedTeam)$$' github.com/lockdown/lockdown/services/containment/internal/app
+	go test -count=1 -timeout 30m -run '^TestAuditGate$$' github.com/lockdown/lockdown/services/rotator/internal/app
+	go test -count=1 -timeout 30m -run '^TestLeastPrivilege$$' github.com/lockdown/lockdown/pkg/platform/localstack
 	go test -count=1 -run '^TestIDs$$' github.com/lockdown/lockdown/pkg/events
 
 ## chaos: the fault-injection suite at full size: 300 tenants, two rotators,

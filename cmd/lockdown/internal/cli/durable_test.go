@@ -45,6 +45,7 @@ func TestCrashAtEveryCommit(t *testing.T) {
 		{events.ServiceContainment, "containment.engine.revoked"},
 		{events.ServiceContainment, "containment.engine.ceremony"},
 		{events.ServiceContainment, "containment.engine.rotated"},
+		{events.ServiceContainment, "containment.engine.swept"},
 		{events.ServiceContainment, "containment.engine.restored"},
 		{events.ServiceContainment, "containment.engine.resolved"},
 		{events.ServiceContainment, "containment.readmodel.report"},
@@ -81,6 +82,7 @@ func TestCrashAtEveryCommit(t *testing.T) {
 				events.IncidentOpened: 1, events.VaultSealed: 1, events.AssessmentCompleted: 1, events.VaultUnsealed: 1, events.AccessRevoked: 1,
 				events.UnsealKeysRotated: 1, events.RotationPlanned: 1, events.RotationTenantCompleted: tenants, events.RotationCompleted: 1,
 				events.NotificationsCompleted: 1, events.AccessRestored: 1, events.IncidentResolved: 1,
+				events.VaultReconciled: 2, // after the rekey and before restore
 			} {
 				if counts[name] != want {
 					t.Errorf("%s: %d in the stream, want %d", name, counts[name], want)
