@@ -16,6 +16,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -163,4 +164,32 @@ func ActiveDKIM(ctx context.Context, kv *vault.KVv2, path, domain string, lookup
 		return true, fmt.Errorf("%s (selector %s, version %d): %w", path, sel, before.VersionMetadata.Version, err)
 	}
 	return true, nil
+}
+
+// Leaked says whether a secret value shows in captured bytes (an audit
+// device's output, a log): whole, as written or as JSON writes it — an
+// audit record is JSON, so a PEM key's line breaks are "\n" there and a
+// plain search (or a search for a piece across a break) misses it; Go's
+// encoder may or may not escape <, > and &. Pieces of a value are not
+// looked for: keys of one kind share long structural runs (PEM armor, the
+// OpenSSH and PKCS#8 headers in base64), which would match any key's.
+func Leaked(captured []byte, value string) bool {
+	if value == "" {
+		return false
+	}
+	forms := []string{value}
+	for _, escapeHTML := range []bool{true, false} {
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(escapeHTML)
+		if err := enc.Encode(value); err == nil {
+			forms = append(forms, strings.Trim(strings.TrimSpace(b.String()), `"`))
+		}
+	}
+	for _, f := range forms {
+		if bytes.Contains(captured, []byte(f)) {
+			return true
+		}
+	}
+	return false
 }

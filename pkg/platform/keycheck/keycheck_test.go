@@ -109,3 +109,31 @@ func TestDKIMMessage(t *testing.T) {
 		})
 	}
 }
+
+func TestLeaked(t *testing.T) {
+	pemKey := "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIOq1yQ2d0N3kq8sVw1r0mXyZ6bq5t0Wn1c2b3a4d5e6f\n-----END PRIVATE KEY-----\n"
+	t.Run("a value found only JSON-escaped across a line break is leaked", func(t *testing.T) {
+		record := []byte(`{"request":{"data":{"private_key":"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIOq1yQ2d0N3kq8sVw1r0mXyZ6bq5t0Wn1c2b3a4d5e6f\n-----END PRIVATE KEY-----\n"}}}`)
+		if !keycheck.Leaked(record, pemKey) {
+			t.Fatal("not found")
+		}
+	})
+	t.Run("an HMAC'd record leaks nothing", func(t *testing.T) {
+		record := []byte(`{"request":{"data":{"private_key":"hmac-sha256:5f1e2d3c4b5a69788796a5b4c3d2e1f0"}}}`)
+		if keycheck.Leaked(record, pemKey) || keycheck.Leaked(record, "s3cr3t-password-of-forty-characters-xx") {
+			t.Fatal("found in a record that does not hold it")
+		}
+	})
+	t.Run("another key of the same kind, sharing the armor and header, is not this key", func(t *testing.T) {
+		other := []byte(`{"private_key":"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n-----END PRIVATE KEY-----\n"}`)
+		if keycheck.Leaked(other, pemKey) {
+			t.Fatal("a shared header was taken for the key")
+		}
+	})
+	t.Run("a value with characters Go escapes for HTML is found either way", func(t *testing.T) {
+		pw := "a<b>&c-password"
+		if !keycheck.Leaked([]byte(`"password":"a\u003cb\u003e\u0026c-password"`), pw) || !keycheck.Leaked([]byte(`"password":"a<b>&c-password"`), pw) {
+			t.Fatal("not found")
+		}
+	})
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
+	"github.com/lockdown/lockdown/pkg/platform/keycheck"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
@@ -82,6 +83,15 @@ type verification struct {
 	// first of those that failed.
 	DKIMSamples        int      `json:"dkim_samples"`
 	DKIMSampleProblems []string `json:"dkim_sample_problems,omitempty"`
+	// TapChecked: the intruder planted an audit device logging in clear
+	// (the drill's own stack); ValuesInTap counts rotated secret values
+	// found in its file, TapRecordedBefore that it did record the
+	// intruder's requests before the breach, TapStillEnabled that it
+	// survived the incident.
+	TapChecked        bool `json:"intruder_tap_checked"`
+	TapRecordedBefore bool `json:"intruder_tap_recorded_before"`
+	ValuesInTap       int  `json:"rotated_values_in_intruder_tap"`
+	TapStillEnabled   bool `json:"intruder_tap_still_enabled"`
 }
 
 // drillSelectors are the rotator's default delegated pair
@@ -202,6 +212,9 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return fail(fmt.Errorf("intruder: %w", err))
 	}
 	say("an intruder with a token of its own read the secrets of %d tenants and was refused once", len(rep.Intruder))
+	if tgt.tapFile != "" {
+		say("the intruder, holding a root token too, tapped Vault with an audit device logging in clear (%s)", drillTap)
+	}
 	dkimSampler, err := watchDKIM(ctx, tgt, *tenants)
 	if err != nil {
 		return fail(err)
@@ -261,6 +274,9 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		}
 		if v.MailChecked {
 			say("verified: %d tenants with exactly one message in Mailpit", v.TenantsMailed)
+		}
+		if v.TapChecked {
+			say("verified: the intruder's root-planted audit device (log_raw) recorded a secret in clear before the breach, was removed by the revocation, and holds %d of the tenants' rotated values", v.ValuesInTap)
 		}
 		say("trace %s: %d spans from %v\n  %s", b.TraceID, b.Spans, b.Services, b.TraceURL)
 		for _, p := range rep.Problems {
@@ -375,6 +391,22 @@ func problems(r report.Report, v verification, intruder []string, tgt *target) [
 	}
 	if v.APIKeysLeft != 0 {
 		out = append(out, fmt.Sprintf("%d API keys left in Vault", v.APIKeysLeft))
+	}
+	if v.TapChecked {
+		switch {
+		case v.ValuesInTap > 0:
+			out = append(out, fmt.Sprintf("%d rotated secret values reached the intruder's audit device", v.ValuesInTap))
+		case v.TapStillEnabled:
+			out = append(out, "the intruder's audit device is still enabled")
+		case !v.TapRecordedBefore:
+			out = append(out, "the intruder's audit device does not show the secret it recorded before the breach: the check proves nothing")
+		}
+		removed := slices.ContainsFunc(r.Actions.VaultChanges, func(c events.VaultChange) bool {
+			return c.Kind == "audit_device" && c.Name == drillTap && c.Action == events.VaultRemoved
+		})
+		if !removed {
+			out = append(out, "the report does not list the intruder's audit device as removed")
+		}
 	}
 	if tgt.vault.Holders != nil && (r.Actions.UnsealKeys == nil || r.Actions.UnsealKeys.Proof != "pgp_backup") {
 		out = append(out, fmt.Sprintf("the report does not prove the unseal keys were rotated by Vault's PGP backup: %+v", r.Actions.UnsealKeys))
@@ -688,11 +720,36 @@ func intrude(ctx context.Context, tgt *target, tenants, n int) ([]string, error)
 		return nil, err
 	}
 	intruder.SetToken(tok.Auth.ClientToken)
+	if tgt.tapDir != "" {
+		// On the drill's own stack the intruder also holds root and taps
+		// Vault: an audit device logging in clear, to receive every secret
+		// the rotation writes. The drill checks afterwards that it got none.
+		rootTok, err := root.Auth().Token().CreateOrphanWithContext(ctx, &vault.TokenCreateRequest{Policies: []string{"root"}, DisplayName: "intruder-root"})
+		if err != nil {
+			return nil, err
+		}
+		tapper, err := root.Clone()
+		if err != nil {
+			return nil, err
+		}
+		tapper.SetToken(rootTok.Auth.ClientToken)
+		tgt.tapFile = filepath.Join(tgt.tapDir, "intruder-tap.log")
+		if err := tapper.Sys().EnableAuditWithOptionsWithContext(ctx, drillTap, &vault.EnableAuditOptions{Type: "file",
+			Options: map[string]string{"file_path": tgt.tapFile, "log_raw": "true"}}); err != nil {
+			return nil, fmt.Errorf("plant the intruder's audit device: %w", err)
+		}
+	}
 	for i := range n {
 		id := tenantseed.IDWith(tgt.prefix, i*tenants/n)
 		for _, secret := range []string{"ssh", "smtp", "dkim"} {
-			if _, err := intruder.KVv2(mount).Get(ctx, "tenants/"+id+"/"+secret); err != nil {
+			s, err := intruder.KVv2(mount).Get(ctx, "tenants/"+id+"/"+secret)
+			if err != nil {
 				return nil, err
+			}
+			if key, _ := s.Data["private_key"].(string); key != "" && tgt.tapControl == "" {
+				// A value the tap must show (the tenant's DKIM key as
+				// seeded): proof the check can find one.
+				tgt.tapControl = key
 			}
 		}
 		read = append(read, id)
@@ -702,6 +759,45 @@ func intrude(ctx context.Context, tgt *target, tenants, n int) ([]string, error)
 		return nil, errors.New("the intruder's token was not refused where it should be")
 	}
 	return read, nil
+}
+
+// drillTap is the path of the intruder's audit device.
+const drillTap = "drill-intruder-tap"
+
+// verifyTap reads every tenant's rotated secrets with the break-glass
+// token and looks for each value in the intruder's audit file
+// (keycheck.Leaked: plain and JSON-escaped).
+func verifyTap(ctx context.Context, tgt *target, tenants int, v *verification) error {
+	captured, err := os.ReadFile(tgt.tapFile)
+	if err != nil {
+		return fmt.Errorf("the intruder's audit file: %w", err)
+	}
+	c, err := tgt.vault.Client()
+	if err != nil {
+		return err
+	}
+	c.SetToken(tgt.breakGlass)
+	v.TapChecked, v.TapRecordedBefore = true, keycheck.Leaked(captured, tgt.tapControl)
+	for i := range tenants {
+		id := tenantseed.IDWith(tgt.prefix, i)
+		for _, secret := range []string{"ssh", "smtp", "dkim"} {
+			s, err := c.KVv2(tgt.mount).Get(ctx, "tenants/"+id+"/"+secret)
+			if err != nil {
+				return err
+			}
+			for _, field := range []string{"private_key", "password"} {
+				if val, _ := s.Data[field].(string); val != "" && keycheck.Leaked(captured, val) {
+					v.ValuesInTap++
+				}
+			}
+		}
+	}
+	devices, err := c.Sys().ListAuditWithContext(ctx)
+	if err != nil {
+		return err
+	}
+	_, v.TapStillEnabled = devices[drillTap+"/"]
+	return nil
 }
 
 // storedReport waits for the report containment stored when it resolved
@@ -761,6 +857,11 @@ func verify(ctx context.Context, tgt *target, incidentID string, tenants int) (*
 	}
 	if tgt.dns != nil {
 		if err := verifyDKIM(ctx, tgt, tenants, v); err != nil {
+			return nil, err
+		}
+	}
+	if tgt.tapFile != "" && tgt.breakGlass != "" {
+		if err := verifyTap(ctx, tgt, tenants, v); err != nil {
 			return nil, err
 		}
 	}

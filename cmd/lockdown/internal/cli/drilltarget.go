@@ -24,6 +24,11 @@ type target struct {
 	// seeding, the intruder's policy and token) and, only when the drill
 	// plays the key holders, the current unseal shares.
 	vault *localstack.Vault
+	// tapDir, on the drill's own stack, is where the intruder's audit
+	// device writes (a file on this machine); tapFile is that file once
+	// the intruder planted it, tapControl a pre-breach secret value the
+	// intruder read through it (which the file must show).
+	tapDir, tapFile, tapControl string
 	// verifyToken reads Vault after the lockdown: a token Lockdown keeps
 	// (read when needed: containment replaces its tokens in the incident).
 	verifyToken func() (string, error)
@@ -73,6 +78,7 @@ func localTarget(s *localstack.Stack) *target {
 		dbURL: s.Postgres.URL, vault: s.Vault, verifyToken: rotatorToken(s.Vault), playHolders: true, mount: localstack.VaultKVMount,
 		prefix: tenantseed.DefaultPrefix, exact: true,
 		mailpit: s.Mailpit, jaegerQuery: s.Jaeger.QueryURL, otlp: s.Jaeger.OTLPHTTPEndpoint, dns: s.DNS,
+		tapDir: s.Dir,
 	}
 }
 

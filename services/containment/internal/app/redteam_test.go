@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -22,6 +21,7 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/keycheck"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
@@ -338,7 +338,7 @@ func TestRedTeam(t *testing.T) {
 		for name, b := range captured {
 			leaked := 0
 			for _, v := range newValues {
-				if containsValue(b, v) {
+				if keycheck.Leaked(b, v) {
 					leaked++
 				}
 			}
@@ -518,22 +518,6 @@ func (k *keeper) bytes() []byte {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return bytes.Clone(k.buf.Bytes())
-}
-
-// containsValue looks for a secret value in captured audit output as it
-// is and as JSON writes it (a PEM key's line breaks are escaped there), and
-// for any 24-character piece of either form.
-func containsValue(captured []byte, v string) bool {
-	enc, _ := json.Marshal(v)
-	forms := []string{v, strings.Trim(string(enc), `"`)}
-	for _, f := range forms {
-		for i := 0; i+24 <= len(f); i += 12 {
-			if bytes.Contains(captured, []byte(f[i:i+24])) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 func randomText(t *testing.T, n int) string {

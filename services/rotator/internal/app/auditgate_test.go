@@ -3,7 +3,6 @@ package app_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/lockdown/lockdown/pkg/platform/keycheck"
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 )
@@ -73,11 +73,8 @@ func TestAuditGate(t *testing.T) {
 					if v == "" {
 						continue
 					}
-					enc, _ := json.Marshal(v)
-					for _, form := range []string{v, strings.Trim(string(enc), `"`)} {
-						if len(form) >= 32 && bytes.Contains(captured, []byte(form[len(form)/2-16:len(form)/2+16])) {
-							leaked++
-						}
+					if keycheck.Leaked(captured, v) {
+						leaked++
 					}
 				}
 			}
