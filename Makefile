@@ -73,6 +73,7 @@ lint:
 ## bench: benchmarks on the real local stack (figures go to docs/benchmarks.md)
 bench: tools
 	go test -count=1 -run '^$$' -bench BenchmarkContainmentLatency -benchtime 30x -timeout 30m github.com/lockdown/lockdown/services/containment/internal/app
+	go test -count=1 -run '^$$' -bench BenchmarkRevocation -benchtime 1x -timeout 30m github.com/lockdown/lockdown/services/containment/internal/app
 	go test -count=1 -run '^$$' -bench BenchmarkAssessment -benchtime 1x -timeout 30m github.com/lockdown/lockdown/services/assessor/internal/app
 	$(MAKE) build
 	go test -count=1 -run '^$$' -bench BenchmarkRotation -benchtime 1x -timeout 60m github.com/lockdown/lockdown/services/rotator/internal/app

@@ -3,13 +3,20 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"path/filepath"
 	"sort"
 	"testing"
 	"time"
 
+	vault "github.com/hashicorp/vault/api"
+
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
+	"github.com/lockdown/lockdown/services/containment/internal/app"
+	"github.com/lockdown/lockdown/services/containment/internal/recovery"
 )
 
 // BenchmarkContainmentLatency measures, on the real local stack, the time
@@ -124,3 +131,101 @@ func pct(d []time.Duration, p int) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// BenchmarkRevocation measures phase 4 on the real Vault with one live
+// token per tenant (a platform client each), at 100 and 10,000 tenants:
+// the whole revocation as containment runs it (reconciliation of Vault's
+// security configuration, Lockdown's tokens replaced and verified, the
+// sweep to a fixpoint, keyring rotation) beside, in the same run, the
+// bare sweep the revocation used to be (one listing, every unknown token
+// revoked). The tokens are made again before each measurement. Run it
+// with -benchtime=1x (make bench).
+func BenchmarkRevocation(b *testing.B) {
+	for _, tenants := range []int{100, 10000} {
+		b.Run(fmt.Sprintf("tenants=%d", tenants), func(b *testing.B) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+			defer cancel()
+			s, err := localstack.Start(ctx, localstack.Options{Vault: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			root, err := s.Vault.Client()
+			if err != nil {
+				b.Fatal(err)
+			}
+			rootRoot, err := localstack.RepoRoot()
+			if err != nil {
+				b.Fatal(err)
+			}
+			cfg := &app.Config{VaultAddrs: []string{s.Vault.Addr}, VaultSealTokenFile: s.Vault.SealFile, VaultRecoveryTokenFile: s.Vault.RecoveryFile,
+				RotatorTokenFile: s.Vault.RotatorFile, VaultTimeout: 30 * time.Second, DisableAuth: []string{"approle", "jwt"}, BreakGlass: []string{s.Vault.RootAccessor},
+				AuthDir: filepath.Join(rootRoot, "deploy", "vault", "auth"), VaultBaseline: s.Vault.BaselineFile,
+				VaultPolicyDir: filepath.Join(rootRoot, "deploy", "vault", "policies"), RekeyShares: 5, RekeyThreshold: 3}
+			va, err := cfg.VaultAdapters()
+			if err != nil {
+				b.Fatal(err)
+			}
+			rc, err := cfg.RecoveryConfig()
+			if err != nil {
+				b.Fatal(err)
+			}
+			rc.OwnTokens = va.Own
+			rec := recovery.New(rc, va.Admin, nil, slog.New(slog.DiscardHandler))
+			mint := func() {
+				b.StopTimer()
+				defer b.StartTimer()
+				for i := range tenants {
+					if _, err := root.Auth().Token().CreateOrphanWithContext(ctx, &vault.TokenCreateRequest{Policies: []string{"default"},
+						DisplayName: fmt.Sprintf("tenant-%05d", i), TTL: "1h"}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			var bare, full time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				mint()
+				start := time.Now()
+				// The revocation as it was: one listing, one pass.
+				list, err := root.Logical().ListWithContext(ctx, "auth/token/accessors")
+				if err != nil {
+					b.Fatal(err)
+				}
+				keep := map[string]bool{s.Vault.RootAccessor: true}
+				for _, f := range []string{s.Vault.SealFile, s.Vault.RecoveryFile, s.Vault.RotatorFile} {
+					src, err := vaulttoken.Open("", f)
+					if err != nil {
+						b.Fatal(err)
+					}
+					info, err := va.Admin.LookupToken(ctx, src.Token())
+					if err != nil {
+						b.Fatal(err)
+					}
+					keep[info.Accessor] = true
+				}
+				for _, k := range list.Data["keys"].([]any) {
+					if acc := k.(string); !keep[acc] {
+						if err := root.Auth().Token().RevokeAccessorWithContext(ctx, acc); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				bare += time.Since(start)
+				mint()
+				start = time.Now()
+				revoked, _, err := rec.Revoke(ctx, fmt.Sprintf("bench-%d", i), events.AccessRevokedData{}, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				full += time.Since(start)
+				if revoked.TokensRevoked < tenants {
+					b.Fatalf("revoked %d tokens, want at least %d", revoked.TokensRevoked, tenants)
+				}
+			}
+			b.ReportMetric(bare.Seconds()/float64(b.N), "bare_sweep_s")
+			b.ReportMetric(full.Seconds()/float64(b.N), "revocation_s")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
