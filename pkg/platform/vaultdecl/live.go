@@ -72,7 +72,7 @@ func FromLive(ctx context.Context, c *vault.Client, declaredAuth []string) (Base
 			b.Policies = append(b.Policies, p)
 		}
 	}
-	roles, err := list(ctx, c, "auth/token/roles")
+	roles, err := ListKeys(ctx, c, "auth/token/roles")
 	if err != nil {
 		return b, err
 	}
@@ -83,7 +83,7 @@ func FromLive(ctx context.Context, c *vault.Client, declaredAuth []string) (Base
 		b.TokenRoles = append(b.TokenRoles, r)
 	}
 	for kind, into := range map[string]*[]string{"entity": &b.IdentityEntities, "group": &b.IdentityGroups} {
-		ids, err := list(ctx, c, "identity/"+kind+"/id")
+		ids, err := ListKeys(ctx, c, "identity/"+kind+"/id")
 		if err != nil {
 			return b, err
 		}
@@ -126,7 +126,9 @@ func FromLive(ctx context.Context, c *vault.Client, declaredAuth []string) (Base
 	return b, nil
 }
 
-func list(ctx context.Context, c *vault.Client, path string) ([]string, error) {
+// ListKeys lists path (a LIST request) and returns its keys; none when
+// Vault answers nothing there.
+func ListKeys(ctx context.Context, c *vault.Client, path string) ([]string, error) {
 	s, err := c.Logical().ListWithContext(ctx, path)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)

@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -9,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -476,11 +476,10 @@ func (m *minter) all() []string {
 }
 
 // keeper is the intruder's socket audit listener: it accepts Vault's
-// connection and keeps every byte.
+// connections and keeps every byte.
 type keeper struct {
 	addr string
-	mu   sync.Mutex
-	buf  bytes.Buffer
+	syncBuffer
 }
 
 func listenAndKeep(t *testing.T) *keeper {
@@ -497,28 +496,14 @@ func listenAndKeep(t *testing.T) *keeper {
 			}
 			go func() {
 				defer conn.Close()
-				r := bufio.NewReader(conn)
-				chunk := make([]byte, 32<<10)
-				for {
-					n, err := r.Read(chunk)
-					k.mu.Lock()
-					k.buf.Write(chunk[:n])
-					k.mu.Unlock()
-					if err != nil {
-						return
-					}
-				}
+				_, _ = io.Copy(k, conn) // ends with the connection
 			}()
 		}
 	}()
 	return k
 }
 
-func (k *keeper) bytes() []byte {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return bytes.Clone(k.buf.Bytes())
-}
+func (k *keeper) bytes() []byte { return []byte(k.String()) }
 
 func randomText(t *testing.T, n int) string {
 	t.Helper()

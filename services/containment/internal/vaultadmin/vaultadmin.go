@@ -20,6 +20,7 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
 )
 
@@ -161,21 +162,7 @@ func (a *Admin) WriteAuth(ctx context.Context, path string, data map[string]any)
 
 // TokenAccessors lists auth/token/accessors (needs sudo).
 func (a *Admin) TokenAccessors(ctx context.Context) ([]string, error) {
-	s, err := a.c.Logical().ListWithContext(ctx, "auth/token/accessors")
-	if err != nil {
-		return nil, err
-	}
-	if s == nil {
-		return nil, nil
-	}
-	keys, _ := s.Data["keys"].([]any)
-	out := make([]string, 0, len(keys))
-	for _, k := range keys {
-		if str, ok := k.(string); ok {
-			out = append(out, str)
-		}
-	}
-	return out, nil
+	return vaultdecl.ListKeys(ctx, a.c, "auth/token/accessors")
 }
 
 // RevokeAccessor writes auth/token/revoke-accessor.
@@ -659,14 +646,7 @@ func (a *Admin) PutPolicy(ctx context.Context, name, text string) error {
 
 // TokenRoles lists auth/token/roles.
 func (a *Admin) TokenRoles(ctx context.Context) ([]string, error) {
-	s, err := a.c.Logical().ListWithContext(ctx, "auth/token/roles")
-	if err != nil {
-		return nil, err
-	}
-	if s == nil {
-		return nil, nil
-	}
-	return strs(s.Data["keys"]), nil
+	return vaultdecl.ListKeys(ctx, a.c, "auth/token/roles")
 }
 
 // TokenRole reads auth/token/roles/:name (nil when absent).
@@ -693,18 +673,13 @@ func (a *Admin) DeleteTokenRole(ctx context.Context, name string) error {
 // Identities lists identity/<kind>/id with each one's name and policies
 // (kind: entity or group).
 func (a *Admin) Identities(ctx context.Context, kind string) ([]recovery.Identity, error) {
-	s, err := a.c.Logical().ListWithContext(ctx, "identity/"+kind+"/id")
+	ids, err := vaultdecl.ListKeys(ctx, a.c, "identity/"+kind+"/id")
 	if err != nil {
 		return nil, err
 	}
-	if s == nil {
-		return nil, nil
-	}
-	info, _ := s.Data["key_info"].(map[string]any)
 	var out []recovery.Identity
-	for _, id := range strs(s.Data["keys"]) {
-		// The listing's key_info carries names but not policies: each is
-		// read.
+	for _, id := range ids {
+		// The listing carries names but not policies: each is read.
 		r, err := a.c.Logical().ReadWithContext(ctx, "identity/"+kind+"/id/"+id)
 		if err != nil {
 			return nil, err
@@ -712,13 +687,7 @@ func (a *Admin) Identities(ctx context.Context, kind string) ([]recovery.Identit
 		if r == nil {
 			continue
 		}
-		name := str(r.Data["name"])
-		if name == "" {
-			if ki, ok := info[id].(map[string]any); ok {
-				name = str(ki["name"])
-			}
-		}
-		out = append(out, recovery.Identity{ID: id, Name: name, Policies: strs(r.Data["policies"]), Raw: raw(r.Data)})
+		out = append(out, recovery.Identity{ID: id, Name: str(r.Data["name"]), Policies: strs(r.Data["policies"]), Raw: raw(r.Data)})
 	}
 	return out, nil
 }
