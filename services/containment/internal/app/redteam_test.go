@@ -73,7 +73,15 @@ func TestRedTeam(t *testing.T) {
 	must(t, intruder.Sys().PutPolicyWithContext(ctx, "lockdown-persist", `path "secret/*" { capabilities = ["read", "list"] }`))
 	defaultBefore, err := intruder.Sys().GetPolicyWithContext(ctx, "default")
 	must(t, err)
-	must(t, intruder.Sys().PutPolicyWithContext(ctx, "default", defaultBefore+"\npath \"secret/*\" { capabilities = [\"read\", \"list\"] }\n"))
+	// The grant is buried in 300 KB of comments: the evidence must stay
+	// small and still show it.
+	padding := strings.Repeat("# routine maintenance note, nothing to see here\n", 6000)
+	must(t, intruder.Sys().PutPolicyWithContext(ctx, "default", defaultBefore+padding+"path \"secret/*\" { capabilities = [\"read\", \"list\"] }\n"+padding))
+	// Lockdown's own recovery policy, which its token cannot rewrite: a
+	// harmless-looking line the reconciliation must report all the same.
+	recoveryPolicy, err := intruder.Sys().GetPolicyWithContext(ctx, "lockdown-recovery")
+	must(t, err)
+	must(t, intruder.Sys().PutPolicyWithContext(ctx, "lockdown-recovery", recoveryPolicy+"\n# reviewed\n"))
 	must(t, write(ctx, intruder, "auth/token/roles/lockdown-rotator", map[string]any{"token_bound_cidrs": []string{"10.66.0.0/16"}, "token_explicit_max_ttl": "10m"}))
 	must(t, intruder.Sys().EnableAuthWithOptionsWithContext(ctx, "backup-login", &vault.EnableAuthOptions{Type: "userpass"}))
 	must(t, intruder.Sys().PutPolicyWithContext(ctx, "ops-readonly", `path "secret/*" { capabilities = ["read", "list"] }`))
@@ -116,6 +124,7 @@ func TestRedTeam(t *testing.T) {
 			recovery.KindPolicy + "/default": events.VaultRestored, recovery.KindTokenRole + "/lockdown-rotator": events.VaultRestored,
 			recovery.KindSecretsMount + "/exfil": events.VaultRemoved, recovery.KindIdentityGroup + "/intruder-group": events.VaultRemoved,
 			recovery.KindMountTuning + "/secret": events.VaultRestored, recovery.KindAuditedHeader + "/x-vault-token": events.VaultRemoved,
+			recovery.KindPolicy + "/lockdown-recovery": events.VaultDetected,
 		}
 		got := map[string]events.VaultChange{}
 		for _, ch := range revoked.Reconciled {
@@ -126,8 +135,8 @@ func TestRedTeam(t *testing.T) {
 				t.Errorf("%s: reported %+v, want %s", key, ch, action)
 			}
 		}
-		if ch := got[recovery.KindPolicy+"/default"]; !strings.Contains(ch.Previous, `path "secret/*"`) || ch.PreviousSHA256 == "" {
-			t.Errorf("the edited default policy's previous text is not kept as evidence: %+v", ch)
+		if ch := got[recovery.KindPolicy+"/default"]; !strings.Contains(ch.Previous, `path "secret/*"`) || ch.PreviousSHA256 == "" || len(ch.Previous) > events.PreviousLimit {
+			t.Errorf("the edited default policy's evidence (%d bytes) does not show the intruder's grant within %d bytes", len(ch.Previous), events.PreviousLimit)
 		}
 		if !slices.Contains(revoked.PoliciesDeleted, "lockdown-persist") || !slices.Contains(revoked.PoliciesDeleted, "ops-readonly") {
 			t.Errorf("policies deleted %v", revoked.PoliciesDeleted)

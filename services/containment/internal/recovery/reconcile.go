@@ -237,17 +237,29 @@ func policyEvidence(name, action, why, live, want string) events.VaultChange {
 		return c
 	}
 	wantLines, liveLines := strings.Split(want, "\n"), strings.Split(live, "\n")
-	var diff []string
+	var rules, comments []string
+	add := func(prefix, l string) {
+		switch t := strings.TrimSpace(l); {
+		case t == "":
+		case strings.HasPrefix(t, "#"):
+			comments = append(comments, prefix+l)
+		default:
+			rules = append(rules, prefix+l)
+		}
+	}
 	for _, l := range liveLines {
-		if strings.TrimSpace(l) != "" && !slices.Contains(wantLines, l) {
-			diff = append(diff, "+ "+l)
+		if !slices.Contains(wantLines, l) {
+			add("+ ", l)
 		}
 	}
 	for _, l := range wantLines {
-		if strings.TrimSpace(l) != "" && !slices.Contains(liveLines, l) {
-			diff = append(diff, "- "+l)
+		if !slices.Contains(liveLines, l) {
+			add("- ", l)
 		}
 	}
+	// Rules first: padding the policy with comments must not push the
+	// intruder's grant out of the evidence.
+	diff := append(rules, comments...)
 	sum := c.PreviousSHA256
 	c = evidence(KindPolicy, name, action, why+" (previous text too long to keep: its lines that differ)", strings.Join(diff, "\n"))
 	c.PreviousSHA256 = sum
