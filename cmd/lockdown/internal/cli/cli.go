@@ -42,14 +42,14 @@ func commands() map[string]command {
 		"confirm":   {"seal now for an incident whose breach was not allowed to seal by itself (a severity or Vault cluster outside LOCKDOWN_AUTO_SEAL_*)", runConfirm},
 		"resume":    {"drive a stuck incident now: containment retries its step and re-announces it to the services waiting on it", runResume},
 		"abort":     {"close an incident as failed, with a reason in its report (the next breach opens a new incident)", runAbort},
-		"install":   {"install nats: provision the streams, durable consumers and read-model buckets with the admin identity (services may not create them); install postgres: one database role per service", runInstall},
+		"install":   {"install nats: provision the streams, durable consumers and read-model buckets with the admin identity (services may not create them); install postgres: one database role per service; install vault --baseline-from-live: the declaration of Vault's security configuration, read from a Vault you trust", runInstall},
 		"retry":     {"rotate again the tenants whose rotation failed (or --tenant one) once the cause is mended; corrected totals reach the report", runRetry},
 		"review":    {"record the post-incident review (root cause, lessons learned, preventive measures; --final ends it), by flags or in $EDITOR with --edit; the report is regenerated", runReview},
 	}
 }
 
 // subcommands are the commands whose first argument names what they do.
-var subcommands = map[string][]string{"dlq": {"list", "replay"}, "install": {"nats", "postgres"}}
+var subcommands = map[string][]string{"dlq": {"list", "replay"}, "install": {"nats", "postgres", "vault"}}
 
 // Main dispatches to a command through cobra, which gives the command
 // tree its generated help and shell completion (`lockdown completion

@@ -2,15 +2,21 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
+
+	vault "github.com/hashicorp/vault/api"
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/pgroles"
+	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 )
 
 // runInstall provisions what the services need and may not create
@@ -22,8 +28,11 @@ func runInstall(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if len(args) > 0 && args[0] == "postgres" {
 		return installPostgres(ctx, args[1:], out, errOut)
 	}
+	if len(args) > 0 && args[0] == "vault" {
+		return installVault(ctx, args[1:], out, errOut)
+	}
 	if len(args) == 0 || args[0] != "nats" {
-		fmt.Fprintln(errOut, "usage: lockdown install nats [--nats-url URL] [--nats-user admin]\n       lockdown install postgres --database-url ADMIN_URL")
+		fmt.Fprintln(errOut, "usage: lockdown install nats [--nats-url URL] [--nats-user admin]\n       lockdown install postgres --database-url ADMIN_URL\n       lockdown install vault --baseline-from-live [--vault-addr URL] [--out FILE]")
 		return ExitUsage
 	}
 	fs := newFlags("install nats", errOut)
@@ -85,5 +94,81 @@ func installPostgres(ctx context.Context, args []string, out, errOut io.Writer) 
 		return ExitFailure
 	}
 	fmt.Fprintf(out, "roles %s: each owns its schema (the CLI needs none: it reads the read model in NATS)\n", strings.Join(pgroles.Logins(), ", "))
+	return ExitOK
+}
+
+// installVault writes the declaration of Vault's security configuration
+// (deploy/vault/baseline.json) from a live Vault an operator trusts
+// (vaultdecl.FromLive), with an administrator's token from VAULT_TOKEN
+// (never a flag: it would stay in the shell's history). The token is not
+// printed. The declared auth methods of --auth-dir are left out (they are
+// re-applied from their own files), as are Vault's and Lockdown's own
+// objects.
+func installVault(ctx context.Context, args []string, out, errOut io.Writer) int {
+	fs := newFlags("install vault", errOut)
+	fromLive := fs.Bool("baseline-from-live", false, "read the live Vault's audit devices, mounts, policies, token roles, identities with policies, plugins and audited headers and write them as a baseline")
+	addr := fs.String("vault-addr", envOr("VAULT_ADDR", os.Getenv("VAULT_ADDR")), "Vault's address (LOCKDOWN_VAULT_ADDR, else VAULT_ADDR)")
+	authDir := fs.String("auth-dir", envOr("AUTH_DIR", "deploy/vault/auth"), "the declarative auth methods, left out of the baseline (LOCKDOWN_AUTH_DIR)")
+	outFile := fs.String("out", "", "write the baseline to this file (0644) instead of standard output")
+	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	token := os.Getenv("VAULT_TOKEN")
+	var problems []string
+	if !*fromLive {
+		problems = append(problems, "--baseline-from-live is required (the one thing install vault does)")
+	}
+	if *addr == "" {
+		problems = append(problems, "--vault-addr (or VAULT_ADDR) is required")
+	}
+	if token == "" {
+		problems = append(problems, "VAULT_TOKEN is required: an administrator's token that may read sys/audit, sys/mounts, sys/policies, auth/token/roles, identity and sys/plugins/catalog")
+	}
+	auth, err := filepath.Glob(filepath.Join(*authDir, "*.json"))
+	if err != nil || len(auth) == 0 {
+		problems = append(problems, fmt.Sprintf("--auth-dir %s holds no auth method (*.json)", *authDir))
+	}
+	if len(problems) > 0 {
+		fmt.Fprintf(errOut, "lockdown install vault: %s\n", strings.Join(problems, "; "))
+		return ExitUsage
+	}
+	declared := make([]string, len(auth))
+	for i, f := range auth {
+		declared[i] = strings.TrimSuffix(filepath.Base(f), ".json")
+	}
+	cfg := vault.DefaultConfig()
+	cfg.Address, cfg.MaxRetries, cfg.Timeout = *addr, 0, *timeout
+	c, err := vault.NewClient(cfg)
+	if err != nil {
+		fmt.Fprintf(errOut, "lockdown install vault: %v\n", err)
+		return ExitFailure
+	}
+	c.SetToken(token)
+	vctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	b, err := vaultdecl.FromLive(vctx, c, declared)
+	if err != nil {
+		fmt.Fprintf(errOut, "lockdown install vault: %v\n", err)
+		return ExitFailure
+	}
+	body, err := json.MarshalIndent(b, "", "  ")
+	if err != nil {
+		fmt.Fprintf(errOut, "lockdown install vault: %v\n", err)
+		return ExitFailure
+	}
+	body = append(body, '\n')
+	if *outFile == "" {
+		if _, err := out.Write(body); err != nil {
+			return ExitFailure
+		}
+		return ExitOK
+	}
+	if err := os.WriteFile(*outFile, body, 0o644); err != nil {
+		fmt.Fprintf(errOut, "lockdown install vault: %v\n", err)
+		return ExitFailure
+	}
+	fmt.Fprintf(out, "baseline written to %s: %d audit devices, %d auth mounts, %d secrets mounts, %d policies, %d token roles; review every entry before adopting it\n",
+		*outFile, len(b.AuditDevices), len(b.AuthMounts), len(b.SecretsMounts), len(b.Policies), len(b.TokenRoles))
 	return ExitOK
 }
