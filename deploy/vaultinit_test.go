@@ -2,12 +2,15 @@ package deploy_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -129,6 +132,60 @@ disable_mlock = true
 		rec := token("recovery")
 		if msg, err := vault(rec, "auth", "list"); err != nil || !strings.Contains(msg, "approle/") || !strings.Contains(msg, "jwt/") {
 			t.Errorf("auth methods: %v %s", err, msg)
+		}
+	})
+	t.Run("the shipped baseline declares what vault-init leaves: its audit device, the KV mount, no other policy", func(t *testing.T) {
+		raw, err := os.ReadFile(filepath.Join(root, "deploy", "vault", "baseline.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var baseline struct {
+			AuditDevices []struct {
+				Path, Type string
+				Options    map[string]string
+			} `json:"audit_devices"`
+			SecretsMounts []string `json:"secrets_mounts"`
+			Policies      []string `json:"policies"`
+		}
+		if err := json.Unmarshal(raw, &baseline); err != nil {
+			t.Fatal(err)
+		}
+		rec := token("recovery") // what containment reads it with
+		msg, err := vault(rec, "audit", "list", "-format=json")
+		if err != nil {
+			t.Fatalf("%v %s", err, msg)
+		}
+		var devices map[string]struct {
+			Type    string
+			Options map[string]string
+		}
+		if err := json.Unmarshal([]byte(msg), &devices); err != nil {
+			t.Fatal(err)
+		}
+		if len(devices) != len(baseline.AuditDevices) {
+			t.Fatalf("vault-init enables %d audit devices, the baseline declares %d", len(devices), len(baseline.AuditDevices))
+		}
+		for _, d := range baseline.AuditDevices {
+			live, ok := devices[d.Path+"/"]
+			// The test writes the log elsewhere than compose's volume.
+			live.Options["file_path"] = d.Options["file_path"]
+			if !ok || live.Type != d.Type || !maps.Equal(live.Options, d.Options) {
+				t.Errorf("audit device %s: vault-init's %+v, declared %+v", d.Path, live, d)
+			}
+		}
+		msg, err = vault(rec, "secrets", "list", "-format=json")
+		if err != nil {
+			t.Fatalf("%v %s", err, msg)
+		}
+		var mounts map[string]any
+		if err := json.Unmarshal([]byte(msg), &mounts); err != nil {
+			t.Fatal(err)
+		}
+		for path := range mounts {
+			p := strings.TrimSuffix(path, "/")
+			if !slices.Contains([]string{"sys", "cubbyhole", "identity"}, p) && !slices.Contains(baseline.SecretsMounts, p) {
+				t.Errorf("vault-init mounts %s, which the baseline does not declare: an incident would disable it with its data", p)
+			}
 		}
 	})
 	t.Run("running it again changes nothing", func(t *testing.T) {

@@ -9,6 +9,9 @@
 //     telemetry, graceful drain).
 //   - natsconn: NATS and JetStream connections.
 //   - migrate: SQL migrations per service schema.
+//   - vaultdecl: the declaration of Vault's security configuration
+//     (Lockdown's token roles, the baseline and its loader, the audit
+//     device comparison), and the baseline read from a live Vault.
 //   - localstack: the real servers (NATS, PostgreSQL, Vault, Jaeger, Mailpit)
 //     started as processes for tests, the drill and `lockdown dev`.
 package platform
