@@ -342,6 +342,11 @@ func (r *Recoverer) Sweep(ctx context.Context, incidentID, stage string, prior [
 	}
 	var own []string
 	for _, t := range r.cfg.OwnTokens {
+		// The file, not this process's copy: a leader that died may have
+		// replaced the token a moment before this process took over.
+		if _, err := t.Store.Reload(); err != nil {
+			return out, fmt.Errorf("read Lockdown's %s token: %w", t.Name, err)
+		}
 		info, err := r.vault.LookupToken(ctx, t.Store.Token())
 		if err != nil {
 			return out, fmt.Errorf("look up Lockdown's %s token: %w", t.Name, err)

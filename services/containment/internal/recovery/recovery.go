@@ -63,7 +63,10 @@ type OwnToken struct {
 // token file, and the clients that use the token).
 type TokenStore interface {
 	Replace(token string) error
-	// Token is the token the store holds now.
+	// Reload reads the token again from where it is kept (another
+	// containment process, the leader before a takeover, may have
+	// replaced it), and Token is the token the store holds now.
+	Reload() (bool, error)
 	Token() string
 }
 
