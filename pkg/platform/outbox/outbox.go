@@ -243,8 +243,7 @@ func (r *Relay) Flush(ctx context.Context) (int, error) {
 	}); err != nil {
 		return 0, err
 	}
-	published := 0
-	var last int64
+	var published []int64
 	var pubErr error
 	// One at a time: a message is stored before the next is sent, so a
 	// failure can never let a later event overtake an earlier one.
@@ -260,19 +259,21 @@ func (r *Relay) Flush(ctx context.Context) (int, error) {
 				break
 			}
 		}
-		published++
-		last = p.seq
+		published = append(published, p.seq)
 	}
-	if published > 0 {
+	if len(published) > 0 {
 		r.Failpoints.Hit("outbox.published")
-		if _, err := tx.Exec(ctx, `DELETE FROM `+pgx.Identifier{r.Schema, "outbox"}.Sanitize()+` WHERE seq <= $1`, last); err != nil {
+		// By the rows published, never by a range: a transaction that drew
+		// a lower seq and committed while this batch was being published
+		// is not in the batch, and must stay for the next pass.
+		if _, err := tx.Exec(ctx, `DELETE FROM `+pgx.Identifier{r.Schema, "outbox"}.Sanitize()+` WHERE seq = ANY($1)`, published); err != nil {
 			return 0, err
 		}
 		if err := tx.Commit(ctx); err != nil {
 			return 0, err
 		}
 	}
-	return published, pubErr
+	return len(published), pubErr
 }
 
 // Pending counts the messages not yet published (tests, readiness).

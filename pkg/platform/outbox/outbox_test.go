@@ -144,6 +144,80 @@ func TestOutbox(t *testing.T) {
 	}
 }
 
+// hookedJS runs before each publish: the test commits another
+// transaction while the relay is half-way through its batch.
+type hookedJS struct {
+	outbox.Publisher
+	before func(*nats.Msg)
+}
+
+func (h hookedJS) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	h.before(m)
+	return h.Publisher.PublishMsg(ctx, m, opts...)
+}
+
+// TestRelayDeletesOnlyWhatItPublished: a transaction draws a lower seq
+// than one committed after it, and commits while the relay publishes the
+// later one. Its row was not in the relay's batch: the relay must leave
+// it for the next pass, not delete it unpublished with a range.
+func TestRelayDeletesOnlyWhatItPublished(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := localstack.Start(ctx, localstack.Options{NATS: true, Postgres: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	pool, err := pgxpool.New(ctx, s.Postgres.URL)
+	must(t, err)
+	defer pool.Close()
+	must(t, outbox.Ensure(ctx, pool, "race"))
+	nc, err := nats.Connect(s.NATS.URL)
+	must(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	must(t, err)
+	str, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OUTBOX_RACE", Subjects: []string{"race.>"}, Duplicates: time.Hour})
+	must(t, err)
+	msg := func(id string) *nats.Msg {
+		m := nats.NewMsg("race." + id)
+		m.Header.Set(jetstream.MsgIDHeader, id)
+		m.Data = []byte(id)
+		return m
+	}
+	early, err := pool.Begin(ctx) // draws the lower seq, commits late
+	must(t, err)
+	defer early.Rollback(ctx)
+	must(t, outbox.Add(ctx, early, "race", msg("early")))
+	late, err := pool.Begin(ctx)
+	must(t, err)
+	must(t, outbox.Add(ctx, late, "race", msg("late")))
+	must(t, late.Commit(ctx))
+
+	relay := &outbox.Relay{Pool: pool, Schema: "race", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		JS: hookedJS{Publisher: js, before: func(m *nats.Msg) {
+			if m.Subject == "race.late" {
+				must(t, early.Commit(ctx))
+			}
+		}}}
+	n, err := relay.Flush(ctx)
+	must(t, err)
+	if n != 1 {
+		t.Fatalf("first pass published %d, want 1 (the row committed before it began)", n)
+	}
+	if pending, _ := outbox.Pending(ctx, pool, "race"); pending != 1 {
+		t.Fatalf("%d rows pending after the first pass, want 1: the row committed during the publish was deleted unpublished", pending)
+	}
+	if n, err := relay.Flush(ctx); err != nil || n != 1 {
+		t.Fatalf("second pass published %d (%v), want the early row", n, err)
+	}
+	info, err := str.Info(ctx)
+	must(t, err)
+	if info.State.Msgs != 2 {
+		t.Fatalf("the stream holds %d messages, want both", info.State.Msgs)
+	}
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
