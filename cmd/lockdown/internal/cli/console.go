@@ -99,6 +99,19 @@ func runConsole(ctx context.Context, args []string, out, errOut io.Writer) int {
 	return ExitOK
 }
 
+// loopbackHost says whether a request's Host names this machine's
+// loopback: an address of 127.0.0.0/8 or ::1, or localhost.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback()
+	}
+	return strings.EqualFold(host, "localhost")
+}
+
 // checkConsoleAddr refuses an address beyond loopback without a token.
 func checkConsoleAddr(addr, token string) error {
 	host, _, err := net.SplitHostPort(addr)
@@ -166,6 +179,13 @@ func (c *console) guard(next http.Handler) http.Handler {
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Cache-Control", "no-store")
+		if c.token == "" && !loopbackHost(r.Host) {
+			// Without a token the console listens on loopback only; a page
+			// of another site whose name resolves to 127.0.0.1 (DNS
+			// rebinding) reaches it under its own name, and is refused.
+			http.Error(w, "this console answers to a loopback name only (127.0.0.1, [::1], localhost)", http.StatusMisdirectedRequest)
+			return
+		}
 		if c.token != "" {
 			switch c.authorize(w, r) {
 			case denied:
@@ -321,13 +341,7 @@ func (c *console) events(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	flusher.Flush()
 	send := func(event string, body string) error {
-		var b strings.Builder
-		fmt.Fprintf(&b, "event: %s\n", event)
-		for line := range strings.SplitSeq(body, "\n") {
-			fmt.Fprintf(&b, "data: %s\n", line)
-		}
-		b.WriteString("\n")
-		if _, err := io.WriteString(w, b.String()); err != nil {
+		if _, err := io.WriteString(w, sseFrame(event, body)); err != nil {
 			return err
 		}
 		flusher.Flush()
@@ -366,6 +380,22 @@ func (c *console) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// sseFrame is one server-sent event. The stream's lines end at a CR, an
+// LF or both (the EventSource parser's rule), and the body carries text
+// from outside (a breach summary): every line break of it, of any kind,
+// starts a new data line, so none can start a line of its own (an
+// injected "event: closed").
+func sseFrame(event, body string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "event: %s\n", event)
+	body = strings.ReplaceAll(strings.ReplaceAll(body, "\r\n", "\n"), "\r", "\n")
+	for line := range strings.SplitSeq(body, "\n") {
+		fmt.Fprintf(&b, "data: %s\n", line)
+	}
+	b.WriteString("\n")
+	return b.String()
 }
 
 func (c *console) report(r *http.Request) (report.Report, error) {

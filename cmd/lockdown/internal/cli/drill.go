@@ -262,7 +262,7 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		printJSON(out, rep)
 	} else {
 		fmt.Fprintln(out)
-		if err := r.Markdown(out); err != nil {
+		if err := r.Markdown(terminalSafe(out)); err != nil {
 			return fail(err)
 		}
 		fmt.Fprintln(out)

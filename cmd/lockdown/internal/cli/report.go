@@ -54,7 +54,7 @@ func runReport(ctx context.Context, args []string, out, errOut io.Writer) int {
 		printJSON(out, r)
 		return ExitOK
 	}
-	if err := r.Markdown(out); err != nil {
+	if err := r.Markdown(terminalSafe(out)); err != nil {
 		fmt.Fprintf(errOut, "lockdown report: %v\n", err)
 		return ExitFailure
 	}

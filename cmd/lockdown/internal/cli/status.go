@@ -52,7 +52,7 @@ func runIncidents(ctx context.Context, args []string, out, errOut io.Writer) int
 		printJSON(out, list)
 		return ExitOK
 	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(terminalSafe(out), 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "INCIDENT\tPHASE\tSEVERITY\tAGE\tSUMMARY")
 	for _, v := range list {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.ID, v.Phase, v.Severity, time.Since(v.OpenedAt).Round(time.Second), v.Summary)
@@ -148,7 +148,7 @@ func watchStatus(ctx context.Context, rm *readModel, id string, out, errOut io.W
 			printBars(out, v)
 		default:
 			if line := progressLine(v); line != last {
-				fmt.Fprintf(out, "%s  %s\n", time.Now().UTC().Format("15:04:05.000"), line)
+				fmt.Fprintf(terminalSafe(out), "%s  %s\n", time.Now().UTC().Format("15:04:05.000"), line)
 				last = line
 			}
 		}
@@ -159,6 +159,7 @@ func watchStatus(ctx context.Context, rm *readModel, id string, out, errOut io.W
 }
 
 func printStatus(out io.Writer, v readmodel.Incident) {
+	out = terminalSafe(out) // the summary, reasons and names came from outside
 	fmt.Fprintf(out, "incident %s  phase %s  severity %s  detections %d\n  %s (from %s)\n", v.ID, v.Phase, v.Severity, v.Detections, v.Summary, v.Source)
 	fmt.Fprintf(out, "  detected %s  opened %s  (as of %s)\n", v.DetectedAt.Format(time.RFC3339), v.OpenedAt.Format(time.RFC3339), v.UpdatedAt.Format(time.RFC3339))
 	if v.TraceID != "" {
