@@ -19,8 +19,10 @@ import (
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/keycheck"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
@@ -520,4 +522,43 @@ func randomText(t *testing.T, n int) string {
 	_, err := rand.Read(b)
 	must(t, err)
 	return hex.EncodeToString(b)[:n]
+}
+
+// TestTimelineIDs: an event id is its producer's choice. The operator's
+// credential publishes a review request under the id the rotator's
+// rotation.completed carries; the real completion must still be recorded.
+func TestTimelineIDs(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	pool := poolOf(t, ctx, s)
+	c := startContainment(t, s, nil, nil, nil, nil)
+	t.Cleanup(func() { c.stop() })
+	siem, _ := connectAs(t, s, events.UserSIEM)
+	ev := newBreach(t, "timeline ids")
+	publishAsSIEM(t, siem, ev, nil)
+	_, opened := waitEvent(t, s, events.IncidentOpened, 10*time.Second, func(d events.IncidentOpenedData) bool { return d.BreachEventID == ev.ID() })
+	id := opened.IncidentID
+	taken := id + "/rotation.completed"
+	publishWithID := func(user string, name events.Name, data any) {
+		nc, _ := connectAs(t, s, user)
+		must(t, stream.NewPublisher(jsOf(t, nc), events.SourceOf(user), nil).PublishWithID(ctx, name, taken, data))
+	}
+	recorded := func() []string {
+		rows, err := pool.Query(ctx, `SELECT type FROM containment.timeline WHERE event_id = $1 ORDER BY type`, taken)
+		must(t, err)
+		types, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		must(t, err)
+		return types
+	}
+	publishWithID(events.UserOperator, events.IncidentReviewRequested, events.IncidentReviewData{IncidentID: id, RequestedBy: "mallory", RootCause: "pre-empting the completion"})
+	testwait.For(t, 10*time.Second, "the forged review to be recorded", func() bool { return len(recorded()) == 1 })
+	publishWithID(events.ServiceRotator, events.RotationCompleted, events.RotationCompletedData{IncidentID: id, Completed: 1})
+	testwait.For(t, 10*time.Second, "the real completion to be recorded beside it", func() bool {
+		return strings.Join(recorded(), ",") == string(events.IncidentReviewRequested)+","+string(events.RotationCompleted)
+	})
 }
