@@ -8,9 +8,11 @@
 // with the same id, which JetStream drops as a duplicate. No handler
 // publishes after a commit by hand.
 //
-// One relay per schema publishes at a time (a transaction-scoped advisory
-// lock): several processes of one service may run relays, and the order
-// of a service's events is still the order of its commits.
+// One relay per schema publishes at a time (a row lock on the schema's
+// outbox_relay row, which no other service's role can take: an advisory
+// lock could be taken by any role of the database, and held, to stop the
+// relay silently): several processes of one service may run relays, and
+// the order of a service's events is still the order of its commits.
 package outbox
 
 import (
@@ -34,18 +36,25 @@ import (
 // relay may publish a message twice, and only the id makes that harmless.
 var ErrNoMsgID = errors.New("outbox: message has no Nats-Msg-Id")
 
-// DDL returns the statement that creates the outbox table in schema; a
-// service runs it from its migrations (see Migration) or at start.
+// DDL returns the statements that create the outbox table in schema and
+// the one-row table whose row lock elects the relay; Ensure runs them at
+// every start.
 func DDL(schema string) string {
 	t := pgx.Identifier{schema, "outbox"}.Sanitize()
+	l := relayLock(schema)
 	return `CREATE TABLE IF NOT EXISTS ` + t + ` (
     seq        bigserial PRIMARY KEY,
     subject    text NOT NULL,
     header     jsonb NOT NULL,
     data       bytea NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
-)`
+);
+CREATE TABLE IF NOT EXISTS ` + l + ` (id int PRIMARY KEY CHECK (id = 1));
+INSERT INTO ` + l + ` VALUES (1) ON CONFLICT DO NOTHING`
 }
+
+// relayLock is the table whose one row the publishing relay holds.
+func relayLock(schema string) string { return pgx.Identifier{schema, "outbox_relay"}.Sanitize() }
 
 // Ensure creates the outbox table of schema if it does not exist. It
 // takes the schema's migration lock (the one package migrate takes):
@@ -212,12 +221,13 @@ func (r *Relay) Flush(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	var locked bool
-	if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtext($1))`, "lockdown-outbox-"+r.Schema).Scan(&locked); err != nil {
-		return 0, err
+	var one int
+	err = tx.QueryRow(ctx, `SELECT id FROM `+relayLock(r.Schema)+` FOR UPDATE SKIP LOCKED`).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil // another relay of the schema is publishing
 	}
-	if !locked {
-		return 0, nil
+	if err != nil {
+		return 0, err
 	}
 	rows, err := tx.Query(ctx, `SELECT seq, subject, header, data FROM `+pgx.Identifier{r.Schema, "outbox"}.Sanitize()+` ORDER BY seq LIMIT $1`, batch)
 	if err != nil {

@@ -95,6 +95,15 @@ func TestOutbox(t *testing.T) {
 			t.Fatalf("stream holds %s after a republish", got)
 		}
 	})
+	t.Run("a lock on the old advisory key, which any database role may take, does not stop the relay", func(t *testing.T) {
+		conn, err := pool.Acquire(ctx)
+		must(t, err)
+		defer conn.Release()
+		must(t, conn.QueryRow(ctx, `SELECT pg_advisory_lock(hashtext('lockdown-outbox-svc'))`).Scan(new(any)))
+		defer conn.Exec(ctx, `SELECT pg_advisory_unlock_all()`)
+		add(true, msg("test.a", "4"))
+		testwait.For(t, 10*time.Second, "the message", func() bool { return len(stored()) == 4 })
+	})
 	t.Run("a message without an id is refused", func(t *testing.T) {
 		tx, err := pool.Begin(ctx)
 		must(t, err)
@@ -109,8 +118,8 @@ func TestOutbox(t *testing.T) {
 			msgs = append(msgs, msg("test.bulk", fmt.Sprintf("bulk-%04d", i)))
 		}
 		add(true, msgs...)
-		testwait.For(t, 30*time.Second, "the batch", func() bool { return len(stored()) == 1203 })
-		got := stored()[3:]
+		testwait.For(t, 30*time.Second, "the batch", func() bool { return len(stored()) == 1204 })
+		got := stored()[4:]
 		for i, v := range got {
 			if v != fmt.Sprintf("bulk-%04d", i) {
 				t.Fatalf("message %d is %s", i, v)
@@ -125,10 +134,10 @@ func TestOutbox(t *testing.T) {
 		for i := range 20 {
 			add(true, msg("test.two", fmt.Sprintf("two-%02d-a", i)), msg("test.two", fmt.Sprintf("two-%02d-b", i)))
 		}
-		testwait.For(t, 30*time.Second, "both relays' work", func() bool { return len(stored()) == 1243 })
+		testwait.For(t, 30*time.Second, "both relays' work", func() bool { return len(stored()) == 1244 })
 		ostop()
 		<-odone
-		got := stored()[1203:]
+		got := stored()[1204:]
 		for i := range 20 {
 			if got[2*i] != fmt.Sprintf("two-%02d-a", i) || got[2*i+1] != fmt.Sprintf("two-%02d-b", i) {
 				t.Fatalf("out of order at %d: %v", i, got)

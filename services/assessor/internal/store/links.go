@@ -18,11 +18,6 @@ type DeviceAccessor struct {
 // by two audit devices.
 type Link struct{ A, B DeviceAccessor }
 
-// linkLock serialises changes to token_links: merging two groups reads
-// and rewrites several rows, and two writers merging overlapping groups
-// at once could otherwise split a token in two. It is taken only when a
-// batch brings a link not yet recorded (once per token and device).
-const linkLock = int64(0x6c6f636b646f776e) // "lockdown"
 
 // link records the links: every accessor of one token ends with the same
 // identity, the least of them (union-find over the stored groups and the
@@ -38,7 +33,13 @@ func link(ctx context.Context, tx pgx.Tx, pairs []Link) error {
 	if allLinked(known, pairs) {
 		return nil
 	}
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, linkLock); err != nil {
+	// Changes to token_links are serialised: merging two groups reads and
+	// rewrites several rows, and two writers merging overlapping groups at
+	// once could otherwise split a token in two. Taken only when a batch
+	// brings a link not yet recorded (once per token and device), and a
+	// table lock only the assessor's role may take (an advisory lock any
+	// role of the database could hold to stop the ingestion).
+	if _, err := tx.Exec(ctx, `LOCK TABLE assessor.token_links IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 		return err
 	}
 	// Read again under the lock: another writer may have merged meanwhile.

@@ -105,9 +105,9 @@ func scanIncident(row pgx.Row) (incident.Incident, error) {
 	return inc, nil
 }
 
-// RecordBreach implements incident.Store. Detections are serialised by an
-// advisory lock: two breach events arriving together must not both see
-// "no open incident".
+// RecordBreach implements incident.Store. Detections are serialised by a
+// lock of the detections table: two breach events arriving together must
+// not both see "no open incident".
 func (s *Store) RecordBreach(ctx context.Context, d incident.Detection, seals []events.NodeSeal,
 	emit func(incident.Incident, incident.Outcome, bool) []events.Outgoing) (incident.Incident, incident.Outcome, error) {
 	tx, err := s.pool.Begin(ctx)
@@ -115,7 +115,10 @@ func (s *Store) RecordBreach(ctx context.Context, d incident.Detection, seals []
 		return incident.Incident{}, "", err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('lockdown-containment-detections'))`); err != nil {
+	// A table lock only containment's role may take (an advisory lock any
+	// role of the database could take and hold, stopping every breach from
+	// being recorded); it conflicts with itself and not with readers.
+	if _, err := tx.Exec(ctx, `LOCK TABLE containment.detections IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 		return incident.Incident{}, "", err
 	}
 	byID := func(id any) (incident.Incident, error) {
