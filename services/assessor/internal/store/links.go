@@ -18,7 +18,6 @@ type DeviceAccessor struct {
 // by two audit devices.
 type Link struct{ A, B DeviceAccessor }
 
-
 // link records the links: every accessor of one token ends with the same
 // identity, the least of them (union-find over the stored groups and the
 // new pairs).
