@@ -22,22 +22,7 @@ import (
 func TestOutbox(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, Postgres: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	pool, err := pgxpool.New(ctx, s.Postgres.URL)
-	must(t, err)
-	defer pool.Close()
-	must(t, outbox.Ensure(ctx, pool, "svc"))
-	nc, err := nats.Connect(s.NATS.URL)
-	must(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	must(t, err)
-	str, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OUTBOX_TEST", Subjects: []string{"test.>"}, Duplicates: time.Hour})
-	must(t, err)
+	pool, js, str := start(t, ctx, "svc", "OUTBOX_TEST", "test.>")
 
 	msg := func(subject, id string) *nats.Msg {
 		m := nats.NewMsg(subject)
@@ -153,6 +138,29 @@ func TestOutbox(t *testing.T) {
 	}
 }
 
+// start runs NATS and PostgreSQL, creates schema's outbox and a stream
+// of subjects with an hour's duplicate window, and returns them.
+func start(t *testing.T, ctx context.Context, schema, stream, subjects string) (*pgxpool.Pool, jetstream.JetStream, jetstream.Stream) {
+	t.Helper()
+	s, err := localstack.Start(ctx, localstack.Options{NATS: true, Postgres: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	pool, err := pgxpool.New(ctx, s.Postgres.URL)
+	must(t, err)
+	t.Cleanup(pool.Close)
+	must(t, outbox.Ensure(ctx, pool, schema))
+	nc, err := nats.Connect(s.NATS.URL)
+	must(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	must(t, err)
+	str, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{subjects}, Duplicates: time.Hour})
+	must(t, err)
+	return pool, js, str
+}
+
 // hookedJS runs before each publish: the test commits another
 // transaction while the relay is half-way through its batch.
 type hookedJS struct {
@@ -172,22 +180,7 @@ func (h hookedJS) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream
 func TestRelayDeletesOnlyWhatItPublished(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, Postgres: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	pool, err := pgxpool.New(ctx, s.Postgres.URL)
-	must(t, err)
-	defer pool.Close()
-	must(t, outbox.Ensure(ctx, pool, "race"))
-	nc, err := nats.Connect(s.NATS.URL)
-	must(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	must(t, err)
-	str, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OUTBOX_RACE", Subjects: []string{"race.>"}, Duplicates: time.Hour})
-	must(t, err)
+	pool, js, str := start(t, ctx, "race", "OUTBOX_RACE", "race.>")
 	msg := func(id string) *nats.Msg {
 		m := nats.NewMsg("race." + id)
 		m.Header.Set(jetstream.MsgIDHeader, id)

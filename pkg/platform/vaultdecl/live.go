@@ -10,13 +10,6 @@ import (
 	vault "github.com/hashicorp/vault/api"
 )
 
-// Vault's own objects, never part of a baseline: Vault creates them.
-var (
-	vaultAuth     = []string{"token"}
-	vaultSecrets  = []string{"sys", "cubbyhole", "identity"}
-	vaultPolicies = []string{"root", "default"}
-)
-
 // ErrRawAuditDevice is returned by FromLive when a live audit device logs
 // in clear (log_raw): it cannot be declared, and a Vault that has one is
 // not healthy enough to adopt a baseline from.
@@ -50,7 +43,7 @@ func FromLive(ctx context.Context, c *vault.Client, declaredAuth []string) (Base
 	}
 	for _, path := range slices.Sorted(maps.Keys(auth)) {
 		p := strings.TrimSuffix(path, "/")
-		if !slices.Contains(vaultAuth, p) && !slices.Contains(declaredAuth, p) {
+		if !slices.Contains(VaultAuthMounts(), p) && !slices.Contains(declaredAuth, p) {
 			b.AuthMounts = append(b.AuthMounts, p)
 		}
 	}
@@ -59,7 +52,7 @@ func FromLive(ctx context.Context, c *vault.Client, declaredAuth []string) (Base
 		return b, fmt.Errorf("sys/mounts: %w", err)
 	}
 	for _, path := range slices.Sorted(maps.Keys(mounts)) {
-		if p := strings.TrimSuffix(path, "/"); !slices.Contains(vaultSecrets, p) {
+		if p := strings.TrimSuffix(path, "/"); !slices.Contains(VaultSecretsMounts(), p) {
 			b.SecretsMounts = append(b.SecretsMounts, p)
 		}
 	}
@@ -68,7 +61,7 @@ func FromLive(ctx context.Context, c *vault.Client, declaredAuth []string) (Base
 		return b, fmt.Errorf("sys/policies/acl: %w", err)
 	}
 	for _, p := range slices.Sorted(slices.Values(policies)) {
-		if !slices.Contains(vaultPolicies, p) && !strings.HasPrefix(p, "lockdown-") {
+		if !slices.Contains(VaultPolicies(), p) && !strings.HasPrefix(p, "lockdown-") {
 			b.Policies = append(b.Policies, p)
 		}
 	}

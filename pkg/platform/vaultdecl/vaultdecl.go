@@ -20,8 +20,22 @@ import (
 // lockdown-recovery, lockdown-rotator (each named after its one policy).
 var roles = []string{"lockdown-seal", "lockdown-recovery", "lockdown-rotator"}
 
-// Roles returns the names of Lockdown's token roles.
+// Roles returns the names of Lockdown's token roles, which are also the
+// names of Lockdown's policies (one each).
 func Roles() []string { return slices.Clone(roles) }
+
+// Vault's own objects: Vault creates them, no baseline declares them and
+// no reconciliation removes them (Vault refuses to delete root and default
+// anyway).
+
+// VaultAuthMounts is the token store.
+func VaultAuthMounts() []string { return []string{"token"} }
+
+// VaultSecretsMounts are the system, cubbyhole and identity engines.
+func VaultSecretsMounts() []string { return []string{"sys", "cubbyhole", "identity"} }
+
+// VaultPolicies are root and default.
+func VaultPolicies() []string { return []string{"root", "default"} }
 
 // TokenPeriod is the period of Lockdown's tokens: each lives as long as it
 // is renewed within it.

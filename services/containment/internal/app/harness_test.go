@@ -54,6 +54,18 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// fullStack runs what containment's recovery needs: NATS with Lockdown's
+// users, PostgreSQL and a real Vault; it is closed with the test.
+func fullStack(t testing.TB, ctx context.Context) *localstack.Stack {
+	t.Helper()
+	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // running is one containment instance started by a test.
 type running struct {
 	logs   *syncBuffer

@@ -26,11 +26,7 @@ import (
 func TestRecovery(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := fullStack(t, ctx)
 	root, err := s.Vault.Client()
 	must(t, err)
 	pool, err := pgxpool.New(ctx, s.Postgres.URL)

@@ -50,11 +50,7 @@ import (
 func TestRedTeam(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := fullStack(t, ctx)
 	root, err := s.Vault.Client()
 	must(t, err)
 	pool := poolOf(t, ctx, s)
@@ -530,11 +526,7 @@ func randomText(t *testing.T, n int) string {
 func TestTimelineIDs(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := fullStack(t, ctx)
 	pool := poolOf(t, ctx, s)
 	c := startContainment(t, s, nil, nil, nil, nil)
 	t.Cleanup(func() { c.stop() })

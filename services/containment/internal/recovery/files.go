@@ -125,16 +125,11 @@ type Baseline = vaultdecl.Baseline
 // AuditDevice is one declared audit device.
 type AuditDevice = vaultdecl.AuditDevice
 
-// alwaysKept are what Vault itself needs — the token store, the root and
-// default policies (Vault refuses to delete either), its own secrets
-// mounts — and Lockdown's own policies, under the names the install step
-// gives them (deploy/vault/policies): deleting them would take Lockdown's
-// tokens' powers away in the middle of an incident.
-var (
-	alwaysKeptAuth     = []string{"token"}
-	alwaysKeptSecrets  = []string{"sys", "cubbyhole", "identity"}
-	alwaysKeptPolicies = []string{"root", "default", "lockdown-seal", "lockdown-recovery", "lockdown-rotator"}
-)
+// alwaysKeptPolicies are Vault's own policies and Lockdown's, under the
+// names the install step gives them (deploy/vault/policies): deleting
+// them would take Lockdown's tokens' powers away in the middle of an
+// incident.
+func alwaysKeptPolicies() []string { return append(vaultdecl.VaultPolicies(), vaultdecl.Roles()...) }
 
 // LoadBaseline reads the baseline file and Lockdown's policy directory
 // (ownPolicies: deploy/vault/policies, with default.hcl) and checks them
@@ -176,7 +171,7 @@ func LoadBaseline(file, ownPolicies string, auth []AuthSpec) (Baseline, error) {
 		}
 	}
 	if ownPolicies != "" {
-		for _, own := range alwaysKeptPolicies {
+		for _, own := range alwaysKeptPolicies() {
 			if _, ok := b.PolicyContent[own]; !ok && own != "root" {
 				problems = append(problems, fmt.Sprintf("policy %s is not declared in %s (%s.hcl)", own, ownPolicies, own))
 			}
@@ -190,7 +185,7 @@ func LoadBaseline(file, ownPolicies string, auth []AuthSpec) (Baseline, error) {
 	for _, a := range auth {
 		for _, w := range a.Writes {
 			for _, p := range policiesOf(w.Data) {
-				if !keepsPolicy(b, p) {
+				if !KeepsPolicy(b, p) {
 					problems = append(problems, fmt.Sprintf("auth/%s/%s hands out policy %q, which %s does not list", a.Path, w.Path, p, file))
 				}
 			}
@@ -202,15 +197,12 @@ func LoadBaseline(file, ownPolicies string, auth []AuthSpec) (Baseline, error) {
 	return b, nil
 }
 
-// keepsPolicy says whether a policy survives the revocation.
-func keepsPolicy(b Baseline, name string) bool {
+// KeepsPolicy says whether a policy survives the revocation: Vault's and
+// Lockdown's own always, the baseline's by name or by content.
+func KeepsPolicy(b Baseline, name string) bool {
 	_, declared := b.PolicyContent[name]
-	return slices.Contains(alwaysKeptPolicies, name) || slices.Contains(b.Policies, name) || declared
+	return slices.Contains(alwaysKeptPolicies(), name) || slices.Contains(b.Policies, name) || declared
 }
-
-// KeepsPolicy says whether the baseline keeps a policy (Vault's and
-// Lockdown's own always).
-func KeepsPolicy(b Baseline, name string) bool { return keepsPolicy(b, name) }
 
 // policiesOf are the policies a role's data hands out.
 func policiesOf(data map[string]any) []string {

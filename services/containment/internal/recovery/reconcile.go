@@ -175,7 +175,7 @@ func (r *Recoverer) planReconcile(ctx context.Context, auth map[string]AuthMount
 	}
 	for _, path := range slices.Sorted(maps.Keys(mounts)) {
 		m := mounts[path]
-		if !slices.Contains(alwaysKeptSecrets, path) && !slices.Contains(b.SecretsMounts, path) {
+		if !slices.Contains(vaultdecl.VaultSecretsMounts(), path) && !slices.Contains(b.SecretsMounts, path) {
 			out = append(out, mend{evidence(KindSecretsMount, path, events.VaultRemoved, "secrets engine not declared (its data is deleted with it)", m.Raw),
 				func(ctx context.Context) error { return v.DisableSecrets(ctx, path) }})
 			continue

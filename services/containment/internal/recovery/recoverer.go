@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 )
 
 // Recoverer runs phases 4, 5 and 8 against Vault with the recovery token.
@@ -99,15 +100,9 @@ func (r *Recoverer) revokeAccess(ctx context.Context, st *State, prior events.Ac
 	if err != nil {
 		return err
 	}
-	policies, err := r.vault.Policies(ctx)
+	remove, err := r.undeclaredPolicies(ctx)
 	if err != nil {
-		return fmt.Errorf("list policies: %w", err)
-	}
-	var remove []string
-	for _, p := range policies {
-		if !keepsPolicy(r.cfg.Baseline, p) {
-			remove = append(remove, p)
-		}
+		return err
 	}
 	out.PoliciesDeleted = remove
 	plan := out
@@ -317,15 +312,13 @@ func (r *Recoverer) Sweep(ctx context.Context, incidentID, stage string, prior [
 		mends = append(mends, mend{evidence(KindAuthMount, path, events.VaultRemoved, "auth method not declared", mounts[path].Raw),
 			func(ctx context.Context) error { return r.vault.DisableAuth(ctx, path) }})
 	}
-	policies, err := r.vault.Policies(ctx)
+	policies, err := r.undeclaredPolicies(ctx)
 	if err != nil {
-		return out, fmt.Errorf("list policies: %w", err)
+		return out, err
 	}
 	for _, p := range policies {
-		if !keepsPolicy(r.cfg.Baseline, p) {
-			mends = append(mends, mend{evidence(KindPolicy, p, events.VaultRemoved, "policy not declared", ""),
-				func(ctx context.Context) error { return r.vault.DeletePolicy(ctx, p) }})
-		}
+		mends = append(mends, mend{evidence(KindPolicy, p, events.VaultRemoved, "policy not declared", ""),
+			func(ctx context.Context) error { return r.vault.DeletePolicy(ctx, p) }})
 	}
 	out.Reconciled = mergeChanges(prior, changesOf(mends))
 	if save != nil && len(mends) > 0 {
@@ -373,6 +366,22 @@ func (r *Recoverer) CancelGenerateRoot(ctx context.Context) (int, error) {
 	return r.cancelGenerateRoot(ctx)
 }
 
+// undeclaredPolicies lists the ACL policies the baseline does not keep:
+// the revocation and every later sweep delete them.
+func (r *Recoverer) undeclaredPolicies(ctx context.Context) ([]string, error) {
+	policies, err := r.vault.Policies(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list policies: %w", err)
+	}
+	var out []string
+	for _, p := range policies {
+		if !KeepsPolicy(r.cfg.Baseline, p) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
 // union is a and b sorted, without repeats (nil when both are empty, as
 // the event's omitempty lists expect).
 func union(a, b []string) []string {
@@ -386,7 +395,7 @@ func union(a, b []string) []string {
 // baselineAuth says whether an auth mount belongs: the token store, the
 // declared auth methods and the baseline's other mounts.
 func (r *Recoverer) baselineAuth(path string) bool {
-	if slices.Contains(alwaysKeptAuth, path) || slices.Contains(r.cfg.Baseline.AuthMounts, path) {
+	if slices.Contains(vaultdecl.VaultAuthMounts(), path) || slices.Contains(r.cfg.Baseline.AuthMounts, path) {
 		return true
 	}
 	return slices.ContainsFunc(r.cfg.Auth, func(a AuthSpec) bool { return a.Path == path })
