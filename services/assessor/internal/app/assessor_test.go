@@ -142,13 +142,16 @@ func runFeedOrder(t *testing.T, order feedOrder, seed uint64) {
 			must(t, sc.read(intruder.Auth.ClientToken, "127.0.0.1", "secret/data/tenants/"+tenant+"/"+kind))
 		}
 	}
-	for _, p := range []string{"sys/mounts", "sys/policies/acl/root", "sys/auth"} {
+	for _, p := range []string{"sys/mounts", "sys/auth", "sys/policies/acl/root"} {
 		if err := sc.read(intruder.Auth.ClientToken, "127.0.0.1", p); err == nil || !strings.Contains(err.Error(), "permission denied") {
 			t.Fatalf("the intruder's probe of %s: %v, want permission denied", p, err)
 		}
 	}
 	// Let the first feed be stored completely before the second starts.
-	lastPath := "sys/auth"
+	// The last probe's path is one only the intruder asks for: the stack's
+	// own install step reads sys/auth and sys/mounts (its baseline), and
+	// their responses in the log would end the wait too early.
+	lastPath := "sys/policies/acl/root"
 	switch order {
 	case socketFirst:
 		sc.awaitStored(t, lastPath, "socket")
