@@ -232,6 +232,13 @@ func SpecOf(n Name) Spec {
 	panic("events: unknown event name " + string(n))
 }
 
+// OutboxDeadLetters names the dead letters of a service's outbox relay:
+// an event JetStream refused for good is parked and announced on
+// DeadLetterSubject(OutboxDeadLetters(service)). No consumer has the name,
+// so such a letter is listed by `lockdown dlq` and never replayed (the
+// same message would be refused again).
+func OutboxDeadLetters(service string) string { return "outbox-" + service }
+
 // DeadLetterSubject is the subject a consumer's dead letters go to.
 func DeadLetterSubject(durable string) string {
 	return DeadLetter.Subject() + "." + durable

@@ -35,6 +35,10 @@ const (
 	binaryHeaderPrefix = "ce-"
 )
 
+// envelopeAllowance is what New counts for an event's envelope besides its
+// data when it checks MaxEventBytes.
+const envelopeAllowance = 4096
+
 // Tracing extension attribute names (CloudEvents distributed tracing).
 const (
 	ExtTraceParent = "traceparent"
@@ -49,6 +53,7 @@ func New(name Name, source string, data any) (event.Event, error) {
 	if err := checkDataType(spec, data); err != nil {
 		return event.Event{}, err
 	}
+	data = bounded(data)
 	if err := Validate(data); err != nil {
 		return event.Event{}, fmt.Errorf("%w: %s: %v", ErrInvalidData, name, err)
 	}
@@ -59,6 +64,11 @@ func New(name Name, source string, data any) (event.Event, error) {
 	ev.SetTime(time.Now().UTC())
 	if err := ev.SetData(ContentTypeJSON, data); err != nil {
 		return event.Event{}, fmt.Errorf("%w: %s: %v", ErrInvalidData, name, err)
+	}
+	// The envelope around the data: attributes, tracing extensions and
+	// an id the producer may set later (short, but counted generously).
+	if size := len(ev.Data()) + envelopeAllowance; size > MaxEventBytes {
+		return event.Event{}, fmt.Errorf("%w: %s of about %d bytes, limit %d", ErrTooLarge, name, size, MaxEventBytes)
 	}
 	return ev, nil
 }
@@ -217,6 +227,10 @@ func DataAs[T any](ev event.Event) (T, error) {
 	if d, ok := any(&out).(defaulter); ok {
 		d.applyDefaults(ev)
 	}
+	// Whatever a producer sent, a consumer holds no more than the
+	// contract allows (a forged 200 KB summary is cut, not refused: a
+	// breach must still seal).
+	Bound(&out)
 	if err := Validate(out); err != nil {
 		return out, fmt.Errorf("%w: %s: %v", ErrInvalidData, spec.Name, err)
 	}

@@ -23,7 +23,7 @@ type BreachDetectedData struct {
 	Summary    string    `json:"summary" doc:"What the detector saw, one line."`
 	Severity   Severity  `json:"severity" doc:"critical, high, medium or low." enum:"critical,high,medium,low"`
 	DetectedAt time.Time `json:"detected_at,omitempty" doc:"When the breach was detected (RFC 3339); defaults to the event time."`
-	Indicators []string  `json:"indicators,omitempty" doc:"Free-form indicators of compromise."`
+	Indicators []string  `json:"indicators,omitempty" doc:"Free-form indicators of compromise (at most 100 kept, each cut at 256 bytes)." maxItems:"100" itemMax:"256"`
 	// VaultCluster names the Vault cluster when the platform runs several.
 	VaultCluster string `json:"vault_cluster,omitempty" doc:"The Vault cluster concerned, when the platform runs several."`
 }
@@ -39,7 +39,7 @@ type IncidentOpenedData struct {
 
 // NodeSeal records how one Vault node was sealed.
 type NodeSeal struct {
-	Address     string    `json:"address" doc:"The node's API address."`
+	Address     string    `json:"address" doc:"The node's API address." max:"256"`
 	Method      string    `json:"method" doc:"api (sys/seal), fence (restart/pod deletion), already_sealed, or fenced_unreachable (the node answered nothing for a whole sealing pass; the fence command ran and it is taken as down)."`
 	RequestedAt time.Time `json:"requested_at" doc:"When the seal or fence was requested."`
 	ConfirmedAt time.Time `json:"confirmed_at" doc:"When sys/seal-status first reported sealed."`
@@ -49,7 +49,7 @@ type NodeSeal struct {
 type VaultSealedData struct {
 	IncidentID string     `json:"incident_id" doc:"The incident."`
 	Round      int        `json:"round,omitempty" doc:"The seal round (1 for the first seal; a breach during recovery starts another)."`
-	Nodes      []NodeSeal `json:"nodes" doc:"One entry per configured node."`
+	Nodes      []NodeSeal `json:"nodes" doc:"One entry per configured node." maxItems:"64"`
 	LatencyMS  int64      `json:"latency_ms" doc:"Breach event time to the last confirmation, in milliseconds."`
 	Process    string     `json:"process,omitempty" doc:"The containment process that sealed."`
 }
@@ -58,7 +58,7 @@ type VaultSealedData struct {
 type ContainmentFailedData struct {
 	IncidentID string   `json:"incident_id" doc:"The incident."`
 	Round      int      `json:"round,omitempty" doc:"The seal round."`
-	Nodes      []string `json:"nodes" doc:"Addresses of the nodes still unsealed."`
+	Nodes      []string `json:"nodes" doc:"Addresses of the nodes still unsealed." maxItems:"64" itemMax:"256"`
 	Reason     string   `json:"reason" doc:"Why they are not sealed (last error)."`
 }
 
@@ -76,24 +76,26 @@ type VaultUnsealedData struct {
 // anonymous requests. Accessors are as Vault wrote them (HMAC'd), never
 // token values.
 type Actor struct {
-	Key             string           `json:"key" doc:"What the actor is keyed by: entity:<entity id>, token:<identity> (the least of the token's accessor HMACs across audit devices) or anonymous. Never a display name or an address."`
-	EntityID        string           `json:"entity_id,omitempty" doc:"Vault entity id."`
-	Accessors       []DeviceAccessor `json:"accessors,omitempty" doc:"Every accessor HMAC the actor's tokens appeared under, with the audit device that wrote it (each device salts its own)."`
-	DisplayNames    []string         `json:"display_names,omitempty" doc:"Vault auth display names it used (chosen by token creators: explanation only)."`
-	RemoteAddresses []string         `json:"remote_addresses,omitempty" doc:"Client addresses it came from."`
-	Tenants         []string         `json:"tenants,omitempty" doc:"Tenants whose secrets it read."`
+	Key             string           `max:"256" json:"key" doc:"What the actor is keyed by: entity:<entity id>, token:<identity> (the least of the token's accessor HMACs across audit devices) or anonymous. Never a display name or an address."`
+	EntityID        string           `json:"entity_id,omitempty" doc:"Vault entity id." max:"128"`
+	Accessors       []DeviceAccessor `json:"accessors,omitempty" doc:"Accessor HMACs the actor's tokens appeared under, with the audit device that wrote each (each device salts its own); at most 8, accessors_total counts them all." maxItems:"8" total:"accessors_total"`
+	AccessorsTotal  int              `json:"accessors_total,omitempty" doc:"How many accessors there were when accessors was cut."`
+	DisplayNames    []string         `json:"display_names,omitempty" doc:"Vault auth display names it used (chosen by token creators: explanation only); at most 8." maxItems:"8" itemMax:"128"`
+	RemoteAddresses []string         `json:"remote_addresses,omitempty" doc:"Client addresses it came from; at most 8." maxItems:"8" itemMax:"64"`
+	Tenants         []string         `json:"tenants,omitempty" doc:"Tenants whose secrets it read; at most 20, tenants_total counts them all (the full list is in the assessor's records)." maxItems:"20" itemMax:"63" total:"tenants_total"`
+	TenantsTotal    int              `json:"tenants_total,omitempty" doc:"How many tenants it read when tenants was cut."`
 	Reads           int              `json:"reads" doc:"Successful secret reads and lists."`
 	Denied          int              `json:"denied" doc:"Requests refused with permission denied."`
 	PatternHits     int              `json:"pattern_hits" doc:"Requests on suspicious paths."`
 	Trusted         bool             `json:"trusted" doc:"Its entity is one of the platform's trusted identities."`
 	Suspect         bool             `json:"suspect" doc:"It stands out (see reasons)."`
-	Reasons         []string         `json:"reasons,omitempty" doc:"Why it stands out: denied requests, suspicious paths, a token revoked since."`
+	Reasons         []string         `json:"reasons,omitempty" doc:"Why it stands out: denied requests, suspicious paths, a token revoked since; at most 8." maxItems:"8" itemMax:"256"`
 }
 
 // DeviceAccessor is a token accessor HMAC as one audit device wrote it.
 type DeviceAccessor struct {
-	Device   string `json:"device,omitempty" doc:"The audit device (empty when the accessor was seen through one device only)."`
-	Accessor string `json:"accessor" doc:"The accessor, HMAC'd with that device's salt."`
+	Device   string `json:"device,omitempty" doc:"The audit device (empty when the accessor was seen through one device only)." max:"128"`
+	Accessor string `json:"accessor" doc:"The accessor, HMAC'd with that device's salt." max:"128"`
 }
 
 // AssessmentCompletedData is the assessor's verdict.
@@ -104,30 +106,34 @@ type AssessmentCompletedData struct {
 	Scope            string    `json:"scope" doc:"widespread or limited." enum:"widespread,limited"`
 	SuspiciousEvents int       `json:"suspicious_events" doc:"Count of suspicious audit events."`
 	SecretsAccessed  int       `json:"secrets_accessed" doc:"Count of successful secret reads/lists."`
-	AffectedTenants  []string  `json:"affected_tenants" doc:"Tenants whose secrets were read by an actor that is not a trusted platform identity, or by a trusted one that stands out."`
-	Actors           []Actor   `json:"actors" doc:"Identities grouped from the audit log."`
+	AffectedTenants  []string  `json:"affected_tenants" doc:"Tenants whose secrets were read by an actor that is not a trusted platform identity, or by a trusted one that stands out; at most 4,000: when affected_total is larger the list was cut, and a rotation of the affected tenants rotates every tenant instead (more, never fewer)." maxItems:"4000" itemMax:"63" total:"affected_total"`
+	AffectedTotal    int       `json:"affected_total,omitempty" doc:"How many tenants were affected when affected_tenants was cut."`
+	Actors           []Actor   `json:"actors" doc:"Identities grouped from the audit log, the most suspicious first; at most 20, actors_total counts them all." maxItems:"20" total:"actors_total"`
+	ActorsTotal      int       `json:"actors_total,omitempty" doc:"How many actors there were when actors was cut."`
 }
 
 // AccessRevokedData counts what phase 4 revoked. Counts only, never tokens.
 type AccessRevokedData struct {
 	IncidentID          string   `json:"incident_id" doc:"The incident."`
-	AuthMethodsDisabled []string `json:"auth_methods_disabled" doc:"Mount paths of the disabled auth methods."`
+	AuthMethodsDisabled []string `json:"auth_methods_disabled" doc:"Mount paths of the disabled auth methods (at most 100 listed)." maxItems:"100" itemMax:"256"`
 	TokensRevoked       int      `json:"tokens_revoked" doc:"Tokens revoked by accessor."`
 	TokensKept          int      `json:"tokens_kept" doc:"Tokens kept (Lockdown's own, break-glass)."`
-	LeasePrefixes       []string `json:"lease_prefixes" doc:"Lease prefixes revoked."`
-	AuthMethodsRemoved  []string `json:"auth_methods_removed,omitempty" doc:"Mount paths of auth methods not in the baseline (deploy/vault/baseline.json): disabled for good, never restored."`
-	PoliciesDeleted     []string `json:"policies_deleted,omitempty" doc:"ACL policies not in the baseline, deleted."`
+	LeasePrefixes       []string `json:"lease_prefixes" doc:"Lease prefixes revoked (at most 100 listed)." maxItems:"100" itemMax:"256"`
+	AuthMethodsRemoved  []string `json:"auth_methods_removed,omitempty" doc:"Mount paths of auth methods not in the baseline (deploy/vault/baseline.json): disabled for good, never restored (at most 100 listed)." maxItems:"100" itemMax:"256"`
+	PoliciesDeleted     []string `json:"policies_deleted,omitempty" doc:"ACL policies not in the baseline, deleted; at most 500 listed, policies_deleted_total counts them all." maxItems:"500" itemMax:"128" total:"policies_deleted_total"`
+	PoliciesTotal       int      `json:"policies_deleted_total,omitempty" doc:"How many policies were deleted when policies_deleted was cut."`
 	BatchTokenMaxTTL    string   `json:"batch_token_max_ttl,omitempty" doc:"Batch tokens have no accessor and cannot be revoked: the longest a batch token issued before the revocation may still live (the largest max_lease_ttl of the auth methods; 'system' when one uses Vault's system maximum, 768h unless configured)."`
 	KeyTerm             int      `json:"key_term" doc:"Barrier key term after sys/rotate."`
-	TokensReplaced      []string `json:"tokens_replaced,omitempty" doc:"Lockdown's own tokens (seal, recovery, rotator) replaced by successors minted from their token roles before the sweep, which then revoked the old ones."`
-	TokensNotReplaced   []string `json:"tokens_not_replaced,omitempty" doc:"Lockdown's own tokens that could not be replaced (given in the environment rather than a token file): still the ones issued at install."`
+	TokensReplaced      []string `maxItems:"8" itemMax:"64" json:"tokens_replaced,omitempty" doc:"Lockdown's own tokens (seal, recovery, rotator) replaced by successors minted from their token roles before the sweep, which then revoked the old ones."`
+	TokensNotReplaced   []string `maxItems:"8" itemMax:"64" json:"tokens_not_replaced,omitempty" doc:"Lockdown's own tokens that could not be replaced (given in the environment rather than a token file): still the ones issued at install."`
 	Round               int      `json:"round,omitempty" doc:"The seal round this revocation followed."`
 	Process             string   `json:"process,omitempty" doc:"The containment process that revoked."`
 	// Reconciliation of Vault's security configuration against the
 	// declaration (deploy/vault/baseline.json), done before any token is
 	// revoked and before the rotation may start.
-	Reconciled  []VaultChange `json:"reconciled,omitempty" doc:"Every object of Vault's security configuration that differed from the declaration: removed, restored or detected, with its previous definition as evidence."`
-	SweepPasses int           `json:"sweep_passes,omitempty" doc:"Listings of auth/token/accessors until one held only the kept tokens (a token minted during the sweep is caught by the next pass)."`
+	Reconciled      []VaultChange `json:"reconciled,omitempty" doc:"Objects of Vault's security configuration that differed from the declaration: removed, restored or detected, with its previous definition as evidence; at most 30, reconciled_total counts them all." maxItems:"30" total:"reconciled_total"`
+	ReconciledTotal int           `json:"reconciled_total,omitempty" doc:"How many objects were reconciled when reconciled was cut."`
+	SweepPasses     int           `json:"sweep_passes,omitempty" doc:"Listings of auth/token/accessors until one held only the kept tokens (a token minted during the sweep is caught by the next pass)."`
 	// GenerateRootCancelled counts sys/generate-root attempts cancelled
 	// during the revocation (anyone holding a quorum of the old shares can
 	// start one until the rekey completes).
@@ -151,10 +157,10 @@ const (
 // one from any endpoint read here), cut at PreviousLimit bytes.
 type VaultChange struct {
 	Kind           string `json:"kind" doc:"What the object is." enum:"audit_device,audited_header,auth_mount,secrets_mount,mount_tuning,policy,token_role,identity_entity,identity_group,plugin"`
-	Name           string `json:"name" doc:"Its path or name."`
+	Name           string `json:"name" doc:"Its path or name." max:"256"`
 	Action         string `json:"action" doc:"removed (not declared), restored (declared, put back as declared) or detected (differs, and Lockdown cannot mend it: see docs/security.md)." enum:"removed,restored,detected"`
-	Why            string `json:"why,omitempty" doc:"What differed."`
-	Previous       string `json:"previous,omitempty" doc:"The previous definition as Vault returned it (JSON or policy text), cut at 2,048 bytes."`
+	Why            string `json:"why,omitempty" doc:"What differed." max:"512"`
+	Previous       string `json:"previous,omitempty" doc:"The previous definition as Vault returned it (JSON or policy text), cut at 2,048 bytes." max:"8192"`
 	PreviousSHA256 string `json:"previous_sha256,omitempty" doc:"SHA-256 of the whole previous definition."`
 }
 
@@ -170,7 +176,8 @@ type VaultReconciledData struct {
 	IncidentID            string        `json:"incident_id" doc:"The incident."`
 	Stage                 string        `json:"stage" doc:"When it ran: after_rekey, before_restore, or ceremony (an alarm: a sys/generate-root attempt was cancelled while the holders were in the ceremony)." enum:"after_rekey,before_restore,ceremony"`
 	Round                 int           `json:"round,omitempty" doc:"The seal round."`
-	Reconciled            []VaultChange `json:"reconciled,omitempty" doc:"Objects of Vault's security configuration that differed from the declaration since the revocation."`
+	Reconciled            []VaultChange `json:"reconciled,omitempty" doc:"Objects of Vault's security configuration that differed from the declaration since the revocation; at most 30, reconciled_total counts them all." maxItems:"30" total:"reconciled_total"`
+	ReconciledTotal       int           `json:"reconciled_total,omitempty" doc:"How many objects were reconciled when reconciled was cut."`
 	TokensRevoked         int           `json:"tokens_revoked" doc:"Tokens that appeared since the revocation (minted by someone else than Lockdown), revoked."`
 	SweepPasses           int           `json:"sweep_passes" doc:"Listings until one held only the kept tokens."`
 	GenerateRootCancelled int           `json:"generate_root_cancelled,omitempty" doc:"sys/generate-root attempts cancelled."`
@@ -182,7 +189,7 @@ type UnsealKeysRotatedData struct {
 	IncidentID      string   `json:"incident_id" doc:"The incident."`
 	Shares          int      `json:"shares" doc:"Number of new shares."`
 	Threshold       int      `json:"threshold" doc:"New threshold."`
-	PGPFingerprints []string `json:"pgp_fingerprints,omitempty" doc:"Holders' PGP key fingerprints, one per share."`
+	PGPFingerprints []string `json:"pgp_fingerprints,omitempty" doc:"Holders' PGP key fingerprints, one per share." maxItems:"256" itemMax:"128"`
 	Verified        bool     `json:"verified" doc:"Whether the ceremony went through Vault's verification of the new shares (seen verifying, then ended)."`
 	Proof           string   `json:"proof,omitempty" doc:"How completion is known (a ceremony without proof is restarted, never announced): pgp_backup (PGP keys, no verification: Vault's encrypted backup, written in the call that rekeys, carries this ceremony's nonce) or vault_log (Vault's server log, watched through sys/monitor without a gap, showed the barrier rekeyed after this ceremony's start; the rekey endpoints are not audited, so nothing else shows it)."`
 	RecoveryKeys    bool     `json:"recovery_keys" doc:"True when recovery keys (auto-unseal) were rekeyed."`
@@ -218,7 +225,7 @@ type RotationTenantCompletedData struct {
 	TenantID            string `json:"tenant_id" doc:"The tenant."`
 	SSHFingerprint      string `json:"ssh_fingerprint" doc:"SHA256 fingerprint of the new SSH public key."`
 	DKIMSelector        string `json:"dkim_selector" doc:"The new DKIM selector."`
-	DKIMRecord          string `json:"dkim_record" doc:"The DNS TXT record value to publish (public key)."`
+	DKIMRecord          string `json:"dkim_record" doc:"The DNS TXT record value to publish (public key)." max:"4096"`
 	APIKeysDestroyed    int    `json:"api_keys_destroyed" doc:"API keys destroyed (all versions and metadata)."`
 	SMTPPasswordRotate  bool   `json:"smtp_password_rotated" doc:"Whether the SMTP password was rotated."`
 	Affected            bool   `json:"affected" doc:"Whether the assessment found its secrets read."`
@@ -244,7 +251,7 @@ type RotationTenantFailedData struct {
 	TenantID         string   `json:"tenant_id" doc:"The tenant."`
 	Step             string   `json:"step" doc:"The step that failed (ssh, smtp, dkim, api_keys)."`
 	Reason           string   `json:"reason" doc:"Why."`
-	Replaced         []string `json:"replaced,omitempty" doc:"Secrets already replaced before the failure (ssh, smtp, dkim; dkim only once the new key is active)."`
+	Replaced         []string `maxItems:"16" itemMax:"64" json:"replaced,omitempty" doc:"Secrets already replaced before the failure (ssh, smtp, dkim; dkim only once the new key is active)."`
 	APIKeysDestroyed int      `json:"api_keys_destroyed,omitempty" doc:"API keys already destroyed (all of the tenant's when api_keys is in replaced)."`
 }
 
@@ -285,7 +292,7 @@ type NotificationsCompletedData struct {
 // AccessRestoredData reports re-enabled auth methods.
 type AccessRestoredData struct {
 	IncidentID  string   `json:"incident_id" doc:"The incident."`
-	AuthMethods []string `json:"auth_methods" doc:"Auth mounts re-enabled and re-configured."`
+	AuthMethods []string `json:"auth_methods" doc:"Auth mounts re-enabled and re-configured (at most 100 listed)." maxItems:"100" itemMax:"256"`
 	Process     string   `json:"process,omitempty" doc:"The containment process that restored."`
 }
 
@@ -303,17 +310,37 @@ type IncidentResolvedData struct {
 	Failures        int `json:"failures" doc:"Failures listed in the report."`
 }
 
-// DeadLetterData carries a message a consumer gave up on, byte for byte, so
-// it can be replayed after a fix.
+// DeadLetterData carries a message a consumer gave up on, so it can be
+// replayed after a fix: byte for byte up to DeadLetterDataLimit; a longer
+// original is cut, and replay reads it whole from its stream (by
+// OriginalStream and OriginalSequence, checked against OriginalSHA256).
 type DeadLetterData struct {
-	Consumer        string              `json:"consumer" doc:"Durable name of the consumer that gave up."`
-	Reason          string              `json:"reason" doc:"Why it gave up."`
-	Subject         string              `json:"subject" doc:"The original subject."`
-	Deliveries      uint64              `json:"deliveries" doc:"How many times it was delivered."`
-	OriginalHeaders map[string][]string `json:"original_headers,omitempty" doc:"The original NATS headers."`
-	OriginalData    []byte              `json:"original_data" doc:"The original payload (base64)."`
-	FailedAt        time.Time           `json:"failed_at" doc:"When the consumer gave up."`
+	Consumer         string              `json:"consumer" doc:"Durable name of the consumer that gave up."`
+	Reason           string              `json:"reason" doc:"Why it gave up (cut at 1,024 bytes)."`
+	Subject          string              `json:"subject" doc:"The original subject."`
+	Deliveries       uint64              `json:"deliveries" doc:"How many times it was delivered."`
+	OriginalHeaders  map[string][]string `json:"original_headers,omitempty" doc:"The original NATS headers (at most 16, four values each, each value cut at 256 bytes)."`
+	OriginalData     []byte              `json:"original_data" doc:"The original payload (base64), cut at 64 KiB (see original_size)."`
+	OriginalSize     int                 `json:"original_size,omitempty" doc:"The original payload's size in bytes; larger than original_data when it was cut."`
+	OriginalSHA256   string              `json:"original_sha256,omitempty" doc:"SHA-256 of the whole original payload (hex)."`
+	OriginalStream   string              `json:"original_stream,omitempty" doc:"The stream that holds the original."`
+	OriginalSequence uint64              `json:"original_sequence,omitempty" doc:"The original's sequence in that stream."`
+	FailedAt         time.Time           `json:"failed_at" doc:"When the consumer gave up."`
 }
+
+// Truncated reports whether the dead letter holds only the start of the
+// original payload.
+func (d DeadLetterData) Truncated() bool { return d.OriginalSize > len(d.OriginalData) }
+
+// Dead letter limits: a dead letter must always be writable, whatever the
+// size of what it carries (base64 makes a payload a third larger, and a
+// message over the server's max_payload cannot be published at all).
+const (
+	DeadLetterDataLimit   = 64 << 10
+	DeadLetterReasonLimit = 1024
+	DeadLetterHeaderLimit = 256
+	DeadLetterHeaders     = 16
+)
 
 // IncidentStuckData says why an open incident cannot move.
 type IncidentStuckData struct {
@@ -349,9 +376,9 @@ type IncidentControlData struct {
 type IncidentReviewData struct {
 	IncidentID         string   `json:"incident_id" doc:"The incident."`
 	RequestedBy        string   `json:"requested_by" doc:"Who recorded it (the operator's login and host, as the CLI reports them)."`
-	RootCause          string   `json:"root_cause,omitempty" doc:"The root cause."`
-	LessonsLearned     []string `json:"lessons_learned,omitempty" doc:"Lessons learned, one per item."`
-	PreventiveMeasures []string `json:"preventive_measures,omitempty" doc:"Preventive measures, one per item."`
+	RootCause          string   `json:"root_cause,omitempty" doc:"The root cause." max:"4000"`
+	LessonsLearned     []string `json:"lessons_learned,omitempty" doc:"Lessons learned, one per item." maxItems:"50" itemMax:"4000"`
+	PreventiveMeasures []string `json:"preventive_measures,omitempty" doc:"Preventive measures, one per item." maxItems:"50" itemMax:"4000"`
 	Final              bool     `json:"final,omitempty" doc:"The review is final: no later request changes it."`
 }
 

@@ -41,8 +41,11 @@ func Markdown() string {
 		"down (`stream.Unavailable`) also pauses the consumer (it fetches nothing, then one probe) until the dependency answers, and shows in `/readyz` and " +
 		"the metric `lockdown.dependency.waiting`. A permanent error, a malformed payload, an unknown type or a handler panic is recorded by the service " +
 		"(`OnPermanent`), terminated with `TermWithReason` and written to `lockdown.deadletter.<durable>`; if either record fails the message is retried, " +
-		"so nothing is lost silently.\n\n")
-	b.WriteString("| durable | service | stream | events | ack wait | max deliver | max ack pending | retry |\n|---|---|---|---|---|---|---|---|\n")
+		"so nothing is lost silently. An error that is neither an outage nor classified permanent is poison after `poison after` failures (outages are " +
+		"not counted) and dead-lettered the same way; and at most `poison window` messages may be failing repeatedly (three failures or more) at once, a " +
+		"further one is dead-lettered at its third, so poison never fills the in-flight window. A dead letter carries the original body up to 64 KiB, " +
+		"its size, SHA-256 and stream sequence: a longer original stays in its stream and `lockdown dlq replay` reads it from there.\n\n")
+	b.WriteString("| durable | service | stream | events | ack wait | max deliver | max ack pending | retry | poison after | poison window |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, c := range Consumers() {
 		names := make([]string, len(c.Events))
 		for i, n := range c.Events {
@@ -52,8 +55,8 @@ func Markdown() string {
 		if c.MaxDeliver > 0 {
 			deliver = fmt.Sprint(c.MaxDeliver)
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | `%s` | %s | %s | %s | %d | %s → %s |\n", c.Durable, c.Service, c.Stream, strings.Join(names, ", "),
-			c.AckWait, deliver, c.MaxAckPending, c.RetryBase, c.RetryMax)
+		fmt.Fprintf(&b, "| `%s` | %s | `%s` | %s | %s | %s | %d | %s → %s | %d | %d |\n", c.Durable, c.Service, c.Stream, strings.Join(names, ", "),
+			c.AckWait, deliver, c.MaxAckPending, c.RetryBase, c.RetryMax, c.PoisonAttempts, c.PoisonWindow())
 	}
 	b.WriteString("\n## Read model\n\nContainment projects its records into these buckets after every change of an incident (a new phase within 250 ms, or twice the time " +
 		"the last build took; progress alone at most once a second, or four times the build's time); the CLI and the console read and watch them as the `operator` NATS user and need no database access. " +

@@ -84,7 +84,8 @@ func NATSPermissions() []NATSPermission {
 			p.PublishDeny = durableDenies()
 		default:
 			p.PublishAllow = append(publishedBy(user), jetStreamInfo...)
-			streams := map[string]bool{}
+			p.PublishAllow = append(p.PublishAllow, DeadLetterSubject(OutboxDeadLetters(user)))
+			streams := map[string]bool{StreamDeadLetters: true}
 			for _, s := range catalog {
 				if slices.Contains(s.Publishers, user) {
 					streams[s.Stream] = true

@@ -77,6 +77,9 @@ func schemaOf(t reflect.Type) map[string]any {
 			if e := f.Tag.Get("enum"); e != "" {
 				p["enum"] = strings.Split(e, ",")
 			}
+			if n := tagInt(f.Tag, "maxItems", -1); n >= 0 {
+				p["maxItems"] = n // more are cut (bound.go), the total field counts them
+			}
 			props[name] = p
 			if !omitempty {
 				required = append(required, name)

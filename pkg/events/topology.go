@@ -62,7 +62,19 @@ type ConsumerSpec struct {
 	// failures: RetryBase·2^(attempt-1), capped at RetryMax.
 	RetryBase time.Duration
 	RetryMax  time.Duration
+	// PoisonAttempts bounds the failures a message may have with an error
+	// that is neither an outage (stream.Unavailable) nor classified
+	// permanent: after that many it is dead-lettered as poison, with an
+	// alarm, instead of being retried forever. Outages are not counted.
+	PoisonAttempts int
 }
+
+// PoisonWindow is how many messages of the consumer may be failing
+// repeatedly (poison suspects, three failures or more) at once: a quarter
+// of its in-flight window, at least one. A further suspect is dead-lettered
+// at once, so poison can never fill the window and stall the messages
+// behind it.
+func (c ConsumerSpec) PoisonWindow() int { return max(1, c.MaxAckPending/4) }
 
 // FilterSubjects are the subjects the consumer receives.
 func (c ConsumerSpec) FilterSubjects() []string {
@@ -135,6 +147,11 @@ func Consumers() []ConsumerSpec {
 		c.MaxAckPending = 64
 		c.RetryBase = time.Second
 		c.RetryMax = time.Minute
+		// 16 failures at this backoff span about ten minutes (1+2+…+32 s,
+		// then a minute each): long enough for a slow fault that nobody
+		// classified as an outage, short enough that poison cannot stall
+		// an incident.
+		c.PoisonAttempts = 16
 		return c
 	}
 	jobs := base(ConsumerSpec{Durable: ConsumerRotatorJobs, Stream: StreamJobs, Service: ServiceRotator,

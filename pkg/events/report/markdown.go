@@ -32,6 +32,9 @@ func (r Report) Markdown(w io.Writer) error {
 	p("")
 	if len(r.AffectedTenants) > 0 {
 		p("Affected tenants: %s", strings.Join(r.AffectedTenants, ", "))
+		if more := r.AffectedCount - len(r.AffectedTenants); more > 0 {
+			p("… and %d more (the assessment's event lists %d; every tenant was rotated)", more, len(r.AffectedTenants))
+		}
 		p("")
 	}
 	p("## Actors found by the assessment")
@@ -55,7 +58,7 @@ func (r Report) Markdown(w io.Writer) error {
 				trusted = "yes"
 			}
 			p("| %s | %s | %s | %s | %s | %d | %d | %d | %s |", a.Key, trusted, list(a.DisplayNames), list(a.RemoteAddresses), list(accessors),
-				a.Reads, a.Denied, len(a.Tenants), list(a.Reasons))
+				a.Reads, a.Denied, max(a.TenantsTotal, len(a.Tenants)), list(a.Reasons))
 		}
 	}
 	p("")

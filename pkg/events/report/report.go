@@ -254,11 +254,12 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 		case events.AssessmentCompleted:
 			var d events.AssessmentCompletedData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
-				r.Scope, r.AffectedTenants, r.AffectedCount = d.Scope, append([]string{}, d.AffectedTenants...), len(d.AffectedTenants)
+				// The event lists a bounded number; affected_total counts them all.
+				r.Scope, r.AffectedTenants, r.AffectedCount = d.Scope, append([]string{}, d.AffectedTenants...), max(d.AffectedTotal, len(d.AffectedTenants))
 				if d.Actors != nil {
 					r.Actors = d.Actors
 				}
-				line.Summary = fmt.Sprintf("assessed: scope %s, %d affected tenants, %d suspicious events, %d actors", d.Scope, len(d.AffectedTenants), d.SuspiciousEvents, len(d.Actors))
+				line.Summary = fmt.Sprintf("assessed: scope %s, %d affected tenants, %d suspicious events, %d actors", d.Scope, max(d.AffectedTotal, len(d.AffectedTenants)), d.SuspiciousEvents, max(d.ActorsTotal, len(d.Actors)))
 			}
 		case events.VaultUnsealed:
 			var d events.VaultUnsealedData

@@ -2,11 +2,16 @@ package stream
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
@@ -65,6 +70,7 @@ type Consumer struct {
 	metrics     consumerMetrics
 	onPermanent func(ctx context.Context, d *Delivery, cause error) error
 	breaker     *breaker
+	poison      *poisonLedger
 }
 
 // NewConsumer prepares a consumer for the declared spec. dlqSource is the
@@ -105,6 +111,7 @@ func NewConsumer(js jetstream.JetStream, spec events.ConsumerSpec, handler Handl
 	return &Consumer{
 		onPermanent: opts.OnPermanent,
 		breaker:     br,
+		poison:      newPoisonLedger(spec),
 		js:          js,
 		spec:        spec,
 		handler:     Chain(handler, mw...),
@@ -235,9 +242,9 @@ func (c *Consumer) keepAlive(msg jetstream.Msg, stop <-chan struct{}) {
 
 // process decodes one message, runs the handler and settles the message.
 func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
-	var attempt uint64 = 1
+	var attempt, streamSeq uint64 = 1, 0
 	if meta, err := msg.Metadata(); err == nil {
-		attempt = meta.NumDelivered
+		attempt, streamSeq = meta.NumDelivered, meta.Sequence.Stream
 	}
 	ev, spec, decodeErr := events.Decode(msg.Headers(), msg.Data())
 	if decodeErr == nil && spec.Subject() != msg.Subject() {
@@ -273,8 +280,19 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 	err := c.handler(ctx, d)
 	close(stopKeepAlive)
 	// The one place a message's fate is decided: done, failed for good
-	// (recorded, dead-lettered), or retried later — without limit, since
-	// an outage must delay work, never fail it.
+	// (recorded, dead-lettered), or retried later — without limit for an
+	// outage, since an outage must delay work, never fail it; within the
+	// poison budget for an error nobody classified.
+	if err != nil && !IsPermanent(err) {
+		if _, outage := UnavailableDependency(err); !outage {
+			if verdict := c.poison.failed(streamSeq); verdict != "" {
+				err = Permanent(fmt.Errorf("%w: %s: %w", ErrPoison, verdict, err))
+			}
+		}
+	}
+	if err == nil || IsPermanent(err) {
+		c.poison.settled(streamSeq)
+	}
 	switch {
 	case err == nil:
 		c.breaker.reset()
@@ -332,14 +350,11 @@ func (c *Consumer) deadLetter(ctx context.Context, msg jetstream.Msg, d *Deliver
 }
 
 func (c *Consumer) writeDeadLetter(ctx context.Context, msg jetstream.Msg, attempt uint64, reason string) error {
-	data := events.DeadLetterData{
-		Consumer:        c.spec.Durable,
-		Reason:          reason,
-		Subject:         msg.Subject(),
-		Deliveries:      attempt,
-		OriginalHeaders: msg.Headers(),
-		OriginalData:    msg.Data(),
-		FailedAt:        time.Now().UTC(),
+	data := DeadLetterOf(msg.Subject(), msg.Headers(), msg.Data())
+	data.Consumer, data.Reason, data.Deliveries, data.FailedAt = c.spec.Durable, truncate(reason, events.DeadLetterReasonLimit), attempt, time.Now().UTC()
+	meta, metaErr := msg.Metadata()
+	if metaErr == nil {
+		data.OriginalStream, data.OriginalSequence = meta.Stream, meta.Sequence.Stream
 	}
 	ev, err := events.New(events.DeadLetter, events.SourceOf(c.spec.Service), data)
 	if err != nil {
@@ -347,16 +362,113 @@ func (c *Consumer) writeDeadLetter(ctx context.Context, msg jetstream.Msg, attem
 	}
 	// One dead letter per stored message and delivery count: a retried
 	// write after a lost ack is de-duplicated by JetStream.
-	if meta, err := msg.Metadata(); err == nil {
+	if metaErr == nil {
 		ev.SetID(fmt.Sprintf("%s-%d-%d", c.spec.Durable, meta.Sequence.Stream, attempt))
 	}
 	_, err = c.deadLetters.publishOn(ctx, events.DeadLetterSubject(c.spec.Durable), ev)
 	return err
 }
 
+// DeadLetterOf fills the part of a dead letter that describes the
+// original message, within the contract's limits: the body is cut at
+// events.DeadLetterDataLimit (its size and SHA-256 tell what was cut),
+// header values at events.DeadLetterHeaderLimit. A dead letter is then
+// always small enough to publish, whatever it carries.
+func DeadLetterOf(subject string, headers map[string][]string, body []byte) events.DeadLetterData {
+	sum := sha256.Sum256(body)
+	d := events.DeadLetterData{Subject: truncate(subject, events.DeadLetterHeaderLimit), OriginalSize: len(body), OriginalSHA256: hex.EncodeToString(sum[:]),
+		OriginalData: body[:min(len(body), events.DeadLetterDataLimit)]}
+	keys := slices.Sorted(maps.Keys(headers))
+	if len(keys) > 0 {
+		d.OriginalHeaders = map[string][]string{}
+	}
+	for _, k := range keys[:min(len(keys), events.DeadLetterHeaders)] {
+		vs := headers[k]
+		cut := make([]string, 0, min(len(vs), 4))
+		for _, v := range vs[:min(len(vs), 4)] {
+			cut = append(cut, truncate(v, events.DeadLetterHeaderLimit))
+		}
+		d.OriginalHeaders[truncate(k, 256)] = cut
+	}
+	return d
+}
+
+// truncate cuts s at n bytes, on a UTF-8 boundary.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
 	return s[:n]
+}
+
+// ErrPoison is returned (wrapped, and permanent) for a message whose
+// handler kept failing with an error that is neither an outage nor
+// classified permanent: past the consumer's poison budget it is
+// dead-lettered instead of being retried forever.
+var ErrPoison = errors.New("poison: gave up on a message that keeps failing")
+
+// poisonLedger counts, per stored message, the failures that were neither
+// outages nor permanent. It lives in the process: a restart forgets the
+// counts (each process of a consumer spends at most its own budget), which
+// bounds the retries of a poison message by processes × budget rather than
+// never.
+type poisonLedger struct {
+	mu       sync.Mutex
+	attempts int
+	window   int
+	failures map[uint64]int
+}
+
+// suspectAfter is the failure count from which a message counts against
+// the poison window: one or two failures are ordinary (a serialization
+// conflict, a dropped connection), three in a row are suspicious.
+const suspectAfter = 3
+
+// maxLedger bounds the ledger's memory.
+const maxLedger = 4096
+
+func newPoisonLedger(spec events.ConsumerSpec) *poisonLedger {
+	return &poisonLedger{attempts: spec.PoisonAttempts, window: spec.PoisonWindow(), failures: map[uint64]int{}}
+}
+
+// failed counts one unclassified failure of the message at seq and returns
+// why it must be given up now ("" to retry it).
+func (p *poisonLedger) failed(seq uint64) string {
+	if p.attempts <= 0 || seq == 0 {
+		return ""
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.failures) > maxLedger {
+		// Messages settled by another process are never seen settling
+		// here: forget them all rather than grow without bound.
+		clear(p.failures)
+	}
+	n := p.failures[seq] + 1
+	p.failures[seq] = n
+	if n >= p.attempts {
+		return fmt.Sprintf("%d failures with errors that are neither an outage nor permanent", n)
+	}
+	if n == suspectAfter {
+		suspects := 0
+		for s, f := range p.failures {
+			if s != seq && f >= suspectAfter {
+				suspects++
+			}
+		}
+		if suspects >= p.window {
+			return fmt.Sprintf("%d other messages of this consumer already keep failing (poison window %d): this one would stall the ones behind it", suspects, p.window)
+		}
+	}
+	return ""
+}
+
+// settled forgets a message that was acknowledged or terminated.
+func (p *poisonLedger) settled(seq uint64) {
+	p.mu.Lock()
+	delete(p.failures, seq)
+	p.mu.Unlock()
 }

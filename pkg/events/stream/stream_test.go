@@ -2,6 +2,8 @@ package stream_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -282,19 +284,24 @@ func TestConsumer(t *testing.T) {
 		}
 	})
 
-	t.Run("a transient failure is retried without limit and never dead-lettered", func(t *testing.T) {
+	t.Run("an outage is retried without limit and never dead-lettered", func(t *testing.T) {
 		_, js, pub := fresh(t)
 		spec := testConsumer(t, js, "unbounded", -1)
+		spec.PoisonAttempts = 3 // an outage must not spend it
 		dlq := deadLetters(t, js, spec.Durable)
 		var calls atomic.Int64
 		handled := make(chan uint64, 1)
-		run(t, js, spec, func(_ context.Context, d *stream.Delivery) error {
+		c := stream.NewConsumer(js, spec, func(_ context.Context, d *stream.Delivery) error {
 			if calls.Add(1) <= 12 {
-				return errors.New("still down")
+				return stream.Unavailable("postgres", errors.New("still down"))
 			}
 			handled <- d.Attempt
 			return nil
-		})
+		}, stream.ConsumerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), BreakerMin: 10 * time.Millisecond, BreakerMax: 50 * time.Millisecond})
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- c.Run(rctx) }()
+		defer func() { cancel(); <-done }()
 		pub.Publish(ctx, events.BreachDetected, breach("unbounded"))
 		if attempt := within(t, handled, 30*time.Second, "the 13th delivery"); attempt != 13 {
 			t.Fatalf("handled at delivery %d", attempt)
@@ -303,6 +310,110 @@ func TestConsumer(t *testing.T) {
 		case d := <-dlq:
 			t.Fatalf("dead-lettered: %+v", d)
 		case <-time.After(300 * time.Millisecond):
+		}
+	})
+
+	t.Run("an error nobody classified is poison after the budget: recorded, dead-lettered, and the consumer goes on", func(t *testing.T) {
+		_, js, pub := fresh(t)
+		spec := testConsumer(t, js, "budget", -1)
+		spec.PoisonAttempts = 4
+		dlq := deadLetters(t, js, spec.Durable)
+		var recorded atomic.Int64
+		got := make(chan string, 4)
+		c := stream.NewConsumer(js, spec, func(_ context.Context, d *stream.Delivery) error {
+			if d.Event.Source() == "/marker" {
+				got <- d.Event.ID()
+				return nil
+			}
+			// SQLSTATE 22P05 from PostgreSQL: neither an outage nor marked permanent.
+			return errors.New(`ERROR: unsupported Unicode escape sequence (SQLSTATE 22P05)`)
+		}, stream.ConsumerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			OnPermanent: func(_ context.Context, _ *stream.Delivery, cause error) error {
+				if errors.Is(cause, stream.ErrPoison) {
+					recorded.Add(1)
+				}
+				return nil
+			}})
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- c.Run(rctx) }()
+		defer func() { cancel(); <-done }()
+		pub.Publish(ctx, events.BreachDetected, breach("poison"))
+		d := within(t, dlq, 20*time.Second, "the poison's dead letter")
+		if d.Deliveries != 4 || !contains(d.Reason, "poison") || !contains(d.Reason, "22P05") {
+			t.Fatalf("dead letter after %d deliveries: %q", d.Deliveries, d.Reason)
+		}
+		if recorded.Load() != 1 {
+			t.Fatalf("OnPermanent saw the poison %d times", recorded.Load())
+		}
+		marker, _ := events.New(events.BreachDetected, "/marker", breach("marker"))
+		pub.PublishEvent(ctx, marker)
+		if id := within(t, got, 5*time.Second, "a message after the poison"); id != marker.ID() {
+			t.Fatalf("got %s", id)
+		}
+	})
+
+	t.Run("poison never holds more than its window of the in-flight messages", func(t *testing.T) {
+		_, js, pub := fresh(t)
+		spec := testConsumer(t, js, "window", -1)
+		spec.PoisonAttempts = 1000 // only the window can end them
+		spec.MaxAckPending = 16    // a window of 4
+		dlq := deadLetters(t, js, spec.Durable)
+		c := stream.NewConsumer(js, spec, func(context.Context, *stream.Delivery) error { return errors.New("unclassified") },
+			stream.ConsumerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Concurrency: 4})
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- c.Run(rctx) }()
+		defer func() { cancel(); <-done }()
+		for i := range 12 {
+			pub.Publish(ctx, events.BreachDetected, breach(fmt.Sprint("poison ", i)))
+		}
+		for i := range 12 - spec.PoisonWindow() {
+			d := within(t, dlq, 30*time.Second, fmt.Sprint("dead letter ", i))
+			if !contains(d.Reason, "poison window") || d.Deliveries != 3 {
+				t.Fatalf("dead letter %d: after %d deliveries: %q", i, d.Deliveries, d.Reason)
+			}
+		}
+		select {
+		case d := <-dlq:
+			t.Fatalf("more than the window dead-lettered: %q", d.Reason)
+		case <-time.After(2 * time.Second):
+		}
+		info, _ := js.Consumer(ctx, spec.Stream, spec.Durable)
+		if ci, _ := info.Info(ctx); ci.NumAckPending > spec.PoisonWindow() {
+			t.Fatalf("%d messages still held in flight, window %d", ci.NumAckPending, spec.PoisonWindow())
+		}
+	})
+
+	t.Run("a dead letter of any size can be written: the body is cut, with its size, hash and stream sequence", func(t *testing.T) {
+		_, js, _ := fresh(t)
+		spec := testConsumer(t, js, "large", -1)
+		dlq := deadLetters(t, js, spec.Durable)
+		run(t, js, spec, func(context.Context, *stream.Delivery) error { return stream.Permanent(errors.New("refused")) })
+		// 900 KB: under the server's 1 MiB, over what base64 in a dead
+		// letter could carry whole.
+		// Forged by hand: New would cut the summary.
+		ev, _ := events.New(events.BreachDetected, "/siem", breach("large"))
+		body := fmt.Sprintf(`{"specversion":"1.0","id":%q,"type":%q,"source":"/siem","time":"%s","datacontenttype":"application/json","data":{"summary":%q,"severity":"high"}}`,
+			ev.ID(), ev.Type(), time.Now().UTC().Format(time.RFC3339), strings.Repeat("x", 900_000))
+		msg := nats.NewMsg(events.BreachDetected.Subject())
+		msg.Header.Set("Nats-Msg-Id", ev.ID())
+		msg.Data = []byte(body)
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+		d := within(t, dlq, 10*time.Second, "dead letter")
+		if !d.Truncated() || len(d.OriginalData) != events.DeadLetterDataLimit || d.OriginalSize < 900_000 || d.OriginalStream != events.StreamEvents || d.OriginalSequence == 0 {
+			t.Fatalf("dead letter: %d of %d bytes, stream %q seq %d", len(d.OriginalData), d.OriginalSize, d.OriginalStream, d.OriginalSequence)
+		}
+		st, _ := js.Stream(ctx, events.StreamEvents)
+		orig, err := st.GetMsg(ctx, d.OriginalSequence)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(orig.Data)
+		if hex.EncodeToString(sum[:]) != d.OriginalSHA256 || !strings.HasSuffix(orig.Header.Get("Nats-Msg-Id"), ev.ID()) {
+			t.Fatalf("the stream's original does not match the dead letter: hash %v, id %q vs %q", hex.EncodeToString(sum[:]) == d.OriginalSHA256, orig.Header.Get("Nats-Msg-Id"), ev.ID())
 		}
 	})
 

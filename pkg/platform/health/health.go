@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"sort"
 	"sync"
@@ -26,12 +27,23 @@ type Check func(ctx context.Context) error
 type Server struct {
 	mu      sync.Mutex
 	checks  map[string]Check
+	alarms  map[string]Check
 	timeout time.Duration
 }
 
 // New returns a server whose checks get timeout each.
 func New(timeout time.Duration) *Server {
-	return &Server{checks: map[string]Check{}, timeout: timeout}
+	return &Server{checks: map[string]Check{}, alarms: map[string]Check{}, timeout: timeout}
+}
+
+// AddAlarm registers a check whose failure is shown in /readyz under
+// "alarms" without making the service unready: something an operator must
+// see (an event parked by the outbox relay) that does not stop the service
+// from doing its work — taking it out of rotation would make it worse.
+func (s *Server) AddAlarm(name string, c Check) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.alarms[name] = c
 }
 
 // Add registers a readiness check under a name (replacing one of the same
@@ -46,11 +58,22 @@ func (s *Server) Add(name string, c Check) {
 // ("" when it passed).
 func (s *Server) Ready(ctx context.Context) map[string]string {
 	s.mu.Lock()
-	checks := make(map[string]Check, len(s.checks))
-	for n, c := range s.checks {
-		checks[n] = c
-	}
+	checks := maps.Clone(s.checks)
 	s.mu.Unlock()
+	return s.run(ctx, checks)
+}
+
+// Alarms runs every alarm and returns the raised ones' messages.
+func (s *Server) Alarms(ctx context.Context) map[string]string {
+	s.mu.Lock()
+	alarms := maps.Clone(s.alarms)
+	s.mu.Unlock()
+	out := s.run(ctx, alarms)
+	maps.DeleteFunc(out, func(_, msg string) bool { return msg == "" })
+	return out
+}
+
+func (s *Server) run(ctx context.Context, checks map[string]Check) map[string]string {
 	out := make(map[string]string, len(checks))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -91,8 +114,9 @@ func (s *Server) Handler() http.Handler {
 		sort.Strings(names)
 		body := struct {
 			Status string            `json:"status"`
-			Checks map[string]string `json:"checks"` // name → "ok" or the failure
-		}{Status: status, Checks: map[string]string{}}
+			Checks map[string]string `json:"checks"`           // name → "ok" or the failure
+			Alarms map[string]string `json:"alarms,omitempty"` // raised alarms only
+		}{Status: status, Checks: map[string]string{}, Alarms: s.Alarms(r.Context())}
 		for _, n := range names {
 			body.Checks[n] = "ok"
 			if results[n] != "" {

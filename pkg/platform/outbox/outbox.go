@@ -28,6 +28,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/failpoint"
 	"github.com/lockdown/lockdown/pkg/platform/migrate"
 )
@@ -49,9 +51,21 @@ func DDL(schema string) string {
     data       bytea NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS ` + parkedTable(schema) + ` (
+    seq        bigint PRIMARY KEY,
+    subject    text NOT NULL,
+    header     jsonb NOT NULL,
+    data       bytea NOT NULL,
+    reason     text NOT NULL,
+    created_at timestamptz NOT NULL,
+    parked_at  timestamptz NOT NULL DEFAULT now()
+);
 CREATE TABLE IF NOT EXISTS ` + l + ` (id int PRIMARY KEY CHECK (id = 1));
 INSERT INTO ` + l + ` VALUES (1) ON CONFLICT DO NOTHING`
 }
+
+// parkedTable holds the rows JetStream refused for good (see Relay).
+func parkedTable(schema string) string { return pgx.Identifier{schema, "outbox_parked"}.Sanitize() }
 
 // relayLock is the table whose one row the publishing relay holds.
 func relayLock(schema string) string { return pgx.Identifier{schema, "outbox_relay"}.Sanitize() }
@@ -143,6 +157,41 @@ type Relay struct {
 	// Failpoints are the crash tests' kill points: "outbox.published"
 	// fires after a batch is stored in JetStream, before it is deleted.
 	Failpoints *failpoint.Set
+	// Source is the CloudEvents source of the dead letter written for a
+	// parked row; DeadLetters names it (the dead letter's consumer field,
+	// and its subject lockdown.deadletter.<DeadLetters>). Both required.
+	Source, DeadLetters string
+	// OnParked, when set, adds the service's own alarm for a parked row
+	// within the transaction that parks it (containment: incident.stuck).
+	OnParked func(ctx context.Context, tx pgx.Tx, p Parked) error
+}
+
+// Parked is an outbox row JetStream refused for a reason no retry can
+// change (larger than the server's max_payload or the stream's message
+// limit, a request JetStream calls bad). Holding it would hold every event
+// after it, forever: it is moved to <schema>.outbox_parked with the reason
+// and a dead letter, and the relay goes on.
+type Parked struct {
+	Seq     int64
+	Subject string
+	Size    int
+	Reason  string
+	// EventID, EventType and IncidentID describe the event when the row
+	// decodes as one (empty otherwise).
+	EventID, EventType, IncidentID string
+}
+
+// ErrRefused marks a publish JetStream refused for good.
+var ErrRefused = errors.New("outbox: JetStream refused the message for good")
+
+// refused reports whether a publish error is one no retry can change: the
+// message itself is wrong, not the server's state.
+func refused(err error) bool {
+	if errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadHeaderMsg) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.Code == 400
 }
 
 // Run publishes until ctx ends. Failures (PostgreSQL or NATS down) are
@@ -255,10 +304,20 @@ func (r *Relay) Flush(ctx context.Context) (int, error) {
 	}
 	var published []int64
 	var pubErr error
+	parked := 0
 	// One at a time: a message is stored before the next is sent, so a
-	// failure can never let a later event overtake an earlier one.
+	// failure can never let a later event overtake an earlier one. A
+	// message refused for good is parked and the next one goes on: the
+	// order of the others is kept, the gap is announced.
 	for _, p := range msgs {
 		ack, err := r.JS.PublishMsg(ctx, p.msg)
+		if err != nil && refused(err) {
+			if err := r.park(ctx, tx, p.seq, p.msg, err); err != nil {
+				return 0, err
+			}
+			parked++
+			continue
+		}
 		if err != nil {
 			pubErr = fmt.Errorf("publish %s: %w", p.msg.Subject, err)
 			break
@@ -271,7 +330,7 @@ func (r *Relay) Flush(ctx context.Context) (int, error) {
 		}
 		published = append(published, p.seq)
 	}
-	if len(published) > 0 {
+	if len(published) > 0 || parked > 0 {
 		r.Failpoints.Hit("outbox.published")
 		// By the rows published, never by a range: a transaction that drew
 		// a lower seq and committed while this batch was being published
@@ -283,7 +342,72 @@ func (r *Relay) Flush(ctx context.Context) (int, error) {
 			return 0, err
 		}
 	}
-	return len(published), pubErr
+	return len(published) + parked, pubErr
+}
+
+// park moves a refused row to the parked table, writes its dead letter
+// (bounded, whatever the row's size) to the outbox and lets the service
+// add its alarm — all in the relay's transaction: the row is parked with
+// its alarms or not at all.
+func (r *Relay) park(ctx context.Context, tx pgx.Tx, seq int64, msg *nats.Msg, cause error) error {
+	reason := fmt.Sprintf("%v: %v", ErrRefused, cause)
+	if _, err := tx.Exec(ctx, `INSERT INTO `+parkedTable(r.Schema)+` (seq, subject, header, data, reason, created_at)
+SELECT seq, subject, header, data, $2, created_at FROM `+pgx.Identifier{r.Schema, "outbox"}.Sanitize()+` WHERE seq = $1
+ON CONFLICT (seq) DO NOTHING`, seq, reason); err != nil {
+		return fmt.Errorf("park outbox row %d: %w", seq, err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM `+pgx.Identifier{r.Schema, "outbox"}.Sanitize()+` WHERE seq = $1`, seq); err != nil {
+		return fmt.Errorf("park outbox row %d: %w", seq, err)
+	}
+	dl := stream.DeadLetterOf(msg.Subject, msg.Header, msg.Data)
+	dl.Consumer, dl.Reason, dl.Deliveries, dl.FailedAt = r.DeadLetters, reason, 1, time.Now().UTC()
+	ev, err := events.New(events.DeadLetter, r.Source, dl)
+	if err != nil {
+		return fmt.Errorf("park outbox row %d: %w", seq, err)
+	}
+	ev.SetID(fmt.Sprintf("%s-%d", r.DeadLetters, seq)) // one per row, whatever the retries
+	body, err := events.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	letter := nats.NewMsg(events.DeadLetterSubject(r.DeadLetters))
+	letter.Header.Set(jetstream.MsgIDHeader, ev.ID())
+	letter.Data = body
+	if err := Add(ctx, tx, r.Schema, letter); err != nil {
+		return err
+	}
+	p := Parked{Seq: seq, Subject: msg.Subject, Size: len(msg.Data), Reason: reason}
+	if orig, _, err := events.Decode(msg.Header, msg.Data); err == nil {
+		p.EventID, p.EventType, p.IncidentID = orig.ID(), orig.Type(), events.IncidentOf(orig.Data())
+	}
+	if r.OnParked != nil {
+		if err := r.OnParked(ctx, tx, p); err != nil {
+			return fmt.Errorf("park outbox row %d: alarm: %w", seq, err)
+		}
+	}
+	r.Logger.Error("outbox relay: JetStream refused an event for good; parked it with a dead letter and went on",
+		slog.String("schema", r.Schema), slog.Int64("seq", seq), slog.String("subject", msg.Subject), slog.Int("bytes", len(msg.Data)), slog.String("reason", reason))
+	return nil
+}
+
+// Alarm is the readiness alarm of a schema's parked rows: raised while any
+// row is parked (an operator looks at them, then deletes them from
+// <schema>.outbox_parked).
+func Alarm(pool *pgxpool.Pool, schema string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		n, err := ParkedRows(ctx, pool, schema)
+		if err != nil || n == 0 {
+			return err
+		}
+		return fmt.Errorf("%d event(s) refused by JetStream for good and parked in %s (see their dead letters: lockdown dlq list)", n, parkedTable(schema))
+	}
+}
+
+// ParkedRows counts the rows parked so far (readiness detail, tests).
+func ParkedRows(ctx context.Context, pool *pgxpool.Pool, schema string) (int, error) {
+	var n int
+	err := pool.QueryRow(ctx, `SELECT count(*) FROM `+parkedTable(schema)).Scan(&n)
+	return n, err
 }
 
 // Pending counts the messages not yet published (tests, readiness).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/outbox"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
@@ -217,6 +219,71 @@ func TestRelayDeletesOnlyWhatItPublished(t *testing.T) {
 	must(t, err)
 	if info.State.Msgs != 2 {
 		t.Fatalf("the stream holds %d messages, want both", info.State.Msgs)
+	}
+}
+
+// TestRelayParksWhatJetStreamRefuses: a message over the server's
+// max_payload and one over the stream's message limit can never be
+// published. Each is parked with a dead letter and an alarm, and the
+// messages after them go on in order: one message cannot stop the relay.
+func TestRelayParksWhatJetStreamRefuses(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool, js, _ := start(t, ctx, "parks", "OUTBOX_PARK_SPARE", "spare.>")
+	str, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OUTBOX_PARK", Subjects: []string{"park.>"}, Duplicates: time.Hour, MaxMsgSize: 4096})
+	must(t, err)
+	letters, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: events.StreamDeadLetters, Subjects: []string{events.DeadLetter.Subject() + ".>"}})
+	must(t, err)
+	msg := func(id string, size int) *nats.Msg {
+		m := nats.NewMsg("park." + id)
+		m.Header.Set(jetstream.MsgIDHeader, id)
+		m.Data = []byte(id + strings.Repeat(" ", size))
+		return m
+	}
+	tx, err := pool.Begin(ctx)
+	must(t, err)
+	must(t, outbox.Add(ctx, tx, "parks", msg("first", 10), msg("over-max-payload", 2<<20), msg("over-stream-limit", 8192), msg("last", 10)))
+	must(t, tx.Commit(ctx))
+	var alarms []outbox.Parked
+	relay := &outbox.Relay{Pool: pool, Schema: "parks", JS: js, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Source: "/test", DeadLetters: "outbox-test",
+		OnParked: func(_ context.Context, _ pgx.Tx, p outbox.Parked) error { alarms = append(alarms, p); return nil }}
+	for range 3 { // the second pass publishes the dead letters the first wrote
+		if _, err := relay.Flush(ctx); err != nil {
+			t.Fatalf("the relay stopped on a refused message: %v", err)
+		}
+	}
+	var got []string
+	for seq := uint64(1); seq <= 2; seq++ {
+		m, err := str.GetMsg(ctx, seq)
+		must(t, err)
+		got = append(got, strings.TrimSpace(string(m.Data)))
+	}
+	if fmt.Sprint(got) != "[first last]" {
+		t.Fatalf("stream holds %v", got)
+	}
+	if len(alarms) != 2 || alarms[0].Subject != "park.over-max-payload" || alarms[1].Subject != "park.over-stream-limit" {
+		t.Fatalf("alarms %+v", alarms)
+	}
+	if n, _ := outbox.ParkedRows(ctx, pool, "parks"); n != 2 {
+		t.Fatalf("%d rows parked", n)
+	}
+	if n, _ := outbox.Pending(ctx, pool, "parks"); n != 0 {
+		t.Fatalf("%d rows pending", n)
+	}
+	info, err := letters.Info(ctx)
+	must(t, err)
+	if info.State.Msgs != 2 {
+		t.Fatalf("%d dead letters, want 2", info.State.Msgs)
+	}
+	raw, err := letters.GetMsg(ctx, 1)
+	must(t, err)
+	ev, _, err := events.Decode(raw.Header, raw.Data)
+	must(t, err)
+	d, err := events.DataAs[events.DeadLetterData](ev)
+	must(t, err)
+	if d.Consumer != "outbox-test" || !d.Truncated() || d.OriginalSize < 2<<20 || !strings.Contains(d.Reason, "maximum payload") {
+		t.Fatalf("dead letter: consumer %q, %d of %d bytes, reason %q", d.Consumer, len(d.OriginalData), d.OriginalSize, d.Reason)
 	}
 }
 

@@ -212,6 +212,14 @@ func (rt *Runtime) AddCheck(name string, c health.Check) {
 	}
 }
 
+// AddAlarm registers a readiness alarm (health.Server.AddAlarm); a no-op
+// without health endpoints.
+func (rt *Runtime) AddAlarm(name string, c health.Check) {
+	if rt.Health != nil {
+		rt.Health.AddAlarm(name, c)
+	}
+}
+
 // Healthcheck asks the service's own /readyz on addr (LOCKDOWN_HEALTH_ADDR;
 // default :8080) and returns 0 when it is ready, 1 otherwise.
 func Healthcheck(addr string, errOut io.Writer) int {

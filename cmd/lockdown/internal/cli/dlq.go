@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -185,6 +187,35 @@ func replayable(stored string, d events.DeadLetterData) error {
 	return nil
 }
 
+// ErrOriginalGone is returned by replay for a dead letter that carries only
+// the start of its original when the original is no longer in its stream
+// as it was (aged out, or another message at that sequence).
+var ErrOriginalGone = errors.New("the original is no longer in its stream")
+
+// originalOf reads a cut dead letter's original from its stream and checks
+// it is the one the dead letter describes (subject and SHA-256).
+func originalOf(ctx context.Context, js jetstream.JetStream, d events.DeadLetterData) (*jetstream.RawStreamMsg, error) {
+	if d.OriginalStream == "" || d.OriginalSequence == 0 {
+		return nil, fmt.Errorf("%w: the dead letter names no stream sequence", ErrOriginalGone)
+	}
+	st, err := js.Stream(ctx, d.OriginalStream)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := st.GetMsg(ctx, d.OriginalSequence)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, fmt.Errorf("%w (%s sequence %d)", ErrOriginalGone, d.OriginalStream, d.OriginalSequence)
+	}
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(raw.Data)
+	if raw.Subject != d.Subject || hex.EncodeToString(sum[:]) != d.OriginalSHA256 {
+		return nil, fmt.Errorf("%w (%s sequence %d holds another message)", ErrOriginalGone, d.OriginalStream, d.OriginalSequence)
+	}
+	return raw, nil
+}
+
 // replay publishes a dead letter's original message, byte for byte and
 // with its original headers, onto its original subject. The Nats-Msg-Id
 // names the dead letter, so replaying the same letter twice is dropped as
@@ -219,9 +250,18 @@ func replay(ctx context.Context, js jetstream.JetStream, seq uint64) (replayResu
 			msg.Header.Add(k, v)
 		}
 	}
+	msg.Data = d.OriginalData
+	if d.Truncated() {
+		// The dead letter holds only the start of a large original: the
+		// original itself is still in its stream.
+		orig, err := originalOf(ctx, js, d)
+		if err != nil {
+			return replayResult{}, fmt.Errorf("dead letter %d: %w", seq, err)
+		}
+		msg.Header, msg.Data = orig.Header, orig.Data
+	}
 	msgID := fmt.Sprintf("%s/replay/%d", msg.Header.Get(jetstream.MsgIDHeader), seq)
 	msg.Header.Set(jetstream.MsgIDHeader, msgID)
-	msg.Data = d.OriginalData
 	ack, err := js.PublishMsg(ctx, msg)
 	if err != nil {
 		return replayResult{}, fmt.Errorf("publish to %s: %w", d.Subject, err)

@@ -405,7 +405,9 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 	projector := projection.New(projection.Config{Failpoints: deps.Failpoints}, deps.Store, readModel, eng.Leader, log.With(slog.String("component", "read model")))
 	deps.Store.SetOnChange(projector.Touch)
 	relay := &outbox.Relay{Pool: deps.Store.Pool(), Schema: store.Schema, JS: rt.NATS.JS, Logger: log, Failpoints: deps.Failpoints,
-		OnDuplicate: rt.OutboxDuplicate}
+		OnDuplicate: rt.OutboxDuplicate, Source: events.SourceOf(events.ServiceContainment),
+		DeadLetters: events.OutboxDeadLetters(events.ServiceContainment), OnParked: deps.Store.ParkedAlarm}
+	rt.AddAlarm("outbox", outbox.Alarm(deps.Store.Pool(), store.Schema))
 
 	opts := rt.ConsumerOptions(cfg.ShutdownTimeout)
 	recoverySpec, _ := events.ConsumerOf(events.ConsumerContainmentRecovery)

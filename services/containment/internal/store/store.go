@@ -249,6 +249,30 @@ func (s *Store) emit(ctx context.Context, tx pgx.Tx, incidentID string, out []ev
 	return outbox.Add(ctx, tx, Schema, msgs...)
 }
 
+// ParkedAlarm raises incident.stuck for an event the outbox relay parked
+// (outbox.Relay.OnParked), in the relay's transaction: the event's
+// incident, or the open one when the event names none. No open incident:
+// the dead letter is the alarm.
+func (s *Store) ParkedAlarm(ctx context.Context, tx pgx.Tx, p outbox.Parked) error {
+	var id, phase string
+	q := `SELECT id, phase FROM containment.incidents WHERE id = $1`
+	arg := []any{p.IncidentID}
+	if p.IncidentID == "" {
+		q, arg = `SELECT id, phase FROM containment.incidents WHERE phase NOT IN ('resolved', 'failed') ORDER BY opened_at DESC LIMIT 1`, nil
+	}
+	err := tx.QueryRow(ctx, q, arg...).Scan(&id, &phase)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	reason := fmt.Sprintf("event %s %s (%d bytes) was refused by JetStream for good and parked (outbox row %d, dead letter on %s): %s",
+		p.EventType, p.EventID, p.Size, p.Seq, events.DeadLetterSubject(events.OutboxDeadLetters(events.ServiceContainment)), p.Reason)
+	return s.emit(ctx, tx, id, []events.Outgoing{{Name: events.IncidentStuck, ID: fmt.Sprintf("%s/incident.stuck/parked-%d", id, p.Seq),
+		Data: events.IncidentStuckData{IncidentID: id, Phase: phase, Reason: reason, Since: time.Now().UTC()}}})
+}
+
 // prepare builds the messages of events.
 func (s *Store) prepare(ctx context.Context, out []events.Outgoing) ([]*nats.Msg, error) {
 	if len(out) == 0 {

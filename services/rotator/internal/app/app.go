@@ -161,7 +161,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 	pub := stream.NewPublisher(rt.NATS.JS, events.SourceOf(events.ServiceRotator), tp)
 	db.SetPreparer(pub)
 	tracer := tp.Tracer("github.com/lockdown/lockdown/services/rotator")
-	plan := func(ctx context.Context, incidentID string, assessed, revoked bool, affected []string) error {
+	plan := func(ctx context.Context, incidentID string, assessed, revoked bool, affected rotation.Affected) error {
 		ctx, span := tracer.Start(ctx, "plan rotation") // every job's send span is its child: the fan-out
 		defer span.End()
 		if err := rotation.Plan(ctx, db, cfg.Policy, incidentID, assessed, revoked, affected); err != nil {
@@ -172,7 +172,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 	}
 	planner := stream.Route(map[events.Name]stream.Handler{
 		events.AssessmentCompleted: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.AssessmentCompletedData) error {
-			return plan(ctx, d.IncidentID, true, false, d.AffectedTenants)
+			return plan(ctx, d.IncidentID, true, false, rotation.Affected{Tenants: d.AffectedTenants, Cut: d.AffectedTotal > len(d.AffectedTenants)})
 		}),
 		// The gate's second condition is the event LOCKDOWN_ROTATE_AFTER
 		// names; the other is acknowledged and ignored.
@@ -180,13 +180,13 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 			if cfg.RotateAfter != RotateAfterRevoke {
 				return nil
 			}
-			return plan(ctx, d.IncidentID, false, true, nil)
+			return plan(ctx, d.IncidentID, false, true, rotation.Affected{})
 		}),
 		events.UnsealKeysRotated: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.UnsealKeysRotatedData) error {
 			if cfg.RotateAfter != RotateAfterRekey {
 				return nil
 			}
-			return plan(ctx, d.IncidentID, false, true, nil)
+			return plan(ctx, d.IncidentID, false, true, rotation.Affected{})
 		}),
 		events.RotationRetryRequested: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.RotationRetryData) error {
 			jobs, err := rotation.Retry(ctx, db, d.IncidentID, d.TenantID)
@@ -201,7 +201,8 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 		}),
 	})
 	relay := &outbox.Relay{Pool: db.Pool(), Schema: store.Schema, JS: rt.NATS.JS, Logger: rt.Logger, Failpoints: fp,
-		OnDuplicate: rt.OutboxDuplicate}
+		OnDuplicate: rt.OutboxDuplicate, Source: events.SourceOf(events.ServiceRotator), DeadLetters: events.OutboxDeadLetters(events.ServiceRotator)}
+	rt.AddAlarm("outbox", outbox.Alarm(db.Pool(), store.Schema))
 	var pregen *rotation.Pregen
 	if cfg.Pregenerate {
 		pregen = rotation.NewPregen()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 
 	"github.com/lockdown/lockdown/pkg/events"
@@ -22,12 +21,18 @@ const (
 // rotation.planned) are written in one transaction (the outbox), once:
 // planning again finds the plan and emits nothing, so each event is in
 // the stream exactly once whatever crashed where.
-func Plan(ctx context.Context, store Store, policy, incidentID string, assessed, revoked bool, affected []string) error {
-	ready, affectedTenants, err := store.Gate(ctx, incidentID, assessed, revoked, affected)
+func Plan(ctx context.Context, store Store, policy, incidentID string, assessed, revoked bool, affected Affected) error {
+	ready, aff, err := store.Gate(ctx, incidentID, assessed, revoked, affected)
 	if err != nil || !ready {
 		return err
 	}
-	jobs, err := plan(ctx, store, policy, affectedTenants)
+	if aff.Cut && policy == PolicyAffected {
+		// The assessment named more tenants than its event could list:
+		// rotating only the listed ones would leave read secrets in place.
+		// Every tenant is rotated instead — more, never fewer.
+		policy = PolicyAll
+	}
+	jobs, err := plan(ctx, store, policy, aff.Tenants)
 	if err != nil {
 		return err
 	}
@@ -68,15 +73,15 @@ func plan(ctx context.Context, store Store, policy string, affected []string) ([
 	ids := map[string]bool{}
 	if policy == PolicyAll {
 		for _, t := range known {
-			ids[t] = true
+			ids[t] = false
 		}
 	}
 	for _, t := range affected {
 		ids[t] = true
 	}
 	out := make([]Job, 0, len(ids))
-	for t := range ids {
-		j := Job{TenantID: t, Affected: slices.Contains(affected, t)}
+	for t, read := range ids {
+		j := Job{TenantID: t, Affected: read}
 		if err := events.ValidTenantID(t); err != nil {
 			j.Invalid = err.Error()
 		}

@@ -88,9 +88,17 @@ type Progress struct {
 	Retries int
 }
 
+// Affected is what the assessment said was read: the tenants it listed,
+// and whether the list was cut (assessment.completed carries at most a
+// bounded number; affected_total says how many there were).
+type Affected struct {
+	Tenants []string
+	Cut     bool
+}
+
 // Store is the rotator's database.
 type Store interface {
-	Gate(ctx context.Context, incidentID string, assessed, revoked bool, affected []string) (ready bool, affectedTenants []string, err error)
+	Gate(ctx context.Context, incidentID string, assessed, revoked bool, affected Affected) (ready bool, _ Affected, err error)
 	Tenants(ctx context.Context) ([]string, error)
 	// Directory reads a tenant's DKIM publication from the directory.
 	Directory(ctx context.Context, tenantID string) (TenantDNS, error)

@@ -64,16 +64,17 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Gate implements rotation.Store: it records one condition and reports
 // whether both hold now.
-func (s *Store) Gate(ctx context.Context, incidentID string, assessed, revoked bool, affected []string) (bool, []string, error) {
-	if affected == nil {
-		affected = []string{}
+func (s *Store) Gate(ctx context.Context, incidentID string, assessed, revoked bool, affected rotation.Affected) (bool, rotation.Affected, error) {
+	if affected.Tenants == nil {
+		affected.Tenants = []string{}
 	}
 	var a, r bool
-	var aff []string
-	err := s.pool.QueryRow(ctx, `INSERT INTO rotator.gates AS g (incident_id, assessed, revoked, affected) VALUES ($1, $2, $3, $4)
+	var aff rotation.Affected
+	err := s.pool.QueryRow(ctx, `INSERT INTO rotator.gates AS g (incident_id, assessed, revoked, affected, affected_cut) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (incident_id) DO UPDATE SET assessed = g.assessed OR EXCLUDED.assessed, revoked = g.revoked OR EXCLUDED.revoked,
-		  affected = CASE WHEN EXCLUDED.assessed THEN EXCLUDED.affected ELSE g.affected END
-		RETURNING assessed, revoked, affected`, incidentID, assessed, revoked, affected).Scan(&a, &r, &aff)
+		  affected = CASE WHEN EXCLUDED.assessed THEN EXCLUDED.affected ELSE g.affected END,
+		  affected_cut = CASE WHEN EXCLUDED.assessed THEN EXCLUDED.affected_cut ELSE g.affected_cut END
+		RETURNING assessed, revoked, affected, affected_cut`, incidentID, assessed, revoked, affected.Tenants, affected.Cut).Scan(&a, &r, &aff.Tenants, &aff.Cut)
 	return a && r, aff, err
 }
 
