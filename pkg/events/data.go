@@ -286,6 +286,7 @@ type NotificationsCompletedData struct {
 	IncidentID string `json:"incident_id" doc:"The incident."`
 	Sent       int    `json:"sent" doc:"Tenants notified."`
 	Failed     int    `json:"failed" doc:"Tenants whose notification failed."`
+	Late       int    `json:"late,omitempty" doc:"Tenants not yet reached at their deadline (LOCKDOWN_NOTIFY_TENANT_DEADLINE): the phase ends without them and their delivery goes on; a corrected completion follows when it ends."`
 	Corrected  bool   `json:"corrected,omitempty" doc:"The totals changed after an earlier announcement (tenants retried with lockdown retry and told since)."`
 }
 
@@ -293,6 +294,7 @@ type NotificationsCompletedData struct {
 type AccessRestoredData struct {
 	IncidentID  string   `json:"incident_id" doc:"The incident."`
 	AuthMethods []string `json:"auth_methods" doc:"Auth mounts re-enabled and re-configured (at most 100 listed)." maxItems:"100" itemMax:"256"`
+	Round       int      `json:"round,omitempty" doc:"The seal round after which access was restored: a breach after a restore starts another round, which revokes access again and restores it after its own ceremony."`
 	Process     string   `json:"process,omitempty" doc:"The containment process that restored."`
 }
 

@@ -159,6 +159,12 @@ func Consumers() []ConsumerSpec {
 	// Rotation jobs divide among processes; in-flight work is bounded so a
 	// slow Vault is not flooded, and long jobs send InProgress.
 	jobs.MaxAckPending = 32
+	notifier := base(ConsumerSpec{Durable: ConsumerNotifier, Stream: StreamEvents, Service: ServiceNotifier,
+		Events: []Name{RotationPlanned, RotationTenantCompleted, RotationTenantFailed}})
+	// A tenant's notice is retried past its deadline (15 minutes by
+	// default, then the tenant is recorded late and the plan completes):
+	// about 35 minutes of retries before it is given up as poison.
+	notifier.PoisonAttempts = 40
 	return []ConsumerSpec{
 		base(ConsumerSpec{Durable: ConsumerContainmentBreach, Stream: StreamEvents, Service: ServiceContainment,
 			Events: []Name{BreachDetected}}),
@@ -170,8 +176,7 @@ func Consumers() []ConsumerSpec {
 		base(ConsumerSpec{Durable: ConsumerRotatorPlanner, Stream: StreamEvents, Service: ServiceRotator,
 			Events: []Name{AssessmentCompleted, AccessRevoked, UnsealKeysRotated, RotationRetryRequested}}),
 		jobs,
-		base(ConsumerSpec{Durable: ConsumerNotifier, Stream: StreamEvents, Service: ServiceNotifier,
-			Events: []Name{RotationPlanned, RotationTenantCompleted, RotationTenantFailed}}),
+		notifier,
 		// Containment records every incident event, in stream order, for
 		// the post-incident report; the incident engine resolves the
 		// incident from what is recorded.

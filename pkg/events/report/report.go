@@ -360,6 +360,9 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 			if err = json.Unmarshal(e.Data, &d); err == nil {
 				a.TenantsNotified, a.NotificationsFailed = d.Sent, d.Failed
 				line.Summary = fmt.Sprintf("notifications completed: %d tenants notified, %d not", d.Sent, d.Failed)
+				if d.Late > 0 {
+					line.Summary += fmt.Sprintf(", %d late (past their deadline, still being tried)", d.Late)
+				}
 			}
 		case events.AccessRestored:
 			var d events.AccessRestoredData
@@ -367,6 +370,9 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 				a.AuthMethodsRestored = nonNil(d.AuthMethods)
 				drove(d.Process, "restore access")
 				line.Summary = fmt.Sprintf("access restored: %v re-enabled", d.AuthMethods)
+				if d.Round > 1 {
+					line.Summary = fmt.Sprintf("access restored again after seal round %d: %v re-enabled", d.Round, d.AuthMethods)
+				}
 			}
 		case events.IncidentStuck:
 			var d events.IncidentStuckData

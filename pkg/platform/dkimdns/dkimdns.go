@@ -27,6 +27,22 @@ var ErrBadKey = errors.New("dkimdns: TSIG key must be <algorithm>:<name>:<base64
 // zone the server does not serve, or a server in trouble.
 var ErrRefused = errors.New("dkimdns: the DNS server refused")
 
+// ErrNeverSucceeds is returned (with ErrRefused) for an answer that no
+// retry can change: REFUSED, NOTAUTH, NOTZONE, FORMERR or NOTIMP — a key
+// without the right, a name outside the server's zones (a tenant's
+// delegation pointing elsewhere), a request the server will not take.
+// SERVFAIL is a server in trouble: retried.
+var ErrNeverSucceeds = errors.New("dkimdns: the answer will not change on retry")
+
+// refusal is the error for a non-success answer to op on name.
+func refusal(op, name string, rcode int) error {
+	switch rcode {
+	case dns.RcodeRefused, dns.RcodeNotAuth, dns.RcodeNotZone, dns.RcodeFormatError, dns.RcodeNotImplemented:
+		return fmt.Errorf("%w: %s %s: %s (%w)", ErrRefused, op, name, dns.RcodeToString[rcode], ErrNeverSucceeds)
+	}
+	return fmt.Errorf("%w: %s %s: %s", ErrRefused, op, name, dns.RcodeToString[rcode])
+}
+
 // ErrLoop is returned when a name's CNAME chain is longer than MaxChain.
 var ErrLoop = errors.New("dkimdns: CNAME chain too long")
 
@@ -132,13 +148,13 @@ func (c *Client) Replace(ctx context.Context, zone, name string, rrtype uint16, 
 	// A refusal may come unsigned (the server's answer to a key it does not
 	// accept): its code says more than the failed signature check.
 	if r != nil && r.Rcode != dns.RcodeSuccess {
-		return fmt.Errorf("%w: update %s: %s", ErrRefused, name, dns.RcodeToString[r.Rcode])
+		return refusal("update", name, r.Rcode)
 	}
 	if err != nil {
 		return fmt.Errorf("dkimdns: update %s at %s: %w", name, c.Server, err)
 	}
 	if r.Rcode != dns.RcodeSuccess {
-		return fmt.Errorf("%w: update %s: %s", ErrRefused, name, dns.RcodeToString[r.Rcode])
+		return refusal("update", name, r.Rcode)
 	}
 	return nil
 }
@@ -179,7 +195,7 @@ func (c *Client) Lookup(ctx context.Context, name string) ([]string, error) {
 			return nil, fmt.Errorf("dkimdns: query %s at %s: %w", name, c.Server, err)
 		}
 		if r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError {
-			return nil, fmt.Errorf("%w: query %s: %s", ErrRefused, name, dns.RcodeToString[r.Rcode])
+			return nil, refusal("query", name, r.Rcode)
 		}
 		var out []string
 		next := ""

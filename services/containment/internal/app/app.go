@@ -79,12 +79,12 @@ type Config struct {
 	RekeyShares              int           `env:"REKEY_SHARES" default:"5" doc:"Number of new unseal (or recovery) key shares."`
 	RekeyThreshold           int           `env:"REKEY_THRESHOLD" default:"3" doc:"Shares needed to unseal after the rekey."`
 	RekeyPGPDir              string        `env:"REKEY_PGP_DIR" doc:"Folder of the key holders' PGP public keys, one file per share in name order; the new shares are encrypted for them and Vault keeps an encrypted backup. With REKEY_REQUIRE_VERIFICATION=false the backup proves completion (recommended)."`
-	RekeyPGPFingerprints     []string      `env:"REKEY_PGP_FINGERPRINTS" doc:"The holders' key fingerprints, one per share in REKEY_PGP_DIR's order: containment refuses to start if a key file is not the pinned key (a swapped key would receive that holder's share)."`
+	RekeyPGPFingerprints     []string      `env:"REKEY_PGP_FINGERPRINTS" doc:"The holders' key fingerprints, comma-separated, one per share in REKEY_PGP_DIR's order: containment refuses to start if a key file is not the pinned key (a swapped key would receive that holder's share)."`
 	RekeyRequireVerification bool          `env:"REKEY_REQUIRE_VERIFICATION" default:"true" doc:"Holders must prove the new shares before the old ones stop working. With verification (or without PGP keys) completion is proven by Vault's log of the barrier rekey, watched through sys/monitor (Vault must log at info, its default)."`
 	RekeyPoll                time.Duration `env:"REKEY_POLL" default:"1s" doc:"How often the ceremony's progress is read."`
-	AuthDir                  string        `env:"AUTH_DIR" default:"deploy/vault/auth" doc:"Folder of the declarative auth methods re-applied on restore."`
-	VaultBaseline            string        `env:"VAULT_BASELINE" default:"deploy/vault/baseline.json" doc:"The declaration of Vault's security configuration (audit devices, auth and secrets mounts, policies, token roles, identities that carry policies, plugins, audited headers): every revocation, and the sweeps after the rekey and before restore, remove what it does not declare and put back what differs (docs/security.md)."`
-	VaultPolicyDir           string        `env:"VAULT_POLICY_DIR" default:"deploy/vault/policies" doc:"Lockdown's own Vault policies and Vault's default policy, by content (<name>.hcl): rewritten in every revocation when Vault's copy differs (lockdown-recovery is only checked: its token cannot rewrite it)."`
+	AuthDir                  string        `env:"AUTH_DIR" default:"/etc/lockdown/auth" doc:"Folder of the declarative auth methods re-applied on restore (deploy/vault/auth in the repository; the images and manifests mount it at the default). Read at start: a missing or invalid one exits 2."`
+	VaultBaseline            string        `env:"VAULT_BASELINE" default:"/etc/lockdown/baseline.json" doc:"The declaration of Vault's security configuration (audit devices, auth and secrets mounts, policies, token roles, identities that carry policies, plugins, audited headers): every revocation, and the sweeps after the rekey and before restore, remove what it does not declare and put back what differs (docs/security.md). Read at start: a missing or invalid one exits 2."`
+	VaultPolicyDir           string        `env:"VAULT_POLICY_DIR" default:"/etc/lockdown/policies" doc:"Lockdown's own Vault policies and Vault's default policy, by content (<name>.hcl; deploy/vault/policies in the repository): rewritten in every revocation when Vault's copy differs (lockdown-recovery is only checked: its token cannot rewrite it)."`
 
 	IntakeAddr         string        `env:"INTAKE_ADDR" doc:"Listen address of the HTTP breach intake (e.g. 127.0.0.1:8081); empty disables it."`
 	IntakeBearerTokens []string      `env:"INTAKE_BEARER_TOKENS" secret:"true" doc:"Bearer tokens accepted by the intake, comma-separated."`
@@ -211,6 +211,12 @@ func (c *Config) Validate() error {
 		if !slices.Contains([]string{"critical", "high", "medium", "low"}, sev) {
 			bad("AUTO_SEAL_SEVERITIES: %q is not critical, high, medium or low", sev)
 		}
+	}
+	// The files the recovery phases read are read now: a missing baseline
+	// found when the process already answered /readyz would be a
+	// containment that looked ready and was not (exit 2, not 1 later).
+	if _, err := c.RecoveryConfig(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -341,10 +347,10 @@ func (c *Config) RecoveryConfig() (recovery.Config, error) {
 		}
 	}
 	if rc.Auth, err = recovery.LoadAuthSpecs(c.AuthDir); err != nil {
-		return rc, err
+		return rc, fmt.Errorf("%sAUTH_DIR: %w", config.Prefix, err)
 	}
 	if rc.Baseline, err = recovery.LoadBaseline(c.VaultBaseline, c.VaultPolicyDir, rc.Auth); err != nil {
-		return rc, err
+		return rc, fmt.Errorf("%sVAULT_BASELINE, %sVAULT_POLICY_DIR: %w", config.Prefix, config.Prefix, err)
 	}
 	return rc, nil
 }

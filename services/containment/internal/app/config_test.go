@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"flag"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -43,6 +44,9 @@ func TestConfig(t *testing.T) {
 	t.Run("an intake beyond loopback needs TLS, and the auto-seal severities are checked", func(t *testing.T) {
 		base := map[string]string{"LOCKDOWN_DATABASE_URL": "postgres://x", "LOCKDOWN_VAULT_ADDR": "http://v:8200", "LOCKDOWN_VAULT_SEAL_TOKEN": "t",
 			"LOCKDOWN_VAULT_RECOVERY_TOKEN": "r", "LOCKDOWN_INTAKE_HMAC_KEY": "k"}
+		for k, v := range repoFiles(t) {
+			base[k] = v
+		}
 		with := func(extra map[string]string) error {
 			m := map[string]string{}
 			for k, v := range base {
@@ -63,7 +67,34 @@ func TestConfig(t *testing.T) {
 			t.Fatalf("an unknown severity: %v", err)
 		}
 	})
+	t.Run("a missing baseline is a configuration error at start, with the variable named", func(t *testing.T) {
+		m := map[string]string{"LOCKDOWN_DATABASE_URL": "postgres://x", "LOCKDOWN_VAULT_ADDR": "http://v:8200", "LOCKDOWN_VAULT_SEAL_TOKEN": "t",
+			"LOCKDOWN_VAULT_RECOVERY_TOKEN": "r"}
+		for k, v := range repoFiles(t) {
+			m[k] = v
+		}
+		if err := config.LoadFrom(&app.Config{}, env(m)); err != nil {
+			t.Fatalf("the repository's files refused: %v", err)
+		}
+		m["LOCKDOWN_VAULT_BASELINE"] = filepath.Join(t.TempDir(), "baseline.json")
+		err := config.LoadFrom(&app.Config{}, env(m))
+		if err == nil || !strings.Contains(err.Error(), "LOCKDOWN_VAULT_BASELINE") || !strings.Contains(err.Error(), "no such file") {
+			t.Fatalf("got %v", err)
+		}
+	})
 	t.Run("docs/config/containment.md lists every variable", func(t *testing.T) {
 		configtest.Docs(t, "containment", &app.Config{}, *update)
 	})
+}
+
+// repoFiles points the file settings at the repository's deploy/vault.
+func repoFiles(t *testing.T) map[string]string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", "..", "..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := filepath.Join(root, "deploy", "vault")
+	return map[string]string{"LOCKDOWN_VAULT_BASELINE": filepath.Join(v, "baseline.json"), "LOCKDOWN_AUTH_DIR": filepath.Join(v, "auth"),
+		"LOCKDOWN_VAULT_POLICY_DIR": filepath.Join(v, "policies")}
 }

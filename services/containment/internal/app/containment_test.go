@@ -21,9 +21,11 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/readmodel"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/outbox"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/containment/internal/intake"
+	"github.com/lockdown/lockdown/services/containment/internal/store"
 )
 
 // TestContainment drives containment on the real local stack — NATS with
@@ -344,6 +346,52 @@ func TestContainment(t *testing.T) {
 		}
 		must(t, s.Vault.Unseal(ctx))
 		waitUnsealedPhase(t, ctx, pool, resp.body["incident_id"])
+		resolveOpen(t, s)
+	})
+
+	t.Run("a critical breach on an incident awaiting confirmation starts a round: sealed, gated, revoked", func(t *testing.T) {
+		nc, _ := connectAs(t, s, events.UserSIEM)
+		low, err := events.New(events.BreachDetected, "/siem/test", events.BreachDetectedData{Summary: "a medium finding", Severity: events.SeverityMedium})
+		must(t, err)
+		publishAsSIEM(t, nc, low, nil)
+		waitDetection(t, ctx, pool, low.ID())
+		id := openIncidentID(t, ctx, pool)
+		critical, err := events.New(events.BreachDetected, "/siem/test", events.BreachDetectedData{Summary: "root token used", Severity: events.SeverityCritical})
+		must(t, err)
+		publishAsSIEM(t, nc, critical, nil)
+		// Before: attached to the awaiting incident with no round — Vault
+		// sealed, and no gate, no revocation ever followed.
+		waitEvent(t, s, events.VaultSealed, 20*time.Second, func(d events.VaultSealedData) bool { return d.IncidentID == id && d.Round == 1 })
+		must(t, s.Vault.Unseal(ctx))
+		waitEvent(t, s, events.AccessRevoked, 60*time.Second, func(d events.AccessRevokedData) bool { return d.IncidentID == id && d.Round == 1 })
+		resolveOpen(t, s)
+	})
+
+	t.Run("a breach summary of 200 KB of '<' still seals, and the incident's events flow", func(t *testing.T) {
+		// 200 KB of '<' is 1.2 MB once JSON-escaped: before the contract's
+		// bounds, incident.opened could never be published and held every
+		// event of containment's outbox behind it.
+		ev, err := events.New(events.BreachDetected, "/siem/test", events.BreachDetectedData{Summary: "x", Severity: events.SeverityCritical})
+		must(t, err)
+		body := fmt.Sprintf(`{"specversion":"1.0","id":%q,"type":%q,"source":"/siem/test","time":%q,"datacontenttype":"application/json","data":{"summary":%q,"severity":"critical"}}`,
+			ev.ID(), ev.Type(), time.Now().UTC().Format(time.RFC3339Nano), strings.Repeat("<", 200_000))
+		nc, _ := connectAs(t, s, events.UserSIEM)
+		js, err := jetstream.New(nc)
+		must(t, err)
+		msg := nats.NewMsg(events.BreachDetected.Subject())
+		msg.Header.Set(jetstream.MsgIDHeader, ev.ID())
+		msg.Data = []byte(body)
+		_, err = js.PublishMsg(ctx, msg)
+		must(t, err)
+		_, opened := waitEvent(t, s, events.IncidentOpened, 20*time.Second, func(d events.IncidentOpenedData) bool { return d.BreachEventID == ev.ID() })
+		if len(opened.Summary) > events.DefaultTextLimit {
+			t.Fatalf("incident.opened carries a summary of %d bytes", len(opened.Summary))
+		}
+		waitEvent(t, s, events.VaultSealed, 20*time.Second, func(d events.VaultSealedData) bool { return d.IncidentID == opened.IncidentID })
+		if n, _ := outbox.Pending(ctx, pool, store.Schema); n > 0 {
+			testwait.For(t, 10*time.Second, "the outbox to drain", func() bool { n, _ := outbox.Pending(ctx, pool, store.Schema); return n == 0 })
+		}
+		must(t, s.Vault.Unseal(ctx))
 		resolveOpen(t, s)
 	})
 

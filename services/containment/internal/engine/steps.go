@@ -146,24 +146,32 @@ func (e *Engine) recover(ctx context.Context, f Fence, inc incident.Incident) (t
 	}
 	rotated, notified := has(entries, events.RotationCompleted), has(entries, events.NotificationsCompleted)
 	rekeyed := st.Ceremony.Phase == recovery.CeremonyCompleted
-	if rekeyed && !swept(st, inc.SealRound, stageAfterRekey) && st.RestoredAt.IsZero() {
+	// Restored in this round: a breach after the restore started another
+	// round, revoked access again, and access returns only after it (a
+	// state written before rounds were counted has round 0: restored).
+	restored := !st.RestoredAt.IsZero() && (st.RestoredRound == 0 || st.RestoredRound >= inc.SealRound)
+	if rekeyed && !swept(st, inc.SealRound, stageAfterRekey) && !restored {
 		// The old shares are dead now: whatever root token was generated
 		// with them meanwhile is swept, and whatever was planted with it.
 		return 0, e.sweep(ctx, f, inc, st, stageAfterRekey, nil)
 	}
 	switch {
-	case st.RestoredAt.IsZero() && rotated && notified && rekeyed:
+	case !restored && rotated && notified && rekeyed:
 		// One more sweep just before access returns, recorded with the
 		// restore: nothing minted since the last one outlives the incident.
 		return 0, e.sweep(ctx, f, inc, st, stageBeforeRestore, func(st *recovery.State) ([]events.Outgoing, error) {
 			if err := e.rec.Restore(ctx); err != nil {
 				return nil, fmt.Errorf("restore access: %w", err)
 			}
-			st.RotationDone, st.NotifiedDone, st.RestoredAt = true, true, time.Now().UTC()
-			return []events.Outgoing{{Name: events.AccessRestored, ID: inc.ID + "/access.restored", Data: events.AccessRestoredData{
-				IncidentID: inc.ID, AuthMethods: e.rec.AuthPaths(), Process: e.cfg.Process}}}, nil
+			st.RotationDone, st.NotifiedDone, st.RestoredAt, st.RestoredRound = true, true, time.Now().UTC(), inc.SealRound
+			id := inc.ID + "/access.restored"
+			if inc.SealRound > 1 {
+				id = fmt.Sprintf("%s/access.restored/%d", inc.ID, inc.SealRound)
+			}
+			return []events.Outgoing{{Name: events.AccessRestored, ID: id, Data: events.AccessRestoredData{
+				IncidentID: inc.ID, Round: inc.SealRound, AuthMethods: e.rec.AuthPaths(), Process: e.cfg.Process}}}, nil
 		})
-	case !st.RestoredAt.IsZero():
+	case restored:
 		return 0, e.resolve(ctx, f, inc, entries)
 	case st.RotationDone != rotated || st.NotifiedDone != notified:
 		st.RotationDone, st.NotifiedDone = rotated, notified

@@ -263,6 +263,10 @@ type State struct {
 	RotationDone bool      `json:"rotation_done"`
 	NotifiedDone bool      `json:"notifications_done"`
 	RestoredAt   time.Time `json:"restored_at"`
+	// RestoredRound is the seal round after which access was restored: a
+	// breach after the restore starts another round, whose revocation
+	// disables access again, and access is restored again after it.
+	RestoredRound int `json:"restored_round,omitempty"`
 	// TraceParent is the incident's trace (W3C traceparent): the ceremony
 	// loop continues it.
 	TraceParent string `json:"trace_parent,omitempty"`

@@ -167,7 +167,11 @@ func (s *Store) RecordBreach(ctx context.Context, d incident.Detection, seals []
 	// A new seal round when the incident is new, when Vault had been
 	// unsealed (the gate passed: access is revoked again after the next
 	// unseal), or when this breach sealed anything.
-	newRound := !d.Unsealed && inc.Phase.Open() && inc.Phase != incident.PhaseAwaiting && (outcome == incident.Opened || inc.Phase == incident.PhaseUnsealed ||
+	// A breach allowed to seal by itself always starts a round on an
+	// incident still awaiting an operator's confirmation (opened by a
+	// breach outside the auto-seal policy): it sealed, and the gate and
+	// the revocation must follow, whoever confirms what.
+	newRound := !d.Unsealed && inc.Phase.Open() && (outcome == incident.Opened || inc.Phase == incident.PhaseAwaiting || inc.Phase == incident.PhaseUnsealed ||
 		inc.Phase == incident.PhaseRecovering || sealedSomething(seals))
 	if newRound {
 		confirmed := incident.AllConfirmed(seals)

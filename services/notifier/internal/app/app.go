@@ -46,6 +46,7 @@ type Config struct {
 	WebhookSecret  string        `env:"WEBHOOK_SECRET" secret:"true" doc:"Master secret of webhook signatures (at least 32 characters); each tenant's signing key is derived from it."`
 	WebhookAllow   []string      `env:"WEBHOOK_ALLOW" doc:"Networks (CIDR) a webhook may reach over plain http and despite being private; empty in production."`
 	WebhookTimeout time.Duration `env:"WEBHOOK_TIMEOUT" default:"10s" doc:"Bound on one webhook request."`
+	TenantDeadline time.Duration `env:"NOTIFY_TENANT_DEADLINE" default:"15m" doc:"How long one tenant's undelivered notice (a webhook answering 503, a relay refusing it for now) may hold notifications.completed, and so the restore of access, after its rotation: past it the tenant is recorded late, the plan completes, and the delivery goes on (a later send or failure corrects the totals). 0: no deadline."`
 }
 
 // Validate reports every problem at once.
@@ -131,7 +132,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db notify.Sto
 	allow, _ := cfg.allow() // validated
 	spec, _ := events.ConsumerOf(events.ConsumerNotifier)
 	n := notify.New(
-		notify.Config{From: cfg.MailFrom, InFlight: spec.AckWait, CredentialsURL: cfg.CredentialsURL},
+		notify.Config{From: cfg.MailFrom, InFlight: spec.AckWait, CredentialsURL: cfg.CredentialsURL, TenantDeadline: cfg.TenantDeadline},
 		db,
 		smtpmail.New(smtpmail.Options{Addr: cfg.SMTPAddr, TLS: cfg.SMTPTLS, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword, Timeout: cfg.SMTPTimeout}),
 		webhookpost.New(webhookpost.Options{Secret: []byte(cfg.WebhookSecret), Allow: allow, Timeout: cfg.WebhookTimeout}),
@@ -148,8 +149,8 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db notify.Sto
 		events.RotationTenantFailed: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.RotationTenantFailedData) error {
 			return n.RotationFailed(ctx, d)
 		}),
-		events.RotationTenantCompleted: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.RotationTenantCompletedData) error {
-			err := n.Rotated(ctx, d)
+		events.RotationTenantCompleted: stream.Decoded(func(ctx context.Context, dl *stream.Delivery, d events.RotationTenantCompletedData) error {
+			err := n.Rotated(ctx, d, dl.Event.Time())
 			if errors.Is(err, notify.ErrPermanent) {
 				return stream.Permanent(err) // recorded; terminated, and a dead-letter record for `lockdown dlq`
 			}

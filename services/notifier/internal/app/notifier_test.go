@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,10 +140,10 @@ func startIncident(t testing.TB, ctx context.Context, s *localstack.Stack, id st
 
 // startNotifier runs the notifier in this process with the stack's
 // settings, as its binary would read them from the environment.
-func startNotifier(t *testing.T, ctx context.Context, s *localstack.Stack, logOut io.Writer) {
+func startNotifier(t *testing.T, ctx context.Context, s *localstack.Stack, logOut io.Writer, overrides ...string) {
 	t.Helper()
 	env := map[string]string{}
-	for _, kv := range s.Env(events.ServiceNotifier) {
+	for _, kv := range append(s.Env(events.ServiceNotifier), overrides...) {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}
@@ -482,5 +483,69 @@ func TestNotifier(t *testing.T) {
 	})
 	if t.Failed() {
 		fmt.Fprintln(os.Stderr, "notifier log:\n"+logs.String())
+	}
+}
+
+// TestNotifierTenantDeadline: one tenant's webhook answers 503 to
+// everything. Before, its notice was retried forever, notifications.completed
+// never came and the platform's access was never restored. Now the tenant
+// is recorded late at its deadline, the phase completes, the delivery goes
+// on, and once the webhook answers a corrected completion says it was told.
+func TestNotifierTenantDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, Mailpit: true})
+	must(t, err)
+	t.Cleanup(func() { s.Close() })
+	pool, err := pgxpool.New(ctx, s.Postgres.URL)
+	must(t, err)
+	t.Cleanup(pool.Close)
+	root, err := s.Vault.Client()
+	must(t, err)
+	var down atomic.Bool
+	down.Store(true)
+	var calls atomic.Int64
+	hookSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		calls.Add(1)
+		if down.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(hookSrv.Close)
+	const n = 3
+	hostage := tenantseed.ID(0)
+	_, err = tenantseed.Seed(ctx, pool, root, tenantseed.Options{Count: n, WebhookURL: func(i int) string {
+		if i == 0 {
+			return hookSrv.URL + "/hooks/" + hostage
+		}
+		return ""
+	}})
+	must(t, err)
+	// The hostage has no email: only its webhook can reach it.
+	_, err = pool.Exec(ctx, `UPDATE directory.tenants SET contact_email = 'not an address' WHERE id = $1`, hostage)
+	must(t, err)
+	startNotifier(t, ctx, s, io.Discard, "LOCKDOWN_NOTIFY_TENANT_DEADLINE=3s")
+	startRotator(t, s)
+	operator := connect(t, ctx, s, events.UserOperator).JS
+	incident := "inc-" + uuid.NewString()
+	startIncident(t, ctx, s, incident, nil)
+
+	first := awaitNotified(t, ctx, operator, incident)
+	if first.Sent != n-1 || first.Late != 1 || first.Failed != 0 {
+		t.Fatalf("notifications.completed at the deadline: sent %d, late %d, failed %d; want %d, 1, 0", first.Sent, first.Late, first.Failed, n-1)
+	}
+	before := calls.Load()
+	testwait.For(t, 30*time.Second, "the late notice to be tried again after the deadline", func() bool { return calls.Load() > before })
+	down.Store(false)
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer wcancel()
+	_, corrected, err := stream.Await(wctx, operator, events.NotificationsCompleted, func(_ event.Event, d events.NotificationsCompletedData) bool {
+		return d.IncidentID == incident && d.Corrected
+	})
+	must(t, err)
+	if corrected.Sent != n || corrected.Late != 0 {
+		t.Fatalf("corrected completion: sent %d, late %d; want %d, 0", corrected.Sent, corrected.Late, n)
 	}
 }

@@ -27,6 +27,11 @@ type Config struct {
 	// CredentialsURL is where a tenant finds its new SMTP credentials (the
 	// notice names it; empty: "your dashboard").
 	CredentialsURL string
+	// TenantDeadline bounds how long one tenant's undelivered notice may
+	// hold the plan's completion (and so the restore of the platform's
+	// access), counted from its rotation's completion: past it the tenant
+	// is recorded late and the delivery goes on. 0: no deadline.
+	TenantDeadline time.Duration
 }
 
 // Notifier tells tenants, once per incident and channel.
@@ -128,7 +133,10 @@ func splitKey(key string) (channel, notice string) {
 // means try again later — without limit: a relay or a webhook host that is
 // away delays the message, it never fails it — and channels already sent
 // are not sent again.
-func (n *Notifier) Rotated(ctx context.Context, d events.RotationTenantCompletedData) error {
+//
+// rotatedAt is when the tenant's rotation completed (the event's time): a
+// notice still undelivered TenantDeadline after it makes the tenant late.
+func (n *Notifier) Rotated(ctx context.Context, d events.RotationTenantCompletedData, rotatedAt time.Time) error {
 	tenant, err := n.store.Tenant(ctx, d.TenantID)
 	if errors.Is(err, directory.ErrUnknownTenant) {
 		// The rotator rotated a tenant the directory no longer has: no
@@ -145,12 +153,15 @@ func (n *Notifier) Rotated(ctx context.Context, d events.RotationTenantCompleted
 		return err
 	}
 	content := NewContent(tenant, d, n.cfg.CredentialsURL)
-	var permanent []error
+	var permanent, transient []error
 	sent := 0
 	for _, ch := range channelsOf(tenant) {
 		state, err := n.deliver(ctx, ch, content)
 		if err != nil && !errors.Is(err, ErrPermanent) {
-			return err // transient: the message comes back; sent channels are skipped
+			// Transient: the message comes back (sent channels are
+			// skipped); the other channels are tried meanwhile.
+			transient = append(transient, fmt.Errorf("%s: %w", ch, err))
+			continue
 		}
 		if err != nil {
 			permanent = append(permanent, fmt.Errorf("%s: %w", ch, err))
@@ -158,6 +169,9 @@ func (n *Notifier) Rotated(ctx context.Context, d events.RotationTenantCompleted
 		if state == StateSent {
 			sent++
 		}
+	}
+	if len(transient) > 0 {
+		return errors.Join(append(transient, n.lateIfDue(ctx, d, rotatedAt, sent, errors.Join(transient...)))...)
 	}
 	// The tenant was told if any channel reached it; failed channels are
 	// reported on their own (notification.failed, dead letter).
@@ -177,6 +191,27 @@ func (n *Notifier) Rotated(ctx context.Context, d events.RotationTenantCompleted
 		return err
 	}
 	return errors.Join(permanent...)
+}
+
+// lateIfDue records a tenant whose notice is still undelivered past the
+// deadline: sent when another channel reached it, late otherwise; then
+// the plan may complete without waiting for it. The delivery goes on (the
+// caller returns the transient error): a later send or failure corrects
+// the totals.
+func (n *Notifier) lateIfDue(ctx context.Context, d events.RotationTenantCompletedData, rotatedAt time.Time, sent int, cause error) error {
+	if n.cfg.TenantDeadline <= 0 || rotatedAt.IsZero() || n.now().Sub(rotatedAt) < n.cfg.TenantDeadline {
+		return nil
+	}
+	state, reason := StateLate, fmt.Sprintf("not delivered %s after the rotation (still trying): %v", n.cfg.TenantDeadline, cause)
+	if sent > 0 {
+		state = StateSent // told on another channel; the failing one is still tried
+	}
+	if err := n.store.Outcome(ctx, d.IncidentID, d.TenantID, state, reason); err != nil {
+		return err
+	}
+	n.logger.WarnContext(ctx, "tenant notice past its deadline: the plan completes without it, delivery goes on", slog.String("incident_id", d.IncidentID),
+		slog.String("tenant_id", d.TenantID), slog.String("outcome", state), slog.Duration("deadline", n.cfg.TenantDeadline))
+	return n.announceIfComplete(ctx, d.IncidentID)
 }
 
 // GiveUp records a tenant as not notified when its message failed for good
@@ -303,7 +338,7 @@ func (n *Notifier) announce(ctx context.Context, key string, c Content, state st
 // de-duplicates them.
 func (n *Notifier) announceIfComplete(ctx context.Context, incidentID string) error {
 	p, err := n.store.Progress(ctx, incidentID)
-	if err != nil || p.Planned == 0 || p.Sent+p.Failed < p.Planned {
+	if err != nil || p.Planned == 0 || p.Sent+p.Failed+p.Late < p.Planned {
 		return err
 	}
 	id := incidentID + "/" + string(events.NotificationsCompleted)
@@ -312,15 +347,16 @@ func (n *Notifier) announceIfComplete(ctx context.Context, incidentID string) er
 			return nil
 		}
 		// Totals changed after the announcement (tenants retried and told
-		// since): a corrected completion, its id derived from its totals.
+		// since, a late tenant's delivery ended): a corrected completion,
+		// its id derived from its totals.
 		id = fmt.Sprintf("%s/corrected-%d-%d", id, p.Sent, p.Failed)
 	}
 	if err := n.pub.PublishWithID(ctx, events.NotificationsCompleted, id,
-		events.NotificationsCompletedData{IncidentID: incidentID, Sent: p.Sent, Failed: p.Failed, Corrected: p.Announced != nil}); err != nil {
+		events.NotificationsCompletedData{IncidentID: incidentID, Sent: p.Sent, Failed: p.Failed, Late: p.Late, Corrected: p.Announced != nil}); err != nil {
 		return err
 	}
 	n.logger.InfoContext(ctx, "every tenant notified", slog.String("incident_id", incidentID), slog.Int("sent", p.Sent), slog.Int("failed", p.Failed),
-		slog.Bool("corrected", p.Announced != nil))
+		slog.Int("late", p.Late), slog.Bool("corrected", p.Announced != nil))
 	return n.store.Announced(ctx, incidentID, p.Sent, p.Failed)
 }
 

@@ -96,7 +96,8 @@ func (m *memStore) Finish(_ context.Context, inc, ten, ch, state, _ string) (boo
 func (m *memStore) Outcome(_ context.Context, inc, ten, state, _ string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if cur, ok := m.outcomes[key(inc, ten)]; !ok || (cur == notify.StateFailed && state == notify.StateSent) {
+	if cur, ok := m.outcomes[key(inc, ten)]; !ok || (cur == notify.StateFailed && state == notify.StateSent) ||
+		(cur == notify.StateLate && state != notify.StateLate) {
 		m.outcomes[key(inc, ten)] = state
 	}
 	return nil
@@ -112,17 +113,20 @@ func (m *memStore) Plan(_ context.Context, inc string, n int) error {
 func (m *memStore) Progress(_ context.Context, inc string) (notify.Progress, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	sent, failed := 0, 0
+	sent, failed, late := 0, 0, 0
 	for k, st := range m.outcomes {
 		if len(k) > len(inc) && k[:len(inc)+1] == inc+"/" {
-			if st == notify.StateSent {
+			switch st {
+			case notify.StateSent:
 				sent++
-			} else {
+			case notify.StateLate:
+				late++
+			default:
 				failed++
 			}
 		}
 	}
-	p := notify.Progress{Planned: m.planned[inc], Sent: sent, Failed: failed}
+	p := notify.Progress{Planned: m.planned[inc], Sent: sent, Failed: failed, Late: late}
 	if a, ok := m.announced[inc]; ok {
 		p.Announced = &a
 	}
@@ -207,7 +211,7 @@ func TestNotifier(t *testing.T) {
 	t.Run("each channel is sent once however often the event comes", func(t *testing.T) {
 		n, _, m, h, p := setup(t)
 		for range 3 {
-			if err := n.Rotated(ctx, rotated("acme")); err != nil {
+			if err := n.Rotated(ctx, rotated("acme"), time.Now()); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -247,7 +251,7 @@ func TestNotifier(t *testing.T) {
 		}
 		// The retry rotates the tenant: the usual notice goes out too, under
 		// its own Message-ID.
-		if err := n.Rotated(ctx, rotated("acme")); err != nil {
+		if err := n.Rotated(ctx, rotated("acme"), time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		if len(m.sent) != 2 || h.posts != 2 || m.sent[0].MessageID == m.sent[1].MessageID || st.outcomes[key("inc", "acme")] != notify.StateSent {
@@ -269,11 +273,11 @@ func TestNotifier(t *testing.T) {
 	t.Run("a transient failure gives the claim back, so the retry sends at once", func(t *testing.T) {
 		n, _, m, _, _ := setup(t)
 		m.err = errors.New("connection refused")
-		if err := n.Rotated(ctx, rotated("beta")); err == nil || errors.Is(err, notify.ErrPermanent) {
+		if err := n.Rotated(ctx, rotated("beta"), time.Now()); err == nil || errors.Is(err, notify.ErrPermanent) {
 			t.Fatalf("want a transient error, got %v", err)
 		}
 		m.err = nil
-		if err := n.Rotated(ctx, rotated("beta")); err != nil || len(m.sent) != 1 {
+		if err := n.Rotated(ctx, rotated("beta"), time.Now()); err != nil || len(m.sent) != 1 {
 			t.Fatalf("retry: %v, %d mails", err, len(m.sent))
 		}
 	})
@@ -284,22 +288,22 @@ func TestNotifier(t *testing.T) {
 		}
 		m.err = errors.New("connection refused")
 		for range 20 {
-			err := n.Rotated(ctx, rotated("beta"))
+			err := n.Rotated(ctx, rotated("beta"), time.Now())
 			if err == nil || errors.Is(err, notify.ErrPermanent) || st.outcomes[key("inc", "beta")] != "" || p.count(events.NotificationsCompleted) != 0 {
 				t.Fatalf("%v, outcome %q, completed %d", err, st.outcomes[key("inc", "beta")], p.count(events.NotificationsCompleted))
 			}
 		}
 		m.err = nil
-		if err := n.Rotated(ctx, rotated("beta")); err != nil || st.outcomes[key("inc", "beta")] != notify.StateSent || p.count(events.NotificationsCompleted) != 1 {
+		if err := n.Rotated(ctx, rotated("beta"), time.Now()); err != nil || st.outcomes[key("inc", "beta")] != notify.StateSent || p.count(events.NotificationsCompleted) != 1 {
 			t.Fatalf("once the relay answers: %v, outcome %q", err, st.outcomes[key("inc", "beta")])
 		}
 	})
 	t.Run("a redelivery after every channel failed records the outcome without panicking", func(t *testing.T) {
 		n, st, m, _, _ := setup(t)
 		m.err = notify.Permanent(errors.New("550 no such user"))
-		_ = n.Rotated(ctx, rotated("beta"))     // the email channel ends failed
-		delete(st.outcomes, key("inc", "beta")) // as if the process died before the outcome
-		if err := n.Rotated(ctx, rotated("beta")); err != nil {
+		_ = n.Rotated(ctx, rotated("beta"), time.Now()) // the email channel ends failed
+		delete(st.outcomes, key("inc", "beta"))         // as if the process died before the outcome
+		if err := n.Rotated(ctx, rotated("beta"), time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		if st.outcomes[key("inc", "beta")] != notify.StateFailed {
@@ -308,7 +312,7 @@ func TestNotifier(t *testing.T) {
 	})
 	t.Run("an unknown tenant fails permanently and counts as not notified", func(t *testing.T) {
 		n, st, _, _, p := setup(t)
-		err := n.Rotated(ctx, rotated("ghost"))
+		err := n.Rotated(ctx, rotated("ghost"), time.Now())
 		if !errors.Is(err, notify.ErrPermanent) || st.outcomes[key("inc", "ghost")] != notify.StateFailed || p.count(events.NotificationFailed) != 1 {
 			t.Fatalf("%v", err)
 		}
@@ -319,7 +323,7 @@ func TestNotifier(t *testing.T) {
 			t.Fatal(err)
 		}
 		st.failDB = true
-		err := n.Rotated(ctx, rotated("beta"))
+		err := n.Rotated(ctx, rotated("beta"), time.Now())
 		st.failDB = false
 		if err == nil {
 			t.Fatal("no error with the database away")
@@ -333,7 +337,7 @@ func TestNotifier(t *testing.T) {
 	})
 	t.Run("giving up never reports as failed a channel that was sent", func(t *testing.T) {
 		n, st, _, _, p := setup(t)
-		if err := n.Rotated(ctx, rotated("beta")); err != nil {
+		if err := n.Rotated(ctx, rotated("beta"), time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		if err := n.GiveUp(ctx, rotated("beta"), errors.New("a later step failed")); err != nil {
@@ -345,7 +349,7 @@ func TestNotifier(t *testing.T) {
 	})
 	t.Run("completion is announced once, whichever comes last: the plan or the last tenant", func(t *testing.T) {
 		n, _, _, _, p := setup(t)
-		if err := n.Rotated(ctx, rotated("beta")); err != nil {
+		if err := n.Rotated(ctx, rotated("beta"), time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		if p.count(events.NotificationsCompleted) != 0 {
@@ -354,7 +358,7 @@ func TestNotifier(t *testing.T) {
 		if err := n.Planned(ctx, events.RotationPlannedData{IncidentID: "inc", Policy: "all", Tenants: 1}); err != nil {
 			t.Fatal(err)
 		}
-		if err := n.Rotated(ctx, rotated("beta")); err != nil {
+		if err := n.Rotated(ctx, rotated("beta"), time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		if p.count(events.NotificationsCompleted) != 1 {

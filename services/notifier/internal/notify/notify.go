@@ -27,6 +27,10 @@ const (
 	StateSending = "sending" // claimed; the send may or may not have happened
 	StateSent    = "sent"
 	StateFailed  = "failed"
+	// StateLate is a tenant's outcome when its notice was still not
+	// delivered at the tenant deadline (a webhook that never answers): the
+	// plan may complete without it, and its delivery goes on.
+	StateLate = "late"
 )
 
 // ErrPermanent marks a failure that retrying cannot mend (a refused
@@ -77,7 +81,8 @@ type Store interface {
 	Finish(ctx context.Context, incidentID, tenantID, channel, state, reason string) (recorded bool, err error)
 	// Outcome records the tenant's final state for the incident, once —
 	// except that a tenant recorded failed and later told (its rotation
-	// retried with lockdown retry) becomes sent.
+	// retried with lockdown retry) becomes sent, and a tenant recorded late
+	// becomes sent or failed when its delivery ends.
 	Outcome(ctx context.Context, incidentID, tenantID, state, reason string) error
 	// Plan records how many tenants the incident's rotation planned.
 	Plan(ctx context.Context, incidentID string, tenants int) error
@@ -92,6 +97,9 @@ type Store interface {
 // Progress is a plan's notification progress.
 type Progress struct {
 	Planned, Sent, Failed int
+	// Late counts tenants recorded late (StateLate): they count towards
+	// completion, and a later sent or failed corrects the totals.
+	Late int
 	// Announced holds the totals last announced ([sent, failed]), nil
 	// before the first announcement.
 	Announced *[2]int

@@ -100,7 +100,7 @@ func (s *Store) Finish(ctx context.Context, incidentID, tenantID, channel, state
 func (s *Store) Outcome(ctx context.Context, incidentID, tenantID, state, reason string) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO notifier.outcomes AS o (incident_id, tenant_id, state, reason) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (incident_id, tenant_id) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason, decided_at = now()
-		WHERE o.state = 'failed' AND EXCLUDED.state = 'sent'`, incidentID, tenantID, state, reason)
+		WHERE (o.state = 'failed' AND EXCLUDED.state = 'sent') OR (o.state = 'late' AND EXCLUDED.state IN ('sent', 'failed'))`, incidentID, tenantID, state, reason)
 	return err
 }
 
@@ -115,9 +115,9 @@ func (s *Store) Progress(ctx context.Context, incidentID string) (notify.Progres
 	var p notify.Progress
 	var sent, failed *int
 	err := s.pool.QueryRow(ctx, `SELECT coalesce((SELECT tenants FROM notifier.plans WHERE incident_id = $1), 0),
-		count(*) FILTER (WHERE state = 'sent'), count(*) FILTER (WHERE state = 'failed'),
+		count(*) FILTER (WHERE state = 'sent'), count(*) FILTER (WHERE state = 'failed'), count(*) FILTER (WHERE state = 'late'),
 		(SELECT announced_sent FROM notifier.plans WHERE incident_id = $1), (SELECT announced_failed FROM notifier.plans WHERE incident_id = $1)
-		FROM notifier.outcomes WHERE incident_id = $1`, incidentID).Scan(&p.Planned, &p.Sent, &p.Failed, &sent, &failed)
+		FROM notifier.outcomes WHERE incident_id = $1`, incidentID).Scan(&p.Planned, &p.Sent, &p.Failed, &p.Late, &sent, &failed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = nil
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
+	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
 	"github.com/lockdown/lockdown/pkg/platform/failpoint"
 	"github.com/lockdown/lockdown/pkg/platform/outbox"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
@@ -38,7 +39,7 @@ type Config struct {
 	VaultTokenFile string        `env:"VAULT_TOKEN_FILE" doc:"File holding the token (wins over VAULT_TOKEN), shared with containment (its LOCKDOWN_ROTATOR_TOKEN_FILE): containment writes the token's successor there in every incident and the rotator re-reads it every second and on a refusal."`
 	VaultTimeout   time.Duration `env:"VAULT_TIMEOUT" default:"10s" doc:"Timeout of one Vault request."`
 	KVMount        string        `env:"KV_MOUNT" default:"secret" doc:"KV v2 mount of the tenants' secrets."`
-	VaultBaseline  string        `env:"VAULT_BASELINE" default:"deploy/vault/baseline.json" doc:"The declaration of Vault's security configuration, containment's too: the rotator reads its audit devices and writes no secret while Vault has any other (a root intruder's device with log_raw would receive it in clear)."`
+	VaultBaseline  string        `env:"VAULT_BASELINE" default:"/etc/lockdown/baseline.json" doc:"The declaration of Vault's security configuration, containment's too: the rotator reads its audit devices and writes no secret while Vault has any other (a root intruder's device with log_raw would receive it in clear). Read at start: a missing or invalid one exits 2."`
 	Policy         string        `env:"ROTATION_POLICY" default:"all" doc:"all (every tenant, as the runbook does) or affected (the assessment's tenants)."`
 	Concurrency    int           `env:"ROTATION_CONCURRENCY" default:"8" doc:"Jobs one process runs at once."`
 	DKIMType       string        `env:"DKIM_KEY_TYPE" default:"rsa" doc:"rsa or ed25519."`
@@ -74,6 +75,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Concurrency < 1 {
 		bad("ROTATION_CONCURRENCY must be at least 1")
+	}
+	if _, err := vaultdecl.Load(c.VaultBaseline); err != nil {
+		bad("VAULT_BASELINE: %v", err)
 	}
 	if c.DKIMDNSServer != "" && (c.DKIMZone == "" || c.DKIMTSIGFile == "") {
 		bad("DKIM_ZONE and DKIM_TSIG_FILE are required with DKIM_DNS_SERVER")
@@ -220,7 +224,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 				_ = d.InProgress()
 			}
 		})
-		if errors.Is(err, rotation.ErrUnknownTenant) || errors.Is(err, rotation.ErrStagedChanged) {
+		if errors.Is(err, rotation.ErrUnknownTenant) || errors.Is(err, rotation.ErrStagedChanged) || errors.Is(err, dkimdns.ErrNeverSucceeds) {
 			return stream.Permanent(err)
 		}
 		if err == nil {
@@ -244,6 +248,8 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 			step = "plan"
 		case errors.Is(cause, rotation.ErrStagedChanged):
 			step = "dkim" // someone else wrote the staged key: never made active
+		case errors.Is(cause, dkimdns.ErrNeverSucceeds):
+			step = "dkim" // the DNS answered what no retry changes (REFUSED, NOTAUTH, out of zone)
 		}
 		return worker.Fail(ctx, job, step, cause.Error())
 	}

@@ -217,3 +217,48 @@ func startRotatorsNamed(t testing.TB, s *localstack.Stack, name string, env ...s
 	must(t, err)
 	return pid
 }
+
+// TestDKIMAnswerThatNeverSucceeds: a tenant whose DKIM delegation points
+// outside the platform's zone is answered REFUSED by the authoritative
+// server, at every try. Before, the job was retried forever and the
+// rotation (so the restore of access) never completed; now that tenant's
+// DKIM step fails with the answer as its reason, and the rotation completes.
+func TestDKIMAnswerThatNeverSucceeds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	const n = 3
+	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, DNS: true})
+	must(t, err)
+	t.Cleanup(func() { s.Close() })
+	db, err := store.Open(ctx, s.Postgres.URL)
+	must(t, err)
+	t.Cleanup(db.Close)
+	root, err := s.Vault.Client()
+	must(t, err)
+	rotatorKey, err := dkimdns.LoadKey(s.DNS.RotatorKeyFile)
+	must(t, err)
+	_, err = tenantseed.Seed(ctx, db.Pool(), root, tenantseed.Options{Count: n, DKIM: &tenantseed.DKIMDNS{
+		Platform: &dkimdns.Client{Server: s.DNS.Addr, Key: rotatorKey}, Tenants: s.DNS.TenantClient(),
+		PlatformZone: s.DNS.DKIMZone, TenantZone: s.DNS.TenantZone, Selectors: dkimSelectors, Delegated: func(int) bool { return true }}})
+	must(t, err)
+	outside := tenantseed.ID(0)
+	_, err = db.Pool().Exec(ctx, `UPDATE directory.tenants SET dkim_delegation = 'dkim.elsewhere.example.' WHERE id = $1`, outside)
+	must(t, err)
+	js := operator(t, ctx, s)
+	startRotators(t, s, 1)
+	const incident = "inc-refused"
+	startIncident(t, ctx, s, incident, nil)
+	completed := awaitCompleted(t, ctx, js, incident)
+	if completed.Completed != n-1 || completed.Failed != 1 {
+		t.Fatalf("rotation completed %d, failed %d; want %d, 1", completed.Completed, completed.Failed, n-1)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	_, failed, err := stream.Await(wctx, js, events.RotationTenantFailed, func(_ event.Event, d events.RotationTenantFailedData) bool {
+		return d.IncidentID == incident && d.TenantID == outside
+	})
+	must(t, err)
+	if failed.Step != "dkim" || !strings.Contains(failed.Reason, "REFUSED") {
+		t.Fatalf("failed at step %q: %s", failed.Step, failed.Reason)
+	}
+}
