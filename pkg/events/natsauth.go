@@ -57,9 +57,8 @@ var jetStreamInfo = []string{"$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.S
 //
 // The shape: the admin provisions; a service publishes the events it
 // produces, pulls and acks its own durables and nothing else; the SIEM
-// publishes breaches; the operator reads (stream info, ordered consumers
-// on the events and dead-letter streams) and publishes its control
-// requests; the replayer reads dead letters and republishes consumed
+// publishes breaches; the operator reads (stream information and stored
+// messages, one by one: no consumer) and publishes its control requests; the replayer reads dead letters and republishes consumed
 // events. Nobody but the admin may create, update, purge or delete a
 // stream or a durable consumer, or ack another user's deliveries.
 func NATSPermissions() []NATSPermission {
@@ -78,10 +77,10 @@ func NATSPermissions() []NATSPermission {
 			p.PublishAllow = []string{BreachDetected.Subject()}
 		case UserOperator:
 			p.PublishAllow = append(append(publishedBy(user), readStreams()...), readBuckets()...)
-			p.PublishDeny = durableDenies()
+			p.PublishDeny = append(durableDenies(), consumerDenies...)
 		case UserReplayer:
 			p.PublishAllow = append(replayable(), readStreams()...)
-			p.PublishDeny = durableDenies()
+			p.PublishDeny = append(durableDenies(), consumerDenies...)
 		default:
 			p.PublishAllow = append(publishedBy(user), jetStreamInfo...)
 			p.PublishAllow = append(p.PublishAllow, DeadLetterSubject(OutboxDeadLetters(user)))
@@ -112,6 +111,7 @@ func NATSPermissions() []NATSPermission {
 				}
 			}
 			p.PublishAllow = append(p.PublishAllow, writeBuckets(user)...)
+			p.PublishDeny = consumerDenies
 		}
 		out = append(out, p)
 	}
@@ -144,36 +144,41 @@ func replayable() []string {
 	return out
 }
 
-// readStreams lets a reader see every stream's and consumer's information,
-// follow the events and dead-letter streams with ordered consumers
-// (ephemeral, no acks) and read one stored message of them. The work queue is left out: a
-// consumer there would take jobs away from the rotators.
+// readStreams lets a reader see every stream's and consumer's information
+// and read the stored messages of the events and dead-letter streams one
+// by one (next by subject: stream.Scan). The work queue is left out.
+//
+// Readers create no consumer, in any form: a consumer's definition is its
+// creator's choice — the legacy create ($JS.API.CONSUMER.CREATE.<stream>,
+// the name in the body) can redefine another service's durable, and a
+// push consumer delivers wherever its creator says, into a key-value
+// bucket's subject included (a forged incident document). Only the admin
+// creates consumers (the install step).
 func readStreams() []string {
 	// Consumer information (settings and counters: how far each service
 	// is) of every consumer, the job queue's included.
 	out := append(slices.Clone(jetStreamInfo), "$JS.API.CONSUMER.INFO.*.*", "$JS.API.CONSUMER.NAMES.*", "$JS.API.CONSUMER.LIST.*")
 	for _, s := range []string{StreamEvents, StreamDeadLetters} {
-		out = append(out,
-			"$JS.API.CONSUMER.CREATE."+s, "$JS.API.CONSUMER.CREATE."+s+".>",
-			"$JS.API.CONSUMER.MSG.NEXT."+s+".*",
-			"$JS.API.CONSUMER.DELETE."+s+".*", "$JS.API.STREAM.MSG.GET."+s)
+		out = append(out, "$JS.API.STREAM.MSG.GET."+s, "$JS.API.DIRECT.GET."+s, "$JS.API.DIRECT.GET."+s+".>")
 	}
 	return out
 }
 
-// readBuckets lets a reader get and watch the read model's buckets: get a
-// value (direct or stream message get) and follow a bucket with an
-// ordered push consumer (created, flow-controlled and deleted by the
-// client; its deliveries come to the reader's own inbox).
+// readBuckets lets a reader get the read model's values (direct or stream
+// message get) and read a bucket's stored messages by subject; it polls
+// for changes (stream.ReadModel), with no consumer.
 func readBuckets() []string {
 	var out []string
 	for _, b := range Buckets() {
 		st := b.BucketStream()
-		out = append(out, "$JS.API.DIRECT.GET."+st+".>", "$JS.API.STREAM.MSG.GET."+st,
-			"$JS.API.CONSUMER.CREATE."+st, "$JS.API.CONSUMER.CREATE."+st+".>", "$JS.API.CONSUMER.DELETE."+st+".*", "$JS.FC."+st+".>")
+		out = append(out, "$JS.API.DIRECT.GET."+st, "$JS.API.DIRECT.GET."+st+".>", "$JS.API.STREAM.MSG.GET."+st)
 	}
 	return out
 }
+
+// consumerDenies are refused to every user but the admin, whatever an
+// allow says: creating a consumer in any form.
+var consumerDenies = []string{"$JS.API.CONSUMER.CREATE.>", "$JS.API.CONSUMER.DURABLE.CREATE.>", "$JS.API.CONSUMER.DELETE.>"}
 
 // writeBuckets lets a bucket's owner write it: publish values, read the
 // current one, and purge an object's replaced chunks.

@@ -2,7 +2,9 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
@@ -10,39 +12,82 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 )
 
+// pollEvery is how often a reader without a consumer looks again for a
+// message not stored yet.
+const pollEvery = 200 * time.Millisecond
+
 // Await reads the stored events of one name, oldest first, and returns the
-// first whose data matches, waiting for new ones until ctx ends. It uses an
-// ephemeral ordered consumer, so it needs only read access: the CLI
-// follows an incident with it.
+// first whose data matches, waiting for new ones until ctx ends. It uses
+// no consumer — one stored-message request per event (next by subject) —
+// so it needs only read access: the CLI follows an incident with it, and
+// no reader may create consumers (a consumer's definition, push delivery
+// subject included, is the creator's choice; see docs/security.md).
 func Await[T any](ctx context.Context, js jetstream.JetStream, name events.Name, match func(event.Event, T) bool) (event.Event, T, error) {
 	var zero T
 	spec := events.SpecOf(name)
-	cons, err := js.OrderedConsumer(ctx, spec.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{spec.FilterSubject()}})
-	if err != nil {
-		return event.Event{}, zero, fmt.Errorf("await %s: %w", name, err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return event.Event{}, zero, fmt.Errorf("await %s: %w", name, err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		m, err := it.Next()
+	var found event.Event
+	var data T
+	err := Scan(ctx, js, spec.Stream, spec.FilterSubject(), true, func(m *jetstream.RawStreamMsg) bool {
+		ev, _, err := events.Decode(m.Header, m.Data)
 		if err != nil {
-			if ctx.Err() != nil {
-				return event.Event{}, zero, fmt.Errorf("await %s: %w", name, ctx.Err())
+			return true // not ours to judge: the consumers dead-letter it
+		}
+		d, err := events.DataAs[T](ev)
+		if err == nil && match(ev, d) {
+			found, data = ev, d
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return event.Event{}, zero, fmt.Errorf("await %s: %w", name, err)
+	}
+	return found, data, nil
+}
+
+// Scan calls each for every stored message of streamName on subject
+// (wildcards allowed), oldest first, until each returns false. With follow
+// it then waits for new messages until ctx ends; without, it returns after
+// the last one stored. No consumer is created: each message is one
+// "next by subject" request, which a reader's permissions allow.
+func Scan(ctx context.Context, js jetstream.JetStream, streamName, subject string, follow bool, each func(*jetstream.RawStreamMsg) bool) error {
+	var st jetstream.Stream
+	var err error
+	for st == nil {
+		if st, err = js.Stream(ctx, streamName); err != nil {
+			if !follow || !pause(ctx) {
+				return fmt.Errorf("stream %s: %w", streamName, err)
 			}
-			return event.Event{}, zero, fmt.Errorf("await %s: %w", name, err)
 		}
-		ev, _, err := events.Decode(m.Headers(), m.Data())
-		if err != nil {
-			continue // not ours to judge: the consumers dead-letter it
+	}
+	seq := uint64(1)
+	for {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		switch {
+		case err == nil:
+			seq = m.Sequence + 1
+			if !each(m) {
+				return nil
+			}
+			continue
+		case errors.Is(err, jetstream.ErrMsgNotFound) && !follow:
+			return nil
+		case !errors.Is(err, jetstream.ErrMsgNotFound) && !follow:
+			return err
 		}
-		data, err := events.DataAs[T](ev)
-		if err == nil && match(ev, data) {
-			return ev, data, nil
+		// Nothing newer yet, or NATS away for a moment: look again.
+		if !pause(ctx) {
+			return ctx.Err()
 		}
+	}
+}
+
+// pause waits pollEvery; false when ctx ended first.
+func pause(ctx context.Context) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(pollEvery):
+		return true
 	}
 }

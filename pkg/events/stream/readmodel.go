@@ -2,13 +2,13 @@ package stream
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
@@ -24,15 +24,23 @@ var ErrNoIncident = errors.New("no such incident in the read model")
 // events.BucketReports): containment writes them, the CLI and the console
 // read and watch them. One type for both sides, so the encoding lives in
 // one place.
+//
+// Readers create no consumer (a key-value watch and an object get would
+// each create a push consumer, whose delivery subject is the creator's to
+// choose — a forged document delivered into the bucket): they read stored
+// messages by subject and poll for changes.
 type ReadModel struct {
+	js  jetstream.JetStream
 	kv  jetstream.KeyValue
 	obs jetstream.ObjectStore
-	nc  *nats.Conn
 }
+
+// watchEvery is how often Watch reads an incident's document again.
+const watchEvery = 250 * time.Millisecond
 
 // OpenReadModel binds to the buckets (created by the install step).
 func OpenReadModel(ctx context.Context, js jetstream.JetStream) (*ReadModel, error) {
-	rm := ReadModel{nc: js.Conn()}
+	rm := ReadModel{js: js}
 	err := retryJS(ctx, js, func(ctx context.Context) (err error) {
 		rm.kv, err = js.KeyValue(ctx, events.BucketIncidents)
 		return err
@@ -94,74 +102,62 @@ func (rm *ReadModel) Incident(ctx context.Context, id string) (readmodel.Inciden
 	return readmodel.Decode(e.Value())
 }
 
-// Incidents reads every incident's document, newest first.
+// Incidents reads every incident's document, newest first: the bucket's
+// stored messages, one per incident (a bucket of history 1), read by
+// subject without a consumer.
 func (rm *ReadModel) Incidents(ctx context.Context) ([]readmodel.Incident, error) {
-	w, err := rm.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
+	b := bucketSpec(events.BucketIncidents)
+	var out []readmodel.Incident
+	var decodeErr error
+	err := Scan(ctx, rm.js, b.BucketStream(), b.BucketSubjects(), false, func(m *jetstream.RawStreamMsg) bool {
+		if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+			return true
+		}
+		doc, err := readmodel.Decode(m.Data)
+		if err != nil {
+			decodeErr = err
+			return false
+		}
+		out = append(out, doc)
+		return true
+	})
+	if err = errors.Join(err, decodeErr); err != nil {
 		return nil, err
 	}
-	defer w.Stop()
-	var out []readmodel.Incident
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case e := <-w.Updates():
-			if e == nil { // every current value delivered
-				slices.SortFunc(out, func(a, b readmodel.Incident) int { return b.OpenedAt.Compare(a.OpenedAt) })
-				return out, nil
-			}
-			doc, err := readmodel.Decode(e.Value())
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, doc)
+	slices.SortFunc(out, func(a, b readmodel.Incident) int { return b.OpenedAt.Compare(a.OpenedAt) })
+	return out, nil
+}
+
+// bucketSpec is the declared bucket of that name.
+func bucketSpec(name string) events.BucketSpec {
+	for _, b := range events.Buckets() {
+		if b.Name == name {
+			return b
 		}
 	}
+	panic("undeclared bucket " + name)
 }
 
 // Watch delivers an incident's document now and every time containment
 // writes it, until ctx ends (the channel is then closed). It waits for
 // an incident not written yet. A document that cannot be decoded ends
-// the watch with its error on errs.
+// the watch with its error on errs. It reads the document every
+// watchEvery (no consumer): a NATS restart costs at most one look.
 func (rm *ReadModel) Watch(ctx context.Context, id string) (<-chan readmodel.Incident, <-chan error, error) {
 	key, err := events.IncidentKey(id)
-	if err != nil {
-		return nil, nil, err
-	}
-	w, err := rm.kv.Watch(ctx, key, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, nil, err
 	}
 	out, errs := make(chan readmodel.Incident, 1), make(chan error, 1)
 	go func() {
 		defer close(out)
-		defer func() { w.Stop() }()
-		// After a reconnect (a NATS restart) the watch's consumer may be
-		// gone with the server, and the client notices only after missed
-		// heartbeats, seconds later: start the watch again at once (it
-		// delivers the current document first). TestStatusWatch found it.
-		reconnects := rm.reconnects()
-		check := time.NewTicker(250 * time.Millisecond)
-		defer check.Stop()
+		var seen uint64
+		tick := time.NewTicker(watchEvery)
+		defer tick.Stop()
 		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-check.C:
-				if n := rm.reconnects(); n != reconnects {
-					if nw, err := rm.kv.Watch(ctx, key, jetstream.IgnoreDeletes()); err == nil {
-						w.Stop()
-						w, reconnects = nw, n
-					}
-				}
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					continue // the initial values are delivered; updates follow
-				}
+			e, err := rm.kv.Get(ctx, key)
+			if err == nil && e.Revision() != seen {
+				seen = e.Revision()
 				doc, err := readmodel.Decode(e.Value())
 				if err != nil {
 					errs <- err
@@ -174,31 +170,67 @@ func (rm *ReadModel) Watch(ctx context.Context, id string) (<-chan readmodel.Inc
 				}
 				out <- doc
 			}
+			// Not written yet, or NATS away for a moment: look again.
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
 		}
 	}()
 	return out, errs, nil
 }
 
-func (rm *ReadModel) reconnects() uint64 {
-	if rm.nc == nil {
-		return 0
-	}
-	return rm.nc.Stats().Reconnects
-}
+// ErrReportChanged is returned by Report when the report was rewritten
+// (or its chunks purged) three times while it was being read.
+var ErrReportChanged = errors.New("the report changed while it was read")
 
-// Report reads an incident's report (final, or the latest draft).
+// Report reads an incident's report (final, or the latest draft): its
+// object's description, then its chunks by subject (no consumer), checked
+// against the description's size and SHA-256.
 func (rm *ReadModel) Report(ctx context.Context, id string) (report.Report, error) {
 	key, err := events.IncidentKey(id)
 	if err != nil {
 		return report.Report{}, err
 	}
-	data, err := rm.obs.GetBytes(ctx, key)
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return report.Report{}, fmt.Errorf("%w: %s has no report yet", ErrNoIncident, id)
+	for range 3 {
+		info, err := rm.obs.GetInfo(ctx, key)
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return report.Report{}, fmt.Errorf("%w: %s has no report yet", ErrNoIncident, id)
+		}
+		if err != nil {
+			return report.Report{}, err
+		}
+		data, err := rm.chunks(ctx, info)
+		if errors.Is(err, ErrReportChanged) {
+			continue // rewritten meanwhile: read the new one
+		}
+		if err != nil {
+			return report.Report{}, err
+		}
+		var r report.Report
+		return r, json.Unmarshal(data, &r)
 	}
+	return report.Report{}, fmt.Errorf("%s: %w", id, ErrReportChanged)
+}
+
+// chunks reads an object's chunks and checks them against its description.
+func (rm *ReadModel) chunks(ctx context.Context, info *jetstream.ObjectInfo) ([]byte, error) {
+	b := bucketSpec(events.BucketReports)
+	data := make([]byte, 0, info.Size)
+	sum := sha256.New()
+	got := uint32(0)
+	err := Scan(ctx, rm.js, b.BucketStream(), "$O."+b.Name+".C."+info.NUID, false, func(m *jetstream.RawStreamMsg) bool {
+		data = append(data, m.Data...)
+		sum.Write(m.Data)
+		got++
+		return got < info.Chunks
+	})
 	if err != nil {
-		return report.Report{}, err
+		return nil, err
 	}
-	var r report.Report
-	return r, json.Unmarshal(data, &r)
+	if got != info.Chunks || uint64(len(data)) != info.Size || jetstream.GetObjectDigestValue(sum) != info.Digest {
+		return nil, ErrReportChanged
+	}
+	return data, nil
 }

@@ -150,6 +150,18 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 				cfg.Replicas--
 				continue
 			}
+			// A peer not yet online while the cluster forms (CI, a loaded
+			// machine: TestThreeNodeJetStream): wait for it, with the
+			// replicas asked for — a stream is never quietly made less
+			// durable because a peer was late.
+			if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeNoPeers {
+				select {
+				case <-ctx.Done():
+					return err
+				case <-time.After(200 * time.Millisecond):
+				}
+				continue
+			}
 			break
 		}
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {

@@ -188,6 +188,43 @@ func TestBusPermissions(t *testing.T) {
 		assertNone(t, ctx, admin, events.NotificationsCompleted)
 	})
 
+	t.Run("no reader creates a consumer in any form: no legacy create of a durable, no push delivery into a bucket", func(t *testing.T) {
+		// The legacy form names the consumer in the body only: before,
+		// "$JS.API.CONSUMER.CREATE.<stream>" was allowed to readers and
+		// redefined containment's durable (its filter pointed at a dead
+		// subject, no breach would ever be sealed).
+		legacy := fmt.Sprintf(`{"stream_name":%q,"config":{"durable_name":%q,"filter_subject":"lockdown.nothing","ack_policy":"explicit","deliver_policy":"all"}}`,
+			events.StreamEvents, events.ConsumerContainmentBreach)
+		// A push consumer delivers wherever its creator says: into the
+		// incidents bucket's subject, a forged read-model document.
+		push := fmt.Sprintf(`{"stream_name":%q,"config":{"name":"spy","deliver_subject":"$KV.%s.0b6e2f3a-1111-4222-8333-944445555666","ack_policy":"none","deliver_policy":"all"}}`,
+			events.StreamEvents, events.BucketIncidents)
+		for _, c := range []*busClient{operator, replayer} {
+			c.refused(t, "redefine containment's durable through the legacy create", func(ctx context.Context) error {
+				_, err := c.nc.RequestWithContext(ctx, "$JS.API.CONSUMER.CREATE."+events.StreamEvents, []byte(legacy))
+				return err
+			})
+			c.refused(t, "create a push consumer delivering into the incidents bucket", func(ctx context.Context) error {
+				_, err := c.nc.RequestWithContext(ctx, "$JS.API.CONSUMER.CREATE."+events.StreamEvents+".spy", []byte(push))
+				return err
+			})
+			c.refused(t, "create an ordered consumer on the events stream", func(ctx context.Context) error {
+				_, err := c.js.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{})
+				return err
+			})
+		}
+		cons, err := admin.js.Consumer(ctx, events.StreamEvents, events.ConsumerContainmentBreach)
+		must(t, err)
+		if f := cons.CachedInfo().Config.FilterSubjects; len(f) != 1 || f[0] != events.BreachDetected.Subject() {
+			if cf := cons.CachedInfo().Config.FilterSubject; cf != events.BreachDetected.Subject() {
+				t.Fatalf("containment's durable was redefined: filter %v %q", f, cf)
+			}
+		}
+		if _, err := admin.js.Consumer(ctx, events.StreamEvents, "spy"); err == nil {
+			t.Fatal("a reader's push consumer exists")
+		}
+	})
+
 	t.Run("the replayer cannot raise a breach or take deliveries", func(t *testing.T) {
 		replayer.refused(t, "publish a breach", func(context.Context) error {
 			return replayer.nc.Publish(events.BreachDetected.Subject(), []byte(`{}`))

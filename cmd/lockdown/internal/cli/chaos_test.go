@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/keycheck"
@@ -404,42 +404,12 @@ func (s *system) checkInvariants(id string, tenants int, before map[string]int, 
 // by tenant.
 func (s *system) tenantCompletions(id string) map[string]events.RotationTenantCompletedData {
 	s.t.Helper()
-	cons, err := s.op.JS.OrderedConsumer(s.ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.RotationTenantCompleted.Subject()}})
-	must(s.t, err)
-	info, err := cons.Info(s.ctx)
-	must(s.t, err)
 	out := map[string]events.RotationTenantCompletedData{}
-	// A JetStream cluster whose node was just restarted can answer a fetch
-	// with nothing (or an error) while its stream leader settles: keep
-	// reading for a while rather than take a short read for the whole.
-	deadline := time.Now().Add(time.Minute)
-	for left := int(info.NumPending); left > 0; {
-		batch, err := cons.Fetch(min(left, 500), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil && time.Now().Before(deadline) {
-			time.Sleep(time.Second)
-			continue
+	s.scanEvents(events.RotationTenantCompleted.Subject(), func(ev event.Event) {
+		if d, err := events.DataAs[events.RotationTenantCompletedData](ev); err == nil && d.IncidentID == id {
+			out[d.TenantID] = d
 		}
-		must(s.t, err)
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			ev, _, err := events.Decode(m.Headers(), m.Data())
-			if err != nil {
-				continue
-			}
-			if d, err := events.DataAs[events.RotationTenantCompletedData](ev); err == nil && d.IncidentID == id {
-				out[d.TenantID] = d
-			}
-		}
-		if got == 0 {
-			if time.Now().After(deadline) {
-				break
-			}
-			continue
-		}
-		left -= got
-	}
+	})
 	return out
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/stream"
 )
 
 // deadLetterView is one dead letter as `dlq list` prints it.
@@ -114,40 +115,16 @@ func runDLQ(ctx context.Context, args []string, out, errOut io.Writer) int {
 }
 
 // deadLetters reads the whole dead-letter stream (it holds failures, not
-// traffic) with an ordered consumer.
+// traffic) by subject, without a consumer (readers may not create one).
 func deadLetters(ctx context.Context, js jetstream.JetStream, consumer string) ([]deadLetterView, error) {
-	st, err := js.Stream(ctx, events.StreamDeadLetters)
-	if err != nil {
-		return nil, err
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return nil, err
-	}
 	list := []deadLetterView{}
-	if info.State.Msgs == 0 {
-		return list, nil
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return nil, err
-	}
-	for {
-		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			return nil, err
-		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			return nil, err
-		}
-		if v, ok := decodeDeadLetter(msg.Headers(), msg.Data(), meta.Sequence.Stream); ok && (consumer == "" || v.Consumer == consumer) {
+	err := stream.Scan(ctx, js, events.StreamDeadLetters, events.DeadLetter.Subject()+".>", false, func(m *jetstream.RawStreamMsg) bool {
+		if v, ok := decodeDeadLetter(m.Header, m.Data, m.Sequence); ok && (consumer == "" || v.Consumer == consumer) {
 			list = append(list, v)
 		}
-		if meta.Sequence.Stream >= info.State.LastSeq {
-			return list, nil
-		}
-	}
+		return true
+	})
+	return list, err
 }
 
 func decodeDeadLetter(h nats.Header, data []byte, seq uint64) (deadLetterView, bool) {

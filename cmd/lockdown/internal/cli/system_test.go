@@ -298,34 +298,40 @@ func (s *system) eventCounts(incidentID string) (map[events.Name]int, []string) 
 // in stream order (a duplicate publish shows twice).
 func (s *system) incidentEvents(incidentID string) []event.Event {
 	s.t.Helper()
-	cons, err := s.op.JS.OrderedConsumer(s.ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	info, err := cons.Info(s.ctx)
-	if err != nil {
-		s.t.Fatal(err)
-	}
 	var out []event.Event
-	for n := info.NumPending; n > 0; {
-		batch, err := cons.Fetch(int(min(n, 500)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
+	s.scanEvents(">", func(ev event.Event) {
+		if strings.Contains(string(ev.Data()), incidentID) {
+			out = append(out, ev)
+		}
+	})
+	return out
+}
+
+// scanEvents reads every stored event on subject (wildcards allowed) in
+// stream order, as the operator (no consumer: readers may not create
+// one). A JetStream cluster whose node was just restarted can fail a read
+// while its stream leader settles: the scan is tried again for a minute
+// rather than a short read taken for the whole.
+func (s *system) scanEvents(subject string, each func(event.Event)) {
+	s.t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+		var got []event.Event
+		err := stream.Scan(s.ctx, s.op.JS, events.StreamEvents, subject, false, func(m *jetstream.RawStreamMsg) bool {
+			if ev, _, err := events.Decode(m.Header, m.Data); err == nil {
+				got = append(got, ev)
+			}
+			return true
+		})
+		if err == nil {
+			for _, ev := range got {
+				each(ev)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
 			s.t.Fatal(err)
 		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			ev, _, err := events.Decode(m.Headers(), m.Data())
-			if err == nil && strings.Contains(string(ev.Data()), incidentID) {
-				out = append(out, ev)
-			}
-		}
-		if got == 0 {
-			break
-		}
-		n -= uint64(got)
 	}
-	return out
 }
 
 // settled waits until no declared consumer has a message pending or

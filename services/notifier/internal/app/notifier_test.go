@@ -381,23 +381,21 @@ func TestNotifier(t *testing.T) {
 
 	t.Run("redelivering every rotation.tenant.completed sends nothing new", func(t *testing.T) {
 		republished := 0
-		cons, err := operator.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.RotationTenantCompleted.Subject()}})
-		must(t, err)
-		// Republished as the rotator: only the rotator may publish it.
-		pub := stream.NewPublisher(connect(t, ctx, s, events.ServiceRotator).JS, events.SourceOf(events.ServiceRotator), nil)
-		for republished < tenantCount {
-			msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-			if err != nil {
-				break
-			}
-			ev, _, err := events.Decode(msg.Headers(), msg.Data())
+		var completions []events.RotationTenantCompletedData
+		must(t, stream.Scan(ctx, operator, events.StreamEvents, events.RotationTenantCompleted.Subject(), false, func(m *jetstream.RawStreamMsg) bool {
+			ev, _, err := events.Decode(m.Header, m.Data)
 			must(t, err)
 			d, err := events.DataAs[events.RotationTenantCompletedData](ev)
 			must(t, err)
-			if d.IncidentID != incident {
-				continue
+			if d.IncidentID == incident {
+				completions = append(completions, d)
 			}
-			_, err = pub.Publish(ctx, events.RotationTenantCompleted, d)
+			return len(completions) < tenantCount
+		}))
+		// Republished as the rotator: only the rotator may publish it.
+		pub := stream.NewPublisher(connect(t, ctx, s, events.ServiceRotator).JS, events.SourceOf(events.ServiceRotator), nil)
+		for _, d := range completions {
+			_, err := pub.Publish(ctx, events.RotationTenantCompleted, d)
 			must(t, err) // a new event id: a true redelivery of the content
 			republished++
 		}
