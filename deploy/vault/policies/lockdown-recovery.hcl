@@ -136,6 +136,14 @@ path "sys/key-status" {
   capabilities = ["read"]
 }
 
+# Phase 8, before restore: verify the rotation's claims in Vault — which
+# tenants have secrets, and when each secret's current version was written.
+# Metadata only: no secret value can be read with it. (The KV mount is
+# LOCKDOWN_KV_MOUNT, secret by default: edit the path for another.)
+path "secret/metadata/tenants/*" {
+  capabilities = ["read", "list"]
+}
+
 # Phase 5: the rekey ceremony. sys/rekey/init, update and verify take no
 # token (the shares are the authority); reading and deleting the
 # PGP-encrypted backup needs sudo.

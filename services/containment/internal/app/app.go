@@ -84,6 +84,8 @@ type Config struct {
 	RekeyPoll                time.Duration `env:"REKEY_POLL" default:"1s" doc:"How often the ceremony's progress is read."`
 	AuthDir                  string        `env:"AUTH_DIR" default:"/etc/lockdown/auth" doc:"Folder of the declarative auth methods re-applied on restore (deploy/vault/auth in the repository; the images and manifests mount it at the default). Read at start: a missing or invalid one exits 2."`
 	VaultBaseline            string        `env:"VAULT_BASELINE" default:"/etc/lockdown/baseline.json" doc:"The declaration of Vault's security configuration (audit devices, auth and secrets mounts, policies, token roles, identities that carry policies, plugins, audited headers): every revocation, and the sweeps after the rekey and before restore, remove what it does not declare and put back what differs (docs/security.md). Read at start: a missing or invalid one exits 2."`
+	VerifyRotation           string        `env:"VERIFY_ROTATION" default:"all" doc:"How the rotation's completion is checked in Vault before access is restored (a stolen rotator credential can announce one): all — every tenant folder under KV_MOUNT/tenants/ shows its ssh and smtp secrets written since the revocation, or is reported failed (the rotator's default policy all); claimed — only the tenants announced rotated are checked (a rotator with ROTATION_POLICY=affected); off — trusted. A mismatch keeps access closed and the incident stuck with the reason."`
+	KVMount                  string        `env:"KV_MOUNT" default:"secret" doc:"The KV v2 mount of the tenants' secrets (the rotator's LOCKDOWN_KV_MOUNT): its metadata is read to verify the rotation."`
 	VaultPolicyDir           string        `env:"VAULT_POLICY_DIR" default:"/etc/lockdown/policies" doc:"Lockdown's own Vault policies and Vault's default policy, by content (<name>.hcl; deploy/vault/policies in the repository): rewritten in every revocation when Vault's copy differs (lockdown-recovery is only checked: its token cannot rewrite it)."`
 
 	IntakeAddr         string        `env:"INTAKE_ADDR" doc:"Listen address of the HTTP breach intake (e.g. 127.0.0.1:8081); empty disables it."`
@@ -206,6 +208,9 @@ func (c *Config) Validate() error {
 	}
 	if c.IntakeMaxBody < 1024 {
 		bad("INTAKE_MAX_BODY must be at least 1024")
+	}
+	if !slices.Contains([]string{recovery.VerifyAll, recovery.VerifyClaimed, recovery.VerifyOff}, c.VerifyRotation) {
+		bad("VERIFY_ROTATION %q is not all, claimed or off", c.VerifyRotation)
 	}
 	for _, sev := range c.AutoSealSeverities {
 		if !slices.Contains([]string{"critical", "high", "medium", "low"}, sev) {
@@ -331,6 +336,7 @@ func (c *Config) processName() string {
 // keys, declarative auth methods).
 func (c *Config) RecoveryConfig() (recovery.Config, error) {
 	rc := recovery.Config{DisableAuth: c.DisableAuth, KeepAccessors: c.KeepAccessors, BreakGlass: c.BreakGlass, LeasePrefixes: c.LeasePrefixes,
+		VerifyRotation: c.VerifyRotation, KVMount: c.KVMount,
 		Shares: c.RekeyShares, Threshold: c.RekeyThreshold, RequireVerification: c.RekeyRequireVerification, Poll: c.RekeyPoll}
 	var err error
 	if c.RekeyPGPDir != "" {

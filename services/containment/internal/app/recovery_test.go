@@ -219,9 +219,30 @@ func TestRecovery(t *testing.T) {
 		}
 	})
 
+	t.Run("a rotation.completed that Vault does not bear out keeps access closed, and says why", func(t *testing.T) {
+		// The rotator's NATS credential is enough to announce a completion;
+		// before, restore ran on it before any tenant was rotated.
+		publishAs(t, s, events.ServiceRotator, events.RotationCompleted, events.RotationCompletedData{IncidentID: incidentID, Completed: 3})
+		publishAs(t, s, events.ServiceNotifier, events.NotificationsCompleted, events.NotificationsCompletedData{IncidentID: incidentID, Sent: 3})
+		testwait.For(t, 20*time.Second, "the engine to refuse the claim", func() bool {
+			return strings.Contains(c.logs.String(), "restore withheld")
+		})
+		time.Sleep(time.Second) // many passes of the engine
+		if st := loadRecovery(t, ctx, pool, incidentID); !st.RestoredAt.IsZero() {
+			t.Fatal("access was restored on an unproven rotation")
+		}
+		if n := countEvents(t, s, events.AccessRestored, func(d events.AccessRestoredData) bool { return d.IncidentID == incidentID }); n != 0 {
+			t.Fatalf("%d access.restored", n)
+		}
+	})
+
 	t.Run("after rotation and notification complete, access is restored from deploy/vault/auth, twice harmlessly", func(t *testing.T) {
+		// The rotation the claims describe, as the rotator writes it: one
+		// tenant (its secrets and the runbook's api_keys_revoked_emergency
+		// record, audited below).
+		rotateForTest(t, ctx, s, root, incidentID, "tenant-001")
 		for i := range 2 {
-			publishAs(t, s, events.ServiceRotator, events.RotationCompleted, events.RotationCompletedData{IncidentID: incidentID, Completed: 3})
+			publishAs(t, s, events.ServiceRotator, events.RotationCompleted, events.RotationCompletedData{IncidentID: incidentID, Completed: 1})
 			publishAs(t, s, events.ServiceNotifier, events.NotificationsCompleted, events.NotificationsCompletedData{IncidentID: incidentID, Sent: 3})
 			_, restored := waitEvent(t, s, events.AccessRestored, 20*time.Second, func(d events.AccessRestoredData) bool { return d.IncidentID == incidentID })
 			if strings.Join(restored.AuthMethods, ",") != "approle,jwt" {
@@ -245,10 +266,7 @@ func TestRecovery(t *testing.T) {
 	})
 
 	t.Run("every action on Vault is audited once, and the SIEM receives the records live", func(t *testing.T) {
-		// One tenant rotated by the rotator: its secrets and the runbook's
-		// api_keys_revoked_emergency record.
-		publishAs(t, s, events.ServiceRotator, events.RotationTenantCompleted, events.RotationTenantCompletedData{IncidentID: incidentID, TenantID: "tenant-001",
-			SSHFingerprint: "SHA256:x", DKIMSelector: "s", DKIMRecord: "v=DKIM1; p=x", APIKeysDestroyed: 4, SMTPPasswordRotate: true})
+		// tenant-001 was rotated before the restore (rotateForTest).
 		want := map[string]string{"vault_sealed": "critical", "access_revoked": "critical", "unseal_keys_rotated": "high", "access_restored": "info",
 			"tenant_secrets_rotated": "high", "api_keys_revoked_emergency": "critical",
 			// The sweeps after the rekey and just before the restore.
@@ -366,6 +384,21 @@ func tokenAlive(ctx context.Context, addr, token string) bool {
 }
 
 // publishAs publishes an event as one of deploy/nats's users.
+// rotateForTest writes each tenant's rotated secrets (after the
+// revocation, as the rotator would) and announces each tenant's
+// completion as the rotator: what a restore verifies in Vault.
+func rotateForTest(t *testing.T, ctx context.Context, s *localstack.Stack, root *vault.Client, incidentID string, tenants ...string) {
+	t.Helper()
+	for _, tn := range tenants {
+		for _, secret := range []string{"ssh", "smtp"} {
+			_, err := root.KVv2("secret").Put(ctx, "tenants/"+tn+"/"+secret, map[string]any{"rotated": "yes", "lockdown_incident": incidentID})
+			must(t, err)
+		}
+		publishAs(t, s, events.ServiceRotator, events.RotationTenantCompleted, events.RotationTenantCompletedData{IncidentID: incidentID, TenantID: tn,
+			SSHFingerprint: "SHA256:x", DKIMSelector: "s", DKIMRecord: "v=DKIM1; p=x", APIKeysDestroyed: 4, SMTPPasswordRotate: true})
+	}
+}
+
 func publishAs(t *testing.T, s *localstack.Stack, user string, name events.Name, data any) {
 	t.Helper()
 	nc, _ := connectAs(t, s, user)

@@ -245,7 +245,16 @@ func TestRedTeam(t *testing.T) {
 			return d.IncidentID == incidentID && d.Stage == "after_rekey" && d.Round == 2
 		})
 	})
-	publishAs(t, s, events.ServiceRotator, events.RotationCompleted, events.RotationCompletedData{IncidentID: incidentID, Completed: 5})
+	// The rotation's claims, which containment checks in Vault before the
+	// restore: the five tenants the rotator wrote; acme, planted before the
+	// breach and never rotated, reported failed.
+	for i := range 5 {
+		publishAs(t, s, events.ServiceRotator, events.RotationTenantCompleted, events.RotationTenantCompletedData{IncidentID: incidentID,
+			TenantID: fmt.Sprintf("tenant-%03d", i), SSHFingerprint: "SHA256:test", DKIMSelector: "s1", DKIMRecord: "v=DKIM1; p=", SMTPPasswordRotate: true})
+	}
+	publishAs(t, s, events.ServiceRotator, events.RotationTenantFailed, events.RotationTenantFailedData{IncidentID: incidentID, TenantID: "acme",
+		Step: "ssh", Reason: "red team: left unrotated on purpose"})
+	publishAs(t, s, events.ServiceRotator, events.RotationCompleted, events.RotationCompletedData{IncidentID: incidentID, Completed: 5, Failed: 1})
 	publishAs(t, s, events.ServiceNotifier, events.NotificationsCompleted, events.NotificationsCompletedData{IncidentID: incidentID, Sent: 5})
 	_, beforeRestore := waitEvent(t, s, events.VaultReconciled, 30*time.Second, func(d events.VaultReconciledData) bool {
 		return d.IncidentID == incidentID && d.Stage == "before_restore"

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -157,6 +158,11 @@ func (e *Engine) recover(ctx context.Context, f Fence, inc incident.Incident) (t
 	}
 	switch {
 	case !restored && rotated && notified && rekeyed:
+		// Verify, not trust: the rotation's completion is a claim of
+		// whoever holds the rotator's credential. Vault must show it.
+		if err := e.rec.VerifyRotation(ctx, rotationClaims(entries)); err != nil {
+			return 0, err
+		}
 		// One more sweep just before access returns, recorded with the
 		// restore: nothing minted since the last one outlives the incident.
 		return 0, e.sweep(ctx, f, inc, st, stageBeforeRestore, func(st *recovery.State) ([]events.Outgoing, error) {
@@ -326,6 +332,49 @@ func ResolvedEvent(rep report.Report) events.Outgoing {
 // not apply to it).
 func ceremonyEqual(a, b recovery.Ceremony) bool {
 	return reflect.DeepEqual(a, b)
+}
+
+// rotationClaims collects from the timeline what the rotation announced:
+// the latest rotation.completed's count, the tenants announced rotated or
+// failed (a later completion wins over a failure: a retried tenant), and
+// the first revocation's time.
+func rotationClaims(entries []report.Entry) recovery.RotationClaims {
+	var c recovery.RotationClaims
+	rotated, failed := map[string]bool{}, map[string]bool{}
+	for _, e := range entries {
+		switch e.Type {
+		case events.AccessRevoked:
+			if c.Since.IsZero() || e.Time.Before(c.Since) {
+				c.Since = e.Time
+			}
+		case events.RotationCompleted:
+			var d events.RotationCompletedData
+			if json.Unmarshal(e.Data, &d) == nil {
+				c.Completed = d.Completed // entries are in time order: the latest stays
+			}
+		case events.RotationTenantCompleted:
+			var d events.RotationTenantCompletedData
+			if json.Unmarshal(e.Data, &d) == nil {
+				rotated[d.TenantID] = true
+			}
+		case events.RotationTenantFailed:
+			var d events.RotationTenantFailedData
+			if json.Unmarshal(e.Data, &d) == nil {
+				failed[d.TenantID] = true
+			}
+		}
+	}
+	for t := range rotated {
+		c.Rotated = append(c.Rotated, t)
+	}
+	for t := range failed {
+		if !rotated[t] {
+			c.Failed = append(c.Failed, t)
+		}
+	}
+	slices.Sort(c.Rotated)
+	slices.Sort(c.Failed)
+	return c
 }
 
 func has(entries []report.Entry, name events.Name) bool {

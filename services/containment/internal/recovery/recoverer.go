@@ -30,6 +30,12 @@ type Recoverer struct {
 // Witness); nil when nothing watches it, and then only a ceremony with PGP
 // keys and without verification can be proven and started.
 func New(cfg Config, vault Vault, witness *Witness, log *slog.Logger) *Recoverer {
+	if cfg.VerifyRotation == "" {
+		cfg.VerifyRotation = VerifyAll
+	}
+	if cfg.KVMount == "" {
+		cfg.KVMount = "secret"
+	}
 	return &Recoverer{cfg: cfg, vault: vault, witness: witness, log: log}
 }
 

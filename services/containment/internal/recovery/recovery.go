@@ -45,6 +45,10 @@ type Config struct {
 	Failpoints *failpoint.Set
 	// MaxSweeps bounds the listings of one token sweep (default 10).
 	MaxSweeps int
+	// VerifyRotation is how the rotation's claims are checked in Vault
+	// before restore (VerifyAll, VerifyClaimed, VerifyOff); KVMount is the
+	// KV v2 mount of the tenants' secrets.
+	VerifyRotation, KVMount string
 }
 
 // OwnToken is one of Lockdown's own Vault tokens. In every revocation
@@ -148,6 +152,12 @@ type Vault interface {
 	// GenerateRootCancel cancels a sys/generate-root attempt in progress
 	// (no token needed) and says whether there was one.
 	GenerateRootCancel(ctx context.Context) (bool, error)
+	// TenantFolders lists the tenants with secrets under mount's tenants/
+	// (metadata list); SecretWritten reads when a secret's current version
+	// was written (metadata: no value is read), found false when there is
+	// none.
+	TenantFolders(ctx context.Context, mount string) ([]string, error)
+	SecretWritten(ctx context.Context, mount, path string) (written time.Time, found bool, err error)
 
 	SecurityConfig
 }

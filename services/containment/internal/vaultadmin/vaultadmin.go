@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -549,6 +550,38 @@ func (a *Admin) GenerateRootCancel(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	return true, a.c.Sys().GenerateRootCancelWithContext(ctx)
+}
+
+// TenantFolders lists <mount>/metadata/tenants/ (list): the tenants with
+// secrets, without the trailing slash.
+func (a *Admin) TenantFolders(ctx context.Context, mount string) ([]string, error) {
+	keys, err := vaultdecl.ListKeys(ctx, a.c, mount+"/metadata/tenants")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if strings.HasSuffix(k, "/") {
+			out = append(out, strings.TrimSuffix(k, "/"))
+		}
+	}
+	return out, nil
+}
+
+// SecretWritten reads <mount>/metadata/<path> (read): when the current
+// version was written. Metadata holds no secret value.
+func (a *Admin) SecretWritten(ctx context.Context, mount, path string) (time.Time, bool, error) {
+	m, err := a.c.KVv2(mount).GetMetadata(ctx, path)
+	if errors.Is(err, vault.ErrSecretNotFound) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	if v, ok := m.Versions[strconv.Itoa(m.CurrentVersion)]; ok && !v.CreatedTime.IsZero() {
+		return v.CreatedTime, true, nil
+	}
+	return m.UpdatedTime, true, nil
 }
 
 // AuditDevices reads sys/audit (sudo).
