@@ -255,7 +255,7 @@ func TestRedTeam(t *testing.T) {
 	publishAs(t, s, events.ServiceRotator, events.RotationTenantFailed, events.RotationTenantFailedData{IncidentID: incidentID, TenantID: "acme",
 		Step: "ssh", Reason: "red team: left unrotated on purpose"})
 	publishAs(t, s, events.ServiceRotator, events.RotationCompleted, events.RotationCompletedData{IncidentID: incidentID, Completed: 5, Failed: 1})
-	publishAs(t, s, events.ServiceNotifier, events.NotificationsCompleted, events.NotificationsCompletedData{IncidentID: incidentID, Sent: 5})
+	publishAs(t, s, events.ServiceNotifier, events.NotificationsCompleted, events.NotificationsCompletedData{IncidentID: incidentID, Sent: 5, Failed: 1})
 	_, beforeRestore := waitEvent(t, s, events.VaultReconciled, 30*time.Second, func(d events.VaultReconciledData) bool {
 		return d.IncidentID == incidentID && d.Stage == "before_restore"
 	})

@@ -362,6 +362,11 @@ func rotationClaims(entries []report.Entry) recovery.RotationClaims {
 			if json.Unmarshal(e.Data, &d) == nil {
 				failed[d.TenantID] = true
 			}
+		case events.NotificationsCompleted:
+			var d events.NotificationsCompletedData
+			if json.Unmarshal(e.Data, &d) == nil {
+				c.Notified = d.Sent + d.Failed + d.Late
+			}
 		}
 	}
 	for t := range rotated {

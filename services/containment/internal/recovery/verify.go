@@ -40,6 +40,11 @@ type RotationClaims struct {
 	// Rotated are the tenants with a rotation.tenant.completed; Failed
 	// those with a rotation.tenant.failed and none.
 	Rotated, Failed []string
+	// Notified is how many tenants the latest notifications.completed
+	// accounts for (sent, failed or late): the notifier plans from
+	// rotation.planned, which a stolen rotator credential can announce
+	// first with a smaller count.
+	Notified int
 }
 
 // rotatedSecrets are the per-tenant secrets every rotation writes (the
@@ -65,6 +70,9 @@ func (r *Recoverer) VerifyRotation(ctx context.Context, c RotationClaims) error 
 	var problems []string
 	if c.Completed != len(c.Rotated) {
 		problems = append(problems, fmt.Sprintf("rotation.completed counts %d tenants rotated, %d rotation.tenant.completed are recorded", c.Completed, len(c.Rotated)))
+	}
+	if outcomes := len(c.Rotated) + len(c.Failed); c.Notified < outcomes {
+		problems = append(problems, fmt.Sprintf("notifications.completed accounts for %d tenants, the rotation for %d", c.Notified, outcomes))
 	}
 	if r.cfg.VerifyRotation != VerifyClaimed {
 		inVault, err := r.vault.TenantFolders(ctx, r.cfg.KVMount)
