@@ -360,5 +360,10 @@ func TestKubernetes(t *testing.T) {
 		if strings.Count(string(b), "nats-route://") != 3 || !strings.Contains(string(b), "include auth.conf") || !strings.Contains(string(b), "jetstream") {
 			t.Error("deploy/nats/cluster.conf is not a three-node JetStream cluster with auth.conf")
 		}
+		// An unauthenticated route lets any server that reaches 6222 join
+		// the cluster and see every message.
+		if cluster := string(b)[strings.Index(string(b), "cluster {"):]; !strings.Contains(cluster, "verify: true") || !strings.Contains(cluster, "ca_file") {
+			t.Error("deploy/nats/cluster.conf's routes are not mutually authenticated (cluster tls with verify: true)")
+		}
 	})
 }
