@@ -92,15 +92,21 @@ docs:
 ## redteam: the attacks of docs/security.md on the real stack (make test runs
 ## them too): forged message ids, every NATS user against its permissions,
 ## the HTTP intake (replay, tampering, unsigned and oversize bodies,
-## auto-seal policy), malicious ids, and a Vault root intruder who plants
+## auto-seal policy), malicious ids, a Vault root intruder who plants
 ## persistence and fights during the incident (TestRedTeam, TestAuditGate,
-## TestLeastPrivilege)
+## TestLeastPrivilege), and the inputs that used to stall an incident:
+## oversized and poison messages, forged completions, a tenant that never
+## answers (docs/security.md, "No input … stalls the response")
 redteam: tools build
-	go test -count=1 -timeout 30m -run '^(TestMessageIDPoisoning|TestBusPermissions|TestCLI)$$' github.com/lockdown/lockdown/cmd/lockdown/internal/cli
-	go test -count=1 -timeout 30m -run '^(TestContainment|TestRedTeam)$$' github.com/lockdown/lockdown/services/containment/internal/app
-	go test -count=1 -timeout 30m -run '^TestAuditGate$$' github.com/lockdown/lockdown/services/rotator/internal/app
+	go test -count=1 -timeout 30m -run '^(TestMessageIDPoisoning|TestBusPermissions|TestCLI|TestOutsideText)$$' github.com/lockdown/lockdown/cmd/lockdown/internal/cli
+	go test -count=1 -timeout 30m -run '^(TestContainment|TestRedTeam|TestRecovery|TestTimelineIDs)$$' github.com/lockdown/lockdown/services/containment/internal/app
+	go test -count=1 -timeout 30m -run '^(TestAuditGate|TestDKIMAnswerThatNeverSucceeds)$$' github.com/lockdown/lockdown/services/rotator/internal/app
+	go test -count=1 -timeout 30m -run '^TestNotifierTenantDeadline$$' github.com/lockdown/lockdown/services/notifier/internal/app
 	go test -count=1 -timeout 30m -run '^TestLeastPrivilege$$' github.com/lockdown/lockdown/pkg/platform/localstack
-	go test -count=1 -run '^TestIDs$$' github.com/lockdown/lockdown/pkg/events
+	go test -count=1 -timeout 30m -run '^(TestOutbox|TestRelayDeletesOnlyWhatItPublished|TestRelayParksWhatJetStreamRefuses)$$' github.com/lockdown/lockdown/pkg/platform/outbox
+	go test -count=1 -run '^(TestIDs|TestEventBounds)$$' github.com/lockdown/lockdown/pkg/events
+	go test -count=1 -run '^TestConsumer$$' github.com/lockdown/lockdown/pkg/events/stream
+	go test -count=1 -run '^TestSyntheticIncident$$' github.com/lockdown/lockdown/pkg/events/report
 
 ## chaos: the fault-injection suite at full size: 300 tenants, two rotators,
 ## 3-minute outages, three seeds of random SIGKILLs (make test runs a
