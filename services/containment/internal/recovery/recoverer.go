@@ -555,15 +555,40 @@ func (r *Recoverer) CeremonyStep(ctx context.Context, incidentID string, c Cerem
 			return c, err
 		}
 		if confirmed == "" {
-			c.Note = "the ceremony was cancelled before completion; a new one was started"
+			if r.endObserved(c) {
+				c.Note = "the ceremony was cancelled before completion; a new one was started"
+				r.log.WarnContext(ctx, "rekey ceremony cancelled; restarting", slog.String("incident_id", incidentID))
+			} else {
+				// Nothing shows it was cancelled either: the holders may
+				// have completed it while Vault's log was not watched.
+				// Saying "cancelled" would send them back with old shares
+				// that may no longer work.
+				c.Note = NoteUnobserved
+				r.log.WarnContext(ctx, "rekey ceremony ended unobserved (completed or cancelled); a new one was started", slog.String("incident_id", incidentID))
+			}
 			c.Nonce, c.Progress, c.VerifyNonce, c.VerifyProgress = "", 0, "", 0
 			c.Restarts++
-			r.log.WarnContext(ctx, "rekey ceremony cancelled; restarting", slog.String("incident_id", incidentID))
 		} else {
 			c.Phase, c.ConfirmedBy, c.CompletedAt = CeremonyCompleted, confirmed, time.Now().UTC()
 		}
 	}
 	return c, nil
+}
+
+// NoteUnobserved is the ceremony's note when it ended while Lockdown could
+// not tell how: what the holders must check before they trust either set
+// of shares.
+const NoteUnobserved = "the ceremony ended while Vault's log was not watched without a gap (completion not observed): if the holders completed it, Vault now uses the new shares they received — check with `vault operator rekey -status` and a test unseal before discarding either set; a new ceremony was started"
+
+// endObserved says whether Lockdown would have seen the ceremony complete:
+// with PGP keys and without verification the backup is written in the call
+// that rekeys (no backup: never completed); otherwise only an unbroken
+// watch of Vault's log since the ceremony ran.
+func (r *Recoverer) endObserved(c Ceremony) bool {
+	if len(r.cfg.PGPKeys) > 0 && !r.cfg.RequireVerification {
+		return true
+	}
+	return r.witness != nil && r.witness.Observed(c.Nonce)
 }
 
 // watching refuses to start a ceremony that could never be proven: one

@@ -212,6 +212,29 @@ func (w *Witness) Completed(ctx context.Context, nonce string, wait time.Duratio
 	}
 }
 
+// Observed says whether the current session watched the rekey with nonce
+// without a gap from a moment it was running (its start line, or a status
+// read showing it in progress) until now: only then does the absence of
+// its completion line show it was cancelled. A session opened since (Vault
+// frozen, the stream lost, containment restarted) or broken by dropped
+// lines observed nothing: the holders may have completed it unseen.
+func (w *Witness) Observed(nonce string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.connected || w.broken {
+		return false
+	}
+	if w.seen[nonce] {
+		return true
+	}
+	for _, l := range w.lines {
+		if l.Message == logRekeyInitialized && l.Nonce == nonce {
+			return true
+		}
+	}
+	return false
+}
+
 // sessionProves applies the rule to the current session (w.mu held):
 //   - the session saw the rekey start: a "security barrier rekeyed" after
 //     its "rekey initialized" with no other start in between is its own;

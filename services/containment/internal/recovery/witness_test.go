@@ -2,6 +2,7 @@ package recovery
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -21,6 +22,30 @@ func TestWitness(t *testing.T) {
 		w.Connected(at)
 		return w, at
 	}
+
+	t.Run("an end is observed only by an unbroken session that saw the ceremony run", func(t *testing.T) {
+		w, at := connected()
+		w.Line(initialized("n1"))
+		if !w.Observed("n1") {
+			t.Fatal("a session that saw the start did not observe")
+		}
+		// Vault frozen: the stream is lost and reopened. The holders may
+		// have completed the ceremony meanwhile; nothing says it was
+		// cancelled.
+		w.Disconnected(errors.New("stream lost"))
+		w.Connected(at.Add(time.Minute))
+		if w.Observed("n1") {
+			t.Fatal("a session opened after the start claims to have observed the end")
+		}
+		w.SawInProgress("n2", at.Add(2*time.Minute))
+		if !w.Observed("n2") {
+			t.Fatal("a ceremony seen running during the session is observed")
+		}
+		w.Line(VaultLogLine{Dropped: true})
+		if w.Observed("n2") {
+			t.Fatal("a session with dropped lines observed")
+		}
+	})
 
 	t.Run("a barrier rekey right after the ceremony's start proves it", func(t *testing.T) {
 		w, _ := connected()
