@@ -217,6 +217,7 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 			RotatedBy: map[string]int{}, MessagesSent: map[string]int{}, AuthMethodsRestored: []string{}, DrivenBy: map[string][]string{}},
 	}
 	first := map[events.Name]time.Time{}
+	var sealedEnd time.Time // the first round's last node confirmed sealed
 	last := map[events.Name]time.Time{}
 	a := &r.Actions
 	drove := func(process, step string) {
@@ -240,6 +241,16 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 		case events.VaultSealed:
 			var d events.VaultSealedData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
+				if a.SealRounds == 0 {
+					// Containment ends when the nodes were confirmed sealed,
+					// not when the event could be recorded (PostgreSQL may
+					// have been down in between).
+					for _, n := range d.Nodes {
+						if n.ConfirmedAt.After(sealedEnd) {
+							sealedEnd = n.ConfirmedAt
+						}
+					}
+				}
 				a.Seals = append(a.Seals, d.Nodes...)
 				a.SealRounds++
 				drove(d.Process, "seal")
@@ -427,7 +438,10 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 		r.Phases = append(r.Phases, Phase{Name: name, Start: start, End: end, Duration: d, RunbookTarget: t.Runbook, LockdownTarget: t.Lockdown,
 			Met: (t.Runbook == 0 || d <= t.Runbook) && (t.Lockdown == 0 || d <= t.Lockdown)})
 	}
-	phase("containment", inc.DetectedAt, first[events.VaultSealed])
+	if sealedEnd.IsZero() {
+		sealedEnd = first[events.VaultSealed]
+	}
+	phase("containment", inc.DetectedAt, sealedEnd)
 	phase("assessment", first[events.IncidentOpened], first[events.AssessmentCompleted])
 	phase("revoke access", first[events.VaultUnsealed], first[events.AccessRevoked])
 	phase("unseal-key rotation", first[events.AccessRevoked], first[events.UnsealKeysRotated])

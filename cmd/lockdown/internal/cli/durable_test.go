@@ -137,9 +137,25 @@ func TestPostgresOutage(t *testing.T) {
 		if err := s.stack.StartPostgres(s.ctx); err != nil {
 			t.Fatal(err)
 		}
+		// The SIEM detects again as the database returns: this one may be
+		// recorded before the breach that sealed (that one waits out its
+		// backoff). Before, it then opened the incident as round 1 (its
+		// seals "already sealed", no request time) and the real breach
+		// became round 2.
+		redetection := s.breach("re-detection as PostgreSQL returns")
 		id, resolved := s.runIncident(eventID)
 		if resolved.Outcome != "resolved" {
 			t.Fatalf("incident ended %s", resolved.Outcome)
+		}
+		if other := s.incidentOf(redetection); other != id {
+			t.Fatalf("the re-detection opened incident %s, the breach %s", other, id)
+		}
+		var opener string
+		var rounds, unrequested int
+		must(t, s.db.QueryRow(s.ctx, `SELECT opened_by_event, seal_round, (SELECT count(*) FROM containment.node_seals n WHERE n.incident_id = i.id AND n.requested_at IS NULL)
+			FROM containment.incidents i WHERE id = $1`, id).Scan(&opener, &rounds, &unrequested))
+		if opener != eventID || rounds != 1 || unrequested != 0 {
+			t.Fatalf("incident opened by %s (the breach: %s), %d seal round(s), %d seal(s) without a request time; want the breach, one round, none", opener, eventID, rounds, unrequested)
 		}
 		sealed := await(s, events.VaultSealed, time.Minute, func(d events.VaultSealedData) bool { return d.IncidentID == id })
 		// The recorded latency is the seal's, not the database's return:

@@ -127,6 +127,7 @@ func (s *Store) RecordBreach(ctx context.Context, d incident.Detection, seals []
 	var inc incident.Incident
 	var outcome incident.Outcome
 	var existing uuid.UUID
+	took := false
 	err = tx.QueryRow(ctx, `SELECT incident_id FROM containment.detections WHERE event_id = $1`, d.EventID).Scan(&existing)
 	switch {
 	case err == nil:
@@ -157,6 +158,12 @@ func (s *Store) RecordBreach(ctx context.Context, d incident.Detection, seals []
 		if err != nil {
 			return incident.Incident{}, "", err
 		}
+		if took = tookOver(inc, outcome, d, seals); took {
+			if err := s.takeOver(ctx, tx, &inc, d, seals, emit); err != nil {
+				return incident.Incident{}, "", err
+			}
+			outcome = incident.Opened
+		}
 		if _, err := tx.Exec(ctx, `INSERT INTO containment.detections (event_id, incident_id, source, severity, summary, detected_at, published_at, outcome)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
 			d.EventID, inc.ID, d.Source, string(d.Breach.Severity), d.Breach.Summary, d.Breach.DetectedAt, d.Time, string(outcome)); err != nil {
@@ -171,7 +178,8 @@ func (s *Store) RecordBreach(ctx context.Context, d incident.Detection, seals []
 	// incident still awaiting an operator's confirmation (opened by a
 	// breach outside the auto-seal policy): it sealed, and the gate and
 	// the revocation must follow, whoever confirms what.
-	newRound := !d.Unsealed && inc.Phase.Open() && (outcome == incident.Opened || inc.Phase == incident.PhaseAwaiting || inc.Phase == incident.PhaseUnsealed ||
+	// A detection that took the opening over keeps round 1 as its own.
+	newRound := !d.Unsealed && inc.Phase.Open() && !took && (outcome == incident.Opened || inc.Phase == incident.PhaseAwaiting || inc.Phase == incident.PhaseUnsealed ||
 		inc.Phase == incident.PhaseRecovering || sealedSomething(seals))
 	if newRound {
 		confirmed := incident.AllConfirmed(seals)
@@ -201,6 +209,74 @@ func (s *Store) RecordBreach(ctx context.Context, d incident.Detection, seals []
 	}
 	s.changed()
 	return inc, outcome, nil
+}
+
+// tookOver says whether a detection recorded after the incident was opened
+// is its true opener: published before the detection that opened it, it
+// sealed what the first round holds, and the round has not passed its
+// gate. That happens when PostgreSQL was down at the breach: the breach
+// sealed Vault and waited for the database, and a re-detection that came
+// later (and found Vault sealed) was recorded first. The earlier breach
+// then keeps its own round and times, and the incident its trace.
+func tookOver(inc incident.Incident, outcome incident.Outcome, d incident.Detection, seals []events.NodeSeal) bool {
+	return outcome == incident.Attached && !d.Unsealed && inc.SealRound == 1 && inc.UnsealedAt.IsZero() &&
+		(inc.Phase == incident.PhaseContaining || inc.Phase == incident.PhaseSealed) &&
+		d.Time.Before(inc.BreachPublishedAt) && sealedSomething(seals)
+}
+
+// takeOver makes d the incident's opener (see tookOver): the incident row,
+// the detections' outcomes, round 1's seals, and the timeline entries the
+// report and the read model are built from (incident.opened,
+// vault.sealed/1) now say what happened; the events in the stream keep
+// what was known when they were published.
+func (s *Store) takeOver(ctx context.Context, tx pgx.Tx, inc *incident.Incident, d incident.Detection, seals []events.NodeSeal,
+	emit func(incident.Incident, incident.Outcome, bool) []events.Outgoing) error {
+	confirmed := incident.AllConfirmed(seals)
+	var sealedAt *time.Time
+	if confirmed {
+		last := incident.LastConfirmed(seals)
+		sealedAt = &last
+	}
+	if _, err := tx.Exec(ctx, `UPDATE containment.detections SET outcome = 'attached' WHERE event_id = $1`, inc.OpenedBy); err != nil {
+		return err
+	}
+	if err := tx.QueryRow(ctx, `UPDATE containment.incidents SET opened_by_event = $2, detected_at = $3, breach_published_at = $4, severity = $5, summary = $6,
+		source = $7, trace_parent = $8, round_breach_at = $4, sealed_at = coalesce($9, sealed_at), round_sealed = round_sealed OR $10,
+		phase = CASE WHEN $10 AND phase = 'containing' THEN 'sealed' ELSE phase END, version = version + 1 WHERE id = $1 RETURNING version, phase, round_sealed`,
+		inc.ID, d.EventID, d.Breach.DetectedAt, d.Time, string(d.Breach.Severity), d.Breach.Summary, d.Source, d.TraceParent, sealedAt, confirmed).
+		Scan(&inc.Version, &inc.Phase, &inc.RoundSealed); err != nil {
+		return err
+	}
+	inc.OpenedBy, inc.DetectedAt, inc.BreachPublishedAt, inc.Severity, inc.Summary, inc.Source, inc.TraceParent, inc.RoundBreachAt =
+		d.EventID, d.Breach.DetectedAt, d.Time, d.Breach.Severity, d.Breach.Summary, d.Source, d.TraceParent, d.Time
+	if sealedAt != nil {
+		inc.SealedAt = *sealedAt
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM containment.node_seals WHERE incident_id = $1 AND round = 1`, inc.ID); err != nil {
+		return err
+	}
+	if err := insertSeals(ctx, tx, inc.ID, 1, seals); err != nil {
+		return err
+	}
+	msgs, err := s.prepare(ctx, emit(*inc, incident.Opened, true))
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		ev, spec, err := events.Decode(m.Header, m.Data)
+		if err != nil {
+			return err
+		}
+		at := ev.Time()
+		if spec.Name == events.VaultSealed && confirmed {
+			at = incident.LastConfirmed(seals)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE containment.timeline SET data = $4, time = $5 WHERE incident_id = $1 AND type = $2 AND event_id = $3`,
+			inc.ID, string(spec.Name), ev.ID(), ev.Data(), at); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // sealedSomething reports whether a round sealed a node that was
