@@ -57,6 +57,8 @@ type NATSNode struct {
 	Name        string
 	URL         string
 	MonitorPort int
+	// ClusterPort takes the routes of the other nodes (0 for one node).
+	ClusterPort int
 	// ports: client, monitoring, cluster (routes).
 	ports     []int
 	args, env []string
@@ -94,12 +96,18 @@ func (s *Stack) startNATS(ctx context.Context, auth bool, nodes int) error {
 	}
 	n := &NATS{Passwords: passwords, Port: ports[0], MonitorPort: ports[1]}
 	var urls []string
+	routeTLSBlock := ""
+	if nodes > 1 {
+		if routeTLSBlock, err = RouteTLS(filepath.Join(s.Dir, "nats", "tls")); err != nil {
+			return err
+		}
+	}
 	for i := range nodes {
 		name := "lockdown_local"
 		cluster := ""
 		if nodes > 1 {
 			name = fmt.Sprintf("lockdown_%d", i+1)
-			cluster = fmt.Sprintf("cluster {\n  name: lockdown\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n", ports[3*i+2], strings.Join(routes, ", "))
+			cluster = fmt.Sprintf("cluster {\n  name: lockdown\n  listen: 127.0.0.1:%d\n  routes: [%s]\n%s}\n", ports[3*i+2], strings.Join(routes, ", "), routeTLSBlock)
 		}
 		dir := filepath.Join(s.Dir, "nats", name)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -119,7 +127,7 @@ jetstream {
 		if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 			return err
 		}
-		node := &NATSNode{Name: name, URL: fmt.Sprintf("nats://127.0.0.1:%d", ports[3*i]), MonitorPort: ports[3*i+1],
+		node := &NATSNode{Name: name, URL: fmt.Sprintf("nats://127.0.0.1:%d", ports[3*i]), MonitorPort: ports[3*i+1], ClusterPort: ports[3*i+2],
 			ports: ports[3*i : 3*i+3], args: []string{"-c", confPath}, env: env, dir: s.Dir}
 		if err := s.launchNATS(node); err != nil {
 			return err
