@@ -102,8 +102,8 @@ redteam: tools build
 	go test -count=1 -timeout 30m -run '^(TestContainment|TestRedTeam|TestRecovery|TestTimelineIDs)$$' github.com/lockdown/lockdown/services/containment/internal/app
 	go test -count=1 -timeout 30m -run '^(TestAuditGate|TestDKIMAnswerThatNeverSucceeds)$$' github.com/lockdown/lockdown/services/rotator/internal/app
 	go test -count=1 -timeout 30m -run '^TestNotifierTenantDeadline$$' github.com/lockdown/lockdown/services/notifier/internal/app
-	go test -count=1 -timeout 30m -run '^TestLeastPrivilege$$' github.com/lockdown/lockdown/pkg/platform/localstack
-	go test -count=1 -timeout 30m -run '^(TestOutbox|TestRelayDeletesOnlyWhatItPublished|TestRelayParksWhatJetStreamRefuses)$$' github.com/lockdown/lockdown/pkg/platform/outbox
+	go test -count=1 -timeout 30m -run '^(TestLeastPrivilege|TestNATSClusterRoutes)$$' github.com/lockdown/lockdown/pkg/platform/localstack
+	go test -count=1 -timeout 30m -run '^(TestOutbox|TestRelayDeletesOnlyWhatItPublished|TestRelayParksWhatJetStreamRefuses|TestRelayConcurrentWriters)$$' github.com/lockdown/lockdown/pkg/platform/outbox
 	go test -count=1 -run '^(TestIDs|TestEventBounds)$$' github.com/lockdown/lockdown/pkg/events
 	go test -count=1 -run '^TestConsumer$$' github.com/lockdown/lockdown/pkg/events/stream
 	go test -count=1 -run '^TestSyntheticIncident$$' github.com/lockdown/lockdown/pkg/events/report
