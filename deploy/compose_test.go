@@ -95,6 +95,35 @@ func TestCompose(t *testing.T) {
 	if err := yaml.Unmarshal(b, &c); err != nil {
 		t.Fatal(err)
 	}
+	t.Run(".env.example lists exactly the variables the compose file substitutes", func(t *testing.T) {
+		// A variable listed and never used (the dropped CLI database role)
+		// sends an operator looking for something that does not exist; one
+		// used and not listed runs on its change-me default.
+		example, err := os.ReadFile(filepath.Join(root, ".env.example"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed := map[string]bool{}
+		for _, line := range strings.Split(string(example), "\n") {
+			if name, _, ok := strings.Cut(strings.TrimSpace(line), "="); ok && !strings.HasPrefix(name, "#") {
+				listed[name] = true
+			}
+		}
+		used := map[string]bool{}
+		for _, m := range regexp.MustCompile(`\$\{(LOCKDOWN_[A-Z0-9_]+)`).FindAllStringSubmatch(string(b), -1) {
+			used[m[1]] = true
+		}
+		for v := range listed {
+			if !used[v] {
+				t.Errorf(".env.example lists %s, which docker-compose.yml never uses", v)
+			}
+		}
+		for v := range used {
+			if !listed[v] {
+				t.Errorf("docker-compose.yml substitutes %s, which .env.example does not list", v)
+			}
+		}
+	})
 	t.Run("every Lockdown service is there, built from a Dockerfile that exists, with a health check", func(t *testing.T) {
 		for _, svc := range services {
 			s, ok := c.Services[svc]
