@@ -54,6 +54,9 @@ type ConsumerOptions struct {
 	// BreakerMin and BreakerMax bound the consumer's pause while a
 	// dependency is down. Default 1s and 30s.
 	BreakerMin, BreakerMax time.Duration
+	// OnPoison is told when a message is given up as poison (ErrPoison),
+	// before its dead letter: the service's readiness alarm.
+	OnPoison func(durable string, cause error)
 }
 
 // Consumer runs a handler over a declared durable pull consumer. Several
@@ -69,6 +72,7 @@ type Consumer struct {
 	drain       time.Duration
 	metrics     consumerMetrics
 	onPermanent func(ctx context.Context, d *Delivery, cause error) error
+	onPoison    func(durable string, cause error)
 	breaker     *breaker
 	poison      *poisonLedger
 }
@@ -110,6 +114,7 @@ func NewConsumer(js jetstream.JetStream, spec events.ConsumerSpec, handler Handl
 	}}
 	return &Consumer{
 		onPermanent: opts.OnPermanent,
+		onPoison:    opts.OnPoison,
 		breaker:     br,
 		poison:      newPoisonLedger(spec),
 		js:          js,
@@ -287,6 +292,9 @@ func (c *Consumer) process(ctx context.Context, msg jetstream.Msg) {
 		if _, outage := UnavailableDependency(err); !outage {
 			if verdict := c.poison.failed(streamSeq); verdict != "" {
 				err = Permanent(fmt.Errorf("%w: %s: %w", ErrPoison, verdict, err))
+				if c.onPoison != nil {
+					c.onPoison(c.spec.Durable, err)
+				}
 			}
 		}
 	}

@@ -318,7 +318,7 @@ func TestConsumer(t *testing.T) {
 		spec := testConsumer(t, js, "budget", -1)
 		spec.PoisonAttempts = 4
 		dlq := deadLetters(t, js, spec.Durable)
-		var recorded atomic.Int64
+		var recorded, alarms atomic.Int64
 		got := make(chan string, 4)
 		c := stream.NewConsumer(js, spec, func(_ context.Context, d *stream.Delivery) error {
 			if d.Event.Source() == "/marker" {
@@ -333,7 +333,8 @@ func TestConsumer(t *testing.T) {
 					recorded.Add(1)
 				}
 				return nil
-			}})
+			},
+			OnPoison: func(string, error) { alarms.Add(1) }})
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- c.Run(rctx) }()
@@ -343,8 +344,8 @@ func TestConsumer(t *testing.T) {
 		if d.Deliveries != 4 || !contains(d.Reason, "poison") || !contains(d.Reason, "22P05") {
 			t.Fatalf("dead letter after %d deliveries: %q", d.Deliveries, d.Reason)
 		}
-		if recorded.Load() != 1 {
-			t.Fatalf("OnPermanent saw the poison %d times", recorded.Load())
+		if recorded.Load() != 1 || alarms.Load() != 1 {
+			t.Fatalf("OnPermanent saw the poison %d times, OnPoison %d", recorded.Load(), alarms.Load())
 		}
 		marker, _ := events.New(events.BreachDetected, "/marker", breach("marker"))
 		pub.PublishEvent(ctx, marker)

@@ -56,6 +56,9 @@ type Runtime struct {
 	// (durable → why), for readiness.
 	waitsMu sync.Mutex
 	waits   map[string]string
+	// poisonCount and lastPoison are the messages given up as poison.
+	poisonCount int
+	lastPoison  string
 }
 
 // Main runs a service and exits the process: 0 after a clean shutdown, 1
@@ -115,6 +118,7 @@ func Run[C Configurable](ctx context.Context, service string, logOut io.Writer, 
 	rt := &Runtime{Service: service, Logger: logger, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, NATS: nc,
 		Health: health.New(2 * time.Second)}
 	rt.Health.Add("nats", natsReady(nc, service))
+	rt.Health.AddAlarm("poison", rt.PoisonAlarm)
 	healthCtx, stopHealth := context.WithCancel(ctx)
 	healthDone := make(chan error, 1)
 	if base.HealthAddr != "" {
@@ -167,7 +171,34 @@ func natsReady(nc *natsconn.Conn, service string) health.Check {
 // Callers set Concurrency, OnPermanent and more Middleware on the copy.
 func (rt *Runtime) ConsumerOptions(drain time.Duration) stream.ConsumerOptions {
 	return stream.ConsumerOptions{Logger: rt.Logger, TracerProvider: rt.TracerProvider, MeterProvider: rt.MeterProvider, DrainTimeout: drain,
-		Middleware: []stream.Middleware{unavailable.Middleware}, OnDependency: rt.dependencyChanged}
+		Middleware: []stream.Middleware{unavailable.Middleware}, OnDependency: rt.dependencyChanged, OnPoison: rt.poisoned}
+}
+
+// poisoned records a message given up as poison, for the readiness alarm.
+func (rt *Runtime) poisoned(durable string, cause error) {
+	rt.waitsMu.Lock()
+	defer rt.waitsMu.Unlock()
+	rt.poisonCount++
+	rt.lastPoison = durable + ": " + cause.Error()
+}
+
+// PoisonAlarm is raised (in /readyz's alarms, not unready) once a message
+// was given up as poison since the process started: its dead letter needs
+// a look (lockdown dlq list).
+func (rt *Runtime) PoisonAlarm(context.Context) error {
+	rt.waitsMu.Lock()
+	defer rt.waitsMu.Unlock()
+	if rt.poisonCount == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d message(s) given up as poison since start (see lockdown dlq list); the last: %s", rt.poisonCount, truncateText(rt.lastPoison, 512))
+}
+
+func truncateText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // dependencyChanged records a consumer starting or stopping to wait for a
