@@ -148,7 +148,22 @@ type Engine struct {
 	// failedRounds are the seal rounds already reported as
 	// containment.failed (incident/round).
 	failedRounds map[string]bool
+	// refuted is the last verification of an incident's rotation claims
+	// that failed: repeated at most every reverifyEvery while the
+	// timeline is unchanged (each costs two metadata reads per tenant).
+	refuted map[string]refutation
 }
+
+// refutation is a failed verification and what it was made from.
+type refutation struct {
+	at      time.Time
+	entries int
+	err     error
+}
+
+// reverifyEvery bounds how often unchanged rotation claims that Vault did
+// not bear out are checked again.
+const reverifyEvery = 30 * time.Second
 
 // trouble tracks a step that keeps failing.
 type trouble struct {
@@ -177,7 +192,7 @@ func New(cfg Config, store Store, sealer *incident.Sealer, rec *recovery.Recover
 		metric.WithUnit("s"), metric.WithDescription("Duration of each runbook phase of a resolved incident."),
 		metric.WithExplicitBucketBoundaries(0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400))
 	return &Engine{cfg: cfg, store: store, sealer: sealer, rec: rec, log: log, fp: fp, phases: phases,
-		wake: make(chan struct{}, 1), trouble: map[string]*trouble{}, failedRounds: map[string]bool{}}
+		wake: make(chan struct{}, 1), trouble: map[string]*trouble{}, failedRounds: map[string]bool{}, refuted: map[string]refutation{}}
 }
 
 // Wake makes the engine drive the open incidents now instead of at its

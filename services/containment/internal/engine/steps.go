@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -160,7 +161,7 @@ func (e *Engine) recover(ctx context.Context, f Fence, inc incident.Incident) (t
 	case !restored && rotated && notified && rekeyed:
 		// Verify, not trust: the rotation's completion is a claim of
 		// whoever holds the rotator's credential. Vault must show it.
-		if err := e.rec.VerifyRotation(ctx, rotationClaims(entries)); err != nil {
+		if err := e.verifyRotation(ctx, inc.ID, entries); err != nil {
 			return 0, err
 		}
 		// One more sweep just before access returns, recorded with the
@@ -332,6 +333,28 @@ func ResolvedEvent(rep report.Report) events.Outgoing {
 // not apply to it).
 func ceremonyEqual(a, b recovery.Ceremony) bool {
 	return reflect.DeepEqual(a, b)
+}
+
+// verifyRotation checks the rotation's claims in Vault (recovery.
+// VerifyRotation); a refutation is repeated at most every reverifyEvery
+// while the timeline is unchanged, so a stuck incident does not read every
+// tenant's metadata at each retry.
+func (e *Engine) verifyRotation(ctx context.Context, incidentID string, entries []report.Entry) error {
+	e.mu.Lock()
+	r, ok := e.refuted[incidentID]
+	e.mu.Unlock()
+	if ok && r.entries == len(entries) && time.Since(r.at) < reverifyEvery {
+		return r.err
+	}
+	err := e.rec.VerifyRotation(ctx, rotationClaims(entries))
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if errors.Is(err, recovery.ErrRotationUnproven) {
+		e.refuted[incidentID] = refutation{at: time.Now(), entries: len(entries), err: err}
+	} else {
+		delete(e.refuted, incidentID)
+	}
+	return err
 }
 
 // rotationClaims collects from the timeline what the rotation announced:
