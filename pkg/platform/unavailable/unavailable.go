@@ -30,8 +30,11 @@ const (
 	NATS     = "nats"
 )
 
-// Classify marks err when it says PostgreSQL is away; other errors are
-// returned as they are.
+// Classify marks err when it says PostgreSQL is away, and as permanent
+// when PostgreSQL refused the message's own data (SQLSTATE class 22, a
+// data exception: a "\u0000" PostgreSQL's jsonb cannot hold, a value too
+// long — no retry changes the data); other errors are returned as they
+// are (the consumer's poison budget bounds them).
 func Classify(err error) error {
 	if err == nil {
 		return nil
@@ -41,6 +44,10 @@ func Classify(err error) error {
 	}
 	if PostgresDown(err) {
 		return stream.Unavailable(Postgres, err)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22") {
+		return stream.Permanent(err)
 	}
 	return err
 }

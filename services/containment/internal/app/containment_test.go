@@ -395,6 +395,30 @@ func TestContainment(t *testing.T) {
 		resolveOpen(t, s)
 	})
 
+	t.Run("a request whose data PostgreSQL cannot hold is dead-lettered at once, not retried forever", func(t *testing.T) {
+		ev := newBreach(t, "before a poisoned resume request")
+		publishAsSIEM(t, siem, ev, nil)
+		waitDetection(t, ctx, pool, ev.ID())
+		id := openIncidentID(t, ctx, pool)
+		op, _ := connectAs(t, s, events.UserOperator)
+		js, err := jetstream.New(op)
+		must(t, err)
+		// "\u0000" is valid JSON and valid UTF-8, and PostgreSQL's jsonb
+		// refuses it (SQLSTATE 22P05). Before, neither permanent nor an
+		// outage: retried forever, and 64 of them stalled the consumers.
+		_, err = stream.NewPublisher(js, events.SourceOf(events.ServiceCLI), nil).Publish(ctx, events.IncidentResumeRequested,
+			events.IncidentControlData{IncidentID: id, RequestedBy: "\x00"})
+		must(t, err)
+		_, d := waitEvent(t, s, events.DeadLetter, 20*time.Second, func(d events.DeadLetterData) bool {
+			return d.Consumer == events.ConsumerContainmentTimeline && strings.Contains(d.Reason, "22P05")
+		})
+		if d.Deliveries != 1 {
+			t.Fatalf("dead-lettered after %d deliveries", d.Deliveries)
+		}
+		must(t, s.Vault.Unseal(ctx))
+		resolveOpen(t, s)
+	})
+
 	t.Run("no secret reaches containment's log", func(t *testing.T) {
 		c.stop()
 		logs := c.logs.String()
