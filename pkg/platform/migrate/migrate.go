@@ -1,7 +1,10 @@
 // Package migrate applies a service's SQL migrations to its own PostgreSQL
 // schema at start. Migrations are files named NNN_description.sql, applied
-// in name order, each once, each in its own transaction, under an advisory
-// lock so that several replicas starting together do not race.
+// in name order, each once, each in its own transaction, under a lock on
+// the schema's schema_migrations table so that several replicas starting
+// together do not race. (An advisory lock could be taken, and held, by any
+// role of the database — the notifier's, say — to stop a service from
+// starting; a table lock only the schema's owner may take.)
 package migrate
 
 import (
@@ -13,6 +16,7 @@ import (
 	"sort"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -38,6 +42,9 @@ func Apply(ctx context.Context, pool *pgxpool.Pool, schema string, fsys fs.FS) (
 	}
 	sort.Strings(names)
 	ident := pgx.Identifier{schema}.Sanitize()
+	if err := ensureLedger(ctx, pool, schema); err != nil {
+		return nil, fmt.Errorf("migrate %s: %w", schema, err)
+	}
 	var applied []string
 	for _, name := range names {
 		body, err := fs.ReadFile(fsys, name)
@@ -61,13 +68,7 @@ func applyOne(ctx context.Context, pool *pgxpool.Pool, schema, ident, name, body
 		return false, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext($1))", "lockdown-migrate-"+schema); err != nil {
-		return false, err
-	}
-	if err := AsOwner(ctx, tx, schema); err != nil {
-		return false, err
-	}
-	if _, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+ident+".schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"); err != nil {
+	if err := Lock(ctx, tx, schema); err != nil {
 		return false, err
 	}
 	var exists bool
@@ -87,6 +88,51 @@ func applyOne(ctx context.Context, pool *pgxpool.Pool, schema, ident, name, body
 		return false, err
 	}
 	return true, tx.Commit(ctx)
+}
+
+// ledgerDDL creates the table of applied migrations, whose lock is the
+// schema's migration lock.
+func ledgerDDL(ident string) string {
+	return "CREATE TABLE IF NOT EXISTS " + ident + ".schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+}
+
+// ensureLedger creates schema (in a development database) and its
+// schema_migrations table when missing. CREATE … IF NOT EXISTS is not safe
+// against itself: a process that loses the race to create it gets a
+// duplicate error, and tries again (the table is there by then).
+func ensureLedger(ctx context.Context, pool *pgxpool.Pool, schema string) error {
+	for attempt := 1; ; attempt++ {
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if err := AsOwner(ctx, tx, schema); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, ledgerDDL(pgx.Identifier{schema}.Sanitize()))
+			return err
+		})
+		var pgErr *pgconn.PgError
+		if err == nil || attempt == 5 || !errors.As(err, &pgErr) || (pgErr.Code != "23505" && pgErr.Code != "42P07" && pgErr.Code != "42P06") {
+			return err
+		}
+	}
+}
+
+// Lock takes schema's migration lock within tx — an exclusive lock on its
+// schema_migrations table, which conflicts with itself and not with
+// readers, and which only the schema's owner may take — and sets tx to act
+// as the owner (AsOwner). The table must exist (Apply creates it; so does
+// EnsureLedger).
+func Lock(ctx context.Context, tx pgx.Tx, schema string) error {
+	if err := AsOwner(ctx, tx, schema); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, "LOCK TABLE "+pgx.Identifier{schema, "schema_migrations"}.Sanitize()+" IN SHARE ROW EXCLUSIVE MODE")
+	return err
+}
+
+// EnsureLedger creates schema's schema_migrations table when missing, for
+// a caller that takes the migration lock outside Apply (outbox.Ensure).
+func EnsureLedger(ctx context.Context, pool *pgxpool.Pool, schema string) error {
+	return ensureLedger(ctx, pool, schema)
 }
 
 // Open connects a pool to url and applies each schema's migrations (schema

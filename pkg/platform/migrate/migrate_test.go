@@ -77,3 +77,36 @@ func TestApply(t *testing.T) {
 		}
 	})
 }
+
+// TestLockOnlyTheOwnerTakes: the migration lock was an advisory lock any
+// role of the database could take by its key and hold, and a service could
+// then not start. Held on the old key, it no longer stops anything.
+func TestLockOnlyTheOwnerTakes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := localstack.Start(ctx, localstack.Options{Postgres: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	pool, err := pgxpool.New(ctx, s.Postgres.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtext('lockdown-migrate-svc'))`); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Exec(context.Background(), `SELECT pg_advisory_unlock_all()`) //nolint:errcheck // cleanup
+	actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+	defer acancel()
+	applied, err := migrate.Apply(actx, pool, "svc", fstest.MapFS{"001_t.sql": {Data: []byte("CREATE TABLE t (id int);")}})
+	if err != nil || len(applied) != 1 {
+		t.Fatalf("a lock held on the old advisory key stopped the migrations: %v, %v", applied, err)
+	}
+}

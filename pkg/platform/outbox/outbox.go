@@ -75,15 +75,15 @@ func relayLock(schema string) string { return pgx.Identifier{schema, "outbox_rel
 // processes starting together must not race on CREATE TABLE IF NOT EXISTS,
 // which PostgreSQL does not make safe against itself.
 func Ensure(ctx context.Context, pool *pgxpool.Pool, schema string) error {
+	if err := migrate.EnsureLedger(ctx, pool, schema); err != nil {
+		return err
+	}
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext($1))", "lockdown-migrate-"+schema); err != nil {
-		return err
-	}
-	if err := migrate.AsOwner(ctx, tx, schema); err != nil {
+	if err := migrate.Lock(ctx, tx, schema); err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, DDL(schema)); err != nil {
