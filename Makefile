@@ -98,12 +98,15 @@ docs:
 ## oversized and poison messages, forged completions, a tenant that never
 ## answers (docs/security.md, "No input … stalls the response")
 redteam: tools build
-	go test -count=1 -timeout 30m -run '^(TestMessageIDPoisoning|TestBusPermissions|TestCLI|TestOutsideText)$$' github.com/lockdown/lockdown/cmd/lockdown/internal/cli
+	go test -count=1 -timeout 30m -run '^(TestMessageIDPoisoning|TestBusPermissions|TestCLI|TestOutsideText|TestPostgresOutage|TestGuideNamesWhatExists)$$' github.com/lockdown/lockdown/cmd/lockdown/internal/cli
 	go test -count=1 -timeout 30m -run '^(TestContainment|TestRedTeam|TestRecovery|TestTimelineIDs|TestBreachAfterRestore)$$' github.com/lockdown/lockdown/services/containment/internal/app
 	go test -count=1 -timeout 30m -run '^(TestAuditGate|TestDKIMAnswerThatNeverSucceeds)$$' github.com/lockdown/lockdown/services/rotator/internal/app
 	go test -count=1 -timeout 30m -run '^TestNotifierTenantDeadline$$' github.com/lockdown/lockdown/services/notifier/internal/app
 	go test -count=1 -timeout 30m -run '^(TestLeastPrivilege|TestNATSClusterRoutes)$$' github.com/lockdown/lockdown/pkg/platform/localstack
 	go test -count=1 -timeout 30m -run '^(TestOutbox|TestRelayDeletesOnlyWhatItPublished|TestRelayParksWhatJetStreamRefuses|TestRelayConcurrentWriters)$$' github.com/lockdown/lockdown/pkg/platform/outbox
+	go test -count=1 -timeout 10m -run '^TestLockOnlyTheOwnerTakes$$' github.com/lockdown/lockdown/pkg/platform/migrate
+	go test -count=1 -run '^TestWitness$$' github.com/lockdown/lockdown/services/containment/internal/recovery
+	go test -count=1 -run '^TestCompose$$' github.com/lockdown/lockdown/deploy
 	go test -count=1 -run '^(TestIDs|TestEventBounds)$$' github.com/lockdown/lockdown/pkg/events
 	go test -count=1 -run '^TestConsumer$$' github.com/lockdown/lockdown/pkg/events/stream
 	go test -count=1 -run '^TestSyntheticIncident$$' github.com/lockdown/lockdown/pkg/events/report
