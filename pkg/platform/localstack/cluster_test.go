@@ -26,11 +26,7 @@ import (
 func TestNATSCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, NATSNodes: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := cluster(t, ctx)
 	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.ServiceRotator, Password: s.NATS.Password(events.ServiceRotator)})
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +64,17 @@ func TestNATSCluster(t *testing.T) {
 	}
 }
 
+// cluster starts a three-node JetStream cluster with Lockdown's users.
+func cluster(t *testing.T, ctx context.Context) *localstack.Stack {
+	t.Helper()
+	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, NATSNodes: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // TestNATSClusterRoutes: the cluster's routes are mutually authenticated.
 // A server that could open a route would join the cluster, see every
 // message and could lead JetStream; one without a certificate of the
@@ -76,11 +83,7 @@ func TestNATSCluster(t *testing.T) {
 func TestNATSClusterRoutes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, NATSNodes: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := cluster(t, ctx)
 	bin, err := localstack.Binary("nats-server")
 	if err != nil {
 		t.Fatal(err)

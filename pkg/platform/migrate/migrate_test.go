@@ -12,9 +12,9 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/migrate"
 )
 
-func TestApply(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+// postgres starts PostgreSQL and returns a pool on it.
+func postgres(t *testing.T, ctx context.Context) *pgxpool.Pool {
+	t.Helper()
 	s, err := localstack.Start(ctx, localstack.Options{Postgres: true})
 	if err != nil {
 		t.Fatal(err)
@@ -24,7 +24,14 @@ func TestApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close()
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+func TestApply(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pool := postgres(t, ctx)
 	v1 := fstest.MapFS{"001_incidents.sql": {Data: []byte("CREATE TABLE incidents (id text PRIMARY KEY);")}}
 
 	t.Run("migrations are applied once, in the service's own schema", func(t *testing.T) {
@@ -84,16 +91,7 @@ func TestApply(t *testing.T) {
 func TestLockOnlyTheOwnerTakes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{Postgres: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	pool, err := pgxpool.New(ctx, s.Postgres.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := postgres(t, ctx)
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
