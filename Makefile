@@ -99,7 +99,7 @@ docs:
 ## answers (docs/security.md, "No input … stalls the response")
 redteam: tools build
 	go test -count=1 -timeout 30m -run '^(TestMessageIDPoisoning|TestBusPermissions|TestCLI|TestOutsideText|TestPostgresOutage|TestGuideNamesWhatExists)$$' github.com/lockdown/lockdown/cmd/lockdown/internal/cli
-	go test -count=1 -timeout 30m -run '^(TestContainment|TestRedTeam|TestRecovery|TestTimelineIDs|TestBreachAfterRestore)$$' github.com/lockdown/lockdown/services/containment/internal/app
+	go test -count=1 -timeout 30m -run '^(TestContainment|TestRedTeam|TestRecovery|TestTimelineIDs|TestBreachAfterRestore|TestStartRefusesMissingFiles)$$' github.com/lockdown/lockdown/services/containment/internal/app
 	go test -count=1 -timeout 30m -run '^(TestAuditGate|TestDKIMAnswerThatNeverSucceeds)$$' github.com/lockdown/lockdown/services/rotator/internal/app
 	go test -count=1 -timeout 30m -run '^TestNotifierTenantDeadline$$' github.com/lockdown/lockdown/services/notifier/internal/app
 	go test -count=1 -timeout 30m -run '^(TestLeastPrivilege|TestNATSClusterRoutes)$$' github.com/lockdown/lockdown/pkg/platform/localstack
