@@ -98,7 +98,7 @@ docs:
 ## oversized and poison messages, forged completions, a tenant that never
 ## answers (docs/security.md, "No input … stalls the response")
 redteam: tools build
-	go test -count=1 -timeout 30m -run '^(TestMessageIDPoisoning|TestBusPermissions|TestCLI|TestOutsideText|TestPostgresOutage|TestGuideNamesWhatExists)$$' github.com/lockdown/lockdown/cmd/lockdown/internal/cli
+	go test -count=1 -timeout 30m -run '^(TestMessageIDPoisoning|TestBusPermissions|TestCLI|TestOutsideText|TestPostgresOutage|TestGuideNamesWhatExists|TestGuideInstallSteps)$$' github.com/lockdown/lockdown/cmd/lockdown/internal/cli
 	go test -count=1 -timeout 30m -run '^(TestContainment|TestRedTeam|TestRecovery|TestTimelineIDs|TestBreachAfterRestore|TestStartRefusesMissingFiles)$$' github.com/lockdown/lockdown/services/containment/internal/app
 	go test -count=1 -timeout 30m -run '^(TestAuditGate|TestDKIMAnswerThatNeverSucceeds)$$' github.com/lockdown/lockdown/services/rotator/internal/app
 	go test -count=1 -timeout 30m -run '^TestNotifierTenantDeadline$$' github.com/lockdown/lockdown/services/notifier/internal/app

@@ -9,7 +9,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 )
 
@@ -129,4 +131,93 @@ func prefixOfKnown(v string, known map[string]bool) bool {
 		}
 	}
 	return false
+}
+
+// TestGuideInstallSteps follows "Install, in order" of docs/operations.md
+// literally: each `… lockdown install …` command it shows is run as
+// written, in the guide's order, against real servers — the "…" the
+// operator fills in replaced by the servers' addresses and the passwords
+// given to them — and must succeed. A command written in a shorthand a
+// shell does not understand fails here.
+func TestGuideInstallSteps(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	root, err := localstack.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	guide, err := os.ReadFile(filepath.Join(root, "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	section := string(guide)
+	start := strings.Index(section, "## Install, in order")
+	if start < 0 {
+		t.Fatal(`docs/operations.md has no "Install, in order"`)
+	}
+	section = section[start:]
+	if end := strings.Index(section[3:], "\n## "); end >= 0 {
+		section = section[:end+3]
+	}
+	var commands []string
+	for _, m := range regexp.MustCompile("`([^`]*lockdown install [^`]*)`").FindAllStringSubmatch(section, -1) {
+		// A later mention of a command shown whole before ("exit 1
+		// naming `lockdown install nats`") names it, it is not a step.
+		if !slices.ContainsFunc(commands, func(c string) bool { return strings.HasSuffix(c, m[1]) }) {
+			commands = append(commands, m[1])
+		}
+	}
+	if len(commands) < 3 {
+		t.Fatalf("the install steps show %d lockdown install commands: %q", len(commands), commands)
+	}
+	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	// The operator's shell: where the servers are, and Vault's token for
+	// the baseline (the guide's "Vault tokens").
+	t.Setenv("LOCKDOWN_NATS_URL", s.NATS.URL)
+	t.Setenv("VAULT_ADDR", s.Vault.Addr)
+	t.Setenv("VAULT_TOKEN", s.Vault.RootToken)
+	t.Chdir(root) // the defaults name the repository's deploy/ folder
+	fill := func(name, value string) string {
+		if !strings.Contains(value, "…") {
+			return value
+		}
+		switch {
+		case name == "LOCKDOWN_NATS_PASSWORD":
+			return s.NATS.Password(events.UserAdmin)
+		case strings.HasPrefix(name, "LOCKDOWN_POSTGRES_PASSWORD_"):
+			return "guide-" + strings.ToLower(strings.TrimPrefix(name, "LOCKDOWN_POSTGRES_PASSWORD_"))
+		case strings.HasPrefix(value, "postgres://"):
+			return s.Postgres.URL
+		}
+		t.Fatalf("the guide leaves %q to fill in %s: the test does not know what goes there", value, name)
+		return ""
+	}
+	for _, command := range commands {
+		t.Run(command, func(t *testing.T) {
+			fields := strings.Fields(command)
+			i := 0
+			for ; i < len(fields) && fields[i] != "lockdown"; i++ {
+				name, value, ok := strings.Cut(fields[i], "=")
+				if !ok || !strings.HasPrefix(name, "LOCKDOWN_") {
+					t.Fatalf("%q: %q is not a LOCKDOWN_ variable assignment a shell would pass on", command, fields[i])
+				}
+				t.Setenv(name, fill(name, value))
+			}
+			if i == len(fields) {
+				t.Fatalf("%q runs no lockdown command", command)
+			}
+			args := fields[i+1:]
+			for j, a := range args {
+				args[j] = fill(a, a)
+			}
+			var out, errOut bytes.Buffer
+			if code := Main(ctx, args, &out, &errOut); code != ExitOK {
+				t.Fatalf("%q: exit %d: %s", command, code, errOut.String())
+			}
+		})
+	}
 }
