@@ -371,7 +371,9 @@ ON CONFLICT (seq) DO NOTHING`, seq, reason); err != nil {
 		return err
 	}
 	letter := nats.NewMsg(events.DeadLetterSubject(r.DeadLetters))
-	letter.Header.Set(jetstream.MsgIDHeader, ev.ID())
+	// The de-duplication id every publisher uses (subject and event id):
+	// an id chosen on another subject cannot pre-empt it.
+	letter.Header.Set(jetstream.MsgIDHeader, stream.MsgID(letter.Subject, ev.ID()))
 	letter.Data = body
 	if err := Add(ctx, tx, r.Schema, letter); err != nil {
 		return err

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -18,7 +17,6 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 )
@@ -232,18 +230,6 @@ func TestPostgresOutage(t *testing.T) {
 		}
 		s.settled()
 	})
-}
-
-// awaitEvent waits for an event (of data type T) whose envelope matches.
-func awaitEvent[T any](s *system, name events.Name, timeout time.Duration, match func(event.Event) bool) event.Event {
-	s.t.Helper()
-	ctx, cancel := context.WithTimeout(s.ctx, timeout)
-	defer cancel()
-	ev, _, err := stream.Await(ctx, s.op.JS, name, func(ev event.Event, _ T) bool { return match(ev) })
-	if err != nil {
-		s.t.Fatalf("no matching %s within %s: %v", name, timeout, err)
-	}
-	return ev
 }
 
 // faultyVault stands in front of Vault and answers 503 to every request
