@@ -35,6 +35,8 @@ const (
 	RotationTenantFailed     Name = "rotation.tenant.failed"
 	RotationCompleted        Name = "rotation.completed"
 	RotationDKIMActivated    Name = "rotation.dkim.activated"
+	RotationPlatformJob      Name = "rotation.platform.job"
+	RotationPlatformDone     Name = "rotation.platform.completed"
 	NotificationSent         Name = "notification.sent"
 	NotificationFailed       Name = "notification.failed"
 	NotificationsCompleted   Name = "notifications.completed"
@@ -152,6 +154,12 @@ var catalog = []Spec{
 	{Name: RotationJob, Stream: StreamJobs, data: RotationJobData{},
 		Description: "One tenant's rotation job on the work queue; any rotator process takes it.",
 		Publishers:  []string{ServiceRotator}, Consumers: []string{ServiceRotator}},
+	{Name: RotationPlatformJob, Stream: StreamJobs, data: RotationPlatformJobData{},
+		Description: "One platform-wide catalogue entry's rotation job (transit keys, database credentials, certificates, platform secrets); any rotator process takes it.",
+		Publishers:  []string{ServiceRotator}, Consumers: []string{ServiceRotator}},
+	{Name: RotationPlatformDone, Stream: StreamEvents, data: RotationPlatformCompletedData{},
+		Description: "One platform-wide catalogue entry was rotated, or failed for good (result.state).",
+		Publishers:  []string{ServiceRotator}, Consumers: []string{ServiceCLI}},
 	{Name: RotationTenantCompleted, Stream: StreamEvents, data: RotationTenantCompletedData{},
 		Description: "One tenant's SSH, SMTP and DKIM secrets were rotated and its API keys destroyed.",
 		Publishers:  []string{ServiceRotator}, Consumers: []string{ServiceNotifier}},
@@ -159,7 +167,7 @@ var catalog = []Spec{
 		Description: "One tenant's rotation failed permanently.",
 		Publishers:  []string{ServiceRotator}, Consumers: []string{ServiceNotifier, ServiceCLI}},
 	{Name: RotationCompleted, Stream: StreamEvents, data: RotationCompletedData{},
-		Description: "Every job of the plan has a final state.",
+		Description: "Every job of the plan — each tenant's and each platform-wide catalogue entry's — has a final state.",
 		Publishers:  []string{ServiceRotator}, Consumers: []string{ServiceContainment}},
 	{Name: RotationDKIMActivated, Stream: StreamEvents, data: RotationDKIMActivatedData{},
 		Description: "A tenant that publishes its own DKIM records published the new one, and its new key became active (after a rotation.tenant.completed with dkim_state awaiting_dns).",

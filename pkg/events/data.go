@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/lockdown/lockdown/pkg/events/credentials"
 )
 
 // Severity of a breach, as the SIEM rates it.
@@ -209,6 +211,27 @@ type RotationPlannedData struct {
 	IncidentID string `json:"incident_id" doc:"The incident."`
 	Policy     string `json:"policy" doc:"all or affected." enum:"all,affected"`
 	Tenants    int    `json:"tenants" doc:"Number of jobs planned."`
+	Platform   int    `json:"platform,omitempty" doc:"Number of platform-wide catalogue entries planned (one rotation.platform.job each)."`
+}
+
+// RotationPlatformJobData is one platform-wide catalogue entry's rotation
+// job (deploy/rotation/catalogue.json).
+type RotationPlatformJobData struct {
+	IncidentID string           `json:"incident_id" doc:"The incident."`
+	Entry      string           `json:"entry" doc:"The catalogue entry's name." max:"64"`
+	Kind       credentials.Kind `json:"kind" doc:"The entry's credential kind (transit, database, pki, kv)." max:"32"`
+}
+
+// RotationPlatformCompletedData reports one catalogue entry's rotation,
+// done or failed for good. Only counts and public parts: key versions,
+// certificate serials, secret paths.
+type RotationPlatformCompletedData struct {
+	IncidentID string             `json:"incident_id" doc:"The incident."`
+	Entry      string             `json:"entry" doc:"The catalogue entry's name." max:"64"`
+	Result     credentials.Result `json:"result" doc:"The kind's result: state rotated or failed, how many credentials, what is public of the new ones."`
+	Items      []string           `maxItems:"200" itemMax:"256" total:"items_total" json:"items,omitempty" doc:"What was rotated: transit keys, connections and static roles, certificate roles, secret paths."`
+	ItemsTotal int                `json:"items_total,omitempty" doc:"How many items there were (items lists at most 200)."`
+	RotatedBy  string             `json:"rotated_by,omitempty" doc:"The rotator process that did the work (host/pid)."`
 }
 
 // RotationJobData is one tenant's rotation job.
@@ -221,18 +244,19 @@ type RotationJobData struct {
 // RotationTenantCompletedData reports one tenant's rotation. The DKIM record
 // is public by nature; no secret value is carried.
 type RotationTenantCompletedData struct {
-	IncidentID          string `json:"incident_id" doc:"The incident."`
-	TenantID            string `json:"tenant_id" doc:"The tenant."`
-	SSHFingerprint      string `json:"ssh_fingerprint" doc:"SHA256 fingerprint of the new SSH public key."`
-	DKIMSelector        string `json:"dkim_selector" doc:"The new DKIM selector."`
-	DKIMRecord          string `json:"dkim_record" doc:"The DNS TXT record value to publish (public key)." max:"4096"`
-	APIKeysDestroyed    int    `json:"api_keys_destroyed" doc:"API keys destroyed (all versions and metadata)."`
-	SMTPPasswordRotate  bool   `json:"smtp_password_rotated" doc:"Whether the SMTP password was rotated."`
-	Affected            bool   `json:"affected" doc:"Whether the assessment found its secrets read."`
-	RotatedBy           string `json:"rotated_by,omitempty" doc:"The rotator process that did the work (host/pid)."`
-	DKIMState           string `json:"dkim_state,omitempty" doc:"active: the new key's record was published in the platform's DKIM zone (the tenant's selector is delegated there), read back from the authoritative server, then the key made active and the old selector revoked; awaiting_dns: the tenant must publish dkim_record at dkim_name, and the old key signs until its DNS shows it (rotation.dkim.activated follows); unverified: no DNS is configured, the key is active at once."`
-	DKIMName            string `json:"dkim_name,omitempty" doc:"Where the record lives in the tenant's DNS: <selector>._domainkey.<domain>."`
-	DKIMRevokedSelector string `json:"dkim_revoked_selector,omitempty" doc:"The delegated selector given a revoked record (p=), so the old key no longer verifies."`
+	IncidentID          string               `json:"incident_id" doc:"The incident."`
+	TenantID            string               `json:"tenant_id" doc:"The tenant."`
+	SSHFingerprint      string               `json:"ssh_fingerprint" doc:"SHA256 fingerprint of the new SSH public key."`
+	DKIMSelector        string               `json:"dkim_selector" doc:"The new DKIM selector."`
+	DKIMRecord          string               `json:"dkim_record" doc:"The DNS TXT record value to publish (public key)." max:"4096"`
+	APIKeysDestroyed    int                  `json:"api_keys_destroyed" doc:"API keys destroyed (all versions and metadata)."`
+	SMTPPasswordRotate  bool                 `json:"smtp_password_rotated" doc:"Whether the SMTP password was rotated."`
+	Affected            bool                 `json:"affected" doc:"Whether the assessment found its secrets read."`
+	RotatedBy           string               `json:"rotated_by,omitempty" doc:"The rotator process that did the work (host/pid)."`
+	DKIMState           string               `json:"dkim_state,omitempty" doc:"active: the new key's record was published in the platform's DKIM zone (the tenant's selector is delegated there), read back from the authoritative server, then the key made active and the old selector revoked; awaiting_dns: the tenant must publish dkim_record at dkim_name, and the old key signs until its DNS shows it (rotation.dkim.activated follows); unverified: no DNS is configured, the key is active at once."`
+	DKIMName            string               `json:"dkim_name,omitempty" doc:"Where the record lives in the tenant's DNS: <selector>._domainkey.<domain>."`
+	DKIMRevokedSelector string               `json:"dkim_revoked_selector,omitempty" doc:"The delegated selector given a revoked record (p=), so the old key no longer verifies."`
+	Results             []credentials.Result `maxItems:"16" json:"results,omitempty" doc:"One result per credential kind of the tenant (pkg/events/credentials), in the order the job handles them: what reports and notices render without knowing any kind."`
 }
 
 // RotationDKIMActivatedData reports that a tenant's DNS showed the new
@@ -247,20 +271,23 @@ type RotationDKIMActivatedData struct {
 
 // RotationTenantFailedData reports a permanent rotation failure.
 type RotationTenantFailedData struct {
-	IncidentID       string   `json:"incident_id" doc:"The incident."`
-	TenantID         string   `json:"tenant_id" doc:"The tenant."`
-	Step             string   `json:"step" doc:"The step that failed (ssh, smtp, dkim, api_keys)."`
-	Reason           string   `json:"reason" doc:"Why."`
-	Replaced         []string `maxItems:"16" itemMax:"64" json:"replaced,omitempty" doc:"Secrets already replaced before the failure (ssh, smtp, dkim; dkim only once the new key is active)."`
-	APIKeysDestroyed int      `json:"api_keys_destroyed,omitempty" doc:"API keys already destroyed (all of the tenant's when api_keys is in replaced)."`
+	IncidentID       string               `json:"incident_id" doc:"The incident."`
+	TenantID         string               `json:"tenant_id" doc:"The tenant."`
+	Step             string               `json:"step" doc:"The step that failed (ssh, smtp, dkim, api_keys)."`
+	Reason           string               `json:"reason" doc:"Why."`
+	Replaced         []string             `maxItems:"16" itemMax:"64" json:"replaced,omitempty" doc:"Secrets already replaced before the failure (ssh, smtp, dkim; dkim only once the new key is active)."`
+	APIKeysDestroyed int                  `json:"api_keys_destroyed,omitempty" doc:"API keys already destroyed (all of the tenant's when api_keys is in replaced)."`
+	Results          []credentials.Result `maxItems:"16" json:"results,omitempty" doc:"One result per credential kind: done before the failure, failed (the kind of step), or pending."`
 }
 
 // RotationCompletedData closes the rotation phase.
 type RotationCompletedData struct {
-	IncidentID string `json:"incident_id" doc:"The incident."`
-	Completed  int    `json:"completed" doc:"Tenants rotated."`
-	Failed     int    `json:"failed" doc:"Tenants failed."`
-	Retry      int    `json:"retry,omitempty" doc:"0 for the plan's first completion; n after the nth retry (lockdown retry): the totals are corrected."`
+	IncidentID     string `json:"incident_id" doc:"The incident."`
+	Completed      int    `json:"completed" doc:"Tenants rotated."`
+	Failed         int    `json:"failed" doc:"Tenants failed."`
+	Retry          int    `json:"retry,omitempty" doc:"0 for the plan's first completion; n after the nth retry (lockdown retry): the totals are corrected."`
+	Platform       int    `json:"platform,omitempty" doc:"Platform-wide catalogue entries rotated."`
+	PlatformFailed int    `json:"platform_failed,omitempty" doc:"Platform-wide catalogue entries failed."`
 }
 
 // NotificationSentData reports one delivered notification.

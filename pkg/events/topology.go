@@ -155,7 +155,7 @@ func Consumers() []ConsumerSpec {
 		return c
 	}
 	jobs := base(ConsumerSpec{Durable: ConsumerRotatorJobs, Stream: StreamJobs, Service: ServiceRotator,
-		Events: []Name{RotationJob}})
+		Events: []Name{RotationJob, RotationPlatformJob}})
 	// Rotation jobs divide among processes; in-flight work is bounded so a
 	// slow Vault is not flooded, and long jobs send InProgress.
 	jobs.MaxAckPending = 32

@@ -1,0 +1,195 @@
+package credentials
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Estate is what a dry run listed of Vault — names only, never a value:
+// every secrets mount with the items a kind could rotate.
+type Estate struct {
+	// TenantMount is the KV v2 mount of the tenants' secrets.
+	TenantMount string
+	Mounts      []Mount
+}
+
+// Mount is one secrets engine mount and what it holds. Items are, by
+// engine: kv — every secret's path; transit — key names; database —
+// "config/<connection>" and "static-roles/<role>"; pki — "roles/<role>";
+// any other engine — nothing (the whole mount is a gap).
+type Mount struct {
+	Path  string   `json:"path"`
+	Type  string   `json:"type"`
+	Items []string `json:"items,omitempty"`
+}
+
+// systemEngines hold no credential an incident rotates: Vault's own
+// (sys, identity) and the per-token cubbyhole.
+var systemEngines = []string{"system", "identity", "cubbyhole", "ns_system", "ns_identity", "ns_cubbyhole"}
+
+// Gap is something Vault holds that nothing would rotate.
+type Gap struct {
+	Mount string `json:"mount"`
+	Type  string `json:"type"`
+	// Item is the secret, key or role ("" for the whole mount).
+	Item string `json:"item,omitempty"`
+	Why  string `json:"why"`
+}
+
+// KindCount is how many credentials of a kind an incident would handle.
+type KindCount struct {
+	Kind  Kind   `json:"kind"`
+	Scope Scope  `json:"scope"`
+	Count int    `json:"count"`
+	Title string `json:"title"`
+}
+
+// Coverage is what an incident would rotate now, and what it would not.
+type Coverage struct {
+	Kinds []KindCount `json:"kinds"`
+	// Entries counts each catalogue entry's credentials.
+	Entries map[string]int `json:"entries"`
+	// Tenants counts the tenants found in the tenants' mount.
+	Tenants   int   `json:"tenants"`
+	Uncovered []Gap `json:"uncovered"`
+}
+
+// Coverage matches an estate against the tenant kinds and the catalogue.
+func (c *Catalogue) Coverage(e Estate) Coverage {
+	counts := map[Kind]int{}
+	cov := Coverage{Entries: map[string]int{}, Uncovered: []Gap{}}
+	for _, e := range c.Entries {
+		cov.Entries[e.Name] = 0
+	}
+	tenants := map[string]bool{}
+	for _, m := range e.Mounts {
+		m.Path = strings.Trim(m.Path, "/")
+		if slices.Contains(systemEngines, m.Type) {
+			continue
+		}
+		entries := c.onMount(m.Path)
+		if m.Type == "kv" && m.Path == strings.Trim(e.TenantMount, "/") {
+			// The tenants' mount may hold platform entries too.
+		} else if len(entries) == 0 {
+			cov.Uncovered = append(cov.Uncovered, Gap{Mount: m.Path, Type: m.Type, Why: fmt.Sprintf("no catalogue entry names mount %s", m.Path)})
+			continue
+		}
+		engineKind := engineKinds(m.Type)
+		if len(engineKind) == 0 {
+			cov.Uncovered = append(cov.Uncovered, Gap{Mount: m.Path, Type: m.Type, Why: fmt.Sprintf("no credential kind rotates a %s engine", m.Type)})
+			continue
+		}
+		for _, item := range m.Items {
+			if m.Path == strings.Trim(e.TenantMount, "/") && m.Type == "kv" {
+				if k, tenant, ok := tenantKind(item); ok {
+					counts[k]++
+					tenants[tenant] = true
+					continue
+				}
+			}
+			name, ok := coveredBy(entries, m.Type, item)
+			if !ok {
+				cov.Uncovered = append(cov.Uncovered, Gap{Mount: m.Path, Type: m.Type, Item: item, Why: "no catalogue entry covers it"})
+				continue
+			}
+			cov.Entries[name]++
+			e, _ := c.Entry(name)
+			counts[e.Kind]++
+		}
+	}
+	for _, i := range kinds {
+		cov.Kinds = append(cov.Kinds, KindCount{Kind: i.Kind, Scope: i.Scope, Count: counts[i.Kind], Title: i.Title})
+	}
+	cov.Tenants = len(tenants)
+	return cov
+}
+
+// onMount returns the entries on a mount.
+func (c *Catalogue) onMount(mount string) []Entry {
+	var out []Entry
+	for _, e := range c.Entries {
+		if e.Mount == mount || slices.ContainsFunc(e.Certificates, func(cert Certificate) bool { return cert.StoreMount == mount }) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// engineKinds are the platform kinds that may live in an engine type.
+func engineKinds(engine string) []Kind {
+	var out []Kind
+	for _, i := range kinds {
+		if i.Engine == engine && i.Scope == PlatformWide {
+			out = append(out, i.Kind)
+		}
+	}
+	return out
+}
+
+// coveredBy names the entry that rotates an item of a mount.
+func coveredBy(entries []Entry, engine, item string) (string, bool) {
+	for _, e := range entries {
+		switch {
+		case e.Kind == KV && engine == "kv" && MatchPath(e.Paths, item):
+			return e.Name, true
+		case e.Kind == Transit && engine == "transit" && Selects(e.Keys, item):
+			return e.Name, true
+		case e.Kind == Database && engine == "database":
+			if n, ok := strings.CutPrefix(item, "config/"); ok && Selects(e.Connections, n) {
+				return e.Name, true
+			}
+			if n, ok := strings.CutPrefix(item, "static-roles/"); ok && Selects(e.StaticRoles, n) {
+				return e.Name, true
+			}
+		case e.Kind == PKI && engine == "kv" && slices.ContainsFunc(e.Certificates, func(c Certificate) bool { return c.StorePath == item }):
+			return e.Name, true // where a re-issued certificate is kept
+		case e.Kind == PKI && engine == "pki":
+			// A PKI entry revokes every certificate the mount issued and
+			// re-issues those it lists: every role is covered.
+			return e.Name, true
+		}
+	}
+	return "", false
+}
+
+// tenantKind says which per-tenant kind a path of the tenants' mount is,
+// and whose.
+func tenantKind(item string) (Kind, string, bool) {
+	for _, i := range kinds {
+		if i.Scope != PerTenant {
+			continue
+		}
+		for _, tpl := range i.Paths {
+			if tenant, ok := matchTemplate(tpl, item); ok {
+				return i.Kind, tenant, true
+			}
+		}
+	}
+	return "", "", false
+}
+
+// matchTemplate matches a path against a template with one {tenant}
+// segment and * segments.
+func matchTemplate(tpl, p string) (string, bool) {
+	ts, ps := strings.Split(tpl, "/"), strings.Split(p, "/")
+	if len(ts) != len(ps) {
+		return "", false
+	}
+	tenant := ""
+	for i := range ts {
+		switch ts[i] {
+		case "{tenant}":
+			tenant = ps[i]
+		case "*":
+			if ps[i] == "" {
+				return "", false
+			}
+		default:
+			if ts[i] != ps[i] {
+				return "", false
+			}
+		}
+	}
+	return tenant, tenant != ""
+}
