@@ -65,3 +65,76 @@ path "secret/subkeys/tenants/+/dkim-pending" {
 path "secret/metadata/tenants/+/dkim-pending" {
   capabilities = ["read", "delete"]
 }
+# ---- generated from the rotation catalogue (rotator policy): do not edit below ----
+# platform-transit (transit on transit)
+# list the keys ("*")
+path "transit/keys" {
+  capabilities = ["list"]
+}
+# read the key's versions (never its material)
+path "transit/keys/+" {
+  capabilities = ["read"]
+}
+# a new key version
+path "transit/keys/+/rotate" {
+  capabilities = ["update"]
+}
+# platform-database (database on database)
+# list the connections ("*")
+path "database/config" {
+  capabilities = ["list"]
+}
+# a new root password only Vault knows
+path "database/rotate-root/+" {
+  capabilities = ["update"]
+}
+# list the static roles ("*")
+path "database/static-roles" {
+  capabilities = ["list"]
+}
+# the role's last rotation time (never its password)
+path "database/static-roles/+" {
+  capabilities = ["read"]
+}
+# a new password for the role's database user
+path "database/rotate-role/+" {
+  capabilities = ["update"]
+}
+# platform-pki (pki on pki)
+# every certificate the mount issued
+path "pki/certs" {
+  capabilities = ["list"]
+}
+# a certificate (public) and whether it is revoked
+path "pki/cert/+" {
+  capabilities = ["read"]
+}
+# revoke every certificate but the new ones
+path "pki/revoke" {
+  capabilities = ["update"]
+}
+# issue the new certificate
+path "pki/issue/smtp-relay" {
+  capabilities = ["update"]
+}
+# keep the new certificate and its key
+path "secret/data/pki-certs/smtp-relay" {
+  capabilities = ["create", "update"]
+}
+# which write the kept certificate came from (never its value)
+path "secret/subkeys/pki-certs/smtp-relay" {
+  capabilities = ["read"]
+}
+# platform-secrets (kv on secret)
+# walk platform/**
+path "secret/metadata/platform/*" {
+  capabilities = ["list"]
+}
+# field names and write ids of platform/** (never a value)
+path "secret/subkeys/platform/*" {
+  capabilities = ["read"]
+}
+# new values of the listed fields of platform/**
+path "secret/data/platform/*" {
+  capabilities = ["patch"]
+}

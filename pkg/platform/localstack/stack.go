@@ -67,6 +67,8 @@ type Stack struct {
 
 	procs []*process
 	keep  bool
+	// platform is set once SeedPlatform filled the platform engines.
+	platform *PlatformEstate
 }
 
 // Start starts the chosen servers and waits until each is ready. On error
@@ -194,7 +196,8 @@ func (s *Stack) Env(service string) []string {
 		if service == events.ServiceRotator {
 			// The rotator writes no secret while Vault has an audit device
 			// its baseline does not declare.
-			env = append(env, "LOCKDOWN_VAULT_TOKEN_FILE="+s.Vault.RotatorFile, "LOCKDOWN_VAULT_BASELINE="+s.Vault.BaselineFile)
+			env = append(env, "LOCKDOWN_VAULT_TOKEN_FILE="+s.Vault.RotatorFile, "LOCKDOWN_VAULT_BASELINE="+s.Vault.BaselineFile,
+				"LOCKDOWN_ROTATION_CATALOGUE="+s.catalogueFile())
 		}
 		if service == events.ServiceContainment {
 			env = append(env, "LOCKDOWN_VAULT_SEAL_TOKEN_FILE="+s.Vault.SealFile, "LOCKDOWN_VAULT_RECOVERY_TOKEN_FILE="+s.Vault.RecoveryFile,

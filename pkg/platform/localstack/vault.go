@@ -213,6 +213,9 @@ func (s *Stack) startVault(ctx context.Context) error {
 	if err := c.Sys().MountWithContext(ctx, VaultKVMount, &vault.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
 		return fmt.Errorf("vault mount kv: %w", err)
 	}
+	if err := mountPlatform(ctx, c); err != nil {
+		return err
+	}
 	for _, m := range VaultAuthMethods {
 		if err := c.Sys().EnableAuthWithOptionsWithContext(ctx, m, &vault.EnableAuthOptions{Type: m}); err != nil {
 			return fmt.Errorf("vault auth enable %s: %w", m, err)

@@ -25,6 +25,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/rotator/internal/dkimpub"
+	"github.com/lockdown/lockdown/services/rotator/internal/kinds"
 	"github.com/lockdown/lockdown/services/rotator/internal/rotation"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
 	"github.com/lockdown/lockdown/services/rotator/internal/vaultkv"
@@ -51,6 +52,7 @@ type Config struct {
 	DKIMResolver   string        `env:"DKIM_RESOLVER" doc:"host:port of the DNS server that answers for tenants' own domains (a recursive resolver in production); DKIM_DNS_SERVER when empty."`
 	DKIMSelectors  []string      `env:"DKIM_SELECTORS" default:"ld1,ld2" doc:"The two selectors a delegated tenant points into DKIM_ZONE; each rollover moves to the one without a live key and revokes the other."`
 	DKIMRecheck    time.Duration `env:"DKIM_RECHECK" default:"1m" doc:"How often the DNS of a tenant that publishes its own records is checked for the new DKIM record."`
+	Catalogue      string        `env:"ROTATION_CATALOGUE" default:"/etc/lockdown/catalogue.json" doc:"The rotation catalogue (deploy/rotation/catalogue.json): the platform-wide credentials an incident rotates besides the tenants' (transit keys, database credentials, certificates, platform secrets). Read at start: a missing or invalid one exits 2. The rotator's Vault policy must grant what it names (rotator policy prints it)."`
 	RotateAfter    string        `env:"ROTATE_AFTER" default:"revoke" doc:"When the tenants' secrets are rotated: revoke (right after access.revoked: stolen secrets stop working soonest) or rekey (after unsealkeys.rotated: no new secret is written while the old unseal shares, with a copy of Vault's storage, could still decrypt it). See docs/architecture.md."`
 }
 
@@ -78,6 +80,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := vaultdecl.Load(c.VaultBaseline); err != nil {
 		bad("VAULT_BASELINE: %v", err)
+	}
+	if _, err := loadCatalogue(c.Catalogue); err != nil {
+		bad("ROTATION_CATALOGUE: %v", err)
 	}
 	if c.DKIMDNSServer != "" && (c.DKIMZone == "" || c.DKIMTSIGFile == "") {
 		bad("DKIM_ZONE and DKIM_TSIG_FILE are required with DKIM_DNS_SERVER")
@@ -120,6 +125,10 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	cat, err := loadCatalogue(cfg.Catalogue)
+	if err != nil {
+		return err
+	}
 	rt.AddCheck("postgres", func(ctx context.Context) error { return db.Pool().Ping(ctx) })
 	rt.AddCheck("dependencies", rt.DependenciesReady)
 	// The periodic token lives as long as it is renewed; its successor,
@@ -152,12 +161,14 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	} else {
 		rt.Logger.Warn("no DKIM DNS configured: new DKIM keys become active before any record is published (LOCKDOWN_DKIM_DNS_SERVER)")
 	}
-	return RunWith(ctx, rt, cfg, db, kv, dns, fp)
+	platform := &rotation.Platform{Catalogue: cat, Kinds: Registry(), Vault: kv, Store: db, Instance: instance(), Failpoints: fp}
+	return RunWith(ctx, rt, cfg, db, kv, dns, fp, platform)
 }
 
 // RunWith runs the planner, the workers and the outbox relay over the
-// given adapters. fp are the crash tests' kill points (nil: none).
-func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Store, kv rotation.Vault, dns rotation.DNS, fp *failpoint.Set) error {
+// given adapters. fp are the crash tests' kill points (nil: none);
+// platform runs the catalogue's platform-wide entries (nil: none).
+func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Store, kv rotation.Vault, dns rotation.DNS, fp *failpoint.Set, platform *rotation.Platform) error {
 	tp := rt.TracerProvider
 	if tp == nil {
 		tp = noop.NewTracerProvider()
@@ -168,7 +179,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 	plan := func(ctx context.Context, incidentID string, assessed, revoked bool, affected rotation.Affected) error {
 		ctx, span := tracer.Start(ctx, "plan rotation") // every job's send span is its child: the fan-out
 		defer span.End()
-		if err := rotation.Plan(ctx, db, cfg.Policy, incidentID, assessed, revoked, affected); err != nil {
+		if err := rotation.Plan(ctx, db, cfg.Policy, incidentID, assessed, revoked, affected, platform.Jobs()); err != nil {
 			return err
 		}
 		fp.Hit("rotator.planner.saved")
@@ -214,7 +225,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 	worker := rotation.NewWorker(rotation.Config{Mount: cfg.KVMount, DKIMType: cfg.DKIMType, DKIMBits: cfg.DKIMBits, Instance: instance(), Failpoints: fp,
 		DKIMSelectors: [2]string{cfg.DKIMSelectors[0], cfg.DKIMSelectors[1]}}, db, kv, dns, pregen)
 	jobSpec, _ := events.ConsumerOf(events.ConsumerRotatorJobs)
-	jobs := stream.Decoded(func(ctx context.Context, d *stream.Delivery, job events.RotationJobData) error {
+	tenantJob := stream.Decoded(func(ctx context.Context, d *stream.Delivery, job events.RotationJobData) error {
 		// Tell JetStream the job is alive at most every few seconds, not
 		// after every step: each InProgress is a message.
 		var last time.Time
@@ -232,11 +243,35 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 		}
 		return err // an outage (Vault, PostgreSQL) is retried without limit
 	})
+	platformJob := stream.Decoded(func(ctx context.Context, d *stream.Delivery, job events.RotationPlatformJobData) error {
+		if platform == nil {
+			return stream.Permanent(fmt.Errorf("%w: this rotator has no catalogue", rotation.ErrUnknownEntry))
+		}
+		var last time.Time
+		err := platform.Run(ctx, job, func() {
+			if time.Since(last) > 5*time.Second {
+				last = time.Now()
+				_ = d.InProgress()
+			}
+		})
+		if errors.Is(err, rotation.ErrUnknownEntry) || errors.Is(err, kinds.ErrPermanent) || errors.Is(err, vaultkv.ErrRefused) {
+			return stream.Permanent(err)
+		}
+		return err // an outage (Vault, PostgreSQL) is retried without limit
+	})
+	jobs := stream.Route(map[events.Name]stream.Handler{events.RotationJob: tenantJob, events.RotationPlatformJob: platformJob})
 	// A job that fails for good (unknown tenant, bad data, a panic) is
 	// recorded as failed, so the plan completes and the tenant is told.
 	failJob := func(ctx context.Context, d *stream.Delivery, cause error) error {
 		if d == nil {
 			return nil // undecodable: no job to name
+		}
+		if d.Event.Type() == events.RotationPlatformJob.Type() {
+			job, err := events.DataAs[events.RotationPlatformJobData](d.Event)
+			if err != nil || platform == nil {
+				return nil
+			}
+			return platform.Fail(ctx, job, cause.Error())
 		}
 		job, err := events.DataAs[events.RotationJobData](d.Event)
 		if err != nil {

@@ -21,7 +21,12 @@ const (
 // rotation.planned) are written in one transaction (the outbox), once:
 // planning again finds the plan and emits nothing, so each event is in
 // the stream exactly once whatever crashed where.
-func Plan(ctx context.Context, store Store, policy, incidentID string, assessed, revoked bool, affected Affected) error {
+//
+// platform are the rotation catalogue's platform-wide entries: one job
+// each (rotation.platform.job), planned with the tenants' and in the same
+// transaction; the plan completes when every job of both has a final
+// state.
+func Plan(ctx context.Context, store Store, policy, incidentID string, assessed, revoked bool, affected Affected, platform []PlatformJob) error {
 	ready, aff, err := store.Gate(ctx, incidentID, assessed, revoked, affected)
 	if err != nil || !ready {
 		return err
@@ -48,14 +53,20 @@ func Plan(ctx context.Context, store Store, policy, incidentID string, assessed,
 		runnable++
 		out = append(out, events.Outgoing{Name: events.RotationJob, ID: incidentID + "/" + j.TenantID, Data: jobData(incidentID, j)})
 	}
-	out = append(out, events.Outgoing{Name: events.RotationPlanned, ID: incidentID + "/rotation.planned", Data: plannedData(incidentID, policy, len(jobs))})
-	if runnable == 0 {
+	for _, p := range platform {
+		out = append(out, events.Outgoing{Name: events.RotationPlatformJob, ID: incidentID + "/platform/" + p.Entry,
+			Data: events.RotationPlatformJobData{IncidentID: incidentID, Entry: p.Entry, Kind: p.Kind}})
+	}
+	planned := plannedData(incidentID, policy, len(jobs))
+	planned.Platform = len(platform)
+	out = append(out, events.Outgoing{Name: events.RotationPlanned, ID: incidentID + "/rotation.planned", Data: planned})
+	if runnable == 0 && len(platform) == 0 {
 		// Nothing to rotate: the phase is over at once, or restore would
 		// wait for a completion that never comes.
 		out = append(out, events.Outgoing{Name: events.RotationCompleted, ID: incidentID + "/rotation.completed", Data: events.RotationCompletedData{
 			IncidentID: incidentID, Failed: len(jobs)}})
 	}
-	if _, err := store.SavePlan(ctx, incidentID, policy, jobs, out); err != nil {
+	if _, err := store.SavePlan(ctx, incidentID, policy, jobs, platform, out); err != nil {
 		return fmt.Errorf("save plan: %w", err)
 	}
 	return nil

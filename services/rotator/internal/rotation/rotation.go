@@ -10,6 +10,7 @@ import (
 	"errors"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/credentials"
 )
 
 // Job is one planned tenant.
@@ -81,9 +82,18 @@ type Awaiting struct {
 	Steps                Steps
 }
 
-// Progress of a plan.
+// PlatformJob is one planned catalogue entry.
+type PlatformJob struct {
+	Entry string
+	Kind  credentials.Kind
+}
+
+// Progress of a plan: its tenants' jobs, and Pending counts the platform
+// entries' too (the plan completes when nothing of either is pending).
 type Progress struct {
 	Planned, Completed, Failed, Pending int
+	// PlatformCompleted and PlatformFailed count the catalogue entries.
+	PlatformCompleted, PlatformFailed int
 	// Retries counts the operator's retries of the plan (lockdown retry).
 	Retries int
 }
@@ -111,7 +121,15 @@ type Store interface {
 	// SavePlan stores the plan and its jobs, and the events announcing
 	// them in the same transaction, once: created is false (and nothing is
 	// emitted) when the incident was planned before.
-	SavePlan(ctx context.Context, incidentID, policy string, jobs []Job, emit []events.Outgoing) (created bool, err error)
+	SavePlan(ctx context.Context, incidentID, policy string, jobs []Job, platform []PlatformJob, emit []events.Outgoing) (created bool, err error)
+	// StartPlatform returns a catalogue entry's job as recorded (its
+	// state and the kind's record), creating the row when absent.
+	StartPlatform(ctx context.Context, incidentID, entry string, kind credentials.Kind) (state string, record []byte, err error)
+	// SavePlatform records a catalogue entry's progress.
+	SavePlatform(ctx context.Context, incidentID, entry string, record []byte) error
+	// FinishPlatform sets the entry's final state once, with the events
+	// emit returns for the plan's progress after it (as Finish).
+	FinishPlatform(ctx context.Context, incidentID, entry, state, reason string, emit func(Progress) []events.Outgoing) error
 	// StartJob adds write ids, with the public parts each carries, to the
 	// job's record before any write is attempted (never a secret), and
 	// returns the job as recorded.

@@ -286,12 +286,19 @@ func (w *Worker) events(job events.RotationJobData, state, reason string, steps 
 			}})
 		}
 		if p.Pending == 0 && p.Planned > 0 {
-			out = append(out, events.Outgoing{Name: eventsRotationCompleted, ID: job.IncidentID + "/rotation.completed" + suffix, Data: events.RotationCompletedData{
-				IncidentID: job.IncidentID, Completed: p.Completed, Failed: p.Failed, Retry: p.Retries,
-			}})
+			out = append(out, completion(job.IncidentID, suffix, p))
 		}
 		return out
 	}
+}
+
+// completion is rotation.completed for a plan's progress: emitted by
+// whichever job, a tenant's or a catalogue entry's, finishes last.
+func completion(incidentID, suffix string, p Progress) events.Outgoing {
+	return events.Outgoing{Name: eventsRotationCompleted, ID: incidentID + "/rotation.completed" + suffix, Data: events.RotationCompletedData{
+		IncidentID: incidentID, Completed: p.Completed, Failed: p.Failed, Retry: p.Retries,
+		Platform: p.PlatformCompleted, PlatformFailed: p.PlatformFailed,
+	}}
 }
 
 // WriteKey is the key of a rotated secret's data whose only key is the

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/platform/directory"
 	"github.com/lockdown/lockdown/pkg/platform/migrate"
 	"github.com/lockdown/lockdown/pkg/platform/outbox"
@@ -150,14 +151,14 @@ func (s *Store) Awaiting(ctx context.Context, limit int, each func(rotation.Awai
 
 // SavePlan implements rotation.Store: the plan, its job rows and the
 // events announcing them, once.
-func (s *Store) SavePlan(ctx context.Context, incidentID, policy string, jobs []rotation.Job, emit []events.Outgoing) (bool, error) {
+func (s *Store) SavePlan(ctx context.Context, incidentID, policy string, jobs []rotation.Job, platform []rotation.PlatformJob, emit []events.Outgoing) (bool, error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	tag, err := tx.Exec(ctx, `INSERT INTO rotator.plans (incident_id, policy, tenants) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
-		incidentID, policy, len(jobs))
+	tag, err := tx.Exec(ctx, `INSERT INTO rotator.plans (incident_id, policy, tenants, platform) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+		incidentID, policy, len(jobs), len(platform))
 	if err != nil {
 		return false, err
 	}
@@ -180,6 +181,12 @@ func (s *Store) SavePlan(ctx context.Context, incidentID, policy string, jobs []
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO rotator.jobs (incident_id, tenant_id, affected, state, reason) SELECT * FROM job_plan_staging ON CONFLICT DO NOTHING`); err != nil {
 		return false, err
+	}
+	for _, p := range platform {
+		if _, err := tx.Exec(ctx, `INSERT INTO rotator.platform_jobs (incident_id, entry, kind) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+			incidentID, p.Entry, string(p.Kind)); err != nil {
+			return false, err
+		}
 	}
 	if err := s.emit(ctx, tx, emit); err != nil {
 		return false, err
@@ -279,14 +286,57 @@ func (s *Store) Finish(ctx context.Context, incidentID, tenantID, state, reason 
 	if tag.RowsAffected() == 0 {
 		return nil // final before: its events went out with that record
 	}
-	var p rotation.Progress
-	if err := tx.QueryRow(ctx, progressQuery, incidentID).Scan(&p.Planned, &p.Completed, &p.Failed, &p.Pending, &p.Retries); err != nil {
+	return s.finishPlan(ctx, tx, incidentID, emit)
+}
+
+// finishPlan reads the plan's progress in the transaction that made a job
+// final (under the plan's lock), writes the events emit returns, and
+// commits.
+func (s *Store) finishPlan(ctx context.Context, tx pgx.Tx, incidentID string, emit func(rotation.Progress) []events.Outgoing) error {
+	p, err := progress(ctx, tx, incidentID)
+	if err != nil {
 		return err
 	}
 	if err := s.emit(ctx, tx, emit(p)); err != nil {
 		return err
 	}
 	return tx.Commit(ctx)
+}
+
+// StartPlatform implements rotation.Store.
+func (s *Store) StartPlatform(ctx context.Context, incidentID, entry string, kind credentials.Kind) (string, []byte, error) {
+	var state string
+	var record []byte
+	err := s.pool.QueryRow(ctx, `INSERT INTO rotator.platform_jobs AS p (incident_id, entry, kind) VALUES ($1, $2, $3)
+		ON CONFLICT (incident_id, entry) DO UPDATE SET kind = p.kind RETURNING state, record`, incidentID, entry, string(kind)).Scan(&state, &record)
+	return state, record, err
+}
+
+// SavePlatform implements rotation.Store.
+func (s *Store) SavePlatform(ctx context.Context, incidentID, entry string, record []byte) error {
+	_, err := s.pool.Exec(ctx, `UPDATE rotator.platform_jobs SET record = $3, updated_at = now() WHERE incident_id = $1 AND entry = $2`, incidentID, entry, record)
+	return err
+}
+
+// FinishPlatform implements rotation.Store.
+func (s *Store) FinishPlatform(ctx context.Context, incidentID, entry, state, reason string, emit func(rotation.Progress) []events.Outgoing) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM rotator.plans WHERE incident_id = $1 FOR UPDATE`, incidentID); err != nil {
+		return err
+	}
+	tag, err := tx.Exec(ctx, `UPDATE rotator.platform_jobs SET state = $3, reason = $4, updated_at = now()
+		WHERE incident_id = $1 AND entry = $2 AND state = 'pending'`, incidentID, entry, state, reason)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return nil // final before: its events went out with that record
+	}
+	return s.finishPlan(ctx, tx, incidentID, emit)
 }
 
 // emit writes events to the outbox in the caller's transaction.
@@ -308,16 +358,30 @@ func (s *Store) emit(ctx context.Context, tx pgx.Tx, out []events.Outgoing) erro
 	return outbox.Add(ctx, tx, Schema, msgs...)
 }
 
+// progressQuery counts a plan's jobs: the tenants', and in pending the
+// platform entries' too.
 const progressQuery = `SELECT coalesce((SELECT tenants FROM rotator.plans WHERE incident_id = $1), 0),
-	count(*) FILTER (WHERE state = 'completed'), count(*) FILTER (WHERE state = 'failed'), count(*) FILTER (WHERE state = 'pending'),
-	coalesce((SELECT retries FROM rotator.plans WHERE incident_id = $1), 0)
+	count(*) FILTER (WHERE state = 'completed'), count(*) FILTER (WHERE state = 'failed'),
+	count(*) FILTER (WHERE state = 'pending') + (SELECT count(*) FROM rotator.platform_jobs WHERE incident_id = $1 AND state = 'pending'),
+	coalesce((SELECT retries FROM rotator.plans WHERE incident_id = $1), 0),
+	(SELECT count(*) FROM rotator.platform_jobs WHERE incident_id = $1 AND state = 'completed'),
+	(SELECT count(*) FROM rotator.platform_jobs WHERE incident_id = $1 AND state = 'failed')
 	FROM rotator.jobs WHERE incident_id = $1`
+
+// querier is a pool or a transaction.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func progress(ctx context.Context, q querier, incidentID string) (rotation.Progress, error) {
+	var p rotation.Progress
+	err := q.QueryRow(ctx, progressQuery, incidentID).Scan(&p.Planned, &p.Completed, &p.Failed, &p.Pending, &p.Retries, &p.PlatformCompleted, &p.PlatformFailed)
+	return p, err
+}
 
 // Progress implements rotation.Store (and the status command's query).
 func (s *Store) Progress(ctx context.Context, incidentID string) (rotation.Progress, error) {
-	var p rotation.Progress
-	err := s.pool.QueryRow(ctx, progressQuery, incidentID).Scan(&p.Planned, &p.Completed, &p.Failed, &p.Pending, &p.Retries)
-	return p, err
+	return progress(ctx, s.pool, incidentID)
 }
 
 // Retry implements rotation.Store.
