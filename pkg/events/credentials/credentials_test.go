@@ -2,9 +2,9 @@ package credentials_test
 
 import (
 	"errors"
-	"reflect"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"

@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-
 // PlatformEstate is what SeedPlatform put in Vault and PostgreSQL: names
 // only (the passwords live in Vault and PostgreSQL).
 type PlatformEstate struct {
