@@ -56,7 +56,7 @@ func TestInstallVault(t *testing.T) {
 	if err := v.Sys().PutPolicyWithContext(ctx, "mailer", `path "secret/data/mailer/*" { capabilities = ["read"] }`); err != nil {
 		t.Fatal(err)
 	}
-	if err := v.Sys().MountWithContext(ctx, "transit", &vault.MountInput{Type: "transit"}); err != nil {
+	if err := v.Sys().MountWithContext(ctx, "mail-transit", &vault.MountInput{Type: "transit"}); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("VAULT_TOKEN", s.Vault.RootToken)
@@ -77,8 +77,8 @@ func TestInstallVault(t *testing.T) {
 		if len(b.AuditDevices) != 1 || b.AuditDevices[0].Path != "file" || b.AuditDevices[0].Options["file_path"] != s.Vault.AuditLog {
 			t.Errorf("audit devices %+v", b.AuditDevices)
 		}
-		if strings.Join(b.SecretsMounts, ",") != "secret,transit" || strings.Join(b.Policies, ",") != "mailer" || len(b.AuthMounts) != 0 {
-			t.Errorf("secrets mounts %v, policies %v, auth mounts %v (want secret,transit; mailer; none: approle and jwt are declared in deploy/vault/auth)",
+		if strings.Join(b.SecretsMounts, ",") != "database,mail-transit,pki,secret,transit" || strings.Join(b.Policies, ",") != "mailer" || len(b.AuthMounts) != 0 {
+			t.Errorf("secrets mounts %v, policies %v, auth mounts %v (want the stack's database, pki, secret, transit and mail-transit; mailer; none: approle and jwt are declared in deploy/vault/auth)",
 				b.SecretsMounts, b.Policies, b.AuthMounts)
 		}
 		if len(b.TokenRoles) != 0 {
