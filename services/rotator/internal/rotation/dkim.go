@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
 	"github.com/lockdown/lockdown/services/rotator/internal/keys"
 )
@@ -66,6 +67,23 @@ type Cutover struct {
 	Cleaned bool `json:"cleaned,omitempty"`
 }
 
+// Result is the cut-over as a result state of the DKIM kind.
+// Only an active key counts as rotated (or unverified): a staged one
+// signs nothing yet.
+func (c *Cutover) Result() credentials.State {
+	switch {
+	case c == nil:
+		return credentials.Pending
+	case c.Awaiting:
+		return credentials.AwaitingDNS
+	case !c.Active:
+		return credentials.Pending
+	case c.State() == DKIMActive:
+		return credentials.Rotated
+	}
+	return credentials.Unverified
+}
+
 // State is the cut-over as reported to the tenant.
 func (c *Cutover) State() string {
 	switch {
@@ -92,8 +110,9 @@ func (c *Cutover) revoked() string {
 // meanwhile. Its record is never made active.
 var ErrStagedChanged = errors.New("the staged DKIM key is not the one published")
 
-// stagedSecret is the staged key's secret name under tenants/{id}/.
-const stagedSecret = "dkim-pending"
+// stagedSecret is the staged key's secret name under tenants/{id}/ (the
+// contract declares it as the DKIM kind's second path).
+const stagedSecret credentials.Kind = credentials.DKIM + "-pending"
 
 // DKIMName is where a tenant's DKIM record lives in its own DNS.
 func DKIMName(selector, domain string) string { return selector + "._domainkey." + domain }
@@ -140,7 +159,7 @@ func (w *Worker) stage(ctx context.Context, job events.RotationJobData, t Tenant
 	secret := stagedSecret
 	if w.dns == nil {
 		cut = &Cutover{Direct: true, Active: true, Cleaned: true}
-		secret = "dkim"
+		secret = credentials.DKIM
 	}
 	selector, err := w.selectorFor(ctx, job, t)
 	if err != nil {
@@ -242,7 +261,7 @@ func (w *Worker) cutover(ctx context.Context, job events.RotationJobData, t Tena
 		}
 	}
 	if !c.Cleaned {
-		if err := w.vault.Destroy(ctx, w.path(job.TenantID, stagedSecret)); err != nil {
+		if err := w.vault.Destroy(ctx, w.path(job.TenantID, string(stagedSecret))); err != nil {
 			return fmt.Errorf("dkim staged copy: %w", err)
 		}
 		c.Cleaned = true
@@ -254,14 +273,14 @@ func (w *Worker) cutover(ctx context.Context, job events.RotationJobData, t Tena
 // write id (so w.write adopts a copy an earlier attempt made), after
 // checking it is the key whose record was published.
 func (w *Worker) activate(ctx context.Context, job events.RotationJobData, staged SecretStep) error {
-	data, err := w.vault.ReadStaged(ctx, w.path(job.TenantID, stagedSecret))
+	data, err := w.vault.ReadStaged(ctx, w.path(job.TenantID, string(stagedSecret)))
 	if err != nil {
 		return fmt.Errorf("dkim staged read: %w", err)
 	}
 	if data == nil {
 		// Gone: either destroyed after an activation whose record was lost
 		// (the active key carries its write id) or never there.
-		_, writeID, err := w.vault.Latest(ctx, w.path(job.TenantID, "dkim"))
+		_, writeID, err := w.vault.Latest(ctx, w.path(job.TenantID, string(credentials.DKIM)))
 		if err != nil {
 			return err
 		}
@@ -285,7 +304,7 @@ func (w *Worker) activate(ctx context.Context, job events.RotationJobData, stage
 	if len(ids) != 1 || !strings.HasPrefix(writeID, job.IncidentID+"/") {
 		return fmt.Errorf("%w (tenant %s: no write id of this incident)", ErrStagedChanged, job.TenantID)
 	}
-	_, err = w.write(ctx, job, secretWrite{secret: "dkim", id: writeID, data: data, step: staged})
+	_, err = w.write(ctx, job, secretWrite{secret: credentials.DKIM, id: writeID, data: data, step: staged})
 	return err
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/platform/failpoint"
 	"github.com/lockdown/lockdown/services/rotator/internal/keys"
 )
@@ -116,7 +117,7 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 	steps := st.Steps
 	save := func() error { alive(); return w.store.SaveSteps(ctx, job.IncidentID, job.TenantID, steps) }
 	todo = slices.DeleteFunc(todo, func(sw secretWrite) bool {
-		return (sw.secret == "ssh" && steps.SSH != nil) || (sw.secret == "smtp" && steps.SMTP != nil)
+		return (sw.secret == credentials.SSH && steps.SSH != nil) || (sw.secret == credentials.SMTP && steps.SMTP != nil)
 	})
 	for _, sw := range todo {
 		step, err := w.write(ctx, job, sw)
@@ -125,9 +126,9 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		}
 		alive()
 		switch sw.secret {
-		case "ssh":
+		case credentials.SSH:
 			steps.SSH = &step
-		case "smtp":
+		case credentials.SMTP:
 			steps.SMTP = &step
 		}
 	}
@@ -196,9 +197,9 @@ func (w *Worker) material(job events.RotationJobData, pre keys.Set, havePre bool
 		return nil, err
 	}
 	todo := []secretWrite{
-		{secret: "ssh", step: SecretStep{Fingerprint: k.Fingerprint},
+		{secret: credentials.SSH, step: SecretStep{Fingerprint: k.Fingerprint},
 			data: map[string]any{"private_key": k.PrivateKey, "public_key": k.PublicKey, "fingerprint": k.Fingerprint}},
-		{secret: "smtp", data: map[string]any{"username": job.TenantID, "password": pw}},
+		{secret: credentials.SMTP, data: map[string]any{"username": job.TenantID, "password": pw}},
 	}
 	for i := range todo {
 		if err := stamp(job, &todo[i]); err != nil {
@@ -237,20 +238,52 @@ func (w *Worker) Fail(ctx context.Context, job events.RotationJobData, step, rea
 // Replaced names the secrets a job's steps have replaced, in the order
 // the job replaces them, and the API keys destroyed so far.
 func (s Steps) Replaced() (secrets []string, apiKeysDestroyed int) {
-	if s.SSH != nil {
-		secrets = append(secrets, "ssh")
-	}
-	if s.SMTP != nil {
-		secrets = append(secrets, "smtp")
-	}
-	if s.APIKeys != nil && s.APIKeys.Done {
-		secrets = append(secrets, "api_keys")
-		apiKeysDestroyed = s.APIKeys.Found
-	}
-	if s.Cutover != nil && s.Cutover.Active {
-		secrets = append(secrets, "dkim")
+	for _, r := range s.Results("", "") {
+		if r.State.Done() && r.State != credentials.AwaitingDNS {
+			secrets = append(secrets, string(r.Kind))
+		}
+		if r.Kind == credentials.APIKeys && r.State.Done() {
+			apiKeysDestroyed = r.Count
+		}
 	}
 	return secrets, apiKeysDestroyed
+}
+
+// Results are the job's outcome per credential kind, in the order the
+// contract lists the tenant kinds: what reports and notices render. A
+// kind not reached is pending; failedStep (a kind's name, when the job
+// failed at it) is failed with the reason.
+func (s Steps) Results(failedStep, reason string) []credentials.Result {
+	var out []credentials.Result
+	for _, k := range credentials.OfScope(credentials.PerTenant) {
+		r := credentials.Result{Kind: k, State: credentials.Pending}
+		switch k {
+		case credentials.SSH:
+			if s.SSH != nil {
+				r = credentials.Result{Kind: k, State: credentials.Rotated, Count: 1, Public: s.SSH.Fingerprint}
+			}
+		case credentials.SMTP:
+			if s.SMTP != nil {
+				r = credentials.Result{Kind: k, State: credentials.Rotated, Count: 1}
+			}
+		case credentials.APIKeys:
+			if s.APIKeys != nil && s.APIKeys.Done {
+				r = credentials.Result{Kind: k, State: credentials.Destroyed, Count: s.APIKeys.Found}
+			}
+		case credentials.DKIM:
+			if s.DKIM != nil && s.Cutover != nil {
+				r = credentials.Result{Kind: k, State: s.Cutover.Result(), Count: 1, Public: s.DKIM.Selector}
+				if !r.State.Done() {
+					r.Count = 0
+				}
+			}
+		}
+		if string(k) == failedStep && !r.State.Done() {
+			r.State, r.Reason = credentials.Failed, reason
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // events returns what a job's final record emits, in the same transaction
@@ -273,7 +306,7 @@ func (w *Worker) events(job events.RotationJobData, state, reason string, steps 
 				IncidentID: job.IncidentID, TenantID: job.TenantID, SSHFingerprint: steps.SSH.Fingerprint, DKIMSelector: steps.DKIM.Selector,
 				DKIMRecord: steps.DKIM.Record, APIKeysDestroyed: steps.APIKeys.Found, SMTPPasswordRotate: true, Affected: job.Affected,
 				RotatedBy: w.cfg.Instance, DKIMState: steps.Cutover.State(), DKIMName: DKIMName(steps.DKIM.Selector, domain),
-				DKIMRevokedSelector: steps.Cutover.revoked(),
+				DKIMRevokedSelector: steps.Cutover.revoked(), Results: steps.Results("", ""),
 			}})
 		case StateFailed:
 			step, why, ok := strings.Cut(reason, ": ")
@@ -283,6 +316,7 @@ func (w *Worker) events(job events.RotationJobData, state, reason string, steps 
 			replaced, destroyed := steps.Replaced()
 			out = append(out, events.Outgoing{Name: eventsTenantFailed, ID: job.IncidentID + "/" + job.TenantID + "/failed" + suffix, Data: events.RotationTenantFailedData{
 				IncidentID: job.IncidentID, TenantID: job.TenantID, Step: step, Reason: why, Replaced: replaced, APIKeysDestroyed: destroyed,
+				Results: steps.Results(step, why),
 			}})
 		}
 		if p.Pending == 0 && p.Planned > 0 {
@@ -310,7 +344,9 @@ const WriteKey = "lockdown_write"
 // secretWrite is one secret about to be written: its data, its write id
 // and the public parts recorded under that id.
 type secretWrite struct {
-	secret string
+	// secret is the secret's name under tenants/{id}/: its kind's, or
+	// the staged DKIM key's.
+	secret credentials.Kind
 	id     string
 	data   map[string]any
 	step   SecretStep
@@ -334,7 +370,7 @@ func newWriteID(incidentID string) (string, error) {
 // the data is written with check-and-set on the version just read, so two
 // workers on the same job cannot both write.
 func (w *Worker) write(ctx context.Context, job events.RotationJobData, sw secretWrite) (SecretStep, error) {
-	path := w.path(job.TenantID, sw.secret)
+	path := w.path(job.TenantID, string(sw.secret))
 	for range 2 {
 		version, writeID, err := w.vault.Latest(ctx, path)
 		if err != nil {
