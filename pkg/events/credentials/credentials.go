@@ -12,6 +12,7 @@ package credentials
 import (
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // Kind names one kind of credential.
@@ -52,9 +53,10 @@ type Info struct {
 	// KV v2 mount ({tenant} is the tenant id; a trailing /* is every
 	// secret of that folder).
 	Paths []string
-	// TenantAction is what a tenant must do once the kind is rotated (""
-	// when nothing: the platform uses the new value itself).
-	TenantAction string
+	// Actions say what a tenant must do once the kind reached a state (no
+	// entry: nothing). {credentials} is where the tenant finds new
+	// credentials, {dkim_name} where its DKIM record lives.
+	Actions map[State]string
 	// Destroys: the kind is destroyed, not replaced (API keys).
 	Destroys bool
 }
@@ -62,14 +64,17 @@ type Info struct {
 // kinds is the registry, in the order a tenant's job handles them and a
 // report lists them.
 var kinds = []Info{
-	{Kind: SSH, Scope: PerTenant, Title: "SSH key", Engine: "kv", Paths: []string{"tenants/{tenant}/ssh"},
-		TenantAction: "Replace the old SSH public key with the new one (fingerprint below) wherever you authorised it."},
+	{Kind: SSH, Scope: PerTenant, Title: "SSH key", Engine: "kv", Paths: []string{"tenants/{tenant}/ssh"}},
 	{Kind: SMTP, Scope: PerTenant, Title: "SMTP credentials", Engine: "kv", Paths: []string{"tenants/{tenant}/smtp"},
-		TenantAction: "Fetch the new SMTP password from the platform console and update every sending integration."},
+		Actions: map[State]string{Rotated: "Get your new SMTP credentials {credentials} (they are never sent by email) and update your integrations with them."}},
 	{Kind: APIKeys, Scope: PerTenant, Title: "API keys", Engine: "kv", Paths: []string{"api_keys/{tenant}/*"}, Destroys: true,
-		TenantAction: "Every API key was destroyed: create new keys in the platform console and update every integration that calls the API."},
+		Actions: map[State]string{Destroyed: "Regenerate your API keys in the dashboard: every existing key was revoked. Update every integration that calls the API with the new keys."}},
 	{Kind: DKIM, Scope: PerTenant, Title: "DKIM signing key", Engine: "kv", Paths: []string{"tenants/{tenant}/dkim", "tenants/{tenant}/dkim-pending"},
-		TenantAction: "Publish the new DKIM record below if your DNS is not delegated to the platform."},
+		Actions: map[State]string{
+			Rotated:     "Nothing to do for DKIM: {dkim_name} points to us, we published the new record below, switched signing to it and revoked your previous selector.",
+			AwaitingDNS: "Publish the new DKIM record below: TXT {dkim_name}. We keep signing with your previous key until your DNS shows the new record, then switch by ourselves; then delete the previous selector's record, whose key must be treated as compromised.",
+			Unverified:  "Publish the new DKIM record below: TXT {dkim_name}",
+		}},
 	{Kind: Transit, Scope: PlatformWide, Title: "transit encryption keys", Engine: "transit"},
 	{Kind: Database, Scope: PlatformWide, Title: "database credentials", Engine: "database"},
 	{Kind: PKI, Scope: PlatformWide, Title: "PKI certificates", Engine: "pki"},
@@ -97,6 +102,20 @@ func OfScope(s Scope) []Kind {
 		}
 	}
 	return out
+}
+
+// Action is what a tenant must do about k in state s ("" when nothing),
+// with its placeholders filled from fill ({credentials}, {dkim_name}).
+func (k Kind) Action(s State, fill map[string]string) string {
+	i, ok := Of(k)
+	if !ok {
+		return ""
+	}
+	text := i.Actions[s]
+	for name, v := range fill {
+		text = strings.ReplaceAll(text, "{"+name+"}", v)
+	}
+	return text
 }
 
 // Title names k to people ("" kinds and unknown ones by their name).

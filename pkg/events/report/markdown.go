@@ -154,6 +154,28 @@ func (r Report) Markdown(w io.Writer) error {
 		p("- %s %s%s: %s", stamp(f.Time), f.What, suffix(" for ", f.TenantID), cell(f.Reason))
 	}
 	p("")
+	p("## Credentials by kind")
+	p("")
+	p("| kind | scope | rotated | jobs | failed | pending | not covered |")
+	p("|---|---|---|---|---|---|---|")
+	for _, c := range a.Credentials {
+		notCovered := "?"
+		if c.NotCovered >= 0 {
+			notCovered = fmt.Sprint(c.NotCovered)
+		}
+		p("| %s | %s | %d | %d | %d | %d | %s |", c.Title, c.Scope, c.Rotated, c.Jobs, c.Failed, c.Pending, notCovered)
+	}
+	if r.CoveragePlanAt != nil {
+		p("")
+		p("Not covered, by `lockdown plan` of %s: %d", stamp(*r.CoveragePlanAt), len(r.Uncovered))
+		for _, g := range r.Uncovered {
+			p("- %s (%s) %s: %s", g.Mount, g.Type, orDash(g.Item), cell(g.Why))
+		}
+	} else {
+		p("")
+		p("Not covered: unknown here — run `lockdown plan` (it names every credential Vault holds that nothing rotates).")
+	}
+	p("")
 	p("## Tenant rotations")
 	p("")
 	p("| tenant | affected | SSH fingerprint | DKIM selector | API keys destroyed |")

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/credentials"
 )
 
 // ReviewChange is one recorded change of the review.
@@ -90,6 +91,11 @@ type Report struct {
 	// who made it.
 	ReviewState   string         `json:"review_state"`
 	ReviewHistory []ReviewChange `json:"review_history"`
+	// CoveragePlanAt and Uncovered come from the last `lockdown plan`
+	// when the report is shown with it: what Vault held then that no
+	// kind or catalogue entry rotates.
+	CoveragePlanAt *time.Time        `json:"coverage_plan_at,omitempty"`
+	Uncovered      []credentials.Gap `json:"uncovered,omitempty"`
 }
 
 // Actions is what Lockdown did.
@@ -125,12 +131,37 @@ type Actions struct {
 	NotificationsFailed   int                  `json:"tenants_not_notified"`
 	MessagesSent          map[string]int       `json:"messages_sent"` // channel → count
 	AuthMethodsRestored   []string             `json:"auth_methods_restored"`
+	// Credentials is the per-kind table: every credential kind with how
+	// many were rotated (or destroyed), failed and left pending, from the
+	// per-kind results of the tenants' jobs and of the catalogue's
+	// platform-wide entries (the latest of each, after retries).
+	Credentials []CredentialRow `json:"credentials"`
 	// SealRounds counts seal rounds (a breach during recovery seals again,
 	// and its unseal is followed by another revocation).
 	SealRounds int `json:"seal_rounds"`
 	// DrivenBy names the containment processes that took each step (a
 	// standby that took over from a dead leader appears beside it).
 	DrivenBy map[string][]string `json:"driven_by"` // process → steps
+}
+
+// CredentialRow is one kind's line of the per-kind table.
+type CredentialRow struct {
+	Kind  credentials.Kind  `json:"kind"`
+	Title string            `json:"title"`
+	Scope credentials.Scope `json:"scope"`
+	// Rotated counts the credentials replaced or destroyed (API keys,
+	// transit keys, secrets…); Jobs the tenants or entries that did.
+	Rotated int `json:"rotated"`
+	Jobs    int `json:"jobs"`
+	// Failed counts the tenants or entries whose step of this kind failed;
+	// Pending those not reached, or waiting (a DKIM key for the tenant's
+	// DNS).
+	Failed  int `json:"failed"`
+	Pending int `json:"pending"`
+	// NotCovered counts what Vault held of the kind that nothing rotates,
+	// by the last `lockdown plan` (set when the report is shown with it;
+	// -1 unknown).
+	NotCovered int `json:"not_covered"`
 }
 
 // UnsealKeys is the rekey ceremony's result.
@@ -217,6 +248,10 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 			RotatedBy: map[string]int{}, MessagesSent: map[string]int{}, AuthMethodsRestored: []string{}, DrivenBy: map[string][]string{}},
 	}
 	first := map[events.Name]time.Time{}
+	// The latest per-kind results of each tenant and each catalogue entry
+	// (a retry's outcome replaces the first one's).
+	tenantResults := map[string][]credentials.Result{}
+	platformResults := map[string]credentials.Result{}
 	var sealedEnd time.Time // the first round's last node confirmed sealed
 	last := map[events.Name]time.Time{}
 	a := &r.Actions
@@ -327,6 +362,7 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 				a.Rotations = append(a.Rotations, TenantRotation{TenantID: d.TenantID, Affected: d.Affected, SSHFingerprint: d.SSHFingerprint,
 					DKIMSelector: d.DKIMSelector, DKIMState: d.DKIMState, SMTPRotated: d.SMTPPasswordRotate, APIKeysDestroyed: d.APIKeysDestroyed, RotatedBy: d.RotatedBy})
 				a.APIKeysDestroyed += d.APIKeysDestroyed
+				tenantResults[d.TenantID] = d.Results
 				if d.RotatedBy != "" {
 					a.RotatedBy[d.RotatedBy]++
 				}
@@ -340,19 +376,37 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 						a.Rotations[i].DKIMState = "active"
 					}
 				}
+				for i, res := range tenantResults[d.TenantID] {
+					if res.Kind == credentials.DKIM {
+						tenantResults[d.TenantID][i].State, tenantResults[d.TenantID][i].Count = credentials.Rotated, 1
+					}
+				}
 				line.Summary = fmt.Sprintf("%s DKIM key %s active: the tenant's DNS shows %s", d.TenantID, d.Selector, d.Name)
 			}
 		case events.RotationTenantFailed:
 			var d events.RotationTenantFailedData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
 				r.Failures = append(r.Failures, Failure{Time: e.Time, Type: e.Type, TenantID: d.TenantID, What: "rotation (" + d.Step + ")", Reason: d.Reason})
+				tenantResults[d.TenantID] = d.Results
 				line.Summary = fmt.Sprintf("%s rotation failed at %s", d.TenantID, d.Step)
+			}
+		case events.RotationPlatformDone:
+			var d events.RotationPlatformCompletedData
+			if err = json.Unmarshal(e.Data, &d); err == nil {
+				platformResults[d.Entry] = d.Result
+				line.Summary = fmt.Sprintf("platform entry %s (%s): %s, %d credentials", d.Entry, d.Result.Kind, d.Result.State, d.Result.Count)
+				if d.Result.State == credentials.Failed {
+					r.Failures = append(r.Failures, Failure{Time: e.Time, Type: e.Type, What: "platform entry " + d.Entry + " (" + string(d.Result.Kind) + ")", Reason: d.Result.Reason})
+				}
 			}
 		case events.RotationCompleted:
 			var d events.RotationCompletedData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
 				a.TenantsRotated, a.TenantsFailed = d.Completed, d.Failed
 				line.Summary = fmt.Sprintf("rotation completed: %d tenants, %d failed", d.Completed, d.Failed)
+				if d.Platform+d.PlatformFailed > 0 {
+					line.Summary += fmt.Sprintf("; platform entries: %d rotated, %d failed", d.Platform, d.PlatformFailed)
+				}
 			}
 		case events.NotificationSent:
 			var d events.NotificationSentData
@@ -427,6 +481,7 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 		r.Timeline = append(r.Timeline, line)
 	}
 	sort.Slice(a.Rotations, func(i, j int) bool { return a.Rotations[i].TenantID < a.Rotations[j].TenantID })
+	a.Credentials = credentialRows(tenantResults, platformResults)
 	sort.Strings(r.AffectedTenants)
 
 	phase := func(name string, start, end time.Time) {
@@ -457,6 +512,59 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 		r.Phases = []Phase{}
 	}
 	return r
+}
+
+// credentialRows sums the per-kind results into the table, one row per
+// kind of the contract.
+func credentialRows(tenants map[string][]credentials.Result, platform map[string]credentials.Result) []CredentialRow {
+	rows := []CredentialRow{}
+	at := map[credentials.Kind]int{}
+	for _, k := range credentials.Kinds() {
+		at[k.Kind] = len(rows)
+		rows = append(rows, CredentialRow{Kind: k.Kind, Title: k.Title, Scope: k.Scope, NotCovered: -1})
+	}
+	add := func(res credentials.Result) {
+		i, ok := at[res.Kind]
+		if !ok {
+			return // a kind this reader does not know: newer than it
+		}
+		switch {
+		case res.State == credentials.Failed:
+			rows[i].Failed++
+		case res.State.Done() && res.State != credentials.AwaitingDNS:
+			rows[i].Rotated += res.Count
+			rows[i].Jobs++
+		default: // pending, or a DKIM key waiting for the tenant's DNS
+			rows[i].Pending++
+		}
+	}
+	for _, results := range tenants {
+		for _, res := range results {
+			add(res)
+		}
+	}
+	for _, res := range platform {
+		add(res)
+	}
+	return rows
+}
+
+// AddCoverage fills the table's not-covered column from a plan (lockdown
+// plan), and lists its gaps.
+func (r *Report) AddCoverage(p credentials.Plan) {
+	at := p.At
+	r.CoveragePlanAt, r.Uncovered = &at, p.Uncovered
+	byEngine := map[string]int{}
+	for _, g := range p.Uncovered {
+		byEngine[g.Type]++
+	}
+	for i, row := range r.Actions.Credentials {
+		info, _ := credentials.Of(row.Kind)
+		r.Actions.Credentials[i].NotCovered = 0
+		if info.Scope == credentials.PlatformWide {
+			r.Actions.Credentials[i].NotCovered = byEngine[info.Engine]
+		}
+	}
 }
 
 func nonNil(s []string) []string {

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/events/report"
 )
 
@@ -40,10 +43,18 @@ func fixture(t *testing.T) (report.Incident, []report.Entry, time.Time) {
 	add(30_000, events.VaultUnsealed, "/lockdown/containment", events.VaultUnsealedData{IncidentID: id, Address: "https://vault-0:8200", GateMS: 29_390})
 	add(30_050, events.AccessRevoked, "/lockdown/containment", events.AccessRevokedData{IncidentID: id, AuthMethodsDisabled: []string{"approle", "jwt"}, TokensRevoked: 4, TokensKept: 2, KeyTerm: 2})
 	add(30_100, events.RotationPlanned, "/lockdown/rotator", events.RotationPlannedData{IncidentID: id, Policy: "all", Tenants: 3})
-	add(31_000, events.RotationTenantCompleted, "/lockdown/rotator", events.RotationTenantCompletedData{IncidentID: id, TenantID: "tenant-002", SSHFingerprint: "SHA256:bbb", DKIMSelector: "ld20261125-0b6e2f3a", APIKeysDestroyed: 2, SMTPPasswordRotate: true, Affected: true, RotatedBy: "host-a/11", DKIMState: "active"})
-	add(31_200, events.RotationTenantCompleted, "/lockdown/rotator", events.RotationTenantCompletedData{IncidentID: id, TenantID: "tenant-001", SSHFingerprint: "SHA256:aaa", DKIMSelector: "ld20261125-0b6e2f3a", APIKeysDestroyed: 1, SMTPPasswordRotate: true, Affected: true, RotatedBy: "host-b/12", DKIMState: "awaiting_dns"})
+	add(31_000, events.RotationTenantCompleted, "/lockdown/rotator", events.RotationTenantCompletedData{IncidentID: id, TenantID: "tenant-002", SSHFingerprint: "SHA256:bbb", DKIMSelector: "ld20261125-0b6e2f3a", APIKeysDestroyed: 2, SMTPPasswordRotate: true, Affected: true, RotatedBy: "host-a/11", DKIMState: "active",
+		Results: []credentials.Result{{Kind: credentials.SSH, State: credentials.Rotated, Count: 1}, {Kind: credentials.SMTP, State: credentials.Rotated, Count: 1},
+			{Kind: credentials.APIKeys, State: credentials.Destroyed, Count: 2}, {Kind: credentials.DKIM, State: credentials.Rotated, Count: 1}}})
+	add(31_200, events.RotationTenantCompleted, "/lockdown/rotator", events.RotationTenantCompletedData{IncidentID: id, TenantID: "tenant-001", SSHFingerprint: "SHA256:aaa", DKIMSelector: "ld20261125-0b6e2f3a", APIKeysDestroyed: 1, SMTPPasswordRotate: true, Affected: true, RotatedBy: "host-b/12", DKIMState: "awaiting_dns",
+		Results: []credentials.Result{{Kind: credentials.SSH, State: credentials.Rotated, Count: 1}, {Kind: credentials.SMTP, State: credentials.Rotated, Count: 1},
+			{Kind: credentials.APIKeys, State: credentials.Destroyed, Count: 1}, {Kind: credentials.DKIM, State: credentials.AwaitingDNS}}})
 	add(31_300, events.RotationTenantFailed, "/lockdown/rotator", events.RotationTenantFailedData{IncidentID: id, TenantID: "ghost", Step: "plan", Reason: "tenant not in the directory"})
-	add(31_400, events.RotationCompleted, "/lockdown/rotator", events.RotationCompletedData{IncidentID: id, Completed: 2, Failed: 1})
+	add(31_350, events.RotationPlatformDone, "/lockdown/rotator", events.RotationPlatformCompletedData{IncidentID: id, Entry: "platform-transit",
+		Result: credentials.Result{Kind: credentials.Transit, State: credentials.Rotated, Count: 2, Public: "archive v2, mail v2"}, Items: []string{"archive", "mail"}})
+	add(31_360, events.RotationPlatformDone, "/lockdown/rotator", events.RotationPlatformCompletedData{IncidentID: id, Entry: "platform-pki",
+		Result: credentials.Result{Kind: credentials.PKI, State: credentials.Rotated, Count: 1, Public: "new serials 1a:2b; 2 certificates revoked"}, Items: []string{"secret/pki-certs/relay"}})
+	add(31_400, events.RotationCompleted, "/lockdown/rotator", events.RotationCompletedData{IncidentID: id, Completed: 2, Failed: 1, Platform: 2})
 	add(31_500, events.NotificationSent, "/lockdown/notifier", events.NotificationSentData{IncidentID: id, TenantID: "tenant-002", Channel: "email", MessageID: "<x@y>"})
 	add(31_600, events.NotificationSent, "/lockdown/notifier", events.NotificationSentData{IncidentID: id, TenantID: "tenant-001", Channel: "email", MessageID: "<z@y>"})
 	add(31_700, events.NotificationSent, "/lockdown/notifier", events.NotificationSentData{IncidentID: id, TenantID: "tenant-001", Channel: "webhook"})
@@ -122,5 +133,55 @@ func golden(t *testing.T, name string, write func(*bytes.Buffer) error) {
 	}
 	if !bytes.Equal(b.Bytes(), want) {
 		t.Fatalf("%s differs from the golden file; got:\n%s", name, b.String())
+	}
+}
+
+func TestCredentialsTable(t *testing.T) {
+	inc, entries, end := fixture(t)
+	retry := func(ms int, name events.Name, data any) {
+		b, err := json.Marshal(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries = append(entries, report.Entry{EventID: fmt.Sprint(name, ms), Type: name, Time: end.Add(time.Duration(ms) * time.Millisecond), Source: "/lockdown/rotator", Data: b})
+	}
+	// A platform entry that failed, and a tenant whose retry completed
+	// after it had failed at its DKIM step: the latest outcome counts.
+	retry(1, events.RotationPlatformDone, events.RotationPlatformCompletedData{IncidentID: inc.ID, Entry: "platform-db",
+		Result: credentials.Result{Kind: credentials.Database, State: credentials.Failed, Reason: "static role app not found"}})
+	retry(2, events.RotationTenantFailed, events.RotationTenantFailedData{IncidentID: inc.ID, TenantID: "tenant-003", Step: "dkim", Reason: "REFUSED",
+		Results: []credentials.Result{{Kind: credentials.SSH, State: credentials.Rotated, Count: 1}, {Kind: credentials.DKIM, State: credentials.Failed}}})
+	retry(3, events.RotationTenantCompleted, events.RotationTenantCompletedData{IncidentID: inc.ID, TenantID: "tenant-003",
+		Results: []credentials.Result{{Kind: credentials.SSH, State: credentials.Rotated, Count: 1}, {Kind: credentials.DKIM, State: credentials.Unverified, Count: 1}}})
+	r := report.Build(inc, entries, "resolved", "", end.Add(time.Second))
+	row := func(k credentials.Kind) report.CredentialRow {
+		for _, c := range r.Actions.Credentials {
+			if c.Kind == k {
+				return c
+			}
+		}
+		t.Fatalf("no row for %s", k)
+		return report.CredentialRow{}
+	}
+	if db := row(credentials.Database); db.Failed != 1 || db.Rotated != 0 || db.NotCovered != -1 {
+		t.Errorf("database row %+v", db)
+	}
+	if d := row(credentials.DKIM); d.Failed != 0 || d.Rotated != 2 || d.Pending != 1 {
+		t.Errorf("dkim row %+v: the retry's completion replaces the failure", d)
+	}
+	r.AddCoverage(credentials.Plan{At: end, Coverage: credentials.Coverage{Uncovered: []credentials.Gap{
+		{Mount: "secret", Type: "kv", Item: "legacy/ftp"}, {Mount: "totp", Type: "totp"}}}})
+	if kv, ssh := row(credentials.KV), row(credentials.SSH); kv.NotCovered != 1 || ssh.NotCovered != 0 {
+		t.Errorf("not covered: kv %d, ssh %d", kv.NotCovered, ssh.NotCovered)
+	}
+	var buf bytes.Buffer
+	if err := r.Markdown(&buf); err != nil {
+		t.Fatal(err)
+	}
+	md := buf.String()
+	for _, want := range []string{"| database credentials | platform | 0 | 0 | 1 | 0 | 0 |", "- totp (totp) —", "Not covered, by `lockdown plan`"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("the Markdown lacks %q", want)
+		}
 	}
 }

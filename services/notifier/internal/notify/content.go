@@ -6,10 +6,12 @@ import (
 	htmltemplate "html/template"
 	"io/fs"
 	"os"
+	"slices"
 	"text/template"
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/events/webhook"
 	"github.com/lockdown/lockdown/pkg/platform/directory"
 )
@@ -42,16 +44,22 @@ type Content struct {
 	// secretsReplaced are the failure's replaced secrets (ssh, smtp,
 	// dkim), for the webhook.
 	secretsReplaced []string
+	// rotatedKinds are the completion's rotated kinds, for the webhook.
+	rotatedKinds []string
 }
 
 // NewIncompleteContent is the notice to a tenant whose rotation failed:
 // some of its secrets may be new, some API keys gone, others still old.
 func NewIncompleteContent(t directory.Tenant, d events.RotationTenantFailedData) Content {
-	replaced, notReplaced := credentialNames(d)
+	results := d.Results
+	if len(results) == 0 {
+		results = failedResults(d) // an event of a rotator before per-kind results
+	}
+	replaced, notReplaced := credentialNames(results)
 	secrets := []string{}
-	for _, s := range d.Replaced {
-		if s != "api_keys" {
-			secrets = append(secrets, s)
+	for _, r := range results {
+		if replacedNow(r) && r.Kind != credentials.APIKeys {
+			secrets = append(secrets, string(r.Kind))
 		}
 	}
 	return Content{Tenant: t, IncidentID: d.IncidentID, Incomplete: true, FailedStep: d.Step, Replaced: replaced, NotReplaced: notReplaced,
@@ -62,29 +70,63 @@ func NewIncompleteContent(t directory.Tenant, d events.RotationTenantFailedData)
 		}}
 }
 
-// credentialNames turns the failure's replaced secrets into the tenant's
+// replacedNow says whether a kind's old credential is gone (a DKIM key
+// waiting for the tenant's DNS is not: the old one still signs).
+func replacedNow(r credentials.Result) bool {
+	return r.State.Done() && r.State != credentials.AwaitingDNS
+}
+
+// credentialNames turns a failure's per-kind results into the tenant's
 // words: what is new, what is still old.
-func credentialNames(d events.RotationTenantFailedData) (replaced, notReplaced []string) {
-	names := []struct{ secret, name string }{
-		{"ssh", "SSH key"}, {"smtp", "SMTP credentials"}, {"api_keys", "API keys"}, {"dkim", "DKIM signing key"},
-	}
-	done := map[string]bool{}
-	for _, s := range d.Replaced {
-		done[s] = true
-	}
-	for _, n := range names {
+func credentialNames(results []credentials.Result) (replaced, notReplaced []string) {
+	for _, r := range results {
+		info, _ := credentials.Of(r.Kind)
 		switch {
-		case n.secret == "api_keys" && done[n.secret]:
-			replaced = append(replaced, fmt.Sprintf("API keys: all %d revoked and destroyed", d.APIKeysDestroyed))
-		case done[n.secret]:
-			replaced = append(replaced, n.name+": replaced")
-		case n.secret == "api_keys":
-			notReplaced = append(notReplaced, "API keys: some may already be revoked, others still work")
+		case info.Destroys && replacedNow(r):
+			replaced = append(replaced, fmt.Sprintf("%s: all %d revoked and destroyed", info.Title, r.Count))
+		case replacedNow(r):
+			replaced = append(replaced, info.Title+": replaced")
+		case info.Destroys:
+			notReplaced = append(notReplaced, info.Title+": some may already be revoked, others still work")
 		default:
-			notReplaced = append(notReplaced, n.name+": not replaced yet")
+			notReplaced = append(notReplaced, r.Kind.Title()+": not replaced yet")
 		}
 	}
 	return replaced, notReplaced
+}
+
+// failedResults reads a failure event without per-kind results (sent by
+// a rotator of an earlier version, still in the stream).
+func failedResults(d events.RotationTenantFailedData) []credentials.Result {
+	var out []credentials.Result
+	for _, k := range credentials.OfScope(credentials.PerTenant) {
+		r := credentials.Result{Kind: k, State: credentials.Pending}
+		if slices.Contains(d.Replaced, string(k)) {
+			r.State, r.Count = credentials.Rotated, 1
+			if k == credentials.APIKeys {
+				r.State, r.Count = credentials.Destroyed, d.APIKeysDestroyed
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// completedResults reads a completion event without per-kind results.
+func completedResults(d events.RotationTenantCompletedData) []credentials.Result {
+	dkim := credentials.Unverified
+	switch d.DKIMState {
+	case "active":
+		dkim = credentials.Rotated
+	case "awaiting_dns":
+		dkim = credentials.AwaitingDNS
+	}
+	out := []credentials.Result{{Kind: credentials.SSH, State: credentials.Rotated, Count: 1, Public: d.SSHFingerprint}}
+	if d.SMTPPasswordRotate {
+		out = append(out, credentials.Result{Kind: credentials.SMTP, State: credentials.Rotated, Count: 1})
+	}
+	return append(out, credentials.Result{Kind: credentials.APIKeys, State: credentials.Destroyed, Count: d.APIKeysDestroyed},
+		credentials.Result{Kind: credentials.DKIM, State: dkim, Count: 1, Public: d.DKIMSelector})
 }
 
 // deliveryKey tells one notice's deliveries apart (Message-ID, webhook
@@ -107,49 +149,40 @@ func (c Content) variant() string {
 	return "precautionary"
 }
 
-// NewContent builds a tenant's content from its rotation. credentialsURL
-// is where the tenant finds its new SMTP credentials (empty: its
-// dashboard); the notice never carries them.
+// NewContent builds a tenant's content from its rotation's per-kind
+// results: what was rotated, and each kind's action (the contract's
+// words, pkg/events/credentials). credentialsURL is where the tenant
+// finds its new SMTP credentials (empty: its dashboard); the notice never
+// carries them.
 func NewContent(t directory.Tenant, d events.RotationTenantCompletedData, credentialsURL string) Content {
+	results := d.Results
+	if len(results) == 0 {
+		results = completedResults(d) // an event of a rotator before per-kind results
+	}
 	c := Content{
 		Tenant: t, IncidentID: d.IncidentID, Affected: d.Affected,
-		Rotated:        []string{"SSH keys", "DKIM signing key"},
 		SSHFingerprint: d.SSHFingerprint, DKIMSelector: d.DKIMSelector, DKIMRecord: d.DKIMRecord,
 		DKIMRecordName: d.DKIMSelector + "._domainkey." + t.Domain, APIKeysRevoked: d.APIKeysDestroyed, DKIMState: d.DKIMState,
-	}
-	if d.SMTPPasswordRotate {
-		c.Rotated = []string{"SSH keys", "SMTP credentials", "DKIM signing key"}
 	}
 	where := "in your dashboard"
 	if credentialsURL != "" {
 		where = "at " + credentialsURL
 	}
-	c.RequiredActions = []string{
-		"Regenerate your API keys in the dashboard: every existing key was revoked.",
-		"Get your new SMTP credentials " + where + " (they are never sent by email) and update your integrations with them and the new API keys.",
-		dkimAction(c),
+	fill := map[string]string{"credentials": where, "dkim_name": c.DKIMRecordName}
+	for _, r := range results {
+		if info, _ := credentials.Of(r.Kind); r.State.Done() && !info.Destroys {
+			c.Rotated = append(c.Rotated, info.Title)
+			c.rotatedKinds = append(c.rotatedKinds, string(r.Kind))
+		}
+		if a := r.Kind.Action(r.State, fill); a != "" {
+			c.RequiredActions = append(c.RequiredActions, a)
+		}
 	}
 	return c
 }
 
-// dkimAction says what the tenant does about DKIM, by how far the
-// rollover went.
-func dkimAction(c Content) string {
-	switch c.DKIMState {
-	case "active":
-		return fmt.Sprintf("Nothing to do for DKIM: %s points to us, we published the new record below, switched signing to it and revoked your previous selector.", c.DKIMRecordName)
-	case "awaiting_dns":
-		return fmt.Sprintf("Publish the new DKIM record below: TXT %s. We keep signing with your previous key until your DNS shows the new record, then switch by ourselves; then delete the previous selector's record, whose key must be treated as compromised.", c.DKIMRecordName)
-	}
-	return fmt.Sprintf("Publish the new DKIM record below: TXT %s", c.DKIMRecordName)
-}
-
 // Webhook is the content as the webhook's JSON body.
 func (c Content) Webhook(now time.Time) webhook.Notification {
-	rotated := []string{"ssh", "dkim"}
-	if len(c.Rotated) == 3 {
-		rotated = []string{"ssh", "smtp", "dkim"}
-	}
 	if c.Incomplete {
 		return webhook.Notification{
 			Type: "security_incident", IncidentID: c.IncidentID, TenantID: c.Tenant.ID, Rotated: c.secretsReplaced, APIKeysRevoked: c.APIKeysRevoked, RotationIncomplete: true,
@@ -158,7 +191,7 @@ func (c Content) Webhook(now time.Time) webhook.Notification {
 	}
 	return webhook.Notification{
 		Type: "security_incident", IncidentID: c.IncidentID, TenantID: c.Tenant.ID, Affected: c.Affected,
-		Rotated: rotated, APIKeysRevoked: c.APIKeysRevoked, DKIMSelector: c.DKIMSelector,
+		Rotated: c.rotatedKinds, APIKeysRevoked: c.APIKeysRevoked, DKIMSelector: c.DKIMSelector,
 		DKIMRecordName: c.DKIMRecordName, DKIMRecord: c.DKIMRecord, DKIMState: c.DKIMState, RequiredActions: c.RequiredActions,
 		EmailSending: "operating normally", SentAt: now.UTC(),
 	}
