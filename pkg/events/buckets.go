@@ -23,6 +23,14 @@ const (
 	// once the incident is closed, a draft while it is open. A report of
 	// ten thousand tenants is megabytes, too large for a key-value entry.
 	BucketReports = "LOCKDOWN_REPORTS"
+	// BucketPlans is the key-value bucket where `lockdown plan` keeps its
+	// answers (credentials.Plan, key PlanKey; the last ten): the console
+	// shows the last one and `lockdown report` fills the per-kind table's
+	// not-covered column from it. The operator writes it: a plan is the
+	// operator's own reading of Vault, not a service's record.
+	BucketPlans = "LOCKDOWN_PLANS"
+	// PlanKey is the key of the last plan.
+	PlanKey = "latest"
 )
 
 // BucketKind says what a bucket is.
@@ -38,7 +46,8 @@ const (
 type BucketSpec struct {
 	Name string
 	Kind BucketKind
-	// Owner is the only service that writes it; the operator reads it.
+	// Owner is the only service (or user) that writes it; the operator
+	// reads it.
 	Owner       string
 	Description string
 	// Key describes the keys (object names).
@@ -62,6 +71,9 @@ func Buckets() []BucketSpec {
 		{Name: BucketReports, Kind: BucketObject, Owner: ServiceContainment, Key: "the incident id",
 			Schema: "report.v1.json", MaxAge: 365 * 24 * time.Hour, Replicas: 3,
 			Description: "the post-incident report (JSON): final once the incident is closed, a draft (outcome open) while it runs"},
+		{Name: BucketPlans, Kind: BucketKeyValue, Owner: UserOperator, Key: "latest",
+			Schema: "plan.v1.json", History: 10, MaxAge: 365 * 24 * time.Hour, Replicas: 3,
+			Description: "`lockdown plan`'s answers: what an incident would rotate, destroy and revoke, and every credential no catalogue entry covers (names and counts only); the last ten"},
 	}
 }
 

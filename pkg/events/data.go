@@ -384,7 +384,7 @@ type IncidentStuckData struct {
 type AuditData struct {
 	IncidentID string         `json:"incident_id" doc:"The incident."`
 	Action     string         `json:"action" doc:"What was done to Vault (cancel: a sys/generate-root attempt cancelled, an alarm)." enum:"seal,revoke,rekey,rotate,destroy,restore,cancel"`
-	Record     string         `json:"record" doc:"The runbook's name of the record: vault_sealed, access_revoked, unseal_keys_rotated, tenant_secrets_rotated, api_keys_revoked_emergency, access_restored; vault_swept_after_rekey and vault_swept_before_restore (the later sweeps); generate_root_cancelled (an alarm)."`
+	Record     string         `json:"record" doc:"The runbook's name of the record: vault_sealed, access_revoked, unseal_keys_rotated, tenant_secrets_rotated, api_keys_revoked_emergency, platform_credentials_rotated (one catalogue entry; platform_credentials_not_rotated when it failed, critical), dkim_key_activated, access_restored; vault_swept_after_rekey and vault_swept_before_restore (the later sweeps); generate_root_cancelled (an alarm)."`
 	Severity   string         `json:"severity" doc:"critical, high or info." enum:"critical,high,info"`
 	Tenant     string         `json:"tenant,omitempty" doc:"The tenant acted on (rotate, destroy)."`
 	Counts     map[string]int `json:"counts" doc:"What the action counted (nodes sealed, tokens revoked, keys revoked, …)."`

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/events/readmodel"
 	"github.com/lockdown/lockdown/pkg/events/report"
 )
@@ -24,7 +25,7 @@ func TestDocs(t *testing.T) {
 	for _, s := range events.Catalog() {
 		files[filepath.Join(root, "schemas", string(s.Name)+".v1.json")] = s.MarshalSchema()
 	}
-	docs := map[string]any{events.BucketIncidents: readmodel.Incident{}, events.BucketReports: report.Report{}}
+	docs := map[string]any{events.BucketIncidents: readmodel.Incident{}, events.BucketReports: report.Report{}, events.BucketPlans: credentials.Plan{}}
 	for _, b := range events.Buckets() {
 		files[filepath.Join(root, "schemas", b.Schema)] = events.DocumentSchema(docs[b.Name], b.Schema, b.Name, b.Description)
 	}

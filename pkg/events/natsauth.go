@@ -76,7 +76,7 @@ func NATSPermissions() []NATSPermission {
 		case UserSIEM:
 			p.PublishAllow = []string{BreachDetected.Subject()}
 		case UserOperator:
-			p.PublishAllow = append(append(publishedBy(user), readStreams()...), readBuckets()...)
+			p.PublishAllow = append(append(append(publishedBy(user), readStreams()...), readBuckets()...), writeBuckets(user)...)
 			p.PublishDeny = append(durableDenies(), consumerDenies...)
 		case UserReplayer:
 			p.PublishAllow = append(replayable(), readStreams()...)

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/events/readmodel"
 	"github.com/lockdown/lockdown/pkg/events/report"
 )
@@ -233,4 +234,39 @@ func (rm *ReadModel) chunks(ctx context.Context, info *jetstream.ObjectInfo) ([]
 		return nil, ErrReportChanged
 	}
 	return data, nil
+}
+
+// PutPlan keeps a `lockdown plan` answer as the last one (the operator's
+// identity writes the bucket).
+func PutPlan(ctx context.Context, js jetstream.JetStream, p credentials.Plan) error {
+	kv, err := js.KeyValue(ctx, events.BucketPlans)
+	if err != nil {
+		return fmt.Errorf("key-value bucket %s: %w", events.BucketPlans, err)
+	}
+	data, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	_, err = kv.Put(ctx, events.PlanKey, data)
+	return err
+}
+
+// LastPlan returns the last kept plan (nil when there is none).
+func LastPlan(ctx context.Context, js jetstream.JetStream) (*credentials.Plan, error) {
+	kv, err := js.KeyValue(ctx, events.BucketPlans)
+	if err != nil {
+		return nil, fmt.Errorf("key-value bucket %s: %w", events.BucketPlans, err)
+	}
+	e, err := kv.Get(ctx, events.PlanKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var p credentials.Plan
+	if err := json.Unmarshal(e.Value(), &p); err != nil {
+		return nil, fmt.Errorf("the last plan does not decode: %w", err)
+	}
+	return &p, nil
 }

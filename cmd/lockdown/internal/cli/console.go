@@ -24,6 +24,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/readmodel"
 	"github.com/lockdown/lockdown/pkg/events/report"
+	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 )
 
@@ -301,10 +302,17 @@ func (c *console) list(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, err)
 		return
 	}
+	// The last `lockdown plan`, when one is kept: what an incident would
+	// rotate now and what nothing covers.
+	plan, err := stream.LastPlan(ctx, c.js)
+	if err != nil {
+		c.log.Warn("last plan not read", slog.Any("error", err))
+	}
 	c.render(w, "list.html", struct {
 		Incidents []readmodel.Incident
 		Now       time.Time
-	}{list, time.Now()})
+		Plan      *credentials.Plan
+	}{list, time.Now(), plan})
 }
 
 func (c *console) page(w http.ResponseWriter, r *http.Request) {
@@ -402,6 +410,9 @@ func (c *console) report(r *http.Request) (report.Report, error) {
 	rep, err := c.rm.Report(r.Context(), r.PathValue("id"))
 	if err == nil && rep.TraceURL == "" {
 		rep.TraceURL = report.TraceLink(c.jaegerURL, rep.TraceID)
+	}
+	if err == nil {
+		withLastPlan(r.Context(), c.js, &rep)
 	}
 	return rep, err
 }

@@ -15,7 +15,9 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/credentials"
+	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 )
 
@@ -34,6 +36,8 @@ func runPlan(ctx context.Context, args []string, out, errOut io.Writer) int {
 	disable := fs.String("disable-auth", envOr("DISABLE_AUTH", "approle,jwt"), "auth mounts disabled on unseal, comma-separated (containment's LOCKDOWN_DISABLE_AUTH)")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
 	asJSON := fs.Bool("json", false, "print the plan as JSON")
+	nf := addNATSFlags(fs, events.UserOperator)
+	keep := fs.Bool("keep", os.Getenv("LOCKDOWN_NATS_PASSWORD") != "", "keep the plan in NATS (LOCKDOWN_PLANS) for the console and the reports' not-covered column; on when LOCKDOWN_NATS_PASSWORD is set")
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
@@ -74,6 +78,13 @@ func runPlan(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return ExitFailure
 	}
 	plan.Vault = *addr
+	if *keep {
+		// Kept for the console and the reports; a plan not kept is still
+		// the answer printed below.
+		if err := keepPlan(ctx, nf, plan); err != nil {
+			fmt.Fprintf(errOut, "lockdown plan: not kept in NATS: %v\n", err)
+		}
+	}
 	if *asJSON {
 		if err := printJSON(out, plan); err != nil {
 			return ExitFailure
@@ -85,6 +96,18 @@ func runPlan(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return ExitFailure
 	}
 	return ExitOK
+}
+
+// keepPlan writes the plan to the LOCKDOWN_PLANS bucket as the operator.
+func keepPlan(ctx context.Context, nf natsFlags, p credentials.Plan) error {
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	conn, err := nf.connect(cctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return conn.Explain(stream.PutPlan(cctx, conn.JS, p))
 }
 
 func splitList(s string) []string {

@@ -16,8 +16,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockdown/lockdown/cmd/lockdown/internal/cli"
+	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/credentials"
+	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 )
 
@@ -29,7 +32,7 @@ import (
 func TestPlan(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{Vault: true, Postgres: true})
+	s, err := localstack.Start(ctx, localstack.Options{Vault: true, Postgres: true, NATS: true, NATSAuth: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,6 +73,10 @@ func TestPlan(t *testing.T) {
 	}
 	t.Setenv("VAULT_ADDR", s.Vault.Addr)
 	t.Setenv("VAULT_TOKEN", s.Vault.RootToken)
+	// The operator's NATS identity: the plan is kept for the console.
+	t.Setenv("LOCKDOWN_NATS_URL", s.NATS.URL)
+	t.Setenv("LOCKDOWN_NATS_USER", events.UserOperator)
+	t.Setenv("LOCKDOWN_NATS_PASSWORD", s.NATS.Password(events.UserOperator))
 	args := []string{"plan", "--json", "--catalogue", estate.Catalogue, "--baseline", filepath.Join(repo, "deploy", "vault", "baseline.json")}
 
 	from := auditSize(t, s)
@@ -104,6 +111,27 @@ func TestPlan(t *testing.T) {
 		}
 		if plan.Tenants != tenants || plan.Tokens < 4 || !slices.Equal(plan.AuthMounts, []string{"approle", "jwt"}) {
 			t.Errorf("tenants %d, tokens %d, auth mounts %v", plan.Tenants, plan.Tokens, plan.AuthMounts)
+		}
+	})
+	t.Run("it is kept for the console and the reports, where only the operator may write it", func(t *testing.T) {
+		conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.UserOperator, Password: s.NATS.Password(events.UserOperator)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		kept, err := stream.LastPlan(ctx, conn.JS)
+		if err != nil || kept == nil || len(kept.Uncovered) != len(plan.Uncovered) || !kept.At.Equal(plan.At) {
+			t.Fatalf("kept %+v, %v", kept, err)
+		}
+		rot, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.ServiceRotator, Password: s.NATS.Password(events.ServiceRotator)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rot.Close(context.Background())
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if err := stream.PutPlan(pctx, rot.JS, credentials.Plan{}); err == nil {
+			t.Error("the rotator wrote the plans bucket")
 		}
 	})
 	t.Run("it reads no secret value", func(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/lockdown/lockdown/pkg/events/readmodel"
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/pkg/events/stream"
@@ -67,6 +69,15 @@ func openReadModelUntil(cctx context.Context, f natsFlags) (*readModel, error) {
 }
 
 func (r *readModel) Close() { r.conn.Close(context.Background()) }
+
+// withLastPlan fills a report's not-covered column from the last `lockdown
+// plan` kept in NATS (none kept, or an install without the bucket: the
+// column stays unknown).
+func withLastPlan(ctx context.Context, js jetstream.JetStream, r *report.Report) {
+	if p, err := stream.LastPlan(ctx, js); err == nil && p != nil {
+		r.AddCoverage(*p)
+	}
+}
 
 // finalReport waits until containment has written the closed incident's
 // final report to the read model, and returns it.

@@ -50,6 +50,7 @@ func runReport(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if r.TraceURL == "" {
 		r.TraceURL = report.TraceLink(*jaeger, r.TraceID)
 	}
+	withLastPlan(ctx, rm.conn.JS, &r)
 	if *format == "json" {
 		printJSON(out, r)
 		return ExitOK

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/events/report"
 )
 
@@ -87,11 +88,30 @@ func Records(e report.Entry) ([]events.Outgoing, error) {
 		if d.SMTPPasswordRotate {
 			secrets = 3
 		}
+		if len(d.Results) > 0 {
+			secrets = 0
+			for _, r := range d.Results {
+				if info, _ := credentials.Of(r.Kind); r.State.Done() && !info.Destroys {
+					secrets++
+				}
+			}
+		}
 		recs = append(recs,
 			events.AuditData{IncidentID: d.IncidentID, Action: "rotate", Record: "tenant_secrets_rotated", Severity: High, Tenant: d.TenantID,
 				Counts: map[string]int{"secrets_rotated": secrets}, Detail: dkimDetail(d)},
 			events.AuditData{IncidentID: d.IncidentID, Action: "destroy", Record: "api_keys_revoked_emergency", Severity: Critical, Tenant: d.TenantID,
 				Counts: map[string]int{"keys_revoked": d.APIKeysDestroyed}})
+	case events.RotationPlatformDone:
+		var d events.RotationPlatformCompletedData
+		if err := json.Unmarshal(e.Data, &d); err != nil {
+			return nil, err
+		}
+		rec := events.AuditData{IncidentID: d.IncidentID, Action: "rotate", Record: "platform_credentials_rotated", Severity: High,
+			Counts: map[string]int{"credentials_rotated": d.Result.Count}, Detail: d.Entry + " (" + d.Result.Kind.Title() + "): " + d.Result.Public}
+		if d.Result.State == credentials.Failed {
+			rec.Record, rec.Severity, rec.Detail = "platform_credentials_not_rotated", Critical, d.Entry+" ("+d.Result.Kind.Title()+"): "+d.Result.Reason
+		}
+		recs = append(recs, rec)
 	case events.RotationDKIMActivated:
 		var d events.RotationDKIMActivatedData
 		if err := json.Unmarshal(e.Data, &d); err != nil {
