@@ -14,10 +14,12 @@ type Estate struct {
 	Mounts      []Mount
 }
 
-// Mount is one secrets engine mount and what it holds. Items are, by
-// engine: kv — every secret's path; transit — key names; database —
-// "config/<connection>" and "static-roles/<role>"; pki — "roles/<role>";
-// any other engine — nothing (the whole mount is a gap).
+// Mount is one secrets engine mount and what it holds. Items are, for a
+// KV mount, every secret's path; for another engine a kind rotates,
+// "<list>/<name>" of each of its kinds' Lists (transit "keys/<key>",
+// database "config/<connection>" and "static-roles/<role>", pki
+// "roles/<role>"); for any other engine nothing (the whole mount is a
+// gap).
 type Mount struct {
 	Path  string   `json:"path"`
 	Type  string   `json:"type"`
@@ -133,8 +135,10 @@ func coveredBy(entries []Entry, engine, item string) (string, bool) {
 		switch {
 		case e.Kind == KV && engine == "kv" && MatchPath(e.Paths, item):
 			return e.Name, true
-		case e.Kind == Transit && engine == "transit" && Selects(e.Keys, item):
-			return e.Name, true
+		case e.Kind == Transit && engine == "transit":
+			if n, ok := strings.CutPrefix(item, "keys/"); ok && Selects(e.Keys, n) {
+				return e.Name, true
+			}
 		case e.Kind == Database && engine == "database":
 			if n, ok := strings.CutPrefix(item, "config/"); ok && Selects(e.Connections, n) {
 				return e.Name, true

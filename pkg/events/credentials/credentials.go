@@ -49,6 +49,10 @@ type Info struct {
 	// Engine is the type of the Vault secrets engine the kind lives in
 	// (sys/mounts "type"; KV v2 mounts are "kv").
 	Engine string
+	// Lists are the engine's folders a dry run LISTs to find what a
+	// platform-wide kind rotates (items "<list>/<name>"); KV mounts are
+	// walked instead.
+	Lists []string
 	// Paths are, for a per-tenant kind, where it lives under the tenants'
 	// KV v2 mount ({tenant} is the tenant id; a trailing /* is every
 	// secret of that folder).
@@ -59,6 +63,10 @@ type Info struct {
 	Actions map[State]string
 	// Destroys: the kind is destroyed, not replaced (API keys).
 	Destroys bool
+	// WaitsForTenant: the new credential may become active only once the
+	// tenant acted (a DKIM key whose record the tenant publishes), so a
+	// rotation can complete with it staged.
+	WaitsForTenant bool
 }
 
 // kinds is the registry, in the order a tenant's job handles them and a
@@ -69,15 +77,15 @@ var kinds = []Info{
 		Actions: map[State]string{Rotated: "Get your new SMTP credentials {credentials} (they are never sent by email) and update your integrations with them."}},
 	{Kind: APIKeys, Scope: PerTenant, Title: "API keys", Engine: "kv", Paths: []string{"api_keys/{tenant}/*"}, Destroys: true,
 		Actions: map[State]string{Destroyed: "Regenerate your API keys in the dashboard: every existing key was revoked. Update every integration that calls the API with the new keys."}},
-	{Kind: DKIM, Scope: PerTenant, Title: "DKIM signing key", Engine: "kv", Paths: []string{"tenants/{tenant}/dkim", "tenants/{tenant}/dkim-pending"},
+	{Kind: DKIM, Scope: PerTenant, Title: "DKIM signing key", Engine: "kv", Paths: []string{"tenants/{tenant}/dkim", "tenants/{tenant}/dkim-pending"}, WaitsForTenant: true,
 		Actions: map[State]string{
 			Rotated:     "Nothing to do for DKIM: {dkim_name} points to us, we published the new record below, switched signing to it and revoked your previous selector.",
 			AwaitingDNS: "Publish the new DKIM record below: TXT {dkim_name}. We keep signing with your previous key until your DNS shows the new record, then switch by ourselves; then delete the previous selector's record, whose key must be treated as compromised.",
 			Unverified:  "Publish the new DKIM record below: TXT {dkim_name}",
 		}},
-	{Kind: Transit, Scope: PlatformWide, Title: "transit encryption keys", Engine: "transit"},
-	{Kind: Database, Scope: PlatformWide, Title: "database credentials", Engine: "database"},
-	{Kind: PKI, Scope: PlatformWide, Title: "PKI certificates", Engine: "pki"},
+	{Kind: Transit, Scope: PlatformWide, Title: "transit encryption keys", Engine: "transit", Lists: []string{"keys"}},
+	{Kind: Database, Scope: PlatformWide, Title: "database credentials", Engine: "database", Lists: []string{"config", "static-roles"}},
+	{Kind: PKI, Scope: PlatformWide, Title: "PKI certificates", Engine: "pki", Lists: []string{"roles"}},
 	{Kind: KV, Scope: PlatformWide, Title: "platform secrets", Engine: "kv"},
 }
 
@@ -116,6 +124,32 @@ func (k Kind) Action(s State, fill map[string]string) string {
 		text = strings.ReplaceAll(text, "{"+name+"}", v)
 	}
 	return text
+}
+
+// TenantSecrets are the KV paths of a tenant's replaced secrets (its
+// per-tenant kinds that are one secret each, not destroyed), by kind;
+// settled drops the kinds that may wait for the tenant.
+func TenantSecrets(tenant string, settled bool) map[Kind]string {
+	out := map[Kind]string{}
+	for _, i := range kinds {
+		if i.Scope != PerTenant || i.Destroys || (settled && i.WaitsForTenant) {
+			continue
+		}
+		out[i.Kind] = strings.ReplaceAll(i.Paths[0], "{tenant}", tenant)
+	}
+	return out
+}
+
+// EngineLists are the folders a dry run lists on a mount of an engine
+// type (none for KV, walked, and for engines no kind rotates).
+func EngineLists(engine string) []string {
+	var out []string
+	for _, i := range kinds {
+		if i.Engine == engine && i.Scope == PlatformWide {
+			out = append(out, i.Lists...)
+		}
+	}
+	return out
 }
 
 // Title names k to people ("" kinds and unknown ones by their name).

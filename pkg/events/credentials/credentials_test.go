@@ -81,7 +81,7 @@ func TestCoverage(t *testing.T) {
 		{Path: "sys/", Type: "system"}, {Path: "cubbyhole/", Type: "cubbyhole"},
 		{Path: "secret/", Type: "kv", Items: []string{"tenants/acme/ssh", "tenants/acme/smtp", "tenants/acme/dkim", "api_keys/acme/k1", "api_keys/acme/k2",
 			"tenants/acme/notes", "platform/db", "platform/a/b", "pki-certs/smtp-relay", "legacy/token"}},
-		{Path: "transit/", Type: "transit", Items: []string{"mail", "archive"}},
+		{Path: "transit/", Type: "transit", Items: []string{"keys/mail", "keys/archive"}},
 		{Path: "database/", Type: "database", Items: []string{"config/platform", "static-roles/app"}},
 		{Path: "pki/", Type: "pki", Items: []string{"roles/smtp-relay"}},
 		{Path: "aws/", Type: "aws"},

@@ -20,6 +20,7 @@ import (
 	"github.com/miekg/dns"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
 
 	"github.com/lockdown/lockdown/pkg/platform/directory"
@@ -147,15 +148,15 @@ func seedOne(ctx context.Context, pool *pgxpool.Pool, kv *vault.KVv2, o Options,
 		t.ID, "Tenant "+t.ID, domain, t.Email, t.WebhookURL); err != nil {
 		return t, fmt.Errorf("seed %s: %w", t.ID, err)
 	}
-	secrets := []string{"ssh", "smtp", "dkim"}
+	secrets := credentials.TenantSecrets(t.ID, false)
 	if o.DKIM != nil {
-		secrets = secrets[:2]
+		delete(secrets, credentials.DKIM) // seeded with its DNS records below
 		if err := o.DKIM.seed(ctx, pool, kv, t.ID, domain, o.DKIM.Delegated != nil && o.DKIM.Delegated(i)); err != nil {
 			return t, fmt.Errorf("seed %s: dkim: %w", t.ID, err)
 		}
 	}
-	for _, secret := range secrets {
-		if _, err := kv.Put(ctx, "tenants/"+t.ID+"/"+secret, map[string]any{"value": "issued before the incident"}); err != nil {
+	for _, path := range secrets {
+		if _, err := kv.Put(ctx, path, map[string]any{"value": "issued before the incident"}); err != nil {
 			return t, fmt.Errorf("seed %s: %w", t.ID, err)
 		}
 	}

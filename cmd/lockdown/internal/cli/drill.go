@@ -19,6 +19,7 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
@@ -38,6 +39,8 @@ type drillReport struct {
 	Breach   *drillBreach      `json:"breach,omitempty"`
 	Intruder []string          `json:"intruder_read_tenants"`
 	Verified *verification     `json:"verified,omitempty"`
+	// Plan is `lockdown plan` against the seeded Vault, before the breach.
+	Plan     *credentials.Plan `json:"plan,omitempty"`
 	Report   *report.Report    `json:"report,omitempty"`
 	StackDir string            `json:"stack_dir"`
 }
@@ -92,6 +95,11 @@ type verification struct {
 	TapRecordedBefore bool `json:"intruder_tap_recorded_before"`
 	ValuesInTap       int  `json:"rotated_values_in_intruder_tap"`
 	TapStillEnabled   bool `json:"intruder_tap_still_enabled"`
+	// PlatformChecked: the platform-wide credentials the drill seeded
+	// (its own stack) were checked in Vault and PostgreSQL afterwards;
+	// PlatformProblems says what was not rotated.
+	PlatformChecked  bool     `json:"platform_checked"`
+	PlatformProblems []string `json:"platform_problems,omitempty"`
 }
 
 // drillSelectors are the rotator's default delegated pair
@@ -160,7 +168,8 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 	defer cancel()
 
 	var tgt *target
-	keptEnv := "" // --keep on the local stack: the CLI environment file
+	var platform *platformBefore // the drill's own stack only
+	keptEnv := ""                // --keep on the local stack: the CLI environment file
 	rep := drillReport{Problems: []string{}}
 	if *existing {
 		ex.vaultToken = os.Getenv("LOCKDOWN_DRILL_VAULT_TOKEN")
@@ -182,6 +191,13 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		if err != nil {
 			return fail(err)
 		}
+		// The platform-wide credentials, before the rotators start: they
+		// then run deploy/rotation/catalogue.json.
+		estate, err := stack.SeedPlatform(ctx)
+		if err != nil {
+			stack.Close()
+			return fail(fmt.Errorf("seeding the platform's credentials: %w", err))
+		}
 		defer func() {
 			say("stopping services and servers…")
 			if err := stack.Close(); err != nil {
@@ -197,6 +213,9 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		}
 		tgt = localTarget(stack)
 		tgt.breakGlass = breakGlass
+		if platform, err = recordPlatform(ctx, tgt, stack, estate); err != nil {
+			return fail(err)
+		}
 		if *keep {
 			if keptEnv, err = keptStackEnv(stack); err != nil {
 				return fail(err)
@@ -208,6 +227,20 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return fail(fmt.Errorf("seeding tenants: %w", err))
 	}
 	say("seeded %d tenants (directory, and SSH/SMTP/DKIM secrets and API keys in Vault)", *tenants)
+	if platform != nil {
+		plan, err := planCovers(ctx, tgt, platform.estate)
+		rep.Plan = plan
+		if err != nil {
+			return fail(fmt.Errorf("lockdown plan: %w", err))
+		}
+		var platformKinds []string
+		for _, k := range plan.Kinds {
+			if k.Scope == credentials.PlatformWide {
+				platformKinds = append(platformKinds, fmt.Sprintf("%d %s", k.Count, k.Title))
+			}
+		}
+		say("lockdown plan: every credential Vault holds is covered (%d tenants; of the catalogue: %s)", plan.Tenants, strings.Join(platformKinds, ", "))
+	}
 	if rep.Intruder, err = intrude(ctx, tgt, *tenants, *intruderReads); err != nil {
 		return fail(fmt.Errorf("intruder: %w", err))
 	}
@@ -234,11 +267,19 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
+	if rep.Plan != nil {
+		r.AddCoverage(*rep.Plan) // the not-covered column, from the plan before the breach
+	}
 	rep.Report = &r
 	if rep.Verified, err = verify(ctx, tgt, b.IncidentID, *tenants); err != nil {
 		return fail(err)
 	}
 	rep.Verified.DKIMSamples, rep.Verified.DKIMSampleProblems = dkimSampler.finish()
+	if platform != nil {
+		if err := verifyPlatform(ctx, tgt, platform, b.IncidentID, rep.Verified); err != nil {
+			return fail(err)
+		}
+	}
 	rep.Problems = append(rep.Problems, problems(r, *rep.Verified, rep.Intruder, tgt)...)
 	if *outDir != "" {
 		if err := handOver(ctx, *outDir, tgt, b.IncidentID); err != nil {
@@ -274,6 +315,9 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		}
 		if v.MailChecked {
 			say("verified: %d tenants with exactly one message in Mailpit", v.TenantsMailed)
+		}
+		if v.PlatformChecked && len(v.PlatformProblems) == 0 {
+			say("verified in Vault and PostgreSQL: every platform-wide credential rotated (transit keys one version up, database root and static-role passwords replaced — the old ones no longer log in — old certificates on the CRL, platform secrets rewritten)")
 		}
 		if v.TapChecked {
 			say("verified: the intruder's root-planted audit device (log_raw) recorded a secret in clear before the breach, was removed by the revocation, and holds %d of the tenants' rotated values", v.ValuesInTap)
@@ -372,6 +416,9 @@ func problems(r report.Report, v verification, intruder []string, tgt *target) [
 	}
 	if tgt.breakGlass != "" && v.DKIMChecked && v.DKIMSigned != v.Tenants {
 		out = append(out, fmt.Sprintf("mail signed with the active DKIM key passes DKIM for %d of %d tenants", v.DKIMSigned, v.Tenants))
+	}
+	for _, p := range v.PlatformProblems {
+		out = append(out, "platform credentials: "+p)
 	}
 	for _, p := range v.DKIMSampleProblems {
 		out = append(out, "during the run, an active DKIM key had no record that verifies it: "+p)
@@ -741,8 +788,8 @@ func intrude(ctx context.Context, tgt *target, tenants, n int) ([]string, error)
 	}
 	for i := range n {
 		id := tenantseed.IDWith(tgt.prefix, i*tenants/n)
-		for _, secret := range []string{"ssh", "smtp", "dkim"} {
-			s, err := intruder.KVv2(mount).Get(ctx, "tenants/"+id+"/"+secret)
+		for _, path := range sortedKeysOf(credentials.TenantSecrets(id, false)) {
+			s, err := intruder.KVv2(mount).Get(ctx, path)
 			if err != nil {
 				return nil, err
 			}
@@ -780,8 +827,8 @@ func verifyTap(ctx context.Context, tgt *target, tenants int, v *verification) e
 	v.TapChecked, v.TapRecordedBefore = true, keycheck.Leaked(captured, tgt.tapControl)
 	for i := range tenants {
 		id := tenantseed.IDWith(tgt.prefix, i)
-		for _, secret := range []string{"ssh", "smtp", "dkim"} {
-			s, err := c.KVv2(tgt.mount).Get(ctx, "tenants/"+id+"/"+secret)
+		for _, path := range credentials.TenantSecrets(id, false) {
+			s, err := c.KVv2(tgt.mount).Get(ctx, path)
 			if err != nil {
 				return err
 			}
@@ -835,8 +882,8 @@ func verify(ctx context.Context, tgt *target, incidentID string, tenants int) (*
 	for i := range tenants {
 		id := tenantseed.IDWith(tgt.prefix, i)
 		rotated := true
-		for _, secret := range []string{"ssh", "smtp", "dkim"} {
-			s, err := root.Logical().ReadWithContext(ctx, tgt.mount+"/subkeys/tenants/"+id+"/"+secret)
+		for _, path := range credentials.TenantSecrets(id, false) {
+			s, err := root.Logical().ReadWithContext(ctx, tgt.mount+"/subkeys/"+path)
 			if err != nil {
 				return nil, err
 			}
@@ -975,6 +1022,21 @@ func writtenBy(s *vault.Secret, incidentID string) bool {
 		}
 	}
 	return false
+}
+
+// sortedKeysOf lists a map's values in the order of its sorted keys (the
+// intruder reads a tenant's secrets in a fixed order).
+func sortedKeysOf(m map[credentials.Kind]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, string(k))
+	}
+	slices.Sort(keys)
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = m[credentials.Kind(k)]
+	}
+	return out
 }
 
 // flagSet reports whether the flag was given on the command line.

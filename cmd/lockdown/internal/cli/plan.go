@@ -196,29 +196,20 @@ func items(ctx context.Context, c *vault.Client, mount, engine string) ([]string
 		}
 		return out, nil
 	}
-	prefixed := func(prefix, path string) ([]string, error) {
-		names, err := list(path)
-		for i := range names {
-			names[i] = prefix + names[i]
-		}
-		return names, err
-	}
-	switch engine {
-	case "kv":
+	if engine == "kv" {
 		return walkKV(ctx, list, mount)
-	case "transit":
-		return list(mount + "/keys")
-	case "database":
-		conns, err := prefixed("config/", mount+"/config")
+	}
+	var out []string
+	for _, folder := range credentials.EngineLists(engine) {
+		names, err := list(mount + "/" + folder)
 		if err != nil {
 			return nil, err
 		}
-		roles, err := prefixed("static-roles/", mount+"/static-roles")
-		return append(conns, roles...), err
-	case "pki":
-		return prefixed("roles/", mount+"/roles")
+		for _, n := range names {
+			out = append(out, folder+"/"+n)
+		}
 	}
-	return nil, nil
+	return out, nil
 }
 
 // maxPlanSecrets bounds one mount's walk.

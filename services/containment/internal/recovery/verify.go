@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lockdown/lockdown/pkg/events/credentials"
 )
 
 // Verification modes (LOCKDOWN_VERIFY_ROTATION).
@@ -46,11 +48,6 @@ type RotationClaims struct {
 	// first with a smaller count.
 	Notified int
 }
-
-// rotatedSecrets are the per-tenant secrets every rotation writes (the
-// DKIM key may wait for the tenant's DNS, API keys are destroyed): each
-// must show a version written after the revocation.
-var rotatedSecrets = []string{"ssh", "smtp"}
 
 // clockSkew allows for Vault's clock (updated_time) running behind
 // containment's (the revocation's event time).
@@ -114,12 +111,16 @@ func (r *Recoverer) staleSecrets(ctx context.Context, c RotationClaims) ([]strin
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
 	for _, t := range c.Rotated {
-		for _, secret := range rotatedSecrets {
+		// The per-tenant secrets every rotation writes (the contract's:
+		// not the DKIM key, which may wait for the tenant's DNS, nor API
+		// keys, which are destroyed): each must show a version written
+		// after the revocation.
+		for kind, path := range credentials.TenantSecrets(t, true) {
 			wg.Add(1)
 			sem <- struct{}{}
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				written, found, err := r.vault.SecretWritten(ctx, r.cfg.KVMount, "tenants/"+t+"/"+secret)
+				written, found, err := r.vault.SecretWritten(ctx, r.cfg.KVMount, path)
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
@@ -128,7 +129,7 @@ func (r *Recoverer) staleSecrets(ctx context.Context, c RotationClaims) ([]strin
 						firstErr = err
 					}
 				case !found || written.Before(since):
-					stale = append(stale, t+"/"+secret)
+					stale = append(stale, t+"/"+string(kind))
 				}
 			}()
 		}

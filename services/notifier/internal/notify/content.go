@@ -239,7 +239,7 @@ func LoadTemplates(dir, subject string) (*Templates, error) {
 		}
 	}
 	sample := Content{Tenant: directory.Tenant{ID: "t", Name: "T", Domain: "t.example", ContactEmail: "a@t.example"},
-		IncidentID: "inc", Rotated: []string{"SSH keys"}, RequiredActions: []string{"act"}, FailedStep: "dkim"}
+		IncidentID: "inc", Rotated: []string{"SSH keys"}, RequiredActions: []string{"act"}, FailedStep: string(credentials.DKIM)}
 	for _, c := range []Content{{Affected: true}, {}, {Incomplete: true}} {
 		sample.Affected, sample.Incomplete = c.Affected, c.Incomplete
 		if _, _, _, err := t.Render(sample); err != nil {

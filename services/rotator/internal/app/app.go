@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
 	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
@@ -282,9 +283,9 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 		case errors.Is(cause, rotation.ErrUnknownTenant):
 			step = "plan"
 		case errors.Is(cause, rotation.ErrStagedChanged):
-			step = "dkim" // someone else wrote the staged key: never made active
+			step = string(credentials.DKIM) // someone else wrote the staged key: never made active
 		case errors.Is(cause, dkimdns.ErrNeverSucceeds):
-			step = "dkim" // the DNS answered what no retry changes (REFUSED, NOTAUTH, out of zone)
+			step = string(credentials.DKIM) // the DNS answered what no retry changes (REFUSED, NOTAUTH, out of zone)
 		}
 		return worker.Fail(ctx, job, step, cause.Error())
 	}
