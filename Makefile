@@ -84,7 +84,7 @@ docs:
 	go test -count=1 -run '^TestDocs$$' github.com/lockdown/lockdown/pkg/events -update
 	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/containment/internal/app -update
 	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/assessor/internal/app -update
-	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/rotator/internal/app -update
+	go test -count=1 -run '^(TestConfig|TestRotatorPolicy)$$' github.com/lockdown/lockdown/services/rotator/internal/app -update
 	go test -count=1 -run '^TestConfig$$' github.com/lockdown/lockdown/services/notifier/internal/app -update
 	go test -count=1 -run '^TestRecoveryPolicy$$' github.com/lockdown/lockdown/services/containment/internal/recovery -update
 	go test -count=1 -run '^TestPsqlFile$$' github.com/lockdown/lockdown/pkg/platform/pgroles -update

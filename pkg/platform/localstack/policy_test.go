@@ -157,6 +157,34 @@ func TestLeastPrivilege(t *testing.T) {
 		denied(t, "enable an audit device", rotator.Sys().EnableAuditWithOptionsWithContext(ctx, "tap", &vault.EnableAuditOptions{Type: "file",
 			Options: map[string]string{"file_path": "/tmp/tap.log"}}))
 	})
+	t.Run("the rotator's token rotates the catalogue's platform credentials and reads none of them", func(t *testing.T) {
+		if _, err := root.Logical().WriteWithContext(ctx, "transit/keys/mail", map[string]any{"exportable": true}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rotator.Logical().WriteWithContext(ctx, "transit/keys/mail/rotate", nil); err != nil {
+			t.Errorf("rotate a transit key: %v", err)
+		}
+		_, err := rotator.Logical().ReadWithContext(ctx, "transit/export/encryption-key/mail")
+		denied(t, "export a transit key", err)
+		_, err = rotator.Logical().WriteWithContext(ctx, "transit/decrypt/mail", map[string]any{"ciphertext": "vault:v1:AAAA"})
+		denied(t, "decrypt with a transit key", err)
+		_, err = rotator.Logical().WriteWithContext(ctx, "transit/keys/mail/config", map[string]any{"deletion_allowed": true})
+		denied(t, "reconfigure a transit key the catalogue does not raise", err)
+		_, err = rotator.Logical().ReadWithContext(ctx, "database/static-creds/app")
+		denied(t, "read a static role's password", err)
+		_, err = rotator.Logical().ReadWithContext(ctx, "database/creds/app")
+		denied(t, "mint database credentials", err)
+		_, err = rotator.Logical().WriteWithContext(ctx, "database/config/platform", map[string]any{"plugin_name": "postgresql-database-plugin"})
+		denied(t, "rewrite a database connection", err)
+		_, err = rotator.Logical().WriteWithContext(ctx, "pki/issue/anything", map[string]any{"common_name": "evil.lockdown.test"})
+		denied(t, "issue under a role the catalogue does not name", err)
+		_, err = rotator.Logical().WriteWithContext(ctx, "pki/root/generate/internal", map[string]any{"common_name": "evil"})
+		denied(t, "make a CA", err)
+		_, err = rotator.Logical().ReadWithContext(ctx, "secret/data/platform/billing")
+		denied(t, "read a platform secret (it may only patch listed fields)", err)
+		_, err = rotator.Logical().ReadWithContext(ctx, "secret/data/pki-certs/smtp-relay")
+		denied(t, "read a kept certificate's key", err)
+	})
 	t.Run("the assessor and the notifier get no Vault token at all", func(t *testing.T) {
 		for _, svc := range []string{events.ServiceAssessor, events.ServiceNotifier} {
 			for _, kv := range s.Env(svc) {
