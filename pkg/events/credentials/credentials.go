@@ -126,6 +126,16 @@ func (k Kind) Action(s State, fill map[string]string) string {
 	return text
 }
 
+// Path is where a per-tenant kind lives for tenant under the tenants'
+// mount: its i-th declared path ("" when it has none).
+func (k Kind) Path(tenant string, i int) string {
+	info, ok := Of(k)
+	if !ok || i >= len(info.Paths) {
+		return ""
+	}
+	return strings.ReplaceAll(info.Paths[i], "{tenant}", tenant)
+}
+
 // TenantSecrets are the KV paths of a tenant's replaced secrets (its
 // per-tenant kinds that are one secret each, not destroyed), by kind;
 // settled drops the kinds that may wait for the tenant.

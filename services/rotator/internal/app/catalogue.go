@@ -11,10 +11,13 @@ import (
 	"github.com/lockdown/lockdown/services/rotator/internal/kinds/database"
 	"github.com/lockdown/lockdown/services/rotator/internal/kinds/kv"
 	"github.com/lockdown/lockdown/services/rotator/internal/kinds/pki"
+	"github.com/lockdown/lockdown/services/rotator/internal/kinds/smtp"
+	"github.com/lockdown/lockdown/services/rotator/internal/kinds/ssh"
 	"github.com/lockdown/lockdown/services/rotator/internal/kinds/transit"
 )
 
-// Registry is where every platform-wide kind's package is registered:
+// Registry is where every platform-wide kind's package is registered (the
+// per-tenant secrets are in TenantSecrets):
 // the one line a new kind adds here.
 func Registry() kinds.Registry {
 	r, err := kinds.NewRegistry(transit.Kind{}, database.Kind{}, pki.Kind{}, kv.Kind{})
@@ -22,6 +25,12 @@ func Registry() kinds.Registry {
 		panic(err) // a programming error: TestRegistry catches it
 	}
 	return r
+}
+
+// TenantSecrets are the per-tenant kinds a job replaces by one new secret,
+// in the order it writes them: the one line a new such kind adds here.
+func TenantSecrets() []kinds.TenantSecret {
+	return []kinds.TenantSecret{ssh.Kind{}, smtp.Kind{}}
 }
 
 // loadCatalogue reads and validates the rotation catalogue, and checks

@@ -60,6 +60,17 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("kind %s has no package registered", k)
 		}
 	}
+	// Every per-tenant kind the contract replaces by one secret (neither
+	// destroyed nor waiting for the tenant) has its package.
+	secrets := map[credentials.Kind]bool{}
+	for _, k := range app.TenantSecrets() {
+		secrets[k.Kind()] = true
+	}
+	for _, info := range credentials.Kinds() {
+		if info.Scope == credentials.PerTenant && !info.Destroys && !info.WaitsForTenant && !secrets[info.Kind] {
+			t.Errorf("per-tenant kind %s has no package", info.Kind)
+		}
+	}
 	bad := filepath.Join(t.TempDir(), "catalogue.json")
 	if err := os.WriteFile(bad, []byte(`{"entries": [{"name": "t", "kind": "transit", "mount": "transit"}]}`), 0o600); err != nil {
 		t.Fatal(err)

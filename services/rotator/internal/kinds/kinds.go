@@ -1,6 +1,10 @@
-// Package kinds is what every platform-wide credential kind of the rotation
-// catalogue implements (one package per kind below it: transit, database,
-// pki, kv), and the registry that maps a kind to its package. A kind is
+// Package kinds is what every credential kind the rotator handles
+// implements, one package per kind below it: the platform-wide kinds of the
+// rotation catalogue (transit, database, pki, kv: Kind, mapped by the
+// Registry) and the per-tenant kinds replaced by one new secret (ssh,
+// smtp: TenantSecret). A tenant's DKIM key (staged, then rolled over
+// through DNS) and API keys (destroyed) have their own flows in package
+// rotation. A kind is
 // given one catalogue entry of an incident at a time; it must finish what
 // an earlier attempt of the same entry began without doing it twice where
 // twice would be wrong, recording its progress through save before every
@@ -18,6 +22,7 @@ import (
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events/credentials"
+	"github.com/lockdown/lockdown/services/rotator/internal/keys"
 )
 
 // Vault is what the kinds call, with the rotator's token: full API paths.
@@ -201,4 +206,18 @@ func Number(v any) int {
 		return n
 	}
 	return 0
+}
+
+// TenantSecret is a per-tenant kind replaced by writing one new KV v2
+// secret at its contract path (credentials.TenantSecrets): the SSH key,
+// the SMTP password. The rotation writes it with check-and-set under a
+// write id, records its public part and tells the tenant; the kind makes
+// the material and says what of it is public.
+type TenantSecret interface {
+	Kind() credentials.Kind
+	// New makes the tenant's new secret: its KV data, and the public part
+	// recorded and told to the tenant (an SSH key's fingerprint; "" when
+	// nothing of it is public). pre is material generated for the tenant
+	// ahead of its job (nil: generate now).
+	New(tenant string, pre *keys.Set) (data map[string]any, public string, err error)
 }

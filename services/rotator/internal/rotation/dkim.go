@@ -261,7 +261,7 @@ func (w *Worker) cutover(ctx context.Context, job events.RotationJobData, t Tena
 		}
 	}
 	if !c.Cleaned {
-		if err := w.vault.Destroy(ctx, w.path(job.TenantID, string(stagedSecret))); err != nil {
+		if err := w.vault.Destroy(ctx, w.path(job.TenantID, stagedSecret)); err != nil {
 			return fmt.Errorf("dkim staged copy: %w", err)
 		}
 		c.Cleaned = true
@@ -273,14 +273,14 @@ func (w *Worker) cutover(ctx context.Context, job events.RotationJobData, t Tena
 // write id (so w.write adopts a copy an earlier attempt made), after
 // checking it is the key whose record was published.
 func (w *Worker) activate(ctx context.Context, job events.RotationJobData, staged SecretStep) error {
-	data, err := w.vault.ReadStaged(ctx, w.path(job.TenantID, string(stagedSecret)))
+	data, err := w.vault.ReadStaged(ctx, w.path(job.TenantID, stagedSecret))
 	if err != nil {
 		return fmt.Errorf("dkim staged read: %w", err)
 	}
 	if data == nil {
 		// Gone: either destroyed after an activation whose record was lost
 		// (the active key carries its write id) or never there.
-		_, writeID, err := w.vault.Latest(ctx, w.path(job.TenantID, string(credentials.DKIM)))
+		_, writeID, err := w.vault.Latest(ctx, w.path(job.TenantID, credentials.DKIM))
 		if err != nil {
 			return err
 		}

@@ -7,7 +7,9 @@ package rotation
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/credentials"
@@ -32,7 +34,9 @@ const (
 // SecretStep records one secret written: its new KV version, and the
 // public parts worth reporting.
 type SecretStep struct {
-	Version     int    `json:"version"`
+	Version int `json:"version"`
+	// Fingerprint is the secret's public part, as its kind says (an SSH
+	// key's fingerprint).
 	Fingerprint string `json:"fingerprint,omitempty"`
 	Selector    string `json:"selector,omitempty"`
 	Record      string `json:"record,omitempty"`
@@ -45,15 +49,90 @@ type KeysStep struct {
 	Done  bool `json:"done"`
 }
 
-// Steps are a job's recorded progress.
+// Steps are a job's recorded progress. Stored as one JSON object: each
+// replaced secret under its kind's name ("ssh", "smtp"), and "dkim",
+// "api_keys", "dkim_cutover".
 type Steps struct {
-	SSH  *SecretStep `json:"ssh,omitempty"`
-	SMTP *SecretStep `json:"smtp,omitempty"`
+	// Secrets are the tenant secrets written (kinds.TenantSecret), by kind.
+	Secrets map[credentials.Kind]*SecretStep `json:"-"`
 	// DKIM is the new key staged at tenants/{id}/dkim-pending.
-	DKIM    *SecretStep `json:"dkim,omitempty"`
-	APIKeys *KeysStep   `json:"api_keys,omitempty"`
+	DKIM    *SecretStep `json:"-"`
+	APIKeys *KeysStep   `json:"-"`
 	// Cutover is the DKIM key's way from staged to active (dkim.go).
-	Cutover *Cutover `json:"dkim_cutover,omitempty"`
+	Cutover *Cutover `json:"-"`
+}
+
+// Secret returns the recorded step of a tenant secret (nil: not written).
+func (s Steps) Secret(k credentials.Kind) *SecretStep { return s.Secrets[k] }
+
+// setSecret records a tenant secret's step.
+func (s *Steps) setSecret(k credentials.Kind, step *SecretStep) {
+	if s.Secrets == nil {
+		s.Secrets = map[credentials.Kind]*SecretStep{}
+	}
+	s.Secrets[k] = step
+}
+
+// The keys of Steps' JSON object that are not a secret's kind.
+const (
+	stepsDKIM    = "dkim"
+	stepsAPIKeys = "api_keys"
+	stepsCutover = "dkim_cutover"
+)
+
+// MarshalJSON writes the steps as one object (the shape a job's steps have
+// always been stored in: rows of jobs in flight read back unchanged).
+func (s Steps) MarshalJSON() ([]byte, error) {
+	m := map[string]any{}
+	for k, v := range s.Secrets {
+		if v != nil {
+			m[string(k)] = v
+		}
+	}
+	if s.DKIM != nil {
+		m[stepsDKIM] = s.DKIM
+	}
+	if s.APIKeys != nil {
+		m[stepsAPIKeys] = s.APIKeys
+	}
+	if s.Cutover != nil {
+		m[stepsCutover] = s.Cutover
+	}
+	return json.Marshal(m)
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (s *Steps) UnmarshalJSON(b []byte) error {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	*s = Steps{}
+	for k, v := range raw {
+		if string(v) == "null" {
+			continue
+		}
+		var err error
+		switch k {
+		case stepsDKIM:
+			s.DKIM = &SecretStep{}
+			err = json.Unmarshal(v, s.DKIM)
+		case stepsAPIKeys:
+			s.APIKeys = &KeysStep{}
+			err = json.Unmarshal(v, s.APIKeys)
+		case stepsCutover:
+			s.Cutover = &Cutover{}
+			err = json.Unmarshal(v, s.Cutover)
+		default:
+			step := &SecretStep{}
+			err = json.Unmarshal(v, step)
+			s.setSecret(credentials.Kind(k), step)
+		}
+		if err != nil {
+			return fmt.Errorf("steps %s: %w", k, err)
+		}
+	}
+	return nil
 }
 
 // JobState is a job as stored.

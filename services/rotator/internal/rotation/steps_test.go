@@ -1,6 +1,8 @@
 package rotation
 
 import (
+	"encoding/json"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -14,13 +16,13 @@ func TestReplaced(t *testing.T) {
 		}
 	})
 	t.Run("a staged DKIM key is not a replaced one, nor API keys counted but not all destroyed", func(t *testing.T) {
-		s := Steps{SSH: &SecretStep{}, SMTP: &SecretStep{}, DKIM: &SecretStep{}, APIKeys: &KeysStep{Found: 3}, Cutover: &Cutover{Published: true}}
+		s := Steps{Secrets: map[credentials.Kind]*SecretStep{credentials.SSH: {}, credentials.SMTP: {}}, DKIM: &SecretStep{}, APIKeys: &KeysStep{Found: 3}, Cutover: &Cutover{Published: true}}
 		if got, n := s.Replaced(); !slices.Equal(got, []string{"ssh", "smtp"}) || n != 0 {
 			t.Fatalf("%v, %d", got, n)
 		}
 	})
 	t.Run("an active DKIM key and destroyed API keys are replaced", func(t *testing.T) {
-		s := Steps{SSH: &SecretStep{}, APIKeys: &KeysStep{Found: 3, Done: true}, DKIM: &SecretStep{}, Cutover: &Cutover{Active: true}}
+		s := Steps{Secrets: map[credentials.Kind]*SecretStep{credentials.SSH: {}}, APIKeys: &KeysStep{Found: 3, Done: true}, DKIM: &SecretStep{}, Cutover: &Cutover{Active: true}}
 		if got, n := s.Replaced(); !slices.Equal(got, []string{"ssh", "api_keys", "dkim"}) || n != 3 {
 			t.Fatalf("%v, %d", got, n)
 		}
@@ -29,7 +31,7 @@ func TestReplaced(t *testing.T) {
 
 func TestResults(t *testing.T) {
 	t.Run("a job failed at its DKIM step reports every kind: done, failed, in the contract's order", func(t *testing.T) {
-		s := Steps{SSH: &SecretStep{Fingerprint: "SHA256:x"}, SMTP: &SecretStep{}, APIKeys: &KeysStep{Found: 2, Done: true},
+		s := Steps{Secrets: map[credentials.Kind]*SecretStep{credentials.SSH: {Fingerprint: "SHA256:x"}, credentials.SMTP: {}}, APIKeys: &KeysStep{Found: 2, Done: true},
 			DKIM: &SecretStep{Selector: "ld1"}, Cutover: &Cutover{Delegated: true}}
 		got := s.Results("dkim", "REFUSED")
 		want := []credentials.Result{
@@ -50,6 +52,31 @@ func TestResults(t *testing.T) {
 		}
 		if r, _ := s.Replaced(); len(r) != 0 {
 			t.Fatalf("replaced %v", r)
+		}
+	})
+}
+
+func TestStepsJSON(t *testing.T) {
+	t.Run("steps stored before the kinds moved to packages read back the same", func(t *testing.T) {
+		stored := `{"ssh":{"version":2,"fingerprint":"SHA256:x"},"smtp":{"version":3},"dkim":{"version":1,"selector":"ld2","record":"v=DKIM1; p=AA"},` +
+			`"api_keys":{"found":2,"done":true},"dkim_cutover":{"delegated":true,"published":true,"active":true}}`
+		var s Steps
+		if err := json.Unmarshal([]byte(stored), &s); err != nil {
+			t.Fatal(err)
+		}
+		if s.Secret(credentials.SSH).Fingerprint != "SHA256:x" || s.Secret(credentials.SMTP).Version != 3 || s.DKIM.Selector != "ld2" ||
+			!s.APIKeys.Done || !s.Cutover.Active {
+			t.Fatalf("%+v", s)
+		}
+		again, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a, b map[string]any
+		json.Unmarshal([]byte(stored), &a)
+		json.Unmarshal(again, &b)
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("written back as %s", again)
 		}
 	})
 }

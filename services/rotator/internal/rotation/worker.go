@@ -14,6 +14,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/platform/failpoint"
 	"github.com/lockdown/lockdown/services/rotator/internal/keys"
+	"github.com/lockdown/lockdown/services/rotator/internal/kinds"
 )
 
 // ErrUnknownTenant is returned for a job whose tenant is not in the
@@ -33,6 +34,9 @@ type Config struct {
 	// Instance names this process in the events it emits (host/pid), so a
 	// report shows how the work divided among rotator processes.
 	Instance string
+	// Secrets are the tenant secrets a job replaces, one package per kind
+	// (kinds.TenantSecret), in the order it writes them.
+	Secrets []kinds.TenantSecret
 	// Failpoints are the crash tests' kill points (nil: none):
 	// "rotator.job.secret.written" fires after each secret's Vault write,
 	// before it is recorded; "rotator.dkim.published" after a DKIM record
@@ -56,8 +60,14 @@ func NewWorker(cfg Config, store Store, vault Vault, dns DNS, pregen *Pregen) *W
 	return &Worker{cfg: cfg, store: store, vault: vault, dns: dns, pregen: pregen}
 }
 
-// Paths of a tenant's secrets in the KV v2 mount (docs/operations.md).
-func (w *Worker) path(tenant, secret string) string { return "tenants/" + tenant + "/" + secret }
+// path is where a tenant's secret of kind k lives in the KV v2 mount (the
+// contract's layout; the staged DKIM key is the DKIM kind's second path).
+func (w *Worker) path(tenant string, k credentials.Kind) string {
+	if k == stagedSecret {
+		return credentials.DKIM.Path(tenant, 1)
+	}
+	return k.Path(tenant, 0)
+}
 
 // Selector is the DKIM selector of an incident: new per incident, so the
 // old key keeps verifying mail already sent while DNS moves over.
@@ -116,24 +126,17 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 	}
 	steps := st.Steps
 	save := func() error { alive(); return w.store.SaveSteps(ctx, job.IncidentID, job.TenantID, steps) }
-	todo = slices.DeleteFunc(todo, func(sw secretWrite) bool {
-		return (sw.secret == credentials.SSH && steps.SSH != nil) || (sw.secret == credentials.SMTP && steps.SMTP != nil)
-	})
+	todo = slices.DeleteFunc(todo, func(sw secretWrite) bool { return steps.Secret(sw.secret) != nil })
 	for _, sw := range todo {
 		step, err := w.write(ctx, job, sw)
 		if err != nil {
 			return fmt.Errorf("%s: %w", sw.secret, err)
 		}
 		alive()
-		switch sw.secret {
-		case credentials.SSH:
-			steps.SSH = &step
-		case credentials.SMTP:
-			steps.SMTP = &step
-		}
+		steps.setSecret(sw.secret, &step)
 	}
 	if steps.APIKeys == nil || !steps.APIKeys.Done {
-		folder := "api_keys/" + job.TenantID + "/"
+		folder := strings.TrimSuffix(credentials.APIKeys.Path(job.TenantID, 0), "*")
 		keys, err := w.vault.List(ctx, folder)
 		if err != nil {
 			return fmt.Errorf("api keys: %w", err)
@@ -170,7 +173,11 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 			return err
 		}
 	}
-	if steps.SSH == nil || steps.DKIM == nil || steps.APIKeys == nil {
+	complete := steps.DKIM != nil && steps.APIKeys != nil
+	for _, k := range w.cfg.Secrets {
+		complete = complete && steps.Secret(k.Kind()) != nil
+	}
+	if !complete {
 		return fmt.Errorf("job %s/%s is completing without its steps recorded", job.IncidentID, job.TenantID)
 	}
 	if err := w.cutover(ctx, job, tenant, &steps, save); err != nil {
@@ -179,32 +186,24 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 	return w.store.Finish(ctx, job.IncidentID, job.TenantID, StateCompleted, "", &steps, w.events(job, StateCompleted, "", steps, tenant.Domain))
 }
 
-// material generates (or takes from pre-generation) the SSH and SMTP
-// secrets' new data, each under a fresh write id.
+// material makes each tenant secret's new data (the kinds' packages; from
+// pre-generation when this process has it), each under a fresh write id.
 func (w *Worker) material(job events.RotationJobData, pre keys.Set, havePre bool) ([]secretWrite, error) {
-	k, err := pre.SSH, error(nil)
-	if !havePre {
-		k, err = keys.NewSSH("lockdown-" + job.TenantID)
+	var from *keys.Set
+	if havePre {
+		from = &pre
 	}
-	if err != nil {
-		return nil, err
-	}
-	pw, err := pre.SMTPPassword, error(nil)
-	if !havePre {
-		pw, err = keys.NewPassword(40)
-	}
-	if err != nil {
-		return nil, err
-	}
-	todo := []secretWrite{
-		{secret: credentials.SSH, step: SecretStep{Fingerprint: k.Fingerprint},
-			data: map[string]any{"private_key": k.PrivateKey, "public_key": k.PublicKey, "fingerprint": k.Fingerprint}},
-		{secret: credentials.SMTP, data: map[string]any{"username": job.TenantID, "password": pw}},
-	}
-	for i := range todo {
-		if err := stamp(job, &todo[i]); err != nil {
+	todo := make([]secretWrite, 0, len(w.cfg.Secrets))
+	for _, k := range w.cfg.Secrets {
+		data, public, err := k.New(job.TenantID, from)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", k.Kind(), err)
+		}
+		sw := secretWrite{secret: k.Kind(), data: data, step: SecretStep{Fingerprint: public}}
+		if err := stamp(job, &sw); err != nil {
 			return nil, err
 		}
+		todo = append(todo, sw)
 	}
 	return todo, nil
 }
@@ -257,15 +256,10 @@ func (s Steps) Results(failedStep, reason string) []credentials.Result {
 	var out []credentials.Result
 	for _, k := range credentials.OfScope(credentials.PerTenant) {
 		r := credentials.Result{Kind: k, State: credentials.Pending}
+		if st := s.Secret(k); st != nil {
+			r = credentials.Result{Kind: k, State: credentials.Rotated, Count: 1, Public: st.Fingerprint}
+		}
 		switch k {
-		case credentials.SSH:
-			if s.SSH != nil {
-				r = credentials.Result{Kind: k, State: credentials.Rotated, Count: 1, Public: s.SSH.Fingerprint}
-			}
-		case credentials.SMTP:
-			if s.SMTP != nil {
-				r = credentials.Result{Kind: k, State: credentials.Rotated, Count: 1}
-			}
 		case credentials.APIKeys:
 			if s.APIKeys != nil && s.APIKeys.Done {
 				r = credentials.Result{Kind: k, State: credentials.Destroyed, Count: s.APIKeys.Found}
@@ -303,8 +297,8 @@ func (w *Worker) events(job events.RotationJobData, state, reason string, steps 
 		switch state {
 		case StateCompleted:
 			out = append(out, events.Outgoing{Name: eventsTenantCompleted, ID: job.IncidentID + "/" + job.TenantID + "/completed", Data: events.RotationTenantCompletedData{
-				IncidentID: job.IncidentID, TenantID: job.TenantID, SSHFingerprint: steps.SSH.Fingerprint, DKIMSelector: steps.DKIM.Selector,
-				DKIMRecord: steps.DKIM.Record, APIKeysDestroyed: steps.APIKeys.Found, SMTPPasswordRotate: true, Affected: job.Affected,
+				IncidentID: job.IncidentID, TenantID: job.TenantID, SSHFingerprint: fingerprint(steps.Secret(credentials.SSH)), DKIMSelector: steps.DKIM.Selector,
+				DKIMRecord: steps.DKIM.Record, APIKeysDestroyed: steps.APIKeys.Found, SMTPPasswordRotate: steps.Secret(credentials.SMTP) != nil, Affected: job.Affected,
 				RotatedBy: w.cfg.Instance, DKIMState: steps.Cutover.State(), DKIMName: DKIMName(steps.DKIM.Selector, domain),
 				DKIMRevokedSelector: steps.Cutover.revoked(), Results: steps.Results("", ""),
 			}})
@@ -324,6 +318,14 @@ func (w *Worker) events(job events.RotationJobData, state, reason string, steps 
 		}
 		return out
 	}
+}
+
+// fingerprint is a recorded secret's public part ("" when none).
+func fingerprint(s *SecretStep) string {
+	if s == nil {
+		return ""
+	}
+	return s.Fingerprint
 }
 
 // completion is rotation.completed for a plan's progress: emitted by
@@ -370,7 +372,7 @@ func newWriteID(incidentID string) (string, error) {
 // the data is written with check-and-set on the version just read, so two
 // workers on the same job cannot both write.
 func (w *Worker) write(ctx context.Context, job events.RotationJobData, sw secretWrite) (SecretStep, error) {
-	path := w.path(job.TenantID, string(sw.secret))
+	path := w.path(job.TenantID, sw.secret)
 	for range 2 {
 		version, writeID, err := w.vault.Latest(ctx, path)
 		if err != nil {
