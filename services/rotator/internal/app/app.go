@@ -224,7 +224,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 		pregen = rotation.NewPregen()
 	}
 	worker := rotation.NewWorker(rotation.Config{Mount: cfg.KVMount, DKIMType: cfg.DKIMType, DKIMBits: cfg.DKIMBits, Instance: instance(), Failpoints: fp,
-		Secrets: TenantSecrets(),
+		Secrets:       TenantSecrets(),
 		DKIMSelectors: [2]string{cfg.DKIMSelectors[0], cfg.DKIMSelectors[1]}}, db, kv, dns, pregen)
 	jobSpec, _ := events.ConsumerOf(events.ConsumerRotatorJobs)
 	tenantJob := stream.Decoded(func(ctx context.Context, d *stream.Delivery, job events.RotationJobData) error {
