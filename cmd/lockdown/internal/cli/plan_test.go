@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -132,6 +133,23 @@ func TestPlan(t *testing.T) {
 		defer cancel()
 		if err := stream.PutPlan(pctx, rot.JS, credentials.Plan{}); err == nil {
 			t.Error("the rotator wrote the plans bucket")
+		}
+	})
+	t.Run("the console's first page shows the last plan and its gaps", func(t *testing.T) {
+		rm, err := cli.OpenReadModelForTest(ctx, s.NATS.URL, s.NATS.Password(events.UserOperator))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rm.Close()
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Host = "127.0.0.1:8090"
+		w := httptest.NewRecorder()
+		rm.Console().ServeHTTP(w, req)
+		body := w.Body.String()
+		for _, want := range []string{"Last plan", "3 not covered", "legacy/ftp", "team-kv", "transit encryption keys"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("the page lacks %q (status %d)", want, w.Code)
+			}
 		}
 	})
 	t.Run("it reads no secret value", func(t *testing.T) {
