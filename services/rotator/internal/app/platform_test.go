@@ -14,11 +14,14 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	vault "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/testwait"
 )
 
 // TestPlatformCatalogue rotates the platform-wide credentials of
@@ -94,6 +97,28 @@ func TestPlatformCatalogue(t *testing.T) {
 			if r.Kind != w.kind || r.State != credentials.Rotated || r.Count != w.count {
 				t.Errorf("%s: %+v, want %s rotated ×%d", name, r, w.kind, w.count)
 			}
+		}
+	})
+	t.Run("a forged job for an entry no plan has touches nothing in Vault", func(t *testing.T) {
+		// A rotator's stolen NATS credential may publish jobs: one for an
+		// incident never planned must not rotate the platform's keys.
+		conn, err := natsconn.Connect(ctx, natsconn.Options{URL: f.s.NATS.URL, User: events.ServiceRotator, Password: f.s.NATS.Password(events.ServiceRotator)})
+		must(t, err)
+		defer conn.Close(context.Background())
+		must(t, stream.NewPublisher(conn.JS, events.SourceOf(events.ServiceRotator), nil).PublishWithID(ctx, events.RotationPlatformJob, "inc-forged/platform/platform-transit",
+			events.RotationPlatformJobData{IncidentID: "inc-forged", Entry: "platform-transit", Kind: credentials.Transit}))
+		testwait.For(t, time.Minute, "the forged job's dead letter", func() bool {
+			dls, err := js.Stream(ctx, events.StreamDeadLetters)
+			if err != nil {
+				return false
+			}
+			di, err := dls.Info(ctx, jetstream.WithSubjectFilter(events.DeadLetterSubject(events.ConsumerRotatorJobs)))
+			return err == nil && di.State.Subjects[events.DeadLetterSubject(events.ConsumerRotatorJobs)] == 1
+		})
+		var rows int
+		must(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM rotator.platform_jobs WHERE incident_id = 'inc-forged'`).Scan(&rows))
+		if rows != 0 {
+			t.Errorf("the forged job left %d rows", rows)
 		}
 	})
 	t.Run("each transit key moved exactly one version", func(t *testing.T) {

@@ -14,9 +14,9 @@ import (
 )
 
 // ErrUnknownEntry is returned for a platform job whose entry is not in
-// this process's catalogue (or whose kind differs): a permanent failure —
-// the catalogue changed between the plan and the job, or the job is
-// forged.
+// this process's catalogue (or whose kind differs), or that the
+// incident's plan does not have: a permanent failure — the catalogue
+// changed between the plan and the job, or the job is forged.
 var ErrUnknownEntry = errors.New("catalogue entry unknown to this rotator")
 
 // Platform runs the catalogue's platform-wide entries with their kinds.
@@ -57,9 +57,15 @@ func (p *Platform) Run(ctx context.Context, job events.RotationPlatformJobData, 
 	if !ok {
 		return fmt.Errorf("%w: kind %s has no package", ErrUnknownEntry, e.Kind)
 	}
-	state, raw, err := p.Store.StartPlatform(ctx, job.IncidentID, e.Name, e.Kind)
+	state, raw, planned, err := p.Store.StartPlatform(ctx, job.IncidentID, e.Name, e.Kind)
 	if err != nil {
 		return err
+	}
+	if !planned {
+		// A job no plan of this rotator made (forged with a rotator's
+		// credential, or for an incident planned without this entry):
+		// nothing in Vault is touched on its word.
+		return fmt.Errorf("%w: incident %s has no planned entry %q", ErrUnknownEntry, job.IncidentID, e.Name)
 	}
 	if state != StatePending {
 		return nil // a redelivery: final, its events went out with it

@@ -201,9 +201,10 @@ type Store interface {
 	// them in the same transaction, once: created is false (and nothing is
 	// emitted) when the incident was planned before.
 	SavePlan(ctx context.Context, incidentID, policy string, jobs []Job, platform []PlatformJob, emit []events.Outgoing) (created bool, err error)
-	// StartPlatform returns a catalogue entry's job as recorded (its
-	// state and the kind's record), creating the row when absent.
-	StartPlatform(ctx context.Context, incidentID, entry string, kind credentials.Kind) (state string, record []byte, err error)
+	// StartPlatform returns a catalogue entry's job as the plan recorded
+	// it (its state and the kind's record); planned is false when the
+	// incident's plan has no such entry of that kind.
+	StartPlatform(ctx context.Context, incidentID, entry string, kind credentials.Kind) (state string, record []byte, planned bool, err error)
 	// SavePlatform records a catalogue entry's progress.
 	SavePlatform(ctx context.Context, incidentID, entry string, record []byte) error
 	// FinishPlatform sets the entry's final state once, with the events

@@ -303,13 +303,17 @@ func (s *Store) finishPlan(ctx context.Context, tx pgx.Tx, incidentID string, em
 	return tx.Commit(ctx)
 }
 
-// StartPlatform implements rotation.Store.
-func (s *Store) StartPlatform(ctx context.Context, incidentID, entry string, kind credentials.Kind) (string, []byte, error) {
+// StartPlatform implements rotation.Store: the entry's row as the plan
+// wrote it; none (ok false) for an entry the incident's plan does not have.
+func (s *Store) StartPlatform(ctx context.Context, incidentID, entry string, kind credentials.Kind) (string, []byte, bool, error) {
 	var state string
 	var record []byte
-	err := s.pool.QueryRow(ctx, `INSERT INTO rotator.platform_jobs AS p (incident_id, entry, kind) VALUES ($1, $2, $3)
-		ON CONFLICT (incident_id, entry) DO UPDATE SET kind = p.kind RETURNING state, record`, incidentID, entry, string(kind)).Scan(&state, &record)
-	return state, record, err
+	err := s.pool.QueryRow(ctx, `SELECT state, record FROM rotator.platform_jobs WHERE incident_id = $1 AND entry = $2 AND kind = $3`,
+		incidentID, entry, string(kind)).Scan(&state, &record)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil, false, nil
+	}
+	return state, record, err == nil, err
 }
 
 // SavePlatform implements rotation.Store.
