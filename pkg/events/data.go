@@ -452,7 +452,7 @@ func (r IncidentReviewData) Validate() error {
 // RotationRetryData asks for failed tenants to be rotated again.
 type RotationRetryData struct {
 	IncidentID  string `json:"incident_id" doc:"The incident."`
-	TenantID    string `json:"tenant_id,omitempty" doc:"One tenant to retry; empty: every tenant whose rotation failed."`
+	TenantID    string `json:"tenant_id,omitempty" doc:"One tenant to retry; empty: every tenant whose rotation failed, and every platform-wide catalogue entry that failed."`
 	RequestedBy string `json:"requested_by" doc:"Who asked (the operator's login and host, as the CLI reports them)."`
 }
 

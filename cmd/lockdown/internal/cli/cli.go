@@ -44,7 +44,7 @@ func commands() map[string]command {
 		"abort":     {"close an incident as failed, with a reason in its report (the next breach opens a new incident)", runAbort},
 		"install":   {"install nats: provision the streams, durable consumers and read-model buckets with the admin identity (services may not create them); install postgres: one database role per service; install vault --baseline-from-live: the declaration of Vault's security configuration, read from a Vault you trust", runInstall},
 		"plan":      {"dry run against the live Vault (names and metadata only): what an incident would rotate, destroy and revoke now, and every credential no catalogue entry covers", runPlan},
-		"retry":     {"rotate again the tenants whose rotation failed (or --tenant one) once the cause is mended; corrected totals reach the report", runRetry},
+		"retry":     {"rotate again the tenants and platform catalogue entries whose rotation failed (or --tenant one) once the cause is mended; corrected totals reach the report", runRetry},
 		"review":    {"record the post-incident review (root cause, lessons learned, preventive measures; --final ends it), by flags or in $EDITOR with --edit; the report is regenerated", runReview},
 	}
 }

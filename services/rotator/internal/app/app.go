@@ -205,13 +205,13 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 			return plan(ctx, d.IncidentID, false, true, rotation.Affected{})
 		}),
 		events.RotationRetryRequested: stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.RotationRetryData) error {
-			jobs, err := rotation.Retry(ctx, db, d.IncidentID, d.TenantID)
+			jobs, entries, err := rotation.Retry(ctx, db, d.IncidentID, d.TenantID)
 			if errors.Is(err, rotation.ErrNothingToRetry) {
 				return stream.Permanent(err) // the dead letter tells the operator
 			}
 			if err == nil {
-				rt.Logger.InfoContext(ctx, "failed tenants retried", slog.String("incident_id", d.IncidentID), slog.Int("tenants", len(jobs)),
-					slog.String("requested_by", d.RequestedBy))
+				rt.Logger.InfoContext(ctx, "failed jobs retried", slog.String("incident_id", d.IncidentID), slog.Int("tenants", len(jobs)),
+					slog.Int("platform_entries", len(entries)), slog.String("requested_by", d.RequestedBy))
 			}
 			return err
 		}),

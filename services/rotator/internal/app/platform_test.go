@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -225,4 +227,57 @@ func serialHex(n *big.Int) string { return fmt.Sprintf("%x", n) }
 func normSerial(s string) string {
 	s = strings.ToLower(strings.NewReplacer(":", "", "-", "").Replace(s))
 	return strings.TrimLeft(s, "0")
+}
+
+// TestPlatformRetry fails a catalogue entry that names a transit key Vault
+// does not have — the entry is recorded failed, the plan completes and the
+// failure is announced — then, once the key exists, `lockdown retry`
+// (rotation.retry.requested) runs the entry again and the corrected
+// completion counts it rotated.
+func TestPlatformRetry(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	f := seed(t, ctx, 2)
+	js := operator(t, ctx, f.s)
+	cat := filepath.Join(t.TempDir(), "catalogue.json")
+	must(t, os.WriteFile(cat, []byte(`{"entries": [{"name": "late-key", "kind": "transit", "mount": "transit", "keys": ["later"]}]}`), 0o600))
+	startRotators(t, f.s, 1, "LOCKDOWN_ROTATION_CATALOGUE="+cat)
+	incident := "inc-platform-retry"
+	startIncident(t, ctx, f.s, incident, nil)
+	done := awaitCompleted(t, ctx, js, incident)
+	if done.Completed != 2 || done.Platform != 0 || done.PlatformFailed != 1 {
+		t.Fatalf("rotation.completed %+v, want 2 tenants and the entry failed", done)
+	}
+	wctx, cancelWait := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelWait()
+	_, failed, err := stream.Await(wctx, js, events.RotationPlatformDone, func(_ event.Event, d events.RotationPlatformCompletedData) bool {
+		return d.IncidentID == incident && d.Result.State == credentials.Failed
+	})
+	must(t, err)
+	if !strings.Contains(failed.Result.Reason, "later") {
+		t.Errorf("reason %q does not name the key", failed.Result.Reason)
+	}
+
+	if _, err := f.root.Logical().WriteWithContext(ctx, "transit/keys/later", nil); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: f.s.NATS.URL, User: events.UserOperator, Password: f.s.NATS.Password(events.UserOperator)})
+	must(t, err)
+	defer conn.Close(context.Background())
+	must(t, stream.NewPublisher(conn.JS, events.SourceOf(events.UserOperator), nil).PublishWithID(ctx, events.RotationRetryRequested, incident+"/retry-1",
+		events.RotationRetryData{IncidentID: incident, RequestedBy: "test"}))
+	rctx, cancelRetry := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancelRetry()
+	_, again, err := stream.Await(rctx, js, events.RotationCompleted, func(_ event.Event, d events.RotationCompletedData) bool {
+		return d.IncidentID == incident && d.Retry == 1
+	})
+	must(t, err)
+	if again.Platform != 1 || again.PlatformFailed != 0 || again.Completed != 2 {
+		t.Fatalf("corrected rotation.completed %+v, want the entry rotated", again)
+	}
+	s, err := f.root.Logical().ReadWithContext(ctx, "transit/keys/later")
+	must(t, err)
+	if fmt.Sprint(s.Data["latest_version"]) != "2" {
+		t.Errorf("the key is at version %v after the retry, want 2", s.Data["latest_version"])
+	}
 }

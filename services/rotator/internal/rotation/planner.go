@@ -103,18 +103,26 @@ func plan(ctx context.Context, store Store, policy string, affected []string) ([
 }
 
 // ErrNothingToRetry is returned by Retry when the incident has no plan or
-// no failed tenant (of that id): a permanent answer to the request.
+// nothing failed (no failed tenant of that id): a permanent answer to the
+// request.
 var ErrNothingToRetry = errors.New("nothing to retry")
 
 // Retry runs the failed tenants' jobs again (one tenant's, when named)
 // after an operator mended the cause: their jobs go back to pending and
 // are published under the retry's number, in one transaction. Their
 // completions then carry corrected totals.
-func Retry(ctx context.Context, store Store, incidentID, tenantID string) ([]Job, error) {
-	return store.Retry(ctx, incidentID, tenantID, func(retry int, jobs []Job) []events.Outgoing {
-		out := make([]events.Outgoing, len(jobs))
-		for i, j := range jobs {
-			out[i] = events.Outgoing{Name: events.RotationJob, ID: fmt.Sprintf("%s/%s/retry-%d", incidentID, j.TenantID, retry), Data: jobData(incidentID, j)}
+//
+// Without a tenant, the plan's failed platform-wide entries are run again
+// too (their jobs resume from what each recorded).
+func Retry(ctx context.Context, store Store, incidentID, tenantID string) ([]Job, []PlatformJob, error) {
+	return store.Retry(ctx, incidentID, tenantID, func(retry int, jobs []Job, platform []PlatformJob) []events.Outgoing {
+		out := make([]events.Outgoing, 0, len(jobs)+len(platform))
+		for _, j := range jobs {
+			out = append(out, events.Outgoing{Name: events.RotationJob, ID: fmt.Sprintf("%s/%s/retry-%d", incidentID, j.TenantID, retry), Data: jobData(incidentID, j)})
+		}
+		for _, p := range platform {
+			out = append(out, events.Outgoing{Name: events.RotationPlatformJob, ID: fmt.Sprintf("%s/platform/%s/retry-%d", incidentID, p.Entry, retry),
+				Data: events.RotationPlatformJobData{IncidentID: incidentID, Entry: p.Entry, Kind: p.Kind}})
 		}
 		return out
 	})

@@ -217,7 +217,9 @@ type Store interface {
 	// Retry sets the plan's failed jobs (or one tenant's, when failed)
 	// pending again under a new retry number and writes the events that
 	// run them in the same transaction; it returns the jobs retried.
-	Retry(ctx context.Context, incidentID, tenantID string, emit func(retry int, jobs []Job) []events.Outgoing) ([]Job, error)
+	// Without a tenant, the plan's failed platform entries go back to
+	// pending too.
+	Retry(ctx context.Context, incidentID, tenantID string, emit func(retry int, jobs []Job, platform []PlatformJob) []events.Outgoing) ([]Job, []PlatformJob, error)
 	SaveSteps(ctx context.Context, incidentID, tenantID string, steps Steps) error
 	// Steps returns a job's recorded steps (none for a job never started).
 	Steps(ctx context.Context, incidentID, tenantID string) (Steps, error)

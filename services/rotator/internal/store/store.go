@@ -389,37 +389,52 @@ func (s *Store) Progress(ctx context.Context, incidentID string) (rotation.Progr
 }
 
 // Retry implements rotation.Store.
-func (s *Store) Retry(ctx context.Context, incidentID, tenantID string, emit func(int, []rotation.Job) []events.Outgoing) ([]rotation.Job, error) {
+func (s *Store) Retry(ctx context.Context, incidentID, tenantID string, emit func(int, []rotation.Job, []rotation.PlatformJob) []events.Outgoing) ([]rotation.Job, []rotation.PlatformJob, error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
 	var retry int
 	err = tx.QueryRow(ctx, `UPDATE rotator.plans SET retries = retries + 1 WHERE incident_id = $1 RETURNING retries`, incidentID).Scan(&retry)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("%w: incident %s has no rotation plan", rotation.ErrNothingToRetry, incidentID)
+		return nil, nil, fmt.Errorf("%w: incident %s has no rotation plan", rotation.ErrNothingToRetry, incidentID)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rows, err := tx.Query(ctx, `UPDATE rotator.jobs SET state = 'pending', reason = '', updated_at = now()
 		WHERE incident_id = $1 AND state = 'failed' AND ($2 = '' OR tenant_id = $2) RETURNING tenant_id, affected`, incidentID, tenantID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	jobs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (rotation.Job, error) {
 		var j rotation.Job
 		return j, r.Scan(&j.TenantID, &j.Affected)
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if len(jobs) == 0 {
-		return nil, fmt.Errorf("%w: no failed tenant %s in incident %s", rotation.ErrNothingToRetry, tenantID, incidentID)
+	rows, err = tx.Query(ctx, `UPDATE rotator.platform_jobs SET state = 'pending', reason = '', updated_at = now()
+		WHERE incident_id = $1 AND state = 'failed' AND $2 = '' RETURNING entry, kind`, incidentID, tenantID)
+	if err != nil {
+		return nil, nil, err
 	}
-	if err := s.emit(ctx, tx, emit(retry, jobs)); err != nil {
-		return nil, err
+	platform, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (rotation.PlatformJob, error) {
+		var p rotation.PlatformJob
+		var kind string
+		err := r.Scan(&p.Entry, &kind)
+		p.Kind = credentials.Kind(kind)
+		return p, err
+	})
+	if err != nil {
+		return nil, nil, err
 	}
-	return jobs, tx.Commit(ctx)
+	if len(jobs)+len(platform) == 0 {
+		return nil, nil, fmt.Errorf("%w: nothing failed (tenant %q) in incident %s", rotation.ErrNothingToRetry, tenantID, incidentID)
+	}
+	if err := s.emit(ctx, tx, emit(retry, jobs, platform)); err != nil {
+		return nil, nil, err
+	}
+	return jobs, platform, tx.Commit(ctx)
 }
