@@ -208,7 +208,7 @@ var catalog = []Spec{
 		Description: "An operator recorded the post-incident review (`lockdown review`): root cause, lessons learned, preventive measures, and whether the review is final. Each request is in the timeline with who made it; the report is regenerated with them. A review once final takes no more changes.",
 		Publishers:  []string{UserOperator}, Consumers: []string{ServiceContainment}},
 	{Name: RotationRetryRequested, Stream: StreamEvents, data: RotationRetryData{},
-		Description: "An operator asked (`lockdown retry`) to rotate again the tenants whose rotation failed (or one of them) once the cause is mended: their jobs run again, they are notified, and corrected totals follow (`rotation.completed`, `notifications.completed`, the report).",
+		Description: "An operator asked (`lockdown retry`) to rotate again the tenants whose rotation failed (or one of them), and the failed platform-wide catalogue entries, once the cause is mended: their jobs run again, the tenants are notified, and corrected totals follow (`rotation.completed`, `notifications.completed`, the report).",
 		Publishers:  []string{UserOperator}, Consumers: []string{ServiceRotator}},
 	{Name: DeadLetter, Stream: StreamDeadLetters, data: DeadLetterData{},
 		Description: "A message a consumer could not process: the reason and the original message. Published on `lockdown.deadletter.<durable>`.",
