@@ -48,6 +48,9 @@ const (
 	DKIMUnverified = "unverified"
 )
 
+// cutoverAwaiting is Cutover.Awaiting's JSON name.
+const cutoverAwaiting = "awaiting"
+
 // Cutover records the DKIM key's progress from staged to active.
 type Cutover struct {
 	// Direct: no DNS was configured, and the key was written straight to
@@ -59,7 +62,8 @@ type Cutover struct {
 	Active    bool `json:"active,omitempty"`
 	// Revoked is the delegated selector given a revoked record.
 	Revoked string `json:"revoked,omitempty"`
-	// Awaiting: the tenant's own DNS did not show the record yet.
+	// Awaiting: the tenant's own DNS did not show the record yet (its
+	// JSON name is cutoverAwaiting: the store queries it).
 	Awaiting bool `json:"awaiting,omitempty"`
 	// CheckedAt is the last look at the tenant's DNS.
 	CheckedAt time.Time `json:"checked_at,omitzero"`

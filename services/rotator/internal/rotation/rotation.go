@@ -80,6 +80,11 @@ const (
 	stepsCutover = "dkim_cutover"
 )
 
+// AwaitingDNSPath is the JSON path, in a job's stored steps, of the flag
+// saying its DKIM key waits for the tenant's DNS (the store's query of the
+// jobs to re-check takes it, rather than a copy of the JSON names).
+func AwaitingDNSPath() []string { return []string{stepsCutover, cutoverAwaiting} }
+
 // MarshalJSON writes the steps as one object (the shape a job's steps have
 // always been stored in: rows of jobs in flight read back unchanged).
 func (s Steps) MarshalJSON() ([]byte, error) {

@@ -80,3 +80,17 @@ func TestStepsJSON(t *testing.T) {
 		}
 	})
 }
+
+func TestAwaitingDNSPath(t *testing.T) {
+	raw, err := json.Marshal(Steps{Cutover: &Cutover{Awaiting: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]map[string]any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if p := AwaitingDNSPath(); len(p) != 2 || doc[p[0]][p[1]] != true {
+		t.Fatalf("the store queries %v; the steps are stored as %s", AwaitingDNSPath(), raw)
+	}
+}

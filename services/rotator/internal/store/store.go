@@ -109,8 +109,8 @@ func (s *Store) Awaiting(ctx context.Context, limit int, each func(rotation.Awai
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
 	rows, err := tx.Query(ctx, `SELECT j.incident_id, j.tenant_id, coalesce(t.domain, ''), j.steps FROM rotator.jobs j
 		LEFT JOIN directory.tenants t ON t.id = j.tenant_id
-		WHERE j.state = 'completed' AND (j.steps->'dkim_cutover'->>'awaiting')::boolean
-		ORDER BY j.updated_at LIMIT $1 FOR UPDATE OF j SKIP LOCKED`, limit)
+		WHERE j.state = 'completed' AND (j.steps #>> $2)::boolean
+		ORDER BY j.updated_at LIMIT $1 FOR UPDATE OF j SKIP LOCKED`, limit, rotation.AwaitingDNSPath())
 	if err != nil {
 		return 0, err
 	}
