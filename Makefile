@@ -98,9 +98,9 @@ docs:
 ## oversized and poison messages, forged completions, a tenant that never
 ## answers (docs/security.md, "No input … stalls the response")
 redteam: tools build
-	go test -count=1 -timeout 30m -run '^(TestMessageIDPoisoning|TestBusPermissions|TestCLI|TestOutsideText|TestPostgresOutage|TestGuideNamesWhatExists|TestGuideInstallSteps)$$' github.com/lockdown/lockdown/cmd/lockdown/internal/cli
+	go test -count=1 -timeout 30m -run '^(TestMessageIDPoisoning|TestBusPermissions|TestCLI|TestOutsideText|TestPostgresOutage|TestGuideNamesWhatExists|TestGuideInstallSteps|TestPlan)$$' github.com/lockdown/lockdown/cmd/lockdown/internal/cli
 	go test -count=1 -timeout 30m -run '^(TestContainment|TestRedTeam|TestRecovery|TestTimelineIDs|TestBreachAfterRestore|TestStartRefusesMissingFiles)$$' github.com/lockdown/lockdown/services/containment/internal/app
-	go test -count=1 -timeout 30m -run '^(TestAuditGate|TestDKIMAnswerThatNeverSucceeds)$$' github.com/lockdown/lockdown/services/rotator/internal/app
+	go test -count=1 -timeout 30m -run '^(TestAuditGate|TestDKIMAnswerThatNeverSucceeds|TestPlatformCatalogue|TestRotatorPolicy)$$' github.com/lockdown/lockdown/services/rotator/internal/app
 	go test -count=1 -timeout 30m -run '^TestNotifierTenantDeadline$$' github.com/lockdown/lockdown/services/notifier/internal/app
 	go test -count=1 -timeout 30m -run '^(TestLeastPrivilege|TestNATSClusterRoutes)$$' github.com/lockdown/lockdown/pkg/platform/localstack
 	go test -count=1 -timeout 30m -run '^(TestOutbox|TestRelayDeletesOnlyWhatItPublished|TestRelayParksWhatJetStreamRefuses|TestRelayConcurrentWriters)$$' github.com/lockdown/lockdown/pkg/platform/outbox
