@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -140,65 +141,14 @@ func (c *Catalogue) Validate() error {
 		if !vaultName.MatchString(e.Mount) {
 			bad(e, "mount %q is not a mount name", e.Mount)
 		}
-		names := func(what string, list []string, required bool) {
-			if required && len(list) == 0 {
-				bad(e, "%s: at least one (or \"*\")", what)
-			}
-			for _, n := range list {
-				if n != "*" && !vaultName.MatchString(n) {
-					bad(e, "%s: %q is not a name", what, n)
-				}
+		for _, p := range setParams(e) {
+			if !slices.Contains(info.params, p) {
+				bad(e, "%s does not apply to kind %s", p, e.Kind)
 			}
 		}
-		unused := func(what string, set bool) {
-			if set {
-				bad(e, "%s does not apply to kind %s", what, e.Kind)
-			}
-		}
-		unused("keys", e.Kind != Transit && len(e.Keys) > 0)
-		unused("raise_min_decryption_version", e.Kind != Transit && e.RaiseMinDecryption)
-		unused("connections", e.Kind != Database && len(e.Connections) > 0)
-		unused("static_roles", e.Kind != Database && len(e.StaticRoles) > 0)
-		unused("certificates", e.Kind != PKI && len(e.Certificates) > 0)
-		unused("paths", e.Kind != KV && len(e.Paths) > 0)
-		unused("fields", e.Kind != KV && len(e.Fields) > 0)
-		switch e.Kind {
-		case Transit:
-			names("keys", e.Keys, true)
-		case Database:
-			names("connections", e.Connections, false)
-			names("static_roles", e.StaticRoles, false)
-			if len(e.Connections)+len(e.StaticRoles) == 0 {
-				bad(e, "connections or static_roles: at least one")
-			}
-		case PKI:
-			if len(e.Certificates) == 0 {
-				bad(e, "certificates: at least one")
-			}
-			for _, cert := range e.Certificates {
-				if !vaultName.MatchString(cert.Role) || cert.CommonName == "" || !vaultName.MatchString(cert.StoreMount) || !validSecretPath(cert.StorePath) {
-					bad(e, "certificate %q: role, common_name, store_mount and store_path are required (store_path a KV path)", cert.CommonName)
-				}
-			}
-		case KV:
-			if len(e.Paths) == 0 {
-				bad(e, "paths: at least one pattern")
-			}
-			for _, p := range e.Paths {
-				if !validPattern(p) {
-					bad(e, "path pattern %q: segments of names or *, optionally ending in /**", p)
-				}
-			}
-			if len(e.Fields) == 0 {
-				bad(e, "fields: at least one field with its generator")
-			}
-			for f, g := range e.Fields {
-				if !vaultName.MatchString(f) || strings.HasPrefix(f, "lockdown_") {
-					bad(e, "field %q is not a field name (lockdown_ is Lockdown's)", f)
-				}
-				if !slices.Contains([]Generator{GenPassword, GenEd25519, GenHex32}, g) {
-					bad(e, "field %q: unknown generator %q (password, ed25519, hex32)", f, g)
-				}
+		if info.check != nil {
+			for _, problem := range info.check(e) {
+				bad(e, "%s", problem)
 			}
 		}
 	}
@@ -257,6 +207,35 @@ func firstSegments(p string, n int) string {
 		parts = parts[:n]
 	}
 	return strings.Join(parts, "/")
+}
+
+// setParams are the JSON names of an entry's kind parameters that are set.
+func setParams(e Entry) []string {
+	var out []string
+	v := reflect.ValueOf(e)
+	for i := range v.NumField() {
+		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
+		if name == "name" || name == "kind" || name == "mount" || v.Field(i).IsZero() {
+			continue
+		}
+		out = append(out, name)
+	}
+	return out
+}
+
+// checkNames reports a name list's problems: empty when required, or an
+// item that is neither a name nor "*".
+func checkNames(what string, list []string, required bool) []string {
+	var out []string
+	if required && len(list) == 0 {
+		out = append(out, what+`: at least one (or "*")`)
+	}
+	for _, n := range list {
+		if n != "*" && !vaultName.MatchString(n) {
+			out = append(out, fmt.Sprintf("%s: %q is not a name", what, n))
+		}
+	}
+	return out
 }
 
 func validPattern(p string) bool {

@@ -129,29 +129,17 @@ func engineKinds(engine string) []Kind {
 	return out
 }
 
-// coveredBy names the entry that rotates an item of a mount.
+// coveredBy names the entry that rotates an item of a mount: an entry on
+// the mount whose kind lives in the mount's engine and covers the item,
+// or a PKI entry that keeps a certificate there.
 func coveredBy(entries []Entry, engine, item string) (string, bool) {
 	for _, e := range entries {
-		switch {
-		case e.Kind == KV && engine == "kv" && MatchPath(e.Paths, item):
+		info, _ := Of(e.Kind)
+		if info.Engine == engine && info.covers != nil && info.covers(e, item) {
 			return e.Name, true
-		case e.Kind == Transit && engine == "transit":
-			if n, ok := strings.CutPrefix(item, "keys/"); ok && Selects(e.Keys, n) {
-				return e.Name, true
-			}
-		case e.Kind == Database && engine == "database":
-			if n, ok := strings.CutPrefix(item, "config/"); ok && Selects(e.Connections, n) {
-				return e.Name, true
-			}
-			if n, ok := strings.CutPrefix(item, "static-roles/"); ok && Selects(e.StaticRoles, n) {
-				return e.Name, true
-			}
-		case e.Kind == PKI && engine == "kv" && slices.ContainsFunc(e.Certificates, func(c Certificate) bool { return c.StorePath == item }):
+		}
+		if engine == "kv" && slices.ContainsFunc(e.Certificates, func(c Certificate) bool { return c.StorePath == item }) {
 			return e.Name, true // where a re-issued certificate is kept
-		case e.Kind == PKI && engine == "pki":
-			// A PKI entry revokes every certificate the mount issued and
-			// re-issues those it lists: every role is covered.
-			return e.Name, true
 		}
 	}
 	return "", false

@@ -67,6 +67,14 @@ type Info struct {
 	// tenant acted (a DKIM key whose record the tenant publishes), so a
 	// rotation can complete with it staged.
 	WaitsForTenant bool
+
+	// A platform-wide kind's catalogue entries (platform.go): params are
+	// the Entry fields it reads (any other set is refused), check reports
+	// their problems, covers says whether an entry covers an item a dry
+	// run listed on a mount of the kind's engine.
+	params []string
+	check  func(Entry) []string
+	covers func(e Entry, item string) bool
 }
 
 // kinds is the registry, in the order a tenant's job handles them and a
@@ -83,10 +91,7 @@ var kinds = []Info{
 			AwaitingDNS: "Publish the new DKIM record below: TXT {dkim_name}. We keep signing with your previous key until your DNS shows the new record, then switch by ourselves; then delete the previous selector's record, whose key must be treated as compromised.",
 			Unverified:  "Publish the new DKIM record below: TXT {dkim_name}",
 		}},
-	{Kind: Transit, Scope: PlatformWide, Title: "transit encryption keys", Engine: "transit", Lists: []string{"keys"}},
-	{Kind: Database, Scope: PlatformWide, Title: "database credentials", Engine: "database", Lists: []string{"config", "static-roles"}},
-	{Kind: PKI, Scope: PlatformWide, Title: "PKI certificates", Engine: "pki", Lists: []string{"roles"}},
-	{Kind: KV, Scope: PlatformWide, Title: "platform secrets", Engine: "kv"},
+	transitKind, databaseKind, pkiKind, kvKind,
 }
 
 // Kinds returns every kind, in the order reports list them.

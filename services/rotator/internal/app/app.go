@@ -27,6 +27,8 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/rotator/internal/dkimpub"
 	"github.com/lockdown/lockdown/services/rotator/internal/kinds"
+	"github.com/lockdown/lockdown/services/rotator/internal/kinds/apikeys"
+	"github.com/lockdown/lockdown/services/rotator/internal/kinds/dkim"
 	"github.com/lockdown/lockdown/services/rotator/internal/rotation"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
 	"github.com/lockdown/lockdown/services/rotator/internal/vaultkv"
@@ -223,8 +225,8 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 	if cfg.Pregenerate {
 		pregen = rotation.NewPregen()
 	}
-	worker := rotation.NewWorker(rotation.Config{Mount: cfg.KVMount, DKIMType: cfg.DKIMType, DKIMBits: cfg.DKIMBits, Instance: instance(), Failpoints: fp,
-		Secrets:       TenantSecrets(),
+	worker := rotation.NewWorker(rotation.Config{Mount: cfg.KVMount, Instance: instance(), Failpoints: fp,
+		Secrets: TenantSecrets(), DKIM: dkim.Kind{Type: cfg.DKIMType, Bits: cfg.DKIMBits}, APIKeys: apikeys.Kind{},
 		DKIMSelectors: [2]string{cfg.DKIMSelectors[0], cfg.DKIMSelectors[1]}}, db, kv, dns, pregen)
 	jobSpec, _ := events.ConsumerOf(events.ConsumerRotatorJobs)
 	tenantJob := stream.Decoded(func(ctx context.Context, d *stream.Delivery, job events.RotationJobData) error {

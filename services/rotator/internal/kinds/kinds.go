@@ -2,13 +2,16 @@
 // implements, one package per kind below it: the platform-wide kinds of the
 // rotation catalogue (transit, database, pki, kv: Kind, mapped by the
 // Registry) and the per-tenant kinds replaced by one new secret (ssh,
-// smtp: TenantSecret). A tenant's DKIM key (staged, then rolled over
-// through DNS) and API keys (destroyed) have their own flows in package
-// rotation. A kind is
-// given one catalogue entry of an incident at a time; it must finish what
-// an earlier attempt of the same entry began without doing it twice where
-// twice would be wrong, recording its progress through save before every
-// step it cannot tell afterwards it took. It imports no transport.
+// smtp: TenantSecret). A tenant's DKIM key (package dkim: the key and its
+// record) and API keys (package apikeys: destroyed, not replaced) have
+// shapes of their own: package rotation stages and rolls the DKIM key over
+// through DNS, and records the keys' count before destroying them.
+//
+// A platform kind is given one catalogue entry of an incident at a time;
+// it must finish what an earlier attempt of the same entry began without
+// doing it twice where twice would be wrong, recording its progress
+// through Save before every step it cannot tell afterwards it took. It
+// imports no transport.
 package kinds
 
 import (

@@ -169,17 +169,15 @@ func (w *Worker) stage(ctx context.Context, job events.RotationJobData, t Tenant
 	if err != nil {
 		return SecretStep{}, nil, fmt.Errorf("dkim selector: %w", err)
 	}
-	d := pre.DKIM
-	if !havePre {
-		if d, err = keys.NewDKIM(w.cfg.DKIMType, w.cfg.DKIMBits, selector); err != nil {
-			return SecretStep{}, nil, err
-		}
+	var from *keys.Set
+	if havePre {
+		from = &pre
 	}
-	// A key is not bound to its selector: one generated ahead takes the
-	// selector chosen now.
-	d.Selector = selector
-	sw := secretWrite{secret: secret, step: SecretStep{Selector: d.Selector, Record: d.Record},
-		data: map[string]any{"selector": d.Selector, "private_key": d.PrivateKey, "dns_record": d.Record, "key_type": d.Type}}
+	data, record, err := w.cfg.DKIM.New(selector, from)
+	if err != nil {
+		return SecretStep{}, nil, err
+	}
+	sw := secretWrite{secret: secret, step: SecretStep{Selector: selector, Record: record}, data: data}
 	if err := stamp(job, &sw); err != nil {
 		return SecretStep{}, nil, err
 	}

@@ -15,6 +15,8 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/failpoint"
 	"github.com/lockdown/lockdown/services/rotator/internal/keys"
 	"github.com/lockdown/lockdown/services/rotator/internal/kinds"
+	"github.com/lockdown/lockdown/services/rotator/internal/kinds/apikeys"
+	"github.com/lockdown/lockdown/services/rotator/internal/kinds/dkim"
 )
 
 // ErrUnknownTenant is returned for a job whose tenant is not in the
@@ -25,9 +27,10 @@ var ErrUnknownTenant = errors.New("tenant not in the directory")
 type Config struct {
 	// Mount is the KV v2 mount (default secret).
 	Mount string
-	// DKIMType is rsa or ed25519; DKIMBits the RSA size.
-	DKIMType string
-	DKIMBits int
+	// DKIM makes the DKIM keys (its package: type and size); APIKeys
+	// destroys the API keys (its package).
+	DKIM    dkim.Kind
+	APIKeys apikeys.Kind
 	// DKIMSelectors are the two selectors a delegated tenant's DNS points
 	// into the platform's DKIM zone; a rollover alternates between them.
 	DKIMSelectors [2]string
@@ -136,8 +139,7 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		steps.setSecret(sw.secret, &step)
 	}
 	if steps.APIKeys == nil || !steps.APIKeys.Done {
-		folder := strings.TrimSuffix(credentials.APIKeys.Path(job.TenantID, 0), "*")
-		keys, err := w.vault.List(ctx, folder)
+		keys, err := w.cfg.APIKeys.Keys(ctx, w.vault, job.TenantID)
 		if err != nil {
 			return fmt.Errorf("api keys: %w", err)
 		}
@@ -149,10 +151,8 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 				return err
 			}
 		}
-		for _, k := range keys {
-			if err := w.vault.Destroy(ctx, folder+k); err != nil {
-				return fmt.Errorf("api key destroy: %w", err)
-			}
+		if err := w.cfg.APIKeys.Destroy(ctx, w.vault, job.TenantID, keys); err != nil {
+			return fmt.Errorf("api key destroy: %w", err)
 		}
 		steps.APIKeys.Done = true
 		// Recorded before the DKIM step, which may wait for DNS: a tenant
