@@ -24,9 +24,8 @@ func (s *Stack) StartAutoUnsealVault(ctx context.Context) (*Vault, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := provider.Sys().MountWithContext(ctx, "transit", &vault.MountInput{Type: "transit"}); err != nil {
-		return nil, fmt.Errorf("transit mount: %w", err)
-	}
+	// The stack's Vault mounts transit at start (mountPlatform): the seal's
+	// key lives there.
 	if _, err := provider.Logical().WriteWithContext(ctx, "transit/keys/autounseal", nil); err != nil {
 		return nil, fmt.Errorf("transit key: %w", err)
 	}

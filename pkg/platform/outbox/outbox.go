@@ -236,6 +236,12 @@ func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 		conn, err := r.Pool.Acquire(ctx)
 		if err == nil {
 			if _, err = conn.Exec(ctx, `LISTEN `+pgx.Identifier{channel(r.Schema)}.Sanitize()); err == nil {
+				// A commit between the relay's last flush and this LISTEN
+				// notified nobody: flush once now that nothing is missed.
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
 				for {
 					if _, err = conn.Conn().WaitForNotification(ctx); err != nil {
 						break
