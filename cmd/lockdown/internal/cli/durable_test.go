@@ -111,7 +111,9 @@ func (s *system) arm(name, point string) {
 	// that it is not the current one and starts nothing.
 	p.pid, p.respawn = -1, true
 	s.mu.Unlock()
-	s.launch(p, append(append([]string{}, p.env...), "LOCKDOWN_TEST_FAILPOINTS="+point))
+	if err := s.launch(p, append(append([]string{}, p.env...), "LOCKDOWN_TEST_FAILPOINTS="+point)); err != nil {
+		s.t.Fatal(err)
+	}
 	if name == events.ServiceContainment {
 		s.waitLeader()
 	}

@@ -80,6 +80,9 @@ func newSystemWith(t *testing.T, timeout time.Duration, tenants int, opts locals
 		if opts.KeepDir {
 			t.Logf("stack folder kept: %s", stack.Dir)
 		}
+		// The context first: a respawning watcher must see the test over
+		// before the stack's close kills its process.
+		cancel()
 		stack.Close()
 	})
 	root, err := localstack.RepoRoot()
@@ -112,14 +115,18 @@ func (s *system) start(name, service string, respawn bool, env ...string) {
 	s.mu.Lock()
 	s.procs[name] = p
 	s.mu.Unlock()
-	s.launch(p, env)
+	if err := s.launch(p, env); err != nil {
+		s.t.Fatalf("%v (run `make build`)", err)
+	}
 }
 
-func (s *system) launch(p *sysProc, extra []string) {
-	s.t.Helper()
+// launch spawns the process and, with respawn, watches it. It is called
+// from the test's goroutine (start) and from the watcher's: it reports
+// instead of failing the test.
+func (s *system) launch(p *sysProc, extra []string) error {
 	pid, _, err := s.stack.Spawn(p.name, filepath.Join(s.bin, p.service), nil, append(s.stack.Env(p.service), extra...))
 	if err != nil {
-		s.t.Fatalf("%v (run `make build`)", err)
+		return err
 	}
 	s.mu.Lock()
 	p.pid = pid
@@ -138,9 +145,12 @@ func (s *system) launch(p *sysProc, extra []string) {
 		}
 		s.mu.Unlock()
 		if again {
-			s.launch(p, withoutFailpoints(p.env))
+			if err := s.launch(p, withoutFailpoints(p.env)); err != nil && s.ctx.Err() == nil {
+				s.t.Errorf("respawning %s: %v", p.name, err)
+			}
 		}
 	}()
+	return nil
 }
 
 func withoutFailpoints(env []string) []string {
