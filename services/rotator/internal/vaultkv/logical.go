@@ -19,58 +19,42 @@ var ErrRefused = errors.New("vault refused the request")
 
 // Read returns the data at a full API path (nil when there is none).
 func (k *KV) Read(ctx context.Context, path string) (map[string]any, error) {
-	s, err := retry(k, func() (*vault.Secret, error) { return k.c.Logical().ReadWithContext(ctx, path) })
-	if notFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, classify(err)
-	}
-	if s == nil {
-		return nil, nil
-	}
-	return s.Data, nil
+	return k.data(true, func() (*vault.Secret, error) { return k.c.Logical().ReadWithContext(ctx, path) })
 }
 
 // ListAt returns the keys at a full API path (none when it has none;
 // folders end in /).
 func (k *KV) ListAt(ctx context.Context, path string) ([]string, error) {
-	s, err := retry(k, func() (*vault.Secret, error) { return k.c.Logical().ListWithContext(ctx, path) })
-	if notFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, classify(err)
-	}
-	if s == nil {
-		return nil, nil
-	}
-	raw, _ := s.Data["keys"].([]any)
+	d, err := k.data(true, func() (*vault.Secret, error) { return k.c.Logical().ListWithContext(ctx, path) })
+	raw, _ := d["keys"].([]any)
 	out := make([]string, 0, len(raw))
 	for _, r := range raw {
 		if str, ok := r.(string); ok {
 			out = append(out, str)
 		}
 	}
-	return out, nil
+	return out, err
 }
 
 // Write writes to a full API path and returns the response's data.
 func (k *KV) Write(ctx context.Context, path string, data map[string]any) (map[string]any, error) {
-	s, err := retry(k, func() (*vault.Secret, error) { return k.c.Logical().WriteWithContext(ctx, path, data) })
-	if err != nil {
-		return nil, classify(err)
-	}
-	if s == nil {
-		return nil, nil
-	}
-	return s.Data, nil
+	return k.data(false, func() (*vault.Secret, error) { return k.c.Logical().WriteWithContext(ctx, path, data) })
 }
 
 // Patch merges data into the KV v2 secret at a full data path (JSON merge
 // patch: fields it does not name keep their values).
 func (k *KV) Patch(ctx context.Context, path string, data map[string]any) (map[string]any, error) {
-	s, err := retry(k, func() (*vault.Secret, error) { return k.c.Logical().JSONMergePatch(ctx, path, data) })
+	return k.data(false, func() (*vault.Secret, error) { return k.c.Logical().JSONMergePatch(ctx, path, data) })
+}
+
+// data runs one logical call (again once with the token's successor, see
+// retry) and returns the response's data: nil for no response, and for a
+// 404 when missingIsNone (a read of what does not exist).
+func (k *KV) data(missingIsNone bool, op func() (*vault.Secret, error)) (map[string]any, error) {
+	s, err := retry(k, op)
+	if missingIsNone && notFound(err) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, classify(err)
 	}
