@@ -75,8 +75,8 @@ func (s *Steps) setSecret(k credentials.Kind, step *SecretStep) {
 
 // The keys of Steps' JSON object that are not a secret's kind.
 const (
-	stepsDKIM    = "dkim"
-	stepsAPIKeys = "api_keys"
+	stepsDKIM    = string(credentials.DKIM) // the staged key's step
+	stepsAPIKeys = string(credentials.APIKeys)
 	stepsCutover = "dkim_cutover"
 )
 
