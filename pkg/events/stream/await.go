@@ -54,7 +54,11 @@ func Scan(ctx context.Context, js jetstream.JetStream, streamName, subject strin
 	var st jetstream.Stream
 	var err error
 	for st == nil {
-		if st, err = js.Stream(ctx, streamName); err != nil {
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		st, err = js.Stream(rctx, streamName)
+		cancel()
+		if err != nil {
+			st = nil
 			if !follow || !pause(ctx) {
 				return fmt.Errorf("stream %s: %w", streamName, err)
 			}
@@ -62,7 +66,9 @@ func Scan(ctx context.Context, js jetstream.JetStream, streamName, subject strin
 	}
 	seq := uint64(1)
 	for {
-		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		m, err := st.GetMsg(rctx, seq, jetstream.WithGetMsgSubject(subject))
+		cancel()
 		switch {
 		case err == nil:
 			seq = m.Sequence + 1
@@ -81,6 +87,12 @@ func Scan(ctx context.Context, js jetstream.JetStream, streamName, subject strin
 		}
 	}
 }
+
+// requestTimeout bounds one JetStream API request of a scan: a reply lost
+// while a stream's leader changes (a node killed, a node catching up after
+// its restart) would otherwise hold the scan until its context ends — a
+// follower then asks again.
+const requestTimeout = 5 * time.Second
 
 // pause waits pollEvery; false when ctx ended first.
 func pause(ctx context.Context) bool {
