@@ -58,32 +58,33 @@ type Coverage struct {
 }
 
 // Coverage matches an estate against the tenant kinds and the catalogue.
-func (c *Catalogue) Coverage(e Estate) Coverage {
+func (c *Catalogue) Coverage(estate Estate) Coverage {
 	counts := map[Kind]int{}
 	cov := Coverage{Entries: map[string]int{}, Uncovered: []Gap{}}
-	for _, e := range c.Entries {
-		cov.Entries[e.Name] = 0
+	for _, entry := range c.Entries {
+		cov.Entries[entry.Name] = 0
 	}
+	tenantMount := strings.Trim(estate.TenantMount, "/")
 	tenants := map[string]bool{}
-	for _, m := range e.Mounts {
+	for _, m := range estate.Mounts {
 		m.Path = strings.Trim(m.Path, "/")
 		if slices.Contains(systemEngines, m.Type) {
 			continue
 		}
+		// The tenants' mount is covered by the tenant kinds, and may hold
+		// platform entries too; any other mount needs an entry.
+		isTenantMount := m.Type == "kv" && m.Path == tenantMount
 		entries := c.onMount(m.Path)
-		if m.Type == "kv" && m.Path == strings.Trim(e.TenantMount, "/") {
-			// The tenants' mount may hold platform entries too.
-		} else if len(entries) == 0 {
+		if len(entries) == 0 && !isTenantMount {
 			cov.Uncovered = append(cov.Uncovered, Gap{Mount: m.Path, Type: m.Type, Why: fmt.Sprintf("no catalogue entry names mount %s", m.Path)})
 			continue
 		}
-		engineKind := engineKinds(m.Type)
-		if len(engineKind) == 0 {
+		if len(engineKinds(m.Type)) == 0 {
 			cov.Uncovered = append(cov.Uncovered, Gap{Mount: m.Path, Type: m.Type, Why: fmt.Sprintf("no credential kind rotates a %s engine", m.Type)})
 			continue
 		}
 		for _, item := range m.Items {
-			if m.Path == strings.Trim(e.TenantMount, "/") && m.Type == "kv" {
+			if isTenantMount {
 				if k, tenant, ok := tenantKind(item); ok {
 					counts[k]++
 					tenants[tenant] = true
@@ -96,8 +97,8 @@ func (c *Catalogue) Coverage(e Estate) Coverage {
 				continue
 			}
 			cov.Entries[name]++
-			e, _ := c.Entry(name)
-			counts[e.Kind]++
+			entry, _ := c.Entry(name)
+			counts[entry.Kind]++
 		}
 	}
 	for _, i := range kinds {

@@ -130,3 +130,16 @@ func TestResultSchemaNamesEveryKind(t *testing.T) {
 		t.Errorf("Result.State's enum tag is %q, want %q", got, strings.Join(states, ","))
 	}
 }
+
+func TestNormalSerial(t *testing.T) {
+	t.Run("Vault's colon-separated bytes equal the CRL's hex", func(t *testing.T) {
+		if a, b := credentials.NormalSerial("0a:1B:ff"), credentials.NormalSerial("a1bff"); a != b {
+			t.Fatalf("%q != %q", a, b)
+		}
+	})
+	t.Run("different serials differ", func(t *testing.T) {
+		if credentials.NormalSerial("0a:1b") == credentials.NormalSerial("0a:1c") {
+			t.Fatal("equal")
+		}
+	})
+}

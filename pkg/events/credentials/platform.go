@@ -80,3 +80,12 @@ var kvKind = Info{Kind: KV, Scope: PlatformWide, Title: "platform secrets", Engi
 		return out
 	},
 	covers: func(e Entry, item string) bool { return MatchPath(e.Paths, item) }}
+
+// NormalSerial writes a certificate serial one way, so serials from
+// Vault's responses (colon-separated bytes), a CRL (big integers printed
+// in hex) and an operator's input compare equal: no separators, lower
+// case, no leading zeros.
+func NormalSerial(serial string) string {
+	s := strings.ToLower(strings.NewReplacer(":", "", "-", "").Replace(serial))
+	return strings.TrimLeft(s, "0")
+}

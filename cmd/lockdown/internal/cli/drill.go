@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -788,7 +789,9 @@ func intrude(ctx context.Context, tgt *target, tenants, n int) ([]string, error)
 	}
 	for i := range n {
 		id := tenantseed.IDWith(tgt.prefix, i*tenants/n)
-		for _, path := range sortedKeysOf(credentials.TenantSecrets(id, false)) {
+		secrets := credentials.TenantSecrets(id, false)
+		for _, kind := range slices.Sorted(maps.Keys(secrets)) {
+			path := secrets[kind]
 			s, err := intruder.KVv2(mount).Get(ctx, path)
 			if err != nil {
 				return nil, err
@@ -1022,21 +1025,6 @@ func writtenBy(s *vault.Secret, incidentID string) bool {
 		}
 	}
 	return false
-}
-
-// sortedKeysOf lists a map's values in the order of its sorted keys (the
-// intruder reads a tenant's secrets in a fixed order).
-func sortedKeysOf(m map[credentials.Kind]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, string(k))
-	}
-	slices.Sort(keys)
-	out := make([]string, len(keys))
-	for i, k := range keys {
-		out[i] = m[credentials.Kind(k)]
-	}
-	return out
 }
 
 // flagSet reports whether the flag was given on the command line.

@@ -138,10 +138,10 @@ func verifyPlatform(ctx context.Context, tgt *target, b *platformBefore, inciden
 	}
 	var revoked []string
 	for _, e := range crl.RevokedCertificateEntries {
-		revoked = append(revoked, fmt.Sprintf("%x", e.SerialNumber))
+		revoked = append(revoked, credentials.NormalSerial(fmt.Sprintf("%x", e.SerialNumber)))
 	}
 	for _, s := range b.estate.CertSerials {
-		if !slices.Contains(revoked, strings.TrimLeft(strings.ReplaceAll(s, ":", ""), "0")) {
+		if !slices.Contains(revoked, credentials.NormalSerial(s)) {
 			problem("certificate %s is not on the CRL", s)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -128,7 +129,7 @@ func MakePlan(ctx context.Context, c *vault.Client, cat *credentials.Catalogue, 
 		return plan, fmt.Errorf("sys/mounts: %w", err)
 	}
 	estate := credentials.Estate{TenantMount: kvMount}
-	for _, path := range sortedKeys(mounts) {
+	for _, path := range slices.Sorted(maps.Keys(mounts)) {
 		m := mounts[path]
 		name := strings.TrimSuffix(path, "/")
 		if slices.Contains(vaultdecl.VaultSecretsMounts(), name) {
@@ -165,15 +166,6 @@ func MakePlan(ctx context.Context, c *vault.Client, cat *credentials.Catalogue, 
 		plan.Notes = append(plan.Notes, "tokens not counted: the plan's token may not list auth/token/accessors (sudo)")
 	}
 	return plan, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // items lists what a mount holds that a kind may rotate — names only.
@@ -277,7 +269,7 @@ func printPlan(out io.Writer, p credentials.Plan) {
 	}
 	tw.Flush()
 	fmt.Fprintf(out, "\ntenants: %d\n", p.Tenants)
-	for _, name := range sortedKeys(p.Entries) {
+	for _, name := range slices.Sorted(maps.Keys(p.Entries)) {
 		fmt.Fprintf(out, "catalogue entry %s: %d\n", name, p.Entries[name])
 	}
 	tokens := fmt.Sprint(p.Tokens)

@@ -144,13 +144,13 @@ func TestPlatformCatalogue(t *testing.T) {
 	t.Run("the old certificates are revoked and the new one is kept", func(t *testing.T) {
 		crl := revokedSerials(t, ctx, f.root)
 		for _, s := range estate.CertSerials {
-			if !crl[normSerial(s)] {
+			if !crl[credentials.NormalSerial(s)] {
 				t.Errorf("certificate %s (issued before the incident) is not on the CRL", s)
 			}
 		}
 		kept := kvData(t, ctx, f.root, estate.CertStore)
 		serial, _ := kept["serial_number"].(string)
-		if serial == "" || slices.Contains(estate.CertSerials, serial) || crl[normSerial(serial)] {
+		if serial == "" || slices.Contains(estate.CertSerials, serial) || crl[credentials.NormalSerial(serial)] {
 			t.Errorf("the kept certificate %q is not a new, valid one", serial)
 		}
 		if pk, _ := kept["private_key"].(string); !strings.Contains(pk, "PRIVATE KEY") {
@@ -215,19 +215,12 @@ func revokedSerials(t *testing.T, ctx context.Context, root *vault.Client) map[s
 	must(t, err)
 	out := map[string]bool{}
 	for _, e := range list.RevokedCertificateEntries {
-		out[normSerial(serialHex(e.SerialNumber))] = true
+		out[credentials.NormalSerial(serialHex(e.SerialNumber))] = true
 	}
 	return out
 }
 
 func serialHex(n *big.Int) string { return fmt.Sprintf("%x", n) }
-
-// normSerial drops separators and leading zeros: Vault writes serials as
-// colon-separated bytes.
-func normSerial(s string) string {
-	s = strings.ToLower(strings.NewReplacer(":", "", "-", "").Replace(s))
-	return strings.TrimLeft(s, "0")
-}
 
 // TestPlatformRetry fails a catalogue entry that names a transit key Vault
 // does not have — the entry is recorded failed, the plan completes and the

@@ -197,18 +197,26 @@ func Stamp(incidentID, writeID string) map[string]any {
 	return map[string]any{WriteKey: map[string]any{writeID: now}, "lockdown_incident": incidentID, "rotated_at": now}
 }
 
-// Number reads an integer of a Vault response (json.Number or float64).
+// Number reads an integer of a Vault response (json.Number or float64),
+// zero when it is none.
 func Number(v any) int {
+	n, _ := ParseNumber(v)
+	return n
+}
+
+// ParseNumber reads an integer of a Vault response (json.Number or
+// float64) and says whether it was one.
+func ParseNumber(v any) (int, bool) {
 	switch n := v.(type) {
 	case json.Number:
-		i, _ := n.Int64()
-		return int(i)
+		i, err := n.Int64()
+		return int(i), err == nil
 	case float64:
-		return int(n)
+		return int(n), true
 	case int:
-		return n
+		return n, true
 	}
-	return 0
+	return 0, false
 }
 
 // TenantSecret is a per-tenant kind replaced by writing one new KV v2

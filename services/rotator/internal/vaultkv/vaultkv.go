@@ -5,7 +5,6 @@ package vaultkv
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/unavailable"
 	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
+	"github.com/lockdown/lockdown/services/rotator/internal/kinds"
 	"github.com/lockdown/lockdown/services/rotator/internal/rotation"
 )
 
@@ -112,7 +112,7 @@ func (k *KV) Latest(ctx context.Context, path string) (int, string, error) {
 				writeID = id
 			}
 		}
-		if v, ok := number(meta["version"]); ok {
+		if v, ok := kinds.ParseNumber(meta["version"]); ok {
 			return v, writeID, nil
 		}
 	}
@@ -122,7 +122,7 @@ func (k *KV) Latest(ctx context.Context, path string) (int, string, error) {
 	if err != nil || m == nil {
 		return 0, "", down(err)
 	}
-	v, _ := number(m.Data["current_version"])
+	v, _ := kinds.ParseNumber(m.Data["current_version"])
 	return v, "", nil
 }
 
@@ -151,7 +151,7 @@ func (k *KV) WriteCAS(ctx context.Context, path string, data map[string]any, cas
 	if s == nil {
 		return 0, fmt.Errorf("write %s: no response", path)
 	}
-	v, ok := number(s.Data["version"])
+	v, ok := kinds.ParseNumber(s.Data["version"])
 	if !ok {
 		return 0, fmt.Errorf("write %s: no version in the response", path)
 	}
@@ -203,17 +203,4 @@ func down(err error) error {
 		return stream.Unavailable(unavailable.Vault, err)
 	}
 	return err
-}
-
-func number(v any) (int, bool) {
-	switch n := v.(type) {
-	case json.Number:
-		i, err := n.Int64()
-		return int(i), err == nil
-	case float64:
-		return int(n), true
-	case int:
-		return n, true
-	}
-	return 0, false
 }

@@ -51,7 +51,7 @@ func (Kind) Capabilities(e credentials.Entry) []kinds.Capability {
 // by an attempt that died before it was kept is revoked with the rest.
 func (Kind) Rotate(ctx context.Context, v kinds.Vault, job kinds.Job) (credentials.Result, []string, error) {
 	e := job.Entry
-	var keep, items, serials []string
+	var keep, items []string
 	for _, c := range e.Certificates {
 		name := c.StoreMount + "/" + c.StorePath
 		it := job.Rec.Items[name]
@@ -74,7 +74,6 @@ func (Kind) Rotate(ctx context.Context, v kinds.Vault, job kinds.Job) (credentia
 		}
 		keep = append(keep, it.Public)
 		items = append(items, name)
-		serials = append(serials, it.Public)
 	}
 	revoked, err := revokeAllBut(ctx, v, e.Mount, keep, job.Wrote)
 	if err != nil {
@@ -85,7 +84,7 @@ func (Kind) Rotate(ctx context.Context, v kinds.Vault, job kinds.Job) (credentia
 		return credentials.Result{}, nil, err
 	}
 	return credentials.Result{Kind: credentials.PKI, State: credentials.Rotated, Count: len(items),
-		Public: fmt.Sprintf("new serials %s; %d certificates revoked", strings.Join(serials, ", "), job.Rec.Revoked)}, items, nil
+		Public: fmt.Sprintf("new serials %s; %d certificates revoked", strings.Join(keep, ", "), job.Rec.Revoked)}, items, nil
 }
 
 // issue issues one certificate and keeps it in its store.
@@ -143,7 +142,7 @@ func revokeAllBut(ctx context.Context, v kinds.Vault, mount string, keep []strin
 	}
 	n := 0
 	for _, s := range serials {
-		if slices.ContainsFunc(keep, func(k string) bool { return sameSerial(k, s) }) {
+		if slices.ContainsFunc(keep, func(k string) bool { return credentials.NormalSerial(k) == credentials.NormalSerial(s) }) {
 			continue
 		}
 		d, err := v.Read(ctx, mount+"/cert/"+s)
@@ -163,12 +162,6 @@ func revokeAllBut(ctx context.Context, v kinds.Vault, mount string, keep []strin
 		n++
 	}
 	return n, nil
-}
-
-// sameSerial compares serials written with : or - between the bytes.
-func sameSerial(a, b string) bool {
-	norm := func(s string) string { return strings.ToLower(strings.NewReplacer(":", "", "-", "").Replace(s)) }
-	return norm(a) == norm(b)
 }
 
 // isCA says whether a cert/<serial> response is a CA certificate (the
