@@ -1,7 +1,13 @@
 package failpoint_test
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
 	"slices"
+	"syscall"
 	"testing"
 
 	"github.com/lockdown/lockdown/pkg/platform/failpoint"
@@ -31,16 +37,60 @@ func TestParse(t *testing.T) {
 		}
 	})
 	t.Run("an unarmed point and a nil set do nothing", func(t *testing.T) {
-		s, _ := failpoint.Parse("elsewhere")
+		out, err := child(t, "elsewhere", "unarmed")
+		if err != nil || out != "hit here\nnil set hit\n" {
+			t.Fatalf("the child ended with %v after %q, want a normal exit after both hits", err, out)
+		}
+	})
+	t.Run("an armed point fires only on its Nth hit, with SIGKILL", func(t *testing.T) {
+		out, err := child(t, "p:3", "thrice")
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("the child ended with %v, want killed by SIGKILL", err)
+		}
+		if out != "hit 1\nhit 2\n" {
+			t.Fatalf("the child printed %q, want the two hits before the third killed it", out)
+		}
+	})
+}
+
+// child runs this test binary again as TestChild with the failpoints
+// armed, and returns what it printed: firing kills the process, which the
+// test binary itself must survive.
+func child(t *testing.T, armed, scenario string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), failpoint.EnvVar+"="+armed, "FAILPOINT_TEST_CHILD="+scenario)
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	err := cmd.Run()
+	return stdout.String(), err
+}
+
+// TestChild is the child process of child; it does nothing unless
+// FAILPOINT_TEST_CHILD names a scenario.
+func TestChild(t *testing.T) {
+	scenario := os.Getenv("FAILPOINT_TEST_CHILD")
+	if scenario == "" {
+		t.Skip("run by child")
+	}
+	s, err := failpoint.FromEnv()
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(3)
+	}
+	switch scenario {
+	case "unarmed":
 		s.Hit("here")
+		fmt.Println("hit here")
 		var none *failpoint.Set
 		none.Hit("here")
-	})
-	t.Run("an armed point fires only on its Nth hit", func(t *testing.T) {
-		s, _ := failpoint.Parse("p:3")
-		s.Hit("p")
-		s.Hit("p")
-		// The third hit would kill the test binary: a child process covers
-		// firing (the crash tests of cmd/lockdown arm real services).
-	})
+		fmt.Println("nil set hit")
+	case "thrice":
+		for i := 1; i <= 3; i++ {
+			s.Hit("p")
+			fmt.Printf("hit %d\n", i)
+		}
+	}
+	os.Exit(0)
 }

@@ -25,7 +25,8 @@ func TestRotateAfterRekey(t *testing.T) {
 	await(s, events.AssessmentCompleted, 2*time.Minute, func(d events.AssessmentCompletedData) bool { return d.IncidentID == id })
 
 	t.Run("with the ceremony unfinished, nothing is rotated and the incident stays open", func(t *testing.T) {
-		time.Sleep(5 * time.Second) // the planner has both events by now: only the rekey is missing
+		// The planner has handled both events: only the rekey is missing.
+		s.awaitHandled(events.ConsumerRotatorPlanner, id, events.AccessRevoked, events.AssessmentCompleted)
 		counts, _ := s.eventCounts(id)
 		for _, n := range []events.Name{events.RotationPlanned, events.RotationTenantCompleted, events.AccessRestored, events.IncidentResolved, events.UnsealKeysRotated} {
 			if counts[n] != 0 {
@@ -43,6 +44,18 @@ func TestRotateAfterRekey(t *testing.T) {
 		rotated := await(s, events.UnsealKeysRotated, time.Minute, func(d events.UnsealKeysRotatedData) bool { return d.IncidentID == id })
 		if rotated.Proof == "" {
 			t.Fatalf("unsealkeys.rotated without proof: %+v", rotated)
+		}
+		// In the stream's order (the outbox publishes in commit order), not
+		// only by the time the check above ran.
+		var order []events.Name
+		for _, ev := range s.incidentEvents(id) {
+			spec, _ := events.Lookup(ev.Type())
+			if spec.Name == events.UnsealKeysRotated || spec.Name == events.RotationPlanned {
+				order = append(order, spec.Name)
+			}
+		}
+		if len(order) < 2 || order[0] != events.UnsealKeysRotated {
+			t.Fatalf("stored in the order %v, want unsealkeys.rotated before rotation.planned", order)
 		}
 	})
 }

@@ -43,6 +43,9 @@ type system struct {
 	// holdersAway keeps the key holders from unsealing (a test holding
 	// Vault sealed for an outage).
 	holdersAway atomic.Bool
+	// relayStops counts the SMTP relay's stops (TestChaos: each is a
+	// window for the same message twice).
+	relayStops atomic.Int32
 }
 
 // sysProc is one service process; restarts counts how often it was
@@ -342,6 +345,44 @@ func (s *system) scanEvents(subject string, each func(event.Event)) {
 			s.t.Fatal(err)
 		}
 	}
+}
+
+// awaitHandled waits until the durable consumer has acknowledged every
+// stored event of the incident with one of the names: the service has
+// handled them (a handler acknowledges only when done). It is the barrier
+// of a check that their handling changed nothing.
+func (s *system) awaitHandled(durable, incidentID string, names ...events.Name) {
+	s.t.Helper()
+	var last uint64
+	for _, name := range names {
+		spec := events.SpecOf(name)
+		err := stream.Scan(s.ctx, s.op.JS, spec.Stream, spec.FilterSubject(), false, func(m *jetstream.RawStreamMsg) bool {
+			if strings.Contains(string(m.Data), incidentID) {
+				last = max(last, m.Sequence)
+			}
+			return true
+		})
+		if err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	if last == 0 {
+		s.t.Fatalf("no %v stored for incident %s", names, incidentID)
+	}
+	spec, ok := events.ConsumerOf(durable)
+	if !ok {
+		s.t.Fatalf("no consumer %s", durable)
+	}
+	testwait.For(s.t, 2*time.Minute, fmt.Sprintf("%s to handle stream message %d", durable, last), func() bool {
+		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+		defer cancel()
+		cons, err := s.op.JS.Consumer(ctx, spec.Stream, durable)
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(ctx)
+		return err == nil && info.AckFloor.Stream >= last
+	})
 }
 
 // settled waits until no declared consumer has a message pending or

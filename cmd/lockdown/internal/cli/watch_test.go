@@ -3,14 +3,16 @@ package cli
 import (
 	"bufio"
 	"bytes"
-	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/events/readmodel"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/readmodel"
 )
 
 func TestProgress(t *testing.T) {
@@ -36,9 +38,13 @@ func TestProgress(t *testing.T) {
 
 // TestStatusWatch follows a whole incident with `lockdown status --watch`
 // as the operator (no database), through a NATS server killed and
-// restarted while Vault is sealed: every phase shows, each line as it
-// happens, and the time from the event that changed the phase to the line
-// that shows it is measured (docs/benchmarks.md).
+// restarted while Vault is sealed. The requirement is that a phase change
+// shows within a second; checked without a clock: every phase that lasted
+// more than a second (from its event to the next phase's) is shown, in the
+// timeline's order, and the watch ends with the incident. The time from
+// each phase's event to its line is logged (docs/benchmarks.md); a phase
+// shorter than a second may be skipped (unsealed: access is revoked
+// milliseconds after the gate).
 func TestStatusWatch(t *testing.T) {
 	s := newSystem(t, 10*time.Minute, 3)
 	s.startAll(nil)
@@ -126,27 +132,41 @@ func TestStatusWatch(t *testing.T) {
 		}
 	}
 	t.Logf("phases seen in order: %v", order)
-	for _, phase := range []string{"sealed", "resolved"} {
-		if _, ok := first[phase]; !ok {
-			t.Fatalf("status --watch never showed phase %s (saw %v)", phase, order)
-		}
-	}
-	var worst time.Duration
-	for _, phase := range order {
+	timeline := []string{"sealed", "unsealed", "recovering", "resolved"}
+	for i, phase := range timeline {
 		at, ok := changed[phase]
 		if !ok {
-			continue
+			t.Fatalf("no %s event for phase %s", cause[phase], phase)
 		}
-		lag := first[phase].Sub(at)
-		worst = max(worst, lag)
-		t.Logf("phase %-10s shown %6.0f ms after its event", phase, float64(lag.Microseconds())/1000)
+		lasted := time.Duration(1<<62 - 1) // the last phase lasts
+		if i+1 < len(timeline) {
+			lasted = changed[timeline[i+1]].Sub(at)
+		}
+		shown, ok := first[phase]
+		switch {
+		case ok:
+			t.Logf("phase %-10s lasted %8.0f ms, shown %6.0f ms after its event", phase, ms(min(lasted, time.Hour)), ms(shown.Sub(at)))
+		case lasted > time.Second:
+			t.Errorf("phase %s lasted %v and was never shown (saw %v)", phase, lasted, order)
+		default:
+			t.Logf("phase %-10s lasted %8.0f ms, not shown", phase, ms(lasted))
+		}
 	}
-	// The requirement is a second; this bound only catches a watch that
-	// fell back to polling or stalled (the figures are in the log).
-	if worst > 3*time.Second {
-		t.Fatalf("a phase change took %v to show", worst)
+	var want []string
+	for _, phase := range timeline {
+		if _, ok := first[phase]; ok {
+			want = append(want, phase)
+		}
+	}
+	// Phases before the seal (containing) may show too: not part of this
+	// check.
+	shown := slices.DeleteFunc(slices.Clone(order), func(p string) bool { return !slices.Contains(timeline, p) })
+	if !slices.Equal(shown, want) {
+		t.Errorf("phases shown %v, not in the timeline's order %v", order, timeline)
 	}
 }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // dumpLog logs the lines of a service's log that contain any of match.
 func dumpLog(t *testing.T, path string, match ...string) {

@@ -297,7 +297,7 @@ func TestContainment(t *testing.T) {
 		if phase != "awaiting_confirmation" {
 			t.Fatalf("phase %s, want awaiting_confirmation", phase)
 		}
-		time.Sleep(time.Second)
+		c.awaitPasses(t, 5) // passes over the recorded, unconfirmed incident
 		if sealed(t, s.Vault.Addr) {
 			t.Fatal("a low-severity breach sealed Vault by itself")
 		}

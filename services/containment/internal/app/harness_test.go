@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/stream"
@@ -23,6 +26,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
+	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/containment/internal/app"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
@@ -72,6 +76,8 @@ type running struct {
 	tel    *telemetry.Telemetry
 	intake string
 	stop   func()
+	// metrics reads the instance's OTel metrics (enginePasses).
+	metrics *sdkmetric.ManualReader
 }
 
 // startContainment runs containment in-process against the stack, as the
@@ -131,12 +137,14 @@ func startContainment(t testing.TB, s *localstack.Stack, nodes []string, tokens 
 		fencer = vaultnodes.CommandFencer{}
 	}
 	done := make(chan error, 1)
+	metrics := sdkmetric.NewManualReader()
 	go func() {
-		done <- app.RunWith(ctx, &runner.Runtime{Service: events.ServiceContainment, Logger: tel.Logger, TracerProvider: tel.TracerProvider, NATS: conn},
+		done <- app.RunWith(ctx, &runner.Runtime{Service: events.ServiceContainment, Logger: tel.Logger, TracerProvider: tel.TracerProvider,
+			MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(metrics)), NATS: conn},
 			cfg, app.Deps{Store: db, Vault: va.Nodes, Fencer: fencer, Admin: va.Admin, VaultLog: va.Admin,
 				OwnTokens: va.Own, NotReplaceable: va.NotReplaceable, TokenSources: []*vaulttoken.Source{va.Seal, va.Recovery}})
 	}()
-	r := &running{logs: logs, tel: tel, intake: "http://" + cfg.IntakeAddr}
+	r := &running{logs: logs, tel: tel, intake: "http://" + cfg.IntakeAddr, metrics: metrics}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("containment's log:\n%s", logs.String())
@@ -158,6 +166,38 @@ func startContainment(t testing.TB, s *localstack.Stack, nodes []string, tokens 
 	}
 	waitHTTP(t, r.intake)
 	return r
+}
+
+// enginePasses reads how many passes over the open incidents the
+// instance's engine has made (lockdown.engine.passes).
+func (r *running) enginePasses(t testing.TB) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.metrics.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if sum, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == "lockdown.engine.passes" {
+				var n int64
+				for _, p := range sum.DataPoints {
+					n += p.Value
+				}
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// awaitPasses waits until the engine has made n whole passes over the open
+// incidents after the call: whatever was recorded before it has then been
+// seen by the engine at least n-1 times. It is the barrier of every check
+// that something did not happen.
+func (r *running) awaitPasses(t testing.TB, n int64) {
+	t.Helper()
+	from := r.enginePasses(t)
+	testwait.For(t, 30*time.Second, fmt.Sprintf("%d engine passes", n), func() bool { return r.enginePasses(t) >= from+n })
 }
 
 func jaegerEndpoint(s *localstack.Stack) string {
@@ -257,8 +297,9 @@ func waitEvent[T any](t testing.TB, s *localstack.Stack, name events.Name, timeo
 	return ev, data
 }
 
-// countEvents counts the stored events of name that match: it reads the
-// stream to its end (the reader stops after a short quiet time).
+// countEvents counts the stored events of name that match, reading the
+// events stream up to its last message; a reader that cannot read the
+// stream fails the test (a count of zero must mean none were stored).
 func countEvents[T any](t testing.TB, s *localstack.Stack, name events.Name, match func(T) bool) int {
 	t.Helper()
 	nc, _ := connectAs(t, s, events.UserOperator)
@@ -267,15 +308,29 @@ func countEvents[T any](t testing.TB, s *localstack.Stack, name events.Name, mat
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	spec := events.SpecOf(name)
 	n := 0
-	stream.Await(ctx, js, name, func(_ event.Event, d T) bool { //nolint:errcheck // it ends when ctx does: the count is the result
+	err = stream.Scan(ctx, js, spec.Stream, spec.FilterSubject(), false, func(m *jetstream.RawStreamMsg) bool {
+		ev, _, err := events.Decode(m.Header, m.Data)
+		if err != nil {
+			t.Errorf("stored %s that does not decode: %v", name, err)
+			return true
+		}
+		d, err := events.DataAs[T](ev)
+		if err != nil {
+			t.Errorf("stored %s whose data does not decode: %v", name, err)
+			return true
+		}
 		if match(d) {
 			n++
 		}
-		return false
+		return true
 	})
+	if err != nil {
+		t.Fatalf("count %s: %v", name, err)
+	}
 	return n
 }
 

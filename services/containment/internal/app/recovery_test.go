@@ -144,8 +144,8 @@ func TestRecovery(t *testing.T) {
 			st := loadRecovery(t, ctx, pool, incidentID)
 			return st.RotationDone && st.NotifiedDone
 		})
-		// The engine looks every 50 ms: give it many passes.
-		time.Sleep(2 * time.Second)
+		// Both are recorded: every pass of the engine from now on sees them.
+		c.awaitPasses(t, 10)
 		st := loadRecovery(t, ctx, pool, incidentID)
 		if !st.RestoredAt.IsZero() || st.Ceremony.Phase == recovery.CeremonyCompleted {
 			t.Fatalf("restored at %v with the ceremony %q", st.RestoredAt, st.Ceremony.Phase)
@@ -227,7 +227,7 @@ func TestRecovery(t *testing.T) {
 		testwait.For(t, 20*time.Second, "the engine to refuse the claim", func() bool {
 			return strings.Contains(c.logs.String(), "restore withheld")
 		})
-		time.Sleep(time.Second) // many passes of the engine
+		c.awaitPasses(t, 10) // passes that see the refuted claim
 		if st := loadRecovery(t, ctx, pool, incidentID); !st.RestoredAt.IsZero() {
 			t.Fatal("access was restored on an unproven rotation")
 		}

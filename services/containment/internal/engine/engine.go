@@ -139,6 +139,10 @@ type Engine struct {
 	log    *slog.Logger
 	fp     *failpoint.Set
 	phases metric.Float64Histogram
+	// passes counts the leader's passes over the open incidents: a leader
+	// whose count stops has stalled, and a test that checks nothing
+	// happened waits for passes instead of sleeping.
+	passes metric.Int64Counter
 
 	wake   chan struct{}
 	leader atomic.Bool
@@ -191,7 +195,9 @@ func New(cfg Config, store Store, sealer *incident.Sealer, rec *recovery.Recover
 	phases, _ := mp.Meter("github.com/lockdown/lockdown/services/containment").Float64Histogram("lockdown.incident.phase.duration",
 		metric.WithUnit("s"), metric.WithDescription("Duration of each runbook phase of a resolved incident."),
 		metric.WithExplicitBucketBoundaries(0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400))
-	return &Engine{cfg: cfg, store: store, sealer: sealer, rec: rec, log: log, fp: fp, phases: phases,
+	passes, _ := mp.Meter("github.com/lockdown/lockdown/services/containment").Int64Counter("lockdown.engine.passes",
+		metric.WithDescription("Passes of the leading engine over every open incident."))
+	return &Engine{cfg: cfg, store: store, sealer: sealer, rec: rec, log: log, fp: fp, phases: phases, passes: passes,
 		wake: make(chan struct{}, 1), trouble: map[string]*trouble{}, failedRounds: map[string]bool{}, refuted: map[string]refutation{}}
 }
 
@@ -287,6 +293,9 @@ func (e *Engine) lead(ctx context.Context, f Fence) {
 		}
 		for _, inc := range incs {
 			next = min(next, e.drive(ctx, f, inc))
+		}
+		if err == nil {
+			e.passes.Add(ctx, 1)
 		}
 		select {
 		case <-ctx.Done():

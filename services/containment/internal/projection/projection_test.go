@@ -195,13 +195,30 @@ func TestProjector(t *testing.T) {
 	t.Run("only the leader writes, and a new leader writes everything again", func(t *testing.T) {
 		var leading bool
 		var mu sync.Mutex
-		p, src, sink := newProjector(func() bool { mu.Lock(); defer mu.Unlock(); return leading })
+		// Each pass of Run asks leader once: the second question means the
+		// first pass, a standby's, is over — the barrier, not a sleep.
+		asked := make(chan struct{}, 16)
+		p, src, sink := newProjector(func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			select {
+			case asked <- struct{}{}:
+			default:
+			}
+			return leading
+		})
 		src.set(id, "1", snapshot(t, incident.PhaseSealed, 0))
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { p.Run(rctx); close(done) }()
-		p.Touch()
-		time.Sleep(50 * time.Millisecond) // a standby's pass: nothing must be written
+		for range 2 {
+			p.Touch()
+			select {
+			case <-asked:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the projector made no pass")
+			}
+		}
 		if sink.writes != 0 {
 			t.Fatal("a standby wrote the read model")
 		}
