@@ -1,10 +1,13 @@
 package localstack
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
+	"time"
 )
 
 // Environment variables that override where the servers are found.
@@ -71,7 +74,8 @@ func tool(name string) (string, error) {
 }
 
 // Binary returns the path of a program built into the tools folder (the
-// servers by `make tools`, Lockdown's own services by `make build`).
+// servers by `make tools`, Lockdown's own services by `make build`). Tests
+// use Service for Lockdown's own.
 func Binary(name string) (string, error) { return tool(name) }
 
 // pgTool returns the path of a PostgreSQL server program.
@@ -94,3 +98,67 @@ func pgTool(name string) (string, error) {
 // PGTool is the path of one of PostgreSQL's programs (psql, for tests of
 // the install files operators run with it).
 func PGTool(name string) (string, error) { return pgTool(name) }
+
+// EnvServiceDir names the folder holding Lockdown's own services built for
+// a test binary by RunWithServices.
+const EnvServiceDir = "LOCKDOWN_TEST_SERVICE_DIR"
+
+// BuildServices builds Lockdown's services from the repository's source
+// into dir (one `go build`; Go's build cache makes unchanged code a link).
+func BuildServices(ctx context.Context, dir string) error {
+	root, err := RepoRoot()
+	if err != nil {
+		return err
+	}
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	for _, s := range []string{"containment", "assessor", "rotator", "notifier"} {
+		args = append(args, "./services/"+s)
+	}
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build the services: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// RunWithServices is a test binary's TestMain body for tests that start
+// Lockdown's services as processes: it builds them from the source the
+// tests were compiled with (never a stale .bin), runs the tests and
+// removes them. m is the *testing.M.
+func RunWithServices(m interface{ Run() int }) int {
+	dir, err := os.MkdirTemp("", "lockdown-services-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	err = BuildServices(ctx, dir)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := os.Setenv(EnvServiceDir, dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// Service returns the path of one of Lockdown's services built for this
+// test binary by RunWithServices.
+func Service(name string) (string, error) {
+	dir := os.Getenv(EnvServiceDir)
+	if dir == "" {
+		return "", fmt.Errorf("%w: %s: the test binary did not build the services (TestMain: localstack.RunWithServices)", ErrBinaryMissing, name)
+	}
+	return filepath.Join(dir, name), nil
+}
+
+// ServiceDir is the folder of the services RunWithServices built.
+func ServiceDir() (string, error) {
+	p, err := Service("containment")
+	return filepath.Dir(p), err
+}

@@ -22,9 +22,9 @@ import (
 func TestDrill(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	bin, err := localstack.Binary(events.ServiceContainment)
+	bin, err := localstack.Service(events.ServiceContainment)
 	if err != nil {
-		t.Fatalf("%v (run `make build`)", err)
+		t.Fatal(err)
 	}
 	out := t.TempDir()
 	const tenants = 24

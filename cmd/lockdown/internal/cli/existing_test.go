@@ -44,9 +44,9 @@ func TestDrillExistingServers(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 	for _, svc := range []string{events.ServiceContainment, events.ServiceAssessor, events.ServiceRotator, events.ServiceNotifier} {
-		bin, err := localstack.Binary(svc)
+		bin, err := localstack.Service(svc)
 		if err != nil {
-			t.Fatalf("%v (run `make build`)", err)
+			t.Fatal(err)
 		}
 		env := s.Env(svc)
 		if svc == events.ServiceContainment {

@@ -88,11 +88,11 @@ func newSystemWith(t *testing.T, timeout time.Duration, tenants int, opts locals
 		cancel()
 		stack.Close()
 	})
-	root, err := localstack.RepoRoot()
+	bin, err := localstack.ServiceDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &system{t: t, ctx: ctx, stack: stack, tgt: localTarget(stack), bin: filepath.Join(root, ".bin"), procs: map[string]*sysProc{}}
+	s := &system{t: t, ctx: ctx, stack: stack, tgt: localTarget(stack), bin: bin, procs: map[string]*sysProc{}}
 	if s.db, err = pgxpool.New(ctx, stack.Postgres.URL); err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func (s *system) start(name, service string, respawn bool, env ...string) {
 	s.procs[name] = p
 	s.mu.Unlock()
 	if err := s.launch(p, env); err != nil {
-		s.t.Fatalf("%v (run `make build`)", err)
+		s.t.Fatal(err)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -27,9 +26,8 @@ func TestReadyMeansListening(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	root, err := localstack.RepoRoot()
+	bin, err := localstack.Service(events.ServiceAssessor)
 	must(t, err)
-	bin := filepath.Join(root, ".bin", events.ServiceAssessor)
 	api, err := s.Vault.Client()
 	must(t, err)
 	for i := range 3 {

@@ -21,9 +21,9 @@ import (
 func TestStartRefusesMissingFiles(t *testing.T) {
 	root, err := localstack.RepoRoot()
 	must(t, err)
-	bin, err := localstack.Binary("containment")
+	bin, err := localstack.Service("containment")
 	if err != nil {
-		t.Fatalf("%v (run `make build`)", err)
+		t.Fatal(err)
 	}
 	health := freeAddr(t)
 	vault := filepath.Join(root, "deploy", "vault")

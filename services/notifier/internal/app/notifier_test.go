@@ -169,9 +169,9 @@ func startNotifier(t *testing.T, ctx context.Context, s *localstack.Stack, logOu
 
 func startRotator(t *testing.T, s *localstack.Stack) {
 	t.Helper()
-	bin, err := localstack.Binary(events.ServiceRotator)
+	bin, err := localstack.Service(events.ServiceRotator)
 	if err != nil {
-		t.Fatalf("%v (run `make build`)", err)
+		t.Fatal(err)
 	}
 	_, _, err = s.Spawn("rotator", bin, nil, s.Env(events.ServiceRotator))
 	must(t, err)

@@ -141,7 +141,7 @@ func BenchmarkRotation(b *testing.B) {
 			name, env = name+", DKIM through DNS", nil
 		}
 		incident := fmt.Sprintf("bench-%d-%v-%v", c.procs, c.pregen, c.dns)
-		bin, err := localstack.Binary("rotator")
+		bin, err := localstack.Service(events.ServiceRotator)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -36,7 +36,7 @@ func TestThreeNodeJetStream(t *testing.T) {
 
 	// ed25519 DKIM keys keep key generation from dominating the run.
 	startRotators(t, f.s, 2, "LOCKDOWN_DKIM_KEY_TYPE=ed25519")
-	notifier, err := localstack.Binary(events.ServiceNotifier)
+	notifier, err := localstack.Service(events.ServiceNotifier)
 	must(t, err)
 	_, _, err = f.s.Spawn("notifier", notifier, nil, append(f.s.Env(events.ServiceNotifier), "LOCKDOWN_NOTIFY_RATE=500", "LOCKDOWN_NOTIFY_BURST=50"))
 	must(t, err)

@@ -211,7 +211,7 @@ func TestDKIMRollover(t *testing.T) {
 // startRotatorsNamed runs one more rotator under its own log name.
 func startRotatorsNamed(t testing.TB, s *localstack.Stack, name string, env ...string) int {
 	t.Helper()
-	bin, err := localstack.Binary("rotator")
+	bin, err := localstack.Service(events.ServiceRotator)
 	must(t, err)
 	pid, _, err := s.Spawn(name, bin, nil, append(s.Env(events.ServiceRotator), env...))
 	must(t, err)

@@ -54,7 +54,7 @@ func TestPlatformCatalogue(t *testing.T) {
 	}
 
 	incident := "inc-platform"
-	bin, err := localstack.Binary("rotator")
+	bin, err := localstack.Service(events.ServiceRotator)
 	must(t, err)
 	startIncident(t, ctx, f.s, incident, nil)
 	// Killed right after a write to Vault and before it is recorded, in

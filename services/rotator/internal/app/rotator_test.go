@@ -69,9 +69,9 @@ func seedOn(t testing.TB, ctx context.Context, opts localstack.Options, n int) *
 // in .bin, with the stack's rotator credentials; it returns their pids.
 func startRotators(t testing.TB, s *localstack.Stack, n int, env ...string) []int {
 	t.Helper()
-	bin, err := localstack.Binary("rotator")
+	bin, err := localstack.Service(events.ServiceRotator)
 	if err != nil {
-		t.Fatalf("%v (run `make build`)", err)
+		t.Fatal(err)
 	}
 	var pids []int
 	for i := range n {
@@ -151,7 +151,7 @@ func TestRotationKilledBetweenWriteAndRecord(t *testing.T) {
 	// No pre-generation: every attempt generates its own keys, so a
 	// recorded fingerprint that is not Vault's shows at once.
 	env := []string{"LOCKDOWN_PREGENERATE=false"}
-	bin, err := localstack.Binary("rotator")
+	bin, err := localstack.Service(events.ServiceRotator)
 	must(t, err)
 	startIncident(t, ctx, f.s, incident, nil)
 	// Crash at the 1st, then the 4th, 7th… write of each process: SSH of

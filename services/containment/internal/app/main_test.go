@@ -1,0 +1,12 @@
+package app_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/lockdown/lockdown/pkg/platform/localstack"
+)
+
+// TestMain builds the services the tests start as processes from this
+// source, not from a .bin that may be stale.
+func TestMain(m *testing.M) { os.Exit(localstack.RunWithServices(m)) }
