@@ -1,17 +1,42 @@
 // Package platform is the root of Lockdown's shared runtime code that is not
-// the event contract. Its packages:
+// the event contract. Every package under it, by what it is for:
 //
+// Process skeleton (every service's main and composition root):
+//   - runner: the process every service runs (config, signals, telemetry,
+//     NATS, health, graceful drain) and the Runtime handed to its app.
 //   - config: one config struct per service, loaded from LOCKDOWN_*
 //     environment variables with documented defaults, validated once.
-//   - telemetry: OpenTelemetry tracing (OTLP) and slog JSON logs carrying
-//     trace and span ids.
-//   - runner: the process skeleton every service main uses (signals,
-//     telemetry, graceful drain).
+//   - telemetry: OpenTelemetry tracing and metrics (OTLP) and slog JSON
+//     logs carrying trace and span ids.
+//   - health: /healthz and /readyz, readiness checks and alarms.
+//   - httpserve: an HTTP server for a service's lifetime (health, intake).
+//   - failpoint: test-only kill points (SIGKILL at a named line), inert
+//     unless LOCKDOWN_TEST_FAILPOINTS arms them.
+//
+// Adapters shared by services:
 //   - natsconn: NATS and JetStream connections.
-//   - migrate: SQL migrations per service schema.
-//   - vaultdecl: the declaration of Vault's security configuration
-//     (Lockdown's token roles, the baseline and its loader, the audit
-//     device comparison), and the baseline read from a live Vault.
-//   - localstack: the real servers (NATS, PostgreSQL, Vault, Jaeger, Mailpit)
-//     started as processes for tests, the drill and `lockdown dev`.
+//   - outbox: the transactional outbox (events committed with the state
+//     that caused them, then published by a relay).
+//   - migrate: SQL migrations per service schema, under a lock.
+//   - unavailable: tells an outage (retry) from a failure.
+//   - vaultdecl: the declaration of the Vault objects Lockdown owns (token
+//     roles, baseline, audit devices) and the baseline read from a Vault.
+//   - vaulttoken: keeps Lockdown's install-time Vault tokens alive.
+//   - dkimdns: publishes and reads DKIM records on an authoritative DNS
+//     server (RFC 2136 with TSIG).
+//   - keycheck: proves a public part recorded or published matches its
+//     private key.
+//   - directory: the platform's tenant directory in PostgreSQL (the
+//     tenants' contacts and webhooks; owned by the platform, read by the
+//     notifier).
+//   - pgroles: the install step of Lockdown's PostgreSQL roles.
+//
+// Test and drill tooling (not used by the services at run time):
+//   - localstack: the real servers (NATS, PostgreSQL, Vault, Jaeger,
+//     Mailpit, Knot DNS) started as processes for tests, the drill and
+//     `make dev`, and the services built from source for tests.
+//   - tenantseed: fills the tenant directory and Vault with tenants.
+//   - testwait: the integration tests' polling wait.
+//   - golden: checks committed generated files against their generator.
+//   - config/configtest: checks a service's generated configuration table.
 package platform

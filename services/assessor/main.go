@@ -1,4 +1,4 @@
-// Command assessor reads Vault's audit log from PostgreSQL and assesses a breach (issue 5).
+// Command assessor reads Vault's audit log from PostgreSQL and assesses a breach.
 // See docs/architecture.md.
 package main
 

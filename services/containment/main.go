@@ -1,5 +1,5 @@
 // Command containment is Lockdown's first responder: it takes breach
-// events and (from issue 3 on) seals every Vault node, opens the incident,
+// events, seals every Vault node, opens the incident,
 // watches the unseal gate and revokes access. See docs/architecture.md.
 package main
 

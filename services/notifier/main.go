@@ -1,4 +1,4 @@
-// Command notifier tells every tenant once, by email and signed webhook (issue 7).
+// Command notifier tells every tenant once, by email and signed webhook.
 // See docs/architecture.md.
 package main
 

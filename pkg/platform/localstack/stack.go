@@ -2,7 +2,7 @@
 // PostgreSQL, Vault (a real non-dev server), Jaeger and Mailpit — as
 // processes on free 127.0.0.1 ports inside one temporary directory, waits
 // until each is ready, and tears everything down again. Integration tests,
-// the drill and `lockdown dev` use it; nothing in it is a stand-in.
+// the drill and `make dev` use it; nothing in it is a stand-in.
 //
 // Secrets it creates (Vault's root token and unseal shares, the PostgreSQL
 // password) stay in the Stack value of the process that started it: they

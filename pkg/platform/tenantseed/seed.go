@@ -1,6 +1,6 @@
 // Package tenantseed fills the tenant directory and Vault with tenants the
 // way the platform would have them before an incident: SSH, SMTP and DKIM
-// secrets and a few API keys each. The drill, `lockdown dev` and the
+// secrets and a few API keys each. The drill, `make dev` (the drill kept running) and the
 // integration tests seed through it, so they all agree on the layout of
 // ../shared/DESIGN.md (tenants/{id}/ssh|smtp|dkim, api_keys/{id}/{key}).
 package tenantseed

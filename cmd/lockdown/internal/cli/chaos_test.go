@@ -19,7 +19,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 )
 
-// The fault-injection suite (issue 15): whole incidents on the real local
+// The fault-injection suite: whole incidents on the real local
 // stack with two rotators, each under one fault, each checked against the
 // same invariants. `make chaos` runs it at full size (300 tenants,
 // 3-minute outages, three seeds of random SIGKILLs) and writes the table

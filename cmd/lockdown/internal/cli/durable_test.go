@@ -21,7 +21,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 )
 
-// The worst-day tests of the incident engine (issue 14): every service is
+// The worst-day tests of the incident engine: every service is
 // a process, killed with SIGKILL at named points (failpoints armed by the
 // test-only LOCKDOWN_TEST_FAILPOINTS) or left without its database or
 // Vault, and every incident must still complete with each event exactly
