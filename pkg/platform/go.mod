@@ -9,7 +9,6 @@ require (
 
 require (
 	github.com/cenkalti/backoff/v4 v4.3.0 // indirect
-	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/cloudevents/sdk-go/v2 v2.16.2 // indirect
 	github.com/cloudflare/circl v1.6.3 // indirect
@@ -55,6 +54,7 @@ require (
 
 require (
 	github.com/ProtonMail/go-crypto v1.5.2
+	github.com/cenkalti/backoff/v5 v5.0.3
 	github.com/emersion/go-msgauth v0.7.0
 	github.com/lockdown/lockdown/pkg/events v0.0.0
 	github.com/miekg/dns v1.1.73

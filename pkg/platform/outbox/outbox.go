@@ -32,6 +32,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/stream"
 	"github.com/lockdown/lockdown/pkg/platform/failpoint"
 	"github.com/lockdown/lockdown/pkg/platform/migrate"
+	"github.com/lockdown/lockdown/pkg/platform/retry"
 )
 
 // ErrNoMsgID is returned by Add for a message without a Nats-Msg-Id: the
@@ -203,23 +204,19 @@ func (r *Relay) Run(ctx context.Context) error {
 	if poll <= 0 {
 		poll = time.Second
 	}
-	delay := 100 * time.Millisecond
+	failing := retry.Default().Start()
 	for ctx.Err() == nil {
 		n, err := r.Flush(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			r.Logger.Warn("outbox relay: publish pending messages failed; retrying", slog.String("schema", r.Schema), slog.Any("error", err))
-			select {
-			case <-ctx.Done():
-			case <-time.After(delay):
-			}
-			delay = min(2*delay, 5*time.Second)
+			failing.Wait(ctx)
 			continue
 		case n > 0:
-			delay = 100 * time.Millisecond
+			failing.Reset()
 			continue // there may be more
 		}
-		delay = 100 * time.Millisecond
+		failing.Reset()
 		select {
 		case <-ctx.Done():
 		case <-wake:

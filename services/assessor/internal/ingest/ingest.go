@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lockdown/lockdown/pkg/platform/retry"
 	"github.com/lockdown/lockdown/services/assessor/internal/audit"
 )
 
@@ -220,22 +221,18 @@ func (p *Pipeline) parse(ctx context.Context, batches chan<- []audit.Entry) {
 
 // write stores one batch, retrying until it succeeds or ctx ends.
 func (p *Pipeline) write(ctx context.Context, batch []audit.Entry) {
-	delay := 100 * time.Millisecond
-	for {
+	err := retry.Do(ctx, retry.Default(), func(ctx context.Context) error {
 		n, err := p.sink.Insert(ctx, batch, p.opts.PatternHit)
 		if err == nil {
 			p.Stats.Stored.Add(n)
 			p.Stats.Repeated.Add(int64(len(batch)) - n)
-			return
 		}
+		return err
+	}, func(err error, _ time.Duration) {
 		p.opts.Logger.Warn("audit batch not stored; retrying", slog.Int("entries", len(batch)), slog.Any("error", err))
-		select {
-		case <-ctx.Done():
-			p.opts.Logger.Error("audit batch abandoned at shutdown (the file audit device still has it)", slog.Int("entries", len(batch)))
-			return
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 5*time.Second)
+	})
+	if err != nil {
+		p.opts.Logger.Error("audit batch abandoned at shutdown (the file audit device still has it)", slog.Int("entries", len(batch)))
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/failpoint"
+	"github.com/lockdown/lockdown/pkg/platform/retry"
 )
 
 // Timing configures the responder.
@@ -79,27 +80,24 @@ func (r *Responder) HandleBreach(ctx context.Context, d Detection) (Incident, Ou
 		log.ErrorContext(ctx, "nodes not confirmed sealed within the deadline; recording the breach, the engine keeps sealing", slog.Any("nodes", sortedKeys(problems)))
 	}
 	r.fp.Hit("containment.breach.sealed")
-	delay := 100 * time.Millisecond
-	for {
-		inc, outcome, err := r.store.RecordBreach(ctx, d, seals, func(inc Incident, outcome Outcome, newRound bool) []events.Outgoing {
+	var inc Incident
+	var outcome Outcome
+	err := retry.Do(ctx, retry.Policy{Initial: 100 * time.Millisecond, Max: r.timing.RecordRetryMax}, func(ctx context.Context) error {
+		var err error
+		inc, outcome, err = r.store.RecordBreach(ctx, d, seals, func(inc Incident, outcome Outcome, newRound bool) []events.Outgoing {
 			return r.emit(inc, outcome, newRound, d, seals, problems)
 		})
-		if err == nil {
-			r.fp.Hit("containment.breach.recorded")
-			log.InfoContext(ctx, "breach recorded", slog.String("incident_id", inc.ID), slog.String("outcome", string(outcome)), slog.Int("round", inc.SealRound))
-			r.recorded()
-			return inc, outcome, nil
-		}
-		if ctx.Err() != nil {
-			return Incident{}, "", fmt.Errorf("record breach: %w", err)
-		}
-		log.WarnContext(ctx, "breach not recorded (PostgreSQL?); Vault stays sealed, retrying", slog.Any("error", err), slog.Duration("retry_in", delay))
-		select {
-		case <-ctx.Done():
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, r.timing.RecordRetryMax)
+		return err
+	}, func(err error, wait time.Duration) {
+		log.WarnContext(ctx, "breach not recorded (PostgreSQL?); Vault stays sealed, retrying", slog.Any("error", err), slog.Duration("retry_in", wait))
+	})
+	if err != nil {
+		return Incident{}, "", fmt.Errorf("record breach: %w", err)
 	}
+	r.fp.Hit("containment.breach.recorded")
+	log.InfoContext(ctx, "breach recorded", slog.String("incident_id", inc.ID), slog.String("outcome", string(outcome)), slog.Int("round", inc.SealRound))
+	r.recorded()
+	return inc, outcome, nil
 }
 
 // emit returns the events a recorded breach implies: the incident's

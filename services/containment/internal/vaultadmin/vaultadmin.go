@@ -21,6 +21,7 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/lockdown/lockdown/pkg/platform/retry"
 	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
 )
@@ -302,7 +303,7 @@ func (a *Admin) RekeyBackup(ctx context.Context, rec bool) (string, error) {
 // only its log shows them). The lines are parsed, never logged: Vault's
 // log is its operators', not Lockdown's.
 func (a *Admin) Watch(ctx context.Context, w *recovery.Witness, log *slog.Logger) {
-	backoff := time.Second
+	reconnect := retry.Policy{Initial: time.Second, Max: 15 * time.Second}.Start()
 	for ctx.Err() == nil {
 		if !w.Wanted() {
 			select {
@@ -319,14 +320,11 @@ func (a *Admin) Watch(ctx context.Context, w *recovery.Witness, log *slog.Logger
 			continue
 		}
 		if time.Since(started) > time.Minute {
-			backoff = time.Second
+			reconnect.Reset() // a stream that lasted was not a failure
 		}
-		log.DebugContext(ctx, "Vault log stream ended; reconnecting", slog.Any("error", err), slog.Duration("after", backoff))
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 15*time.Second)
+		wait := reconnect.Next()
+		log.DebugContext(ctx, "Vault log stream ended; reconnecting", slog.Any("error", err), slog.Duration("after", wait))
+		retry.Sleep(ctx, wait)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/directory"
+	"github.com/lockdown/lockdown/pkg/platform/retry"
 )
 
 // Config is what the domain needs from the service's configuration.
@@ -261,10 +262,10 @@ func (n *Notifier) deliver(ctx context.Context, channel string, c Content) (stri
 		// keep trying while the database is away (the message stays in
 		// progress meanwhile). Returning instead would let the claim go
 		// stale and the message be sent a second time.
-		if err := untilDone(ctx, func() error {
+		if err := retry.Do(ctx, retry.Default(), func(ctx context.Context) error {
 			_, err := n.store.Finish(ctx, c.IncidentID, c.Tenant.ID, key, StateSent, "")
 			return err
-		}, func(err error) {
+		}, func(err error, _ time.Duration) {
 			n.logger.WarnContext(ctx, "sent, not yet recorded (database away); retrying the record", slog.String("incident_id", c.IncidentID),
 				slog.String("tenant_id", c.Tenant.ID), slog.String("channel", channel), slog.Any("error", err))
 		}); err != nil {
@@ -370,23 +371,4 @@ func domainOf(addr string) string {
 		return addr[i+1:]
 	}
 	return "localhost"
-}
-
-// untilDone runs fn until it succeeds or ctx ends, backing off from 100 ms
-// to 5 s, and tells failed about each failure.
-func untilDone(ctx context.Context, fn func() error, failed func(error)) error {
-	delay := 100 * time.Millisecond
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		failed(err)
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 5*time.Second)
-	}
 }
