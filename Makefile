@@ -108,7 +108,7 @@ redteam: tools build
 	go test -count=1 -run '^TestWitness$$' github.com/lockdown/lockdown/services/containment/internal/recovery
 	go test -count=1 -run '^TestCompose$$' github.com/lockdown/lockdown/deploy
 	go test -count=1 -run '^(TestIDs|TestEventBounds)$$' github.com/lockdown/lockdown/pkg/events
-	go test -count=1 -run '^TestConsumer$$' github.com/lockdown/lockdown/pkg/events/stream
+	go test -count=1 -run '^TestConsumer$$' github.com/lockdown/lockdown/pkg/platform/stream
 	go test -count=1 -run '^TestSyntheticIncident$$' github.com/lockdown/lockdown/pkg/events/report
 
 ## chaos: the fault-injection suite at full size: 300 tenants, two rotators,

@@ -2,7 +2,7 @@
 // exchange, with its type, NATS subject, producer, consumers and the Go
 // struct of its data, plus the JetStream streams and durable consumers that
 // carry them. It knows nothing of NATS connections; package
-// github.com/lockdown/lockdown/pkg/events/stream moves these events over
+// github.com/lockdown/lockdown/pkg/platform/stream moves these events over
 // JetStream.
 //
 // The catalog (Catalog) is the single source of truth: docs/events.md and

@@ -11,7 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 )
 
 // controlResult is what `resume`, `abort` and `retry` print with --json.

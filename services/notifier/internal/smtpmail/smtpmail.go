@@ -19,7 +19,7 @@ import (
 	"net/textproto"
 	"time"
 
-	"github.com/lockdown/lockdown/pkg/events/stream"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/unavailable"
 	"github.com/lockdown/lockdown/services/notifier/internal/notify"
 )

@@ -18,7 +18,7 @@ import (
 )
 
 // instrumentationName names the tracer of this package.
-const instrumentationName = "github.com/lockdown/lockdown/pkg/events/stream"
+const instrumentationName = "github.com/lockdown/lockdown/pkg/platform/stream"
 
 // Publisher publishes Lockdown events on JetStream.
 type Publisher struct {
