@@ -12,6 +12,7 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/lockdown/lockdown/pkg/platform/vaultclient"
 	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 )
 
@@ -129,17 +130,10 @@ log_level     = "info"
 }
 
 func newVaultClient(addr string) (*vault.Client, error) {
-	cfg := vault.DefaultConfig()
-	if cfg.Error != nil {
-		return nil, cfg.Error
-	}
-	cfg.Address = addr
-	cfg.MaxRetries = 0
-	c, err := vault.NewClient(cfg)
+	c, err := vaultclient.New(vaultclient.Options{Address: addr})
 	if err != nil {
 		return nil, err
 	}
-	c.ClearToken()
 	c.ClearNamespace()
 	return c, nil
 }

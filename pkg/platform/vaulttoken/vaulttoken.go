@@ -18,6 +18,7 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/lockdown/lockdown/pkg/platform/health"
+	"github.com/lockdown/lockdown/pkg/platform/vaultclient"
 )
 
 // ErrExpiring is returned by Check when the token expires within the
@@ -60,12 +61,7 @@ func New(name string, addrs []string, src *Source, timeout time.Duration, logger
 }
 
 func newClient(addr string, timeout time.Duration) (*vault.Client, error) {
-	cfg := vault.DefaultConfig() // honours VAULT_CACERT and the other TLS variables
-	if cfg.Error != nil {
-		return nil, cfg.Error
-	}
-	cfg.Address, cfg.Timeout = addr, timeout
-	return vault.NewClient(cfg)
+	return vaultclient.New(vaultclient.Options{Address: addr, Timeout: timeout})
 }
 
 // Reachable returns a readiness check that the Vault node at addr answers

@@ -10,12 +10,11 @@ import (
 	"strings"
 	"time"
 
-	vault "github.com/hashicorp/vault/api"
-
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/pgroles"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
+	"github.com/lockdown/lockdown/pkg/platform/vaultclient"
 	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 )
 
@@ -137,14 +136,11 @@ func installVault(ctx context.Context, args []string, out, errOut io.Writer) int
 	for i, f := range auth {
 		declared[i] = strings.TrimSuffix(filepath.Base(f), ".json")
 	}
-	cfg := vault.DefaultConfig()
-	cfg.Address, cfg.MaxRetries, cfg.Timeout = *addr, 0, *timeout
-	c, err := vault.NewClient(cfg)
+	c, err := vaultclient.New(vaultclient.Options{Address: *addr, Token: token, Timeout: *timeout})
 	if err != nil {
 		fmt.Fprintf(errOut, "lockdown install vault: %v\n", err)
 		return ExitFailure
 	}
-	c.SetToken(token)
 	vctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	b, err := vaultdecl.FromLive(vctx, c, declared)

@@ -19,6 +19,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
+	"github.com/lockdown/lockdown/pkg/platform/vaultclient"
 	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 )
 
@@ -62,15 +63,11 @@ func runPlan(ctx context.Context, args []string, out, errOut io.Writer) int {
 		fmt.Fprintf(errOut, "lockdown plan: %s\n", strings.Join(problems, "; "))
 		return ExitUsage
 	}
-	cfg := vault.DefaultConfig()
-	cfg.Address, cfg.MaxRetries, cfg.Timeout = *addr, 2, time.Minute
-	c, err := vault.NewClient(cfg)
+	c, err := vaultclient.New(vaultclient.Options{Address: *addr, Token: token, Timeout: time.Minute, MaxRetries: 2})
 	if err != nil {
 		fmt.Fprintf(errOut, "lockdown plan: %v\n", err)
 		return ExitFailure
 	}
-	c.SetToken(token)
-	c.ClearNamespace()
 	vctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	plan, err := MakePlan(vctx, c, cat, baseline, *kvMount, splitList(*disable))

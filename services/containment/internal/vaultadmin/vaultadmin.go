@@ -22,6 +22,7 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/lockdown/lockdown/pkg/platform/retry"
+	"github.com/lockdown/lockdown/pkg/platform/vaultclient"
 	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
 )
@@ -40,17 +41,11 @@ func New(nodes []string, token string, timeout time.Duration) (*Admin, error) {
 	if len(nodes) == 0 {
 		return nil, errors.New("vaultadmin: no Vault node")
 	}
-	cfg := vault.DefaultConfig()
-	if cfg.Error != nil {
-		return nil, cfg.Error
-	}
-	cfg.Address, cfg.Timeout, cfg.MaxRetries = nodes[0], timeout, 0 // the engine retries each step itself, with backoff and without limit
-	c, err := vault.NewClient(cfg)
+	// The engine retries each step itself, with backoff and without limit.
+	c, err := vaultclient.New(vaultclient.Options{Address: nodes[0], Token: token, Timeout: timeout})
 	if err != nil {
 		return nil, err
 	}
-	c.ClearNamespace()
-	c.SetToken(token)
 	return &Admin{c: c, nodes: nodes}, nil
 }
 

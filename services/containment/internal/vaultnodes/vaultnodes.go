@@ -7,13 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os/exec"
 	"strings"
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/lockdown/lockdown/pkg/platform/vaultclient"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 )
 
@@ -29,23 +29,11 @@ type Nodes struct {
 func New(addrs []string, sealToken string, timeout time.Duration) (*Nodes, error) {
 	n := &Nodes{addrs: addrs, clients: map[string]*vault.Client{}}
 	for _, a := range addrs {
-		cfg := vault.DefaultConfig()
-		if cfg.Error != nil {
-			return nil, cfg.Error
-		}
-		cfg.Address = a
-		cfg.MaxRetries = 0
-		cfg.Timeout = timeout
-		// Reuse connections: containment latency is a handful of round trips.
-		if t, ok := cfg.HttpClient.Transport.(*http.Transport); ok {
-			t.MaxIdleConnsPerHost = 4
-		}
-		c, err := vault.NewClient(cfg)
+		// Reused connections: containment latency is a handful of round trips.
+		c, err := vaultclient.New(vaultclient.Options{Address: a, Token: sealToken, Timeout: timeout})
 		if err != nil {
-			return nil, fmt.Errorf("vault client %s: %w", a, err)
+			return nil, err
 		}
-		c.ClearNamespace()
-		c.SetToken(sealToken)
 		n.clients[a] = c
 	}
 	return n, nil

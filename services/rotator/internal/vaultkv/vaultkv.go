@@ -15,6 +15,7 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/unavailable"
+	"github.com/lockdown/lockdown/pkg/platform/vaultclient"
 	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/rotator/internal/kinds"
@@ -42,20 +43,11 @@ var ErrUndeclaredAuditDevice = errors.New("vault has an undeclared audit device:
 // when it is replaced. devices are the declared audit devices: every write
 // of a secret is preceded by a look at sys/audit (the gate).
 func New(addr string, src *vaulttoken.Source, mount string, timeout time.Duration, devices []vaultdecl.AuditDevice) (*KV, error) {
-	cfg := vault.DefaultConfig()
-	if cfg.Error != nil {
-		return nil, cfg.Error
-	}
-	cfg.Address, cfg.Timeout, cfg.MaxRetries = addr, timeout, 0
-	if t, ok := cfg.HttpClient.Transport.(*http.Transport); ok {
-		t.MaxIdleConnsPerHost = 64 // many jobs in flight share one node
-	}
-	c, err := vault.NewClient(cfg)
+	// Many jobs in flight share one node: keep their connections.
+	c, err := vaultclient.New(vaultclient.Options{Address: addr, Token: src.Token(), Timeout: timeout, IdleConnsPerHost: 64})
 	if err != nil {
 		return nil, err
 	}
-	c.ClearNamespace()
-	c.SetToken(src.Token())
 	src.OnChange(c.SetToken)
 	return &KV{c: c, mount: mount, token: src, devices: devices}, nil
 }
