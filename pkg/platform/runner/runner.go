@@ -115,8 +115,7 @@ func Run[C Configurable](ctx context.Context, service string, logOut io.Writer, 
 		return 1
 	}
 	logger.Info("started", slog.Bool("tracing_exported", tel.Exporting))
-	rt := &Runtime{Service: service, Logger: logger, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, NATS: nc,
-		Health: health.New(2 * time.Second)}
+	rt := NewRuntime(service, logger, tel.TracerProvider, tel.MeterProvider, nc)
 	rt.Health.Add("nats", natsReady(nc, service))
 	rt.Health.AddAlarm("poison", rt.PoisonAlarm)
 	healthCtx, stopHealth := context.WithCancel(ctx)
