@@ -362,7 +362,7 @@ func TestKubernetes(t *testing.T) {
 		}
 		// An unauthenticated route lets any server that reaches 6222 join
 		// the cluster and see every message.
-		if cluster := string(b)[strings.Index(string(b), "cluster {"):]; !strings.Contains(cluster, "verify: true") || !strings.Contains(cluster, "ca_file") {
+		if _, cluster, found := strings.Cut(string(b), "cluster {"); !found || !strings.Contains(cluster, "verify: true") || !strings.Contains(cluster, "ca_file") {
 			t.Error("deploy/nats/cluster.conf's routes are not mutually authenticated (cluster tls with verify: true)")
 		}
 	})

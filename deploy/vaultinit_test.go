@@ -34,7 +34,7 @@ func TestVaultInit(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	ln.Close()
+	_ = ln.Close()
 	dir := t.TempDir()
 	hcl := fmt.Sprintf(`storage "file" { path = %q }
 listener "tcp" {
@@ -59,7 +59,7 @@ disable_mlock = true
 	for {
 		resp, err := http.Get(vaultAddr + "/v1/sys/health")
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			break
 		}
 		if time.Now().After(deadline) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -107,7 +108,7 @@ func TestReport(t *testing.T) {
 		})
 	})
 	t.Run("an event with a broken payload is listed as a failure, not a silent gap or a lost report", func(t *testing.T) {
-		bad := append(entries, report.Entry{EventID: "x", Type: events.RotationCompleted, Time: resolved, Data: []byte(`{"completed":"many"}`)})
+		bad := append(slices.Clone(entries), report.Entry{EventID: "x", Type: events.RotationCompleted, Time: resolved, Data: []byte(`{"completed":"many"}`)})
 		r := report.Build(inc, bad, "resolved", "", resolved)
 		if len(r.Failures) != 2 || r.Failures[1].What != "unreadable event x" {
 			t.Fatalf("%+v", r.Failures)

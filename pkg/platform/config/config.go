@@ -88,8 +88,7 @@ func walk(v reflect.Value, visit func(reflect.StructField, reflect.Value)) {
 }
 
 func set(fv reflect.Value, raw string) error {
-	switch {
-	case fv.Type() == reflect.TypeOf(time.Duration(0)):
+	if fv.Type() == reflect.TypeOf(time.Duration(0)) {
 		d, err := time.ParseDuration(raw)
 		if err != nil {
 			return fmt.Errorf("%q is not a duration (e.g. 30s, 5m)", raw)

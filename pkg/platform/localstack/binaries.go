@@ -132,7 +132,7 @@ func RunWithServices(m interface{ Run() int }) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }() // best effort: a temporary directory
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	err = BuildServices(ctx, dir)
 	cancel()

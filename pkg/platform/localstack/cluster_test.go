@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 )
 
@@ -31,7 +31,7 @@ func TestNATSCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 	start := time.Now()
 	tctx, tcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer tcancel()
@@ -43,7 +43,7 @@ func TestNATSCluster(t *testing.T) {
 				errs <- err
 				return
 			}
-			defer c.Close(context.Background())
+			defer func() { _ = c.Close(context.Background()) }()
 			errs <- stream.EnsureTopology(tctx, c.JS)
 		}()
 	}
@@ -71,7 +71,7 @@ func cluster(t *testing.T, ctx context.Context) *localstack.Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
 
@@ -137,7 +137,7 @@ func routedTo(url string) (map[string]bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var r struct {
 		Routes []struct {
 			RemoteName string `json:"remote_name"`
@@ -168,7 +168,7 @@ func freeTCPPorts(t *testing.T, n int) []int {
 			t.Fatal(err)
 		}
 		out = append(out, l.Addr().(*net.TCPAddr).Port)
-		defer l.Close()
+		defer func() { _ = l.Close() }()
 	}
 	return out
 }

@@ -28,14 +28,14 @@ func TestDatabaseRoles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	connect := func(t *testing.T, role string) *pgx.Conn {
 		t.Helper()
 		c, err := pgx.Connect(ctx, s.Postgres.RoleURL(role))
 		if err != nil {
 			t.Fatalf("connect as %s: %v", role, err)
 		}
-		t.Cleanup(func() { c.Close(context.Background()) })
+		t.Cleanup(func() { _ = c.Close(context.Background()) })
 		return c
 	}
 	exec := func(c *pgx.Conn, sql string) error { _, err := c.Exec(ctx, sql); return err }
@@ -70,7 +70,7 @@ func TestDatabaseRoles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer admin.Close(ctx)
+		defer func() { _ = admin.Close(ctx) }()
 		if err := exec(admin, "INSERT INTO directory.tenants (id, name, domain, contact_email) VALUES ('acme', 'Acme', 'acme.example', 'security@acme.example')"); err != nil {
 			t.Fatalf("the install step did not create the directory: %v", err)
 		}
@@ -91,7 +91,7 @@ func TestDatabaseRoles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer admin.Close(context.Background())
+		defer func() { _ = admin.Close(context.Background()) }()
 		// What an install before the read model left behind.
 		for _, st := range []string{`CREATE ROLE lockdown_cli LOGIN PASSWORD 'old'`, `GRANT USAGE ON SCHEMA containment TO lockdown_cli`,
 			`GRANT SELECT ON ALL TABLES IN SCHEMA containment TO lockdown_cli`,
@@ -122,7 +122,7 @@ func TestDatabaseRoles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer admin.Close(ctx)
+		defer func() { _ = admin.Close(ctx) }()
 		tx, err := admin.Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -150,7 +150,7 @@ func TestDatabaseRoles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer admin.Close(ctx)
+		defer func() { _ = admin.Close(ctx) }()
 		if err := exec(admin, "CREATE DATABASE psqlcheck"); err != nil {
 			t.Fatal(err)
 		}
@@ -182,7 +182,7 @@ func TestDatabaseRoles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close(ctx)
+		defer func() { _ = c.Close(ctx) }()
 		var owner string
 		if err := c.QueryRow(ctx, "SELECT tableowner FROM pg_tables WHERE schemaname = 'directory' AND tablename = 'tenants'").Scan(&owner); err != nil || owner != pgroles.DirectoryRole {
 			t.Fatalf("directory.tenants owned by %q (%v)", owner, err)

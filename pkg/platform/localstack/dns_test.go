@@ -20,7 +20,7 @@ func TestDNS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	rotatorKey, err := dkimdns.LoadKey(s.DNS.RotatorKeyFile)
 	if err != nil {
 		t.Fatal(err)

@@ -44,7 +44,9 @@ func (s *Stack) NewKeyHolders(n int) (*KeyHolders, error) {
 		if err := e.Serialize(w); err != nil {
 			return nil, err
 		}
-		w.Close()
+		if err := w.Close(); err != nil { // writes the armor's checksum and footer
+			return nil, err
+		}
 		if err := os.WriteFile(filepath.Join(h.Dir, fmt.Sprintf("%02d-holder.asc", i+1)), pub.Bytes(), 0o644); err != nil {
 			return nil, err
 		}

@@ -27,7 +27,7 @@ func TestStack(t *testing.T) {
 	closed := false
 	t.Cleanup(func() {
 		if !closed {
-			s.Close()
+			_ = s.Close()
 		}
 	})
 
@@ -56,7 +56,7 @@ func TestStack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer conn.Close(ctx)
+		defer func() { _ = conn.Close(ctx) }()
 		var db string
 		if err := conn.QueryRow(ctx, "SELECT current_database()").Scan(&db); err != nil || db != "lockdown" {
 			t.Fatalf("database %q, %v", db, err)
@@ -103,7 +103,7 @@ func TestStack(t *testing.T) {
 			}
 			var body map[string]any
 			err = json.NewDecoder(resp.Body).Decode(&body)
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode != 200 || err != nil {
 				t.Fatalf("%s: %s %v", u, resp.Status, err)
 			}

@@ -140,7 +140,7 @@ func (m *Mailpit) get(ctx context.Context, path string, into any) error {
 	if err != nil {
 		return fmt.Errorf("mailpit: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // a response body: nothing to lose
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("mailpit: GET %s: %s", path, resp.Status)
 	}

@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 )
 
 // NATS is a running nats-server with JetStream on file storage, or a
@@ -161,7 +161,7 @@ func (s *Stack) installNATS(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("install NATS topology: %w", err)
 	}
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }() // nothing was published: nothing to lose
 	if err := stream.EnsureTopology(ictx, conn.JS); err != nil {
 		return fmt.Errorf("install NATS topology: %w", err)
 	}
@@ -217,7 +217,7 @@ func httpOK(ctx context.Context, url string) error {
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close() // only the status matters
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}

@@ -99,7 +99,7 @@ func (s *Stack) SeedPlatform(ctx context.Context) (*PlatformEstate, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }() // its statements are done (autocommit): nothing to lose
 	for _, stmt := range []string{
 		fmt.Sprintf(`CREATE ROLE %s LOGIN CREATEROLE PASSWORD '%s'`, e.RootUser, rootPW),
 		fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD '%s'`, e.StaticUser, staticPW),

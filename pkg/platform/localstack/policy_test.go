@@ -24,7 +24,7 @@ func TestLeastPrivilege(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	root, err := s.Vault.Client()
 	if err != nil {
 		t.Fatal(err)

@@ -94,7 +94,7 @@ func (s *Stack) startPostgres(ctx context.Context) error {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("initdb: %w\n%s", err, out)
 	}
-	os.Remove(pwfile)
+	_ = os.Remove(pwfile) // best effort: the stack's directory goes at Close
 	// fsync off: the cluster is disposable, and tests should measure
 	// Lockdown, not the disk.
 	pg := &Postgres{URL: pgURL(postgresUser, password, ports[0], postgresDB), Port: ports[0], bin: server, cred: cred, admin: pgURL(postgresUser, password, ports[0], "postgres"),
@@ -111,7 +111,7 @@ func (s *Stack) startPostgres(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }() // its statements are done (autocommit): nothing to lose
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+postgresDB); err != nil {
 		return fmt.Errorf("postgres: create database: %w", err)
 	}
@@ -130,7 +130,7 @@ func installRoles(ctx context.Context, pg *Postgres) error {
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }() // its statements are done (autocommit): nothing to lose
 	if err := pgroles.Install(ctx, conn, postgresDB, pg.roles); err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}

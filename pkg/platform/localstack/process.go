@@ -46,13 +46,13 @@ func startProcess(name, dir, bin string, args []string, env []string, cred *sysc
 		_ = os.Chown(logPath, int(cred.Uid), int(cred.Gid))
 	}
 	if err := cmd.Start(); err != nil {
-		logFile.Close()
+		_ = logFile.Close() // nothing was written to it
 		return nil, fmt.Errorf("%s: start %s: %w", name, bin, err)
 	}
 	p := &process{name: name, cmd: cmd, logPath: logPath, exited: make(chan struct{})}
 	go func() {
 		p.waitErr = cmd.Wait()
-		logFile.Close()
+		_ = logFile.Close() // the server wrote to it, through its own descriptor, and is gone
 		close(p.exited)
 	}()
 	return p, nil
@@ -134,7 +134,7 @@ func freePorts(n int) ([]int, error) {
 	var listeners []net.Listener
 	defer func() {
 		for _, l := range listeners {
-			l.Close()
+			_ = l.Close() // only the port number was wanted
 		}
 	}()
 	for range n {
@@ -154,7 +154,7 @@ func PortFree(port int) bool {
 	if err != nil {
 		return true
 	}
-	conn.Close()
+	_ = conn.Close() // only that it connected matters
 	return false
 }
 

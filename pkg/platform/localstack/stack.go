@@ -253,7 +253,7 @@ func sweepStale() {
 			continue
 		}
 		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			os.RemoveAll(d)
+			_ = os.RemoveAll(d) // best effort: the next sweep tries again
 		}
 	}
 }

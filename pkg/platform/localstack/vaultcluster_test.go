@@ -20,7 +20,7 @@ func TestVaultCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	began := time.Now()
 	c, err := s.StartVaultCluster(ctx, 3)
 	if err != nil {

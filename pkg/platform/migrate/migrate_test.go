@@ -19,7 +19,7 @@ func postgres(t *testing.T, ctx context.Context) *pgxpool.Pool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	pool, err := pgxpool.New(ctx, s.Postgres.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +60,9 @@ func TestApply(t *testing.T) {
 			}
 		}
 		var n int
-		pool.QueryRow(ctx, "SELECT count(*) FROM containment.schema_migrations").Scan(&n)
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM containment.schema_migrations").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
 		if n != 2 {
 			t.Fatalf("%d migrations recorded, want 2", n)
 		}
@@ -72,7 +74,9 @@ func TestApply(t *testing.T) {
 			t.Fatal("want an error")
 		}
 		var exists bool
-		pool.QueryRow(ctx, "SELECT to_regclass('other.t1') IS NOT NULL").Scan(&exists)
+		if err := pool.QueryRow(ctx, "SELECT to_regclass('other.t1') IS NOT NULL").Scan(&exists); err != nil {
+			t.Fatal(err)
+		}
 		if exists {
 			t.Fatal("t1 was created by a failed migration")
 		}

@@ -29,10 +29,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/failpoint"
 	"github.com/lockdown/lockdown/pkg/platform/migrate"
 	"github.com/lockdown/lockdown/pkg/platform/retry"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 )
 
 // ErrNoMsgID is returned by Add for a message without a Nats-Msg-Id: the

@@ -37,7 +37,7 @@ func TestOutbox(t *testing.T) {
 		t.Helper()
 		tx, err := pool.Begin(ctx)
 		must(t, err)
-		defer tx.Rollback(ctx)
+		defer func() { _ = tx.Rollback(ctx) }()
 		must(t, outbox.Add(ctx, tx, "svc", msgs...))
 		if commit {
 			must(t, tx.Commit(ctx))
@@ -61,7 +61,7 @@ func TestOutbox(t *testing.T) {
 		OnDuplicate: func(context.Context, *nats.Msg, *jetstream.PubAck) error { duplicates.Add(1); return nil }}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { relay.Run(runCtx); close(done) }()
+	go func() { _ = relay.Run(runCtx); close(done) }() // ends with runCtx
 
 	t.Run("committed messages are published in commit order, a rolled-back one never", func(t *testing.T) {
 		add(true, msg("test.a", "1"), msg("test.b", "2"))
@@ -88,14 +88,14 @@ func TestOutbox(t *testing.T) {
 		must(t, err)
 		defer conn.Release()
 		must(t, conn.QueryRow(ctx, `SELECT pg_advisory_lock(hashtext('lockdown-outbox-svc'))`).Scan(new(any)))
-		defer conn.Exec(ctx, `SELECT pg_advisory_unlock_all()`)
+		defer func() { _, _ = conn.Exec(ctx, `SELECT pg_advisory_unlock_all()`) }() // cleanup: the connection is released next
 		add(true, msg("test.a", "4"))
 		testwait.For(t, 10*time.Second, "the message", func() bool { return len(stored()) == 4 })
 	})
 	t.Run("a message without an id is refused", func(t *testing.T) {
 		tx, err := pool.Begin(ctx)
 		must(t, err)
-		defer tx.Rollback(ctx)
+		defer func() { _ = tx.Rollback(ctx) }()
 		if err := outbox.Add(ctx, tx, "svc", nats.NewMsg("test.a")); err == nil {
 			t.Fatal("accepted a message without Nats-Msg-Id")
 		}
@@ -118,7 +118,7 @@ func TestOutbox(t *testing.T) {
 		other := &outbox.Relay{Pool: pool, Schema: "svc", JS: js, Logger: relay.Logger, Poll: 10 * time.Millisecond, Batch: 3}
 		octx, ostop := context.WithCancel(ctx)
 		odone := make(chan struct{})
-		go func() { other.Run(octx); close(odone) }()
+		go func() { _ = other.Run(octx); close(odone) }() // ends with octx
 		for i := range 20 {
 			add(true, msg("test.two", fmt.Sprintf("two-%02d-a", i)), msg("test.two", fmt.Sprintf("two-%02d-b", i)))
 		}
@@ -149,7 +149,7 @@ func start(t *testing.T, ctx context.Context, schema, stream, subjects string) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	pool, err := pgxpool.New(ctx, s.Postgres.URL)
 	must(t, err)
 	t.Cleanup(pool.Close)
@@ -192,7 +192,7 @@ func TestRelayDeletesOnlyWhatItPublished(t *testing.T) {
 	}
 	early, err := pool.Begin(ctx) // draws the lower seq, commits late
 	must(t, err)
-	defer early.Rollback(ctx)
+	defer func() { _ = early.Rollback(ctx) }()
 	must(t, outbox.Add(ctx, early, "race", msg("early")))
 	late, err := pool.Begin(ctx)
 	must(t, err)
@@ -332,7 +332,7 @@ func TestRelayConcurrentWriters(t *testing.T) {
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{}, len(relays))
 	for _, r := range relays {
-		go func() { r.Run(rctx); done <- struct{}{} }()
+		go func() { _ = r.Run(rctx); done <- struct{}{} }() // ends with rctx
 	}
 	const writers, txs = 4, 40
 	var wg sync.WaitGroup

@@ -113,7 +113,7 @@ func InstallURL(ctx context.Context, adminURL string, passwords map[string]strin
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }() // its statements are done (autocommit): nothing to lose
 	return Install(ctx, conn, conn.Config().Database, passwords)
 }
 

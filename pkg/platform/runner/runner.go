@@ -26,10 +26,10 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
 	"github.com/lockdown/lockdown/pkg/platform/health"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
 	"github.com/lockdown/lockdown/pkg/platform/unavailable"
 )
@@ -77,18 +77,17 @@ func Main[C Configurable](service string, run func(ctx context.Context, rt *Runt
 
 // Run is Main without the exit, for tests: it returns the exit code.
 func Run[C Configurable](ctx context.Context, service string, logOut io.Writer, run func(ctx context.Context, rt *Runtime, cfg C) error) int {
-	var cfg C
 	// C is a pointer to the service's config struct.
-	cfg = newConfig[C]()
+	cfg := newConfig[C]()
 	if err := config.Load(cfg); err != nil {
-		fmt.Fprintf(logOut, "%s: %v\n", service, err)
+		stderrf(logOut, "%s: %v\n", service, err)
 		return 2
 	}
 	base := cfg.Base()
 	level, _ := base.SlogLevel() // validated by Load
 	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: service, LogOutput: logOut, LogLevel: level})
 	if err != nil {
-		fmt.Fprintf(logOut, "%s: %v\n", service, err)
+		stderrf(logOut, "%s: %v\n", service, err)
 		return 1
 	}
 	logger := tel.Logger
@@ -258,7 +257,7 @@ func Healthcheck(addr string, errOut io.Writer) int {
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		fmt.Fprintf(errOut, "healthcheck: %v\n", err)
+		stderrf(errOut, "healthcheck: %v\n", err)
 		return 1
 	}
 	if host == "" || host == "0.0.0.0" || host == "::" {
@@ -267,17 +266,22 @@ func Healthcheck(addr string, errOut io.Writer) int {
 	client := &http.Client{Timeout: 5 * time.Second}
 	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/readyz")
 	if err != nil {
-		fmt.Fprintf(errOut, "healthcheck: %v\n", err)
+		stderrf(errOut, "healthcheck: %v\n", err)
 		return 1
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // a response body: nothing to lose
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		fmt.Fprintf(errOut, "healthcheck: %s %s\n", resp.Status, body)
+		stderrf(errOut, "healthcheck: %s %s\n", resp.Status, body)
 		return 1
 	}
 	return 0
 }
+
+// stderrf writes a line to the process's stderr (Main's logOut, the
+// healthcheck's errOut): a write that fails there has nowhere else to be
+// reported, and the exit code tells the outcome, so its error is dropped.
+func stderrf(w io.Writer, format string, a ...any) { _, _ = fmt.Fprintf(w, format, a...) }
 
 // OutboxDuplicate judges a relayed message JetStream called a duplicate
 // (outbox.Relay.OnDuplicate): a republish after a crash passes; a message

@@ -41,7 +41,7 @@ func TestRun(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { s.Close() })
+		t.Cleanup(func() { _ = s.Close() })
 		t.Setenv("LOCKDOWN_NATS_URL", s.NATS.URL)
 		t.Setenv("LOCKDOWN_TEST_SECRET", "very-secret-value")
 		runCtx, stop := context.WithCancel(ctx)
@@ -82,13 +82,13 @@ func TestRun(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { s.Close() })
+		t.Cleanup(func() { _ = s.Close() })
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		addr := ln.Addr().String()
-		ln.Close()
+		_ = ln.Close()
 		t.Setenv("LOCKDOWN_NATS_URL", s.NATS.URL)
 		t.Setenv("LOCKDOWN_HEALTH_ADDR", addr)
 		get := func(path string) int {
@@ -96,7 +96,7 @@ func TestRun(t *testing.T) {
 			if err != nil {
 				return 0
 			}
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			return resp.StatusCode
 		}
 		runCtx, stop := context.WithCancel(ctx)

@@ -35,7 +35,7 @@ func TestConsumerMetrics(t *testing.T) {
 	}, stream.ConsumerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MeterProvider: mp})
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer stopRun(t, cancel, done)
 
 	ev, _ := events.New(events.BreachDetected, "/test/siem", breach("ok"))
 	if _, err := pub.PublishEvent(ctx, ev); err != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -221,7 +222,7 @@ func TestConsumer(t *testing.T) {
 			close(done)
 			return nil
 		})
-		pub.Publish(ctx, events.BreachDetected, breach("transient"))
+		publish(t, pub, ctx, breach("transient"))
 		within(t, done, 10*time.Second, "fourth delivery")
 		mu.Lock()
 		defer mu.Unlock()
@@ -249,7 +250,7 @@ func TestConsumer(t *testing.T) {
 			}
 			return stream.Permanent(errors.New("tenant does not exist"))
 		})
-		pub.Publish(ctx, events.BreachDetected, breach("permanent"))
+		publish(t, pub, ctx, breach("permanent"))
 		d := within(t, dlq, 5*time.Second, "dead letter")
 		if d.Reason != "tenant does not exist" || d.Consumer != "permanent" {
 			t.Fatalf("dead letter %+v", d)
@@ -260,7 +261,7 @@ func TestConsumer(t *testing.T) {
 		// Nothing more arrives before a marker published afterwards: a
 		// redelivery of the terminated message would come first.
 		marker, _ := events.New(events.BreachDetected, "/marker", breach("marker"))
-		pub.PublishEvent(ctx, marker)
+		publishEvent(t, pub, ctx, marker)
 		if a := within(t, calls, 5*time.Second, "marker"); a != 1 {
 			t.Fatalf("the terminated message was redelivered (attempt %d)", a)
 		}
@@ -301,8 +302,8 @@ func TestConsumer(t *testing.T) {
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- c.Run(rctx) }()
-		defer func() { cancel(); <-done }()
-		pub.Publish(ctx, events.BreachDetected, breach("unbounded"))
+		defer stopRun(t, cancel, done)
+		publish(t, pub, ctx, breach("unbounded"))
 		if attempt := within(t, handled, 30*time.Second, "the 13th delivery"); attempt != 13 {
 			t.Fatalf("handled at delivery %d", attempt)
 		}
@@ -338,8 +339,8 @@ func TestConsumer(t *testing.T) {
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- c.Run(rctx) }()
-		defer func() { cancel(); <-done }()
-		pub.Publish(ctx, events.BreachDetected, breach("poison"))
+		defer stopRun(t, cancel, done)
+		publish(t, pub, ctx, breach("poison"))
 		d := within(t, dlq, 20*time.Second, "the poison's dead letter")
 		if d.Deliveries != 4 || !contains(d.Reason, "poison") || !contains(d.Reason, "22P05") {
 			t.Fatalf("dead letter after %d deliveries: %q", d.Deliveries, d.Reason)
@@ -348,7 +349,7 @@ func TestConsumer(t *testing.T) {
 			t.Fatalf("OnPermanent saw the poison %d times, OnPoison %d", recorded.Load(), alarms.Load())
 		}
 		marker, _ := events.New(events.BreachDetected, "/marker", breach("marker"))
-		pub.PublishEvent(ctx, marker)
+		publishEvent(t, pub, ctx, marker)
 		if id := within(t, got, 5*time.Second, "a message after the poison"); id != marker.ID() {
 			t.Fatalf("got %s", id)
 		}
@@ -365,9 +366,9 @@ func TestConsumer(t *testing.T) {
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- c.Run(rctx) }()
-		defer func() { cancel(); <-done }()
+		defer stopRun(t, cancel, done)
 		for i := range 12 {
-			pub.Publish(ctx, events.BreachDetected, breach(fmt.Sprint("poison ", i)))
+			publish(t, pub, ctx, breach(fmt.Sprint("poison ", i)))
 		}
 		for i := range 12 - spec.PoisonWindow() {
 			d := within(t, dlq, 30*time.Second, fmt.Sprint("dead letter ", i))
@@ -435,9 +436,9 @@ func TestConsumer(t *testing.T) {
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- c.Run(rctx) }()
-		defer func() { cancel(); <-done }()
+		defer stopRun(t, cancel, done)
 		for i := range 8 {
-			pub.Publish(ctx, events.BreachDetected, breach(fmt.Sprint("paused ", i)))
+			publish(t, pub, ctx, breach(fmt.Sprint("paused ", i)))
 		}
 		waitFor(t, 10*time.Second, "the breaker to open", func() bool { return c.Check(ctx) != nil })
 		if err := c.Check(ctx); !contains(err.Error(), "vault") {
@@ -481,8 +482,8 @@ func TestConsumer(t *testing.T) {
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- c.Run(rctx) }()
-		defer func() { cancel(); <-done }()
-		pub.Publish(ctx, events.BreachDetected, breach("recorded"))
+		defer stopRun(t, cancel, done)
+		publish(t, pub, ctx, breach("recorded"))
 		d := within(t, dlq, 10*time.Second, "dead letter")
 		if records.Load() != 2 || d.Deliveries != 2 {
 			t.Fatalf("%d records, dead letter after %d deliveries", records.Load(), d.Deliveries)
@@ -495,7 +496,7 @@ func TestConsumer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer sub.Unsubscribe()
+		defer func() { _ = sub.Unsubscribe() }()
 		tp := newRecordingProvider()
 		tpub := stream.NewPublisher(js, "/test", tp)
 		if _, err := tpub.Publish(ctx, events.IncidentOpened, events.IncidentOpenedData{IncidentID: "i", BreachEventID: "b", Severity: events.SeverityHigh, Summary: "s"}); err != nil {
@@ -527,7 +528,7 @@ func TestConsumer(t *testing.T) {
 		}, stream.ConsumerOptions{TracerProvider: tp, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		runCtx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		go c.Run(runCtx)
+		go func() { _ = c.Run(runCtx) }() // ends with runCtx
 		ev, _ := events.New(events.BreachDetected, "/siem", breach("ext"))
 		const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 		ev.SetExtension("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
@@ -550,5 +551,32 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
+	}
+}
+
+// publish publishes a breach the test waits for: a refused publish stops
+// the test at once rather than at the wait.
+func publish(t *testing.T, pub *stream.Publisher, ctx context.Context, data events.BreachDetectedData) {
+	t.Helper()
+	if _, err := pub.Publish(ctx, events.BreachDetected, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// publishEvent is publish for an event built by the test.
+func publishEvent(t *testing.T, pub *stream.Publisher, ctx context.Context, ev event.Event) {
+	t.Helper()
+	if _, err := pub.PublishEvent(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stopRun cancels a consumer's Run and waits for it to return: it fails
+// only when it cannot bind to the consumer.
+func stopRun(t *testing.T, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	cancel()
+	if err := <-done; err != nil {
+		t.Error(err)
 	}
 }

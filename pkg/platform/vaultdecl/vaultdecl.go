@@ -147,7 +147,7 @@ func AuditDifference(declared []AuditDevice, path, typ string, options map[strin
 		return "audit device not declared"
 	case declared[i].Type != typ:
 		return fmt.Sprintf("type %s, declared %s", typ, declared[i].Type)
-	case !maps.Equal(declared[i].Options, options) && !(len(declared[i].Options) == 0 && len(options) == 0):
+	case !maps.Equal(declared[i].Options, options): // nil and empty are equal
 		keys := map[string]bool{}
 		for k := range declared[i].Options {
 			keys[k] = true

@@ -93,7 +93,7 @@ func (s *Source) Replace(token string) error {
 	if err != nil {
 		return fmt.Errorf("vault token file: %w", err)
 	}
-	defer os.Remove(tmp.Name()) // gone after the rename; removes a failed write
+	defer func() { _ = os.Remove(tmp.Name()) }() // gone after the rename (an error then); removes a failed write
 	_, err = tmp.WriteString(token + "\n")
 	if err == nil {
 		err = tmp.Sync()
@@ -108,8 +108,10 @@ func (s *Source) Replace(token string) error {
 		return fmt.Errorf("vault token file: %w", err)
 	}
 	if dir, err := os.Open(filepath.Dir(s.path)); err == nil {
-		dir.Sync() //nolint:errcheck // best effort: the rename is durable on most filesystems without it
-		dir.Close()
+		// Best effort: the rename is durable on most filesystems without
+		// the sync, and the directory was opened only for it.
+		_ = dir.Sync()
+		_ = dir.Close()
 	}
 	s.set(token)
 	return nil

@@ -27,16 +27,14 @@ func TestSource(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, content := range []string{"", "\n", "hvs.a hvs.b\n"} {
-			f := filepath.Join(t.TempDir(), "t")
-			os.WriteFile(f, []byte(content), 0o600)
+			f := tokenFile(t, "t", content)
 			if _, err := vaulttoken.Open("", f); !errors.Is(err, vaulttoken.ErrNoToken) {
 				t.Fatalf("%q: %v", content, err)
 			}
 		}
 	})
 	t.Run("a replacement is written privately, survives a reopen and reaches every listener", func(t *testing.T) {
-		f := filepath.Join(t.TempDir(), "recovery.token")
-		os.WriteFile(f, []byte("hvs.old\n"), 0o600)
+		f := tokenFile(t, "recovery.token", "hvs.old\n")
 		s, err := vaulttoken.Open("hvs.ignored", f)
 		if err != nil || s.Token() != "hvs.old" {
 			t.Fatalf("the file should win: %v", err)
@@ -63,8 +61,7 @@ func TestSource(t *testing.T) {
 		}
 	})
 	t.Run("another process's replacement is picked up by the watch", func(t *testing.T) {
-		f := filepath.Join(t.TempDir(), "rotator.token")
-		os.WriteFile(f, []byte("hvs.old\n"), 0o600)
+		f := tokenFile(t, "rotator.token", "hvs.old\n")
 		reader, _ := vaulttoken.Open("", f)
 		writer, _ := vaulttoken.Open("", f)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -75,4 +72,14 @@ func TestSource(t *testing.T) {
 		}
 		testwait.For(t, 5*time.Second, "the watch to pick the successor up", func() bool { return reader.Token() == "hvs.new" })
 	})
+}
+
+// tokenFile writes content to a file of a new temporary directory.
+func tokenFile(t *testing.T, name, content string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(f, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

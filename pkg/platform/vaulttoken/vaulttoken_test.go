@@ -23,7 +23,7 @@ func TestRenewer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	root, err := s.Vault.Client()
 	if err != nil {
 		t.Fatal(err)

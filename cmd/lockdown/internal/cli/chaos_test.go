@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -163,7 +164,7 @@ func chaosSystem(t *testing.T, cfg chaosConfig, opts localstack.Options) *system
 		env := []string{}
 		switch svc {
 		case events.ServiceContainment:
-			env = append(fastLease, "LOCKDOWN_BREAK_GLASS="+accessor)
+			env = append(slices.Clone(fastLease), "LOCKDOWN_BREAK_GLASS="+accessor)
 		case events.ServiceNotifier:
 			// The default pace, 20 messages a second: notification lasts
 			// long enough for a relay outage to land in it.

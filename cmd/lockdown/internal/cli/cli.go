@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 )
@@ -67,7 +68,7 @@ func Main(ctx context.Context, args []string, out, errOut io.Writer) int {
 		SilenceErrors: true,
 		Run: func(cmd *cobra.Command, _ []string) {
 			cmd.SetOut(errOut)
-			cmd.Help()
+			_ = cmd.Help() // to the terminal: see writef
 			code = ExitUsage
 		},
 	}
@@ -95,19 +96,19 @@ func Main(ctx context.Context, args []string, out, errOut io.Writer) int {
 		}
 		// `lockdown help <command>` shows the command's own flags.
 		sub.SetHelpFunc(func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintf(errOut, "lockdown %s: %s\n\n", name, c.summary)
+			writef(errOut, "lockdown %s: %s\n\n", name, c.summary)
 			c.run(cmd.Context(), append(firstOf(subcommands[name]), "-h"), io.Discard, errOut)
 		})
 		root.AddCommand(sub)
 	}
 	if len(args) == 0 {
 		root.SetOut(errOut)
-		root.Help()
+		_ = root.Help() // to the terminal: see writef
 		return ExitUsage
 	}
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintf(errOut, "lockdown: %v\n\nRun 'lockdown --help' for the commands.\n", err)
+		writef(errOut, "lockdown: %v\n\nRun 'lockdown --help' for the commands.\n", err)
 		return ExitUsage
 	}
 	return code
@@ -170,7 +171,7 @@ func parse(fs *flag.FlagSet, args []string) (int, bool) {
 		return ExitUsage, false
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "%s: unexpected arguments %v\n", fs.Name(), fs.Args())
+		writef(fs.Output(), "%s: unexpected arguments %v\n", fs.Name(), fs.Args())
 		return ExitUsage, false
 	}
 	return 0, true
@@ -187,7 +188,7 @@ func parseWithID(fs *flag.FlagSet, args []string, usage string, errOut io.Writer
 		return "", code, false
 	}
 	if id == "" {
-		fmt.Fprintln(errOut, usage)
+		writeln(errOut, usage)
 		return "", ExitUsage, false
 	}
 	return id, 0, true
@@ -208,6 +209,24 @@ func printJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
+
+// A command writes its result and its diagnostics to the terminal: out and
+// errOut are os.Stdout and os.Stderr but in tests. A write that fails there
+// (a closed pipe) has nowhere else to be reported, and the exit code
+// already tells the command's outcome, so the helpers below drop the
+// write's error on purpose, in this one place.
+
+// writef is fmt.Fprintf to a command's output.
+func writef(w io.Writer, format string, a ...any) { _, _ = fmt.Fprintf(w, format, a...) }
+
+// writeln is fmt.Fprintln to a command's output.
+func writeln(w io.Writer, a ...any) { _, _ = fmt.Fprintln(w, a...) }
+
+// showJSON is printJSON to a command's output.
+func showJSON(w io.Writer, v any) { _ = printJSON(w, v) }
+
+// flushTable flushes a table written to a command's output.
+func flushTable(tw *tabwriter.Writer) { _ = tw.Flush() }
 
 // listFlag collects a repeatable string flag.
 type listFlag []string

@@ -14,9 +14,9 @@ import (
 
 	"github.com/lockdown/lockdown/cmd/lockdown/internal/cli"
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 )
 
@@ -43,14 +43,14 @@ func TestCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	t.Setenv("LOCKDOWN_NATS_URL", s.NATS.URL)
 	// The stack ran the install step: the streams and consumers exist.
 	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.ServiceContainment, Password: s.NATS.Password(events.ServiceContainment)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 
 	t.Run("trigger publishes a breach with the SIEM's credentials, and the same id again is a duplicate", func(t *testing.T) {
 		t.Setenv("LOCKDOWN_NATS_USER", events.UserSIEM)
@@ -84,7 +84,7 @@ func TestCLI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer admin.Close(context.Background())
+		defer func() { _ = admin.Close(context.Background()) }()
 		if err := admin.JS.DeleteConsumer(ctx, events.StreamEvents, events.ConsumerNotifier); err != nil {
 			t.Fatal(err)
 		}
@@ -130,14 +130,15 @@ func TestCLI(t *testing.T) {
 		cctx, stop := context.WithCancel(ctx)
 		replayed := make(chan string, 4)
 		refuse := true
-		go stream.NewConsumer(conn.JS, spec, func(_ context.Context, d *stream.Delivery) error {
+		consumer := stream.NewConsumer(conn.JS, spec, func(_ context.Context, d *stream.Delivery) error {
 			if refuse {
 				refuse = false
 				return stream.Permanent(errors.New("refused on purpose by the test"))
 			}
 			replayed <- d.Event.ID()
 			return nil
-		}, stream.ConsumerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}).Run(cctx)
+		}, stream.ConsumerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		go func() { _ = consumer.Run(cctx) }() // ends with cctx
 		defer stop()
 		t.Setenv("LOCKDOWN_NATS_USER", events.UserOperator)
 		t.Setenv("LOCKDOWN_NATS_PASSWORD", s.NATS.Password(events.UserOperator))

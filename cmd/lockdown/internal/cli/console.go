@@ -77,24 +77,24 @@ func runConsole(ctx context.Context, args []string, out, errOut io.Writer) int {
 	}
 	token := envOr("CONSOLE_TOKEN", "")
 	if err := checkConsoleAddr(*addr, token); err != nil {
-		fmt.Fprintf(errOut, "lockdown console: %v\n", err)
+		writef(errOut, "lockdown console: %v\n", err)
 		return ExitUsage
 	}
 	rm, err := openReadModelUntil(ctx, nf)
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown console: %v\n", err)
+		writef(errOut, "lockdown console: %v\n", err)
 		return ExitFailure
 	}
 	defer rm.Close()
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown console: %v\n", err)
+		writef(errOut, "lockdown console: %v\n", err)
 		return ExitFailure
 	}
-	fmt.Fprintf(out, "console: http://%s/\n", ln.Addr())
+	writef(out, "console: http://%s/\n", ln.Addr())
 	c := &console{rm: rm, js: rm.conn.JS, jaegerURL: *jaeger, token: token, log: slog.New(slog.NewTextHandler(errOut, nil))}
 	if err := c.serve(ctx, ln); err != nil {
-		fmt.Fprintf(errOut, "lockdown console: %v\n", err)
+		writef(errOut, "lockdown console: %v\n", err)
 		return ExitFailure
 	}
 	return ExitOK
@@ -363,7 +363,7 @@ func (c *console) events(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case err := <-errs:
-			send("problem", template.HTMLEscapeString(err.Error()))
+			_ = send("problem", template.HTMLEscapeString(err.Error())) // the stream ends either way
 			return
 		case doc, ok := <-docs:
 			if !ok {
@@ -384,7 +384,7 @@ func (c *console) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if last.Closed() {
-			send("closed", last.Phase)
+			_ = send("closed", last.Phase) // the stream ends either way
 			return
 		}
 	}
@@ -452,5 +452,5 @@ func (c *console) reportJSON(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=\"lockdown-report-%s.json\"", rep.IncidentID))
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(rep)
+	_ = enc.Encode(rep) // the status is sent: a browser that went away is not told
 }

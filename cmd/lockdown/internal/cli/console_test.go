@@ -169,7 +169,7 @@ func TestConsole(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Disposition"), "attachment") {
 		t.Fatalf("report.json: %v %v", resp, err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	cancel()
 	if err := <-served; err != nil {
 		t.Fatal(err)
@@ -192,7 +192,7 @@ func TestConsoleToken(t *testing.T) {
 	})
 	t.Run("with a token, a request without it is refused and ?token= becomes a cookie", func(t *testing.T) {
 		c := &console{token: "a-long-enough-console-token", log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-		h := c.guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "in") }))
+		h := c.guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "in") }))
 		get := func(target string, with func(*http.Request)) *httptest.ResponseRecorder {
 			r := httptest.NewRequest(http.MethodGet, target, nil)
 			if with != nil {

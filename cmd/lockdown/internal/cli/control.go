@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/user"
@@ -63,18 +62,18 @@ func runControl(ctx context.Context, name string, ev events.Name, args []string,
 		return code
 	}
 	if _, err := uuid.Parse(id); err != nil {
-		fmt.Fprintf(errOut, "lockdown %s: %q is not an incident id\n", name, id)
+		writef(errOut, "lockdown %s: %q is not an incident id\n", name, id)
 		return ExitUsage
 	}
 	if ev == events.IncidentAbortRequested && *reason == "" {
-		fmt.Fprintf(errOut, "lockdown abort: --reason is required: the report says why the incident was closed as failed\n")
+		writef(errOut, "lockdown abort: --reason is required: the report says why the incident was closed as failed\n")
 		return ExitUsage
 	}
 	var review events.IncidentReviewData
 	if ev == events.IncidentReviewRequested {
 		var err error
 		if review, err = rv.data(ctx, id, *by); err != nil {
-			fmt.Fprintf(errOut, "lockdown review: %v\n", err)
+			writef(errOut, "lockdown review: %v\n", err)
 			return ExitUsage
 		}
 	}
@@ -82,10 +81,10 @@ func runControl(ctx context.Context, name string, ev events.Name, args []string,
 	defer cancel()
 	conn, err := nf.connect(cctx)
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown %s: %v\n", name, err)
+		writef(errOut, "lockdown %s: %v\n", name, err)
 		return ExitFailure
 	}
-	defer conn.Close(context.Background())
+	defer closeNATS(conn)
 	var data any = events.IncidentControlData{IncidentID: id, RequestedBy: *by, Reason: *reason}
 	switch ev {
 	case events.RotationRetryRequested:
@@ -95,15 +94,15 @@ func runControl(ctx context.Context, name string, ev events.Name, args []string,
 	}
 	published, err := stream.NewPublisher(conn.JS, events.SourceOf(events.ServiceCLI), nil).Publish(cctx, ev, data)
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown %s: %v\n", name, err)
+		writef(errOut, "lockdown %s: %v\n", name, err)
 		return ExitFailure
 	}
 	res := controlResult{IncidentID: id, EventID: published.ID(), Type: published.Type(), RequestedBy: *by, Reason: *reason, TenantID: *tenant}
 	if *asJSON {
-		printJSON(out, res)
+		showJSON(out, res)
 		return ExitOK
 	}
-	fmt.Fprintf(out, "%s of incident %s requested as %s (event %s); follow it with: lockdown status %s\n", name, id, *by, res.EventID, id)
+	writef(out, "%s of incident %s requested as %s (event %s); follow it with: lockdown status %s\n", name, id, *by, res.EventID, id)
 	return ExitOK
 }
 

@@ -43,7 +43,7 @@ type replayResult struct {
 
 func runDLQ(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
-		fmt.Fprintln(errOut, "usage: lockdown dlq list [--consumer NAME] [--json] | lockdown dlq replay <sequence> [--json]")
+		writeln(errOut, "usage: lockdown dlq list [--consumer NAME] [--json] | lockdown dlq replay <sequence> [--json]")
 		return ExitUsage
 	}
 	sub, args := args[0], args[1:]
@@ -72,44 +72,44 @@ func runDLQ(ctx context.Context, args []string, out, errOut io.Writer) int {
 	defer cancel()
 	conn, err := nf.connect(cctx)
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown dlq: %v\n", err)
+		writef(errOut, "lockdown dlq: %v\n", err)
 		return ExitFailure
 	}
-	defer conn.Close(context.Background())
+	defer closeNATS(conn)
 	if sub == "replay" {
 		seq, err := strconv.ParseUint(seqArg, 10, 64)
 		if err != nil {
-			fmt.Fprintf(errOut, "lockdown dlq replay: %q is not a sequence number (see lockdown dlq list)\n", seqArg)
+			writef(errOut, "lockdown dlq replay: %q is not a sequence number (see lockdown dlq list)\n", seqArg)
 			return ExitUsage
 		}
 		res, err := replay(cctx, conn.JS, seq)
 		if err != nil {
-			fmt.Fprintf(errOut, "lockdown dlq replay: %v\n", conn.Explain(err))
+			writef(errOut, "lockdown dlq replay: %v\n", conn.Explain(err))
 			return ExitFailure
 		}
 		if *asJSON {
-			printJSON(out, res)
+			showJSON(out, res)
 			return ExitOK
 		}
 		note := ""
 		if res.Duplicate {
 			note = " (already replayed: JetStream kept the first)"
 		}
-		fmt.Fprintf(out, "dead letter %d replayed onto %s as %s (stream %s, seq %d)%s\n", res.Sequence, res.Subject, res.MsgID, res.Stream, res.StreamSeq, note)
+		writef(out, "dead letter %d replayed onto %s as %s (stream %s, seq %d)%s\n", res.Sequence, res.Subject, res.MsgID, res.Stream, res.StreamSeq, note)
 		return ExitOK
 	}
 	list, err := deadLetters(cctx, conn.JS, *consumer)
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown dlq list: %v\n", err)
+		writef(errOut, "lockdown dlq list: %v\n", err)
 		return ExitFailure
 	}
 	if *asJSON {
-		printJSON(out, list)
+		showJSON(out, list)
 		return ExitOK
 	}
-	fmt.Fprintf(out, "%-6s  %-24s  %-22s  %-36s  %-4s  %s\n", "SEQ", "FAILED", "CONSUMER", "SUBJECT", "DLV", "REASON")
+	writef(out, "%-6s  %-24s  %-22s  %-36s  %-4s  %s\n", "SEQ", "FAILED", "CONSUMER", "SUBJECT", "DLV", "REASON")
 	for _, d := range list {
-		fmt.Fprintf(out, "%-6d  %-24s  %-22s  %-36s  %-4d  %s\n", d.Sequence, stamp(d.FailedAt), d.Consumer, d.Subject, d.Deliveries, d.Reason)
+		writef(out, "%-6d  %-24s  %-22s  %-36s  %-4d  %s\n", d.Sequence, stamp(d.FailedAt), d.Consumer, d.Subject, d.Deliveries, d.Reason)
 	}
 	return ExitOK
 }

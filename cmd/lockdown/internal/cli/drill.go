@@ -22,11 +22,11 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/events/report"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
 	"github.com/lockdown/lockdown/pkg/platform/keycheck"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 )
@@ -138,24 +138,24 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return code
 	}
 	if *tenants < 1 || *rotators < 1 || *intruderReads < 0 || *intruderReads > *tenants {
-		fmt.Fprintln(errOut, "lockdown drill: --tenants and --rotators must be at least 1, --intruder-reads between 0 and --tenants")
+		writeln(errOut, "lockdown drill: --tenants and --rotators must be at least 1, --intruder-reads between 0 and --tenants")
 		return ExitUsage
 	}
 	if *binDir == "" {
 		exe, err := os.Executable()
 		if err != nil {
-			fmt.Fprintf(errOut, "lockdown drill: %v\n", err)
+			writef(errOut, "lockdown drill: %v\n", err)
 			return ExitFailure
 		}
 		*binDir = filepath.Dir(exe)
 	}
 	say := func(format string, a ...any) {
 		if !*asJSON {
-			fmt.Fprintf(out, format+"\n", a...)
+			writef(out, format+"\n", a...)
 		}
 	}
 	fail := func(err error) int {
-		fmt.Fprintf(errOut, "lockdown drill: %v\n", err)
+		writef(errOut, "lockdown drill: %v\n", err)
 		return ExitFailure
 	}
 	if !flagSet(fs, "timeout") {
@@ -177,7 +177,7 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		ex.siemPass, ex.operatorPass = os.Getenv(events.NATSPasswordEnv(events.UserSIEM)), os.Getenv(events.NATSPasswordEnv(events.UserOperator))
 		var err error
 		if tgt, err = existingTarget(ex); err != nil {
-			fmt.Fprintf(errOut, "lockdown drill: %v\n", err)
+			writef(errOut, "lockdown drill: %v\n", err)
 			return ExitUsage
 		}
 		rep.Servers = map[string]string{"nats": tgt.natsURL, "vault": tgt.vault.Addr, "jaeger_query": tgt.jaegerQuery, "mailpit": ex.mailpit}
@@ -196,13 +196,15 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		// then run deploy/rotation/catalogue.json.
 		estate, err := stack.SeedPlatform(ctx)
 		if err != nil {
-			stack.Close()
+			if cerr := stack.Close(); cerr != nil {
+				writef(errOut, "lockdown drill: teardown: %v\n", cerr)
+			}
 			return fail(fmt.Errorf("seeding the platform's credentials: %w", err))
 		}
 		defer func() {
 			say("stopping services and servers…")
 			if err := stack.Close(); err != nil {
-				fmt.Fprintf(errOut, "lockdown drill: teardown: %v\n", err)
+				writef(errOut, "lockdown drill: teardown: %v\n", err)
 			}
 		}()
 		breakGlass, accessor, err := breakGlassToken(ctx, stack.Vault)
@@ -301,13 +303,13 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 	}
 	rep.OK = len(rep.Problems) == 0
 	if *asJSON {
-		printJSON(out, rep)
+		showJSON(out, rep)
 	} else {
-		fmt.Fprintln(out)
+		writeln(out)
 		if err := r.Markdown(terminalSafe(out)); err != nil {
 			return fail(err)
 		}
-		fmt.Fprintln(out)
+		writeln(out)
 		v := rep.Verified
 		say("verified: %d of %d tenants rotated in Vault (every secret carries the incident), %d API keys left", v.RotatedInVault, v.Tenants, v.APIKeysLeft)
 		if v.DKIMChecked {
@@ -499,7 +501,7 @@ func waitConnected(ctx context.Context, monitorPort int, svcs []drillService) er
 						names[c.Name] = true
 					}
 				}
-				resp.Body.Close()
+				_ = resp.Body.Close() // read to the end or not needed: nothing to lose
 			}
 		}
 		missing := ""
@@ -529,7 +531,7 @@ func followIncident(ctx context.Context, tgt *target, b *drillBreach, say func(s
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
+	defer closeNATS(conn)
 	_, opened, err := stream.Await(ctx, conn.JS, events.IncidentOpened, func(_ event.Event, d events.IncidentOpenedData) bool { return d.BreachEventID == b.EventID })
 	if err != nil {
 		return err
@@ -679,7 +681,7 @@ func triggerAndTrace(ctx context.Context, tgt *target) (*drillBreach, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close(context.Background())
+	defer closeNATS(conn)
 	spanCtx, span := tel.TracerProvider.Tracer("lockdown-cli").Start(ctx, "lockdown drill trigger")
 	ev, pubErr := stream.NewPublisher(conn.JS, "/lockdown/drill", tel.TracerProvider).Publish(spanCtx, events.BreachDetected,
 		events.BreachDetectedData{Summary: "drill: root token used from an unknown address", Severity: events.SeverityCritical,
@@ -723,7 +725,7 @@ func traceSummary(ctx context.Context, url string) (int, []string, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // a response body: nothing to lose
 	var body struct {
 		Data []struct {
 			Spans     []json.RawMessage `json:"spans"`

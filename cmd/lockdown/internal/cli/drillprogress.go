@@ -108,6 +108,6 @@ func keepConsole(ctx context.Context, tgt *target) (stop func(), url string, err
 	cctx, cancel := context.WithCancel(ctx)
 	c := &console{rm: rm, js: rm.conn.JS, jaegerURL: tgt.jaegerQuery, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	done := make(chan struct{})
-	go func() { defer close(done); c.serve(cctx, ln) }()
+	go func() { defer close(done); _ = c.serve(cctx, ln) }() // a convenience: the drill goes on without it
 	return func() { cancel(); <-done; rm.Close() }, "http://" + ln.Addr().String() + "/", nil
 }

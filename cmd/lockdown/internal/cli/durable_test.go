@@ -424,16 +424,16 @@ func TestLeaderFailover(t *testing.T) {
 		go func() { played <- s.tgt.vault.PlayRekey(s.ctx, nonce, 15*time.Second) }()
 		testwait.For(t, time.Minute, "the leader to record the verification phase", func() bool {
 			var phase string
-			s.db.QueryRow(s.ctx, `SELECT coalesce(state->'ceremony'->>'phase', '') FROM containment.recovery WHERE incident_id::text = $1`, id).Scan(&phase)
-			return phase == "verifying_new_shares"
+			err := s.db.QueryRow(s.ctx, `SELECT coalesce(state->'ceremony'->>'phase', '') FROM containment.recovery WHERE incident_id::text = $1`, id).Scan(&phase)
+			return err == nil && phase == "verifying_new_shares"
 		})
 		s.kill(leader)
 		killed := time.Now()
 		var standby string
 		testwait.For(t, 30*time.Second, "the standby to take the lease", func() bool {
 			var live bool
-			s.db.QueryRow(s.ctx, `SELECT holder, expires_at > now() FROM containment.lease WHERE name = 'engine'`).Scan(&standby, &live)
-			return live && standby != leader
+			err := s.db.QueryRow(s.ctx, `SELECT holder, expires_at > now() FROM containment.lease WHERE name = 'engine'`).Scan(&standby, &live)
+			return err == nil && live && standby != leader
 		})
 		t.Logf("%s took over %s after %s was killed", standby, time.Since(killed).Round(time.Millisecond), leader)
 		if err := <-played; err != nil {

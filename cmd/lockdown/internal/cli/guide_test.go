@@ -96,8 +96,7 @@ func TestGuideNamesWhatExists(t *testing.T) {
 		// The install steps and the servers read these (deploy/, pkg/events).
 		for _, dir := range []string{"deploy", "pkg", "cmd", "services"} {
 			_ = filepath.WalkDir(filepath.Join(root, dir), func(path string, d os.DirEntry, err error) error {
-				if err != nil || d.IsDir() || strings.HasSuffix(path, "_test.go") || !(strings.HasSuffix(path, ".go") || strings.HasSuffix(path, ".sql") ||
-					strings.HasSuffix(path, ".conf") || strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".sh")) {
+				if err != nil || d.IsDir() || strings.HasSuffix(path, "_test.go") || !slices.Contains([]string{".go", ".sql", ".conf", ".yaml", ".sh"}, filepath.Ext(path)) {
 					return nil
 				}
 				b, err := os.ReadFile(path)
@@ -174,7 +173,7 @@ func TestGuideInstallSteps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	// The operator's shell: where the servers are, and Vault's token for
 	// the baseline (the guide's "Vault tokens").
 	t.Setenv("LOCKDOWN_NATS_URL", s.NATS.URL)

@@ -31,7 +31,7 @@ func runInstall(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return installVault(ctx, args[1:], out, errOut)
 	}
 	if len(args) == 0 || args[0] != "nats" {
-		fmt.Fprintln(errOut, "usage: lockdown install nats [--nats-url URL] [--nats-user admin]\n       lockdown install postgres --database-url ADMIN_URL\n       lockdown install vault --baseline-from-live [--vault-addr URL] [--out FILE]")
+		writeln(errOut, "usage: lockdown install nats [--nats-url URL] [--nats-user admin]\n       lockdown install postgres --database-url ADMIN_URL\n       lockdown install vault --baseline-from-live [--vault-addr URL] [--out FILE]")
 		return ExitUsage
 	}
 	fs := newFlags("install nats", errOut)
@@ -45,19 +45,19 @@ func runInstall(ctx context.Context, args []string, out, errOut io.Writer) int {
 	defer cancel()
 	conn, err := natsconn.Connect(ictx, natsconn.Options{URL: *natsURL, User: *user, Password: envOr("NATS_PASSWORD", ""), Name: "lockdown-install"})
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown install nats: %v\n", err)
+		writef(errOut, "lockdown install nats: %v\n", err)
 		return ExitFailure
 	}
-	defer conn.Close(context.Background())
+	defer closeNATS(conn)
 	if err := stream.EnsureTopology(ictx, conn.JS); err != nil {
-		fmt.Fprintf(errOut, "lockdown install nats: %v\n", err)
+		writef(errOut, "lockdown install nats: %v\n", err)
 		return ExitFailure
 	}
 	for _, s := range events.Streams() {
-		fmt.Fprintf(out, "stream %s: %d subjects\n", s.Name, len(s.Subjects))
+		writef(out, "stream %s: %d subjects\n", s.Name, len(s.Subjects))
 	}
 	for _, c := range events.Consumers() {
-		fmt.Fprintf(out, "consumer %s on %s for %s\n", c.Durable, c.Stream, c.Service)
+		writef(out, "consumer %s on %s for %s\n", c.Durable, c.Stream, c.Service)
 	}
 	return ExitOK
 }
@@ -85,14 +85,14 @@ func installPostgres(ctx context.Context, args []string, out, errOut io.Writer) 
 		}
 	}
 	if len(problems) > 0 {
-		fmt.Fprintf(errOut, "lockdown install postgres: %s\n", strings.Join(problems, "; "))
+		writef(errOut, "lockdown install postgres: %s\n", strings.Join(problems, "; "))
 		return ExitUsage
 	}
 	if err := pgroles.InstallURL(ctx, *dbURL, passwords); err != nil {
-		fmt.Fprintf(errOut, "lockdown install postgres: %v\n", err)
+		writef(errOut, "lockdown install postgres: %v\n", err)
 		return ExitFailure
 	}
-	fmt.Fprintf(out, "roles %s: each owns its schema (the CLI needs none: it reads the read model in NATS)\n", strings.Join(pgroles.Logins(), ", "))
+	writef(out, "roles %s: each owns its schema (the CLI needs none: it reads the read model in NATS)\n", strings.Join(pgroles.Logins(), ", "))
 	return ExitOK
 }
 
@@ -129,7 +129,7 @@ func installVault(ctx context.Context, args []string, out, errOut io.Writer) int
 		problems = append(problems, fmt.Sprintf("--auth-dir %s holds no auth method (*.json)", *authDir))
 	}
 	if len(problems) > 0 {
-		fmt.Fprintf(errOut, "lockdown install vault: %s\n", strings.Join(problems, "; "))
+		writef(errOut, "lockdown install vault: %s\n", strings.Join(problems, "; "))
 		return ExitUsage
 	}
 	declared := make([]string, len(auth))
@@ -138,19 +138,19 @@ func installVault(ctx context.Context, args []string, out, errOut io.Writer) int
 	}
 	c, err := vaultclient.New(vaultclient.Options{Address: *addr, Token: token, Timeout: *timeout})
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown install vault: %v\n", err)
+		writef(errOut, "lockdown install vault: %v\n", err)
 		return ExitFailure
 	}
 	vctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	b, err := vaultdecl.FromLive(vctx, c, declared)
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown install vault: %v\n", err)
+		writef(errOut, "lockdown install vault: %v\n", err)
 		return ExitFailure
 	}
 	body, err := json.MarshalIndent(b, "", "  ")
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown install vault: %v\n", err)
+		writef(errOut, "lockdown install vault: %v\n", err)
 		return ExitFailure
 	}
 	body = append(body, '\n')
@@ -161,10 +161,10 @@ func installVault(ctx context.Context, args []string, out, errOut io.Writer) int
 		return ExitOK
 	}
 	if err := os.WriteFile(*outFile, body, 0o644); err != nil {
-		fmt.Fprintf(errOut, "lockdown install vault: %v\n", err)
+		writef(errOut, "lockdown install vault: %v\n", err)
 		return ExitFailure
 	}
-	fmt.Fprintf(out, "baseline written to %s: %d audit devices, %d auth mounts, %d secrets mounts, %d policies, %d token roles; review every entry before adopting it\n",
+	writef(out, "baseline written to %s: %d audit devices, %d auth mounts, %d secrets mounts, %d policies, %d token roles; review every entry before adopting it\n",
 		*outFile, len(b.AuditDevices), len(b.AuthMounts), len(b.SecretsMounts), len(b.Policies), len(b.TokenRoles))
 	return ExitOK
 }

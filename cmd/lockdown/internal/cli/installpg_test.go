@@ -25,7 +25,7 @@ func TestInstallPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 
 	t.Run("every missing password is named at once", func(t *testing.T) {
 		for _, r := range pgroles.Logins() {
@@ -62,7 +62,7 @@ func TestInstallPostgres(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the notifier's new password does not work: %v", err)
 		}
-		defer conn.Close(ctx)
+		defer func() { _ = conn.Close(ctx) }()
 		if _, err := conn.Exec(ctx, "CREATE TABLE containment.evil (v text)"); err == nil || !strings.Contains(err.Error(), "permission denied") {
 			t.Fatalf("the notifier could create a table in containment's schema: %v", err)
 		}

@@ -26,7 +26,7 @@ func TestInstallVault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	root, err := localstack.RepoRoot()
 	if err != nil {
 		t.Fatal(err)

@@ -60,19 +60,19 @@ func runPlan(ctx context.Context, args []string, out, errOut io.Writer) int {
 		problems = append(problems, fmt.Sprintf("--baseline: %v", err))
 	}
 	if len(problems) > 0 {
-		fmt.Fprintf(errOut, "lockdown plan: %s\n", strings.Join(problems, "; "))
+		writef(errOut, "lockdown plan: %s\n", strings.Join(problems, "; "))
 		return ExitUsage
 	}
 	c, err := vaultclient.New(vaultclient.Options{Address: *addr, Token: token, Timeout: time.Minute, MaxRetries: 2})
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown plan: %v\n", err)
+		writef(errOut, "lockdown plan: %v\n", err)
 		return ExitFailure
 	}
 	vctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	plan, err := MakePlan(vctx, c, cat, baseline, *kvMount, splitList(*disable))
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown plan: %v\n", err)
+		writef(errOut, "lockdown plan: %v\n", err)
 		return ExitFailure
 	}
 	plan.Vault = *addr
@@ -80,7 +80,7 @@ func runPlan(ctx context.Context, args []string, out, errOut io.Writer) int {
 		// Kept for the console and the reports; a plan not kept is still
 		// the answer printed below.
 		if err := keepPlan(ctx, nf, plan); err != nil {
-			fmt.Fprintf(errOut, "lockdown plan: not kept in NATS: %v\n", err)
+			writef(errOut, "lockdown plan: not kept in NATS: %v\n", err)
 		}
 	}
 	if *asJSON {
@@ -104,7 +104,7 @@ func keepPlan(ctx context.Context, nf natsFlags, p credentials.Plan) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
+	defer closeNATS(conn)
 	return conn.Explain(stream.PutPlan(cctx, conn.JS, p))
 }
 
@@ -253,43 +253,43 @@ func walkKV(ctx context.Context, list func(string) ([]string, error), mount stri
 // printPlan writes the plan for people.
 func printPlan(out io.Writer, p credentials.Plan) {
 	out = terminalSafe(out) // names come from Vault: no control character reaches the terminal
-	fmt.Fprintf(out, "Plan of an incident now, against %s (%s)\n\n", p.Vault, p.At.Format(time.RFC3339))
+	writef(out, "Plan of an incident now, against %s (%s)\n\n", p.Vault, p.At.Format(time.RFC3339))
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KIND\tSCOPE\tCREDENTIALS\tDOES")
+	writeln(tw, "KIND\tSCOPE\tCREDENTIALS\tDOES")
 	for _, k := range p.Kinds {
 		info, _ := credentials.Of(k.Kind)
 		does := "rotated"
 		if info.Destroys {
 			does = "destroyed"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", k.Title, k.Scope, k.Count, does)
+		writef(tw, "%s\t%s\t%d\t%s\n", k.Title, k.Scope, k.Count, does)
 	}
-	tw.Flush()
-	fmt.Fprintf(out, "\ntenants: %d\n", p.Tenants)
+	flushTable(tw)
+	writef(out, "\ntenants: %d\n", p.Tenants)
 	for _, name := range slices.Sorted(maps.Keys(p.Entries)) {
-		fmt.Fprintf(out, "catalogue entry %s: %d\n", name, p.Entries[name])
+		writef(out, "catalogue entry %s: %d\n", name, p.Entries[name])
 	}
 	tokens := fmt.Sprint(p.Tokens)
 	if p.Tokens < 0 {
 		tokens = "unknown"
 	}
-	fmt.Fprintf(out, "tokens revoked on unseal (but Lockdown's own and the break-glass list): %s\n", tokens)
-	fmt.Fprintf(out, "auth mounts disabled on unseal: %s\n", orNone(p.AuthMounts))
-	fmt.Fprintf(out, "secrets mounts the baseline does not declare (disabled on unseal, with their data): %s\n", orNone(p.UndeclaredMounts))
+	writef(out, "tokens revoked on unseal (but Lockdown's own and the break-glass list): %s\n", tokens)
+	writef(out, "auth mounts disabled on unseal: %s\n", orNone(p.AuthMounts))
+	writef(out, "secrets mounts the baseline does not declare (disabled on unseal, with their data): %s\n", orNone(p.UndeclaredMounts))
 	for _, n := range p.Notes {
-		fmt.Fprintf(out, "note: %s\n", n)
+		writef(out, "note: %s\n", n)
 	}
 	if p.Covered() {
-		fmt.Fprintln(out, "\nEvery credential Vault holds is covered.")
+		writeln(out, "\nEvery credential Vault holds is covered.")
 		return
 	}
-	fmt.Fprintf(out, "\nNOT COVERED (%d): nothing would rotate these — add a catalogue entry or remove them\n", len(p.Uncovered))
+	writef(out, "\nNOT COVERED (%d): nothing would rotate these — add a catalogue entry or remove them\n", len(p.Uncovered))
 	for _, g := range p.Uncovered {
 		item := g.Item
 		if item == "" {
 			item = "(whole mount)"
 		}
-		fmt.Fprintf(out, "  %s\t%s\t%s: %s\n", g.Mount, g.Type, item, g.Why)
+		writef(out, "  %s\t%s\t%s: %s\n", g.Mount, g.Type, item, g.Why)
 	}
 }
 

@@ -19,9 +19,9 @@ import (
 	"github.com/lockdown/lockdown/cmd/lockdown/internal/cli"
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/credentials"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 )
 
@@ -37,7 +37,7 @@ func TestPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	root, err := s.Vault.Client()
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +119,7 @@ func TestPlan(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer conn.Close(context.Background())
+		defer func() { _ = conn.Close(context.Background()) }()
 		kept, err := stream.LastPlan(ctx, conn.JS)
 		if err != nil || kept == nil || len(kept.Uncovered) != len(plan.Uncovered) || !kept.At.Equal(plan.At) {
 			t.Fatalf("kept %+v, %v", kept, err)
@@ -128,7 +128,7 @@ func TestPlan(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer rot.Close(context.Background())
+		defer func() { _ = rot.Close(context.Background()) }()
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		if err := stream.PutPlan(pctx, rot.JS, credentials.Plan{}); err == nil {
@@ -211,7 +211,7 @@ func auditRequests(t *testing.T, s *localstack.Stack, from int64) []auditRequest
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if _, err := f.Seek(from, io.SeekStart); err != nil {
 		t.Fatal(err)
 	}

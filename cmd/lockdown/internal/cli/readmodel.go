@@ -10,8 +10,8 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events/readmodel"
 	"github.com/lockdown/lockdown/pkg/events/report"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 )
 
 // The reading commands (incidents, status, report, review --edit, the
@@ -39,6 +39,11 @@ func (f natsFlags) connect(ctx context.Context) (*natsconn.Conn, error) {
 	return natsconn.Connect(ctx, natsconn.Options{URL: *f.url, User: *f.user, Password: f.password, Name: "lockdown-cli"})
 }
 
+// closeNATS closes a command's NATS connection once the command is done
+// with it: JetStream has acknowledged whatever the command published, so a
+// drain that fails loses nothing, and its error is dropped.
+func closeNATS(conn *natsconn.Conn) { _ = conn.Close(context.Background()) }
+
 // readModel is an open connection to the read model.
 type readModel struct {
 	conn *natsconn.Conn
@@ -62,13 +67,13 @@ func openReadModelUntil(cctx context.Context, f natsFlags) (*readModel, error) {
 	}
 	rm, err := stream.OpenReadModel(cctx, conn.JS)
 	if err != nil {
-		conn.Close(context.Background())
+		closeNATS(conn)
 		return nil, conn.Explain(err)
 	}
 	return &readModel{conn: conn, ReadModel: rm}, nil
 }
 
-func (r *readModel) Close() { r.conn.Close(context.Background()) }
+func (r *readModel) Close() { closeNATS(r.conn) }
 
 // withLastPlan fills a report's not-covered column from the last `lockdown
 // plan` kept in NATS (none kept, or an install without the bucket: the

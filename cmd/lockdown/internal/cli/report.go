@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 
 	"github.com/lockdown/lockdown/pkg/events"
@@ -25,26 +24,26 @@ func runReport(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return code
 	}
 	if *format != "md" && *format != "json" {
-		fmt.Fprintf(errOut, "lockdown report: --format %q is not md or json\n", *format)
+		writef(errOut, "lockdown report: --format %q is not md or json\n", *format)
 		return ExitUsage
 	}
 	if _, err := events.IncidentKey(id); err != nil {
-		fmt.Fprintf(errOut, "lockdown report: %v\n", err)
+		writef(errOut, "lockdown report: %v\n", err)
 		return ExitUsage
 	}
 	rm, err := openReadModel(ctx, nf)
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown report: %v\n", err)
+		writef(errOut, "lockdown report: %v\n", err)
 		return ExitFailure
 	}
 	defer rm.Close()
 	r, err := rm.Report(ctx, id)
 	if errors.Is(err, stream.ErrNoIncident) {
-		fmt.Fprintf(errOut, "lockdown report: no report of incident %s (yet)\n", id)
+		writef(errOut, "lockdown report: no report of incident %s (yet)\n", id)
 		return ExitFailure
 	}
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown report: %v\n", err)
+		writef(errOut, "lockdown report: %v\n", err)
 		return ExitFailure
 	}
 	if r.TraceURL == "" {
@@ -52,11 +51,11 @@ func runReport(ctx context.Context, args []string, out, errOut io.Writer) int {
 	}
 	withLastPlan(ctx, rm.conn.JS, &r)
 	if *format == "json" {
-		printJSON(out, r)
+		showJSON(out, r)
 		return ExitOK
 	}
 	if err := r.Markdown(terminalSafe(out)); err != nil {
-		fmt.Fprintf(errOut, "lockdown report: %v\n", err)
+		writef(errOut, "lockdown report: %v\n", err)
 		return ExitFailure
 	}
 	return ExitOK

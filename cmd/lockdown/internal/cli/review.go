@@ -87,7 +87,7 @@ func (r *reviewFlags) editReview(ctx context.Context, d events.IncidentReviewDat
 	if err != nil {
 		return d, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }() // best effort: a temporary directory
 	file := filepath.Join(dir, "review.md")
 	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
 		return d, err
@@ -102,7 +102,7 @@ func (r *reviewFlags) editReview(ctx context.Context, d events.IncidentReviewDat
 	if err != nil {
 		return d, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	d.RootCause, d.LessonsLearned, d.PreventiveMeasures = parseReview(bufio.NewScanner(f))
 	return d, nil
 }

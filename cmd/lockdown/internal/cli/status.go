@@ -34,7 +34,7 @@ func runIncidents(ctx context.Context, args []string, out, errOut io.Writer) int
 	}
 	rm, err := openReadModel(ctx, nf)
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown incidents: %v\n", err)
+		writef(errOut, "lockdown incidents: %v\n", err)
 		return ExitFailure
 	}
 	defer rm.Close()
@@ -42,22 +42,22 @@ func runIncidents(ctx context.Context, args []string, out, errOut io.Writer) int
 	defer cancel()
 	list, err := rm.Incidents(lctx)
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown incidents: %v\n", err)
+		writef(errOut, "lockdown incidents: %v\n", err)
 		return ExitFailure
 	}
 	if *asJSON {
 		if list == nil {
 			list = []readmodel.Incident{}
 		}
-		printJSON(out, list)
+		showJSON(out, list)
 		return ExitOK
 	}
 	tw := tabwriter.NewWriter(terminalSafe(out), 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "INCIDENT\tPHASE\tSEVERITY\tAGE\tSUMMARY")
+	writeln(tw, "INCIDENT\tPHASE\tSEVERITY\tAGE\tSUMMARY")
 	for _, v := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.ID, v.Phase, v.Severity, time.Since(v.OpenedAt).Round(time.Second), v.Summary)
+		writef(tw, "%s\t%s\t%s\t%s\t%s\n", v.ID, v.Phase, v.Severity, time.Since(v.OpenedAt).Round(time.Second), v.Summary)
 	}
-	tw.Flush()
+	flushTable(tw)
 	return ExitOK
 }
 
@@ -72,7 +72,7 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return code
 	}
 	if _, err := events.IncidentKey(id); err != nil {
-		fmt.Fprintf(errOut, "lockdown status: %v\n", err)
+		writef(errOut, "lockdown status: %v\n", err)
 		return ExitUsage
 	}
 	open := openReadModel
@@ -81,7 +81,7 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 	}
 	rm, err := open(ctx, nf)
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown status: %v\n", err)
+		writef(errOut, "lockdown status: %v\n", err)
 		return ExitFailure
 	}
 	defer rm.Close()
@@ -89,7 +89,7 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 		v.TraceURL = report.TraceLink(*jaeger, v.TraceID)
 		v.Settle(time.Now())
 		if *asJSON {
-			printJSON(out, v)
+			showJSON(out, v)
 		} else {
 			printStatus(out, v)
 		}
@@ -97,11 +97,11 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if !*watch {
 		v, err := rm.Incident(ctx, id)
 		if errors.Is(err, stream.ErrNoIncident) {
-			fmt.Fprintf(errOut, "lockdown status: no incident %s\n", id)
+			writef(errOut, "lockdown status: no incident %s\n", id)
 			return ExitFailure
 		}
 		if err != nil {
-			fmt.Fprintf(errOut, "lockdown status: %v\n", err)
+			writef(errOut, "lockdown status: %v\n", err)
 			return ExitFailure
 		}
 		show(v)
@@ -117,7 +117,7 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 func watchStatus(ctx context.Context, rm *readModel, id string, out, errOut io.Writer, asJSON bool, jaegerURL string) int {
 	docs, errs, err := rm.Watch(ctx, id)
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown status: %v\n", err)
+		writef(errOut, "lockdown status: %v\n", err)
 		return ExitFailure
 	}
 	tty := isTerminal(out)
@@ -128,7 +128,7 @@ func watchStatus(ctx context.Context, rm *readModel, id string, out, errOut io.W
 		case <-ctx.Done():
 			return ExitOK
 		case err := <-errs:
-			fmt.Fprintf(errOut, "lockdown status: %v\n", err)
+			writef(errOut, "lockdown status: %v\n", err)
 			return ExitFailure
 		case doc, ok := <-docs:
 			if !ok {
@@ -140,15 +140,15 @@ func watchStatus(ctx context.Context, rm *readModel, id string, out, errOut io.W
 		v.Settle(time.Now())
 		switch {
 		case asJSON:
-			printJSON(out, v)
+			showJSON(out, v)
 		case tty:
-			fmt.Fprint(out, "\x1b[H\x1b[2J") // home and clear: redraw in place
+			writef(out, "\x1b[H\x1b[2J") // home and clear: redraw in place
 			printStatus(out, v)
-			fmt.Fprintln(out)
+			writeln(out)
 			printBars(out, v)
 		default:
 			if line := progressLine(v); line != last {
-				fmt.Fprintf(terminalSafe(out), "%s  %s\n", time.Now().UTC().Format("15:04:05.000"), line)
+				writef(terminalSafe(out), "%s  %s\n", time.Now().UTC().Format("15:04:05.000"), line)
 				last = line
 			}
 		}
@@ -160,58 +160,58 @@ func watchStatus(ctx context.Context, rm *readModel, id string, out, errOut io.W
 
 func printStatus(out io.Writer, v readmodel.Incident) {
 	out = terminalSafe(out) // the summary, reasons and names came from outside
-	fmt.Fprintf(out, "incident %s  phase %s  severity %s  detections %d\n  %s (from %s)\n", v.ID, v.Phase, v.Severity, v.Detections, v.Summary, v.Source)
-	fmt.Fprintf(out, "  detected %s  opened %s  (as of %s)\n", v.DetectedAt.Format(time.RFC3339), v.OpenedAt.Format(time.RFC3339), v.UpdatedAt.Format(time.RFC3339))
+	writef(out, "incident %s  phase %s  severity %s  detections %d\n  %s (from %s)\n", v.ID, v.Phase, v.Severity, v.Detections, v.Summary, v.Source)
+	writef(out, "  detected %s  opened %s  (as of %s)\n", v.DetectedAt.Format(time.RFC3339), v.OpenedAt.Format(time.RFC3339), v.UpdatedAt.Format(time.RFC3339))
 	if v.TraceID != "" {
-		fmt.Fprintf(out, "  trace %s  %s\n", v.TraceID, v.TraceURL)
+		writef(out, "  trace %s  %s\n", v.TraceID, v.TraceURL)
 	}
 	if v.StuckReason != "" {
 		since := ""
 		if v.StuckSince != nil {
 			since = " since " + v.StuckSince.Format(time.RFC3339)
 		}
-		fmt.Fprintf(out, "  STUCK%s: %s (it moves on once the dependency answers; lockdown resume %s drives it now)\n", since, v.StuckReason, v.ID)
+		writef(out, "  STUCK%s: %s (it moves on once the dependency answers; lockdown resume %s drives it now)\n", since, v.StuckReason, v.ID)
 	}
 	if v.FailureReason != "" {
-		fmt.Fprintf(out, "  closed as failed: %s\n", v.FailureReason)
+		writef(out, "  closed as failed: %s\n", v.FailureReason)
 	}
 	if v.Phase == "awaiting_confirmation" {
-		fmt.Fprintf(out, "  AWAITING CONFIRMATION: this breach may not seal Vault by itself (LOCKDOWN_AUTO_SEAL_*); lockdown confirm %s seals now\n", v.ID)
+		writef(out, "  AWAITING CONFIRMATION: this breach may not seal Vault by itself (LOCKDOWN_AUTO_SEAL_*); lockdown confirm %s seals now\n", v.ID)
 	}
-	fmt.Fprintln(out, "\nphases:")
+	writeln(out, "\nphases:")
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  PHASE\tSTART\tEND\tDURATION\tRUNBOOK TARGET\tLOCKDOWN TARGET")
+	writeln(tw, "  PHASE\tSTART\tEND\tDURATION\tRUNBOOK TARGET\tLOCKDOWN TARGET")
 	for _, p := range v.Phases {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", p.Name, stamp(p.Start), stamp(p.End), p.Duration.Round(time.Millisecond), targetOr(p.RunbookTarget, "—"), targetOr(p.LockdownTarget, "human"))
+		writef(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", p.Name, stamp(p.Start), stamp(p.End), p.Duration.Round(time.Millisecond), targetOr(p.RunbookTarget, "—"), targetOr(p.LockdownTarget, "human"))
 	}
-	tw.Flush()
+	flushTable(tw)
 	if len(v.Seals) > 0 {
-		fmt.Fprintln(out, "\nseals:")
+		writeln(out, "\nseals:")
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		for _, s := range v.Seals {
-			fmt.Fprintf(tw, "  round %d\t%s\t%s\tconfirmed %s\n", s.Round, s.Address, s.Method, s.ConfirmedAt.Format(time.RFC3339Nano))
+			writef(tw, "  round %d\t%s\t%s\tconfirmed %s\n", s.Round, s.Address, s.Method, s.ConfirmedAt.Format(time.RFC3339Nano))
 		}
-		tw.Flush()
+		flushTable(tw)
 	}
 	if len(v.Gate) > 0 && v.Phase == "sealed" {
-		fmt.Fprintln(out, "\nunseal gate (key holders: `vault operator unseal` on an isolated network):")
+		writeln(out, "\nunseal gate (key holders: `vault operator unseal` on an isolated network):")
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		for _, g := range v.Gate {
-			fmt.Fprintf(tw, "  %s\t%s\tshares %d of %d (awaiting %d more)\n", g.Address, g.State(), g.Progress, g.Threshold, max(g.Threshold-g.Progress, 0))
+			writef(tw, "  %s\t%s\tshares %d of %d (awaiting %d more)\n", g.Address, g.State(), g.Progress, g.Threshold, max(g.Threshold-g.Progress, 0))
 		}
-		tw.Flush()
+		flushTable(tw)
 	}
 	if r := v.Recovery; r != nil {
 		printRecovery(out, r)
 	}
 	for _, p := range progresses(v) {
-		fmt.Fprintf(out, "\n%s: %d planned, %d done, %d failed, %d remaining, %.1f/s, ETA %s\n",
+		writef(out, "\n%s: %d planned, %d done, %d failed, %d remaining, %.1f/s, ETA %s\n",
 			p.name, p.v.Planned, p.v.Completed, p.v.Failed, p.v.Remaining, p.v.Rate, orDash(p.v.ETA))
 	}
 	if v.FailuresTotal > 0 {
-		fmt.Fprintf(out, "\nfailures (%d; the report lists all):\n", v.FailuresTotal)
+		writef(out, "\nfailures (%d; the report lists all):\n", v.FailuresTotal)
 		for _, f := range v.Failures {
-			fmt.Fprintf(out, "  %s  %s %s: %s\n", stamp(f.Time), f.What, f.TenantID, f.Reason)
+			writef(out, "  %s  %s %s: %s\n", stamp(f.Time), f.What, f.TenantID, f.Reason)
 		}
 	}
 }
@@ -236,7 +236,7 @@ func progresses(v readmodel.Incident) []namedProgress {
 // printBars draws the rotation and notification progress bars.
 func printBars(out io.Writer, v readmodel.Incident) {
 	for _, p := range progresses(v) {
-		fmt.Fprintf(out, "%-13s %s\n", p.name, bar(*p.v, 40))
+		writef(out, "%-13s %s\n", p.name, bar(*p.v, 40))
 	}
 }
 
@@ -301,7 +301,7 @@ func orDash(s string) string {
 
 func printRecovery(out io.Writer, r *readmodel.Recovery) {
 	if !r.AccessRevokedAt.IsZero() {
-		fmt.Fprintf(out, "\naccess revoked %s: auth methods disabled %v, %d tokens revoked, %d kept %v, leases %v, key term %d\n",
+		writef(out, "\naccess revoked %s: auth methods disabled %v, %d tokens revoked, %d kept %v, leases %v, key term %d\n",
 			r.AccessRevokedAt.Format(time.RFC3339), r.Revoked.AuthMethodsDisabled, r.Revoked.TokensRevoked, r.Revoked.TokensKept, r.KeptReasons,
 			r.Revoked.LeasePrefixes, r.Revoked.KeyTerm)
 	}
@@ -311,25 +311,25 @@ func printRecovery(out io.Writer, r *readmodel.Recovery) {
 		if c.RecoveryKeys {
 			kind = "recovery"
 		}
-		fmt.Fprintf(out, "\nrekey ceremony (%s keys, %d shares / threshold %d): %s\n", kind, c.N, c.T, c.Phase)
+		writef(out, "\nrekey ceremony (%s keys, %d shares / threshold %d): %s\n", kind, c.N, c.T, c.Phase)
 		for _, cmd := range c.Commands() {
 			progress := fmt.Sprintf("%d of %d current shares submitted", c.Progress, c.T)
 			if c.Phase == "verifying_new_shares" {
 				progress = fmt.Sprintf("%d of %d new shares verified", c.VerifyProgress, c.T)
 			}
-			fmt.Fprintf(out, "  key holders: %s   (%s)\n", cmd, progress)
+			writef(out, "  key holders: %s   (%s)\n", cmd, progress)
 		}
 		if c.Phase == "completed" {
-			fmt.Fprintf(out, "  completed %s, confirmed by %s; holders' PGP fingerprints %v\n", c.CompletedAt.Format(time.RFC3339), c.ConfirmedBy, c.Fingerprints)
+			writef(out, "  completed %s, confirmed by %s; holders' PGP fingerprints %v\n", c.CompletedAt.Format(time.RFC3339), c.ConfirmedBy, c.Fingerprints)
 		}
 		if c.Restarts > 0 {
-			fmt.Fprintf(out, "  restarted %d time(s): %s\n", c.Restarts, c.Note)
+			writef(out, "  restarted %d time(s): %s\n", c.Restarts, c.Note)
 		}
 	}
 	if !r.RestoredAt.IsZero() {
-		fmt.Fprintf(out, "\naccess restored %s\n", r.RestoredAt.Format(time.RFC3339))
+		writef(out, "\naccess restored %s\n", r.RestoredAt.Format(time.RFC3339))
 	} else if !r.AccessRevokedAt.IsZero() {
-		fmt.Fprintf(out, "\naccess restore waits for: rotation %v, notifications %v\n", doneWord(r.RotationDone), doneWord(r.NotifiedDone))
+		writef(out, "\naccess restore waits for: rotation %v, notifications %v\n", doneWord(r.RotationDone), doneWord(r.NotifiedDone))
 	}
 }
 

@@ -20,9 +20,9 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/report"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 )
 
@@ -86,7 +86,7 @@ func newSystemWith(t *testing.T, timeout time.Duration, tenants int, opts locals
 		// The context first: a respawning watcher must see the test over
 		// before the stack's close kills its process.
 		cancel()
-		stack.Close()
+		_ = stack.Close()
 	})
 	bin, err := localstack.ServiceDir()
 	if err != nil {
@@ -100,7 +100,7 @@ func newSystemWith(t *testing.T, timeout time.Duration, tenants int, opts locals
 	if s.op, err = natsconn.Connect(ctx, natsconn.Options{URL: stack.NATS.URL, User: events.UserOperator, Password: stack.NATS.Password(events.UserOperator)}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.op.Close(context.Background()) })
+	t.Cleanup(func() { _ = s.op.Close(context.Background()) })
 	if tenants > 0 {
 		if err := seedTenants(ctx, s.tgt, tenants); err != nil {
 			t.Fatal(err)
@@ -207,7 +207,7 @@ func (s *system) breach(summary string) string {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 	ev, err := stream.NewPublisher(conn.JS, "/siem/test", nil).Publish(s.ctx, events.BreachDetected,
 		events.BreachDetectedData{Summary: summary, Severity: events.SeverityCritical})
 	if err != nil {
@@ -456,7 +456,7 @@ func (s *system) sealedNow() bool {
 	if err != nil {
 		return false
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(resp.Body)
 	return strings.Contains(string(b), `"sealed":true`)
 }

@@ -15,7 +15,9 @@ func TestOutsideText(t *testing.T) {
 	hostile := "db breach\x1b]0;owned\x07\x1b[2J\rhidden\u009b31m done"
 	t.Run("the terminal gets no control character but newline and tab", func(t *testing.T) {
 		var b bytes.Buffer
-		fmt.Fprintf(terminalSafe(&b), "summary: %s\n\tnext line\n", hostile)
+		if _, err := fmt.Fprintf(terminalSafe(&b), "summary: %s\n\tnext line\n", hostile); err != nil {
+			t.Fatal(err)
+		}
 		got := b.String()
 		if strings.ContainsAny(got, "\x1b\x07\r\u009b") {
 			t.Fatalf("control characters reached the terminal: %q", got)

@@ -2,13 +2,12 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 )
 
 // triggerResult is what `trigger --json` prints.
@@ -40,7 +39,7 @@ func runTrigger(ctx context.Context, args []string, out, errOut io.Writer) int {
 		Summary: *summary, Severity: events.Severity(*severity), Indicators: indicators, VaultCluster: *cluster,
 	})
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown trigger: %v\n", err)
+		writef(errOut, "lockdown trigger: %v\n", err)
 		return ExitUsage
 	}
 	if *id != "" {
@@ -50,24 +49,24 @@ func runTrigger(ctx context.Context, args []string, out, errOut io.Writer) int {
 	defer cancel()
 	conn, err := natsconn.Connect(cctx, natsconn.Options{URL: *natsURL, User: *user, Password: envOr("NATS_PASSWORD", ""), Name: "lockdown-cli"})
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown trigger: %v\n", err)
+		writef(errOut, "lockdown trigger: %v\n", err)
 		return ExitFailure
 	}
-	defer conn.Close(context.Background())
+	defer closeNATS(conn)
 	ack, err := stream.NewPublisher(conn.JS, *source, nil).Unchecked().PublishEvent(cctx, ev)
 	if err != nil {
-		fmt.Fprintf(errOut, "lockdown trigger: %v\n", err)
+		writef(errOut, "lockdown trigger: %v\n", err)
 		return ExitFailure
 	}
 	res := triggerResult{EventID: ev.ID(), Type: ev.Type(), Subject: events.BreachDetected.Subject(), Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate}
 	if *asJSON {
-		printJSON(out, res)
+		showJSON(out, res)
 		return ExitOK
 	}
 	note := ""
 	if res.Duplicate {
 		note = " (duplicate id: JetStream kept the first)"
 	}
-	fmt.Fprintf(out, "breach %s published on %s (stream %s, seq %d)%s\n", res.EventID, res.Subject, res.Stream, res.Sequence, note)
+	writef(out, "breach %s published on %s (stream %s, seq %d)%s\n", res.EventID, res.Subject, res.Stream, res.Sequence, note)
 	return ExitOK
 }

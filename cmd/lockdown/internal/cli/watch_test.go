@@ -67,7 +67,7 @@ func TestStatusWatch(t *testing.T) {
 	exit := make(chan int, 1)
 	go func() {
 		code := Main(s.ctx, []string{"status", id, "--watch"}, pw, &errOut)
-		pw.Close()
+		_ = pw.Close() // a pipe writer's Close never fails
 		exit <- code
 	}()
 	lines := make(chan seen, 100)

@@ -21,11 +21,11 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/assessor/internal/app"
 	"github.com/lockdown/lockdown/services/assessor/internal/store"
@@ -89,7 +89,7 @@ func newScene(t *testing.T, order feedOrder, seed uint64) *scene {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	root, err := s.Vault.Client()
 	must(t, err)
 	kv := root.KVv2("secret")
@@ -261,8 +261,8 @@ func (sc *scene) awaitStored(t *testing.T, path, device string) {
 	t.Helper()
 	testwait.For(t, 20*time.Second, "the "+device+" feed to reach PostgreSQL", func() bool {
 		var n int
-		sc.db.Pool().QueryRow(sc.ctx, `SELECT count(*) FROM assessor.audit_entries WHERE type = 'response' AND path = $1 AND device = $2`, path, device).Scan(&n)
-		return n == 1
+		err := sc.db.Pool().QueryRow(sc.ctx, `SELECT count(*) FROM assessor.audit_entries WHERE type = 'response' AND path = $1 AND device = $2`, path, device).Scan(&n)
+		return err == nil && n == 1
 	})
 }
 
@@ -374,7 +374,7 @@ func newAuditProxy(t *testing.T, target string, order feedOrder, seed uint64) *a
 	}
 	out, err := net.Dial("tcp", target)
 	must(t, err)
-	t.Cleanup(func() { ln.Close(); out.Close() })
+	t.Cleanup(func() { _ = ln.Close(); _ = out.Close() })
 	go func() {
 		for {
 			conn, err := ln.Accept()
@@ -382,7 +382,7 @@ func newAuditProxy(t *testing.T, target string, order feedOrder, seed uint64) *a
 				return
 			}
 			go func() {
-				defer conn.Close()
+				defer func() { _ = conn.Close() }()
 				sc := bufio.NewScanner(conn)
 				sc.Buffer(make([]byte, 1<<20), 1<<20)
 				for sc.Scan() {
@@ -460,7 +460,7 @@ func startAssessor(t *testing.T, ctx context.Context, s *localstack.Stack, env m
 		if err := <-done; err != nil {
 			t.Errorf("assessor: %v", err)
 		}
-		conn.Close(context.Background())
+		_ = conn.Close(context.Background())
 		db.Close()
 	}
 }
@@ -469,7 +469,7 @@ func publishIncident(t *testing.T, ctx context.Context, s *localstack.Stack, id 
 	t.Helper()
 	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.ServiceContainment, Password: s.NATS.Password(events.ServiceContainment)})
 	must(t, err)
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 	must(t, stream.NewPublisher(conn.JS, events.SourceOf(events.ServiceContainment), nil).PublishWithID(ctx, events.IncidentOpened, id+"/incident.opened",
 		events.IncidentOpenedData{IncidentID: id, BreachEventID: "b-" + id, DetectedAt: detected, Severity: events.SeverityCritical, Summary: "test"}))
 }
@@ -478,7 +478,7 @@ func awaitAssessment(t *testing.T, ctx context.Context, s *localstack.Stack, id 
 	t.Helper()
 	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.UserOperator, Password: s.NATS.Password(events.UserOperator)})
 	must(t, err)
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	_, d, err := stream.Await(wctx, conn.JS, events.AssessmentCompleted, func(_ event.Event, d events.AssessmentCompletedData) bool { return d.IncidentID == id })
@@ -487,7 +487,7 @@ func awaitAssessment(t *testing.T, ctx context.Context, s *localstack.Stack, id 
 	return d
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

@@ -41,7 +41,7 @@ func BenchmarkAssessment(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	db, err := store.Open(ctx, s.Postgres.URL)
 	if err != nil {
 		b.Fatal(err)
@@ -67,15 +67,16 @@ func BenchmarkAssessment(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	conn.Exec(ctx, `CREATE TABLE bare_copy (request_id text, type text, time timestamptz, path text, accessor text, raw text)`)
+	_, err = conn.Exec(ctx, `CREATE TABLE bare_copy (request_id text, type text, time timestamptz, path text, accessor text, raw text)`)
+	must(b, err)
 	start := time.Now()
 	if _, err := conn.CopyFrom(ctx, pgx.Identifier{"bare_copy"}, []string{"request_id", "type", "time", "path", "accessor", "raw"}, pgx.CopyFromRows(parsed)); err != nil {
 		b.Fatal(err)
 	}
 	bareCopy := time.Since(start)
-	conn.Exec(ctx, `DROP TABLE bare_copy`)
+	_, err = conn.Exec(ctx, `DROP TABLE bare_copy`)
+	must(b, err)
 	conn.Release()
-	parsed = nil
 
 	// Lockdown: parse, de-duplicate, index and aggregate through the pipeline.
 	p := ingest.NewPipeline(db, ingest.Options{Buffer: 50_000, BatchSize: 20_000, FlushEvery: 100 * time.Millisecond, MaxLine: 1 << 20,
@@ -98,10 +99,10 @@ func BenchmarkAssessment(b *testing.B) {
 	ingestTime := feed("socket", data, lines)
 	data = generate(lines, end, "file")
 	secondFeedTime := feed("file", data, 2*lines)
-	data = nil
 	stop()
 	<-done
-	db.Pool().Exec(ctx, `ANALYZE assessor.audit_entries; ANALYZE assessor.audit_hourly`)
+	_, err = db.Pool().Exec(ctx, `ANALYZE assessor.audit_entries; ANALYZE assessor.audit_hourly`)
+	must(b, err)
 
 	// Assessment of the whole 24 h window, detection a few minutes past the hour.
 	detected := end.Add(-17 * time.Minute)
@@ -157,7 +158,7 @@ func BenchmarkAssessment(b *testing.B) {
 		FROM assessor.audit_hourly WHERE hour >= $1 AND hour < $2 GROUP BY 1, 2, 3, 4, 5, 6`, detected.Add(-23*time.Hour).Truncate(time.Hour), detected.Truncate(time.Hour))
 	for rows.Next() {
 		var l string
-		rows.Scan(&l)
+		must(b, rows.Scan(&l))
 		plan = append(plan, l)
 	}
 	b.Logf("plan of the aggregate query:\n%s", strings.Join(plan, "\n"))

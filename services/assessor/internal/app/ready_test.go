@@ -25,7 +25,7 @@ func TestReadyMeansListening(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	bin, err := localstack.Service(events.ServiceAssessor)
 	must(t, err)
 	api, err := s.Vault.Client()
@@ -38,12 +38,12 @@ func TestReadyMeansListening(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v (run make build)", err)
 			}
-			defer s.Kill(pid)
+			defer func() { _ = s.Kill(pid) }()
 			deadline := time.Now().Add(time.Minute)
 			for {
 				resp, err := http.Get("http://" + health + "/readyz")
 				if err == nil {
-					resp.Body.Close()
+					_ = resp.Body.Close()
 					if resp.StatusCode == http.StatusOK {
 						break
 					}
@@ -70,6 +70,6 @@ func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().String()
 }

@@ -27,7 +27,7 @@ func (p *Pipeline) Follow(ctx context.Context, path, device string, poll time.Du
 	var carry []byte
 	defer func() {
 		if f != nil {
-			f.Close()
+			_ = f.Close() // read only
 		}
 	}()
 	buf := make([]byte, 256*1024)
@@ -46,7 +46,7 @@ func (p *Pipeline) Follow(ctx context.Context, path, device string, poll time.Du
 			if f == nil || cur != ino || st.Size() < offset {
 				if f != nil {
 					p.opts.Logger.Info("audit file rotated or truncated; reading from the start", slog.String("path", path))
-					f.Close()
+					_ = f.Close() // read only
 				}
 				if f, err = os.Open(path); err != nil {
 					return err

@@ -330,7 +330,7 @@ func (l *Listener) Addr() string { return l.ln.Addr().String() }
 
 // Serve accepts connections until ctx ends.
 func (l *Listener) Serve(ctx context.Context) error {
-	go func() { <-ctx.Done(); l.ln.Close() }()
+	go func() { <-ctx.Done(); _ = l.ln.Close() }() // unblocks Accept, and Serve returns nil
 	for {
 		conn, err := l.ln.Accept()
 		if err != nil {
@@ -343,8 +343,9 @@ func (l *Listener) Serve(ctx context.Context) error {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			defer conn.Close()
-			stop := context.AfterFunc(ctx, func() { conn.Close() })
+			// Closed twice when ctx ends first: the second close's error is expected.
+			defer func() { _ = conn.Close() }()
+			stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 			defer stop()
 			if err := l.pipeline.ReadLines(l.device, conn); err != nil && ctx.Err() == nil {
 				l.pipeline.opts.Logger.Debug("audit connection closed", slog.Any("error", err))

@@ -90,15 +90,16 @@ func TestIngest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		go ln.Serve(ctx)
+		go func() { _ = ln.Serve(ctx) }()
 		conn, err := net.Dial("tcp", ln.Addr())
 		if err != nil {
 			t.Fatal(err)
 		}
 		lines := entry("r1") + "\n" + "not json at all\n" + entry("r2")[:40] + "\n" + `{"type":"response","request":{}}` + "\n" +
 			string(make([]byte, 5000)) + "\n" + entry("r3") + "\n" + entry("r1") + "\n" + entry("r4") // last one without a newline
-		conn.Write([]byte(lines))
-		conn.Close()
+		_, err = conn.Write([]byte(lines))
+		must(t, err)
+		must(t, conn.Close())
 		// r1 is sent twice and stored once; r4 has no final newline.
 		testwait.For(t, 10*time.Second, "the good entries", func() bool { return fmt.Sprint(sink.ids()) == "[r1 r3 r4]" })
 		testwait.For(t, 10*time.Second, "the counters", func() bool { return p.Stats.Malformed.Load() == 4 && p.Stats.Repeated.Load() == 1 })
@@ -136,17 +137,19 @@ func TestIngest(t *testing.T) {
 		defer cancel()
 		go p.Run(ctx)
 		path := filepath.Join(t.TempDir(), "audit.log")
-		os.WriteFile(path, []byte(entry("f1")+"\n"+entry("f2")[:30]), 0o644) // f2 not finished yet
-		go p.Follow(ctx, path, "file", 10*time.Millisecond)
+		must(t, os.WriteFile(path, []byte(entry("f1")+"\n"+entry("f2")[:30]), 0o644)) // f2 not finished yet
+		go func() { _ = p.Follow(ctx, path, "file", 10*time.Millisecond) }()
 		testwait.For(t, 10*time.Second, "f1", func() bool { return len(sink.ids()) == 1 })
-		f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-		f.WriteString(entry("f2")[30:] + "\n")
-		f.Close()
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		must(t, err)
+		_, err = f.WriteString(entry("f2")[30:] + "\n")
+		must(t, err)
+		must(t, f.Close())
 		testwait.For(t, 10*time.Second, "f2 once its line is complete", func() bool { return len(sink.ids()) == 2 })
-		os.WriteFile(path, []byte(entry("f3")+"\n"), 0o644) // truncated and rewritten
+		must(t, os.WriteFile(path, []byte(entry("f3")+"\n"), 0o644)) // truncated and rewritten
 		testwait.For(t, 10*time.Second, "f3 after truncation", func() bool { return len(sink.ids()) == 3 })
-		os.Rename(path, path+".1") // rotated
-		os.WriteFile(path, []byte(entry("f4")+"\n"+entry("f1")+"\n"), 0o644)
+		must(t, os.Rename(path, path+".1")) // rotated
+		must(t, os.WriteFile(path, []byte(entry("f4")+"\n"+entry("f1")+"\n"), 0o644))
 		testwait.For(t, 10*time.Second, "f4 after rotation", func() bool { return len(sink.ids()) == 4 })
 		if p.Stats.Malformed.Load() != 0 {
 			t.Fatalf("malformed %d", p.Stats.Malformed.Load())
@@ -162,12 +165,14 @@ func TestIngest(t *testing.T) {
 		defer cancel()
 		go p.Run(ctx)
 		path := filepath.Join(t.TempDir(), "audit.log")
-		os.WriteFile(path, []byte(entry("c1")+"\n"), 0o644)
-		go p.Follow(ctx, path, "file", time.Hour) // the first pass runs at once, the next in an hour
+		must(t, os.WriteFile(path, []byte(entry("c1")+"\n"), 0o644))
+		go func() { _ = p.Follow(ctx, path, "file", time.Hour) }() // the first pass runs at once, the next in an hour
 		testwait.For(t, 10*time.Second, "c1", func() bool { return len(sink.ids()) == 1 })
-		f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-		f.WriteString(entry("c2") + "\n")
-		f.Close()
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		must(t, err)
+		_, err = f.WriteString(entry("c2") + "\n")
+		must(t, err)
+		must(t, f.Close())
 		if !p.CatchUp(ctx, 5*time.Second) || !p.Settle(ctx, 5*time.Second) {
 			t.Fatal("no catch-up")
 		}
@@ -175,4 +180,11 @@ func TestIngest(t *testing.T) {
 			t.Fatalf("after the catch-up the sink holds %v", got)
 		}
 	})
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
 }

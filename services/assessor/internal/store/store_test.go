@@ -19,7 +19,7 @@ func TestInsert(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	db, err := store.Open(ctx, s.Postgres.URL)
 	if err != nil {
 		t.Fatal(err)

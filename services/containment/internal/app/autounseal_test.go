@@ -64,7 +64,7 @@ func TestRecoveryKeysAutoUnseal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	auto, err := s.StartAutoUnsealVault(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +149,7 @@ func TestRecoveryKeysAutoUnseal(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		defer root.Sys().RekeyRecoveryKeyCancelWithContextWithNonce(ctx, init.Nonce)
+		defer func() { _ = root.Sys().RekeyRecoveryKeyCancelWithContextWithNonce(ctx, init.Nonce) }()
 		for _, k := range keys[:3] {
 			resp, err := holders.Sys().RekeyRecoveryKeyUpdateWithContext(ctx, k, init.Nonce)
 			if err != nil {

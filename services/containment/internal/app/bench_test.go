@@ -35,7 +35,7 @@ func BenchmarkContainmentLatency(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	c := startContainment(b, s, nil, nil, nil, nil)
 	defer c.stop()
 	siem, _ := connectAs(b, s, events.UserSIEM)
@@ -149,7 +149,7 @@ func BenchmarkRevocation(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer s.Close()
+			defer func() { _ = s.Close() }()
 			root, err := s.Vault.Client()
 			if err != nil {
 				b.Fatal(err)

@@ -19,9 +19,9 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/readmodel"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/outbox"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/containment/internal/intake"
@@ -39,7 +39,7 @@ func TestContainment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	c := startContainment(t, s, nil, nil, nil, nil)
 	t.Cleanup(func() { c.stop() }) // whichever instance runs last
 	siem, _ := connectAs(t, s, events.UserSIEM)
@@ -219,7 +219,7 @@ func TestContainment(t *testing.T) {
 			nc, errs := connectAs(t, s, user)
 			body, _ := events.Marshal(newBreach(t, "forged by "+user))
 			must(t, nc.Publish(events.BreachDetected.Subject(), body))
-			nc.Flush()
+			must(t, nc.Flush())
 			select {
 			case err := <-errs:
 				if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
@@ -462,9 +462,9 @@ func post(t *testing.T, base string, body []byte, headers map[string]string) htt
 	}
 	resp, err := http.DefaultClient.Do(req)
 	must(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var out map[string]any
-	json.NewDecoder(resp.Body).Decode(&out)
+	_ = json.NewDecoder(resp.Body).Decode(&out) // a body that is not JSON leaves out empty: the callers check it
 	flat := map[string]string{}
 	for k, v := range out {
 		flat[k] = fmt.Sprint(v)
@@ -476,8 +476,8 @@ func waitDetection(t *testing.T, ctx context.Context, pool *pgxpool.Pool, eventI
 	t.Helper()
 	testwait.For(t, 10*time.Second, "detection "+eventID, func() bool {
 		var n int
-		pool.QueryRow(ctx, "SELECT count(*) FROM containment.detections WHERE event_id = $1", eventID).Scan(&n)
-		return n == 1
+		err := pool.QueryRow(ctx, "SELECT count(*) FROM containment.detections WHERE event_id = $1", eventID).Scan(&n)
+		return err == nil && n == 1
 	})
 }
 
@@ -485,8 +485,8 @@ func waitUnsealedPhase(t *testing.T, ctx context.Context, pool *pgxpool.Pool, in
 	t.Helper()
 	testwait.For(t, 10*time.Second, "phase unsealed", func() bool {
 		var phase string
-		pool.QueryRow(ctx, "SELECT phase FROM containment.incidents WHERE id = $1", incidentID).Scan(&phase)
-		return phase == "unsealed"
+		err := pool.QueryRow(ctx, "SELECT phase FROM containment.incidents WHERE id = $1", incidentID).Scan(&phase)
+		return err == nil && phase == "unsealed"
 	})
 }
 

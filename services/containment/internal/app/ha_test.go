@@ -52,7 +52,7 @@ func TestContainmentHA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	cluster, err := s.StartVaultCluster(ctx, 3)
 	if err != nil {
 		t.Fatal(err)

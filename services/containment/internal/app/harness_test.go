@@ -20,11 +20,11 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
@@ -66,7 +66,7 @@ func fullStack(t testing.TB, ctx context.Context) *localstack.Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
 
@@ -157,11 +157,11 @@ func startContainment(t testing.TB, s *localstack.Stack, nodes []string, tokens 
 			if err := <-done; err != nil {
 				t.Errorf("containment: %v", err)
 			}
-			conn.Close(context.Background())
+			_ = conn.Close(context.Background())
 			db.Close()
 			flush, c := context.WithTimeout(context.Background(), 10*time.Second)
 			defer c()
-			tel.Shutdown(flush)
+			_ = tel.Shutdown(flush)
 		})
 	}
 	waitHTTP(t, r.intake)
@@ -214,7 +214,7 @@ func freeAddr(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().String()
 }
 
@@ -225,7 +225,7 @@ func waitHTTP(t testing.TB, base string) {
 	for time.Now().Before(deadline) {
 		resp, err := http.Get(base + "/healthz-probe")
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -341,7 +341,7 @@ func sealed(t testing.TB, addr string) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var st struct {
 		Sealed bool `json:"sealed"`
 	}

@@ -59,7 +59,7 @@ func waitForTrace(t *testing.T, ctx context.Context, queryURL, traceID string, m
 				Data []jaegerTrace `json:"data"`
 			}
 			err = json.NewDecoder(resp.Body).Decode(&body)
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if err == nil && len(body.Data) == 1 && len(body.Data[0].Spans) >= minSpans {
 				return body.Data[0]
 			}

@@ -39,7 +39,7 @@ func startPGPCeremony(t *testing.T, ctx context.Context, verify bool) *pgpCeremo
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	// Five holders; their public keys in a folder, in every format the
 	// loader accepts (armored, binary, base64).
 	dir := t.TempDir()
@@ -56,8 +56,9 @@ func startPGPCeremony(t *testing.T, ctx context.Context, verify bool) *pgpCeremo
 			var arm bytes.Buffer
 			w, err := armor.Encode(&arm, openpgp.PublicKeyType, nil)
 			must(t, err)
-			w.Write(bin.Bytes())
-			w.Close()
+			_, err = w.Write(bin.Bytes())
+			must(t, err)
+			must(t, w.Close())
 			content = arm.Bytes()
 		case 1:
 			content = bin.Bytes()

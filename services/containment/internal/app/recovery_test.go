@@ -212,7 +212,8 @@ func TestRecovery(t *testing.T) {
 		if !sealed(t, s.Vault.Addr) {
 			t.Fatal("Vault is unsealed after the old shares")
 		}
-		holders.Sys().ResetUnsealProcessWithContext(ctx)
+		_, err = holders.Sys().ResetUnsealProcessWithContext(ctx)
+		must(t, err)
 		s.Vault.UnsealKeys = newKeys
 		if err := s.Vault.Unseal(ctx); err != nil {
 			t.Fatalf("the new shares do not unseal Vault: %v", err)
@@ -425,7 +426,7 @@ func loadRecovery(t *testing.T, ctx context.Context, pool *pgxpool.Pool, inciden
 	var raw []byte
 	var st recovery.State
 	if err := pool.QueryRow(ctx, "SELECT state FROM containment.recovery WHERE incident_id = $1", incidentID).Scan(&raw); err == nil {
-		json.Unmarshal(raw, &st)
+		must(t, json.Unmarshal(raw, &st))
 	}
 	return st
 }

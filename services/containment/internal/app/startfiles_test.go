@@ -48,7 +48,7 @@ func TestStartRefusesMissingFiles(t *testing.T) {
 				if resp.StatusCode == http.StatusOK {
 					ready.Store(true)
 				}
-				resp.Body.Close()
+				_ = resp.Body.Close()
 			}
 		}
 	}()

@@ -83,11 +83,15 @@ func progress(entries []report.Entry, a report.Actions, since time.Time) (rot, n
 		case events.RotationTenantCompleted:
 			rotated[d.TenantID] = true
 		case events.RotationTenantFailed:
-			rotated[d.TenantID] = rotated[d.TenantID] // a failure never undoes a completion
+			if _, ok := rotated[d.TenantID]; !ok { // a failure never undoes a completion
+				rotated[d.TenantID] = false
+			}
 		case events.NotificationSent:
 			notified[d.TenantID] = true
 		case events.NotificationFailed:
-			notified[d.TenantID] = notified[d.TenantID]
+			if _, ok := notified[d.TenantID]; !ok {
+				notified[d.TenantID] = false
+			}
 		}
 	}
 	count := func(m map[string]bool) (ok, failed int) {

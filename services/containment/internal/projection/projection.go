@@ -135,6 +135,12 @@ type written struct {
 	draftBehind bool
 }
 
+// draftDue says whether the draft report is behind and DraftEvery has
+// passed since it was written.
+func (w written) draftDue(now time.Time, every time.Duration) bool {
+	return w.draftBehind && now.Sub(w.report.At) >= every
+}
+
 // New returns a projector; leader says whether this process leads (nil:
 // always).
 func New(cfg Config, src Source, sink Sink, leader func() bool, log *slog.Logger) *Projector {
@@ -184,7 +190,7 @@ func (p *Projector) Pass(ctx context.Context, now time.Time) bool {
 	ok := true
 	for id, marker := range markers {
 		w, seen := p.written[id]
-		if seen && w.marker == marker && !(w.draftBehind && now.Sub(w.report.At) >= p.cfg.DraftEvery) {
+		if seen && w.marker == marker && !w.draftDue(now, p.cfg.DraftEvery) {
 			continue
 		}
 		gap := max(p.cfg.MinGap, 2*w.took)

@@ -210,7 +210,7 @@ func TestProjector(t *testing.T) {
 		src.set(id, "1", snapshot(t, incident.PhaseSealed, 0))
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
-		go func() { p.Run(rctx); close(done) }()
+		go func() { _ = p.Run(rctx); close(done) }() // Run ends with ctx, without error
 		for range 2 {
 			p.Touch()
 			select {

@@ -259,7 +259,7 @@ func policyEvidence(name, action, why, live, want string) events.VaultChange {
 	}
 	// Rules first: padding the policy with comments must not push the
 	// intruder's grant out of the evidence.
-	diff := append(rules, comments...)
+	diff := slices.Concat(rules, comments)
 	sum := c.PreviousSHA256
 	c = evidence(KindPolicy, name, action, why+" (previous text too long to keep: its lines that differ)", strings.Join(diff, "\n"))
 	c.PreviousSHA256 = sum
@@ -270,6 +270,12 @@ func tuning(v Vault, auth bool, path string, keys []string, raw string) mend {
 	return mend{evidence(KindMountTuning, path, events.VaultRestored,
 		fmt.Sprintf("audit_non_hmac keys %v make every audit device write those fields in clear", keys), raw),
 		func(ctx context.Context) error { return v.ClearAuditKeys(ctx, auth, strings.TrimPrefix(path, "auth/")) }}
+}
+
+// sameSetting compares a token role's setting read back from Vault with
+// its declared value: Vault leaves out a setting that is zero.
+func sameSetting(got, want string) bool {
+	return got == want || (got == "" && want == "0")
 }
 
 // roleDifference compares a Lockdown token role read back from Vault with
@@ -287,7 +293,7 @@ func roleDifference(name string, def map[string]any) string {
 	}
 	var diff []string
 	for _, k := range slices.Sorted(maps.Keys(want)) {
-		if got := flat(def[k]); got != want[k] && !(got == "" && want[k] == "0") {
+		if got := flat(def[k]); !sameSetting(got, want[k]) {
 			diff = append(diff, fmt.Sprintf("%s=%s", k, got))
 		}
 	}

@@ -41,7 +41,7 @@ const (
 // ErrNoWitness is returned by CeremonyStep when the ceremony can only be
 // proven through Vault's log and the log cannot be watched: no ceremony
 // is started that could never be proven.
-var ErrNoWitness = errors.New("Vault's server log (sys/monitor) is not being watched")
+var ErrNoWitness = errors.New("Vault's server log (sys/monitor) is not being watched") //nolint:staticcheck // ST1005: Vault is a name, capitalized
 
 // ErrUnprovable is returned by CeremonyStep for a recovery-key rekey
 // (auto-unseal) configured so that its completion cannot be proven: Vault

@@ -83,7 +83,7 @@ func (a *Admin) active(ctx context.Context, node string) bool {
 	if err != nil {
 		return false
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close() // only the status matters
 	return resp.StatusCode == http.StatusOK
 }
 
@@ -386,7 +386,7 @@ func (a *Admin) watchOnce(ctx context.Context, w *recovery.Witness) error {
 	if err != nil {
 		return fmt.Errorf("sys/monitor: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // a response body: nothing to lose
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("sys/monitor: %s", resp.Status)
 	}

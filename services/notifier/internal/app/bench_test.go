@@ -14,11 +14,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
 	"github.com/lockdown/lockdown/pkg/platform/directory"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/services/notifier/internal/app"
 	"github.com/lockdown/lockdown/services/notifier/internal/notify"
 	"github.com/lockdown/lockdown/services/notifier/internal/smtpmail"
@@ -40,7 +40,7 @@ func BenchmarkNotification(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	pool, err := pgxpool.New(ctx, s.Postgres.URL)
 	if err != nil {
 		b.Fatal(err)
@@ -125,7 +125,12 @@ func BenchmarkNotification(b *testing.B) {
 	go func() {
 		done <- app.RunWith(runCtx, &runner.Runtime{Service: events.ServiceNotifier, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), NATS: conn}, cfg, db)
 	}()
-	defer func() { stop(); <-done }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil { // RunWith fails only when it cannot bind
+			b.Error(err)
+		}
+	}()
 	rot := connect(b, ctx, s, events.ServiceRotator)
 	pub := stream.NewPublisher(rot.JS, events.SourceOf(events.ServiceRotator), nil)
 	operator := connect(b, ctx, s, events.UserOperator)

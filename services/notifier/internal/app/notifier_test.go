@@ -22,12 +22,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/events/webhook"
 	"github.com/lockdown/lockdown/pkg/platform/config"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/notifier/internal/app"
@@ -124,7 +124,7 @@ func connect(t testing.TB, ctx context.Context, s *localstack.Stack, user string
 	t.Helper()
 	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: user, Password: s.NATS.Password(user)})
 	must(t, err)
-	t.Cleanup(func() { conn.Close(context.Background()) })
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
 	return conn
 }
 
@@ -207,7 +207,7 @@ func TestNotifier(t *testing.T) {
 	defer cancel()
 	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, Mailpit: true})
 	must(t, err)
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	pool, err := pgxpool.New(ctx, s.Postgres.URL)
 	must(t, err)
 	t.Cleanup(pool.Close)
@@ -494,7 +494,7 @@ func TestNotifierTenantDeadline(t *testing.T) {
 	defer cancel()
 	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, Mailpit: true})
 	must(t, err)
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	pool, err := pgxpool.New(ctx, s.Postgres.URL)
 	must(t, err)
 	t.Cleanup(pool.Close)

@@ -94,11 +94,11 @@ func (m *Mailer) send(ctx context.Context, e notify.Email) error {
 	host, _, _ := net.SplitHostPort(m.opts.Addr)
 	c, err := smtp.NewClient(conn, host)
 	if err != nil {
-		conn.Close()
+		_ = conn.Close() // the relay's greeting failed: that is the error
 		return fmt.Errorf("smtp: %w", err)
 	}
 	if err := m.session(c, host, from.Address, to.Address, body); err != nil {
-		c.Close()
+		_ = c.Close() // the session's error is the one that counts
 		return err
 	}
 	// The relay has accepted the message: say so at once, so the notifier
@@ -108,7 +108,7 @@ func (m *Mailer) send(ctx context.Context, e notify.Email) error {
 	// QUIT must not make the message look unsent.
 	go func() {
 		_ = c.Quit()
-		c.Close()
+		_ = c.Close()
 	}()
 	return nil
 }

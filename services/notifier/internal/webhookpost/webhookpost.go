@@ -154,7 +154,8 @@ func (s *Sender) Post(ctx context.Context, rawURL, tenantID, deliveryID string, 
 		}
 		return fmt.Errorf("webhook to %s: %w", where(u), err)
 	}
-	defer resp.Body.Close()
+	// Closing a response body has nothing to lose.
+	defer func() { _ = resp.Body.Close() }()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
 	switch c := resp.StatusCode; {
 	case c >= 200 && c < 300:

@@ -17,12 +17,12 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/credentials"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/config"
 	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
 	"github.com/lockdown/lockdown/pkg/platform/failpoint"
 	"github.com/lockdown/lockdown/pkg/platform/outbox"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/rotator/internal/dkimpub"
@@ -375,7 +375,7 @@ func watchIncidents(rt *runner.Runtime) *incidentWatch {
 // It is best effort: a missed event only means the jobs generate their own
 // keys.
 func pregenerate(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Store, pregen *rotation.Pregen, w *incidentWatch) error {
-	defer w.sub.Unsubscribe()
+	defer func() { _ = w.sub.Unsubscribe() }() // best effort: it fails only on a closed connection, which drops it anyway
 	msgs := w.msgs
 	for {
 		select {

@@ -41,7 +41,9 @@ import (
 func BenchmarkRotation(b *testing.B) {
 	tenants := 1000
 	if v := os.Getenv("LOCKDOWN_BENCH_TENANTS"); v != "" {
-		fmt.Sscan(v, &tenants)
+		if _, err := fmt.Sscan(v, &tenants); err != nil {
+			b.Fatalf("LOCKDOWN_BENCH_TENANTS: %v", err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
@@ -49,7 +51,7 @@ func BenchmarkRotation(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	db, err := store.Open(ctx, s.Postgres.URL)
 	if err != nil {
 		b.Fatal(err)
@@ -62,17 +64,20 @@ func BenchmarkRotation(b *testing.B) {
 		ids[i] = fmt.Sprintf("tenant-%04d", i)
 	}
 	parallel(ids, 16, func(id string) {
-		db.Pool().Exec(ctx, `INSERT INTO directory.tenants (id, name, domain, contact_email, dkim_delegation) VALUES ($1, $1, $1 || '.example.com', 'sec@' || $1 || '.example.com', $2)`,
+		_, err := db.Pool().Exec(ctx, `INSERT INTO directory.tenants (id, name, domain, contact_email, dkim_delegation) VALUES ($1, $1, $1 || '.example.com', 'sec@' || $1 || '.example.com', $2)`,
 			id, localstack.Delegation(id))
+		noteErr(b, err)
 		for _, sec := range []string{"ssh", "smtp", "dkim"} {
-			kvRoot.Put(ctx, "tenants/"+id+"/"+sec, map[string]any{"value": "seed"})
+			_, err := kvRoot.Put(ctx, "tenants/"+id+"/"+sec, map[string]any{"value": "seed"})
+			noteErr(b, err)
 		}
 	})
 	apiKeys := func() {
 		parallel(ids, 16, func(id string) {
 			n := 1 + len(id)%5
 			for k := range n {
-				kvRoot.Put(ctx, fmt.Sprintf("api_keys/%s/key-%d", id, k), map[string]any{"key": "v"})
+				_, err := kvRoot.Put(ctx, fmt.Sprintf("api_keys/%s/key-%d", id, k), map[string]any{"key": "v"})
+				noteErr(b, err)
 			}
 		})
 	}
@@ -167,7 +172,7 @@ func BenchmarkRotation(b *testing.B) {
 			}
 		})
 		for _, pid := range pids {
-			syscall.Kill(pid, syscall.SIGTERM)
+			_ = syscall.Kill(pid, syscall.SIGTERM) // ESRCH if it already exited: the wait below then ends at once
 		}
 		for _, pid := range pids {
 			for syscall.Kill(pid, 0) == nil {
@@ -226,7 +231,7 @@ func bareWith(b *testing.B, ctx context.Context, kv benchKV, incident, id string
 	}
 	list, _ := kv.List(ctx, "api_keys/"+id+"/")
 	for _, k := range list {
-		kv.Destroy(ctx, "api_keys/"+id+"/"+k)
+		must(b, kv.Destroy(ctx, "api_keys/"+id+"/"+k))
 	}
 }
 
@@ -273,6 +278,16 @@ func (d *directKV) List(ctx context.Context, folder string) ([]string, error) {
 func (d *directKV) Destroy(ctx context.Context, path string) error {
 	_, err := d.c.Logical().DeleteWithContext(ctx, "secret/metadata/"+path)
 	return err
+}
+
+// noteErr reports err without stopping the benchmark: it is for the
+// functions parallel runs on its goroutines, where b.Fatal must not be
+// called.
+func noteErr(b *testing.B, err error) {
+	b.Helper()
+	if err != nil {
+		b.Error(err)
+	}
 }
 
 func parallel(ids []string, n int, fn func(string)) {

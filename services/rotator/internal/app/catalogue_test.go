@@ -41,7 +41,7 @@ func TestRotatorPolicy(t *testing.T) {
 		for _, line := range strings.Split(generated, "\n") {
 			if strings.HasPrefix(line, "path ") && (strings.Contains(line, "/data/") || strings.Contains(line, "/creds/") || strings.Contains(line, "/export/")) {
 				next := generated[strings.Index(generated, line)+len(line):]
-				caps := next[:strings.Index(next, "}")]
+				caps, _, _ := strings.Cut(next, "}")
 				if strings.Contains(caps, `"read"`) {
 					t.Errorf("%s grants read", line)
 				}

@@ -10,10 +10,10 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
 	"github.com/lockdown/lockdown/pkg/platform/keycheck"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
@@ -35,7 +35,7 @@ func TestDKIMRollover(t *testing.T) {
 	const n = 9
 	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, DNS: true})
 	must(t, err)
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	db, err := store.Open(ctx, s.Postgres.URL)
 	must(t, err)
 	pool := db.Pool()
@@ -229,7 +229,7 @@ func TestDKIMAnswerThatNeverSucceeds(t *testing.T) {
 	const n = 3
 	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, DNS: true})
 	must(t, err)
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	db, err := store.Open(ctx, s.Postgres.URL)
 	must(t, err)
 	t.Cleanup(db.Close)

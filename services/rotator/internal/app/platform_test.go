@@ -20,9 +20,9 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/credentials"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 )
 
@@ -106,7 +106,7 @@ func TestPlatformCatalogue(t *testing.T) {
 		// incident never planned must not rotate the platform's keys.
 		conn, err := natsconn.Connect(ctx, natsconn.Options{URL: f.s.NATS.URL, User: events.ServiceRotator, Password: f.s.NATS.Password(events.ServiceRotator)})
 		must(t, err)
-		defer conn.Close(context.Background())
+		defer func() { _ = conn.Close(context.Background()) }()
 		must(t, stream.NewPublisher(conn.JS, events.SourceOf(events.ServiceRotator), nil).PublishWithID(ctx, events.RotationPlatformJob, "inc-forged/platform/platform-transit",
 			events.RotationPlatformJobData{IncidentID: "inc-forged", Entry: "platform-transit", Kind: credentials.Transit}))
 		testwait.For(t, time.Minute, "the forged job's dead letter", func() bool {
@@ -189,7 +189,7 @@ func logsIn(t *testing.T, ctx context.Context, s *localstack.Stack, user, pw str
 	t.Helper()
 	conn, err := pgx.Connect(ctx, s.DatabaseURL(user, pw))
 	if err == nil {
-		conn.Close(ctx)
+		_ = conn.Close(ctx)
 	}
 	if got := err == nil; got != want {
 		t.Errorf("%s logs in with the password: %v, want %v (%v)", user, got, want, err)
@@ -208,7 +208,7 @@ func revokedSerials(t *testing.T, ctx context.Context, root *vault.Client) map[s
 	t.Helper()
 	resp, err := root.Logical().ReadRawWithContext(ctx, "pki/crl")
 	must(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	raw, err := io.ReadAll(resp.Body)
 	must(t, err)
 	list, err := x509.ParseRevocationList(raw)
@@ -256,7 +256,7 @@ func TestPlatformRetry(t *testing.T) {
 	}
 	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: f.s.NATS.URL, User: events.UserOperator, Password: f.s.NATS.Password(events.UserOperator)})
 	must(t, err)
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 	must(t, stream.NewPublisher(conn.JS, events.SourceOf(events.UserOperator), nil).PublishWithID(ctx, events.RotationRetryRequested, incident+"/retry-1",
 		events.RotationRetryData{IncidentID: incident, RequestedBy: "test"}))
 	rctx, cancelRetry := context.WithTimeout(ctx, 2*time.Minute)

@@ -16,10 +16,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/keycheck"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
@@ -46,7 +46,7 @@ func seedOn(t testing.TB, ctx context.Context, opts localstack.Options, n int) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	db, err := store.Open(ctx, s.Postgres.URL) // the rotator's migrations create the directory
 	must(t, err)
 	db.Close()
@@ -99,7 +99,7 @@ func startIncident(t testing.TB, ctx context.Context, s *localstack.Stack, id st
 	publish := func(user string, name events.Name, data any) {
 		conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: user, Password: s.NATS.Password(user)})
 		must(t, err)
-		defer conn.Close(context.Background())
+		defer func() { _ = conn.Close(context.Background()) }()
 		must(t, stream.NewPublisher(conn.JS, events.SourceOf(user), nil).PublishWithID(ctx, name, id+"/"+string(name), data))
 	}
 	if affected == nil {
@@ -115,7 +115,7 @@ func openIncident(t testing.TB, ctx context.Context, s *localstack.Stack, id str
 	t.Helper()
 	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.ServiceContainment, Password: s.NATS.Password(events.ServiceContainment)})
 	must(t, err)
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 	must(t, stream.NewPublisher(conn.JS, events.SourceOf(events.ServiceContainment), nil).PublishWithID(ctx, events.IncidentOpened, id+"/incident.opened",
 		events.IncidentOpenedData{IncidentID: id, BreachEventID: "b-" + id, DetectedAt: time.Now(), Severity: events.SeverityHigh, Summary: "test"}))
 }
@@ -124,7 +124,7 @@ func operator(t testing.TB, ctx context.Context, s *localstack.Stack) jetstream.
 	t.Helper()
 	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.UserOperator, Password: s.NATS.Password(events.UserOperator)})
 	must(t, err)
-	t.Cleanup(func() { conn.Close(context.Background()) })
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
 	return conn.JS
 }
 
@@ -167,7 +167,7 @@ func TestRotationKilledBetweenWriteAndRecord(t *testing.T) {
 	}
 	pid, _, err := f.s.Spawn("rotator-final", bin, nil, append(f.s.Env(events.ServiceRotator), env...))
 	must(t, err)
-	defer f.s.Kill(pid)
+	defer func() { _ = f.s.Kill(pid) }()
 	done := awaitCompleted(t, ctx, js, incident)
 	if done.Completed != tenants || done.Failed != 0 {
 		t.Fatalf("rotation.completed %+v, want %d completed", done, tenants)
@@ -189,8 +189,8 @@ func TestRotation(t *testing.T) {
 
 	testwait.For(t, 2*time.Minute, "a quarter of the tenants", func() bool {
 		var n int
-		f.pool.QueryRow(ctx, `SELECT count(*) FROM rotator.jobs WHERE incident_id = $1 AND state = 'completed'`, incident).Scan(&n)
-		return n >= tenants/4
+		err := f.pool.QueryRow(ctx, `SELECT count(*) FROM rotator.jobs WHERE incident_id = $1 AND state = 'completed'`, incident).Scan(&n)
+		return err == nil && n >= tenants/4
 	})
 	must(t, syscall.Kill(pids[0], syscall.SIGKILL))
 
@@ -311,15 +311,15 @@ func TestVaultSealedMidRun(t *testing.T) {
 	startIncident(t, ctx, f.s, "inc-sealed", nil)
 	testwait.For(t, 2*time.Minute, "the first tenants", func() bool {
 		var n int
-		f.pool.QueryRow(ctx, `SELECT count(*) FROM rotator.jobs WHERE incident_id = 'inc-sealed' AND state = 'completed'`).Scan(&n)
-		return n >= 5
+		err := f.pool.QueryRow(ctx, `SELECT count(*) FROM rotator.jobs WHERE incident_id = 'inc-sealed' AND state = 'completed'`).Scan(&n)
+		return err == nil && n >= 5
 	})
 	must(t, f.root.Sys().SealWithContext(ctx))
 	// Let the workers meet the sealed Vault, then unseal as the key holders would.
 	var stuck int
 	testwait.For(t, 30*time.Second, "jobs to be retried against the sealed Vault", func() bool {
-		f.pool.QueryRow(ctx, `SELECT count(*) FROM rotator.jobs WHERE incident_id = 'inc-sealed' AND state = 'pending'`).Scan(&stuck)
-		return stuck > 0
+		err := f.pool.QueryRow(ctx, `SELECT count(*) FROM rotator.jobs WHERE incident_id = 'inc-sealed' AND state = 'pending'`).Scan(&stuck)
+		return err == nil && stuck > 0
 	})
 	// Vault stays sealed until the rotator has met it and scheduled retries.
 	testwait.For(t, 30*time.Second, "the rotator to back off", func() bool {

@@ -73,8 +73,12 @@ func TestStepsJSON(t *testing.T) {
 			t.Fatal(err)
 		}
 		var a, b map[string]any
-		json.Unmarshal([]byte(stored), &a)
-		json.Unmarshal(again, &b)
+		if err := json.Unmarshal([]byte(stored), &a); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(again, &b); err != nil {
+			t.Fatal(err)
+		}
 		if !reflect.DeepEqual(a, b) {
 			t.Fatalf("written back as %s", again)
 		}
