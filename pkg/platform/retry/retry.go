@@ -84,14 +84,17 @@ func Permanent(err error) error {
 
 // Do runs op until it succeeds, returns an error wrapped by Permanent, or
 // ctx ends; before each wait it calls notify (nil: none) with the failure
-// and the wait. It returns nil, the permanent error, or ctx's error joined
-// with the last failure.
+// and the wait. It returns nil, the error Permanent wrapped (unwrapped),
+// or ctx's error joined with the last failure.
 func Do(ctx context.Context, p Policy, op func(context.Context) error, notify func(err error, wait time.Duration)) error {
 	b := p.Start()
 	for {
 		err := op(ctx)
-		if err == nil || errors.Is(err, ErrPermanent) {
-			return err
+		if p, ok := errors.AsType[permanent](err); ok {
+			return p.err
+		}
+		if err == nil {
+			return nil
 		}
 		if ctx.Err() != nil {
 			return errors.Join(ctx.Err(), err)

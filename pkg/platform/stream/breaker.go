@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/lockdown/lockdown/pkg/platform/retry"
 )
 
 // ErrUnavailable marks an error as a dependency being down (Vault sealed
@@ -53,9 +55,10 @@ type breaker struct {
 	reason     string
 	since      time.Time
 	until      time.Time
-	wait       time.Duration
-	min, max   time.Duration
-	onChange   func(dependency string, open bool, reason string, since time.Time)
+	// waits is the sequence of waits while open: the policy's first when
+	// it opens, doubled by each failed probe.
+	waits    *retry.Backoff
+	onChange func(dependency string, open bool, reason string, since time.Time)
 }
 
 // trip opens (or keeps open, with a longer wait) the breaker.
@@ -63,11 +66,10 @@ func (b *breaker) trip(dependency, reason string) {
 	b.mu.Lock()
 	opened := b.dependency == ""
 	if opened {
-		b.dependency, b.since, b.wait = dependency, time.Now(), b.min
-	} else {
-		b.wait = min(2*b.wait, b.max)
+		b.dependency, b.since = dependency, time.Now()
+		b.waits.Reset()
 	}
-	b.reason, b.until = reason, time.Now().Add(b.wait)
+	b.reason, b.until = reason, time.Now().Add(b.waits.Next())
 	since, cb := b.since, b.onChange
 	b.mu.Unlock()
 	if opened && cb != nil {
@@ -95,10 +97,7 @@ func (b *breaker) pause(ctx context.Context) (probe bool) {
 	if !open {
 		return false
 	}
-	select {
-	case <-ctx.Done():
-	case <-time.After(time.Until(until)):
-	}
+	retry.Sleep(ctx, time.Until(until))
 	return true
 }
 

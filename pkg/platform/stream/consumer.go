@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/retry"
 )
 
 // ConsumerOptions configure a Consumer. Zero values take the defaults.
@@ -101,7 +102,7 @@ func NewConsumer(js jetstream.JetStream, spec events.ConsumerSpec, handler Handl
 		opts.BreakerMax = max(30*time.Second, opts.BreakerMin)
 	}
 	metrics := newConsumerMetrics(opts.MeterProvider)
-	br := &breaker{min: opts.BreakerMin, max: opts.BreakerMax, onChange: func(dep string, open bool, reason string, since time.Time) {
+	br := &breaker{waits: retry.Policy{Initial: opts.BreakerMin, Max: opts.BreakerMax}.Start(), onChange: func(dep string, open bool, reason string, since time.Time) {
 		metrics.dependency(spec.Durable, dep, open)
 		if open {
 			logger.Warn("dependency down: pausing this consumer until it answers", slog.String("dependency", dep), slog.String("reason", reason))
@@ -146,7 +147,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	slots := make(chan struct{}, c.concurrency)
 	var inFlight sync.WaitGroup
 	c.logger.InfoContext(ctx, "consumer started", slog.String("stream", c.spec.Stream), slog.Int("concurrency", c.concurrency))
-	backoff := 100 * time.Millisecond
+	fetchFailing := retry.Default().Start()
 	for ctx.Err() == nil {
 		// While a dependency is down, fetch nothing; then one message, a
 		// probe, before the full rate again.
@@ -197,15 +198,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			// NATS away or the consumer deleted: back off, never spin.
-			c.logger.WarnContext(ctx, "fetch failed; retrying", slog.Any("error", err), slog.Duration("retry_in", backoff))
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 5*time.Second)
+			wait := fetchFailing.Next()
+			c.logger.WarnContext(ctx, "fetch failed; retrying", slog.Any("error", err), slog.Duration("retry_in", wait))
+			retry.Sleep(ctx, wait)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		fetchFailing.Reset()
 	}
 	done := make(chan struct{})
 	go func() { inFlight.Wait(); close(done) }()

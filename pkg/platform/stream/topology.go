@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/retry"
 )
 
 // EnsureTopology creates or updates every stream and durable consumer the
@@ -101,30 +102,25 @@ const apiAttempt = 3 * time.Second
 // the operations are idempotent, so asking again is safe. A refusal for
 // permissions is returned at once.
 func retryJS(ctx context.Context, js jetstream.JetStream, op func(context.Context) error) error {
-	pause := 100 * time.Millisecond
-	for {
+	// No responders and "not enabled" come back at once while a cluster
+	// forms: the waits keep it from being flooded.
+	err := retry.Do(ctx, retry.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second}, func(ctx context.Context) error {
 		actx, cancel := context.WithTimeout(ctx, apiAttempt)
 		err := op(actx)
 		cancel()
 		unanswered := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
 			errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
-		if err == nil || !unanswered || ctx.Err() != nil {
-			return err
+		if err == nil || !unanswered {
+			return retry.Permanent(err)
 		}
 		// A request the server refused for permissions goes unanswered
 		// too; asking again will not help (the wrong identity).
 		if nc := js.Conn(); nc != nil && errors.Is(nc.LastError(), nats.ErrPermissionViolation) {
-			return fmt.Errorf("%w: %w", err, nc.LastError())
+			return retry.Permanent(fmt.Errorf("%w: %w", err, nc.LastError()))
 		}
-		// No responders and "not enabled" come back at once while a
-		// cluster forms: wait a little instead of flooding it.
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(pause):
-		}
-		pause = min(2*pause, 2*time.Second)
-	}
+		return err
+	}, nil)
+	return err
 }
 
 // errCodeInsufficientResources is nats-server's JSInsufficientResourcesErr
