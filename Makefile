@@ -130,7 +130,7 @@ redteam: tools build
 	go test -count=1 -run '^TestCompose$$' github.com/lockdown/lockdown/deploy
 	go test -count=1 -run '^(TestIDs|TestEventBounds)$$' github.com/lockdown/lockdown/pkg/events
 	go test -count=1 -run '^TestConsumer$$' github.com/lockdown/lockdown/pkg/platform/stream
-	go test -count=1 -run '^TestSyntheticIncident$$' github.com/lockdown/lockdown/pkg/events/report
+	go test -count=1 -run '^TestSyntheticIncident$$' github.com/lockdown/lockdown/services/containment/internal/reporting
 
 ## chaos: the fault-injection suite at full size: 300 tenants, two rotators,
 ## 3-minute outages, three seeds of random SIGKILLs (make test runs a

@@ -34,3 +34,20 @@ func TestIDs(t *testing.T) {
 		}
 	})
 }
+
+func TestReviewValidate(t *testing.T) {
+	long := string(make([]byte, 5000))
+	for name, d := range map[string]events.IncidentReviewData{
+		"nothing to record": {IncidentID: "i", RequestedBy: "a"},
+		"no author":         {IncidentID: "i", RootCause: "x"},
+		"a huge root cause": {IncidentID: "i", RequestedBy: "a", RootCause: long},
+		"an empty item":     {IncidentID: "i", RequestedBy: "a", LessonsLearned: []string{" "}},
+	} {
+		if err := d.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if err := (events.IncidentReviewData{IncidentID: "i", RequestedBy: "a", Final: true}).Validate(); err != nil {
+		t.Errorf("marking final alone: %v", err)
+	}
+}

@@ -24,7 +24,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/pkg/platform/config"
 	"github.com/lockdown/lockdown/pkg/platform/failpoint"
 	"github.com/lockdown/lockdown/pkg/platform/httpserve"
@@ -38,6 +37,7 @@ import (
 	"github.com/lockdown/lockdown/services/containment/internal/intake"
 	"github.com/lockdown/lockdown/services/containment/internal/projection"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
+	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 	"github.com/lockdown/lockdown/services/containment/internal/store"
 	"github.com/lockdown/lockdown/services/containment/internal/timeline"
 	"github.com/lockdown/lockdown/services/containment/internal/vaultadmin"
@@ -491,7 +491,7 @@ func RecoveryHandler(eng *engine.Engine, rec *timeline.Recorder) stream.Handler 
 		}
 		return err
 	}
-	control := func(do func(context.Context, report.Entry, events.IncidentControlData) error) stream.Handler {
+	control := func(do func(context.Context, reporting.Entry, events.IncidentControlData) error) stream.Handler {
 		return stream.Decoded(func(ctx context.Context, d *stream.Delivery, c events.IncidentControlData) error {
 			err := do(ctx, entryOf(d), c)
 			if errors.Is(err, engine.ErrClosed) || errors.Is(err, engine.ErrNoReason) || errors.Is(err, engine.ErrNotAwaiting) || errors.Is(err, timeline.ErrUnknownIncident) {
@@ -522,8 +522,8 @@ func TimelineHandler(r *timeline.Recorder) stream.Handler {
 	return func(ctx context.Context, d *stream.Delivery) error { return r.Record(ctx, entryOf(d)) }
 }
 
-func entryOf(d *stream.Delivery) report.Entry {
-	return report.Entry{EventID: d.Event.ID(), Type: d.Spec.Name, Time: d.Event.Time(), Source: d.Event.Source(), Data: d.Event.Data()}
+func entryOf(d *stream.Delivery) reporting.Entry {
+	return reporting.Entry{EventID: d.Event.ID(), Type: d.Spec.Name, Time: d.Event.Time(), Source: d.Event.Source(), Data: d.Event.Data()}
 }
 
 // breachPublisher adapts the JetStream publisher to the intake's port.

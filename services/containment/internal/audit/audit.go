@@ -15,7 +15,7 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/credentials"
-	"github.com/lockdown/lockdown/pkg/events/report"
+	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 )
 
 // Severities of the records.
@@ -28,7 +28,7 @@ const (
 // Records returns the audit records of one recorded event (none for an
 // event that is not an action on Vault). Their ids derive from the
 // event's, so a record written twice is one record.
-func Records(e report.Entry) ([]events.Outgoing, error) {
+func Records(e reporting.Entry) ([]events.Outgoing, error) {
 	var recs []events.AuditData
 	switch e.Type {
 	case events.VaultSealed:

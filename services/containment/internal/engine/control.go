@@ -10,6 +10,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
+	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 )
 
 // ErrClosed is returned by Resume and Abort for an incident that already
@@ -25,10 +26,10 @@ var ErrNoReason = errors.New("an abort needs a reason")
 // after containment wait on is announced again under a new id, so a
 // consumer that dead-lettered it gets it again (their handlers are
 // idempotent). Any containment process may record it.
-func (e *Engine) Resume(ctx context.Context, req report.Entry, d events.IncidentControlData) error {
+func (e *Engine) Resume(ctx context.Context, req reporting.Entry, d events.IncidentControlData) error {
 	return e.control(ctx, d.IncidentID, func(inc incident.Incident) (Change, error) {
 		n := inc.Redrives + 1
-		c := Change{IncidentID: inc.ID, Version: inc.Version, Redrives: &n, Stuck: &Stuck{}, Timeline: []report.Entry{req}}
+		c := Change{IncidentID: inc.ID, Version: inc.Version, Redrives: &n, Stuck: &Stuck{}, Timeline: []reporting.Entry{req}}
 		if inc.Phase == incident.PhaseRecovering {
 			st, err := e.store.LoadRecovery(ctx, inc.ID)
 			if err != nil {
@@ -52,7 +53,7 @@ func (e *Engine) Resume(ctx context.Context, req report.Entry, d events.Incident
 // Abort closes the incident as failed with the operator's reason: the
 // report is stored with it and incident.resolved announces the outcome,
 // so the next breach opens a new incident.
-func (e *Engine) Abort(ctx context.Context, req report.Entry, d events.IncidentControlData) error {
+func (e *Engine) Abort(ctx context.Context, req reporting.Entry, d events.IncidentControlData) error {
 	if d.Reason == "" {
 		return ErrNoReason
 	}
@@ -68,11 +69,11 @@ func (e *Engine) Abort(ctx context.Context, req report.Entry, d events.IncidentC
 		entries = append(entries, req)
 		at := time.Now().UTC()
 		reason := fmt.Sprintf("aborted by %s: %s", d.RequestedBy, d.Reason)
-		rep := report.Build(ri, entries, "failed", reason, at)
+		rep := reporting.Build(ri, entries, "failed", reason, at)
 		e.log.WarnContext(ctx, "incident aborted by an operator", slog.String("incident_id", inc.ID), slog.String("phase", string(inc.Phase)),
 			slog.String("requested_by", d.RequestedBy), slog.String("reason", d.Reason))
 		return Change{IncidentID: inc.ID, Version: inc.Version, Phase: incident.PhaseFailed, ResolvedAt: at, FailureReason: reason,
-			Report: &rep, Stuck: &Stuck{}, Timeline: []report.Entry{req}, Emit: []events.Outgoing{ResolvedEvent(rep)}}, nil
+			Report: &rep, Stuck: &Stuck{}, Timeline: []reporting.Entry{req}, Emit: []events.Outgoing{ResolvedEvent(rep)}}, nil
 	})
 }
 
@@ -114,13 +115,13 @@ var ErrNotAwaiting = errors.New("incident does not wait for confirmation")
 // Confirm records an operator's confirmation of an incident whose breach
 // was not allowed to seal by itself: its first seal round starts, and the
 // engine seals every node at once.
-func (e *Engine) Confirm(ctx context.Context, req report.Entry, d events.IncidentControlData) error {
+func (e *Engine) Confirm(ctx context.Context, req reporting.Entry, d events.IncidentControlData) error {
 	return e.control(ctx, d.IncidentID, func(inc incident.Incident) (Change, error) {
 		if inc.Phase != incident.PhaseAwaiting {
 			return Change{}, fmt.Errorf("%w: %s is %s", ErrNotAwaiting, inc.ID, inc.Phase)
 		}
 		e.log.WarnContext(ctx, "sealing confirmed by an operator", slog.String("incident_id", inc.ID), slog.String("requested_by", d.RequestedBy))
-		return Change{IncidentID: inc.ID, Version: inc.Version, Phase: incident.PhaseContaining, NewRound: true, Timeline: []report.Entry{req}}, nil
+		return Change{IncidentID: inc.ID, Version: inc.Version, Phase: incident.PhaseContaining, NewRound: true, Timeline: []reporting.Entry{req}}, nil
 	})
 }
 
@@ -148,7 +149,7 @@ func (e *Engine) RefreshReport(ctx context.Context, id string) error {
 			return err
 		}
 		// The review is in the timeline too: Build folds it in.
-		rep := report.Build(ri, entries, old.Outcome, old.Reason, old.ResolvedAt)
+		rep := reporting.Build(ri, entries, old.Outcome, old.Reason, old.ResolvedAt)
 		err = e.store.Apply(ctx, Fence{}, Change{IncidentID: id, Version: inc.Version, Report: &rep})
 		if errors.Is(err, ErrConflict) {
 			continue
@@ -172,7 +173,7 @@ var ErrReviewFinal = errors.New("the incident's review is final")
 // invalid, names no incident of this containment or comes after the
 // review was made final is refused (the caller dead-letters it, which
 // tells the operator why).
-func (e *Engine) Review(ctx context.Context, req report.Entry, d events.IncidentReviewData) error {
+func (e *Engine) Review(ctx context.Context, req reporting.Entry, d events.IncidentReviewData) error {
 	if err := d.Validate(); err != nil {
 		return err
 	}
@@ -189,7 +190,7 @@ func (e *Engine) Review(ctx context.Context, req report.Entry, d events.Incident
 			return fmt.Errorf("%w: %s", ErrReviewFinal, inc.ID)
 		}
 	}
-	if err := e.store.Apply(ctx, Fence{}, Change{IncidentID: inc.ID, Version: inc.Version, Timeline: []report.Entry{req}}); err != nil {
+	if err := e.store.Apply(ctx, Fence{}, Change{IncidentID: inc.ID, Version: inc.Version, Timeline: []reporting.Entry{req}}); err != nil {
 		return err
 	}
 	e.log.InfoContext(ctx, "review recorded", slog.String("incident_id", inc.ID), slog.String("requested_by", d.RequestedBy), slog.Bool("final", d.Final))

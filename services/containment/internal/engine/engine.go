@@ -30,6 +30,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
+	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 )
 
 // ErrConflict is returned by Store.Apply when the incident changed since
@@ -80,7 +81,7 @@ type Change struct {
 	// Emit are written to the outbox and to the incident's timeline;
 	// Timeline are events received that the timeline must hold now.
 	Emit     []events.Outgoing
-	Timeline []report.Entry
+	Timeline []reporting.Entry
 }
 
 // Store is the engine's view of containment's database.
@@ -88,8 +89,8 @@ type Store interface {
 	OpenIncidents(ctx context.Context) ([]incident.Incident, error)
 	Incident(ctx context.Context, id string) (incident.Incident, error)
 	LoadRecovery(ctx context.Context, incidentID string) (recovery.State, error)
-	Timeline(ctx context.Context, incidentID string) ([]report.Entry, error)
-	ReportIncident(ctx context.Context, incidentID string) (report.Incident, error)
+	Timeline(ctx context.Context, incidentID string) ([]reporting.Entry, error)
+	ReportIncident(ctx context.Context, incidentID string) (reporting.Incident, error)
 	// Report returns a closed incident's stored report.
 	Report(ctx context.Context, incidentID string) (report.Report, error)
 	// Apply records a change; ErrConflict when the version moved,
@@ -124,7 +125,7 @@ type Config struct {
 
 // reportIncident is what the store knows of the incident for its report,
 // with the link to its trace.
-func (e *Engine) reportIncident(ctx context.Context, id string) (report.Incident, error) {
+func (e *Engine) reportIncident(ctx context.Context, id string) (reporting.Incident, error) {
 	ri, err := e.store.ReportIncident(ctx, id)
 	ri.JaegerURL = e.cfg.JaegerURL
 	return ri, err

@@ -14,6 +14,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
+	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 )
 
 // step takes the incident's next step from its recorded phase and returns
@@ -298,7 +299,7 @@ func (e *Engine) sweep(ctx context.Context, f Fence, inc incident.Incident, st r
 }
 
 // resolve builds the report from the timeline and ends the incident.
-func (e *Engine) resolve(ctx context.Context, f Fence, inc incident.Incident, entries []report.Entry) error {
+func (e *Engine) resolve(ctx context.Context, f Fence, inc incident.Incident, entries []reporting.Entry) error {
 	ri, err := e.reportIncident(ctx, inc.ID)
 	if err != nil {
 		return err
@@ -309,7 +310,7 @@ func (e *Engine) resolve(ctx context.Context, f Fence, inc incident.Incident, en
 			resolvedAt = en.Time
 		}
 	}
-	rep := report.Build(ri, entries, "resolved", "", resolvedAt)
+	rep := reporting.Build(ri, entries, "resolved", "", resolvedAt)
 	err = e.apply(ctx, f, "resolved", Change{IncidentID: inc.ID, Version: inc.Version, Phase: incident.PhaseResolved, ResolvedAt: resolvedAt, Report: &rep,
 		Emit: []events.Outgoing{ResolvedEvent(rep)}})
 	if err != nil {
@@ -339,7 +340,7 @@ func ceremonyEqual(a, b recovery.Ceremony) bool {
 // VerifyRotation); a refutation is repeated at most every reverifyEvery
 // while the timeline is unchanged, so a stuck incident does not read every
 // tenant's metadata at each retry.
-func (e *Engine) verifyRotation(ctx context.Context, incidentID string, entries []report.Entry) error {
+func (e *Engine) verifyRotation(ctx context.Context, incidentID string, entries []reporting.Entry) error {
 	e.mu.Lock()
 	r, ok := e.refuted[incidentID]
 	e.mu.Unlock()
@@ -361,7 +362,7 @@ func (e *Engine) verifyRotation(ctx context.Context, incidentID string, entries 
 // the latest rotation.completed's count, the tenants announced rotated or
 // failed (a later completion wins over a failure: a retried tenant), and
 // the first revocation's time.
-func rotationClaims(entries []report.Entry) recovery.RotationClaims {
+func rotationClaims(entries []reporting.Entry) recovery.RotationClaims {
 	var c recovery.RotationClaims
 	rotated, failed := map[string]bool{}, map[string]bool{}
 	for _, e := range entries {
@@ -405,7 +406,7 @@ func rotationClaims(entries []report.Entry) recovery.RotationClaims {
 	return c
 }
 
-func has(entries []report.Entry, name events.Name) bool {
+func has(entries []reporting.Entry, name events.Name) bool {
 	for _, e := range entries {
 		if e.Type == name {
 			return true

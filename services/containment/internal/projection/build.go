@@ -8,21 +8,22 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/readmodel"
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
+	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 )
 
 // Build turns a snapshot into the incident's document and its draft
-// report. The phases, counts and failures come from report.Build over the
+// report. The phases, counts and failures come from reporting.Build over the
 // timeline: the document and the report cannot disagree.
 func Build(s Snapshot) (readmodel.Incident, report.Report) {
 	inc := s.Incident
-	rinc := report.Incident{ID: inc.ID, Severity: string(inc.Severity), Summary: inc.Summary, Source: inc.Source, DetectedAt: inc.DetectedAt,
+	rinc := reporting.Incident{ID: inc.ID, Severity: string(inc.Severity), Summary: inc.Summary, Source: inc.Source, DetectedAt: inc.DetectedAt,
 		OpenedAt: inc.OpenedAt, Detections: inc.Detections, TraceParent: inc.TraceParent}
 	end := s.ReadAt
 	if s.ResolvedAt != nil {
 		end = *s.ResolvedAt
 	}
 	closed := inc.Phase == incident.PhaseResolved || inc.Phase == incident.PhaseFailed
-	draft := report.Build(rinc, s.Timeline, "open", "not resolved yet: a draft", end)
+	draft := reporting.Build(rinc, s.Timeline, "open", "not resolved yet: a draft", end)
 	if closed && s.Report != nil {
 		// The stored report is the one: its review, its outcome.
 		draft = *s.Report
@@ -33,7 +34,7 @@ func Build(s Snapshot) (readmodel.Incident, report.Report) {
 		SealedAt: when(inc.SealedAt), UnsealedAt: when(inc.UnsealedAt), ResolvedAt: s.ResolvedAt,
 		Detections: inc.Detections, SealRounds: inc.SealRound, Phases: draft.Phases,
 		StuckReason: inc.StuckReason, StuckSince: when(inc.StuckSince), FailureReason: inc.FailureReason,
-		TraceID: report.TraceID(inc.TraceParent), FailuresTotal: len(draft.Failures),
+		TraceID: reporting.TraceID(inc.TraceParent), FailuresTotal: len(draft.Failures),
 	}
 	doc.Failures = draft.Failures[:min(len(draft.Failures), readmodel.MaxFailures)]
 	for _, seal := range s.Seals {
@@ -67,7 +68,7 @@ func Build(s Snapshot) (readmodel.Incident, report.Report) {
 // latest outcome (a retried tenant that failed and then completed counts
 // once, as completed). Once rotation.completed or notifications.completed
 // is recorded, its totals are the ones the report gives.
-func progress(entries []report.Entry, a report.Actions, since time.Time) (rot, note readmodel.Progress) {
+func progress(entries []reporting.Entry, a report.Actions, since time.Time) (rot, note readmodel.Progress) {
 	rotated, notified := map[string]bool{}, map[string]bool{}
 	for _, e := range entries {
 		var d struct {
@@ -117,7 +118,7 @@ func progress(entries []report.Entry, a report.Actions, since time.Time) (rot, n
 	return rot, note
 }
 
-func firstOf(entries []report.Entry, n events.Name) (time.Time, bool) {
+func firstOf(entries []reporting.Entry, n events.Name) (time.Time, bool) {
 	for _, e := range entries {
 		if e.Type == n {
 			return e.Time, true

@@ -26,6 +26,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/failpoint"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
+	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 )
 
 // Seal is one recorded node seal.
@@ -42,7 +43,7 @@ type Snapshot struct {
 	ResolvedAt *time.Time
 	Seals      []Seal
 	Recovery   *recovery.State
-	Timeline   []report.Entry
+	Timeline   []reporting.Entry
 	// Report is the stored report of a closed incident (nil before).
 	Report *report.Report
 	ReadAt time.Time

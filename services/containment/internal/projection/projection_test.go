@@ -16,6 +16,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/projection"
+	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 )
 
 // records is a fake Source: the pure logic of the projector (when it
@@ -80,20 +81,20 @@ func (b *buckets) PutReport(_ context.Context, id string, r report.Report) error
 
 const id = "7f0c2a56-0d4e-4f7e-9d43-1b7a3c0e5a11"
 
-func entry(t testing.TB, n events.Name, at time.Time, data any) report.Entry {
+func entry(t testing.TB, n events.Name, at time.Time, data any) reporting.Entry {
 	t.Helper()
 	raw, err := json.Marshal(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return report.Entry{EventID: fmt.Sprintf("%s/%d", n, at.UnixNano()), Type: n, Time: at, Source: "/test", Data: raw}
+	return reporting.Entry{EventID: fmt.Sprintf("%s/%d", n, at.UnixNano()), Type: n, Time: at, Source: "/test", Data: raw}
 }
 
 func snapshot(t testing.TB, phase incident.Phase, rotated int) projection.Snapshot {
 	t0 := time.Date(2026, 11, 30, 7, 0, 0, 0, time.UTC)
 	inc := incident.Incident{ID: id, Phase: phase, Severity: events.SeverityCritical, Summary: "root token used", Source: "/siem", DetectedAt: t0, OpenedAt: t0,
 		SealedAt: t0.Add(time.Second), Version: int64(rotated), TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
-	s := projection.Snapshot{Incident: inc, ReadAt: t0.Add(time.Minute), Timeline: []report.Entry{
+	s := projection.Snapshot{Incident: inc, ReadAt: t0.Add(time.Minute), Timeline: []reporting.Entry{
 		entry(t, events.IncidentOpened, t0, events.IncidentOpenedData{IncidentID: id}),
 		entry(t, events.RotationPlanned, t0.Add(10*time.Second), events.RotationPlannedData{IncidentID: id, Policy: "all", Tenants: 4}),
 	}}

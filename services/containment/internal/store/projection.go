@@ -13,6 +13,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/services/containment/internal/projection"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
+	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 )
 
 // SetOnChange registers a function called after every committed change
@@ -106,8 +107,8 @@ func (s *Store) Snapshot(ctx context.Context, id string) (projection.Snapshot, e
 	return snap, err
 }
 
-func scanEntry(row pgx.CollectableRow) (report.Entry, error) {
-	var e report.Entry
+func scanEntry(row pgx.CollectableRow) (reporting.Entry, error) {
+	var e reporting.Entry
 	var typ string
 	err := row.Scan(&e.EventID, &typ, &e.Time, &e.Source, &e.Data)
 	e.Type = events.Name(typ)

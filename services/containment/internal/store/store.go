@@ -17,11 +17,11 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/pkg/platform/migrate"
 	"github.com/lockdown/lockdown/pkg/platform/outbox"
 	"github.com/lockdown/lockdown/services/containment/internal/audit"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
+	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 	"github.com/lockdown/lockdown/services/containment/internal/timeline"
 )
 
@@ -321,7 +321,7 @@ func (s *Store) emit(ctx context.Context, tx pgx.Tx, incidentID string, out []ev
 		if err != nil {
 			return fmt.Errorf("prepare %s: %w", m.Subject, err)
 		}
-		e := report.Entry{EventID: ev.ID(), Type: spec.Name, Time: ev.Time(), Source: ev.Source(), Data: ev.Data()}
+		e := reporting.Entry{EventID: ev.ID(), Type: spec.Name, Time: ev.Time(), Source: ev.Source(), Data: ev.Data()}
 		if err := s.record(ctx, tx, incidentID, e); err != nil {
 			return err
 		}
@@ -377,7 +377,7 @@ func (s *Store) prepare(ctx context.Context, out []events.Outgoing) ([]*nats.Msg
 // same transaction: each action on Vault is audited exactly once, whoever
 // recorded it first (the emitter or the timeline consumer). Audit records
 // are not timeline entries themselves.
-func (s *Store) record(ctx context.Context, tx pgx.Tx, incidentID string, e report.Entry) error {
+func (s *Store) record(ctx context.Context, tx pgx.Tx, incidentID string, e reporting.Entry) error {
 	tag, err := tx.Exec(ctx, `INSERT INTO containment.timeline (event_id, incident_id, type, time, source, data) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT DO NOTHING`, e.EventID, incidentID, string(e.Type), e.Time, e.Source, e.Data)
 	if err != nil || tag.RowsAffected() == 0 {

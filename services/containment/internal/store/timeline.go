@@ -9,12 +9,13 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lockdown/lockdown/pkg/events/report"
+	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 	"github.com/lockdown/lockdown/services/containment/internal/timeline"
 )
 
 // RecordEvent implements timeline.Store: the entry and, the first time,
 // its audit records, in one transaction.
-func (s *Store) RecordEvent(ctx context.Context, incidentID string, e report.Entry) error {
+func (s *Store) RecordEvent(ctx context.Context, incidentID string, e reporting.Entry) error {
 	if err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return s.record(ctx, tx, incidentID, e) }); err != nil {
 		return err
 	}
@@ -23,7 +24,7 @@ func (s *Store) RecordEvent(ctx context.Context, incidentID string, e report.Ent
 }
 
 // Timeline implements timeline.Store.
-func (s *Store) Timeline(ctx context.Context, incidentID string) ([]report.Entry, error) {
+func (s *Store) Timeline(ctx context.Context, incidentID string) ([]reporting.Entry, error) {
 	rows, err := s.pool.Query(ctx, `SELECT event_id, type, time, source, data FROM containment.timeline WHERE incident_id = $1 ORDER BY time, event_id`, incidentID)
 	if err != nil {
 		return nil, err
@@ -32,14 +33,14 @@ func (s *Store) Timeline(ctx context.Context, incidentID string) ([]report.Entry
 }
 
 // ReportIncident implements timeline.Store.
-func (s *Store) ReportIncident(ctx context.Context, incidentID string) (report.Incident, error) {
-	var inc report.Incident
+func (s *Store) ReportIncident(ctx context.Context, incidentID string) (reporting.Incident, error) {
+	var inc reporting.Incident
 	err := s.pool.QueryRow(ctx, `SELECT id::text, severity, summary, source, detected_at, opened_at,
 		  (SELECT count(*) FROM containment.detections d WHERE d.incident_id = i.id), coalesce(trace_parent, '')
 		FROM containment.incidents i WHERE id::text = $1`, incidentID).
 		Scan(&inc.ID, &inc.Severity, &inc.Summary, &inc.Source, &inc.DetectedAt, &inc.OpenedAt, &inc.Detections, &inc.TraceParent)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return report.Incident{}, timeline.ErrUnknownIncident
+		return reporting.Incident{}, timeline.ErrUnknownIncident
 	}
 	return inc, err
 }

@@ -10,8 +10,7 @@ import (
 	"errors"
 
 	"github.com/lockdown/lockdown/pkg/events"
-
-	"github.com/lockdown/lockdown/pkg/events/report"
+	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 )
 
 // ErrUnknownIncident is returned when an event names an incident
@@ -21,7 +20,7 @@ var ErrUnknownIncident = errors.New("incident not known to containment")
 // Store keeps the timeline.
 type Store interface {
 	// RecordEvent stores one event; the same event id twice is a no-op.
-	RecordEvent(ctx context.Context, incidentID string, e report.Entry) error
+	RecordEvent(ctx context.Context, incidentID string, e reporting.Entry) error
 }
 
 // Recorder records events and tells the engine that one arrived.
@@ -41,7 +40,7 @@ func New(store Store, recorded func()) *Recorder {
 
 // Record stores one event of the events stream; events that belong to no
 // incident are skipped.
-func (r *Recorder) Record(ctx context.Context, e report.Entry) error {
+func (r *Recorder) Record(ctx context.Context, e reporting.Entry) error {
 	id := IncidentOf(e.Data)
 	if id == "" {
 		return nil

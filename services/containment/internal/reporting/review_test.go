@@ -1,4 +1,4 @@
-package report_test
+package reporting_test
 
 import (
 	"encoding/json"
@@ -8,16 +8,17 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/report"
+	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 )
 
 func TestReview(t *testing.T) {
 	at := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
-	entry := func(i int, d events.IncidentReviewData) report.Entry {
+	entry := func(i int, d events.IncidentReviewData) reporting.Entry {
 		d.IncidentID = "inc"
 		raw, _ := json.Marshal(d)
-		return report.Entry{EventID: string(rune('a' + i)), Type: events.IncidentReviewRequested, Time: at.Add(time.Duration(i) * time.Minute), Data: raw}
+		return reporting.Entry{EventID: string(rune('a' + i)), Type: events.IncidentReviewRequested, Time: at.Add(time.Duration(i) * time.Minute), Data: raw}
 	}
-	r := report.Build(report.Incident{ID: "inc"}, []report.Entry{
+	r := reporting.Build(reporting.Incident{ID: "inc"}, []reporting.Entry{
 		entry(0, events.IncidentReviewData{RequestedBy: "alice", RootCause: "leaked token", LessonsLearned: []string{"l1", "l2"}}),
 		entry(1, events.IncidentReviewData{RequestedBy: "bob", PreventiveMeasures: []string{"m1"}}),
 		entry(2, events.IncidentReviewData{RequestedBy: "carol", Final: true}),
@@ -35,26 +36,9 @@ func TestReview(t *testing.T) {
 		}
 	})
 	t.Run("without a review the report is a draft with the root cause pending", func(t *testing.T) {
-		empty := report.Build(report.Incident{ID: "inc"}, nil, "resolved", "", at)
+		empty := reporting.Build(reporting.Incident{ID: "inc"}, nil, "resolved", "", at)
 		if empty.ReviewState != report.ReviewDraft || empty.RootCause != report.RootCausePending || empty.ReviewHistory == nil {
 			t.Fatalf("%+v", empty)
 		}
 	})
-}
-
-func TestReviewValidate(t *testing.T) {
-	long := string(make([]byte, 5000))
-	for name, d := range map[string]events.IncidentReviewData{
-		"nothing to record": {IncidentID: "i", RequestedBy: "a"},
-		"no author":         {IncidentID: "i", RootCause: "x"},
-		"a huge root cause": {IncidentID: "i", RequestedBy: "a", RootCause: long},
-		"an empty item":     {IncidentID: "i", RequestedBy: "a", LessonsLearned: []string{" "}},
-	} {
-		if err := d.Validate(); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
-	}
-	if err := (events.IncidentReviewData{IncidentID: "i", RequestedBy: "a", Final: true}).Validate(); err != nil {
-		t.Errorf("marking final alone: %v", err)
-	}
 }

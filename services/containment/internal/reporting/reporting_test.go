@@ -1,4 +1,4 @@
-package report_test
+package reporting_test
 
 import (
 	"bytes"
@@ -15,21 +15,22 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/events/report"
+	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
 // fixture is a small incident's timeline at fixed times.
-func fixture(t *testing.T) (report.Incident, []report.Entry, time.Time) {
+func fixture(t *testing.T) (reporting.Incident, []reporting.Entry, time.Time) {
 	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
-	var entries []report.Entry
+	var entries []reporting.Entry
 	add := func(ms int, name events.Name, source string, data any) {
 		b, err := json.Marshal(data)
 		if err != nil {
 			t.Fatal(err)
 		}
-		entries = append(entries, report.Entry{EventID: string(name) + "-" + time.Duration(ms).String(), Type: name, Time: at(ms), Source: source, Data: b})
+		entries = append(entries, reporting.Entry{EventID: string(name) + "-" + time.Duration(ms).String(), Type: name, Time: at(ms), Source: source, Data: b})
 	}
 	id := "0b6e2f3a-1111-4222-8333-944445555666"
 	// Out of order on purpose: Build sorts by time.
@@ -61,14 +62,14 @@ func fixture(t *testing.T) (report.Incident, []report.Entry, time.Time) {
 	add(31_700, events.NotificationSent, "/lockdown/notifier", events.NotificationSentData{IncidentID: id, TenantID: "tenant-001", Channel: "webhook"})
 	add(31_800, events.NotificationsCompleted, "/lockdown/notifier", events.NotificationsCompletedData{IncidentID: id, Sent: 2, Failed: 1})
 	add(45_000, events.UnsealKeysRotated, "/lockdown/containment", events.UnsealKeysRotatedData{IncidentID: id, Shares: 5, Threshold: 3, Verified: true, Proof: "pgp_backup", PGPFingerprints: []string{"AAAA1111", "BBBB2222"}})
-	inc := report.Incident{ID: id, Severity: "critical", Summary: "root token used from an unknown address", Source: "/siem/splunk", DetectedAt: t0, OpenedAt: at(120), Detections: 1,
+	inc := reporting.Incident{ID: id, Severity: "critical", Summary: "root token used from an unknown address", Source: "/siem/splunk", DetectedAt: t0, OpenedAt: at(120), Detections: 1,
 		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
 	return inc, entries, at(60_500)
 }
 
 func TestReport(t *testing.T) {
 	inc, entries, resolved := fixture(t)
-	r := report.Build(inc, entries, "resolved", "", resolved)
+	r := reporting.Build(inc, entries, "resolved", "", resolved)
 	t.Run("counts, actors, actions and failures come from the events", func(t *testing.T) {
 		a := r.Actions
 		if r.AffectedCount != 2 || r.Scope != "limited" || len(r.Actors) != 1 || a.TenantsRotated != 2 || a.TenantsFailed != 1 ||
@@ -108,8 +109,8 @@ func TestReport(t *testing.T) {
 		})
 	})
 	t.Run("an event with a broken payload is listed as a failure, not a silent gap or a lost report", func(t *testing.T) {
-		bad := append(slices.Clone(entries), report.Entry{EventID: "x", Type: events.RotationCompleted, Time: resolved, Data: []byte(`{"completed":"many"}`)})
-		r := report.Build(inc, bad, "resolved", "", resolved)
+		bad := append(slices.Clone(entries), reporting.Entry{EventID: "x", Type: events.RotationCompleted, Time: resolved, Data: []byte(`{"completed":"many"}`)})
+		r := reporting.Build(inc, bad, "resolved", "", resolved)
 		if len(r.Failures) != 2 || r.Failures[1].What != "unreadable event x" {
 			t.Fatalf("%+v", r.Failures)
 		}
@@ -144,7 +145,7 @@ func TestCredentialsTable(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		entries = append(entries, report.Entry{EventID: fmt.Sprint(name, ms), Type: name, Time: end.Add(time.Duration(ms) * time.Millisecond), Source: "/lockdown/rotator", Data: b})
+		entries = append(entries, reporting.Entry{EventID: fmt.Sprint(name, ms), Type: name, Time: end.Add(time.Duration(ms) * time.Millisecond), Source: "/lockdown/rotator", Data: b})
 	}
 	// A platform entry that failed, and a tenant whose retry completed
 	// after it had failed at its DKIM step: the latest outcome counts.
@@ -154,7 +155,7 @@ func TestCredentialsTable(t *testing.T) {
 		Results: []credentials.Result{{Kind: credentials.SSH, State: credentials.Rotated, Count: 1}, {Kind: credentials.DKIM, State: credentials.Failed}}})
 	retry(3, events.RotationTenantCompleted, events.RotationTenantCompletedData{IncidentID: inc.ID, TenantID: "tenant-003",
 		Results: []credentials.Result{{Kind: credentials.SSH, State: credentials.Rotated, Count: 1}, {Kind: credentials.DKIM, State: credentials.Unverified, Count: 1}}})
-	r := report.Build(inc, entries, "resolved", "", end.Add(time.Second))
+	r := reporting.Build(inc, entries, "resolved", "", end.Add(time.Second))
 	row := func(k credentials.Kind) report.CredentialRow {
 		for _, c := range r.Actions.Credentials {
 			if c.Kind == k {

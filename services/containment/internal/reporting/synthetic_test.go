@@ -1,4 +1,4 @@
-package report_test
+package reporting_test
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/events/report"
+	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 )
 
 // synthetic generates the whole timeline of an incident over n tenants —
@@ -18,11 +18,11 @@ import (
 // reading every tenant), the revocation meets a Vault of n intruder
 // policies and n changed objects, every tenant is rotated and notified by
 // email and webhook. It returns the entries and the largest event.
-func synthetic(tb testing.TB, n int) (report.Incident, []report.Entry, int) {
+func synthetic(tb testing.TB, n int) (reporting.Incident, []reporting.Entry, int) {
 	tb.Helper()
 	t0 := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
 	id := "0b6e2f3a-1111-4222-8333-944445555666"
-	var entries []report.Entry
+	var entries []reporting.Entry
 	largest := 0
 	add := func(ms int, name events.Name, data any) {
 		ev, err := events.New(name, "/lockdown/synthetic", data)
@@ -37,7 +37,7 @@ func synthetic(tb testing.TB, n int) (report.Incident, []report.Entry, int) {
 			tb.Fatalf("%s is %d bytes, over the contract's %d", name, len(body), events.MaxEventBytes)
 		}
 		largest = max(largest, len(body))
-		entries = append(entries, report.Entry{EventID: ev.ID(), Type: name, Time: t0.Add(time.Duration(ms) * time.Millisecond), Source: ev.Source(), Data: ev.Data()})
+		entries = append(entries, reporting.Entry{EventID: ev.ID(), Type: name, Time: t0.Add(time.Duration(ms) * time.Millisecond), Source: ev.Source(), Data: ev.Data()})
 	}
 	tenants := make([]string, n)
 	for i := range tenants {
@@ -73,7 +73,7 @@ func synthetic(tb testing.TB, n int) (report.Incident, []report.Entry, int) {
 	}
 	add(400_000, events.NotificationsCompleted, events.NotificationsCompletedData{IncidentID: id, Sent: n})
 	add(400_100, events.AccessRestored, events.AccessRestoredData{IncidentID: id, AuthMethods: []string{"approle", "jwt"}})
-	inc := report.Incident{ID: id, Severity: "critical", Summary: "synthetic", Source: "/siem", DetectedAt: t0, OpenedAt: t0.Add(100 * time.Millisecond), Detections: 1}
+	inc := reporting.Incident{ID: id, Severity: "critical", Summary: "synthetic", Source: "/siem", DetectedAt: t0, OpenedAt: t0.Add(100 * time.Millisecond), Detections: 1}
 	return inc, entries, largest
 }
 
@@ -86,7 +86,7 @@ func TestSyntheticIncident(t *testing.T) {
 	}
 	const n = 100_000
 	inc, entries, largest := synthetic(t, n)
-	r := report.Build(inc, entries, "resolved", "", time.Date(2026, 12, 2, 11, 0, 0, 0, time.UTC))
+	r := reporting.Build(inc, entries, "resolved", "", time.Date(2026, 12, 2, 11, 0, 0, 0, time.UTC))
 	if r.AffectedCount != n {
 		t.Errorf("report counts %d affected tenants, want %d (the event lists %d)", r.AffectedCount, n, len(r.AffectedTenants))
 	}
@@ -108,7 +108,7 @@ func BenchmarkSyntheticIncident(b *testing.B) {
 		b.Run(fmt.Sprintf("tenants=%d", n), func(b *testing.B) {
 			for range b.N {
 				inc, entries, largest := synthetic(b, n)
-				r := report.Build(inc, entries, "resolved", "", time.Date(2026, 12, 2, 11, 0, 0, 0, time.UTC))
+				r := reporting.Build(inc, entries, "resolved", "", time.Date(2026, 12, 2, 11, 0, 0, 0, time.UTC))
 				body, _ := json.Marshal(r)
 				var md bytes.Buffer
 				if err := r.Markdown(&md); err != nil {
