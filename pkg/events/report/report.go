@@ -212,4 +212,3 @@ func TraceLink(jaegerURL, traceID string) string {
 	}
 	return strings.TrimSuffix(jaegerURL, "/") + "/trace/" + traceID
 }
-
