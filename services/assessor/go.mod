@@ -9,7 +9,6 @@ require (
 	github.com/lockdown/lockdown/pkg/events v0.0.0
 	github.com/lockdown/lockdown/pkg/platform v0.0.0
 	github.com/valyala/fastjson v1.6.10
-	golang.org/x/sync v0.25.0
 )
 
 require (
@@ -59,6 +58,7 @@ require (
 	go.opentelemetry.io/proto/otlp v1.11.0 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 	golang.org/x/time v0.16.0 // indirect

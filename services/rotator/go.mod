@@ -8,7 +8,6 @@ require (
 	github.com/lockdown/lockdown/pkg/events v0.0.0
 	github.com/lockdown/lockdown/pkg/platform v0.0.0
 	github.com/miekg/dns v1.1.73
-	golang.org/x/sync v0.25.0
 )
 
 require (
@@ -34,6 +33,7 @@ require (
 	github.com/ryanuber/go-glob v1.0.0 // indirect
 	go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp v1.47.0 // indirect
 	go.opentelemetry.io/otel/sdk/metric v1.47.0 // indirect
+	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 )
 

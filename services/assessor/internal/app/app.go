@@ -14,8 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/config"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
@@ -96,7 +94,8 @@ func (c *Config) PatternHit(e audit.Entry) bool {
 	return false
 }
 
-// Run wires the assessor and blocks until ctx ends.
+// Run opens the assessor's adapters, binds its listener and serves until
+// ctx ends.
 func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	// Vault refuses `audit enable socket` while nothing accepts at the
 	// address, so the assessor is ready only once its listener accepts
@@ -115,14 +114,12 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 			return conn.Close()
 		})
 	}
-	db, err := store.Open(ctx, cfg.DatabaseURL)
+	adapters, closeAdapters, err := Open(ctx, rt, cfg)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	rt.AddCheck("postgres", func(ctx context.Context) error { return db.Pool().Ping(ctx) })
-	rt.AddCheck("dependencies", rt.DependenciesReady)
-	a, err := New(ctx, rt, cfg, db)
+	defer closeAdapters()
+	a, err := New(rt, cfg, adapters)
 	if err != nil {
 		return err
 	}
@@ -130,7 +127,25 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 		addr := a.Listener.Addr()
 		listening.Store(&addr)
 	}
-	return a.Run(ctx)
+	return a.Serve(ctx)
+}
+
+// Adapters are what the assessor's work needs from outside, built from the
+// configuration by Open: the audit log's store.
+type Adapters struct {
+	Store *store.Store
+}
+
+// Open builds the assessor's adapters from the configuration and registers
+// their readiness checks; closeAdapters releases them.
+func Open(ctx context.Context, rt *runner.Runtime, cfg *Config) (Adapters, func(), error) {
+	db, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return Adapters{}, nil, err
+	}
+	rt.AddCheck("postgres", func(ctx context.Context) error { return db.Pool().Ping(ctx) })
+	rt.AddCheck("dependencies", rt.DependenciesReady)
+	return Adapters{Store: db}, db.Close, nil
 }
 
 // Assessor is a running assessor: ingestion plus the incident consumer.
@@ -142,8 +157,11 @@ type Assessor struct {
 	db       *store.Store
 }
 
-// New binds the listener (so Vault can be pointed at it before Run).
-func New(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Store) (*Assessor, error) {
+// New builds the ingestion pipeline over the adapters and binds the audit
+// listener, so Vault can be pointed at it before Serve: the one step the
+// other services do not have.
+func New(rt *runner.Runtime, cfg *Config, adapters Adapters) (*Assessor, error) {
+	db := adapters.Store
 	tenants, err := audit.ParseTemplates(cfg.TenantTemplates)
 	if err != nil {
 		return nil, err
@@ -160,18 +178,20 @@ func New(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Store) 
 	return a, nil
 }
 
-// Run ingests and assesses until ctx ends.
-func (a *Assessor) Run(ctx context.Context) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { a.Pipeline.Run(gctx); return nil })
+// Serve ingests and assesses until ctx ends.
+func (a *Assessor) Serve(ctx context.Context) error {
+	w := runner.Wiring{Loops: map[string]func(context.Context) error{
+		"audit pipeline": func(ctx context.Context) error { a.Pipeline.Run(ctx); return nil },
+	}}
 	if a.Listener != nil {
-		g.Go(func() error { return a.Listener.Serve(gctx) })
+		w.Loops["audit listener"] = a.Listener.Serve
 	}
 	if a.cfg.AuditFile != "" {
-		g.Go(func() error { return a.Pipeline.Follow(gctx, a.cfg.AuditFile, a.cfg.AuditFileDevice, a.cfg.FollowPoll) })
+		w.Loops["audit file"] = func(ctx context.Context) error {
+			return a.Pipeline.Follow(ctx, a.cfg.AuditFile, a.cfg.AuditFileDevice, a.cfg.FollowPoll)
+		}
 	}
 	pub := stream.NewPublisher(a.rt.NATS.JS, events.SourceOf(events.ServiceAssessor), a.rt.TracerProvider)
-	spec, _ := events.ConsumerOf(events.ConsumerAssessorBreach)
 	acfg := assess.Config{Window: a.cfg.Window, WidespreadAbove: a.cfg.WidespreadAbove, ExcludeTenants: a.cfg.ExcludeTenants,
 		TrustedEntities: a.cfg.TrustedActors, ListLimit: a.cfg.ListLimit}
 	handler := stream.Decoded(func(ctx context.Context, _ *stream.Delivery, d events.IncidentOpenedData) error {
@@ -191,9 +211,8 @@ func (a *Assessor) Run(ctx context.Context) error {
 			slog.Int("affected_tenants", len(res.AffectedTenants)), slog.Int("suspicious_events", res.SuspiciousEvents), slog.Int64("duration_ms", res.DurationMS))
 		return pub.PublishWithID(ctx, events.AssessmentCompleted, d.IncidentID+"/assessment.completed", res.AssessmentCompletedData)
 	})
-	c := stream.NewConsumer(a.rt.NATS.JS, spec, handler, a.rt.ConsumerOptions(a.cfg.ShutdownTimeout))
-	g.Go(func() error { return c.Run(gctx) })
-	err := g.Wait()
+	w.Consumers = map[string]runner.Consumer{events.ConsumerAssessorBreach: {Handler: handler}}
+	err := a.rt.Serve(ctx, a.cfg.ShutdownTimeout, w)
 	s := &a.Pipeline.Stats
 	a.rt.Logger.Info("audit ingestion stopped", slog.Int64("received", s.Received.Load()), slog.Int64("stored", s.Stored.Load()),
 		slog.Int64("repeated", s.Repeated.Load()), slog.Int64("malformed", s.Malformed.Load()), slog.Int64("dropped", s.Dropped.Load()))

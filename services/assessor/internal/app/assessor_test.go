@@ -449,12 +449,12 @@ func startAssessor(t *testing.T, ctx context.Context, s *localstack.Stack, env m
 	}))
 	db, err := store.Open(ctx, cfg.DatabaseURL)
 	must(t, err)
-	rt := &runner.Runtime{Service: events.ServiceAssessor, Logger: logger, NATS: conn}
-	a, err := app.New(ctx, rt, cfg, db)
+	rt := runner.NewRuntime(events.ServiceAssessor, logger, nil, nil, conn)
+	a, err := app.New(rt, cfg, app.Adapters{Store: db})
 	must(t, err)
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- a.Run(runCtx) }()
+	go func() { done <- a.Serve(runCtx) }()
 	return a, db, func() {
 		cancel()
 		if err := <-done; err != nil {

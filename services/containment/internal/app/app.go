@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/config"
@@ -226,16 +225,34 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Run wires containment and blocks until ctx ends.
+// Run opens containment's adapters and serves until ctx ends.
 func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
-	db, err := store.Open(ctx, cfg.DatabaseURL)
+	a, closeAdapters, err := Open(ctx, rt, cfg)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer closeAdapters()
+	return Serve(ctx, rt, cfg, a)
+}
+
+// Open builds containment's adapters from the configuration and registers
+// their readiness checks; closeAdapters releases them (and stops renewing
+// Lockdown's tokens).
+func Open(ctx context.Context, rt *runner.Runtime, cfg *Config) (a Adapters, closeAdapters func(), err error) {
+	db, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return a, nil, err
+	}
+	renewCtx, stopRenew := context.WithCancel(ctx)
+	closeAdapters = func() { stopRenew(); db.Close() }
+	defer func() {
+		if err != nil {
+			closeAdapters()
+		}
+	}()
 	va, err := cfg.VaultAdapters()
 	if err != nil {
-		return err
+		return a, nil, err
 	}
 	var fencer vaultnodes.CommandFencer
 	if cfg.FenceCommand != "" {
@@ -244,12 +261,10 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	rt.AddCheck("postgres", db.Ping)
 	// Lockdown's periodic tokens live as long as they are renewed (their
 	// successors too, once containment replaced them).
-	renewCtx, stopRenew := context.WithCancel(ctx)
-	defer stopRenew()
 	for name, src := range map[string]*vaulttoken.Source{"seal": va.Seal, "recovery": va.Recovery} {
 		r, err := vaulttoken.New(name, cfg.Nodes(), src, cfg.VaultTimeout, rt.Logger)
 		if err != nil {
-			return err
+			return a, nil, err
 		}
 		rt.AddCheck("vault-token-"+name, r.Check)
 		go r.Run(renewCtx) //nolint:errcheck // Run returns nil when ctx ends
@@ -258,19 +273,16 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	for i, node := range cfg.Nodes() {
 		check, err := vaulttoken.Reachable(node, cfg.VaultTimeout)
 		if err != nil {
-			return err
+			return a, nil, err
 		}
 		rt.AddCheck(fmt.Sprintf("vault-%d", i), check)
 	}
-	fp, err := failpoint.FromEnv()
+	fp, err := rt.Failpoints()
 	if err != nil {
-		return err
+		return a, nil, err
 	}
-	if armed := fp.Armed(); len(armed) > 0 {
-		rt.Logger.Warn("test failpoints armed: this process kills itself at them", slog.Any("failpoints", armed))
-	}
-	return RunWith(ctx, rt, cfg, Deps{Store: db, Vault: va.Nodes, Fencer: fencer, Admin: va.Admin, VaultLog: va.Admin, OwnTokens: va.Own, NotReplaceable: va.NotReplaceable,
-		TokenSources: []*vaulttoken.Source{va.Seal, va.Recovery}, Failpoints: fp})
+	return Adapters{Store: db, Vault: va.Nodes, Fencer: fencer, Admin: va.Admin, VaultLog: va.Admin, OwnTokens: va.Own, NotReplaceable: va.NotReplaceable,
+		TokenSources: []*vaulttoken.Source{va.Seal, va.Recovery}, Failpoints: fp}, closeAdapters, nil
 }
 
 // VaultAdapters are containment's Vault clients and the sources of their
@@ -361,9 +373,10 @@ func (c *Config) RecoveryConfig() (recovery.Config, error) {
 	return rc, nil
 }
 
-// Deps are the adapters Run builds; tests pass their own fence (the local
-// stack restarts a node) and share a store.
-type Deps struct {
+// Adapters are what containment's work needs from outside, built from the
+// configuration by Open; tests build their own (a fence that restarts a
+// local node, a shared store).
+type Adapters struct {
 	Store  *store.Store
 	Vault  incident.Vault
 	Fencer incident.Fencer
@@ -384,11 +397,11 @@ type Deps struct {
 	Failpoints *failpoint.Set
 }
 
-// RunWith runs containment over the given adapters until ctx ends, then
-// drains: the consumers stop fetching, in-flight handlers finish, the
-// engine hands its lease over, the outbox relay stops (what it has not
-// published waits in PostgreSQL for the next start).
-func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) error {
+// Serve runs containment over the adapters until ctx ends, then drains:
+// the consumers stop fetching, in-flight handlers finish, the engine hands
+// its lease over, the outbox relay stops (what it has not published waits
+// in PostgreSQL for the next start).
+func Serve(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Adapters) error {
 	pub := stream.NewPublisher(rt.NATS.JS, events.SourceOf(events.ServiceContainment), rt.TracerProvider)
 	deps.Store.SetPreparer(pub)
 	rcfg, err := cfg.RecoveryConfig()
@@ -421,27 +434,19 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 		DeadLetters: events.OutboxDeadLetters(events.ServiceContainment), OnParked: deps.Store.ParkedAlarm}
 	rt.AddAlarm("outbox", outbox.Alarm(deps.Store.Pool(), store.Schema))
 
-	opts := rt.ConsumerOptions(cfg.ShutdownTimeout)
-	recoverySpec, _ := events.ConsumerOf(events.ConsumerContainmentRecovery)
-	recoveries := stream.NewConsumer(rt.NATS.JS, recoverySpec, RecoveryHandler(eng, recorder), opts)
-	spec, _ := events.ConsumerOf(events.ConsumerContainmentBreach)
-	breachOpts := opts
-	breachOpts.Concurrency = cfg.BreachConcurrency
-	breaches := stream.NewConsumer(rt.NATS.JS, spec, BreachHandler(responder), breachOpts)
-	timelineSpec, _ := events.ConsumerOf(events.ConsumerContainmentTimeline)
-	timelines := stream.NewConsumer(rt.NATS.JS, timelineSpec, TimelineHandler(recorder), opts)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return breaches.Run(gctx) })
-	g.Go(func() error { return recoveries.Run(gctx) })
-	g.Go(func() error { return timelines.Run(gctx) })
-	g.Go(func() error { return eng.Run(gctx) })
-	g.Go(func() error { return relay.Run(gctx) })
-	g.Go(func() error { return projector.Run(gctx) })
-	if deps.VaultLog != nil {
-		g.Go(func() error { deps.VaultLog.Watch(gctx, witness, log); return nil })
+	w := runner.Wiring{
+		Consumers: map[string]runner.Consumer{
+			events.ConsumerContainmentBreach:   {Handler: BreachHandler(responder), Tune: func(o *stream.ConsumerOptions) { o.Concurrency = cfg.BreachConcurrency }},
+			events.ConsumerContainmentRecovery: {Handler: RecoveryHandler(eng, recorder)},
+			events.ConsumerContainmentTimeline: {Handler: TimelineHandler(recorder)},
+		},
+		Loops: map[string]func(context.Context) error{"engine": eng.Run, "outbox relay": relay.Run, "read model": projector.Run},
 	}
-	for _, src := range deps.TokenSources {
-		g.Go(func() error { src.Watch(gctx, time.Second); return nil })
+	if deps.VaultLog != nil {
+		w.Loops["vault log"] = func(ctx context.Context) error { deps.VaultLog.Watch(ctx, witness, log); return nil }
+	}
+	for i, src := range deps.TokenSources {
+		w.Loops[fmt.Sprintf("token file %d", i)] = func(ctx context.Context) error { src.Watch(ctx, time.Second); return nil }
 	}
 	if cfg.IntakeAddr != "" {
 		tlsCfg, err := cfg.intakeTLS()
@@ -450,11 +455,11 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Deps) er
 		}
 		h := intake.New(intake.Config{BearerTokens: cfg.IntakeBearerTokens, HMACKey: cfg.IntakeHMACKey, MaxSkew: cfg.IntakeMaxSkew,
 			MaxBody: cfg.IntakeMaxBody, WaitIncident: 3 * time.Second}, breachPublisher{pub}, deps.Store, rt.Logger)
-		g.Go(func() error {
-			return httpserve.ServeTLS(gctx, "breach intake", cfg.IntakeAddr, h.Routes(), tlsCfg, cfg.ShutdownTimeout, rt.Logger)
-		})
+		w.Loops["breach intake"] = func(ctx context.Context) error {
+			return httpserve.ServeTLS(ctx, "breach intake", cfg.IntakeAddr, h.Routes(), tlsCfg, cfg.ShutdownTimeout, rt.Logger)
+		}
 	}
-	return g.Wait()
+	return rt.Serve(ctx, cfg.ShutdownTimeout, w)
 }
 
 // BreachHandler turns a breach event into a detection for the responder:

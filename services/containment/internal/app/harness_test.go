@@ -139,10 +139,9 @@ func startContainment(t testing.TB, s *localstack.Stack, nodes []string, tokens 
 	done := make(chan error, 1)
 	metrics := sdkmetric.NewManualReader()
 	go func() {
-		done <- app.RunWith(ctx, &runner.Runtime{Service: events.ServiceContainment, Logger: tel.Logger, TracerProvider: tel.TracerProvider,
-			MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(metrics)), NATS: conn},
-			cfg, app.Deps{Store: db, Vault: va.Nodes, Fencer: fencer, Admin: va.Admin, VaultLog: va.Admin,
-				OwnTokens: va.Own, NotReplaceable: va.NotReplaceable, TokenSources: []*vaulttoken.Source{va.Seal, va.Recovery}})
+		rt := runner.NewRuntime(events.ServiceContainment, tel.Logger, tel.TracerProvider, sdkmetric.NewMeterProvider(sdkmetric.WithReader(metrics)), conn)
+		done <- app.Serve(ctx, rt, cfg, app.Adapters{Store: db, Vault: va.Nodes, Fencer: fencer, Admin: va.Admin, VaultLog: va.Admin,
+			OwnTokens: va.Own, NotReplaceable: va.NotReplaceable, TokenSources: []*vaulttoken.Source{va.Seal, va.Recovery}})
 	}()
 	r := &running{logs: logs, tel: tel, intake: "http://" + cfg.IntakeAddr, metrics: metrics}
 	t.Cleanup(func() {

@@ -106,21 +106,39 @@ func (c *Config) allow() ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// Run wires the notifier and blocks until ctx ends.
+// Run opens the notifier's adapters and serves until ctx ends.
 func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
-	db, err := store.Open(ctx, cfg.DatabaseURL)
+	a, closeAdapters, err := Open(ctx, rt, cfg)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	rt.AddCheck("postgres", db.Ping)
-	rt.AddCheck("dependencies", rt.DependenciesReady)
-	return RunWith(ctx, rt, cfg, db)
+	defer closeAdapters()
+	return Serve(ctx, rt, cfg, a)
 }
 
-// RunWith runs the consumer over the given store, with the real SMTP and
-// HTTP adapters.
-func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db notify.Store) error {
+// Adapters are what the notifier's work needs from outside and is not
+// made from the configuration alone: its store. (The SMTP relay and the
+// webhooks' HTTP client are made from the configuration by Serve.)
+type Adapters struct {
+	Store notify.Store
+}
+
+// Open builds the notifier's adapters from the configuration and registers
+// their readiness checks; closeAdapters releases them.
+func Open(ctx context.Context, rt *runner.Runtime, cfg *Config) (Adapters, func(), error) {
+	db, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return Adapters{}, nil, err
+	}
+	rt.AddCheck("postgres", db.Ping)
+	rt.AddCheck("dependencies", rt.DependenciesReady)
+	return Adapters{Store: db}, db.Close, nil
+}
+
+// Serve runs the consumer over the adapters, with the real SMTP and HTTP
+// clients, until ctx ends.
+func Serve(ctx context.Context, rt *runner.Runtime, cfg *Config, a Adapters) error {
+	db := a.Store
 	tp := rt.TracerProvider
 	if tp == nil {
 		tp = noop.NewTracerProvider()
@@ -157,12 +175,10 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db notify.Sto
 			return err // an outage (the relay, PostgreSQL, a webhook host) is retried without limit
 		}),
 	})
-	opts := rt.ConsumerOptions(cfg.ShutdownTimeout)
-	opts.Concurrency = cfg.Concurrency
 	// A tenant's message that fails for good before its channels recorded
 	// anything (bad data, a panic) still ends the tenant as not notified,
 	// so the plan completes.
-	opts.OnPermanent = func(ctx context.Context, dl *stream.Delivery, cause error) error {
+	giveUp := func(ctx context.Context, dl *stream.Delivery, cause error) error {
 		if dl == nil || dl.Spec.Name != events.RotationTenantCompleted {
 			return nil
 		}
@@ -172,5 +188,7 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db notify.Sto
 		}
 		return n.GiveUp(ctx, d, cause)
 	}
-	return stream.NewConsumer(rt.NATS.JS, spec, handler, opts).Run(ctx)
+	return rt.Serve(ctx, cfg.ShutdownTimeout, runner.Wiring{Consumers: map[string]runner.Consumer{
+		events.ConsumerNotifier: {Handler: handler, Tune: func(o *stream.ConsumerOptions) { o.Concurrency, o.OnPermanent = cfg.Concurrency, giveUp }},
+	}})
 }

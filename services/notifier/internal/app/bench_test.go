@@ -123,7 +123,7 @@ func BenchmarkNotification(b *testing.B) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- app.RunWith(runCtx, &runner.Runtime{Service: events.ServiceNotifier, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), NATS: conn}, cfg, db)
+		done <- app.Serve(runCtx, runner.NewRuntime(events.ServiceNotifier, slog.New(slog.NewJSONHandler(io.Discard, nil)), nil, nil, conn), cfg, app.Adapters{Store: db})
 	}()
 	defer func() {
 		stop()

@@ -156,7 +156,7 @@ func startNotifier(t *testing.T, ctx context.Context, s *localstack.Stack, logOu
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- app.RunWith(runCtx, &runner.Runtime{Service: events.ServiceNotifier, Logger: slog.New(slog.NewJSONHandler(logOut, nil)), NATS: conn}, cfg, db)
+		done <- app.Serve(runCtx, runner.NewRuntime(events.ServiceNotifier, slog.New(slog.NewJSONHandler(logOut, nil)), nil, nil, conn), cfg, app.Adapters{Store: db})
 	}()
 	t.Cleanup(func() {
 		stop()

@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace/noop"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/credentials"
@@ -109,28 +108,59 @@ const (
 	RotateAfterRekey  = "rekey"  // unsealkeys.rotated
 )
 
-// Run wires the rotator and blocks until ctx ends.
+// Run opens the rotator's adapters and serves until ctx ends.
 func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
-	db, err := store.Open(ctx, cfg.DatabaseURL)
+	a, closeAdapters, err := Open(ctx, rt, cfg)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer closeAdapters()
+	return Serve(ctx, rt, cfg, a)
+}
+
+// Adapters are what the rotator's work needs from outside, built from the
+// configuration by Open.
+type Adapters struct {
+	Store *store.Store
+	Vault rotation.Vault
+	// DNS publishes DKIM records (nil: none configured).
+	DNS rotation.DNS
+	// Failpoints are the crash tests' kill points (nil: none).
+	Failpoints *failpoint.Set
+	// Platform runs the catalogue's platform-wide entries (nil: none).
+	Platform *rotation.Platform
+}
+
+// Open builds the rotator's adapters from the configuration and registers
+// their readiness checks; closeAdapters releases them (and stops renewing
+// the token).
+func Open(ctx context.Context, rt *runner.Runtime, cfg *Config) (a Adapters, closeAdapters func(), err error) {
+	db, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return a, nil, err
+	}
+	renewCtx, stopRenew := context.WithCancel(ctx)
+	closeAdapters = func() { stopRenew(); db.Close() }
+	defer func() {
+		if err != nil {
+			closeAdapters()
+		}
+	}()
 	token, err := vaulttoken.Open(cfg.VaultToken, cfg.VaultTokenFile)
 	if err != nil {
-		return err
+		return a, nil, err
 	}
 	baseline, err := vaultdecl.Load(cfg.VaultBaseline)
 	if err != nil {
-		return err
+		return a, nil, err
 	}
 	kv, err := vaultkv.New(cfg.VaultAddr, token, cfg.KVMount, cfg.VaultTimeout, baseline.AuditDevices)
 	if err != nil {
-		return err
+		return a, nil, err
 	}
 	cat, err := loadCatalogue(cfg.Catalogue)
 	if err != nil {
-		return err
+		return a, nil, err
 	}
 	rt.AddCheck("postgres", func(ctx context.Context) error { return db.Pool().Ping(ctx) })
 	rt.AddCheck("dependencies", rt.DependenciesReady)
@@ -138,40 +168,35 @@ func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
 	// written by containment during an incident, is picked up from the file.
 	renewer, err := vaulttoken.New("rotator", []string{cfg.VaultAddr}, token, cfg.VaultTimeout, rt.Logger)
 	if err != nil {
-		return err
+		return a, nil, err
 	}
 	rt.AddCheck("vault-token", renewer.Check)
 	// Reachable is enough: with Vault sealed the jobs wait and retry.
 	rt.AddCheck("vault", renewer.Reachable())
-	renewCtx, stopRenew := context.WithCancel(ctx)
-	defer stopRenew()
 	go renewer.Run(renewCtx) //nolint:errcheck // Run returns nil when ctx ends
 	go token.Watch(renewCtx, time.Second)
-	fp, err := failpoint.FromEnv()
+	fp, err := rt.Failpoints()
 	if err != nil {
-		return err
-	}
-	if armed := fp.Armed(); len(armed) > 0 {
-		rt.Logger.Warn("test failpoints armed: this process kills itself at them", slog.Any("failpoints", armed))
+		return a, nil, err
 	}
 	var dns rotation.DNS
 	if cfg.DKIMDNSServer != "" {
 		p, err := dkimpub.New(cfg.DKIMDNSServer, cfg.DKIMZone, cfg.DKIMTSIGFile, cfg.DKIMResolver)
 		if err != nil {
-			return err
+			return a, nil, err
 		}
 		dns = p
 	} else {
 		rt.Logger.Warn("no DKIM DNS configured: new DKIM keys become active before any record is published (LOCKDOWN_DKIM_DNS_SERVER)")
 	}
 	platform := &rotation.Platform{Catalogue: cat, Kinds: Registry(), Vault: kv, Store: db, Instance: instance(), Failpoints: fp}
-	return RunWith(ctx, rt, cfg, db, kv, dns, fp, platform)
+	return Adapters{Store: db, Vault: kv, DNS: dns, Failpoints: fp, Platform: platform}, closeAdapters, nil
 }
 
-// RunWith runs the planner, the workers and the outbox relay over the
-// given adapters. fp are the crash tests' kill points (nil: none);
-// platform runs the catalogue's platform-wide entries (nil: none).
-func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Store, kv rotation.Vault, dns rotation.DNS, fp *failpoint.Set, platform *rotation.Platform) error {
+// Serve runs the planner, the workers and the outbox relay over the
+// adapters until ctx ends.
+func Serve(ctx context.Context, rt *runner.Runtime, cfg *Config, a Adapters) error {
+	db, kv, dns, fp, platform := a.Store, a.Vault, a.DNS, a.Failpoints, a.Platform
 	tp := rt.TracerProvider
 	if tp == nil {
 		tp = noop.NewTracerProvider()
@@ -228,7 +253,6 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 	worker := rotation.NewWorker(rotation.Config{Mount: cfg.KVMount, Instance: instance(), Failpoints: fp,
 		Secrets: TenantSecrets(), DKIM: dkim.Kind{Type: cfg.DKIMType, Bits: cfg.DKIMBits}, APIKeys: apikeys.Kind{},
 		DKIMSelectors: [2]string{cfg.DKIMSelectors[0], cfg.DKIMSelectors[1]}}, db, kv, dns, pregen)
-	jobSpec, _ := events.ConsumerOf(events.ConsumerRotatorJobs)
 	tenantJob := stream.Decoded(func(ctx context.Context, d *stream.Delivery, job events.RotationJobData) error {
 		// Tell JetStream the job is alive at most every few seconds, not
 		// after every step: each InProgress is a message.
@@ -299,22 +323,22 @@ func RunWith(ctx context.Context, rt *runner.Runtime, cfg *Config, db *store.Sto
 	if pregen != nil {
 		watch = watchIncidents(rt)
 	}
-	planSpec, _ := events.ConsumerOf(events.ConsumerRotatorPlanner)
-	opts := rt.ConsumerOptions(cfg.ShutdownTimeout)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return relay.Run(gctx) })
-	g.Go(func() error { return stream.NewConsumer(rt.NATS.JS, planSpec, planner, opts).Run(gctx) })
-	jobOpts := opts
-	jobOpts.Concurrency = cfg.Concurrency
-	jobOpts.OnPermanent = failJob
-	g.Go(func() error { return stream.NewConsumer(rt.NATS.JS, jobSpec, jobs, jobOpts).Run(gctx) })
+	w := runner.Wiring{
+		Consumers: map[string]runner.Consumer{
+			events.ConsumerRotatorPlanner: {Handler: planner},
+			events.ConsumerRotatorJobs: {Handler: jobs, Tune: func(o *stream.ConsumerOptions) {
+				o.Concurrency, o.OnPermanent = cfg.Concurrency, failJob
+			}},
+		},
+		Loops: map[string]func(context.Context) error{"outbox relay": relay.Run},
+	}
 	if watch != nil {
-		g.Go(func() error { return pregenerate(gctx, rt, cfg, db, pregen, watch) })
+		w.Loops["key pregeneration"] = func(ctx context.Context) error { return pregenerate(ctx, rt, cfg, db, pregen, watch) }
 	}
 	if dns != nil {
-		g.Go(func() error { return recheck(gctx, rt, cfg, worker) })
+		w.Loops["DKIM recheck"] = func(ctx context.Context) error { return recheck(ctx, rt, cfg, worker) }
 	}
-	return g.Wait()
+	return rt.Serve(ctx, cfg.ShutdownTimeout, w)
 }
 
 // recheck looks, every DKIM_RECHECK / 10 (at least every second), for
