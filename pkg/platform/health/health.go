@@ -23,17 +23,49 @@ import (
 // Check reports one dependency's state: nil when usable.
 type Check func(ctx context.Context) error
 
+// Info reports one fact of the service's state for operators (whether
+// this process leads, how many events wait to be published): shown in
+// /readyz under "info", never a reason to be unready.
+type Info func(ctx context.Context) (string, error)
+
 // Server holds the checks and serves them.
 type Server struct {
 	mu      sync.Mutex
 	checks  map[string]Check
 	alarms  map[string]Check
+	info    map[string]Info
 	timeout time.Duration
 }
 
 // New returns a server whose checks get timeout each.
 func New(timeout time.Duration) *Server {
-	return &Server{checks: map[string]Check{}, alarms: map[string]Check{}, timeout: timeout}
+	return &Server{checks: map[string]Check{}, alarms: map[string]Check{}, info: map[string]Info{}, timeout: timeout}
+}
+
+// AddInfo registers a fact shown in /readyz under "info".
+func (s *Server) AddInfo(name string, f Info) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.info[name] = f
+}
+
+// Info reads every registered fact; one that could not be read shows its
+// error.
+func (s *Server) Info(ctx context.Context) map[string]string {
+	s.mu.Lock()
+	info := maps.Clone(s.info)
+	s.mu.Unlock()
+	out := make(map[string]string, len(info))
+	for name, f := range info {
+		cctx, cancel := context.WithTimeout(ctx, s.timeout)
+		v, err := f(cctx)
+		cancel()
+		if err != nil {
+			v = "unknown: " + err.Error()
+		}
+		out[name] = v
+	}
+	return out
 }
 
 // AddAlarm registers a check whose failure is shown in /readyz under
@@ -116,7 +148,8 @@ func (s *Server) Handler() http.Handler {
 			Status string            `json:"status"`
 			Checks map[string]string `json:"checks"`           // name → "ok" or the failure
 			Alarms map[string]string `json:"alarms,omitempty"` // raised alarms only
-		}{Status: status, Checks: map[string]string{}, Alarms: s.Alarms(r.Context())}
+			Info   map[string]string `json:"info,omitempty"`
+		}{Status: status, Checks: map[string]string{}, Alarms: s.Alarms(r.Context()), Info: s.Info(r.Context())}
 		for _, n := range names {
 			body.Checks[n] = "ok"
 			if results[n] != "" {

@@ -26,6 +26,15 @@ func TestHealth(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&body)
 		return resp.StatusCode, body
 	}
+	t.Run("info is shown beside the checks and never makes the service unready", func(t *testing.T) {
+		s.AddInfo("engine", func(context.Context) (string, error) { return "leader containment-a", nil })
+		s.AddInfo("outbox_pending", func(context.Context) (string, error) { return "", errors.New("database away") })
+		code, body := get("/readyz")
+		info, _ := body["info"].(map[string]any)
+		if code != http.StatusOK || info["engine"] != "leader containment-a" || info["outbox_pending"] != "unknown: database away" {
+			t.Fatalf("%d %v", code, body)
+		}
+	})
 	t.Run("healthz answers while the process runs", func(t *testing.T) {
 		if code, _ := get("/healthz"); code != http.StatusOK {
 			t.Fatal(code)

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -405,6 +406,16 @@ func Alarm(pool *pgxpool.Pool, schema string) func(context.Context) error {
 			return err
 		}
 		return fmt.Errorf("%d event(s) refused by JetStream for good and parked in %s (see their dead letters: lockdown dlq list)", n, parkedTable(schema))
+	}
+}
+
+// PendingInfo reports how many events wait in the schema's outbox to be
+// published (/readyz "info": a backlog an operator can watch drain; zero
+// once every committed event is in JetStream).
+func PendingInfo(pool *pgxpool.Pool, schema string) func(context.Context) (string, error) {
+	return func(ctx context.Context) (string, error) {
+		n, err := Pending(ctx, pool, schema)
+		return strconv.Itoa(n), err
 	}
 }
 

@@ -241,6 +241,14 @@ func (rt *Runtime) AddCheck(name string, c health.Check) {
 	}
 }
 
+// AddInfo registers a fact shown in /readyz (health.Server.AddInfo); a
+// no-op without health endpoints.
+func (rt *Runtime) AddInfo(name string, f health.Info) {
+	if rt.Health != nil {
+		rt.Health.AddInfo(name, f)
+	}
+}
+
 // AddAlarm registers a readiness alarm (health.Server.AddAlarm); a no-op
 // without health endpoints.
 func (rt *Runtime) AddAlarm(name string, c health.Check) {

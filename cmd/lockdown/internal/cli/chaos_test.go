@@ -17,6 +17,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/keycheck"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 )
 
@@ -263,30 +264,33 @@ func (s *system) killAtRandom(ctx context.Context, seed uint64) string {
 	}
 }
 
-// awaitRotated waits until n tenants of the incident are rotated (or ctx
-// ends: the incident is over).
+// awaitRotated waits until n tenants of the incident are announced
+// rotated (or ctx ends: the incident is over).
 func (s *system) awaitRotated(ctx context.Context, id string, n int) bool {
-	for ctx.Err() == nil {
-		var done int
-		if s.db.QueryRow(ctx, `SELECT count(*) FROM rotator.jobs WHERE incident_id = $1 AND state = 'completed'`, id).Scan(&done) == nil && done >= n {
-			return true
-		}
-		sleepCtx(ctx, 50*time.Millisecond)
-	}
-	return false
+	return awaitTenants(ctx, s, events.RotationTenantCompleted, n, func(d events.RotationTenantCompletedData) (string, bool) {
+		return d.TenantID, d.IncidentID == id
+	})
 }
 
 // awaitNotified waits until n tenants of the incident were sent a message,
 // and reports whether they were before ctx ended.
 func (s *system) awaitNotified(ctx context.Context, id string, n int) bool {
-	for ctx.Err() == nil {
-		var sent int
-		if s.db.QueryRow(ctx, `SELECT count(*) FROM notifier.deliveries WHERE incident_id = $1 AND state = 'sent'`, id).Scan(&sent) == nil && sent >= n {
-			return true
+	return awaitTenants(ctx, s, events.NotificationSent, n, func(d events.NotificationSentData) (string, bool) {
+		return d.TenantID, d.IncidentID == id
+	})
+}
+
+// awaitTenants follows the stored events of name until n different tenants
+// matched, and reports whether they did before ctx ended.
+func awaitTenants[T any](ctx context.Context, s *system, name events.Name, n int, match func(T) (tenant string, ok bool)) bool {
+	seen := map[string]bool{}
+	_, _, err := stream.Await(ctx, s.op.JS, name, func(_ event.Event, d T) bool {
+		if tenant, ok := match(d); ok {
+			seen[tenant] = true
 		}
-		sleepCtx(ctx, 50*time.Millisecond)
-	}
-	return false
+		return len(seen) >= n
+	})
+	return err == nil
 }
 
 // seedAPIKeys gives every tenant two API keys again (the last incident

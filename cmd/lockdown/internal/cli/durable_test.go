@@ -17,6 +17,7 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/readmodel"
 	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 )
@@ -147,15 +148,28 @@ func TestPostgresOutage(t *testing.T) {
 		if resolved.Outcome != "resolved" {
 			t.Fatalf("incident ended %s", resolved.Outcome)
 		}
-		if other := s.incidentOf(redetection); other != id {
-			t.Fatalf("the re-detection opened incident %s, the breach %s", other, id)
+		// The incident was opened by the breach (incidentOf found its
+		// incident.opened); the re-detection joined it: the document counts
+		// both, and no incident.opened names the re-detection.
+		var doc readmodel.Incident
+		testwait.For(t, time.Minute, "the re-detection to join the incident", func() bool {
+			var err error
+			doc, err = s.document(id)
+			return err == nil && doc.Detections == 2
+		})
+		s.scanEvents(events.SpecOf(events.IncidentOpened).FilterSubject(), func(ev event.Event) {
+			if d, err := events.DataAs[events.IncidentOpenedData](ev); err == nil && d.BreachEventID == redetection {
+				t.Errorf("the re-detection opened incident %s, the breach %s", d.IncidentID, id)
+			}
+		})
+		unrequested := 0
+		for _, seal := range doc.Seals {
+			if seal.RequestedAt.IsZero() {
+				unrequested++
+			}
 		}
-		var opener string
-		var rounds, unrequested int
-		must(t, s.db.QueryRow(s.ctx, `SELECT opened_by_event, seal_round, (SELECT count(*) FROM containment.node_seals n WHERE n.incident_id = i.id AND n.requested_at IS NULL)
-			FROM containment.incidents i WHERE id = $1`, id).Scan(&opener, &rounds, &unrequested))
-		if opener != eventID || rounds != 1 || unrequested != 0 {
-			t.Fatalf("incident opened by %s (the breach: %s), %d seal round(s), %d seal(s) without a request time; want the breach, one round, none", opener, eventID, rounds, unrequested)
+		if doc.SealRounds != 1 || unrequested != 0 {
+			t.Fatalf("%d seal round(s), %d seal(s) without a request time; want one round, none", doc.SealRounds, unrequested)
 		}
 		sealed := await(s, events.VaultSealed, time.Minute, func(d events.VaultSealedData) bool { return d.IncidentID == id })
 		// The recorded latency is the seal's, not the database's return:
@@ -423,18 +437,12 @@ func TestLeaderFailover(t *testing.T) {
 		played := make(chan error, 1)
 		go func() { played <- s.tgt.vault.PlayRekey(s.ctx, nonce, 15*time.Second) }()
 		testwait.For(t, time.Minute, "the leader to record the verification phase", func() bool {
-			var phase string
-			err := s.db.QueryRow(s.ctx, `SELECT coalesce(state->'ceremony'->>'phase', '') FROM containment.recovery WHERE incident_id::text = $1`, id).Scan(&phase)
-			return err == nil && phase == "verifying_new_shares"
+			c, err := s.ceremony(id)
+			return err == nil && c.Phase == "verifying_new_shares"
 		})
 		s.kill(leader)
 		killed := time.Now()
-		var standby string
-		testwait.For(t, 30*time.Second, "the standby to take the lease", func() bool {
-			var live bool
-			err := s.db.QueryRow(s.ctx, `SELECT holder, expires_at > now() FROM containment.lease WHERE name = 'engine'`).Scan(&standby, &live)
-			return err == nil && live && standby != leader
-		})
+		standby := s.waitLeaderOtherThan(leader)
 		t.Logf("%s took over %s after %s was killed", standby, time.Since(killed).Round(time.Millisecond), leader)
 		if err := <-played; err != nil {
 			t.Fatal(err)
@@ -454,11 +462,10 @@ func TestLeaderFailover(t *testing.T) {
 		if len(r.Actions.DrivenBy[leader]) == 0 || !contains(r.Actions.DrivenBy[standby], "rekey ceremony") {
 			t.Fatalf("report's containment processes %v: want %s and %s (the ceremony)", r.Actions.DrivenBy, leader, standby)
 		}
-		var restarts int
-		var gotNonce string
-		must(t, s.db.QueryRow(s.ctx, `SELECT (state->'ceremony'->>'restarts')::int, state->'ceremony'->>'nonce' FROM containment.recovery WHERE incident_id::text = $1`, id).Scan(&restarts, &gotNonce))
-		if restarts != 0 || gotNonce != nonce {
-			t.Fatalf("the ceremony restarted %d times (nonce %s, was %s)", restarts, gotNonce, nonce)
+		c, err := s.ceremony(id)
+		must(t, err)
+		if c.Restarts != 0 || c.Nonce != nonce {
+			t.Fatalf("the ceremony restarted %d times (nonce %s, was %s)", c.Restarts, c.Nonce, nonce)
 		}
 		s.settled()
 	})

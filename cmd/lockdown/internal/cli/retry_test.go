@@ -47,7 +47,7 @@ func TestRetryFailedTenant(t *testing.T) {
 	}
 
 	// The cause is mended: the tenant is in the directory now.
-	_, err = s.db.Exec(s.ctx, `INSERT INTO directory.tenants (id, name, domain, contact_email) VALUES ($1, 'Ghost', 'ghost.example', 'security@ghost.example')`, ghost)
+	_, err = s.directory.Exec(s.ctx, `INSERT INTO directory.tenants (id, name, domain, contact_email) VALUES ($1, 'Ghost', 'ghost.example', 'security@ghost.example')`, ghost)
 	must(t, err)
 	t.Setenv("LOCKDOWN_NATS_URL", s.stack.NATS.URL)
 	t.Setenv("LOCKDOWN_NATS_PASSWORD", s.stack.NATS.Password(events.UserOperator))

@@ -2,8 +2,11 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/events/readmodel"
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
@@ -35,8 +39,11 @@ type system struct {
 	stack *localstack.Stack
 	tgt   *target
 	bin   string
-	db    *pgxpool.Pool
-	op    *natsconn.Conn // the operator's connection: reads streams
+	// directory reaches the platform's tenant directory (the platform's
+	// data, which a test changes as the platform would); no test reads a
+	// Lockdown service's tables.
+	directory *pgxpool.Pool
+	op        *natsconn.Conn // the operator's connection: reads streams
 
 	mu    sync.Mutex
 	procs map[string]*sysProc
@@ -46,6 +53,8 @@ type system struct {
 	// relayStops counts the SMTP relay's stops (TestChaos: each is a
 	// window for the same message twice).
 	relayStops atomic.Int32
+	// rm reads the incidents' documents (document), opened on first use.
+	rm *stream.ReadModel
 }
 
 // sysProc is one service process; restarts counts how often it was
@@ -55,6 +64,9 @@ type sysProc struct {
 	env           []string
 	pid           int
 	restarts      int
+	// health is its /healthz and /readyz address: what the tests know of
+	// a service's state beyond the events (no test reads its tables).
+	health string
 	// respawn: start it again (without its failpoints) when it dies.
 	respawn bool
 }
@@ -93,10 +105,10 @@ func newSystemWith(t *testing.T, timeout time.Duration, tenants int, opts locals
 		t.Fatal(err)
 	}
 	s := &system{t: t, ctx: ctx, stack: stack, tgt: localTarget(stack), bin: bin, procs: map[string]*sysProc{}}
-	if s.db, err = pgxpool.New(ctx, stack.Postgres.URL); err != nil {
+	if s.directory, err = pgxpool.New(ctx, stack.Postgres.URL); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.db.Close)
+	t.Cleanup(s.directory.Close)
 	if s.op, err = natsconn.Connect(ctx, natsconn.Options{URL: stack.NATS.URL, User: events.UserOperator, Password: stack.NATS.Password(events.UserOperator)}); err != nil {
 		t.Fatal(err)
 	}
@@ -127,12 +139,19 @@ func (s *system) start(name, service string, respawn bool, env ...string) {
 // from the test's goroutine (start) and from the watcher's: it reports
 // instead of failing the test.
 func (s *system) launch(p *sysProc, extra []string) error {
-	pid, _, err := s.stack.Spawn(p.name, filepath.Join(s.bin, p.service), nil, append(s.stack.Env(p.service), extra...))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	health := l.Addr().String()
+	_ = l.Close() // reserved for the process, which binds it at start
+	env := append(s.stack.Env(p.service), extra...)
+	pid, _, err := s.stack.Spawn(p.name, filepath.Join(s.bin, p.service), nil, append(env, "LOCKDOWN_HEALTH_ADDR="+health))
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
-	p.pid = pid
+	p.pid, p.health = pid, health
 	s.mu.Unlock()
 	exited := s.stack.Exited(pid)
 	go func() {
@@ -187,17 +206,69 @@ func (s *system) startAll(env map[string][]string) {
 	s.waitLeader()
 }
 
-// waitLeader waits until a containment process holds the engine's lease
-// and returns its name.
+// waitLeader waits until a containment process says it leads (its
+// /readyz "engine" info) and returns its process name.
 func (s *system) waitLeader() string {
 	s.t.Helper()
-	var holder string
+	return s.waitLeaderOtherThan("")
+}
+
+// waitLeaderOtherThan waits until a containment process other than the
+// named one leads, and returns its process name.
+func (s *system) waitLeaderOtherThan(not string) string {
+	s.t.Helper()
+	var leader string
 	testwait.For(s.t, time.Minute, "a containment leader", func() bool {
-		var live bool
-		err := s.db.QueryRow(s.ctx, `SELECT holder, expires_at > now() FROM containment.lease WHERE name = 'engine'`).Scan(&holder, &live)
-		return err == nil && live
+		for _, p := range s.procsOf(events.ServiceContainment) {
+			if engine, ok := s.info(p)["engine"]; ok {
+				if name, leads := strings.CutPrefix(engine, "leader "); leads && name != not {
+					leader = name
+					return true
+				}
+			}
+		}
+		return false
 	})
-	return holder
+	return leader
+}
+
+// procsOf lists the started processes of a service.
+func (s *system) procsOf(service string) []*sysProc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*sysProc
+	for _, p := range s.procs {
+		if p.service == service {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// info reads a process's /readyz "info" (nil when it does not answer:
+// dead, or still starting).
+func (s *system) info(p *sysProc) map[string]string {
+	s.mu.Lock()
+	addr := p.health
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(s.ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+	if err != nil {
+		return nil
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var body struct {
+		Info map[string]string `json:"info"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&body) != nil {
+		return nil
+	}
+	return body.Info
 }
 
 // breach publishes a breach as the SIEM does and returns its event id.
@@ -228,14 +299,11 @@ func await[T any](s *system, name events.Name, timeout time.Duration, match func
 	return d
 }
 
-// incidentOf waits for the incident a breach opened or joined.
+// incidentOf waits for the incident a breach opened (incident.opened
+// names the breach).
 func (s *system) incidentOf(eventID string) string {
 	s.t.Helper()
-	var id string
-	testwait.For(s.t, 5*time.Minute, "the breach to be recorded", func() bool {
-		return s.db.QueryRow(s.ctx, `SELECT incident_id::text FROM containment.detections WHERE event_id = $1`, eventID).Scan(&id) == nil
-	})
-	return id
+	return await(s, events.IncidentOpened, 5*time.Minute, func(d events.IncidentOpenedData) bool { return d.BreachEventID == eventID }).IncidentID
 }
 
 // runIncident plays a whole incident after a breach: the key holders
@@ -274,9 +342,8 @@ func (s *system) playHolders(ctx context.Context, id string) {
 				s.t.Logf("key holders: unseal: %v", err)
 			}
 		}
-		var nonce, phase string
-		err := s.db.QueryRow(ctx, `SELECT coalesce(state->'ceremony'->>'nonce', ''), coalesce(state->'ceremony'->>'phase', '')
-			FROM containment.recovery WHERE incident_id::text = $1`, id).Scan(&nonce, &phase)
+		c, err := s.ceremony(id)
+		nonce, phase := c.Nonce, c.Phase
 		if err == nil && nonce != "" && nonce != played && phase == "collecting_current_shares" {
 			played = nonce
 			if err := s.tgt.vault.PlayRekey(ctx, nonce, time.Second); err != nil && ctx.Err() == nil {
@@ -386,7 +453,8 @@ func (s *system) awaitHandled(durable, incidentID string, names ...events.Name) 
 }
 
 // settled waits until no declared consumer has a message pending or
-// unacknowledged and both outboxes are empty: nothing is left behind.
+// unacknowledged and both outboxes are empty (the services' /readyz):
+// nothing is left behind.
 func (s *system) settled() {
 	s.t.Helper()
 	var last string
@@ -410,10 +478,18 @@ func (s *system) settled() {
 				break
 			}
 		}
-		for _, schema := range []string{"containment", "rotator"} {
-			var n int
-			if err := s.db.QueryRow(s.ctx, `SELECT count(*) FROM `+schema+`.outbox`).Scan(&n); err != nil || n > 0 {
-				ok, last = false, fmt.Sprintf("%s.outbox holds %d (%v)", schema, n, err)
+		// Every committed event published: the outboxes are empty, as the
+		// services' /readyz says (any live process of the schema's service).
+		for _, service := range []string{events.ServiceContainment, events.ServiceRotator} {
+			pending := "no answer"
+			for _, p := range s.procsOf(service) {
+				if n, answered := s.info(p)["outbox_pending"]; answered {
+					pending = n
+					break
+				}
+			}
+			if pending != "0" {
+				ok, last = false, fmt.Sprintf("%s's outbox: %s pending", service, pending)
 			}
 		}
 		if !ok {
@@ -467,6 +543,39 @@ func (s *system) report(id string) (report.Report, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
 	defer cancel()
 	return storedReport(ctx, s.tgt, id)
+}
+
+// document reads the incident's document from the read model, as the
+// operator's CLI does (zero before containment wrote one).
+func (s *system) document(id string) (readmodel.Incident, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	s.mu.Lock()
+	rm := s.rm
+	s.mu.Unlock()
+	if rm == nil {
+		var err error
+		if rm, err = stream.OpenReadModel(ctx, s.op.JS); err != nil {
+			return readmodel.Incident{}, err
+		}
+		s.mu.Lock()
+		s.rm = rm
+		s.mu.Unlock()
+	}
+	doc, err := rm.Incident(ctx, id)
+	if errors.Is(err, stream.ErrNoIncident) {
+		return readmodel.Incident{}, nil
+	}
+	return doc, err
+}
+
+// ceremony reads the incident's rekey ceremony from the read model.
+func (s *system) ceremony(id string) (readmodel.Ceremony, error) {
+	doc, err := s.document(id)
+	if err != nil || doc.Recovery == nil {
+		return readmodel.Ceremony{}, err
+	}
+	return doc.Recovery.Ceremony, nil
 }
 
 // nonce reads the rekey ceremony's nonce from the read model (waiting up

@@ -415,6 +415,14 @@ func Serve(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Adapters) 
 	witness := recovery.NewWitness()
 	eng := engine.New(engine.Config{Process: process, LeaderTTL: cfg.LeaderTTL, Tick: cfg.GatePoll, RekeyPoll: cfg.RekeyPoll,
 		SealDeadline: cfg.SealDeadline, StuckAfter: cfg.StuckAfter, JaegerURL: cfg.JaegerURL}, deps.Store, sealer, recovery.New(rcfg, deps.Admin, witness, log), log, deps.Failpoints, rt.MeterProvider)
+	// Which process drives the incidents: the lease is containment's own
+	// table, this is what operators (and the system tests) may read.
+	rt.AddInfo("engine", func(context.Context) (string, error) {
+		if eng.Leader() {
+			return "leader " + process, nil
+		}
+		return "standby " + process, nil
+	})
 	policy := incident.Policy{Clusters: cfg.AutoSealClusters}
 	for _, sev := range cfg.AutoSealSeverities {
 		policy.Severities = append(policy.Severities, events.Severity(sev))
@@ -433,6 +441,7 @@ func Serve(ctx context.Context, rt *runner.Runtime, cfg *Config, deps Adapters) 
 		OnDuplicate: rt.OutboxDuplicate, Source: events.SourceOf(events.ServiceContainment),
 		DeadLetters: events.OutboxDeadLetters(events.ServiceContainment), OnParked: deps.Store.ParkedAlarm}
 	rt.AddAlarm("outbox", outbox.Alarm(deps.Store.Pool(), store.Schema))
+	rt.AddInfo("outbox_pending", outbox.PendingInfo(deps.Store.Pool(), store.Schema))
 
 	w := runner.Wiring{
 		Consumers: map[string]runner.Consumer{

@@ -246,6 +246,7 @@ func Serve(ctx context.Context, rt *runner.Runtime, cfg *Config, a Adapters) err
 	relay := &outbox.Relay{Pool: db.Pool(), Schema: store.Schema, JS: rt.NATS.JS, Logger: rt.Logger, Failpoints: fp,
 		OnDuplicate: rt.OutboxDuplicate, Source: events.SourceOf(events.ServiceRotator), DeadLetters: events.OutboxDeadLetters(events.ServiceRotator)}
 	rt.AddAlarm("outbox", outbox.Alarm(db.Pool(), store.Schema))
+	rt.AddInfo("outbox_pending", outbox.PendingInfo(db.Pool(), store.Schema))
 	var pregen *rotation.Pregen
 	if cfg.Pregenerate {
 		pregen = rotation.NewPregen()
