@@ -78,6 +78,7 @@ type chaosRow struct {
 }
 
 func TestChaos(t *testing.T) {
+	t.Parallel() // its own stack, nothing in the environment: beside the other long system tests
 	cfg := chaosFromEnv(t)
 	var rows []chaosRow
 	t.Cleanup(func() { writeChaosTable(t, cfg, rows) })

@@ -32,6 +32,7 @@ import (
 var fastLease = []string{"LOCKDOWN_LEADER_TTL=3s"}
 
 func TestCrashAtEveryCommit(t *testing.T) {
+	t.Parallel() // its own stack, nothing in the environment: beside the other long system tests
 	const tenants = 5
 	s := newSystem(t, 45*time.Minute, tenants)
 	s.startAll(map[string][]string{events.ServiceContainment: fastLease})
@@ -121,6 +122,7 @@ func (s *system) arm(name, point string) {
 }
 
 func TestPostgresOutage(t *testing.T) {
+	t.Parallel() // its own stack, nothing in the environment: beside the other long system tests
 	s := newSystem(t, 20*time.Minute, 4)
 	s.startAll(map[string][]string{events.ServiceContainment: fastLease})
 
@@ -194,10 +196,8 @@ func TestPostgresOutage(t *testing.T) {
 		}
 		await(s, events.AccessRevoked, time.Minute, func(d events.AccessRevokedData) bool { return d.IncidentID == id })
 		// As the operator, in-process, exactly as the binary runs it.
-		t.Setenv("LOCKDOWN_NATS_URL", s.stack.NATS.URL)
-		t.Setenv("LOCKDOWN_NATS_PASSWORD", s.stack.NATS.Password(events.UserOperator))
 		var out, errOut bytes.Buffer
-		if code := Main(s.ctx, []string{"resume", id, "--as", "alice@soc"}, &out, &errOut); code != ExitOK {
+		if code := Main(s.ctx, s.asOperator("resume", id, "--as", "alice@soc"), &out, &errOut); code != ExitOK {
 			t.Fatalf("lockdown resume: exit %d: %s", code, errOut.String())
 		}
 		// The planner may have dead-lettered access.revoked: while the
@@ -217,10 +217,10 @@ func TestPostgresOutage(t *testing.T) {
 			})
 			return again || completed
 		})
-		if code := Main(s.ctx, []string{"abort", id}, &out, &errOut); code != ExitUsage {
+		if code := Main(s.ctx, s.asOperator("abort", id), &out, &errOut); code != ExitUsage {
 			t.Fatalf("abort without a reason: exit %d", code)
 		}
-		if code := Main(s.ctx, []string{"abort", id, "--as", "alice@soc", "--reason", "false positive: a red-team exercise"}, &out, &errOut); code != ExitOK {
+		if code := Main(s.ctx, s.asOperator("abort", id, "--as", "alice@soc", "--reason", "false positive: a red-team exercise"), &out, &errOut); code != ExitOK {
 			t.Fatalf("lockdown abort: exit %d: %s", code, errOut.String())
 		}
 		resolved := await(s, events.IncidentResolved, time.Minute, func(d events.IncidentResolvedData) bool { return d.IncidentID == id })
@@ -270,6 +270,7 @@ func (f *faultyVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestVaultUnavailableAndResealed(t *testing.T) {
+	t.Parallel() // its own stack, nothing in the environment: beside the other long system tests
 	s := newSystem(t, 25*time.Minute, 4)
 	target, _ := url.Parse(s.stack.Vault.Addr)
 	fv := &faultyVault{proxy: httputil.NewSingleHostReverseProxy(target), token: func() string {
@@ -308,8 +309,6 @@ func TestVaultUnavailableAndResealed(t *testing.T) {
 		}
 		// lockdown status shows why it does not move, from the read
 		// model, as the operator.
-		t.Setenv("LOCKDOWN_NATS_URL", s.stack.NATS.URL)
-		t.Setenv("LOCKDOWN_NATS_PASSWORD", s.stack.NATS.Password(events.UserOperator))
 		// The read model follows the change that raised incident.stuck
 		// within a moment (written after the commit, as the event is
 		// published): wait for it rather than race it.
@@ -319,7 +318,7 @@ func TestVaultUnavailableAndResealed(t *testing.T) {
 		statusErr := ""
 		testwait.For(t, 10*time.Second, "status --json to show why the incident is stuck", func() bool {
 			var out, errOut bytes.Buffer
-			if code := Main(s.ctx, []string{"status", id, "--json"}, &out, &errOut); code != ExitOK {
+			if code := Main(s.ctx, s.asOperator("status", id, "--json"), &out, &errOut); code != ExitOK {
 				statusErr = errOut.String()
 				return false
 			}
@@ -410,6 +409,7 @@ func TestVaultUnavailableAndResealed(t *testing.T) {
 }
 
 func TestLeaderFailover(t *testing.T) {
+	t.Parallel() // its own stack, nothing in the environment: beside the other long system tests
 	s := newSystem(t, 15*time.Minute, 4)
 	for _, name := range []string{"containment-a", "containment-b"} {
 		s.start(name, events.ServiceContainment, false, append([]string{"LOCKDOWN_PROCESS_NAME=" + name}, fastLease...)...)

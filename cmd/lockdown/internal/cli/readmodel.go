@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,21 +24,32 @@ import (
 // natsFlags are the NATS connection flags every command shares.
 type natsFlags struct {
 	url, user *string
-	// password is the user's, from LOCKDOWN_NATS_PASSWORD (never a flag:
-	// it would show in the process list).
-	password string
+	// password is the user's, from LOCKDOWN_NATS_PASSWORD, or from the
+	// file passwordFile names (never the value in a flag: it would show in
+	// the process list).
+	password     string
+	passwordFile *string
 }
 
 func addNATSFlags(fs *flag.FlagSet, defaultUser string) natsFlags {
 	return natsFlags{
-		url:      fs.String("nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (LOCKDOWN_NATS_URL)"),
-		user:     fs.String("nats-user", envOr("NATS_USER", defaultUser), "NATS user (LOCKDOWN_NATS_USER; its password from LOCKDOWN_NATS_PASSWORD)"),
-		password: envOr("NATS_PASSWORD", ""),
+		url:          fs.String("nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (LOCKDOWN_NATS_URL)"),
+		user:         fs.String("nats-user", envOr("NATS_USER", defaultUser), "NATS user (LOCKDOWN_NATS_USER; its password from LOCKDOWN_NATS_PASSWORD or --nats-password-file)"),
+		password:     envOr("NATS_PASSWORD", ""),
+		passwordFile: fs.String("nats-password-file", envOr("NATS_PASSWORD_FILE", ""), "file holding the NATS user's password (LOCKDOWN_NATS_PASSWORD_FILE; a mounted secret), instead of LOCKDOWN_NATS_PASSWORD"),
 	}
 }
 
 func (f natsFlags) connect(ctx context.Context) (*natsconn.Conn, error) {
-	return natsconn.Connect(ctx, natsconn.Options{URL: *f.url, User: *f.user, Password: f.password, Name: "lockdown-cli"})
+	password := f.password
+	if f.passwordFile != nil && *f.passwordFile != "" {
+		b, err := os.ReadFile(*f.passwordFile)
+		if err != nil {
+			return nil, fmt.Errorf("NATS password file: %w", err)
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+	}
+	return natsconn.Connect(ctx, natsconn.Options{URL: *f.url, User: *f.user, Password: password, Name: "lockdown-cli"})
 }
 
 // closeNATS closes a command's NATS connection once the command is done

@@ -545,6 +545,16 @@ func (s *system) report(id string) (report.Report, error) {
 	return storedReport(ctx, s.tgt, id)
 }
 
+// asOperator is a CLI command line run as the operator against the test's
+// stack: the connection in flags and the password in a file, not in the
+// process's environment, which tests running in parallel share.
+func (s *system) asOperator(args ...string) []string {
+	s.t.Helper()
+	path := filepath.Join(s.t.TempDir(), "operator-password")
+	must(s.t, os.WriteFile(path, []byte(s.stack.NATS.Password(events.UserOperator)), 0o600))
+	return append(args, "--nats-url", s.stack.NATS.URL, "--nats-password-file", path)
+}
+
 // document reads the incident's document from the read model, as the
 // operator's CLI does (zero before containment wrote one).
 func (s *system) document(id string) (readmodel.Incident, error) {
