@@ -27,21 +27,24 @@ all: build
 ## tools: build the real servers into .bin (only what is missing) and make sure PostgreSQL, Knot DNS and Chromium are installed
 tools: $(BIN)/vault $(BIN)/nats-server $(BIN)/jaeger $(BIN)/mailpit postgres dns chromium
 
-$(BIN)/vault: deploy/tools/vault/go.mod
-	@echo "building Vault v1.21.0 (large: ~10-15 min cold on 2 cores)"
-	cd deploy/tools/vault && GOWORK=off go build -o $@ github.com/hashicorp/vault
+# The servers and the linter are built from their pinned tools modules
+# through a cache every clone on this machine shares (build-tool.sh): a
+# second clone copies them instead of building them again.
+$(BIN)/vault: deploy/tools/vault/go.mod deploy/tools/vault/go.sum
+	@echo "Vault v1.21.0: from the tools cache, or built (large: ~10-15 min cold on 2 cores)"
+	deploy/tools/build-tool.sh deploy/tools/vault github.com/hashicorp/vault $@
 
-$(BIN)/nats-server: deploy/tools/servers/go.mod
-	cd deploy/tools/servers && GOWORK=off go build -o $@ github.com/nats-io/nats-server/v2
+$(BIN)/nats-server: deploy/tools/servers/go.mod deploy/tools/servers/go.sum
+	deploy/tools/build-tool.sh deploy/tools/servers github.com/nats-io/nats-server/v2 $@
 
-$(BIN)/jaeger: deploy/tools/servers/go.mod
-	cd deploy/tools/servers && GOWORK=off go build -o $@ github.com/jaegertracing/jaeger/cmd/jaeger
+$(BIN)/jaeger: deploy/tools/servers/go.mod deploy/tools/servers/go.sum
+	deploy/tools/build-tool.sh deploy/tools/servers github.com/jaegertracing/jaeger/cmd/jaeger $@
 
-$(BIN)/mailpit: deploy/tools/servers/go.mod
-	cd deploy/tools/servers && GOWORK=off go build -o $@ github.com/axllent/mailpit
+$(BIN)/mailpit: deploy/tools/servers/go.mod deploy/tools/servers/go.sum
+	deploy/tools/build-tool.sh deploy/tools/servers github.com/axllent/mailpit $@
 
-$(BIN)/golangci-lint: deploy/tools/lint/go.mod
-	cd deploy/tools/lint && GOWORK=off go build -o $@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+$(BIN)/golangci-lint: deploy/tools/lint/go.mod deploy/tools/lint/go.sum
+	deploy/tools/build-tool.sh deploy/tools/lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint $@
 
 postgres:
 	@deploy/tools/ensure-postgres.sh
