@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -121,12 +120,17 @@ func firstOf(list []string) []string {
 	return list[:1]
 }
 
-// flagLine is a flag in the usage a flag.FlagSet prints ("  -name type").
-var flagLine = regexp.MustCompile(`(?m)^\s+-([a-z0-9][a-z0-9-]*)`)
+// flagProbe is the diagnostics writer completion hands a command asked for
+// -h: newFlags records the command's flag set in it, so completion reads
+// the flags the command declares (once, where it parses them) from the
+// flag set itself.
+type flagProbe struct {
+	io.Writer
+	sets []*flag.FlagSet
+}
 
 // completions offers a command's subcommands first (dlq, install), then
-// its flags, read from the usage the command prints for -h: the flags are
-// declared once, where the command parses them.
+// its flags, from the flag sets the command makes when asked for -h.
 func completions(ctx context.Context, c command, subs, args []string, toComplete string) []cobra.Completion {
 	var out []cobra.Completion
 	if len(subs) > 0 && len(args) == 0 {
@@ -140,16 +144,18 @@ func completions(ctx context.Context, c command, subs, args []string, toComplete
 	if !strings.HasPrefix(toComplete, "-") {
 		return nil
 	}
-	var usage strings.Builder
-	probe := []string{"-h"}
+	help := []string{"-h"}
 	if len(subs) > 0 {
-		probe = []string{args[0], "-h"}
+		help = []string{args[0], "-h"}
 	}
-	c.run(ctx, probe, io.Discard, &usage)
-	for _, m := range flagLine.FindAllStringSubmatch(usage.String(), -1) {
-		if f := "--" + m[1]; strings.HasPrefix(f, toComplete) {
-			out = append(out, f)
-		}
+	probe := &flagProbe{Writer: io.Discard}
+	c.run(ctx, help, io.Discard, probe)
+	for _, fs := range probe.sets {
+		fs.VisitAll(func(f *flag.Flag) {
+			if name := "--" + f.Name; strings.HasPrefix(name, toComplete) {
+				out = append(out, name)
+			}
+		})
 	}
 	return out
 }
@@ -157,6 +163,9 @@ func completions(ctx context.Context, c command, subs, args []string, toComplete
 // newFlags returns a flag set that reports errors instead of exiting.
 func newFlags(name string, errOut io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("lockdown "+name, flag.ContinueOnError)
+	if probe, ok := errOut.(*flagProbe); ok {
+		probe.sets = append(probe.sets, fs)
+	}
 	fs.SetOutput(errOut)
 	return fs
 }

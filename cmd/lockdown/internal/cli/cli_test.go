@@ -246,4 +246,12 @@ func TestCompletion(t *testing.T) {
 			t.Fatalf("dlq list --c completes to %q", out)
 		}
 	})
+	t.Run("every flag a command declares completes, read from its flag set", func(t *testing.T) {
+		_, out, _ := run(ctx, "__complete", "report", "--nats-")
+		for _, f := range []string{"--nats-url", "--nats-user", "--nats-password-file"} {
+			if !strings.Contains(out, f) {
+				t.Errorf("report --nats- completes to %q, without %s", out, f)
+			}
+		}
+	})
 }
