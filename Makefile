@@ -19,6 +19,11 @@ FUZZTIME ?= 1000000x
 # Integration tests start real servers: keep two packages at a time on
 # a 2-core machine.
 TEST_PARALLEL ?= 2
+# The long system tests of a package (t.Parallel: each its own stack, none
+# touching the process environment) run side by side: they mostly wait —
+# for outages, SIGKILLed services coming back, key holders — so eight stacks
+# at once cost little more than one (docs/benchmarks.md, "make test").
+TEST_SYSTEMS ?= 8
 
 .PHONY: all tools postgres dns chromium build test fuzz lint docs run dev bench chaos redteam clean
 
@@ -64,7 +69,7 @@ build:
 
 ## test: every test of every module against the real servers, then the decoder fuzz
 test: tools build
-	go test -count=1 -p $(TEST_PARALLEL) -timeout 45m $(PKGS)
+	go test -count=1 -p $(TEST_PARALLEL) -parallel $(TEST_SYSTEMS) -timeout 45m $(PKGS)
 	$(MAKE) fuzz
 
 ## fuzz: fuzz the CloudEvents decoder for FUZZTIME executions

@@ -20,6 +20,7 @@ import (
 // processes, and checks its outcome, the trace, the division of work, and
 // the hand-over files that `status` and `report` wrote.
 func TestDrill(t *testing.T) {
+	t.Parallel() // its own stack, nothing in the environment: beside the other long system tests
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	bin, err := localstack.Service(events.ServiceContainment)

@@ -13,6 +13,7 @@ import (
 // written and the incident stays open; once they finish, every tenant is
 // rotated and notified, access is restored and the incident resolves.
 func TestRotateAfterRekey(t *testing.T) {
+	t.Parallel() // its own stack, nothing in the environment: beside the other long system tests
 	const tenants = 6
 	s := newSystem(t, 15*time.Minute, tenants)
 	s.startAll(map[string][]string{events.ServiceRotator: {"LOCKDOWN_ROTATE_AFTER=rekey"}})

@@ -22,6 +22,7 @@ import (
 // goes on unharmed: the events are in the stream, access is revoked, and
 // containment raises the alarm.
 func TestMessageIDPoisoning(t *testing.T) {
+	t.Parallel() // its own stack, nothing in the environment: beside the other long system tests
 	s := newSystem(t, 10*time.Minute, 3)
 	s.startAll(nil)
 	eventID := s.breach("the real detection")
