@@ -43,6 +43,7 @@ type Incident struct {
 	Severity   string     `json:"severity" doc:"The breach's severity."`
 	Summary    string     `json:"summary" doc:"The breach's summary."`
 	Source     string     `json:"source" doc:"The detector that raised it."`
+	OpenedBy   string     `json:"opened_by_event" doc:"Id of the breach event that opened it: the one that sealed, when a re-detection was recorded before it (the stream's incident.opened keeps what was known then)."`
 	DetectedAt time.Time  `json:"detected_at" doc:"When the breach was detected."`
 	OpenedAt   time.Time  `json:"opened_at" doc:"When containment opened the incident."`
 	SealedAt   *time.Time `json:"sealed_at,omitempty" doc:"When every node was confirmed sealed."`

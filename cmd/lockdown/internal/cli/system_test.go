@@ -299,11 +299,13 @@ func await[T any](s *system, name events.Name, timeout time.Duration, match func
 	return d
 }
 
-// incidentOf waits for the incident a breach opened (incident.opened
-// names the breach).
-func (s *system) incidentOf(eventID string) string {
+// incidentOf waits for the incident one of the breaches opened (the
+// incident.opened that names it). A re-detection recorded before the
+// breach that sealed opens the incident and is named there; the document's
+// opened_by_event then names the breach (TestPostgresOutage).
+func (s *system) incidentOf(eventIDs ...string) string {
 	s.t.Helper()
-	return await(s, events.IncidentOpened, 5*time.Minute, func(d events.IncidentOpenedData) bool { return d.BreachEventID == eventID }).IncidentID
+	return await(s, events.IncidentOpened, 5*time.Minute, func(d events.IncidentOpenedData) bool { return slices.Contains(eventIDs, d.BreachEventID) }).IncidentID
 }
 
 // runIncident plays a whole incident after a breach: the key holders
@@ -312,7 +314,12 @@ func (s *system) incidentOf(eventID string) string {
 // Vault cleared), they run that one too — and it waits for the end.
 func (s *system) runIncident(eventID string) (string, events.IncidentResolvedData) {
 	s.t.Helper()
-	id := s.incidentOf(eventID)
+	return s.runOpened(s.incidentOf(eventID))
+}
+
+// runOpened is runIncident for an incident already known.
+func (s *system) runOpened(id string) (string, events.IncidentResolvedData) {
+	s.t.Helper()
 	await(s, events.VaultSealed, 5*time.Minute, func(d events.VaultSealedData) bool { return d.IncidentID == id })
 	if err := s.tgt.vault.Unseal(s.ctx); err != nil {
 		s.t.Fatal(err)

@@ -30,7 +30,7 @@ func Build(s Snapshot) (readmodel.Incident, report.Report) {
 	}
 	doc := readmodel.Incident{
 		Schema: readmodel.SchemaVersion, Version: inc.Version, ID: inc.ID, Phase: string(inc.Phase), Severity: string(inc.Severity),
-		Summary: inc.Summary, Source: inc.Source, DetectedAt: inc.DetectedAt, OpenedAt: inc.OpenedAt,
+		Summary: inc.Summary, Source: inc.Source, OpenedBy: inc.OpenedBy, DetectedAt: inc.DetectedAt, OpenedAt: inc.OpenedAt,
 		SealedAt: when(inc.SealedAt), UnsealedAt: when(inc.UnsealedAt), ResolvedAt: s.ResolvedAt,
 		Detections: inc.Detections, SealRounds: inc.SealRound, Phases: draft.Phases,
 		StuckReason: inc.StuckReason, StuckSince: when(inc.StuckSince), FailureReason: inc.FailureReason,
