@@ -7,7 +7,7 @@ export LOCKDOWN_BIN_DIR := $(BIN)
 
 # Go modules of the workspace (go.work). The tools modules under
 # deploy/tools are deliberately not part of it.
-MODULES  := pkg/events pkg/platform services/containment services/assessor services/rotator services/notifier cmd/lockdown deploy
+MODULES  := pkg/events pkg/platform services/containment services/assessor services/rotator services/notifier cmd/lockdown deploy testkit
 SERVICES := containment assessor rotator notifier
 PKGS     := $(foreach m,$(MODULES),github.com/lockdown/lockdown/$(m)/...)
 

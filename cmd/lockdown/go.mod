@@ -43,6 +43,7 @@ require (
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
 	github.com/klauspost/compress v1.20.4 // indirect
+	github.com/lockdown/lockdown/testkit v0.0.0
 	github.com/miekg/dns v1.1.73 // indirect
 	github.com/mitchellh/go-homedir v1.1.0 // indirect
 	github.com/mitchellh/mapstructure v1.5.0 // indirect
@@ -79,3 +80,5 @@ replace (
 	github.com/lockdown/lockdown/pkg/events => ../../pkg/events
 	github.com/lockdown/lockdown/pkg/platform => ../../pkg/platform
 )
+
+replace github.com/lockdown/lockdown/testkit => ../../testkit

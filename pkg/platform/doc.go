@@ -36,7 +36,7 @@
 //     Mailpit, Knot DNS) started as processes for tests, the drill and
 //     `make dev`, and the services built from source for tests.
 //   - tenantseed: fills the tenant directory and Vault with tenants.
-//   - testwait: the integration tests' polling wait.
-//   - golden: checks committed generated files against their generator.
-//   - config/configtest: checks a service's generated configuration table.
+//
+// The tests' own helpers (testwait, golden, configtest) are in the testkit
+// module: they import package testing, which no runtime module does.
 package platform

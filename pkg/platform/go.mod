@@ -61,6 +61,7 @@ require (
 	github.com/emersion/go-msgauth v0.7.0
 	github.com/google/uuid v1.6.0
 	github.com/lockdown/lockdown/pkg/events v0.0.0
+	github.com/lockdown/lockdown/testkit v0.0.0
 	github.com/miekg/dns v1.1.73
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
@@ -76,3 +77,5 @@ require (
 )
 
 replace github.com/lockdown/lockdown/pkg/events => ../events
+
+replace github.com/lockdown/lockdown/testkit => ../../testkit

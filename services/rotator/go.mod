@@ -47,6 +47,7 @@ require (
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.30.0 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
 	github.com/klauspost/compress v1.20.4 // indirect
+	github.com/lockdown/lockdown/testkit v0.0.0
 	github.com/modern-go/concurrent v0.0.0-20180306012644-bacd9c7ef1dd // indirect
 	github.com/modern-go/reflect2 v1.0.2 // indirect
 	github.com/nats-io/nats.go v1.55.0
@@ -75,3 +76,5 @@ replace (
 	github.com/lockdown/lockdown/pkg/events => ../../pkg/events
 	github.com/lockdown/lockdown/pkg/platform => ../../pkg/platform
 )
+
+replace github.com/lockdown/lockdown/testkit => ../../testkit

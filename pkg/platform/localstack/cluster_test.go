@@ -16,7 +16,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
-	"github.com/lockdown/lockdown/pkg/platform/testwait"
+	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
 // TestNATSCluster starts a three-node JetStream cluster (the stack runs

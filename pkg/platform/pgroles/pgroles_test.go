@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lockdown/lockdown/pkg/platform/golden"
 	"github.com/lockdown/lockdown/pkg/platform/pgroles"
+	"github.com/lockdown/lockdown/testkit/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite deploy/postgres/roles.sql")

@@ -15,7 +15,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/config"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
-	"github.com/lockdown/lockdown/pkg/platform/testwait"
+	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
 type cfg struct {

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
+	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
 func TestSource(t *testing.T) {

@@ -18,8 +18,8 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/readmodel"
-	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
+	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
 // The worst-day tests of the incident engine: every service is

@@ -11,7 +11,7 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/report"
-	"github.com/lockdown/lockdown/pkg/platform/testwait"
+	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
 // TestReview records a resolved incident's review the ways an operator

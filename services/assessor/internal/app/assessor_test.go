@@ -26,9 +26,9 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
-	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/assessor/internal/app"
 	"github.com/lockdown/lockdown/services/assessor/internal/store"
+	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
 // feedOrder says which of the two audit feeds reaches the assessor first.

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/assessor/internal/audit"
 	"github.com/lockdown/lockdown/services/assessor/internal/ingest"
+	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
 // memSink records batches; fail makes it refuse writes (PostgreSQL down).

@@ -19,9 +19,9 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
-	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
 	"github.com/lockdown/lockdown/services/containment/internal/vaultadmin"
+	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
 // ceremonyLoop drives a ceremony the way the engine does (one step per

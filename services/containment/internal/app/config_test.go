@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/lockdown/lockdown/pkg/platform/config"
-	"github.com/lockdown/lockdown/pkg/platform/config/configtest"
 	"github.com/lockdown/lockdown/services/containment/internal/app"
+	"github.com/lockdown/lockdown/testkit/configtest"
 )
 
 var update = flag.Bool("update", false, "rewrite docs/config/containment.md")

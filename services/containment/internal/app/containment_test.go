@@ -23,9 +23,9 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/outbox"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
-	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/containment/internal/intake"
 	"github.com/lockdown/lockdown/services/containment/internal/store"
+	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
 // TestContainment drives containment on the real local stack — NATS with

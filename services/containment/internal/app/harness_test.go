@@ -26,12 +26,12 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
-	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/containment/internal/app"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/store"
 	"github.com/lockdown/lockdown/services/containment/internal/vaultnodes"
+	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
 // Secrets the intake is configured with in tests; the log check looks for them.

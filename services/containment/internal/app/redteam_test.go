@@ -25,9 +25,9 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/keycheck"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
-	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
+	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
 // TestRedTeam plays an intruder who holds Vault root and fights back,

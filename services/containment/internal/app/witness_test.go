@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
-	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
 	"github.com/lockdown/lockdown/services/containment/internal/vaultadmin"
+	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
 // TestWitnessDoesNotHoldTheSeal: an open sys/monitor request holds Vault's

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lockdown/lockdown/pkg/platform/golden"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
+	"github.com/lockdown/lockdown/testkit/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite deploy/vault/policies/lockdown-recovery.hcl")

@@ -29,10 +29,10 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
-	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/notifier/internal/app"
 	"github.com/lockdown/lockdown/services/notifier/internal/notify"
 	"github.com/lockdown/lockdown/services/notifier/internal/store"
+	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
 const (

@@ -13,7 +13,7 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/platform/keycheck"
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
-	"github.com/lockdown/lockdown/pkg/platform/testwait"
+	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
 // TestAuditGate: an intruder with root added an audit device that logs in

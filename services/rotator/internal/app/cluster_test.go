@@ -10,7 +10,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
-	"github.com/lockdown/lockdown/pkg/platform/testwait"
+	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
 // TestThreeNodeJetStream runs an incident of 300 tenants with two rotator

@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/lockdown/lockdown/pkg/platform/config"
-	"github.com/lockdown/lockdown/pkg/platform/config/configtest"
 	"github.com/lockdown/lockdown/services/rotator/internal/app"
+	"github.com/lockdown/lockdown/testkit/configtest"
 )
 
 var update = flag.Bool("update", false, "rewrite docs/config/rotator.md")

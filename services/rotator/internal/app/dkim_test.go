@@ -15,8 +15,8 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
-	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
+	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
 // dkimSelectors is the rotator's default pair (LOCKDOWN_DKIM_SELECTORS).

@@ -21,8 +21,8 @@ import (
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
-	"github.com/lockdown/lockdown/pkg/platform/testwait"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
+	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
 type fixture struct {
