@@ -56,15 +56,22 @@ func (s *Server) Info(ctx context.Context) map[string]string {
 	info := maps.Clone(s.info)
 	s.mu.Unlock()
 	out := make(map[string]string, len(info))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for name, f := range info {
-		cctx, cancel := context.WithTimeout(ctx, s.timeout)
-		v, err := f(cctx)
-		cancel()
-		if err != nil {
-			v = "unknown: " + err.Error()
-		}
-		out[name] = v
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, s.timeout)
+			v, err := f(cctx)
+			cancel()
+			if err != nil {
+				v = "unknown: " + err.Error()
+			}
+			mu.Lock()
+			out[name] = v
+			mu.Unlock()
+		})
 	}
+	wg.Wait()
 	return out
 }
 

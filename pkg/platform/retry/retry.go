@@ -35,9 +35,17 @@ type Backoff struct {
 	b backoff.ExponentialBackOff
 }
 
-// Start begins a sequence of waits.
+// Start begins a sequence of waits. A Max below Initial caps the first
+// wait too; a zero Initial is Default's (never a busy loop).
 func (p Policy) Start() *Backoff {
-	b := &Backoff{b: backoff.ExponentialBackOff{InitialInterval: p.Initial, MaxInterval: max(p.Max, p.Initial),
+	initial := p.Initial
+	if initial <= 0 {
+		initial = Default().Initial
+	}
+	if p.Max > 0 && p.Max < initial {
+		initial = p.Max
+	}
+	b := &Backoff{b: backoff.ExponentialBackOff{InitialInterval: initial, MaxInterval: max(p.Max, initial),
 		Multiplier: 2, RandomizationFactor: p.Jitter}}
 	b.b.Reset()
 	return b

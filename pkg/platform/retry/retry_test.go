@@ -27,6 +27,14 @@ func TestBackoff(t *testing.T) {
 			t.Fatalf("after a reset %v", w)
 		}
 	})
+	t.Run("a Max below Initial caps the first wait, and a zero policy still waits", func(t *testing.T) {
+		if w := (retry.Policy{Initial: 100 * time.Millisecond, Max: 20 * time.Millisecond}).Start().Next(); w != 20*time.Millisecond {
+			t.Fatalf("first wait %v", w)
+		}
+		if w := (retry.Policy{}).Start().Next(); w <= 0 {
+			t.Fatalf("a zero policy waits %v", w)
+		}
+	})
 	t.Run("jitter spreads each wait within its fraction", func(t *testing.T) {
 		b := retry.Policy{Initial: time.Second, Max: time.Second, Jitter: 0.5}.Start()
 		spread := map[time.Duration]bool{}

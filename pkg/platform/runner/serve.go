@@ -84,8 +84,8 @@ func (rt *Runtime) Serve(ctx context.Context, drain time.Duration, w Wiring) err
 	}
 	for name, loop := range w.Loops {
 		g.Go(func() error {
-			if err := loop(gctx); err != nil && gctx.Err() == nil {
-				return fmt.Errorf("%s: %w", name, err)
+			if err := loop(gctx); err != nil {
+				return fmt.Errorf("%s: %w", name, err) // during the drain too: a shutdown that failed says so
 			}
 			return nil
 		})

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/retry"
 )
 
 // pollEvery is how often a reader without a consumer looks again for a
@@ -95,11 +96,4 @@ func Scan(ctx context.Context, js jetstream.JetStream, streamName, subject strin
 const requestTimeout = 5 * time.Second
 
 // pause waits pollEvery; false when ctx ended first.
-func pause(ctx context.Context) bool {
-	select {
-	case <-ctx.Done():
-		return false
-	case <-time.After(pollEvery):
-		return true
-	}
-}
+func pause(ctx context.Context) bool { return retry.Sleep(ctx, pollEvery) }

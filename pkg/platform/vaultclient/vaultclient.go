@@ -3,9 +3,11 @@
 //
 //   - TLS from the standard VAULT_CACERT/VAULT_CLIENT_* variables
 //     (vault.DefaultConfig reads them);
-//   - no namespace and no token from the environment: a VAULT_NAMESPACE or
-//     VAULT_TOKEN left in a process's environment must not redirect or
-//     authenticate Lockdown's calls;
+//   - no namespace, agent address or token from the environment: a
+//     VAULT_NAMESPACE, VAULT_AGENT_ADDR or VAULT_TOKEN left in a process's
+//     environment must not redirect or authenticate Lockdown's calls (an
+//     HTTP proxy set in the environment is still used: operators may need
+//     one);
 //   - no retries inside the client by default: every Lockdown loop retries
 //     itself, with its own backoff and knowledge of what is safe to repeat;
 //   - a bound on each request, and a pool of idle connections sized for
@@ -52,6 +54,8 @@ func New(opts Options) (*vault.Client, error) {
 		return nil, fmt.Errorf("vaultclient: %w", cfg.Error)
 	}
 	cfg.Address = opts.Address
+	// VAULT_AGENT_ADDR would send every request to that address instead.
+	cfg.AgentAddress = ""
 	cfg.Timeout = opts.Timeout
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second

@@ -13,12 +13,13 @@ func TestNew(t *testing.T) {
 		t.Setenv("VAULT_NAMESPACE", "intruder-ns")
 		t.Setenv("VAULT_TOKEN", "hvs.from-the-environment")
 		t.Setenv("VAULT_MAX_RETRIES", "7")
+		t.Setenv("VAULT_AGENT_ADDR", "http://127.0.0.1:1")
 		c, err := vaultclient.New(vaultclient.Options{Address: "http://127.0.0.1:8200"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.Namespace() != "" || c.Token() != "" || c.MaxRetries() != 0 {
-			t.Fatalf("namespace %q, a token set %v, %d retries", c.Namespace(), c.Token() != "", c.MaxRetries())
+		if c.Namespace() != "" || c.Token() != "" || c.MaxRetries() != 0 || c.Address() != "http://127.0.0.1:8200" {
+			t.Fatalf("namespace %q, a token set %v, %d retries, address %s", c.Namespace(), c.Token() != "", c.MaxRetries(), c.Address())
 		}
 	})
 	t.Run("the options are applied, defaults where unset", func(t *testing.T) {

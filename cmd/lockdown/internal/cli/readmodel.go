@@ -47,7 +47,9 @@ func (f natsFlags) connect(ctx context.Context) (*natsconn.Conn, error) {
 		if err != nil {
 			return nil, fmt.Errorf("NATS password file: %w", err)
 		}
-		password = strings.TrimRight(string(b), "\r\n")
+		if password = strings.TrimRight(string(b), "\r\n"); password == "" {
+			return nil, fmt.Errorf("NATS password file %s is empty", *f.passwordFile)
+		}
 	}
 	return natsconn.Connect(ctx, natsconn.Options{URL: *f.url, User: *f.user, Password: password, Name: "lockdown-cli"})
 }

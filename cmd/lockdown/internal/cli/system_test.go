@@ -232,6 +232,18 @@ func (s *system) waitLeaderOtherThan(not string) string {
 	return leader
 }
 
+// outboxPending is what the first answering process of the service says
+// its outbox holds (/readyz info outbox_pending; "no answer" when none
+// answers).
+func (s *system) outboxPending(service string) string {
+	for _, p := range s.procsOf(service) {
+		if n, answered := s.info(p)["outbox_pending"]; answered {
+			return n
+		}
+	}
+	return "no answer"
+}
+
 // procsOf lists the started processes of a service.
 func (s *system) procsOf(service string) []*sysProc {
 	s.mu.Lock()
@@ -457,6 +469,12 @@ func (s *system) awaitHandled(durable, incidentID string, names ...events.Name) 
 		info, err := cons.Info(ctx)
 		return err == nil && info.AckFloor.Stream >= last
 	})
+	// What the handlers committed is published by the outbox relay after
+	// the acknowledgement: wait for it too (the services without an
+	// outbox publish before they acknowledge).
+	if spec.Service == events.ServiceContainment || spec.Service == events.ServiceRotator {
+		testwait.For(s.t, time.Minute, spec.Service+"'s outbox to be published", func() bool { return s.outboxPending(spec.Service) == "0" })
+	}
 }
 
 // settled waits until no declared consumer has a message pending or
@@ -488,14 +506,7 @@ func (s *system) settled() {
 		// Every committed event published: the outboxes are empty, as the
 		// services' /readyz says (any live process of the schema's service).
 		for _, service := range []string{events.ServiceContainment, events.ServiceRotator} {
-			pending := "no answer"
-			for _, p := range s.procsOf(service) {
-				if n, answered := s.info(p)["outbox_pending"]; answered {
-					pending = n
-					break
-				}
-			}
-			if pending != "0" {
+			if pending := s.outboxPending(service); pending != "0" {
 				ok, last = false, fmt.Sprintf("%s's outbox: %s pending", service, pending)
 			}
 		}

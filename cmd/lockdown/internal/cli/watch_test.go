@@ -39,9 +39,11 @@ func TestProgress(t *testing.T) {
 // TestStatusWatch follows a whole incident with `lockdown status --watch`
 // as the operator (no database), through a NATS server killed and
 // restarted while Vault is sealed. The requirement is that a phase change
-// shows within a second; checked without a clock: every phase that lasted
-// more than a second (from its event to the next phase's) is shown, in the
-// timeline's order, and the watch ends with the incident. The time from
+// shows within a second; checked against the incident's own events, not a
+// fixed bound: every phase that lasted more than a second (from its event
+// to the next phase's) is shown, none later than a second after the next
+// phase began, in the timeline's order, and the watch ends with the
+// incident. The time from
 // each phase's event to its line is logged (docs/benchmarks.md); a phase
 // shorter than a second may be skipped (unsealed: access is revoked
 // milliseconds after the gate).
@@ -144,6 +146,10 @@ func TestStatusWatch(t *testing.T) {
 		}
 		shown, ok := first[phase]
 		switch {
+		case ok && i+1 < len(timeline) && shown.After(changed[timeline[i+1]].Add(time.Second)):
+			// Shown at last, but more than a second after it had ended: a
+			// watch that lags, not one that follows.
+			t.Errorf("phase %s shown %v after its event, %v after the next phase began", phase, shown.Sub(at), shown.Sub(changed[timeline[i+1]]))
 		case ok:
 			t.Logf("phase %-10s lasted %8.0f ms, shown %6.0f ms after its event", phase, ms(min(lasted, time.Hour)), ms(shown.Sub(at)))
 		case lasted > time.Second:

@@ -243,11 +243,13 @@ func Open(ctx context.Context, rt *runner.Runtime, cfg *Config) (a Adapters, clo
 	if err != nil {
 		return a, nil, err
 	}
+	// The token renewers run until the adapters are closed (ctx must
+	// outlive them: Run's does).
 	renewCtx, stopRenew := context.WithCancel(ctx)
-	closeAdapters = func() { stopRenew(); db.Close() }
+	release := func() { stopRenew(); db.Close() }
 	defer func() {
 		if err != nil {
-			closeAdapters()
+			release() // closeAdapters is nil on an error return
 		}
 	}()
 	va, err := cfg.VaultAdapters()
@@ -282,7 +284,7 @@ func Open(ctx context.Context, rt *runner.Runtime, cfg *Config) (a Adapters, clo
 		return a, nil, err
 	}
 	return Adapters{Store: db, Vault: va.Nodes, Fencer: fencer, Admin: va.Admin, VaultLog: va.Admin, OwnTokens: va.Own, NotReplaceable: va.NotReplaceable,
-		TokenSources: []*vaulttoken.Source{va.Seal, va.Recovery}, Failpoints: fp}, closeAdapters, nil
+		TokenSources: []*vaulttoken.Source{va.Seal, va.Recovery}, Failpoints: fp}, release, nil
 }
 
 // VaultAdapters are containment's Vault clients and the sources of their

@@ -139,11 +139,13 @@ func Open(ctx context.Context, rt *runner.Runtime, cfg *Config) (a Adapters, clo
 	if err != nil {
 		return a, nil, err
 	}
+	// The token renewers run until the adapters are closed (ctx must
+	// outlive them: Run's does).
 	renewCtx, stopRenew := context.WithCancel(ctx)
-	closeAdapters = func() { stopRenew(); db.Close() }
+	release := func() { stopRenew(); db.Close() }
 	defer func() {
 		if err != nil {
-			closeAdapters()
+			release() // closeAdapters is nil on an error return
 		}
 	}()
 	token, err := vaulttoken.Open(cfg.VaultToken, cfg.VaultTokenFile)
@@ -190,7 +192,7 @@ func Open(ctx context.Context, rt *runner.Runtime, cfg *Config) (a Adapters, clo
 		rt.Logger.Warn("no DKIM DNS configured: new DKIM keys become active before any record is published (LOCKDOWN_DKIM_DNS_SERVER)")
 	}
 	platform := &rotation.Platform{Catalogue: cat, Kinds: Registry(), Vault: kv, Store: db, Instance: instance(), Failpoints: fp}
-	return Adapters{Store: db, Vault: kv, DNS: dns, Failpoints: fp, Platform: platform}, closeAdapters, nil
+	return Adapters{Store: db, Vault: kv, DNS: dns, Failpoints: fp, Platform: platform}, release, nil
 }
 
 // Serve runs the planner, the workers and the outbox relay over the
