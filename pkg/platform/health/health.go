@@ -49,30 +49,19 @@ func (s *Server) AddInfo(name string, f Info) {
 	s.info[name] = f
 }
 
-// Info reads every registered fact; one that could not be read shows its
-// error.
+// Info reads every registered fact at once; one that could not be read
+// shows its error.
 func (s *Server) Info(ctx context.Context) map[string]string {
 	s.mu.Lock()
 	info := maps.Clone(s.info)
 	s.mu.Unlock()
-	out := make(map[string]string, len(info))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for name, f := range info {
-		wg.Go(func() {
-			cctx, cancel := context.WithTimeout(ctx, s.timeout)
-			v, err := f(cctx)
-			cancel()
-			if err != nil {
-				v = "unknown: " + err.Error()
-			}
-			mu.Lock()
-			out[name] = v
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	return out
+	return each(ctx, s.timeout, info, func(ctx context.Context, f Info) string {
+		v, err := f(ctx)
+		if err != nil {
+			return "unknown: " + err.Error()
+		}
+		return v
+	})
 }
 
 // AddAlarm registers a check whose failure is shown in /readyz under
@@ -112,20 +101,30 @@ func (s *Server) Alarms(ctx context.Context) map[string]string {
 	return out
 }
 
+// run runs every check at once and returns each one's error message ("" when
+// it passed).
 func (s *Server) run(ctx context.Context, checks map[string]Check) map[string]string {
-	out := make(map[string]string, len(checks))
+	return each(ctx, s.timeout, checks, func(ctx context.Context, c Check) string {
+		if err := c(ctx); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+}
+
+// each calls every function of fns at once, each bounded by timeout, and
+// returns what call made of each, by name.
+func each[F any](ctx context.Context, timeout time.Duration, fns map[string]F, call func(context.Context, F) string) map[string]string {
+	out := make(map[string]string, len(fns))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for name, check := range checks {
+	for name, f := range fns {
 		wg.Go(func() {
-			cctx, cancel := context.WithTimeout(ctx, s.timeout)
+			cctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			msg := ""
-			if err := check(cctx); err != nil {
-				msg = err.Error()
-			}
+			v := call(cctx, f)
 			mu.Lock()
-			out[name] = msg
+			out[name] = v
 			mu.Unlock()
 		})
 	}

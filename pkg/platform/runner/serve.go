@@ -123,3 +123,16 @@ func (rt *Runtime) consumerSpecs(w Wiring) ([]events.ConsumerSpec, error) {
 	sort.Slice(specs, func(i, j int) bool { return specs[i].Durable < specs[j].Durable })
 	return specs, nil
 }
+
+// OpenStore opens a service's store and a context for the background work
+// of its adapters (token renewals), for an Open: release closes both, and
+// must be called when Open fails after this, or when the adapters are
+// closed. ctx must outlive the adapters (Run's does).
+func OpenStore[S interface{ Close() }](ctx context.Context, open func(context.Context) (S, error)) (store S, background context.Context, release func(), err error) {
+	store, err = open(ctx)
+	if err != nil {
+		return store, nil, nil, err
+	}
+	background, stop := context.WithCancel(ctx)
+	return store, background, func() { stop(); store.Close() }, nil
+}

@@ -135,14 +135,10 @@ type Adapters struct {
 // their readiness checks; closeAdapters releases them (and stops renewing
 // the token).
 func Open(ctx context.Context, rt *runner.Runtime, cfg *Config) (a Adapters, closeAdapters func(), err error) {
-	db, err := store.Open(ctx, cfg.DatabaseURL)
+	db, renewCtx, release, err := runner.OpenStore(ctx, func(ctx context.Context) (*store.Store, error) { return store.Open(ctx, cfg.DatabaseURL) })
 	if err != nil {
 		return a, nil, err
 	}
-	// The token renewers run until the adapters are closed (ctx must
-	// outlive them: Run's does).
-	renewCtx, stopRenew := context.WithCancel(ctx)
-	release := func() { stopRenew(); db.Close() }
 	defer func() {
 		if err != nil {
 			release() // closeAdapters is nil on an error return
