@@ -66,6 +66,7 @@ build:
 	@mkdir -p $(BIN)
 	@for s in $(SERVICES); do go build -o $(BIN)/$$s ./services/$$s || exit 1; done
 	go build -o $(BIN)/lockdown ./cmd/lockdown
+	go build -o $(BIN)/lockdown-drill ./cmd/lockdown/lockdown-drill
 
 ## test: every test of every module against the real servers, then the decoder fuzz
 test: tools build
@@ -131,7 +132,7 @@ redteam: tools build
 	go test -count=1 -timeout 30m -run '^(TestContainment|TestRedTeam|TestRecovery|TestTimelineIDs|TestBreachAfterRestore|TestStartRefusesMissingFiles)$$' github.com/lockdown/lockdown/services/containment/internal/app
 	go test -count=1 -timeout 30m -run '^(TestAuditGate|TestDKIMAnswerThatNeverSucceeds|TestPlatformCatalogue|TestRotatorPolicy)$$' github.com/lockdown/lockdown/services/rotator/internal/app
 	go test -count=1 -timeout 30m -run '^TestNotifierTenantDeadline$$' github.com/lockdown/lockdown/services/notifier/internal/app
-	go test -count=1 -timeout 30m -run '^(TestLeastPrivilege|TestNATSClusterRoutes)$$' github.com/lockdown/lockdown/pkg/platform/localstack
+	go test -count=1 -timeout 30m -run '^(TestLeastPrivilege|TestNATSClusterRoutes)$$' github.com/lockdown/lockdown/testkit/localstack
 	go test -count=1 -timeout 30m -run '^(TestOutbox|TestRelayDeletesOnlyWhatItPublished|TestRelayParksWhatJetStreamRefuses|TestRelayConcurrentWriters)$$' github.com/lockdown/lockdown/pkg/platform/outbox
 	go test -count=1 -timeout 10m -run '^TestLockOnlyTheOwnerTakes$$' github.com/lockdown/lockdown/pkg/platform/migrate
 	go test -count=1 -run '^TestWitness$$' github.com/lockdown/lockdown/services/containment/internal/recovery
@@ -154,11 +155,11 @@ chaos: tools build
 
 ## run: Lockdown's main job on the local stack, ending by itself (see README)
 run: tools build
-	$(BIN)/lockdown drill
+	$(BIN)/lockdown-drill
 
 ## dev: the drill, then the stack kept running until Ctrl-C
 dev: tools build
-	$(BIN)/lockdown drill --keep
+	$(BIN)/lockdown-drill --keep
 
 clean:
 	rm -rf $(BIN)

@@ -1,8 +1,9 @@
 // Command lockdown is the operator CLI: raise a breach as a SIEM would,
 // follow incidents from the read model (status, the web console, the
 // report), steer them (confirm, resume, abort, retry, review), replay dead
-// letters, install the NATS topology and database roles, and drill the
-// whole runbook on a local stack (`lockdown drill`).
+// letters, install the NATS topology, database roles and Vault baseline.
+// The drill of the whole runbook is its own binary, lockdown-drill
+// (./lockdown-drill): lockdown links no test server.
 package main
 
 import (

@@ -31,12 +31,7 @@
 //     notifier).
 //   - pgroles: the install step of Lockdown's PostgreSQL roles.
 //
-// Test and drill tooling (not used by the services at run time):
-//   - localstack: the real servers (NATS, PostgreSQL, Vault, Jaeger,
-//     Mailpit, Knot DNS) started as processes for tests, the drill and
-//     `make dev`, and the services built from source for tests.
-//   - tenantseed: fills the tenant directory and Vault with tenants.
-//
-// The tests' own helpers (testwait, golden, configtest) are in the testkit
-// module: they import package testing, which no runtime module does.
+// The local stack (localstack), the tenant seed (tenantseed) and the
+// tests' own helpers (testwait, golden, configtest) are in the testkit
+// module: no service and not the operator's lockdown links them.
 package platform

@@ -8,8 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/migrate"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // postgres starts PostgreSQL and returns a pool on it.

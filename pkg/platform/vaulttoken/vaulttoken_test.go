@@ -12,8 +12,8 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 func TestRenewer(t *testing.T) {

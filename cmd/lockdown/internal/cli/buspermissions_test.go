@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // busClient is a raw NATS client of one user that collects the server's

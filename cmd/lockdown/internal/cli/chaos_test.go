@@ -16,9 +16,9 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/keycheck"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
-	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
+	"github.com/lockdown/lockdown/testkit/localstack"
+	"github.com/lockdown/lockdown/testkit/tenantseed"
 )
 
 // The fault-injection suite: whole incidents on the real local

@@ -33,7 +33,6 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"trigger":   {"publish a breach event exactly as a SIEM would", runTrigger},
-		"drill":     {"run a whole incident on a disposable local stack: intruder, breach, key holders, rotation, notification, report, checks", runDrill},
 		"incidents": {"list incidents with phase and age", runIncidents},
 		"status":    {"show an incident: phases against targets, seals, the unseal gate, the rekey ceremony, rotation and notification progress", runStatus},
 		"report":    {"print the post-incident report (Markdown or JSON)", runReport},
@@ -62,7 +61,7 @@ func Main(ctx context.Context, args []string, out, errOut io.Writer) int {
 	root := &cobra.Command{
 		Use:           "lockdown",
 		Short:         "incident response for a compromised HashiCorp Vault",
-		Long:          "lockdown steers Lockdown's incident response: raise a breach, follow an incident, run the room's console, read the report, replay dead letters, drill the whole runbook.\nRun 'lockdown <command> -h' for a command's flags.",
+		Long:          "lockdown steers Lockdown's incident response: raise a breach, follow an incident, run the room's console, read the report, replay dead letters (the drill of the whole runbook is lockdown-drill).\nRun 'lockdown <command> -h' for a command's flags.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Run: func(cmd *cobra.Command, _ []string) {
@@ -95,7 +94,7 @@ func Main(ctx context.Context, args []string, out, errOut io.Writer) int {
 		}
 		// `lockdown help <command>` shows the command's own flags.
 		sub.SetHelpFunc(func(cmd *cobra.Command, _ []string) {
-			writef(errOut, "lockdown %s: %s\n\n", name, c.summary)
+			Writef(errOut, "lockdown %s: %s\n\n", name, c.summary)
 			c.run(cmd.Context(), append(firstOf(subcommands[name]), "-h"), io.Discard, errOut)
 		})
 		root.AddCommand(sub)
@@ -107,7 +106,7 @@ func Main(ctx context.Context, args []string, out, errOut io.Writer) int {
 	}
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
-		writef(errOut, "lockdown: %v\n\nRun 'lockdown --help' for the commands.\n", err)
+		Writef(errOut, "lockdown: %v\n\nRun 'lockdown --help' for the commands.\n", err)
 		return ExitUsage
 	}
 	return code
@@ -161,7 +160,7 @@ func completions(ctx context.Context, c command, subs, args []string, toComplete
 }
 
 // newFlags returns a flag set that reports errors instead of exiting.
-func newFlags(name string, errOut io.Writer) *flag.FlagSet {
+func NewFlags(name string, errOut io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("lockdown "+name, flag.ContinueOnError)
 	if probe, ok := errOut.(*flagProbe); ok {
 		probe.sets = append(probe.sets, fs)
@@ -172,7 +171,7 @@ func newFlags(name string, errOut io.Writer) *flag.FlagSet {
 
 // parse parses flags; it returns an exit code and false when the command
 // must stop (help asked, or bad usage).
-func parse(fs *flag.FlagSet, args []string) (int, bool) {
+func Parse(fs *flag.FlagSet, args []string) (int, bool) {
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return ExitOK, false
@@ -180,7 +179,7 @@ func parse(fs *flag.FlagSet, args []string) (int, bool) {
 		return ExitUsage, false
 	}
 	if fs.NArg() > 0 {
-		writef(fs.Output(), "%s: unexpected arguments %v\n", fs.Name(), fs.Args())
+		Writef(fs.Output(), "%s: unexpected arguments %v\n", fs.Name(), fs.Args())
 		return ExitUsage, false
 	}
 	return 0, true
@@ -193,11 +192,11 @@ func parseWithID(fs *flag.FlagSet, args []string, usage string, errOut io.Writer
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		id, args = args[0], args[1:]
 	}
-	if code, ok := parse(fs, args); !ok {
+	if code, ok := Parse(fs, args); !ok {
 		return "", code, false
 	}
 	if id == "" {
-		writeln(errOut, usage)
+		Writeln(errOut, usage)
 		return "", ExitUsage, false
 	}
 	return id, 0, true
@@ -205,7 +204,7 @@ func parseWithID(fs *flag.FlagSet, args []string, usage string, errOut io.Writer
 
 // envOr reads LOCKDOWN_<key> with a default, so flags default from the
 // environment like the services' configuration.
-func envOr(key, def string) string {
+func EnvOr(key, def string) string {
 	if v, ok := os.LookupEnv("LOCKDOWN_" + key); ok {
 		return v
 	}
@@ -213,7 +212,7 @@ func envOr(key, def string) string {
 }
 
 // printJSON writes v as indented JSON.
-func printJSON(w io.Writer, v any) error {
+func PrintJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
@@ -226,13 +225,13 @@ func printJSON(w io.Writer, v any) error {
 // write's error on purpose, in this one place.
 
 // writef is fmt.Fprintf to a command's output.
-func writef(w io.Writer, format string, a ...any) { _, _ = fmt.Fprintf(w, format, a...) }
+func Writef(w io.Writer, format string, a ...any) { _, _ = fmt.Fprintf(w, format, a...) }
 
 // writeln is fmt.Fprintln to a command's output.
-func writeln(w io.Writer, a ...any) { _, _ = fmt.Fprintln(w, a...) }
+func Writeln(w io.Writer, a ...any) { _, _ = fmt.Fprintln(w, a...) }
 
 // showJSON is printJSON to a command's output.
-func showJSON(w io.Writer, v any) { _ = printJSON(w, v) }
+func ShowJSON(w io.Writer, v any) { _ = PrintJSON(w, v) }
 
 // flushTable flushes a table written to a command's output.
 func flushTable(tw *tabwriter.Writer) { _ = tw.Flush() }

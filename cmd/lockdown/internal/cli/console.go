@@ -68,33 +68,32 @@ var consoleTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 const consoleTokenCookie = "lockdown_console"
 
 func runConsole(ctx context.Context, args []string, out, errOut io.Writer) int {
-	fs := newFlags("console", errOut)
+	fs := NewFlags("console", errOut)
 	nf := addNATSFlags(fs, events.UserOperator)
-	addr := fs.String("addr", envOr("CONSOLE_ADDR", "127.0.0.1:8090"), "address to serve on (LOCKDOWN_CONSOLE_ADDR); beyond loopback LOCKDOWN_CONSOLE_TOKEN is required")
+	addr := fs.String("addr", EnvOr("CONSOLE_ADDR", "127.0.0.1:8090"), "address to serve on (LOCKDOWN_CONSOLE_ADDR); beyond loopback LOCKDOWN_CONSOLE_TOKEN is required")
 	jaeger := jaegerFlag(fs)
-	if code, ok := parse(fs, args); !ok {
+	if code, ok := Parse(fs, args); !ok {
 		return code
 	}
-	token := envOr("CONSOLE_TOKEN", "")
+	token := EnvOr("CONSOLE_TOKEN", "")
 	if err := checkConsoleAddr(*addr, token); err != nil {
-		writef(errOut, "lockdown console: %v\n", err)
+		Writef(errOut, "lockdown console: %v\n", err)
 		return ExitUsage
 	}
 	rm, err := openReadModelUntil(ctx, nf)
 	if err != nil {
-		writef(errOut, "lockdown console: %v\n", err)
+		Writef(errOut, "lockdown console: %v\n", err)
 		return ExitFailure
 	}
 	defer rm.Close()
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
-		writef(errOut, "lockdown console: %v\n", err)
+		Writef(errOut, "lockdown console: %v\n", err)
 		return ExitFailure
 	}
-	writef(out, "console: http://%s/\n", ln.Addr())
-	c := &console{rm: rm, js: rm.conn.JS, jaegerURL: *jaeger, token: token, log: slog.New(slog.NewTextHandler(errOut, nil))}
-	if err := c.serve(ctx, ln); err != nil {
-		writef(errOut, "lockdown console: %v\n", err)
+	Writef(out, "console: http://%s/\n", ln.Addr())
+	if err := newConsole(rm, *jaeger, token, slog.New(slog.NewTextHandler(errOut, nil))).serve(ctx, ln); err != nil {
+		Writef(errOut, "lockdown console: %v\n", err)
 		return ExitFailure
 	}
 	return ExitOK
@@ -133,7 +132,7 @@ func checkConsoleAddr(addr, token string) error {
 
 // console serves the pages.
 type console struct {
-	rm        *readModel
+	rm        *ReadModel
 	js        jetstream.JetStream
 	jaegerURL string
 	token     string
@@ -142,6 +141,11 @@ type console struct {
 	mu      sync.Mutex
 	dlAt    time.Time
 	dlCache []deadLetterView
+}
+
+// newConsole is the console of rm: token "" serves loopback only.
+func newConsole(rm *ReadModel, jaegerURL, token string, log *slog.Logger) *console {
+	return &console{rm: rm, js: rm.conn.JS, jaegerURL: jaegerURL, token: token, log: log}
 }
 
 // serve serves until ctx ends; open event streams end with it.

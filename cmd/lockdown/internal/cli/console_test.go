@@ -62,9 +62,8 @@ func TestConsole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &console{rm: rm, js: rm.conn.JS, jaegerURL: s.stack.Jaeger.QueryURL, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	served := make(chan error, 1)
-	go func() { served <- c.serve(ctx, ln) }()
+	go func() { served <- ServeConsole(ctx, rm, ln, s.stack.Jaeger.QueryURL) }()
 	base := "http://" + ln.Addr().String()
 
 	id := s.incidentOf(s.breach("root token used from 203.0.113.7 (console test)"))
@@ -109,7 +108,7 @@ func TestConsole(t *testing.T) {
 	holders := make(chan struct{})
 	go func() {
 		defer close(holders)
-		if err := s.tgt.vault.Unseal(ctx); err != nil {
+		if err := s.stack.Vault.Unseal(ctx); err != nil {
 			t.Errorf("unseal: %v", err)
 			return
 		}

@@ -47,9 +47,9 @@ func runReview(ctx context.Context, args []string, out, errOut io.Writer) int {
 // operator NATS user: confirm, resume and abort go to containment, retry
 // to the rotator; the incident's timeline records each with who asked.
 func runControl(ctx context.Context, name string, ev events.Name, args []string, out, errOut io.Writer) int {
-	fs := newFlags(name, errOut)
+	fs := NewFlags(name, errOut)
 	nf := addNATSFlags(fs, events.UserOperator)
-	by := fs.String("as", envOr("OPERATOR", defaultOperator()), "who asks, as recorded in the timeline (LOCKDOWN_OPERATOR; default login@host)")
+	by := fs.String("as", EnvOr("OPERATOR", defaultOperator()), "who asks, as recorded in the timeline (LOCKDOWN_OPERATOR; default login@host)")
 	reason := fs.String("reason", "", "why (required to abort; recorded in the report)")
 	tenant := fs.String("tenant", "", "retry: the one tenant to rotate again (default: every tenant whose rotation failed)")
 	var rv reviewFlags
@@ -62,18 +62,18 @@ func runControl(ctx context.Context, name string, ev events.Name, args []string,
 		return code
 	}
 	if _, err := uuid.Parse(id); err != nil {
-		writef(errOut, "lockdown %s: %q is not an incident id\n", name, id)
+		Writef(errOut, "lockdown %s: %q is not an incident id\n", name, id)
 		return ExitUsage
 	}
 	if ev == events.IncidentAbortRequested && *reason == "" {
-		writef(errOut, "lockdown abort: --reason is required: the report says why the incident was closed as failed\n")
+		Writef(errOut, "lockdown abort: --reason is required: the report says why the incident was closed as failed\n")
 		return ExitUsage
 	}
 	var review events.IncidentReviewData
 	if ev == events.IncidentReviewRequested {
 		var err error
 		if review, err = rv.data(ctx, id, *by); err != nil {
-			writef(errOut, "lockdown review: %v\n", err)
+			Writef(errOut, "lockdown review: %v\n", err)
 			return ExitUsage
 		}
 	}
@@ -81,10 +81,10 @@ func runControl(ctx context.Context, name string, ev events.Name, args []string,
 	defer cancel()
 	conn, err := nf.connect(cctx)
 	if err != nil {
-		writef(errOut, "lockdown %s: %v\n", name, err)
+		Writef(errOut, "lockdown %s: %v\n", name, err)
 		return ExitFailure
 	}
-	defer closeNATS(conn)
+	defer CloseNATS(conn)
 	var data any = events.IncidentControlData{IncidentID: id, RequestedBy: *by, Reason: *reason}
 	switch ev {
 	case events.RotationRetryRequested:
@@ -94,15 +94,15 @@ func runControl(ctx context.Context, name string, ev events.Name, args []string,
 	}
 	published, err := stream.NewPublisher(conn.JS, events.SourceOf(events.ServiceCLI), nil).Publish(cctx, ev, data)
 	if err != nil {
-		writef(errOut, "lockdown %s: %v\n", name, err)
+		Writef(errOut, "lockdown %s: %v\n", name, err)
 		return ExitFailure
 	}
 	res := controlResult{IncidentID: id, EventID: published.ID(), Type: published.Type(), RequestedBy: *by, Reason: *reason, TenantID: *tenant}
 	if *asJSON {
-		showJSON(out, res)
+		ShowJSON(out, res)
 		return ExitOK
 	}
-	writef(out, "%s of incident %s requested as %s (event %s); follow it with: lockdown status %s\n", name, id, *by, res.EventID, id)
+	Writef(out, "%s of incident %s requested as %s (event %s); follow it with: lockdown status %s\n", name, id, *by, res.EventID, id)
 	return ExitOK
 }
 

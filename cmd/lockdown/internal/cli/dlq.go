@@ -43,11 +43,11 @@ type replayResult struct {
 
 func runDLQ(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
-		writeln(errOut, "usage: lockdown dlq list [--consumer NAME] [--json] | lockdown dlq replay <sequence> [--json]")
+		Writeln(errOut, "usage: lockdown dlq list [--consumer NAME] [--json] | lockdown dlq replay <sequence> [--json]")
 		return ExitUsage
 	}
 	sub, args := args[0], args[1:]
-	fs := newFlags("dlq "+sub, errOut)
+	fs := NewFlags("dlq "+sub, errOut)
 	// Listing reads; replaying publishes, which only the replayer
 	// identity may do.
 	defaultUser := events.UserOperator
@@ -65,51 +65,51 @@ func runDLQ(ctx context.Context, args []string, out, errOut io.Writer) int {
 		if seqArg, code, ok = parseWithID(fs, args, "usage: lockdown dlq replay <sequence> [--json]", errOut); !ok {
 			return code
 		}
-	} else if code, ok := parse(fs, args); !ok {
+	} else if code, ok := Parse(fs, args); !ok {
 		return code
 	}
 	cctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	conn, err := nf.connect(cctx)
 	if err != nil {
-		writef(errOut, "lockdown dlq: %v\n", err)
+		Writef(errOut, "lockdown dlq: %v\n", err)
 		return ExitFailure
 	}
-	defer closeNATS(conn)
+	defer CloseNATS(conn)
 	if sub == "replay" {
 		seq, err := strconv.ParseUint(seqArg, 10, 64)
 		if err != nil {
-			writef(errOut, "lockdown dlq replay: %q is not a sequence number (see lockdown dlq list)\n", seqArg)
+			Writef(errOut, "lockdown dlq replay: %q is not a sequence number (see lockdown dlq list)\n", seqArg)
 			return ExitUsage
 		}
 		res, err := replay(cctx, conn.JS, seq)
 		if err != nil {
-			writef(errOut, "lockdown dlq replay: %v\n", conn.Explain(err))
+			Writef(errOut, "lockdown dlq replay: %v\n", conn.Explain(err))
 			return ExitFailure
 		}
 		if *asJSON {
-			showJSON(out, res)
+			ShowJSON(out, res)
 			return ExitOK
 		}
 		note := ""
 		if res.Duplicate {
 			note = " (already replayed: JetStream kept the first)"
 		}
-		writef(out, "dead letter %d replayed onto %s as %s (stream %s, seq %d)%s\n", res.Sequence, res.Subject, res.MsgID, res.Stream, res.StreamSeq, note)
+		Writef(out, "dead letter %d replayed onto %s as %s (stream %s, seq %d)%s\n", res.Sequence, res.Subject, res.MsgID, res.Stream, res.StreamSeq, note)
 		return ExitOK
 	}
 	list, err := deadLetters(cctx, conn.JS, *consumer)
 	if err != nil {
-		writef(errOut, "lockdown dlq list: %v\n", err)
+		Writef(errOut, "lockdown dlq list: %v\n", err)
 		return ExitFailure
 	}
 	if *asJSON {
-		showJSON(out, list)
+		ShowJSON(out, list)
 		return ExitOK
 	}
-	writef(out, "%-6s  %-24s  %-22s  %-36s  %-4s  %s\n", "SEQ", "FAILED", "CONSUMER", "SUBJECT", "DLV", "REASON")
+	Writef(out, "%-6s  %-24s  %-22s  %-36s  %-4s  %s\n", "SEQ", "FAILED", "CONSUMER", "SUBJECT", "DLV", "REASON")
 	for _, d := range list {
-		writef(out, "%-6d  %-24s  %-22s  %-36s  %-4d  %s\n", d.Sequence, stamp(d.FailedAt), d.Consumer, d.Subject, d.Deliveries, d.Reason)
+		Writef(out, "%-6d  %-24s  %-22s  %-36s  %-4d  %s\n", d.Sequence, stamp(d.FailedAt), d.Consumer, d.Subject, d.Deliveries, d.Reason)
 	}
 	return ExitOK
 }

@@ -11,16 +11,15 @@ import (
 
 // ReadModelForTest is the operator's read model, for the tests of package
 // cli_test that look at the console.
-type ReadModelForTest struct{ *readModel }
+type ReadModelForTest struct{ *ReadModel }
 
 // OpenReadModelForTest opens the read model as the operator.
 func OpenReadModelForTest(ctx context.Context, url, password string) (ReadModelForTest, error) {
-	user := events.UserOperator
-	rm, err := openReadModel(ctx, natsFlags{url: &url, user: &user, password: password})
+	rm, err := OpenReadModel(ctx, NATS{URL: url, User: events.UserOperator, Password: password})
 	return ReadModelForTest{rm}, err
 }
 
 // Console is the console's handler over this read model.
 func (r ReadModelForTest) Console() http.Handler {
-	return (&console{rm: r.readModel, js: r.conn.JS, log: slog.New(slog.NewTextHandler(io.Discard, nil))}).routes()
+	return newConsole(r.ReadModel, "", "", slog.New(slog.NewTextHandler(io.Discard, nil))).routes()
 }

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // TestGuideNamesWhatExists reads docs/operations.md as an operator does:

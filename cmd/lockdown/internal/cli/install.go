@@ -31,33 +31,33 @@ func runInstall(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return installVault(ctx, args[1:], out, errOut)
 	}
 	if len(args) == 0 || args[0] != "nats" {
-		writeln(errOut, "usage: lockdown install nats [--nats-url URL] [--nats-user admin]\n       lockdown install postgres --database-url ADMIN_URL\n       lockdown install vault --baseline-from-live [--vault-addr URL] [--out FILE]")
+		Writeln(errOut, "usage: lockdown install nats [--nats-url URL] [--nats-user admin]\n       lockdown install postgres --database-url ADMIN_URL\n       lockdown install vault --baseline-from-live [--vault-addr URL] [--out FILE]")
 		return ExitUsage
 	}
-	fs := newFlags("install nats", errOut)
-	natsURL := fs.String("nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (LOCKDOWN_NATS_URL)")
-	user := fs.String("nats-user", envOr("NATS_USER", events.UserAdmin), "NATS user allowed to manage JetStream (LOCKDOWN_NATS_USER); its password comes from LOCKDOWN_NATS_PASSWORD")
+	fs := NewFlags("install nats", errOut)
+	natsURL := fs.String("nats-url", EnvOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (LOCKDOWN_NATS_URL)")
+	user := fs.String("nats-user", EnvOr("NATS_USER", events.UserAdmin), "NATS user allowed to manage JetStream (LOCKDOWN_NATS_USER); its password comes from LOCKDOWN_NATS_PASSWORD")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long (a cluster may still be electing its JetStream leader)")
-	if code, ok := parse(fs, args[1:]); !ok {
+	if code, ok := Parse(fs, args[1:]); !ok {
 		return code
 	}
 	ictx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	conn, err := natsconn.Connect(ictx, natsconn.Options{URL: *natsURL, User: *user, Password: envOr("NATS_PASSWORD", ""), Name: "lockdown-install"})
+	conn, err := natsconn.Connect(ictx, natsconn.Options{URL: *natsURL, User: *user, Password: EnvOr("NATS_PASSWORD", ""), Name: "lockdown-install"})
 	if err != nil {
-		writef(errOut, "lockdown install nats: %v\n", err)
+		Writef(errOut, "lockdown install nats: %v\n", err)
 		return ExitFailure
 	}
-	defer closeNATS(conn)
+	defer CloseNATS(conn)
 	if err := stream.EnsureTopology(ictx, conn.JS); err != nil {
-		writef(errOut, "lockdown install nats: %v\n", err)
+		Writef(errOut, "lockdown install nats: %v\n", err)
 		return ExitFailure
 	}
 	for _, s := range events.Streams() {
-		writef(out, "stream %s: %d subjects\n", s.Name, len(s.Subjects))
+		Writef(out, "stream %s: %d subjects\n", s.Name, len(s.Subjects))
 	}
 	for _, c := range events.Consumers() {
-		writef(out, "consumer %s on %s for %s\n", c.Durable, c.Stream, c.Service)
+		Writef(out, "consumer %s on %s for %s\n", c.Durable, c.Stream, c.Service)
 	}
 	return ExitOK
 }
@@ -68,9 +68,9 @@ func runInstall(ctx context.Context, args []string, out, errOut io.Writer) int {
 // role's password comes from LOCKDOWN_POSTGRES_PASSWORD_<ROLE>; all
 // missing ones are reported together. Passwords are never printed.
 func installPostgres(ctx context.Context, args []string, out, errOut io.Writer) int {
-	fs := newFlags("install postgres", errOut)
-	dbURL := fs.String("database-url", envOr("DATABASE_URL", ""), "an administrator's connection to the lockdown database (LOCKDOWN_DATABASE_URL)")
-	if code, ok := parse(fs, args); !ok {
+	fs := NewFlags("install postgres", errOut)
+	dbURL := fs.String("database-url", EnvOr("DATABASE_URL", ""), "an administrator's connection to the lockdown database (LOCKDOWN_DATABASE_URL)")
+	if code, ok := Parse(fs, args); !ok {
 		return code
 	}
 	var problems []string
@@ -80,19 +80,19 @@ func installPostgres(ctx context.Context, args []string, out, errOut io.Writer) 
 	passwords := map[string]string{}
 	for _, r := range pgroles.Logins() {
 		env := "POSTGRES_PASSWORD_" + strings.ToUpper(r)
-		if passwords[r] = envOr(env, ""); passwords[r] == "" {
+		if passwords[r] = EnvOr(env, ""); passwords[r] == "" {
 			problems = append(problems, "LOCKDOWN_"+env+" is required")
 		}
 	}
 	if len(problems) > 0 {
-		writef(errOut, "lockdown install postgres: %s\n", strings.Join(problems, "; "))
+		Writef(errOut, "lockdown install postgres: %s\n", strings.Join(problems, "; "))
 		return ExitUsage
 	}
 	if err := pgroles.InstallURL(ctx, *dbURL, passwords); err != nil {
-		writef(errOut, "lockdown install postgres: %v\n", err)
+		Writef(errOut, "lockdown install postgres: %v\n", err)
 		return ExitFailure
 	}
-	writef(out, "roles %s: each owns its schema (the CLI needs none: it reads the read model in NATS)\n", strings.Join(pgroles.Logins(), ", "))
+	Writef(out, "roles %s: each owns its schema (the CLI needs none: it reads the read model in NATS)\n", strings.Join(pgroles.Logins(), ", "))
 	return ExitOK
 }
 
@@ -104,13 +104,13 @@ func installPostgres(ctx context.Context, args []string, out, errOut io.Writer) 
 // re-applied from their own files), as are Vault's and Lockdown's own
 // objects.
 func installVault(ctx context.Context, args []string, out, errOut io.Writer) int {
-	fs := newFlags("install vault", errOut)
+	fs := NewFlags("install vault", errOut)
 	fromLive := fs.Bool("baseline-from-live", false, "read the live Vault's audit devices, mounts, policies, token roles, identities with policies, plugins and audited headers and write them as a baseline")
-	addr := fs.String("vault-addr", envOr("VAULT_ADDR", os.Getenv("VAULT_ADDR")), "Vault's address (LOCKDOWN_VAULT_ADDR, else VAULT_ADDR)")
-	authDir := fs.String("auth-dir", envOr("AUTH_DIR", "deploy/vault/auth"), "the declarative auth methods, left out of the baseline (LOCKDOWN_AUTH_DIR)")
+	addr := fs.String("vault-addr", EnvOr("VAULT_ADDR", os.Getenv("VAULT_ADDR")), "Vault's address (LOCKDOWN_VAULT_ADDR, else VAULT_ADDR)")
+	authDir := fs.String("auth-dir", EnvOr("AUTH_DIR", "deploy/vault/auth"), "the declarative auth methods, left out of the baseline (LOCKDOWN_AUTH_DIR)")
 	outFile := fs.String("out", "", "write the baseline to this file (0644) instead of standard output")
 	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
-	if code, ok := parse(fs, args); !ok {
+	if code, ok := Parse(fs, args); !ok {
 		return code
 	}
 	token := os.Getenv("VAULT_TOKEN")
@@ -129,7 +129,7 @@ func installVault(ctx context.Context, args []string, out, errOut io.Writer) int
 		problems = append(problems, fmt.Sprintf("--auth-dir %s holds no auth method (*.json)", *authDir))
 	}
 	if len(problems) > 0 {
-		writef(errOut, "lockdown install vault: %s\n", strings.Join(problems, "; "))
+		Writef(errOut, "lockdown install vault: %s\n", strings.Join(problems, "; "))
 		return ExitUsage
 	}
 	declared := make([]string, len(auth))
@@ -138,19 +138,19 @@ func installVault(ctx context.Context, args []string, out, errOut io.Writer) int
 	}
 	c, err := vaultclient.New(vaultclient.Options{Address: *addr, Token: token, Timeout: *timeout})
 	if err != nil {
-		writef(errOut, "lockdown install vault: %v\n", err)
+		Writef(errOut, "lockdown install vault: %v\n", err)
 		return ExitFailure
 	}
 	vctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	b, err := vaultdecl.FromLive(vctx, c, declared)
 	if err != nil {
-		writef(errOut, "lockdown install vault: %v\n", err)
+		Writef(errOut, "lockdown install vault: %v\n", err)
 		return ExitFailure
 	}
 	body, err := json.MarshalIndent(b, "", "  ")
 	if err != nil {
-		writef(errOut, "lockdown install vault: %v\n", err)
+		Writef(errOut, "lockdown install vault: %v\n", err)
 		return ExitFailure
 	}
 	body = append(body, '\n')
@@ -161,10 +161,10 @@ func installVault(ctx context.Context, args []string, out, errOut io.Writer) int
 		return ExitOK
 	}
 	if err := os.WriteFile(*outFile, body, 0o644); err != nil {
-		writef(errOut, "lockdown install vault: %v\n", err)
+		Writef(errOut, "lockdown install vault: %v\n", err)
 		return ExitFailure
 	}
-	writef(out, "baseline written to %s: %d audit devices, %d auth mounts, %d secrets mounts, %d policies, %d token roles; review every entry before adopting it\n",
+	Writef(out, "baseline written to %s: %d audit devices, %d auth mounts, %d secrets mounts, %d policies, %d token roles; review every entry before adopting it\n",
 		*outFile, len(b.AuditDevices), len(b.AuthMounts), len(b.SecretsMounts), len(b.Policies), len(b.TokenRoles))
 	return ExitOK
 }

@@ -10,8 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lockdown/lockdown/cmd/lockdown/internal/cli"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/pgroles"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // TestInstallPostgres runs `lockdown install postgres` as an operator

@@ -10,8 +10,8 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/lockdown/lockdown/cmd/lockdown/internal/cli"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // TestInstallVault runs `lockdown install vault --baseline-from-live`

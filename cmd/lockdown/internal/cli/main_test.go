@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // TestMain builds the services the tests start as processes from this

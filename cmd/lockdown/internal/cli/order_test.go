@@ -19,7 +19,7 @@ func TestRotateAfterRekey(t *testing.T) {
 	s.startAll(map[string][]string{events.ServiceRotator: {"LOCKDOWN_ROTATE_AFTER=rekey"}})
 	id := s.incidentOf(s.breach("rotation waits for the rekey"))
 	await(s, events.VaultSealed, 2*time.Minute, func(d events.VaultSealedData) bool { return d.IncidentID == id })
-	if err := s.tgt.vault.Unseal(s.ctx); err != nil {
+	if err := s.stack.Vault.Unseal(s.ctx); err != nil {
 		t.Fatal(err)
 	}
 	await(s, events.AccessRevoked, 2*time.Minute, func(d events.AccessRevokedData) bool { return d.IncidentID == id })

@@ -30,17 +30,17 @@ import (
 // secrets mounts disabled, and every secret, key, role or mount that no
 // catalogue entry covers. Exit 1 when something is not covered.
 func runPlan(ctx context.Context, args []string, out, errOut io.Writer) int {
-	fs := newFlags("plan", errOut)
-	addr := fs.String("vault-addr", envOr("VAULT_ADDR", os.Getenv("VAULT_ADDR")), "Vault's address (LOCKDOWN_VAULT_ADDR, else VAULT_ADDR); the token is VAULT_TOKEN (a token that may list, see docs/operations.md)")
-	catFile := fs.String("catalogue", envOr("ROTATION_CATALOGUE", "deploy/rotation/catalogue.json"), "the rotation catalogue (LOCKDOWN_ROTATION_CATALOGUE)")
-	baseFile := fs.String("baseline", envOr("VAULT_BASELINE", "deploy/vault/baseline.json"), "the declaration of Vault's security configuration (LOCKDOWN_VAULT_BASELINE)")
-	kvMount := fs.String("kv-mount", envOr("KV_MOUNT", "secret"), "the KV v2 mount of the tenants' secrets (LOCKDOWN_KV_MOUNT)")
-	disable := fs.String("disable-auth", envOr("DISABLE_AUTH", "approle,jwt"), "auth mounts disabled on unseal, comma-separated (containment's LOCKDOWN_DISABLE_AUTH)")
+	fs := NewFlags("plan", errOut)
+	addr := fs.String("vault-addr", EnvOr("VAULT_ADDR", os.Getenv("VAULT_ADDR")), "Vault's address (LOCKDOWN_VAULT_ADDR, else VAULT_ADDR); the token is VAULT_TOKEN (a token that may list, see docs/operations.md)")
+	catFile := fs.String("catalogue", EnvOr("ROTATION_CATALOGUE", "deploy/rotation/catalogue.json"), "the rotation catalogue (LOCKDOWN_ROTATION_CATALOGUE)")
+	baseFile := fs.String("baseline", EnvOr("VAULT_BASELINE", "deploy/vault/baseline.json"), "the declaration of Vault's security configuration (LOCKDOWN_VAULT_BASELINE)")
+	kvMount := fs.String("kv-mount", EnvOr("KV_MOUNT", "secret"), "the KV v2 mount of the tenants' secrets (LOCKDOWN_KV_MOUNT)")
+	disable := fs.String("disable-auth", EnvOr("DISABLE_AUTH", "approle,jwt"), "auth mounts disabled on unseal, comma-separated (containment's LOCKDOWN_DISABLE_AUTH)")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
 	asJSON := fs.Bool("json", false, "print the plan as JSON")
 	nf := addNATSFlags(fs, events.UserOperator)
 	keep := fs.Bool("keep", os.Getenv("LOCKDOWN_NATS_PASSWORD") != "", "keep the plan in NATS (LOCKDOWN_PLANS) for the console and the reports' not-covered column; on when LOCKDOWN_NATS_PASSWORD is set")
-	if code, ok := parse(fs, args); !ok {
+	if code, ok := Parse(fs, args); !ok {
 		return code
 	}
 	token := os.Getenv("VAULT_TOKEN")
@@ -60,19 +60,19 @@ func runPlan(ctx context.Context, args []string, out, errOut io.Writer) int {
 		problems = append(problems, fmt.Sprintf("--baseline: %v", err))
 	}
 	if len(problems) > 0 {
-		writef(errOut, "lockdown plan: %s\n", strings.Join(problems, "; "))
+		Writef(errOut, "lockdown plan: %s\n", strings.Join(problems, "; "))
 		return ExitUsage
 	}
 	c, err := vaultclient.New(vaultclient.Options{Address: *addr, Token: token, Timeout: time.Minute, MaxRetries: 2})
 	if err != nil {
-		writef(errOut, "lockdown plan: %v\n", err)
+		Writef(errOut, "lockdown plan: %v\n", err)
 		return ExitFailure
 	}
 	vctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	plan, err := MakePlan(vctx, c, cat, baseline, *kvMount, splitList(*disable))
 	if err != nil {
-		writef(errOut, "lockdown plan: %v\n", err)
+		Writef(errOut, "lockdown plan: %v\n", err)
 		return ExitFailure
 	}
 	plan.Vault = *addr
@@ -80,11 +80,11 @@ func runPlan(ctx context.Context, args []string, out, errOut io.Writer) int {
 		// Kept for the console and the reports; a plan not kept is still
 		// the answer printed below.
 		if err := keepPlan(ctx, nf, plan); err != nil {
-			writef(errOut, "lockdown plan: not kept in NATS: %v\n", err)
+			Writef(errOut, "lockdown plan: not kept in NATS: %v\n", err)
 		}
 	}
 	if *asJSON {
-		if err := printJSON(out, plan); err != nil {
+		if err := PrintJSON(out, plan); err != nil {
 			return ExitFailure
 		}
 	} else {
@@ -104,7 +104,7 @@ func keepPlan(ctx context.Context, nf natsFlags, p credentials.Plan) error {
 	if err != nil {
 		return err
 	}
-	defer closeNATS(conn)
+	defer CloseNATS(conn)
 	return conn.Explain(stream.PutPlan(cctx, conn.JS, p))
 }
 
@@ -252,44 +252,44 @@ func walkKV(ctx context.Context, list func(string) ([]string, error), mount stri
 
 // printPlan writes the plan for people.
 func printPlan(out io.Writer, p credentials.Plan) {
-	out = terminalSafe(out) // names come from Vault: no control character reaches the terminal
-	writef(out, "Plan of an incident now, against %s (%s)\n\n", p.Vault, p.At.Format(time.RFC3339))
+	out = TerminalSafe(out) // names come from Vault: no control character reaches the terminal
+	Writef(out, "Plan of an incident now, against %s (%s)\n\n", p.Vault, p.At.Format(time.RFC3339))
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	writeln(tw, "KIND\tSCOPE\tCREDENTIALS\tDOES")
+	Writeln(tw, "KIND\tSCOPE\tCREDENTIALS\tDOES")
 	for _, k := range p.Kinds {
 		info, _ := credentials.Of(k.Kind)
 		does := "rotated"
 		if info.Destroys {
 			does = "destroyed"
 		}
-		writef(tw, "%s\t%s\t%d\t%s\n", k.Title, k.Scope, k.Count, does)
+		Writef(tw, "%s\t%s\t%d\t%s\n", k.Title, k.Scope, k.Count, does)
 	}
 	flushTable(tw)
-	writef(out, "\ntenants: %d\n", p.Tenants)
+	Writef(out, "\ntenants: %d\n", p.Tenants)
 	for _, name := range slices.Sorted(maps.Keys(p.Entries)) {
-		writef(out, "catalogue entry %s: %d\n", name, p.Entries[name])
+		Writef(out, "catalogue entry %s: %d\n", name, p.Entries[name])
 	}
 	tokens := fmt.Sprint(p.Tokens)
 	if p.Tokens < 0 {
 		tokens = "unknown"
 	}
-	writef(out, "tokens revoked on unseal (but Lockdown's own and the break-glass list): %s\n", tokens)
-	writef(out, "auth mounts disabled on unseal: %s\n", orNone(p.AuthMounts))
-	writef(out, "secrets mounts the baseline does not declare (disabled on unseal, with their data): %s\n", orNone(p.UndeclaredMounts))
+	Writef(out, "tokens revoked on unseal (but Lockdown's own and the break-glass list): %s\n", tokens)
+	Writef(out, "auth mounts disabled on unseal: %s\n", orNone(p.AuthMounts))
+	Writef(out, "secrets mounts the baseline does not declare (disabled on unseal, with their data): %s\n", orNone(p.UndeclaredMounts))
 	for _, n := range p.Notes {
-		writef(out, "note: %s\n", n)
+		Writef(out, "note: %s\n", n)
 	}
 	if p.Covered() {
-		writeln(out, "\nEvery credential Vault holds is covered.")
+		Writeln(out, "\nEvery credential Vault holds is covered.")
 		return
 	}
-	writef(out, "\nNOT COVERED (%d): nothing would rotate these — add a catalogue entry or remove them\n", len(p.Uncovered))
+	Writef(out, "\nNOT COVERED (%d): nothing would rotate these — add a catalogue entry or remove them\n", len(p.Uncovered))
 	for _, g := range p.Uncovered {
 		item := g.Item
 		if item == "" {
 			item = "(whole mount)"
 		}
-		writef(out, "  %s\t%s\t%s: %s\n", g.Mount, g.Type, item, g.Why)
+		Writef(out, "  %s\t%s\t%s: %s\n", g.Mount, g.Type, item, g.Why)
 	}
 }
 

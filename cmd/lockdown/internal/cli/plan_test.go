@@ -19,10 +19,10 @@ import (
 	"github.com/lockdown/lockdown/cmd/lockdown/internal/cli"
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/credentials"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
-	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
+	"github.com/lockdown/lockdown/testkit/localstack"
+	"github.com/lockdown/lockdown/testkit/tenantseed"
 )
 
 // TestPlan runs `lockdown plan` against a real Vault holding the tenants'

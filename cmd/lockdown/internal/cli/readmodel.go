@@ -33,10 +33,10 @@ type natsFlags struct {
 
 func addNATSFlags(fs *flag.FlagSet, defaultUser string) natsFlags {
 	return natsFlags{
-		url:          fs.String("nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (LOCKDOWN_NATS_URL)"),
-		user:         fs.String("nats-user", envOr("NATS_USER", defaultUser), "NATS user (LOCKDOWN_NATS_USER; its password from LOCKDOWN_NATS_PASSWORD or --nats-password-file)"),
-		password:     envOr("NATS_PASSWORD", ""),
-		passwordFile: fs.String("nats-password-file", envOr("NATS_PASSWORD_FILE", ""), "file holding the NATS user's password (LOCKDOWN_NATS_PASSWORD_FILE; a mounted secret), instead of LOCKDOWN_NATS_PASSWORD"),
+		url:          fs.String("nats-url", EnvOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (LOCKDOWN_NATS_URL)"),
+		user:         fs.String("nats-user", EnvOr("NATS_USER", defaultUser), "NATS user (LOCKDOWN_NATS_USER; its password from LOCKDOWN_NATS_PASSWORD or --nats-password-file)"),
+		password:     EnvOr("NATS_PASSWORD", ""),
+		passwordFile: fs.String("nats-password-file", EnvOr("NATS_PASSWORD_FILE", ""), "file holding the NATS user's password (LOCKDOWN_NATS_PASSWORD_FILE; a mounted secret), instead of LOCKDOWN_NATS_PASSWORD"),
 	}
 }
 
@@ -57,17 +57,17 @@ func (f natsFlags) connect(ctx context.Context) (*natsconn.Conn, error) {
 // closeNATS closes a command's NATS connection once the command is done
 // with it: JetStream has acknowledged whatever the command published, so a
 // drain that fails loses nothing, and its error is dropped.
-func closeNATS(conn *natsconn.Conn) { _ = conn.Close(context.Background()) }
+func CloseNATS(conn *natsconn.Conn) { _ = conn.Close(context.Background()) }
 
 // readModel is an open connection to the read model.
-type readModel struct {
+type ReadModel struct {
 	conn *natsconn.Conn
 	*stream.ReadModel
 }
 
 // openReadModel connects and binds to the read model's buckets, giving up
 // after 15 s.
-func openReadModel(ctx context.Context, f natsFlags) (*readModel, error) {
+func openReadModel(ctx context.Context, f natsFlags) (*ReadModel, error) {
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	return openReadModelUntil(cctx, f)
@@ -75,20 +75,20 @@ func openReadModel(ctx context.Context, f natsFlags) (*readModel, error) {
 
 // openReadModelUntil keeps trying until ctx ends: what a watching command
 // (status --watch, the console) does when NATS is away at its start.
-func openReadModelUntil(cctx context.Context, f natsFlags) (*readModel, error) {
+func openReadModelUntil(cctx context.Context, f natsFlags) (*ReadModel, error) {
 	conn, err := f.connect(cctx)
 	if err != nil {
 		return nil, err
 	}
 	rm, err := stream.OpenReadModel(cctx, conn.JS)
 	if err != nil {
-		closeNATS(conn)
+		CloseNATS(conn)
 		return nil, conn.Explain(err)
 	}
-	return &readModel{conn: conn, ReadModel: rm}, nil
+	return &ReadModel{conn: conn, ReadModel: rm}, nil
 }
 
-func (r *readModel) Close() { closeNATS(r.conn) }
+func (r *ReadModel) Close() { CloseNATS(r.conn) }
 
 // withLastPlan fills a report's not-covered column from the last `lockdown
 // plan` kept in NATS (none kept, or an install without the bucket: the
@@ -101,7 +101,7 @@ func withLastPlan(ctx context.Context, js jetstream.JetStream, r *report.Report)
 
 // finalReport waits until containment has written the closed incident's
 // final report to the read model, and returns it.
-func finalReport(ctx context.Context, rm *readModel, id string) (report.Report, error) {
+func FinalReport(ctx context.Context, rm *ReadModel, id string) (report.Report, error) {
 	docs, errs, err := rm.Watch(ctx, id)
 	if err != nil {
 		return report.Report{}, err

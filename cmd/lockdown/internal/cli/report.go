@@ -15,7 +15,7 @@ import (
 // open, the latest draft (outcome "open", rewritten at least every 10 s
 // while the incident changes).
 func runReport(ctx context.Context, args []string, out, errOut io.Writer) int {
-	fs := newFlags("report", errOut)
+	fs := NewFlags("report", errOut)
 	nf := addNATSFlags(fs, events.UserOperator)
 	format := fs.String("format", "md", "md (Markdown) or json")
 	jaeger := jaegerFlag(fs)
@@ -24,26 +24,26 @@ func runReport(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return code
 	}
 	if *format != "md" && *format != "json" {
-		writef(errOut, "lockdown report: --format %q is not md or json\n", *format)
+		Writef(errOut, "lockdown report: --format %q is not md or json\n", *format)
 		return ExitUsage
 	}
 	if _, err := events.IncidentKey(id); err != nil {
-		writef(errOut, "lockdown report: %v\n", err)
+		Writef(errOut, "lockdown report: %v\n", err)
 		return ExitUsage
 	}
 	rm, err := openReadModel(ctx, nf)
 	if err != nil {
-		writef(errOut, "lockdown report: %v\n", err)
+		Writef(errOut, "lockdown report: %v\n", err)
 		return ExitFailure
 	}
 	defer rm.Close()
 	r, err := rm.Report(ctx, id)
 	if errors.Is(err, stream.ErrNoIncident) {
-		writef(errOut, "lockdown report: no report of incident %s (yet)\n", id)
+		Writef(errOut, "lockdown report: no report of incident %s (yet)\n", id)
 		return ExitFailure
 	}
 	if err != nil {
-		writef(errOut, "lockdown report: %v\n", err)
+		Writef(errOut, "lockdown report: %v\n", err)
 		return ExitFailure
 	}
 	if r.TraceURL == "" {
@@ -51,11 +51,11 @@ func runReport(ctx context.Context, args []string, out, errOut io.Writer) int {
 	}
 	withLastPlan(ctx, rm.conn.JS, &r)
 	if *format == "json" {
-		showJSON(out, r)
+		ShowJSON(out, r)
 		return ExitOK
 	}
-	if err := r.Markdown(terminalSafe(out)); err != nil {
-		writef(errOut, "lockdown report: %v\n", err)
+	if err := r.Markdown(TerminalSafe(out)); err != nil {
+		Writef(errOut, "lockdown report: %v\n", err)
 		return ExitFailure
 	}
 	return ExitOK

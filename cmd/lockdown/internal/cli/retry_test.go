@@ -8,7 +8,7 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // TestRetryFailedTenant: a tenant the intruder read but the directory

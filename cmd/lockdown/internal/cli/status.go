@@ -22,19 +22,19 @@ import (
 
 // jaegerFlag is the Jaeger UI the incident's trace is linked in.
 func jaegerFlag(fs *flag.FlagSet) *string {
-	return fs.String("jaeger-url", envOr("JAEGER_URL", ""), "the Jaeger UI, to link the incident's trace (LOCKDOWN_JAEGER_URL)")
+	return fs.String("jaeger-url", EnvOr("JAEGER_URL", ""), "the Jaeger UI, to link the incident's trace (LOCKDOWN_JAEGER_URL)")
 }
 
 func runIncidents(ctx context.Context, args []string, out, errOut io.Writer) int {
-	fs := newFlags("incidents", errOut)
+	fs := NewFlags("incidents", errOut)
 	nf := addNATSFlags(fs, events.UserOperator)
 	asJSON := fs.Bool("json", false, "print as JSON")
-	if code, ok := parse(fs, args); !ok {
+	if code, ok := Parse(fs, args); !ok {
 		return code
 	}
 	rm, err := openReadModel(ctx, nf)
 	if err != nil {
-		writef(errOut, "lockdown incidents: %v\n", err)
+		Writef(errOut, "lockdown incidents: %v\n", err)
 		return ExitFailure
 	}
 	defer rm.Close()
@@ -42,27 +42,27 @@ func runIncidents(ctx context.Context, args []string, out, errOut io.Writer) int
 	defer cancel()
 	list, err := rm.Incidents(lctx)
 	if err != nil {
-		writef(errOut, "lockdown incidents: %v\n", err)
+		Writef(errOut, "lockdown incidents: %v\n", err)
 		return ExitFailure
 	}
 	if *asJSON {
 		if list == nil {
 			list = []readmodel.Incident{}
 		}
-		showJSON(out, list)
+		ShowJSON(out, list)
 		return ExitOK
 	}
-	tw := tabwriter.NewWriter(terminalSafe(out), 0, 4, 2, ' ', 0)
-	writeln(tw, "INCIDENT\tPHASE\tSEVERITY\tAGE\tSUMMARY")
+	tw := tabwriter.NewWriter(TerminalSafe(out), 0, 4, 2, ' ', 0)
+	Writeln(tw, "INCIDENT\tPHASE\tSEVERITY\tAGE\tSUMMARY")
 	for _, v := range list {
-		writef(tw, "%s\t%s\t%s\t%s\t%s\n", v.ID, v.Phase, v.Severity, time.Since(v.OpenedAt).Round(time.Second), v.Summary)
+		Writef(tw, "%s\t%s\t%s\t%s\t%s\n", v.ID, v.Phase, v.Severity, time.Since(v.OpenedAt).Round(time.Second), v.Summary)
 	}
 	flushTable(tw)
 	return ExitOK
 }
 
 func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
-	fs := newFlags("status", errOut)
+	fs := NewFlags("status", errOut)
 	nf := addNATSFlags(fs, events.UserOperator)
 	asJSON := fs.Bool("json", false, "print as JSON")
 	watch := fs.Bool("watch", false, "follow the incident until it ends, as containment updates it: progress bars on a terminal, a line per change otherwise")
@@ -72,7 +72,7 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return code
 	}
 	if _, err := events.IncidentKey(id); err != nil {
-		writef(errOut, "lockdown status: %v\n", err)
+		Writef(errOut, "lockdown status: %v\n", err)
 		return ExitUsage
 	}
 	open := openReadModel
@@ -81,7 +81,7 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 	}
 	rm, err := open(ctx, nf)
 	if err != nil {
-		writef(errOut, "lockdown status: %v\n", err)
+		Writef(errOut, "lockdown status: %v\n", err)
 		return ExitFailure
 	}
 	defer rm.Close()
@@ -89,7 +89,7 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 		v.TraceURL = report.TraceLink(*jaeger, v.TraceID)
 		v.Settle(time.Now())
 		if *asJSON {
-			showJSON(out, v)
+			ShowJSON(out, v)
 		} else {
 			printStatus(out, v)
 		}
@@ -97,27 +97,27 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if !*watch {
 		v, err := rm.Incident(ctx, id)
 		if errors.Is(err, stream.ErrNoIncident) {
-			writef(errOut, "lockdown status: no incident %s\n", id)
+			Writef(errOut, "lockdown status: no incident %s\n", id)
 			return ExitFailure
 		}
 		if err != nil {
-			writef(errOut, "lockdown status: %v\n", err)
+			Writef(errOut, "lockdown status: %v\n", err)
 			return ExitFailure
 		}
 		show(v)
 		return ExitOK
 	}
-	return watchStatus(ctx, rm, id, out, errOut, *asJSON, *jaeger)
+	return WatchStatus(ctx, rm, id, out, errOut, *asJSON, *jaeger)
 }
 
 // watchStatus follows the incident's document: every write containment
 // makes reaches it as it happens (a key-value watch, not polling). On a
 // terminal the view is redrawn in place; elsewhere (a log, a pipe) it
 // prints one line per change, each stamped with the time it was seen.
-func watchStatus(ctx context.Context, rm *readModel, id string, out, errOut io.Writer, asJSON bool, jaegerURL string) int {
+func WatchStatus(ctx context.Context, rm *ReadModel, id string, out, errOut io.Writer, asJSON bool, jaegerURL string) int {
 	docs, errs, err := rm.Watch(ctx, id)
 	if err != nil {
-		writef(errOut, "lockdown status: %v\n", err)
+		Writef(errOut, "lockdown status: %v\n", err)
 		return ExitFailure
 	}
 	tty := isTerminal(out)
@@ -128,7 +128,7 @@ func watchStatus(ctx context.Context, rm *readModel, id string, out, errOut io.W
 		case <-ctx.Done():
 			return ExitOK
 		case err := <-errs:
-			writef(errOut, "lockdown status: %v\n", err)
+			Writef(errOut, "lockdown status: %v\n", err)
 			return ExitFailure
 		case doc, ok := <-docs:
 			if !ok {
@@ -140,15 +140,15 @@ func watchStatus(ctx context.Context, rm *readModel, id string, out, errOut io.W
 		v.Settle(time.Now())
 		switch {
 		case asJSON:
-			showJSON(out, v)
+			ShowJSON(out, v)
 		case tty:
-			writef(out, "\x1b[H\x1b[2J") // home and clear: redraw in place
+			Writef(out, "\x1b[H\x1b[2J") // home and clear: redraw in place
 			printStatus(out, v)
-			writeln(out)
+			Writeln(out)
 			printBars(out, v)
 		default:
 			if line := progressLine(v); line != last {
-				writef(terminalSafe(out), "%s  %s\n", time.Now().UTC().Format("15:04:05.000"), line)
+				Writef(TerminalSafe(out), "%s  %s\n", time.Now().UTC().Format("15:04:05.000"), line)
 				last = line
 			}
 		}
@@ -159,45 +159,45 @@ func watchStatus(ctx context.Context, rm *readModel, id string, out, errOut io.W
 }
 
 func printStatus(out io.Writer, v readmodel.Incident) {
-	out = terminalSafe(out) // the summary, reasons and names came from outside
-	writef(out, "incident %s  phase %s  severity %s  detections %d\n  %s (from %s)\n", v.ID, v.Phase, v.Severity, v.Detections, v.Summary, v.Source)
-	writef(out, "  detected %s  opened %s  (as of %s)\n", v.DetectedAt.Format(time.RFC3339), v.OpenedAt.Format(time.RFC3339), v.UpdatedAt.Format(time.RFC3339))
+	out = TerminalSafe(out) // the summary, reasons and names came from outside
+	Writef(out, "incident %s  phase %s  severity %s  detections %d\n  %s (from %s)\n", v.ID, v.Phase, v.Severity, v.Detections, v.Summary, v.Source)
+	Writef(out, "  detected %s  opened %s  (as of %s)\n", v.DetectedAt.Format(time.RFC3339), v.OpenedAt.Format(time.RFC3339), v.UpdatedAt.Format(time.RFC3339))
 	if v.TraceID != "" {
-		writef(out, "  trace %s  %s\n", v.TraceID, v.TraceURL)
+		Writef(out, "  trace %s  %s\n", v.TraceID, v.TraceURL)
 	}
 	if v.StuckReason != "" {
 		since := ""
 		if v.StuckSince != nil {
 			since = " since " + v.StuckSince.Format(time.RFC3339)
 		}
-		writef(out, "  STUCK%s: %s (it moves on once the dependency answers; lockdown resume %s drives it now)\n", since, v.StuckReason, v.ID)
+		Writef(out, "  STUCK%s: %s (it moves on once the dependency answers; lockdown resume %s drives it now)\n", since, v.StuckReason, v.ID)
 	}
 	if v.FailureReason != "" {
-		writef(out, "  closed as failed: %s\n", v.FailureReason)
+		Writef(out, "  closed as failed: %s\n", v.FailureReason)
 	}
 	if v.Phase == "awaiting_confirmation" {
-		writef(out, "  AWAITING CONFIRMATION: this breach may not seal Vault by itself (LOCKDOWN_AUTO_SEAL_*); lockdown confirm %s seals now\n", v.ID)
+		Writef(out, "  AWAITING CONFIRMATION: this breach may not seal Vault by itself (LOCKDOWN_AUTO_SEAL_*); lockdown confirm %s seals now\n", v.ID)
 	}
-	writeln(out, "\nphases:")
+	Writeln(out, "\nphases:")
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	writeln(tw, "  PHASE\tSTART\tEND\tDURATION\tRUNBOOK TARGET\tLOCKDOWN TARGET")
+	Writeln(tw, "  PHASE\tSTART\tEND\tDURATION\tRUNBOOK TARGET\tLOCKDOWN TARGET")
 	for _, p := range v.Phases {
-		writef(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", p.Name, stamp(p.Start), stamp(p.End), p.Duration.Round(time.Millisecond), targetOr(p.RunbookTarget, "—"), targetOr(p.LockdownTarget, "human"))
+		Writef(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", p.Name, stamp(p.Start), stamp(p.End), p.Duration.Round(time.Millisecond), targetOr(p.RunbookTarget, "—"), targetOr(p.LockdownTarget, "human"))
 	}
 	flushTable(tw)
 	if len(v.Seals) > 0 {
-		writeln(out, "\nseals:")
+		Writeln(out, "\nseals:")
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		for _, s := range v.Seals {
-			writef(tw, "  round %d\t%s\t%s\tconfirmed %s\n", s.Round, s.Address, s.Method, s.ConfirmedAt.Format(time.RFC3339Nano))
+			Writef(tw, "  round %d\t%s\t%s\tconfirmed %s\n", s.Round, s.Address, s.Method, s.ConfirmedAt.Format(time.RFC3339Nano))
 		}
 		flushTable(tw)
 	}
 	if len(v.Gate) > 0 && v.Phase == "sealed" {
-		writeln(out, "\nunseal gate (key holders: `vault operator unseal` on an isolated network):")
+		Writeln(out, "\nunseal gate (key holders: `vault operator unseal` on an isolated network):")
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		for _, g := range v.Gate {
-			writef(tw, "  %s\t%s\tshares %d of %d (awaiting %d more)\n", g.Address, g.State(), g.Progress, g.Threshold, max(g.Threshold-g.Progress, 0))
+			Writef(tw, "  %s\t%s\tshares %d of %d (awaiting %d more)\n", g.Address, g.State(), g.Progress, g.Threshold, max(g.Threshold-g.Progress, 0))
 		}
 		flushTable(tw)
 	}
@@ -205,13 +205,13 @@ func printStatus(out io.Writer, v readmodel.Incident) {
 		printRecovery(out, r)
 	}
 	for _, p := range progresses(v) {
-		writef(out, "\n%s: %d planned, %d done, %d failed, %d remaining, %.1f/s, ETA %s\n",
+		Writef(out, "\n%s: %d planned, %d done, %d failed, %d remaining, %.1f/s, ETA %s\n",
 			p.name, p.v.Planned, p.v.Completed, p.v.Failed, p.v.Remaining, p.v.Rate, orDash(p.v.ETA))
 	}
 	if v.FailuresTotal > 0 {
-		writef(out, "\nfailures (%d; the report lists all):\n", v.FailuresTotal)
+		Writef(out, "\nfailures (%d; the report lists all):\n", v.FailuresTotal)
 		for _, f := range v.Failures {
-			writef(out, "  %s  %s %s: %s\n", stamp(f.Time), f.What, f.TenantID, f.Reason)
+			Writef(out, "  %s  %s %s: %s\n", stamp(f.Time), f.What, f.TenantID, f.Reason)
 		}
 	}
 }
@@ -236,7 +236,7 @@ func progresses(v readmodel.Incident) []namedProgress {
 // printBars draws the rotation and notification progress bars.
 func printBars(out io.Writer, v readmodel.Incident) {
 	for _, p := range progresses(v) {
-		writef(out, "%-13s %s\n", p.name, bar(*p.v, 40))
+		Writef(out, "%-13s %s\n", p.name, bar(*p.v, 40))
 	}
 }
 
@@ -301,7 +301,7 @@ func orDash(s string) string {
 
 func printRecovery(out io.Writer, r *readmodel.Recovery) {
 	if !r.AccessRevokedAt.IsZero() {
-		writef(out, "\naccess revoked %s: auth methods disabled %v, %d tokens revoked, %d kept %v, leases %v, key term %d\n",
+		Writef(out, "\naccess revoked %s: auth methods disabled %v, %d tokens revoked, %d kept %v, leases %v, key term %d\n",
 			r.AccessRevokedAt.Format(time.RFC3339), r.Revoked.AuthMethodsDisabled, r.Revoked.TokensRevoked, r.Revoked.TokensKept, r.KeptReasons,
 			r.Revoked.LeasePrefixes, r.Revoked.KeyTerm)
 	}
@@ -311,25 +311,25 @@ func printRecovery(out io.Writer, r *readmodel.Recovery) {
 		if c.RecoveryKeys {
 			kind = "recovery"
 		}
-		writef(out, "\nrekey ceremony (%s keys, %d shares / threshold %d): %s\n", kind, c.N, c.T, c.Phase)
+		Writef(out, "\nrekey ceremony (%s keys, %d shares / threshold %d): %s\n", kind, c.N, c.T, c.Phase)
 		for _, cmd := range c.Commands() {
 			progress := fmt.Sprintf("%d of %d current shares submitted", c.Progress, c.T)
 			if c.Phase == "verifying_new_shares" {
 				progress = fmt.Sprintf("%d of %d new shares verified", c.VerifyProgress, c.T)
 			}
-			writef(out, "  key holders: %s   (%s)\n", cmd, progress)
+			Writef(out, "  key holders: %s   (%s)\n", cmd, progress)
 		}
 		if c.Phase == "completed" {
-			writef(out, "  completed %s, confirmed by %s; holders' PGP fingerprints %v\n", c.CompletedAt.Format(time.RFC3339), c.ConfirmedBy, c.Fingerprints)
+			Writef(out, "  completed %s, confirmed by %s; holders' PGP fingerprints %v\n", c.CompletedAt.Format(time.RFC3339), c.ConfirmedBy, c.Fingerprints)
 		}
 		if c.Restarts > 0 {
-			writef(out, "  restarted %d time(s): %s\n", c.Restarts, c.Note)
+			Writef(out, "  restarted %d time(s): %s\n", c.Restarts, c.Note)
 		}
 	}
 	if !r.RestoredAt.IsZero() {
-		writef(out, "\naccess restored %s\n", r.RestoredAt.Format(time.RFC3339))
+		Writef(out, "\naccess restored %s\n", r.RestoredAt.Format(time.RFC3339))
 	} else if !r.AccessRevokedAt.IsZero() {
-		writef(out, "\naccess restore waits for: rotation %v, notifications %v\n", doneWord(r.RotationDone), doneWord(r.NotifiedDone))
+		Writef(out, "\naccess restore waits for: rotation %v, notifications %v\n", doneWord(r.RotationDone), doneWord(r.NotifiedDone))
 	}
 }
 

@@ -24,9 +24,10 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/readmodel"
 	"github.com/lockdown/lockdown/pkg/events/report"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
+	"github.com/lockdown/lockdown/testkit/localstack"
+	"github.com/lockdown/lockdown/testkit/tenantseed"
 	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
@@ -37,7 +38,6 @@ type system struct {
 	t     *testing.T
 	ctx   context.Context
 	stack *localstack.Stack
-	tgt   *target
 	bin   string
 	// directory reaches the platform's tenant directory (the platform's
 	// data, which a test changes as the platform would); no test reads a
@@ -104,7 +104,7 @@ func newSystemWith(t *testing.T, timeout time.Duration, tenants int, opts locals
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &system{t: t, ctx: ctx, stack: stack, tgt: localTarget(stack), bin: bin, procs: map[string]*sysProc{}}
+	s := &system{t: t, ctx: ctx, stack: stack, bin: bin, procs: map[string]*sysProc{}}
 	if s.directory, err = pgxpool.New(ctx, stack.Postgres.URL); err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,11 @@ func newSystemWith(t *testing.T, timeout time.Duration, tenants int, opts locals
 	}
 	t.Cleanup(func() { _ = s.op.Close(context.Background()) })
 	if tenants > 0 {
-		if err := seedTenants(ctx, s.tgt, tenants); err != nil {
+		root, err := stack.Vault.Client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tenantseed.SeedURL(ctx, stack.Postgres.URL, root, tenantseed.Options{Count: tenants}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -286,7 +290,7 @@ func (s *system) info(p *sysProc) map[string]string {
 // breach publishes a breach as the SIEM does and returns its event id.
 func (s *system) breach(summary string) string {
 	s.t.Helper()
-	conn, err := natsconn.Connect(s.ctx, natsconn.Options{URL: s.tgt.natsURL, User: events.UserSIEM, Password: s.tgt.siemPassword})
+	conn, err := natsconn.Connect(s.ctx, natsconn.Options{URL: s.stack.NATS.URL, User: events.UserSIEM, Password: s.stack.NATS.Password(events.UserSIEM)})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -333,7 +337,7 @@ func (s *system) runIncident(eventID string) (string, events.IncidentResolvedDat
 func (s *system) runOpened(id string) (string, events.IncidentResolvedData) {
 	s.t.Helper()
 	await(s, events.VaultSealed, 5*time.Minute, func(d events.VaultSealedData) bool { return d.IncidentID == id })
-	if err := s.tgt.vault.Unseal(s.ctx); err != nil {
+	if err := s.stack.Vault.Unseal(s.ctx); err != nil {
 		s.t.Fatal(err)
 	}
 	return id, s.holdersUntilResolved(id)
@@ -357,7 +361,7 @@ func (s *system) playHolders(ctx context.Context, id string) {
 	played := ""
 	for ctx.Err() == nil {
 		if !s.holdersAway.Load() && s.sealedNow() {
-			if err := s.tgt.vault.Unseal(ctx); err != nil && ctx.Err() == nil {
+			if err := s.stack.Vault.Unseal(ctx); err != nil && ctx.Err() == nil {
 				s.t.Logf("key holders: unseal: %v", err)
 			}
 		}
@@ -365,7 +369,7 @@ func (s *system) playHolders(ctx context.Context, id string) {
 		nonce, phase := c.Nonce, c.Phase
 		if err == nil && nonce != "" && nonce != played && phase == "collecting_current_shares" {
 			played = nonce
-			if err := s.tgt.vault.PlayRekey(ctx, nonce, time.Second); err != nil && ctx.Err() == nil {
+			if err := s.stack.Vault.PlayRekey(ctx, nonce, time.Second); err != nil && ctx.Err() == nil {
 				s.t.Logf("key holders: ceremony %s: %v", nonce, err)
 			}
 		}
@@ -560,7 +564,12 @@ func (s *system) sealedNow() bool {
 func (s *system) report(id string) (report.Report, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
 	defer cancel()
-	return storedReport(ctx, s.tgt, id)
+	return StoredReport(ctx, s.operator(), id)
+}
+
+// operator is the stack's operator identity (the read model's reader).
+func (s *system) operator() NATS {
+	return NATS{URL: s.stack.NATS.URL, User: events.UserOperator, Password: s.stack.NATS.Password(events.UserOperator)}
 }
 
 // asOperator is a CLI command line run as the operator against the test's
@@ -611,10 +620,10 @@ func (s *system) ceremony(id string) (readmodel.Ceremony, error) {
 func (s *system) nonce(id string) (string, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
-	rm, err := openReadModel(ctx, s.tgt.operatorFlags())
+	rm, err := OpenReadModel(ctx, s.operator())
 	if err != nil {
 		return "", err
 	}
 	defer rm.Close()
-	return ceremonyNonce(ctx, rm, id)
+	return CeremonyNonce(ctx, rm, id)
 }

@@ -13,7 +13,7 @@ import (
 // every control character but newline and tab — C0, DEL, C1 (so a lone
 // carriage return cannot overwrite a line either) — and passes the rest.
 // JSON output needs none of it: the encoder escapes them.
-func terminalSafe(w io.Writer) io.Writer { return safeWriter{w} }
+func TerminalSafe(w io.Writer) io.Writer { return safeWriter{w} }
 
 type safeWriter struct{ w io.Writer }
 

@@ -15,7 +15,7 @@ func TestOutsideText(t *testing.T) {
 	hostile := "db breach\x1b]0;owned\x07\x1b[2J\rhidden\u009b31m done"
 	t.Run("the terminal gets no control character but newline and tab", func(t *testing.T) {
 		var b bytes.Buffer
-		if _, err := fmt.Fprintf(terminalSafe(&b), "summary: %s\n\tnext line\n", hostile); err != nil {
+		if _, err := fmt.Fprintf(TerminalSafe(&b), "summary: %s\n\tnext line\n", hostile); err != nil {
 			t.Fatal(err)
 		}
 		got := b.String()

@@ -101,7 +101,7 @@ func TestStatusWatch(t *testing.T) {
 	if err := s.stack.RestartNATSNode(s.ctx, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.tgt.vault.Unseal(s.ctx); err != nil {
+	if err := s.stack.Vault.Unseal(s.ctx); err != nil {
 		t.Fatal(err)
 	}
 	s.holdersUntilResolved(id)

@@ -22,12 +22,12 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/config"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/services/assessor/internal/app"
 	"github.com/lockdown/lockdown/services/assessor/internal/store"
+	"github.com/lockdown/lockdown/testkit/localstack"
 	"github.com/lockdown/lockdown/testkit/testwait"
 )
 

@@ -12,12 +12,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/services/assessor/internal/app"
 	"github.com/lockdown/lockdown/services/assessor/internal/assess"
 	"github.com/lockdown/lockdown/services/assessor/internal/audit"
 	"github.com/lockdown/lockdown/services/assessor/internal/ingest"
 	"github.com/lockdown/lockdown/services/assessor/internal/store"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // BenchmarkAssessment loads 1,000,000 realistic audit lines (500,000

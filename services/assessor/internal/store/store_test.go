@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/services/assessor/internal/audit"
 	"github.com/lockdown/lockdown/services/assessor/internal/store"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 func TestInsert(t *testing.T) {

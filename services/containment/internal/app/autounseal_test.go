@@ -18,9 +18,9 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
 	"github.com/lockdown/lockdown/services/containment/internal/vaultadmin"
+	"github.com/lockdown/lockdown/testkit/localstack"
 	"github.com/lockdown/lockdown/testkit/testwait"
 )
 

@@ -13,10 +13,10 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/containment/internal/app"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // BenchmarkContainmentLatency measures, on the real local stack, the time

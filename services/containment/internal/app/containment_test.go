@@ -19,12 +19,12 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/readmodel"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/outbox"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
 	"github.com/lockdown/lockdown/services/containment/internal/intake"
 	"github.com/lockdown/lockdown/services/containment/internal/store"
+	"github.com/lockdown/lockdown/testkit/localstack"
 	"github.com/lockdown/lockdown/testkit/testwait"
 )
 

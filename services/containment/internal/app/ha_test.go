@@ -9,8 +9,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/services/containment/internal/app"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // clusterFence fences a node the way a deployment's fence command does —

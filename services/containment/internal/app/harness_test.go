@@ -21,7 +21,6 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/config"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
@@ -31,6 +30,7 @@ import (
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/store"
 	"github.com/lockdown/lockdown/services/containment/internal/vaultnodes"
+	"github.com/lockdown/lockdown/testkit/localstack"
 	"github.com/lockdown/lockdown/testkit/testwait"
 )
 

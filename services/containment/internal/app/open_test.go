@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/services/containment/internal/app"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // TestOpenFailsCleanly: Open failing after the database opened (a token

@@ -18,9 +18,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/services/containment/internal/app"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // pgpCeremony is an incident at its rekey ceremony, containment holding

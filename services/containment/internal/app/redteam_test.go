@@ -23,10 +23,10 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/keycheck"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
+	"github.com/lockdown/lockdown/testkit/localstack"
 	"github.com/lockdown/lockdown/testkit/testwait"
 )
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // TestStartRefusesMissingFiles: a containment whose baseline file is

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/services/containment/internal/recovery"
 	"github.com/lockdown/lockdown/services/containment/internal/vaultadmin"
+	"github.com/lockdown/lockdown/testkit/localstack"
 	"github.com/lockdown/lockdown/testkit/testwait"
 )
 

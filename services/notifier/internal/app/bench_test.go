@@ -16,13 +16,13 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/config"
 	"github.com/lockdown/lockdown/pkg/platform/directory"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/services/notifier/internal/app"
 	"github.com/lockdown/lockdown/services/notifier/internal/notify"
 	"github.com/lockdown/lockdown/services/notifier/internal/smtpmail"
 	"github.com/lockdown/lockdown/services/notifier/internal/store"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // BenchmarkNotification sends 1,000 tenants' notifications through the

@@ -24,14 +24,14 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/webhook"
 	"github.com/lockdown/lockdown/pkg/platform/config"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/runner"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
-	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 	"github.com/lockdown/lockdown/services/notifier/internal/app"
 	"github.com/lockdown/lockdown/services/notifier/internal/notify"
 	"github.com/lockdown/lockdown/services/notifier/internal/store"
+	"github.com/lockdown/lockdown/testkit/localstack"
+	"github.com/lockdown/lockdown/testkit/tenantseed"
 	"github.com/lockdown/lockdown/testkit/testwait"
 )
 

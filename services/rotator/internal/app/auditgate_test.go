@@ -12,7 +12,7 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/lockdown/lockdown/pkg/platform/keycheck"
-	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
+	"github.com/lockdown/lockdown/testkit/tenantseed"
 	"github.com/lockdown/lockdown/testkit/testwait"
 )
 

@@ -16,12 +16,12 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/rotator/internal/keys"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
 	"github.com/lockdown/lockdown/services/rotator/internal/vaultkv"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // BenchmarkRotation measures the rotation phase for 1,000 tenants on the

@@ -8,8 +8,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
+	"github.com/lockdown/lockdown/testkit/localstack"
 	"github.com/lockdown/lockdown/testkit/testwait"
 )
 

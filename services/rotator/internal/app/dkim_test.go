@@ -12,10 +12,10 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
 	"github.com/lockdown/lockdown/pkg/platform/keycheck"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
-	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
+	"github.com/lockdown/lockdown/testkit/localstack"
+	"github.com/lockdown/lockdown/testkit/tenantseed"
 	"github.com/lockdown/lockdown/testkit/testwait"
 )
 
@@ -42,12 +42,10 @@ func TestDKIMRollover(t *testing.T) {
 	t.Cleanup(db.Close)
 	root, err := s.Vault.Client()
 	must(t, err)
-	rotatorKey, err := dkimdns.LoadKey(s.DNS.RotatorKeyFile)
-	must(t, err)
 	delegated := func(i int) bool { return i%3 != 2 }
-	_, err = tenantseed.Seed(ctx, pool, root, tenantseed.Options{Count: n, DKIM: &tenantseed.DKIMDNS{
-		Platform: &dkimdns.Client{Server: s.DNS.Addr, Key: rotatorKey}, Tenants: s.DNS.TenantClient(),
-		PlatformZone: s.DNS.DKIMZone, TenantZone: s.DNS.TenantZone, Selectors: dkimSelectors, Delegated: delegated}})
+	seedDKIM, err := s.DNS.SeedDKIM(dkimSelectors, delegated)
+	must(t, err)
+	_, err = tenantseed.Seed(ctx, pool, root, tenantseed.Options{Count: n, DKIM: seedDKIM})
 	must(t, err)
 	domain := func(i int) string { return tenantseed.ID(i) + "." + strings.TrimSuffix(s.DNS.TenantZone, ".") }
 	resolver := s.DNS.Resolver()
@@ -235,11 +233,9 @@ func TestDKIMAnswerThatNeverSucceeds(t *testing.T) {
 	t.Cleanup(db.Close)
 	root, err := s.Vault.Client()
 	must(t, err)
-	rotatorKey, err := dkimdns.LoadKey(s.DNS.RotatorKeyFile)
+	seedDKIM, err := s.DNS.SeedDKIM(dkimSelectors, func(int) bool { return true })
 	must(t, err)
-	_, err = tenantseed.Seed(ctx, db.Pool(), root, tenantseed.Options{Count: n, DKIM: &tenantseed.DKIMDNS{
-		Platform: &dkimdns.Client{Server: s.DNS.Addr, Key: rotatorKey}, Tenants: s.DNS.TenantClient(),
-		PlatformZone: s.DNS.DKIMZone, TenantZone: s.DNS.TenantZone, Selectors: dkimSelectors, Delegated: func(int) bool { return true }}})
+	_, err = tenantseed.Seed(ctx, db.Pool(), root, tenantseed.Options{Count: n, DKIM: seedDKIM})
 	must(t, err)
 	outside := tenantseed.ID(0)
 	_, err = db.Pool().Exec(ctx, `UPDATE directory.tenants SET dkim_delegation = 'dkim.elsewhere.example.' WHERE id = $1`, outside)

@@ -17,11 +17,11 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/keycheck"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
-	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 	"github.com/lockdown/lockdown/services/rotator/internal/store"
+	"github.com/lockdown/lockdown/testkit/localstack"
+	"github.com/lockdown/lockdown/testkit/tenantseed"
 	"github.com/lockdown/lockdown/testkit/testwait"
 )
 

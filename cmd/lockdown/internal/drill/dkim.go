@@ -1,4 +1,4 @@
-package cli
+package drill
 
 import (
 	"context"
@@ -11,8 +11,8 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
 	"github.com/lockdown/lockdown/pkg/platform/keycheck"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
-	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
+	"github.com/lockdown/lockdown/testkit/localstack"
+	"github.com/lockdown/lockdown/testkit/tenantseed"
 )
 
 // breakGlassToken issues the drill's break-glass token before containment

@@ -1,4 +1,4 @@
-package cli
+package drill
 
 import (
 	"context"
@@ -19,16 +19,16 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/lockdown/lockdown/cmd/lockdown/internal/cli"
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/events/report"
-	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
 	"github.com/lockdown/lockdown/pkg/platform/keycheck"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
-	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
+	"github.com/lockdown/lockdown/testkit/localstack"
+	"github.com/lockdown/lockdown/testkit/tenantseed"
 )
 
 // drillReport is what `drill --json` prints.
@@ -111,9 +111,14 @@ var drillSelectors = [2]string{"ld1", "ld2"}
 // drillServices are started in this order; rotators come N times.
 var drillServices = []string{events.ServiceContainment, events.ServiceAssessor, events.ServiceNotifier}
 
-func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
-	fs := newFlags("drill", errOut)
-	binDir := fs.String("bin-dir", envOr("BIN_DIR", ""), "folder of the service binaries (default: beside this executable)")
+// Main runs the drill with args (the program's, without its name),
+// printing to out and errOut, and returns the exit code: cli.ExitOK when
+// every check passed, cli.ExitFailure when one did not or the drill could
+// not run, cli.ExitUsage for bad flags.
+func Main(ctx context.Context, args []string, out, errOut io.Writer) int {
+	fs := flag.NewFlagSet("lockdown-drill", flag.ContinueOnError)
+	fs.SetOutput(errOut)
+	binDir := fs.String("bin-dir", cli.EnvOr("BIN_DIR", ""), "folder of the service binaries (default: beside this executable)")
 	tenants := fs.Int("tenants", 100, "tenants to seed in the directory and in Vault (SSH, SMTP, DKIM, API keys)")
 	rotators := fs.Int("rotators", 1, "rotator processes (they share the work queue)")
 	intruderReads := fs.Int("intruder-reads", 10, "tenants whose secrets the intruder reads before the breach is detected")
@@ -124,39 +129,39 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 	// Drilling against servers that already run Lockdown (staging).
 	existing := fs.Bool("existing", false, "drill against running servers and services instead of starting a local stack")
 	var ex existingOptions
-	fs.StringVar(&ex.natsURL, "nats-url", envOr("NATS_URL", ""), "--existing: NATS URL(s) (LOCKDOWN_NATS_URL); passwords of the siem and operator users from LOCKDOWN_NATS_PASSWORD_SIEM and _OPERATOR")
-	fs.StringVar(&ex.dbURL, "database-url", envOr("DATABASE_URL", ""), "--existing: PostgreSQL URL of Lockdown's database (LOCKDOWN_DATABASE_URL)")
-	fs.StringVar(&ex.vaultAddr, "vault-addr", envOr("VAULT_ADDR", ""), "--existing: Vault address (LOCKDOWN_VAULT_ADDR); admin token from LOCKDOWN_DRILL_VAULT_TOKEN")
-	fs.StringVar(&ex.mount, "kv-mount", envOr("KV_MOUNT", "secret"), "--existing: KV v2 mount of the tenants' secrets")
+	fs.StringVar(&ex.natsURL, "nats-url", cli.EnvOr("NATS_URL", ""), "--existing: NATS URL(s) (LOCKDOWN_NATS_URL); passwords of the siem and operator users from LOCKDOWN_NATS_PASSWORD_SIEM and _OPERATOR")
+	fs.StringVar(&ex.dbURL, "database-url", cli.EnvOr("DATABASE_URL", ""), "--existing: PostgreSQL URL of Lockdown's database (LOCKDOWN_DATABASE_URL)")
+	fs.StringVar(&ex.vaultAddr, "vault-addr", cli.EnvOr("VAULT_ADDR", ""), "--existing: Vault address (LOCKDOWN_VAULT_ADDR); admin token from LOCKDOWN_DRILL_VAULT_TOKEN")
+	fs.StringVar(&ex.mount, "kv-mount", cli.EnvOr("KV_MOUNT", "secret"), "--existing: KV v2 mount of the tenants' secrets")
 	fs.StringVar(&ex.prefix, "tenant-prefix", "drill-", "--existing: prefix of the drill's tenant ids, so it never overwrites the platform's tenants")
 	fs.BoolVar(&ex.playHolders, "play-key-holders", false, "--existing: unseal and rekey with the shares of --unseal-keys-file (a disposable staging Vault only)")
 	fs.StringVar(&ex.unsealKeysFile, "unseal-keys-file", "", "--existing: current unseal shares, one per line, mode 600")
 	fs.StringVar(&ex.mailpit, "mailpit-url", "", "--existing: Mailpit API to check the notifications in (optional)")
 	fs.StringVar(&ex.jaeger, "jaeger-url", "", "--existing: Jaeger query API to check the trace in (optional; with --otlp-endpoint)")
 	fs.StringVar(&ex.otlp, "otlp-endpoint", "", "--existing: OTLP/HTTP endpoint for the drill's own trigger span")
-	if code, ok := parse(fs, args); !ok {
+	if code, ok := cli.Parse(fs, args); !ok {
 		return code
 	}
 	if *tenants < 1 || *rotators < 1 || *intruderReads < 0 || *intruderReads > *tenants {
-		writeln(errOut, "lockdown drill: --tenants and --rotators must be at least 1, --intruder-reads between 0 and --tenants")
-		return ExitUsage
+		cli.Writeln(errOut, "lockdown-drill: --tenants and --rotators must be at least 1, --intruder-reads between 0 and --tenants")
+		return cli.ExitUsage
 	}
 	if *binDir == "" {
 		exe, err := os.Executable()
 		if err != nil {
-			writef(errOut, "lockdown drill: %v\n", err)
-			return ExitFailure
+			cli.Writef(errOut, "lockdown-drill: %v\n", err)
+			return cli.ExitFailure
 		}
 		*binDir = filepath.Dir(exe)
 	}
 	say := func(format string, a ...any) {
 		if !*asJSON {
-			writef(out, format+"\n", a...)
+			cli.Writef(out, format+"\n", a...)
 		}
 	}
 	fail := func(err error) int {
-		writef(errOut, "lockdown drill: %v\n", err)
-		return ExitFailure
+		cli.Writef(errOut, "lockdown-drill: %v\n", err)
+		return cli.ExitFailure
 	}
 	if !flagSet(fs, "timeout") {
 		// Seeding, rotation and notification (20 messages/s by default)
@@ -177,8 +182,8 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		ex.siemPass, ex.operatorPass = os.Getenv(events.NATSPasswordEnv(events.UserSIEM)), os.Getenv(events.NATSPasswordEnv(events.UserOperator))
 		var err error
 		if tgt, err = existingTarget(ex); err != nil {
-			writef(errOut, "lockdown drill: %v\n", err)
-			return ExitUsage
+			cli.Writef(errOut, "lockdown-drill: %v\n", err)
+			return cli.ExitUsage
 		}
 		rep.Servers = map[string]string{"nats": tgt.natsURL, "vault": tgt.vault.Addr, "jaeger_query": tgt.jaegerQuery, "mailpit": ex.mailpit}
 		say("drilling against running servers: NATS %s, Vault %s (key holders %s)", tgt.natsURL, tgt.vault.Addr, map[bool]string{true: "played from the shares file", false: "are people: the drill waits for them"}[tgt.playHolders])
@@ -197,14 +202,14 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		estate, err := stack.SeedPlatform(ctx)
 		if err != nil {
 			if cerr := stack.Close(); cerr != nil {
-				writef(errOut, "lockdown drill: teardown: %v\n", cerr)
+				cli.Writef(errOut, "lockdown-drill: teardown: %v\n", cerr)
 			}
 			return fail(fmt.Errorf("seeding the platform's credentials: %w", err))
 		}
 		defer func() {
 			say("stopping services and servers…")
 			if err := stack.Close(); err != nil {
-				writef(errOut, "lockdown drill: teardown: %v\n", err)
+				cli.Writef(errOut, "lockdown-drill: teardown: %v\n", err)
 			}
 		}()
 		breakGlass, accessor, err := breakGlassToken(ctx, stack.Vault)
@@ -266,7 +271,7 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if err := followIncident(ctx, tgt, b, say); err != nil {
 		return fail(err)
 	}
-	r, err := storedReport(ctx, tgt, b.IncidentID)
+	r, err := cli.StoredReport(ctx, tgt.operator(), b.IncidentID)
 	if err != nil {
 		return fail(err)
 	}
@@ -303,13 +308,13 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 	}
 	rep.OK = len(rep.Problems) == 0
 	if *asJSON {
-		showJSON(out, rep)
+		cli.ShowJSON(out, rep)
 	} else {
-		writeln(out)
-		if err := r.Markdown(terminalSafe(out)); err != nil {
+		cli.Writeln(out)
+		if err := r.Markdown(cli.TerminalSafe(out)); err != nil {
 			return fail(err)
 		}
-		writeln(out)
+		cli.Writeln(out)
 		v := rep.Verified
 		say("verified: %d of %d tenants rotated in Vault (every secret carries the incident), %d API keys left", v.RotatedInVault, v.Tenants, v.APIKeysLeft)
 		if v.DKIMChecked {
@@ -348,9 +353,9 @@ func runDrill(ctx context.Context, args []string, out, errOut io.Writer) int {
 		<-untilInterrupted.Done()
 	}
 	if !rep.OK {
-		return ExitFailure
+		return cli.ExitFailure
 	}
-	return ExitOK
+	return cli.ExitOK
 }
 
 // startLocal starts the services on the drill's own stack (N rotators)
@@ -531,7 +536,7 @@ func followIncident(ctx context.Context, tgt *target, b *drillBreach, say func(s
 	if err != nil {
 		return err
 	}
-	defer closeNATS(conn)
+	defer cli.CloseNATS(conn)
 	_, opened, err := stream.Await(ctx, conn.JS, events.IncidentOpened, func(_ event.Event, d events.IncidentOpenedData) bool { return d.BreachEventID == b.EventID })
 	if err != nil {
 		return err
@@ -571,14 +576,14 @@ func followIncident(ctx context.Context, tgt *target, b *drillBreach, say func(s
 		revoked.AuthMethodsDisabled, revoked.TokensRevoked, revoked.TokensKept, revoked.KeyTerm)
 	// Rotation and notification take minutes for thousands of tenants:
 	// show them moving.
-	rm, err := openReadModel(ctx, tgt.operatorFlags())
+	rm, err := cli.OpenReadModel(ctx, tgt.operator())
 	if err != nil {
 		return err
 	}
 	defer rm.Close()
 	stopProgress := showProgress(ctx, rm, b.IncidentID, 2*time.Second, say)
 	defer stopProgress()
-	nonce, err := ceremonyNonce(ctx, rm, b.IncidentID)
+	nonce, err := cli.CeremonyNonce(ctx, rm, b.IncidentID)
 	if err != nil {
 		return err
 	}
@@ -636,37 +641,12 @@ func seedTenants(ctx context.Context, tgt *target, n int) error {
 	}
 	o := tenantseed.Options{Count: n, Mount: tgt.mount, Prefix: tgt.prefix}
 	if tgt.dns != nil {
-		key, err := dkimdns.LoadKey(tgt.dns.RotatorKeyFile)
-		if err != nil {
+		if o.DKIM, err = tgt.dns.SeedDKIM(drillSelectors, func(int) bool { return true }); err != nil {
 			return err
 		}
-		o.DKIM = &tenantseed.DKIMDNS{Platform: &dkimdns.Client{Server: tgt.dns.Addr, Key: key}, Tenants: tgt.dns.TenantClient(),
-			PlatformZone: tgt.dns.DKIMZone, TenantZone: tgt.dns.TenantZone, Selectors: drillSelectors, Delegated: func(int) bool { return true }}
 	}
 	_, err = tenantseed.SeedURL(ctx, tgt.dbURL, root, o)
 	return err
-}
-
-// ceremonyNonce waits until containment has opened the rekey ceremony and
-// returns its nonce, as `lockdown status` shows it to the key holders.
-func ceremonyNonce(ctx context.Context, rm *readModel, incidentID string) (string, error) {
-	docs, errs, err := rm.Watch(ctx, incidentID)
-	if err != nil {
-		return "", err
-	}
-	for {
-		select {
-		case err := <-errs:
-			return "", err
-		case doc, ok := <-docs:
-			if !ok {
-				return "", fmt.Errorf("the rekey ceremony did not open: %w", ctx.Err())
-			}
-			if doc.Recovery != nil && doc.Recovery.Ceremony.Nonce != "" {
-				return doc.Recovery.Ceremony.Nonce, nil
-			}
-		}
-	}
 }
 
 // triggerAndTrace publishes a sample breach with a traced CLI span and
@@ -681,11 +661,11 @@ func triggerAndTrace(ctx context.Context, tgt *target) (*drillBreach, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer closeNATS(conn)
-	spanCtx, span := tel.TracerProvider.Tracer("lockdown-cli").Start(ctx, "lockdown drill trigger")
+	defer cli.CloseNATS(conn)
+	spanCtx, span := tel.TracerProvider.Tracer("lockdown-cli").Start(ctx, "lockdown-drill trigger")
 	ev, pubErr := stream.NewPublisher(conn.JS, "/lockdown/drill", tel.TracerProvider).Publish(spanCtx, events.BreachDetected,
 		events.BreachDetectedData{Summary: "drill: root token used from an unknown address", Severity: events.SeverityCritical,
-			Indicators: []string{"source:lockdown drill"}})
+			Indicators: []string{"source:lockdown-drill"}})
 	span.End()
 	traceID := span.SpanContext().TraceID().String()
 	if err := errors.Join(pubErr, tel.Shutdown(ctx)); err != nil {
@@ -852,17 +832,6 @@ func verifyTap(ctx context.Context, tgt *target, tenants int, v *verification) e
 	return nil
 }
 
-// storedReport waits for the report containment stored when it resolved
-// the incident, as the read model serves it.
-func storedReport(ctx context.Context, tgt *target, incidentID string) (report.Report, error) {
-	rm, err := openReadModel(ctx, tgt.operatorFlags())
-	if err != nil {
-		return report.Report{}, err
-	}
-	defer rm.Close()
-	return finalReport(ctx, rm, incidentID)
-}
-
 // rotationWriteKey is the key of a rotated secret's data whose only key is
 // the rotator's write id, "<incident>/<random>" (the Vault layout of
 // docs/operations.md; services/rotator/internal/rotation.WriteKey).
@@ -973,7 +942,7 @@ func handOver(ctx context.Context, dir string, tgt *target, incidentID string) e
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	rm, err := openReadModel(ctx, tgt.operatorFlags())
+	rm, err := cli.OpenReadModel(ctx, tgt.operator())
 	if err != nil {
 		return err
 	}
@@ -988,11 +957,11 @@ func handOver(ctx context.Context, dir string, tgt *target, incidentID string) e
 	}
 	for name, write := range map[string]func(io.Writer) error{
 		"report.md":   r.Markdown,
-		"report.json": func(w io.Writer) error { return printJSON(w, r) },
-		"status.json": func(w io.Writer) error { return printJSON(w, v) },
+		"report.json": func(w io.Writer) error { return cli.PrintJSON(w, r) },
+		"status.json": func(w io.Writer) error { return cli.PrintJSON(w, v) },
 		"status-watch.txt": func(w io.Writer) error {
 			var errOut strings.Builder
-			if code := watchStatus(ctx, rm, incidentID, w, &errOut, false, ""); code != ExitOK {
+			if code := cli.WatchStatus(ctx, rm, incidentID, w, &errOut, false, ""); code != cli.ExitOK {
 				return fmt.Errorf("lockdown status --watch: exit %d: %s", code, errOut.String())
 			}
 			return nil

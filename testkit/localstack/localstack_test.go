@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 func TestStack(t *testing.T) {

@@ -1,4 +1,4 @@
-package cli_test
+package drill_test
 
 import (
 	"context"
@@ -11,13 +11,13 @@ import (
 
 	"github.com/lockdown/lockdown/cmd/lockdown/internal/cli"
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // TestDrillExistingServers follows docs/operations.md as a newcomer would:
 // servers already run (here the local stack stands for staging), the four
 // services are started against them with their own credentials, and
-// `lockdown drill --existing` drills there, playing the key holders only
+// `lockdown-drill --existing` drills there, playing the key holders only
 // because it is told to and given the shares.
 func TestDrillExistingServers(t *testing.T) {
 	t.Run("without addresses and credentials it says everything that is missing and exits 2", func(t *testing.T) {
@@ -25,7 +25,7 @@ func TestDrillExistingServers(t *testing.T) {
 		t.Setenv("LOCKDOWN_DATABASE_URL", "")
 		t.Setenv("LOCKDOWN_VAULT_ADDR", "")
 		t.Setenv("LOCKDOWN_DRILL_VAULT_TOKEN", "")
-		code, _, errOut := run(context.Background(), "drill", "--existing", "--play-key-holders")
+		code, _, errOut := runDrill(context.Background(), "--existing", "--play-key-holders")
 		for _, want := range []string{"--nats-url", "--database-url", "--vault-addr", "LOCKDOWN_DRILL_VAULT_TOKEN", "--unseal-keys-file", events.NATSPasswordEnv(events.UserSIEM)} {
 			if !strings.Contains(errOut, want) {
 				t.Errorf("the error does not name %s: %s", want, errOut)
@@ -71,14 +71,14 @@ func TestDrillExistingServers(t *testing.T) {
 		if err := os.WriteFile(open, []byte("x\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		code, _, errOut := run(ctx, "drill", "--existing", "--nats-url", s.NATS.URL, "--database-url", s.Postgres.URL, "--vault-addr", s.Vault.Addr,
+		code, _, errOut := runDrill(ctx, "--existing", "--nats-url", s.NATS.URL, "--database-url", s.Postgres.URL, "--vault-addr", s.Vault.Addr,
 			"--play-key-holders", "--unseal-keys-file", open)
 		if code != cli.ExitUsage || !strings.Contains(errOut, "chmod 600") {
 			t.Fatalf("exit %d: %s", code, errOut)
 		}
 	})
 	t.Run("the drill runs against the running services and its checks pass", func(t *testing.T) {
-		code, stdout, stderr := run(ctx, "drill", "--existing", "--json", "--tenants", "12", "--intruder-reads", "3",
+		code, stdout, stderr := runDrill(ctx, "--existing", "--json", "--tenants", "12", "--intruder-reads", "3",
 			"--nats-url", s.NATS.URL, "--database-url", s.Postgres.URL, "--vault-addr", s.Vault.Addr,
 			"--play-key-holders", "--unseal-keys-file", keys, "--mailpit-url", s.Mailpit.APIURL,
 			"--jaeger-url", s.Jaeger.QueryURL, "--otlp-endpoint", s.Jaeger.OTLPHTTPEndpoint)

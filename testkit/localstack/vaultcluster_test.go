@@ -10,7 +10,7 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 func TestVaultCluster(t *testing.T) {

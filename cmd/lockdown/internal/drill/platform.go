@@ -1,4 +1,4 @@
-package cli
+package drill
 
 import (
 	"context"
@@ -12,9 +12,10 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/lockdown/lockdown/cmd/lockdown/internal/cli"
 	"github.com/lockdown/lockdown/pkg/events/credentials"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // The drill's platform-wide credentials: on its own stack it fills the
@@ -48,7 +49,7 @@ func planCovers(ctx context.Context, tgt *target, estate *localstack.PlatformEst
 	if err != nil {
 		return nil, err
 	}
-	plan, err := MakePlan(ctx, c, cat, baseline, tgt.mount, []string{"approle", "jwt"})
+	plan, err := cli.MakePlan(ctx, c, cat, baseline, tgt.mount, []string{"approle", "jwt"})
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package cli
+package drill
 
 import (
 	"bufio"
@@ -7,10 +7,11 @@ import (
 	"os"
 	"strings"
 
+	"github.com/lockdown/lockdown/cmd/lockdown/internal/cli"
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
-	"github.com/lockdown/lockdown/pkg/platform/tenantseed"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
+	"github.com/lockdown/lockdown/testkit/localstack"
+	"github.com/lockdown/lockdown/testkit/tenantseed"
 )
 
 // target is what a drill runs against: the disposable local stack it
@@ -181,9 +182,7 @@ func readKeys(path string) ([]string, error) {
 	return keys, sc.Err()
 }
 
-// operatorFlags are the NATS flags of the target's operator identity (the
-// read model's reader).
-func (t *target) operatorFlags() natsFlags {
-	user := events.UserOperator
-	return natsFlags{url: &t.natsURL, user: &user, password: t.operatorPassword}
+// operator is the target's operator identity (the read model's reader).
+func (t *target) operator() cli.NATS {
+	return cli.NATS{URL: t.natsURL, User: events.UserOperator, Password: t.operatorPassword}
 }

@@ -1,19 +1,17 @@
-package cli
+package drill
 
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/lockdown/lockdown/cmd/lockdown/internal/cli"
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/events/readmodel"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // showProgress prints the rotation's and the notifications' progress while
@@ -21,7 +19,7 @@ import (
 // every interval (done, failed, rate, ETA — `lockdown status`'s view, from
 // the read model as containment updates it). It returns the function that
 // stops it. Progress is best effort: the drill's own waits decide.
-func showProgress(ctx context.Context, rm *readModel, incidentID string, interval time.Duration, say func(string, ...any)) (stop func()) {
+func showProgress(ctx context.Context, rm *cli.ReadModel, incidentID string, interval time.Duration, say func(string, ...any)) (stop func()) {
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -42,7 +40,7 @@ func showProgress(ctx context.Context, rm *readModel, incidentID string, interva
 			if doc.Rotation == nil {
 				continue
 			}
-			pending = progressSummary(doc)
+			pending = cli.ProgressSummary(doc)
 			if pending != last && time.Since(lastAt) >= interval {
 				say("%s", pending)
 				last, lastAt = pending, time.Now()
@@ -52,21 +50,12 @@ func showProgress(ctx context.Context, rm *readModel, incidentID string, interva
 	return func() { cancel(); <-done }
 }
 
-// progressSummary is one line of rotation and notification progress.
-func progressSummary(v readmodel.Incident) string {
-	var parts []string
-	for _, p := range progresses(v) {
-		parts = append(parts, p.name+" "+bar(*p.v, 20))
-	}
-	return strings.Join(parts, "  |  ")
-}
-
 // keptStackEnv writes, for --keep, the environment that points the CLI at
 // the kept stack (NATS as the operator) into a file only this user may read, and returns its path:
 // the passwords are the disposable stack's own, and still not printed.
 func keptStackEnv(stack *localstack.Stack) (string, error) {
 	lines := []string{
-		"# lockdown drill --keep: source this file, then use lockdown incidents / status / report / dlq against the kept stack",
+		"# lockdown-drill --keep: source this file, then use lockdown incidents / status / report / dlq against the kept stack",
 		"# (the CLI reads the read model in NATS as the operator: no database access)",
 		"export LOCKDOWN_NATS_URL='" + stack.NATS.URL + "'",
 		"export LOCKDOWN_NATS_USER='" + events.UserOperator + "'",
@@ -94,11 +83,11 @@ func (r drillReport) incidentID() string {
 // 127.0.0.1:8090 (LOCKDOWN_CONSOLE_ADDR), or on a free loopback port when
 // that one is taken (another console, another kept stack).
 func keepConsole(ctx context.Context, tgt *target) (stop func(), url string, err error) {
-	rm, err := openReadModel(ctx, tgt.operatorFlags())
+	rm, err := cli.OpenReadModel(ctx, tgt.operator())
 	if err != nil {
 		return nil, "", err
 	}
-	ln, err := net.Listen("tcp", envOr("CONSOLE_ADDR", "127.0.0.1:8090"))
+	ln, err := net.Listen("tcp", cli.EnvOr("CONSOLE_ADDR", "127.0.0.1:8090"))
 	if err != nil {
 		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			rm.Close()
@@ -106,8 +95,7 @@ func keepConsole(ctx context.Context, tgt *target) (stop func(), url string, err
 		}
 	}
 	cctx, cancel := context.WithCancel(ctx)
-	c := &console{rm: rm, js: rm.conn.JS, jaegerURL: tgt.jaegerQuery, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	done := make(chan struct{})
-	go func() { defer close(done); _ = c.serve(cctx, ln) }() // a convenience: the drill goes on without it
+	go func() { defer close(done); _ = cli.ServeConsole(cctx, rm, ln, tgt.jaegerQuery) }() // a convenience: the drill goes on without it
 	return func() { cancel(); <-done; rm.Close() }, "http://" + ln.Addr().String() + "/", nil
 }

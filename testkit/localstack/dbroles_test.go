@@ -12,9 +12,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/migrate"
 	"github.com/lockdown/lockdown/pkg/platform/pgroles"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // TestDatabaseRoles checks the install step of pkg/platform/pgroles on a

@@ -1,4 +1,4 @@
-package cli_test
+package drill_test
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"github.com/lockdown/lockdown/cmd/lockdown/internal/cli"
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/report"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 // TestDrill runs Lockdown's main job end to end with two rotator
@@ -29,7 +29,7 @@ func TestDrill(t *testing.T) {
 	}
 	out := t.TempDir()
 	const tenants = 24
-	code, stdout, stderr := run(ctx, "drill", "--tenants", "24", "--rotators", "2", "--intruder-reads", "4", "--json",
+	code, stdout, stderr := runDrill(ctx, "--tenants", "24", "--rotators", "2", "--intruder-reads", "4", "--json",
 		"--bin-dir", filepath.Dir(bin), "--out", out)
 	var res struct {
 		OK       bool

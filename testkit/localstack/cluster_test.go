@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/events"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
+	"github.com/lockdown/lockdown/testkit/localstack"
 	"github.com/lockdown/lockdown/testkit/testwait"
 )
 

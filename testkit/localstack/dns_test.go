@@ -10,7 +10,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
-	"github.com/lockdown/lockdown/pkg/platform/localstack"
+	"github.com/lockdown/lockdown/testkit/localstack"
 )
 
 func TestDNS(t *testing.T) {

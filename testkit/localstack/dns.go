@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
+	"github.com/lockdown/lockdown/testkit/tenantseed"
 )
 
 // DNS is a real authoritative DNS server (Knot DNS, from Debian's knot
@@ -171,6 +172,19 @@ zone:
 // TenantClient updates the tenants' zone, as a tenant's DNS administrator.
 func (d *DNS) TenantClient() *dkimdns.Client {
 	return &dkimdns.Client{Server: d.Addr, Key: d.TenantKey}
+}
+
+// SeedDKIM is the tenant seed's DKIM on this server: a tenant for which
+// delegated is true points both selectors by CNAME from its own zone into
+// the platform's, where its key is published under the first (with the
+// rotator's TSIG key); any other publishes its key in its own zone.
+func (d *DNS) SeedDKIM(selectors [2]string, delegated func(int) bool) (*tenantseed.DKIMDNS, error) {
+	key, err := dkimdns.LoadKey(d.RotatorKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	return &tenantseed.DKIMDNS{Platform: &dkimdns.Client{Server: d.Addr, Key: key}, Tenants: d.TenantClient(),
+		PlatformZone: d.DKIMZone, TenantZone: d.TenantZone, Selectors: selectors, Delegated: delegated}, nil
 }
 
 // Resolver queries the server without a key.
