@@ -43,19 +43,12 @@ func New(timeout time.Duration) *Server {
 }
 
 // AddInfo registers a fact shown in /readyz under "info".
-func (s *Server) AddInfo(name string, f Info) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.info[name] = f
-}
+func (s *Server) AddInfo(name string, f Info) { register(&s.mu, s.info, name, f) }
 
 // Info reads every registered fact at once; one that could not be read
 // shows its error.
 func (s *Server) Info(ctx context.Context) map[string]string {
-	s.mu.Lock()
-	info := maps.Clone(s.info)
-	s.mu.Unlock()
-	return each(ctx, s.timeout, info, func(ctx context.Context, f Info) string {
+	return each(ctx, s.timeout, snapshot(&s.mu, s.info), func(ctx context.Context, f Info) string {
 		v, err := f(ctx)
 		if err != nil {
 			return "unknown: " + err.Error()
@@ -68,37 +61,39 @@ func (s *Server) Info(ctx context.Context) map[string]string {
 // "alarms" without making the service unready: something an operator must
 // see (an event parked by the outbox relay) that does not stop the service
 // from doing its work — taking it out of rotation would make it worse.
-func (s *Server) AddAlarm(name string, c Check) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.alarms[name] = c
-}
+func (s *Server) AddAlarm(name string, c Check) { register(&s.mu, s.alarms, name, c) }
 
 // Add registers a readiness check under a name (replacing one of the same
 // name).
-func (s *Server) Add(name string, c Check) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.checks[name] = c
-}
+func (s *Server) Add(name string, c Check) { register(&s.mu, s.checks, name, c) }
 
 // Ready runs every check at once and returns each one's error message
 // ("" when it passed).
 func (s *Server) Ready(ctx context.Context) map[string]string {
-	s.mu.Lock()
-	checks := maps.Clone(s.checks)
-	s.mu.Unlock()
-	return s.run(ctx, checks)
+	return s.run(ctx, snapshot(&s.mu, s.checks))
 }
 
 // Alarms runs every alarm and returns the raised ones' messages.
 func (s *Server) Alarms(ctx context.Context) map[string]string {
-	s.mu.Lock()
-	alarms := maps.Clone(s.alarms)
-	s.mu.Unlock()
-	out := s.run(ctx, alarms)
+	out := s.run(ctx, snapshot(&s.mu, s.alarms))
 	maps.DeleteFunc(out, func(_, msg string) bool { return msg == "" })
 	return out
+}
+
+// register sets m[name] under mu: checks, alarms and facts are registered
+// while the server may already serve.
+func register[V any](mu *sync.Mutex, m map[string]V, name string, v V) {
+	mu.Lock()
+	defer mu.Unlock()
+	m[name] = v
+}
+
+// snapshot copies m under mu: the checks then run outside the lock, which
+// a slow one would otherwise hold for its whole timeout.
+func snapshot[V any](mu *sync.Mutex, m map[string]V) map[string]V {
+	mu.Lock()
+	defer mu.Unlock()
+	return maps.Clone(m)
 }
 
 // run runs every check at once and returns each one's error message ("" when

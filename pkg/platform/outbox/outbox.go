@@ -94,6 +94,13 @@ func Ensure(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 	return tx.Commit(ctx)
 }
 
+// Step is Ensure for schema as a step of migrate.Open: a store that
+// publishes through an outbox opens with it, and its pool is closed again
+// when the table cannot be made.
+func Step(schema string) func(context.Context, *pgxpool.Pool) error {
+	return func(ctx context.Context, pool *pgxpool.Pool) error { return Ensure(ctx, pool, schema) }
+}
+
 // channel is the LISTEN/NOTIFY channel that wakes the relay of schema.
 func channel(schema string) string { return schema + "_outbox" }
 

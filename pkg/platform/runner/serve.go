@@ -136,3 +136,15 @@ func OpenStore[S interface{ Close() }](ctx context.Context, open func(context.Co
 	background, stop := context.WithCancel(ctx)
 	return store, background, func() { stop(); store.Close() }, nil
 }
+
+// OpenAndServe is a service's Run: it opens the adapters with open, serves with
+// them until ctx ends, and closes them.
+func OpenAndServe[C, A any](ctx context.Context, rt *Runtime, cfg C,
+	open func(context.Context, *Runtime, C) (A, func(), error), serve func(context.Context, *Runtime, C, A) error) error {
+	a, closeAdapters, err := open(ctx, rt, cfg)
+	if err != nil {
+		return err
+	}
+	defer closeAdapters()
+	return serve(ctx, rt, cfg, a)
+}

@@ -227,12 +227,7 @@ func (c *Config) Validate() error {
 
 // Run opens containment's adapters and serves until ctx ends.
 func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
-	a, closeAdapters, err := Open(ctx, rt, cfg)
-	if err != nil {
-		return err
-	}
-	defer closeAdapters()
-	return Serve(ctx, rt, cfg, a)
+	return runner.OpenAndServe(ctx, rt, cfg, Open, Serve)
 }
 
 // Open builds containment's adapters from the configuration and registers

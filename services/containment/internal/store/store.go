@@ -49,12 +49,8 @@ type Store struct {
 // Open connects, applies the migrations and creates the outbox table.
 // Events can be written once SetPreparer has been called.
 func Open(ctx context.Context, databaseURL string) (*Store, error) {
-	pool, err := migrate.Open(ctx, databaseURL, migrations, map[string]string{Schema: "migrations"})
+	pool, err := migrate.Open(ctx, databaseURL, migrations, map[string]string{Schema: "migrations"}, outbox.Step(Schema))
 	if err != nil {
-		return nil, err
-	}
-	if err := outbox.Ensure(ctx, pool, Schema); err != nil {
-		pool.Close()
 		return nil, err
 	}
 	return &Store{pool: pool}, nil

@@ -108,12 +108,7 @@ func (c *Config) allow() ([]netip.Prefix, error) {
 
 // Run opens the notifier's adapters and serves until ctx ends.
 func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
-	a, closeAdapters, err := Open(ctx, rt, cfg)
-	if err != nil {
-		return err
-	}
-	defer closeAdapters()
-	return Serve(ctx, rt, cfg, a)
+	return runner.OpenAndServe(ctx, rt, cfg, Open, Serve)
 }
 
 // Adapters are what the notifier's work needs from outside and is not

@@ -110,12 +110,7 @@ const (
 
 // Run opens the rotator's adapters and serves until ctx ends.
 func Run(ctx context.Context, rt *runner.Runtime, cfg *Config) error {
-	a, closeAdapters, err := Open(ctx, rt, cfg)
-	if err != nil {
-		return err
-	}
-	defer closeAdapters()
-	return Serve(ctx, rt, cfg, a)
+	return runner.OpenAndServe(ctx, rt, cfg, Open, Serve)
 }
 
 // Adapters are what the rotator's work needs from outside, built from the

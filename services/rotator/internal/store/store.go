@@ -43,12 +43,8 @@ type Store struct {
 // Open connects, applies both schemas' migrations and creates the outbox.
 // Events can be written once SetPreparer has been called.
 func Open(ctx context.Context, url string) (*Store, error) {
-	pool, err := migrate.Open(ctx, url, migrations, map[string]string{Schema: "migrations"}, directory.Ready)
+	pool, err := migrate.Open(ctx, url, migrations, map[string]string{Schema: "migrations"}, directory.Ready, outbox.Step(Schema))
 	if err != nil {
-		return nil, err
-	}
-	if err := outbox.Ensure(ctx, pool, Schema); err != nil {
-		pool.Close()
 		return nil, err
 	}
 	return &Store{pool: pool}, nil
@@ -266,16 +262,11 @@ func (s *Store) Finish(ctx context.Context, incidentID, tenantID, state, reason 
 			return err
 		}
 	}
-	tx, err := s.pool.Begin(ctx)
+	tx, err := s.lockPlan(ctx, incidentID)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	// Jobs of one plan finish one after another: each sees the others'
-	// final states, so the last one knows it is the last.
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM rotator.plans WHERE incident_id = $1 FOR UPDATE`, incidentID); err != nil {
-		return err
-	}
 	tag, err := tx.Exec(ctx, `INSERT INTO rotator.jobs (incident_id, tenant_id, state, reason, steps) VALUES ($1, $2, $3, $4, coalesce($5::jsonb, '{}'))
 		ON CONFLICT (incident_id, tenant_id) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason,
 		  steps = coalesce($5::jsonb, rotator.jobs.steps), updated_at = now()
@@ -322,16 +313,29 @@ func (s *Store) SavePlatform(ctx context.Context, incidentID, entry string, reco
 	return err
 }
 
+// lockPlan begins a transaction holding the incident's plan row: jobs of
+// one plan (the tenants' and the platform's) finish one after another, so
+// each sees the others' final states and the last one knows it is the
+// last. The caller rolls it back (a no-op after its commit).
+func (s *Store) lockPlan(ctx context.Context, incidentID string) (pgx.Tx, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM rotator.plans WHERE incident_id = $1 FOR UPDATE`, incidentID); err != nil {
+		_ = tx.Rollback(ctx) // the lock's error is the one to return
+		return nil, err
+	}
+	return tx, nil
+}
+
 // FinishPlatform implements rotation.Store.
 func (s *Store) FinishPlatform(ctx context.Context, incidentID, entry, state, reason string, emit func(rotation.Progress) []events.Outgoing) error {
-	tx, err := s.pool.Begin(ctx)
+	tx, err := s.lockPlan(ctx, incidentID)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM rotator.plans WHERE incident_id = $1 FOR UPDATE`, incidentID); err != nil {
-		return err
-	}
 	tag, err := tx.Exec(ctx, `UPDATE rotator.platform_jobs SET state = $3, reason = $4, updated_at = now()
 		WHERE incident_id = $1 AND entry = $2 AND state = 'pending'`, incidentID, entry, state, reason)
 	if err != nil {
