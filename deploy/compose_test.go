@@ -37,7 +37,7 @@ func readsVariables(t *testing.T, service string) map[string]bool {
 	return out
 }
 
-// cliVariables are the LOCKDOWN_* variables the CLI reads (envOr calls).
+// cliVariables are the LOCKDOWN_* variables the CLI reads (EnvOr calls).
 func cliVariables(t *testing.T) map[string]bool {
 	t.Helper()
 	out := map[string]bool{}
@@ -47,7 +47,7 @@ func cliVariables(t *testing.T) map[string]bool {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, m := range regexp.MustCompile(`envOr\("([A-Z_]+)"`).FindAllStringSubmatch(string(b), -1) {
+		for _, m := range regexp.MustCompile(`EnvOr\("([A-Z_]+)"`).FindAllStringSubmatch(string(b), -1) {
 			out["LOCKDOWN_"+m[1]] = true
 		}
 	}

@@ -93,8 +93,8 @@ func TestGuideNamesWhatExists(t *testing.T) {
 				known[v] = true
 			}
 		}
-		// The install steps and the servers read these (deploy/, pkg/events).
-		for _, dir := range []string{"deploy", "pkg", "cmd", "services"} {
+		// The install steps, the servers and the local stack read these (deploy/, pkg/events, testkit).
+		for _, dir := range []string{"deploy", "pkg", "cmd", "services", "testkit"} {
 			_ = filepath.WalkDir(filepath.Join(root, dir), func(path string, d os.DirEntry, err error) error {
 				if err != nil || d.IsDir() || strings.HasSuffix(path, "_test.go") || !slices.Contains([]string{".go", ".sql", ".conf", ".yaml", ".sh"}, filepath.Ext(path)) {
 					return nil
