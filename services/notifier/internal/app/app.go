@@ -144,10 +144,14 @@ func Serve(ctx context.Context, rt *runner.Runtime, cfg *Config, a Adapters) err
 	}
 	allow, _ := cfg.allow() // validated
 	spec, _ := events.ConsumerOf(events.ConsumerNotifier)
+	// One kept relay connection per message in flight.
+	mailer := smtpmail.New(smtpmail.Options{Addr: cfg.SMTPAddr, TLS: cfg.SMTPTLS, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword,
+		Timeout: cfg.SMTPTimeout, MaxIdle: cfg.Concurrency})
+	defer mailer.Close()
 	n := notify.New(
 		notify.Config{From: cfg.MailFrom, InFlight: spec.AckWait, CredentialsURL: cfg.CredentialsURL, TenantDeadline: cfg.TenantDeadline},
 		db,
-		smtpmail.New(smtpmail.Options{Addr: cfg.SMTPAddr, TLS: cfg.SMTPTLS, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword, Timeout: cfg.SMTPTimeout}),
+		mailer,
 		webhookpost.New(webhookpost.Options{Secret: []byte(cfg.WebhookSecret), Allow: allow, Timeout: cfg.WebhookTimeout}),
 		templates,
 		stream.NewPublisher(rt.NATS.JS, events.SourceOf(events.ServiceNotifier), tp),

@@ -41,13 +41,36 @@ type Options struct {
 	// TLSConfig overrides the STARTTLS configuration (tests with a
 	// private CA); default verifies the server's name.
 	TLSConfig *tls.Config
+	// MaxIdle is how many connections are kept open between messages;
+	// default 8 (the notifier's concurrency), negative keeps none (a
+	// connection per message).
+	MaxIdle int
+	// MaxMessagesPerConn ends a connection after that many messages;
+	// default 100.
+	MaxMessagesPerConn int
 }
 
-// Mailer implements notify.Mailer.
-type Mailer struct{ opts Options }
+// Mailer implements notify.Mailer. It keeps the connections of messages
+// it sent open for the next ones (up to Options.MaxIdle of them), as a
+// relay expects of a client sending many: the greeting, EHLO, STARTTLS and
+// AUTH of a connection are most of a message's cost (docs/benchmarks.md,
+// "Notification"). A kept connection is checked with RSET before it
+// carries a message; one the relay closed meanwhile (a restart, its idle
+// timeout) is replaced by a fresh one, so a relay restart still costs
+// nothing but a reconnect.
+type Mailer struct {
+	opts Options
+	idle chan *conn
+}
 
-// New returns a mailer; it connects per message (notifications are rare
-// and rate-limited, and a fresh connection survives a relay restart).
+// conn is a connection that has been through EHLO, STARTTLS and AUTH.
+type conn struct {
+	c    *smtp.Client
+	raw  net.Conn
+	sent int
+}
+
+// New returns a mailer.
 func New(opts Options) *Mailer {
 	if opts.HelloAs == "" {
 		opts.HelloAs = "localhost"
@@ -55,7 +78,26 @@ func New(opts Options) *Mailer {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 30 * time.Second
 	}
-	return &Mailer{opts: opts}
+	if opts.MaxIdle == 0 {
+		opts.MaxIdle = 8
+	}
+	if opts.MaxMessagesPerConn <= 0 {
+		opts.MaxMessagesPerConn = 100
+	}
+	return &Mailer{opts: opts, idle: make(chan *conn, max(opts.MaxIdle, 0))}
+}
+
+// Close ends the kept connections (QUIT). Sends may not run during or
+// after it.
+func (m *Mailer) Close() {
+	for {
+		select {
+		case c := <-m.idle:
+			c.quit()
+		default:
+			return
+		}
+	}
 }
 
 // Send implements notify.Mailer. A failure that is not the recipient's or
@@ -85,39 +127,102 @@ func (m *Mailer) send(ctx context.Context, e notify.Email) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.opts.Timeout)
 	defer cancel()
-	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", m.opts.Addr)
+	c, err := m.get(ctx)
 	if err != nil {
-		return fmt.Errorf("smtp: %w", err)
+		return err
 	}
-	deadline, _ := ctx.Deadline()
-	_ = conn.SetDeadline(deadline)
-	host, _, _ := net.SplitHostPort(m.opts.Addr)
-	c, err := smtp.NewClient(conn, host)
-	if err != nil {
-		_ = conn.Close() // the relay's greeting failed: that is the error
-		return fmt.Errorf("smtp: %w", err)
-	}
-	if err := m.session(c, host, from.Address, to.Address, body); err != nil {
-		_ = c.Close() // the session's error is the one that counts
+	if err := transaction(c.c, from.Address, to.Address, body); err != nil {
+		// The session's state is unknown after a failure: the connection
+		// is not kept, and the transaction's error is the one that counts.
+		go c.quit()
 		return err
 	}
 	// The relay has accepted the message: say so at once, so the notifier
 	// records it sent before anything else can happen (a crash between
 	// acceptance and the record is the one window where a message is sent
-	// twice); QUIT and the close follow in the background, and a failed
-	// QUIT must not make the message look unsent.
-	go func() {
-		_ = c.Quit()
-		_ = c.Close()
-	}()
+	// twice). The connection is kept for the next message, or QUIT in the
+	// background: a failed QUIT must not make the message look unsent.
+	c.sent++
+	m.put(c)
 	return nil
 }
 
-// session runs one SMTP transaction. Only the recipient's and the
-// message's refusal (5xx to RCPT or DATA) are permanent: a 5xx to EHLO,
-// AUTH or MAIL is the platform's own configuration, wrong for every
-// tenant alike, and is retried (and logged) until someone mends it.
-func (m *Mailer) session(c *smtp.Client, host, from, to string, body []byte) error {
+// get returns a connection ready for a transaction, its deadline ctx's: a
+// kept one that answers RSET, or a new one.
+func (m *Mailer) get(ctx context.Context) (*conn, error) {
+	deadline, _ := ctx.Deadline()
+	for {
+		select {
+		case c := <-m.idle:
+			// A relay that vanished without closing would hold RSET until
+			// the message's deadline: a few seconds tell.
+			probe := time.Now().Add(5 * time.Second)
+			if deadline.Before(probe) {
+				probe = deadline
+			}
+			_ = c.raw.SetDeadline(probe)
+			if err := c.c.Reset(); err == nil {
+				_ = c.raw.SetDeadline(deadline)
+				return c, nil
+			}
+			// Closed by the relay while it was idle: not a failure of
+			// this message. Try the next one, or dial.
+			_ = c.c.Close()
+			continue
+		default:
+		}
+		return m.dial(ctx)
+	}
+}
+
+// put keeps c for the next message, or ends it when enough are kept or it
+// has carried MaxMessagesPerConn messages (relays limit a connection's
+// messages; a fresh one also spreads load behind a balancer).
+func (m *Mailer) put(c *conn) {
+	if c.sent < m.opts.MaxMessagesPerConn {
+		select {
+		case m.idle <- c:
+			return
+		default:
+		}
+	}
+	go c.quit()
+}
+
+// quit ends a connection; its errors are of no interest (the message's
+// fate is already decided).
+func (c *conn) quit() {
+	_ = c.raw.SetDeadline(time.Now().Add(5 * time.Second))
+	_ = c.c.Quit()
+	_ = c.c.Close()
+}
+
+// dial opens a connection and runs EHLO, STARTTLS and AUTH on it.
+func (m *Mailer) dial(ctx context.Context) (*conn, error) {
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", m.opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("smtp: %w", err)
+	}
+	deadline, _ := ctx.Deadline()
+	_ = raw.SetDeadline(deadline)
+	host, _, _ := net.SplitHostPort(m.opts.Addr)
+	c, err := smtp.NewClient(raw, host)
+	if err != nil {
+		_ = raw.Close() // the relay's greeting failed: that is the error
+		return nil, fmt.Errorf("smtp: %w", err)
+	}
+	if err := m.hello(c, host); err != nil {
+		_ = c.Close() // the session's error is the one that counts
+		return nil, err
+	}
+	return &conn{c: c, raw: raw}, nil
+}
+
+// hello greets the relay, and starts TLS and authenticates when
+// configured. A 5xx here is the platform's own configuration, wrong for
+// every tenant alike: retried (and logged) until someone mends it, never
+// permanent.
+func (m *Mailer) hello(c *smtp.Client, host string) error {
 	if err := c.Hello(m.opts.HelloAs); err != nil {
 		return fmt.Errorf("smtp EHLO: %w", err)
 	}
@@ -138,6 +243,13 @@ func (m *Mailer) session(c *smtp.Client, host, from, to string, body []byte) err
 			return fmt.Errorf("smtp AUTH: %w", err)
 		}
 	}
+	return nil
+}
+
+// transaction sends one message. Only the recipient's and the message's
+// refusal (5xx to RCPT or DATA) are permanent: a 5xx to MAIL is the
+// platform's sender, wrong for every tenant alike, and is retried.
+func transaction(c *smtp.Client, from, to string, body []byte) error {
 	if err := c.Mail(from); err != nil {
 		return fmt.Errorf("smtp MAIL: %w", err)
 	}

@@ -1,0 +1,135 @@
+package smtpmail_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lockdown/lockdown/services/notifier/internal/notify"
+	"github.com/lockdown/lockdown/services/notifier/internal/smtpmail"
+	"github.com/lockdown/lockdown/testkit/localstack"
+)
+
+// counter forwards TCP connections to a real relay and counts them: how
+// many connections the mailer opened.
+type counter struct {
+	ln       net.Listener
+	accepted atomic.Int64
+}
+
+func countConnections(t *testing.T, to string) *counter {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &counter{ln: ln}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.accepted.Add(1)
+			wg.Go(func() {
+				defer func() { _ = in.Close() }()
+				out, err := net.Dial("tcp", to)
+				if err != nil {
+					return
+				}
+				defer func() { _ = out.Close() }()
+				done := make(chan struct{}, 2)
+				go func() { _, _ = io.Copy(out, in); done <- struct{}{} }()
+				go func() { _, _ = io.Copy(in, out); done <- struct{}{} }()
+				<-done
+			})
+		}
+	})
+	return c
+}
+
+func email(i int) notify.Email {
+	return notify.Email{From: "security@platform.example", To: fmt.Sprintf("ops@tenant-%d.example", i), Subject: "incident",
+		MessageID: fmt.Sprintf("<conn-test.%d.%d@platform.example>", time.Now().UnixNano(), i), Text: "text", HTML: "<p>html</p>", IncidentID: "inc-conn"}
+}
+
+// TestConnections sends through a real Mailpit and counts the connections
+// the mailer opens for them.
+func TestConnections(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s, err := localstack.Start(ctx, localstack.Options{Mailpit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	send := func(t *testing.T, m *smtpmail.Mailer, n int) {
+		t.Helper()
+		for i := range n {
+			if err := m.Send(ctx, email(i)); err != nil {
+				t.Fatalf("message %d: %v", i, err)
+			}
+		}
+	}
+
+	t.Run("messages one after another share one connection", func(t *testing.T) {
+		relay := countConnections(t, s.Mailpit.SMTPAddr)
+		m := smtpmail.New(smtpmail.Options{Addr: relay.ln.Addr().String(), TLS: smtpmail.TLSNone})
+		defer m.Close()
+		send(t, m, 20)
+		if n := relay.accepted.Load(); n != 1 {
+			t.Fatalf("20 messages over %d connections, want 1", n)
+		}
+	})
+	t.Run("a connection carries at most MaxMessagesPerConn messages", func(t *testing.T) {
+		relay := countConnections(t, s.Mailpit.SMTPAddr)
+		m := smtpmail.New(smtpmail.Options{Addr: relay.ln.Addr().String(), TLS: smtpmail.TLSNone, MaxMessagesPerConn: 5})
+		defer m.Close()
+		send(t, m, 20)
+		if n := relay.accepted.Load(); n != 4 {
+			t.Fatalf("20 messages over %d connections, want 4", n)
+		}
+	})
+	t.Run("with MaxIdle negative every message has its own connection", func(t *testing.T) {
+		relay := countConnections(t, s.Mailpit.SMTPAddr)
+		m := smtpmail.New(smtpmail.Options{Addr: relay.ln.Addr().String(), TLS: smtpmail.TLSNone, MaxIdle: -1})
+		defer m.Close()
+		send(t, m, 5)
+		if n := relay.accepted.Load(); n != 5 {
+			t.Fatalf("5 messages over %d connections, want 5", n)
+		}
+	})
+	t.Run("after a relay restart the kept connection is replaced and the message goes", func(t *testing.T) {
+		m := smtpmail.New(smtpmail.Options{Addr: s.Mailpit.SMTPAddr, TLS: smtpmail.TLSNone})
+		defer m.Close()
+		send(t, m, 1)
+		if err := s.StopMailpit(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.StartMailpit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		last := email(99)
+		if err := m.Send(ctx, last); err != nil {
+			t.Fatalf("the first message after the restart: %v", err)
+		}
+		msgs, err := s.Mailpit.Messages(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, msg := range msgs {
+			found = found || "<"+msg.MessageID+">" == last.MessageID || msg.MessageID == last.MessageID
+		}
+		if !found {
+			t.Fatalf("the message sent after the restart is not in Mailpit (%d messages)", len(msgs))
+		}
+	})
+}
