@@ -25,6 +25,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/pkg/platform/keycheck"
 	"github.com/lockdown/lockdown/pkg/platform/natsconn"
+	"github.com/lockdown/lockdown/pkg/platform/retry"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/telemetry"
 	"github.com/lockdown/lockdown/testkit/localstack"
@@ -59,12 +60,19 @@ type drillBreach struct {
 	IncidentID string `json:"incident_id"`
 	// SealedMS is breach published → every node confirmed sealed.
 	SealedMS int64 `json:"sealed_ms"`
-	// GateMS is sealed → unsealed, with Lockdown playing the key holders.
-	GateMS   int64    `json:"gate_ms"`
-	TraceID  string   `json:"trace_id"`
-	TraceURL string   `json:"trace_url"`
-	Spans    int      `json:"spans"`
-	Services []string `json:"services"`
+	// GateMS is sealed → unsealed, with Lockdown playing the key holders
+	// (after HolderDelayMS, when --holder-delay is set).
+	GateMS        int64 `json:"gate_ms"`
+	HolderDelayMS int64 `json:"holder_delay_ms"`
+	// UnsealToNotifiedMS is vault.unsealed → every tenant rotated and
+	// notified (the later of rotation.completed and
+	// notifications.completed), by the events' times: the stretch the
+	// key holders' gathering cannot hide.
+	UnsealToNotifiedMS int64    `json:"unseal_to_notified_ms"`
+	TraceID            string   `json:"trace_id"`
+	TraceURL           string   `json:"trace_url"`
+	Spans              int      `json:"spans"`
+	Services           []string `json:"services"`
 }
 
 // verification is what the drill found in Vault and Mailpit afterwards.
@@ -122,6 +130,7 @@ func Main(ctx context.Context, args []string, out, errOut io.Writer) int {
 	tenants := fs.Int("tenants", 100, "tenants to seed in the directory and in Vault (SSH, SMTP, DKIM, API keys)")
 	rotators := fs.Int("rotators", 1, "rotator processes (they share the work queue)")
 	intruderReads := fs.Int("intruder-reads", 10, "tenants whose secrets the intruder reads before the breach is detected")
+	holderDelay := fs.Duration("holder-delay", 0, "the key holders arrive this long after the seal, as people do (the runbook allows them an hour); only when the drill plays them")
 	keep := fs.Bool("keep", false, "keep the stack and services running after the drill until Ctrl-C")
 	timeout := fs.Duration("timeout", 15*time.Minute, "give up after this long (default 15m, or 10m plus 240ms per tenant when that is longer)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
@@ -142,8 +151,8 @@ func Main(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if code, ok := cli.Parse(fs, args); !ok {
 		return code
 	}
-	if *tenants < 1 || *rotators < 1 || *intruderReads < 0 || *intruderReads > *tenants {
-		cli.Writeln(errOut, "lockdown-drill: --tenants and --rotators must be at least 1, --intruder-reads between 0 and --tenants")
+	if *tenants < 1 || *rotators < 1 || *intruderReads < 0 || *intruderReads > *tenants || *holderDelay < 0 {
+		cli.Writeln(errOut, "lockdown-drill: --tenants and --rotators must be at least 1, --intruder-reads between 0 and --tenants, --holder-delay not negative")
 		return cli.ExitUsage
 	}
 	if *binDir == "" {
@@ -168,6 +177,7 @@ func Main(ctx context.Context, args []string, out, errOut io.Writer) int {
 		// grow with the tenants: 10,000 took 36 minutes here (2 cores).
 		*timeout = max(*timeout, 10*time.Minute+time.Duration(*tenants)*240*time.Millisecond)
 	}
+	*timeout += *holderDelay
 	// --keep outlives the drill's timeout: it waits for Ctrl-C.
 	untilInterrupted := ctx
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
@@ -230,6 +240,7 @@ func Main(ctx context.Context, args []string, out, errOut io.Writer) int {
 			}
 		}
 	}
+	tgt.holderDelay = *holderDelay
 	var err error
 	if err := seedTenants(ctx, tgt, *tenants); err != nil {
 		return fail(fmt.Errorf("seeding tenants: %w", err))
@@ -527,6 +538,20 @@ func waitConnected(ctx context.Context, monitorPort int, svcs []drillService) er
 	}
 }
 
+// unsealAsHolders plays the key holders at the unseal gate: they arrive
+// tgt.holderDelay after the seal, as people who must gather do.
+func unsealAsHolders(ctx context.Context, tgt *target, b *drillBreach, say func(string, ...any)) error {
+	if tgt.holderDelay > 0 {
+		say("the key holders are gathering: they arrive in %s (key material is made meanwhile)…", tgt.holderDelay)
+		if !retry.Sleep(ctx, tgt.holderDelay) {
+			return ctx.Err()
+		}
+		b.HolderDelayMS = tgt.holderDelay.Milliseconds()
+	}
+	say("playing the key holders: unsealing with %d of %d shares…", localstack.VaultThreshold, localstack.VaultShares)
+	return tgt.vault.Unseal(ctx)
+}
+
 // followIncident waits for the incident the breach opened to be sealed,
 // then plays the key holders (the stack's Vault is disposable: this is the
 // one place Lockdown holds unseal shares) and waits for the unseal gate.
@@ -555,14 +580,13 @@ func followIncident(ctx context.Context, tgt *target, b *drillBreach, say func(s
 	say("assessment (from the audit log, Vault sealed): scope %s, %d affected tenants, %d suspicious events, %d actors",
 		assessed.Scope, len(assessed.AffectedTenants), assessed.SuspiciousEvents, len(assessed.Actors))
 	if tgt.playHolders {
-		say("playing the key holders: unsealing with %d of %d shares…", localstack.VaultThreshold, localstack.VaultShares)
-		if err := tgt.vault.Unseal(ctx); err != nil {
+		if err := unsealAsHolders(ctx, tgt, b, say); err != nil {
 			return err
 		}
 	} else {
 		say("waiting for the key holders to unseal Vault (vault operator unseal; lockdown status %s shows who is awaited)…", b.IncidentID)
 	}
-	_, unsealed, err := stream.Await(ctx, conn.JS, events.VaultUnsealed, func(_ event.Event, d events.VaultUnsealedData) bool { return d.IncidentID == b.IncidentID })
+	unsealedEv, unsealed, err := stream.Await(ctx, conn.JS, events.VaultUnsealed, func(_ event.Event, d events.VaultUnsealedData) bool { return d.IncidentID == b.IncidentID })
 	if err != nil {
 		return err
 	}
@@ -608,17 +632,23 @@ func followIncident(ctx context.Context, tgt *target, b *drillBreach, say func(s
 		return err
 	}
 	say("unseal keys rotated: %d new shares, threshold %d, verified %v (unsealkeys.rotated)", rotated.Shares, rotated.Threshold, rotated.Verified)
-	_, rot, err := stream.Await(ctx, conn.JS, events.RotationCompleted, func(_ event.Event, d events.RotationCompletedData) bool { return d.IncidentID == b.IncidentID })
+	rotEv, rot, err := stream.Await(ctx, conn.JS, events.RotationCompleted, func(_ event.Event, d events.RotationCompletedData) bool { return d.IncidentID == b.IncidentID })
 	if err != nil {
 		return err
 	}
 	say("tenants rotated: %d completed, %d failed (rotation.completed)", rot.Completed, rot.Failed)
-	_, notified, err := stream.Await(ctx, conn.JS, events.NotificationsCompleted, func(_ event.Event, d events.NotificationsCompletedData) bool { return d.IncidentID == b.IncidentID })
+	notifiedEv, notified, err := stream.Await(ctx, conn.JS, events.NotificationsCompleted, func(_ event.Event, d events.NotificationsCompletedData) bool { return d.IncidentID == b.IncidentID })
 	if err != nil {
 		return err
 	}
 	stopProgress()
 	say("tenants notified by email and webhook: %d sent, %d failed (notifications.completed)", notified.Sent, notified.Failed)
+	done := notifiedEv.Time()
+	if rotEv.Time().After(done) {
+		done = rotEv.Time()
+	}
+	b.UnsealToNotifiedMS = done.Sub(unsealedEv.Time()).Milliseconds()
+	say("unseal → every tenant rotated and notified: %s", time.Duration(b.UnsealToNotifiedMS)*time.Millisecond)
 	_, restored, err := stream.Await(ctx, conn.JS, events.AccessRestored, func(_ event.Event, d events.AccessRestoredData) bool { return d.IncidentID == b.IncidentID })
 	if err != nil {
 		return err

@@ -29,16 +29,19 @@ func TestDrill(t *testing.T) {
 	}
 	out := t.TempDir()
 	const tenants = 24
-	code, stdout, stderr := runDrill(ctx, "--tenants", "24", "--rotators", "2", "--intruder-reads", "4", "--json",
+	code, stdout, stderr := runDrill(ctx, "--tenants", "24", "--rotators", "2", "--intruder-reads", "4", "--json", "--holder-delay", "5s",
 		"--bin-dir", filepath.Dir(bin), "--out", out)
 	var res struct {
 		OK       bool
 		Problems []string
 		Breach   struct {
-			IncidentID string `json:"incident_id"`
-			TraceID    string `json:"trace_id"`
-			Services   []string
-			Spans      int
+			IncidentID         string `json:"incident_id"`
+			TraceID            string `json:"trace_id"`
+			GateMS             int64  `json:"gate_ms"`
+			HolderDelayMS      int64  `json:"holder_delay_ms"`
+			UnsealToNotifiedMS int64  `json:"unseal_to_notified_ms"`
+			Services           []string
+			Spans              int
 		}
 		Intruder []string `json:"intruder_read_tenants"`
 		Verified struct {
@@ -56,6 +59,15 @@ func TestDrill(t *testing.T) {
 		if code != cli.ExitOK || !res.OK || len(res.Problems) != 0 {
 			t.Fatalf("exit %d, ok %v, problems %v, stderr %s", code, res.OK, res.Problems, stderr)
 		}
+	})
+	t.Run("the key holders arrive after --holder-delay, and the drill times the unseal to every tenant notified", func(t *testing.T) {
+		if res.Breach.HolderDelayMS != 5000 || res.Breach.GateMS < 5000 {
+			t.Fatalf("holders arrived after %d ms, the gate passed after %d ms; want 5000 and at least that", res.Breach.HolderDelayMS, res.Breach.GateMS)
+		}
+		if res.Breach.UnsealToNotifiedMS <= 0 {
+			t.Fatalf("unseal → notified %d ms", res.Breach.UnsealToNotifiedMS)
+		}
+		t.Logf("unseal → every tenant rotated and notified: %d ms (%d tenants)", res.Breach.UnsealToNotifiedMS, tenants)
 	})
 	t.Run("the report carries the trace id and its link in Jaeger", func(t *testing.T) {
 		r := res.Report

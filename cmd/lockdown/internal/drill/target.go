@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/lockdown/lockdown/cmd/lockdown/internal/cli"
 	"github.com/lockdown/lockdown/pkg/events"
@@ -34,6 +35,9 @@ type target struct {
 	// (read when needed: containment replaces its tokens in the incident).
 	verifyToken func() (string, error)
 	playHolders bool
+	// holderDelay is how long after the seal the drill's key holders
+	// arrive (--holder-delay).
+	holderDelay time.Duration
 	// sharesFile, when set, receives the new shares after the rekey the
 	// drill played (mode 600): the staging Vault stays usable.
 	sharesFile string
