@@ -1,6 +1,7 @@
 package localstack
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -42,6 +43,9 @@ func (s *Stack) startMailpit(ctx context.Context) error {
 			// Keep every message: Mailpit prunes to its newest 500 by default,
 			// and a drill or a test of more tenants counts them all.
 			"--max", "0",
+			// Tests make it refuse as a loaded relay does (Chaos); off
+			// until a trigger is set.
+			"--enable-chaos",
 		},
 	}
 	s.Mailpit = m
@@ -129,6 +133,39 @@ func (m *Mailpit) Messages(ctx context.Context) ([]Message, error) {
 		}
 	}
 	return all, nil
+}
+
+// ChaosTrigger makes Mailpit answer a step with ErrorCode, with
+// Probability percent.
+type ChaosTrigger struct {
+	ErrorCode   int
+	Probability int
+}
+
+// Chaos sets the SMTP errors Mailpit answers with, by step ("Sender": MAIL,
+// "Recipient": RCPT, "Authentication": AUTH); an empty map clears them.
+func (m *Mailpit) Chaos(ctx context.Context, triggers map[string]ChaosTrigger) error {
+	if triggers == nil {
+		triggers = map[string]ChaosTrigger{} // the steps left out are reset
+	}
+	body, err := json.Marshal(triggers)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, m.APIURL+"/api/v1/chaos", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("mailpit: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }() // a response body: nothing to lose
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("mailpit: PUT /api/v1/chaos: %s", resp.Status)
+	}
+	return nil
 }
 
 func (m *Mailpit) get(ctx context.Context, path string, into any) error {

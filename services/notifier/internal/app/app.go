@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/mail"
 	"net/netip"
 	"strings"
@@ -15,7 +16,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/trace/noop"
-	"golang.org/x/time/rate"
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/config"
@@ -40,7 +40,8 @@ type Config struct {
 	CredentialsURL string        `env:"CREDENTIALS_URL" doc:"Where tenants find their new SMTP credentials (the notice names it; they are never sent). Empty: the notice says their dashboard."`
 	Subject        string        `env:"SUBJECT" default:"URGENT: Security Incident - API Keys Revoked" doc:"Subject line (a text/template over the message's content)."`
 	TemplateDir    string        `env:"TEMPLATE_DIR" doc:"Folder with affected.txt.tmpl, affected.html.tmpl, precautionary.txt.tmpl and precautionary.html.tmpl; empty uses the built-in ones (services/notifier/internal/notify/templates)."`
-	Rate           float64       `env:"NOTIFY_RATE" default:"20" doc:"Messages per second across email and webhooks in one process, so a large incident does not get the platform's mail server blocked."`
+	Rate           float64       `env:"NOTIFY_RATE" default:"20" doc:"Messages per second (email and webhooks) one process starts an incident's notices at. The rate follows what the relay accepts: it doubles each second the relay refuses nothing, up to NOTIFY_RATE_MAX, and halves when it answers a 4xx (try again later), so a large incident is told fast without getting the platform's mail server blocked."`
+	RateMax        float64       `env:"NOTIFY_RATE_MAX" default:"200" doc:"The most messages per second one process sends, however much the relay accepts (at least NOTIFY_RATE). 200/s tells 10,000 tenants in under a minute; lower it to a relay's published limit."`
 	Burst          int           `env:"NOTIFY_BURST" default:"5" doc:"Messages that may go at once above the rate."`
 	Concurrency    int           `env:"NOTIFY_CONCURRENCY" default:"8" doc:"Tenants one process notifies at once."`
 	WebhookSecret  string        `env:"WEBHOOK_SECRET" secret:"true" doc:"Master secret of webhook signatures (at least 32 characters); each tenant's signing key is derived from it."`
@@ -73,8 +74,8 @@ func (c *Config) Validate() error {
 	} else if _, err := notify.LoadTemplates(c.TemplateDir, c.Subject); err != nil {
 		bad("TEMPLATE_DIR: %v", err)
 	}
-	if c.Rate <= 0 || c.Burst < 1 || c.Concurrency < 1 {
-		bad("NOTIFY_RATE must be positive, NOTIFY_BURST and NOTIFY_CONCURRENCY at least 1")
+	if c.Rate <= 0 || c.RateMax < c.Rate || c.Burst < 1 || c.Concurrency < 1 {
+		bad("NOTIFY_RATE must be positive, NOTIFY_RATE_MAX at least NOTIFY_RATE, NOTIFY_BURST and NOTIFY_CONCURRENCY at least 1")
 	}
 	if len(c.WebhookSecret) < 32 {
 		bad("WEBHOOK_SECRET is required and must be at least 32 characters")
@@ -155,7 +156,13 @@ func Serve(ctx context.Context, rt *runner.Runtime, cfg *Config, a Adapters) err
 		webhookpost.New(webhookpost.Options{Secret: []byte(cfg.WebhookSecret), Allow: allow, Timeout: cfg.WebhookTimeout}),
 		templates,
 		stream.NewPublisher(rt.NATS.JS, events.SourceOf(events.ServiceNotifier), tp),
-		rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
+		notify.NewPace(cfg.Rate, cfg.RateMax, cfg.Burst, func(from, to float64) {
+			level := slog.LevelDebug // growing while the relay takes everything: routine
+			if to < from {
+				level = slog.LevelWarn // the relay refused for load
+			}
+			rt.Logger.Log(ctx, level, "notification rate changed", slog.Float64("from_per_second", from), slog.Float64("to_per_second", to))
+		}),
 		tp.Tracer("github.com/lockdown/lockdown/services/notifier"),
 		rt.Logger,
 	)

@@ -258,6 +258,7 @@ func (n *Notifier) deliver(ctx context.Context, channel string, c Content) (stri
 	err = n.send(ctx, channel, c)
 	switch {
 	case err == nil:
+		n.limiter.Accepted()
 		// The relay has the message: record it before anything else, and
 		// keep trying while the database is away (the message stays in
 		// progress meanwhile). Returning instead would let the claim go
@@ -279,6 +280,9 @@ func (n *Notifier) deliver(ctx context.Context, channel string, c Content) (stri
 		}
 		return StateFailed, err
 	default:
+		if errors.Is(err, ErrThrottled) {
+			n.limiter.Refused()
+		}
 		span.SetStatus(codes.Error, err.Error())
 		n.logger.WarnContext(ctx, "notification delayed", slog.String("incident_id", c.IncidentID),
 			slog.String("tenant_id", c.Tenant.ID), slog.String("channel", channel), slog.Any("error", err))

@@ -187,6 +187,8 @@ func (p *publisher) count(name events.Name) int {
 type noLimit struct{}
 
 func (noLimit) Wait(context.Context) error { return nil }
+func (noLimit) Accepted()                  {}
+func (noLimit) Refused()                   {}
 
 func setup(t *testing.T) (*notify.Notifier, *memStore, *mailer, *hooks, *publisher) {
 	t.Helper()

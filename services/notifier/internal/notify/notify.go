@@ -37,6 +37,11 @@ const (
 // address, a 4xx from a webhook, a bad URL). Adapters wrap it with %w.
 var ErrPermanent = errors.New("permanent notification failure")
 
+// ErrThrottled is returned (wrapped) by a Mailer when the relay refused
+// for the moment (SMTP 4xx, "try again later": relays say so when a
+// sender goes too fast): the message is retried, and the pace slows down.
+var ErrThrottled = errors.New("the relay refused for now")
+
 // ErrInFlight is returned when another delivery of the same notification
 // claimed it moments ago; the message is retried later.
 var ErrInFlight = errors.New("notification being sent by another delivery")
@@ -110,9 +115,14 @@ type Publisher interface {
 	PublishWithID(ctx context.Context, name events.Name, id string, data any) error
 }
 
-// Limiter paces sends (messages per second across the process).
+// Limiter paces sends (messages per second across the process) and
+// learns from their outcome (Pace).
 type Limiter interface {
 	Wait(ctx context.Context) error
+	// Accepted records a send the receiver took.
+	Accepted()
+	// Refused records a refusal for load (ErrThrottled).
+	Refused()
 }
 
 // deliveryID is the stable identity of one tenant's notification for an

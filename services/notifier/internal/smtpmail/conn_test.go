@@ -2,6 +2,7 @@ package smtpmail_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -132,4 +133,48 @@ func TestConnections(t *testing.T) {
 			t.Fatalf("the message sent after the restart is not in Mailpit (%d messages)", len(msgs))
 		}
 	})
+}
+
+// TestRefusals: a real relay's answers sorted — a 4xx is a refusal for now
+// (the pace slows, the message is retried), a 5xx to the recipient is
+// permanent, a 5xx to the sender (the platform's own address) an outage.
+func TestRefusals(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s, err := localstack.Start(ctx, localstack.Options{Mailpit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	m := smtpmail.New(smtpmail.Options{Addr: s.Mailpit.SMTPAddr, TLS: smtpmail.TLSNone})
+	defer m.Close()
+	for _, c := range []struct {
+		name          string
+		step          string
+		code          int
+		throttled     bool
+		permanent     bool
+		stillSendable bool
+	}{
+		{"a 451 to RCPT is a refusal for now, not permanent", "Recipient", 451, true, false, true},
+		{"a 421 to MAIL is a refusal for now", "Sender", 421, true, false, true},
+		{"a 550 to RCPT is permanent", "Recipient", 550, false, true, true},
+		{"a 550 to MAIL is the platform's sender: neither permanent nor a refusal for load", "Sender", 550, false, false, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if err := s.Mailpit.Chaos(ctx, map[string]localstack.ChaosTrigger{c.step: {ErrorCode: c.code, Probability: 100}}); err != nil {
+				t.Fatal(err)
+			}
+			err := m.Send(ctx, email(1))
+			if err == nil || errors.Is(err, notify.ErrThrottled) != c.throttled || errors.Is(err, notify.ErrPermanent) != c.permanent {
+				t.Fatalf("%v: throttled %v, permanent %v; want %v, %v", err, errors.Is(err, notify.ErrThrottled), errors.Is(err, notify.ErrPermanent), c.throttled, c.permanent)
+			}
+			if err := s.Mailpit.Chaos(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Send(ctx, email(2)); err != nil {
+				t.Fatalf("once the relay accepts again: %v", err)
+			}
+		})
+	}
 }

@@ -208,8 +208,8 @@ func (m *Mailer) dial(ctx context.Context) (*conn, error) {
 	host, _, _ := net.SplitHostPort(m.opts.Addr)
 	c, err := smtp.NewClient(raw, host)
 	if err != nil {
-		_ = raw.Close() // the relay's greeting failed: that is the error
-		return nil, fmt.Errorf("smtp: %w", err)
+		_ = raw.Close()                       // the relay's greeting failed: that is the error
+		return nil, classify("greeting", err) // 421: too many connections, for now
 	}
 	if err := m.hello(c, host); err != nil {
 		_ = c.Close() // the session's error is the one that counts
@@ -251,7 +251,7 @@ func (m *Mailer) hello(c *smtp.Client, host string) error {
 // platform's sender, wrong for every tenant alike, and is retried.
 func transaction(c *smtp.Client, from, to string, body []byte) error {
 	if err := c.Mail(from); err != nil {
-		return fmt.Errorf("smtp MAIL: %w", err)
+		return classify("MAIL", err)
 	}
 	if err := c.Rcpt(to); err != nil {
 		return classify("RCPT", err)
@@ -269,10 +269,16 @@ func transaction(c *smtp.Client, from, to string, body []byte) error {
 	return nil
 }
 
+// classify sorts the relay's answer to a step: a 5xx to the recipient or
+// the message is permanent, a 4xx a refusal for now (ErrThrottled: the
+// pace slows down), anything else (the connection) an outage.
 func classify(step string, err error) error {
 	var te *textproto.Error
-	if errors.As(err, &te) && te.Code >= 500 {
+	switch {
+	case errors.As(err, &te) && te.Code >= 500 && (step == "RCPT" || step == "DATA"):
 		return notify.Permanent(fmt.Errorf("smtp %s: %w", step, err))
+	case errors.As(err, &te) && te.Code >= 400 && te.Code < 500:
+		return fmt.Errorf("smtp %s: %w: %w", step, notify.ErrThrottled, err)
 	}
 	return fmt.Errorf("smtp %s: %w", step, err)
 }
