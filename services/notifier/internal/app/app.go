@@ -41,7 +41,7 @@ type Config struct {
 	Subject        string        `env:"SUBJECT" default:"URGENT: Security Incident - API Keys Revoked" doc:"Subject line (a text/template over the message's content)."`
 	TemplateDir    string        `env:"TEMPLATE_DIR" doc:"Folder with affected.txt.tmpl, affected.html.tmpl, precautionary.txt.tmpl and precautionary.html.tmpl; empty uses the built-in ones (services/notifier/internal/notify/templates)."`
 	Rate           float64       `env:"NOTIFY_RATE" default:"20" doc:"Messages per second (email and webhooks) one process starts an incident's notices at. The rate follows what the relay accepts: it doubles each second the relay refuses nothing, up to NOTIFY_RATE_MAX, and halves when it answers a 4xx (try again later), so a large incident is told fast without getting the platform's mail server blocked."`
-	RateMax        float64       `env:"NOTIFY_RATE_MAX" default:"200" doc:"The most messages per second one process sends, however much the relay accepts (at least NOTIFY_RATE). 200/s tells 10,000 tenants in under a minute; lower it to a relay's published limit."`
+	RateMax        float64       `env:"NOTIFY_RATE_MAX" default:"200" doc:"The most messages per second one process sends, however much the relay accepts; a NOTIFY_RATE above it is the most (a rate an operator set for a relay known to take it, as before the pace followed the relay). 200/s tells 10,000 tenants in under a minute; lower it to a relay's published limit."`
 	Burst          int           `env:"NOTIFY_BURST" default:"5" doc:"Messages that may go at once above the rate."`
 	Concurrency    int           `env:"NOTIFY_CONCURRENCY" default:"8" doc:"Tenants one process notifies at once."`
 	WebhookSecret  string        `env:"WEBHOOK_SECRET" secret:"true" doc:"Master secret of webhook signatures (at least 32 characters); each tenant's signing key is derived from it."`
@@ -74,8 +74,8 @@ func (c *Config) Validate() error {
 	} else if _, err := notify.LoadTemplates(c.TemplateDir, c.Subject); err != nil {
 		bad("TEMPLATE_DIR: %v", err)
 	}
-	if c.Rate <= 0 || c.RateMax < c.Rate || c.Burst < 1 || c.Concurrency < 1 {
-		bad("NOTIFY_RATE must be positive, NOTIFY_RATE_MAX at least NOTIFY_RATE, NOTIFY_BURST and NOTIFY_CONCURRENCY at least 1")
+	if c.Rate <= 0 || c.RateMax <= 0 || c.Burst < 1 || c.Concurrency < 1 {
+		bad("NOTIFY_RATE and NOTIFY_RATE_MAX must be positive, NOTIFY_BURST and NOTIFY_CONCURRENCY at least 1")
 	}
 	if len(c.WebhookSecret) < 32 {
 		bad("WEBHOOK_SECRET is required and must be at least 32 characters")
