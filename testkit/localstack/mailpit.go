@@ -152,26 +152,22 @@ func (m *Mailpit) Chaos(ctx context.Context, triggers map[string]ChaosTrigger) e
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, m.APIURL+"/api/v1/chaos", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("mailpit: %w", err)
-	}
-	defer func() { _ = resp.Body.Close() }() // a response body: nothing to lose
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("mailpit: PUT /api/v1/chaos: %s", resp.Status)
-	}
-	return nil
+	return m.do(ctx, http.MethodPut, "/api/v1/chaos", body, nil)
 }
 
 func (m *Mailpit) get(ctx context.Context, path string, into any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.APIURL+path, nil)
+	return m.do(ctx, http.MethodGet, path, nil, into)
+}
+
+// do calls Mailpit's API with a JSON body (nil: none) and decodes its
+// answer into into (nil: none).
+func (m *Mailpit) do(ctx context.Context, method, path string, body []byte, into any) error {
+	req, err := http.NewRequestWithContext(ctx, method, m.APIURL+path, bytes.NewReader(body))
 	if err != nil {
 		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -179,7 +175,10 @@ func (m *Mailpit) get(ctx context.Context, path string, into any) error {
 	}
 	defer func() { _ = resp.Body.Close() }() // a response body: nothing to lose
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("mailpit: GET %s: %s", path, resp.Status)
+		return fmt.Errorf("mailpit: %s %s: %s", method, path, resp.Status)
+	}
+	if into == nil {
+		return nil
 	}
 	return json.NewDecoder(resp.Body).Decode(into)
 }

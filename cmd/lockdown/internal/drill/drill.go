@@ -483,9 +483,14 @@ func problems(r report.Report, v verification, intruder []string, tgt *target) [
 	if v.MailChecked && (v.TenantsMailed != v.Tenants || v.MessagesForThis != v.Tenants) {
 		out = append(out, fmt.Sprintf("report says %d tenants notified, Mailpit holds %d messages for %d tenants of %d", r.Actions.TenantsNotified, v.MessagesForThis, v.TenantsMailed, v.Tenants))
 	}
+	// The assessment's list is cut past 4,000 tenants (affected_total):
+	// the tenants' own rotations then say which were told "affected".
 	affected := map[string]bool{}
 	for _, t := range r.AffectedTenants {
 		affected[t] = true
+	}
+	for _, rot := range r.Actions.Rotations {
+		affected[rot.TenantID] = affected[rot.TenantID] || rot.Affected
 	}
 	for _, t := range intruder {
 		if !affected[t] {

@@ -80,33 +80,26 @@ func TestConnections(t *testing.T) {
 		}
 	}
 
-	t.Run("messages one after another share one connection", func(t *testing.T) {
-		relay := countConnections(t, s.Mailpit.SMTPAddr)
-		m := smtpmail.New(smtpmail.Options{Addr: relay.ln.Addr().String(), TLS: smtpmail.TLSNone})
-		defer m.Close()
-		send(t, m, 20)
-		if n := relay.accepted.Load(); n != 1 {
-			t.Fatalf("20 messages over %d connections, want 1", n)
-		}
-	})
-	t.Run("a connection carries at most MaxMessagesPerConn messages", func(t *testing.T) {
-		relay := countConnections(t, s.Mailpit.SMTPAddr)
-		m := smtpmail.New(smtpmail.Options{Addr: relay.ln.Addr().String(), TLS: smtpmail.TLSNone, MaxMessagesPerConn: 5})
-		defer m.Close()
-		send(t, m, 20)
-		if n := relay.accepted.Load(); n != 4 {
-			t.Fatalf("20 messages over %d connections, want 4", n)
-		}
-	})
-	t.Run("with MaxIdle negative every message has its own connection", func(t *testing.T) {
-		relay := countConnections(t, s.Mailpit.SMTPAddr)
-		m := smtpmail.New(smtpmail.Options{Addr: relay.ln.Addr().String(), TLS: smtpmail.TLSNone, MaxIdle: -1})
-		defer m.Close()
-		send(t, m, 5)
-		if n := relay.accepted.Load(); n != 5 {
-			t.Fatalf("5 messages over %d connections, want 5", n)
-		}
-	})
+	for _, c := range []struct {
+		name           string
+		opts           smtpmail.Options
+		messages, want int64
+	}{
+		{"messages one after another share one connection", smtpmail.Options{}, 20, 1},
+		{"a connection carries at most MaxMessagesPerConn messages", smtpmail.Options{MaxMessagesPerConn: 5}, 20, 4},
+		{"with MaxIdle negative every message has its own connection", smtpmail.Options{MaxIdle: -1}, 5, 5},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			relay := countConnections(t, s.Mailpit.SMTPAddr)
+			c.opts.Addr, c.opts.TLS = relay.ln.Addr().String(), smtpmail.TLSNone
+			m := smtpmail.New(c.opts)
+			defer m.Close()
+			send(t, m, int(c.messages))
+			if n := relay.accepted.Load(); n != c.want {
+				t.Fatalf("%d messages over %d connections, want %d", c.messages, n, c.want)
+			}
+		})
+	}
 	t.Run("after a relay restart the kept connection is replaced and the message goes", func(t *testing.T) {
 		m := smtpmail.New(smtpmail.Options{Addr: s.Mailpit.SMTPAddr, TLS: smtpmail.TLSNone})
 		defer m.Close()

@@ -87,13 +87,13 @@ func New(opts Options) *Mailer {
 	return &Mailer{opts: opts, idle: make(chan *conn, max(opts.MaxIdle, 0))}
 }
 
-// Close ends the kept connections (QUIT). Sends may not run during or
-// after it.
+// Close ends the kept connections (QUIT, in the background: a dead one
+// must not hold the caller). Sends may go on: they open new connections.
 func (m *Mailer) Close() {
 	for {
 		select {
 		case c := <-m.idle:
-			c.quit()
+			go c.quit()
 		default:
 			return
 		}
@@ -150,29 +150,31 @@ func (m *Mailer) send(ctx context.Context, e notify.Email) error {
 // get returns a connection ready for a transaction, its deadline ctx's: a
 // kept one that answers RSET, or a new one.
 func (m *Mailer) get(ctx context.Context) (*conn, error) {
-	deadline, _ := ctx.Deadline()
-	for {
-		select {
-		case c := <-m.idle:
-			// A relay that vanished without closing would hold RSET until
-			// the message's deadline: a few seconds tell.
-			probe := time.Now().Add(5 * time.Second)
-			if deadline.Before(probe) {
-				probe = deadline
-			}
-			_ = c.raw.SetDeadline(probe)
-			if err := c.c.Reset(); err == nil {
-				_ = c.raw.SetDeadline(deadline)
-				return c, nil
-			}
-			// Closed by the relay while it was idle: not a failure of
-			// this message. Try the next one, or dial.
-			_ = c.c.Close()
-			continue
-		default:
-		}
+	var c *conn
+	select {
+	case c = <-m.idle:
+	default:
 		return m.dial(ctx)
 	}
+	// A relay that vanished without closing would hold RSET until the
+	// message's deadline: a few seconds tell.
+	deadline, _ := ctx.Deadline()
+	probe := time.Now().Add(5 * time.Second)
+	if deadline.Before(probe) {
+		probe = deadline
+	}
+	_ = c.raw.SetDeadline(probe)
+	if err := c.c.Reset(); err == nil {
+		_ = c.raw.SetDeadline(deadline)
+		return c, nil
+	}
+	// Closed by the relay while it was idle (a restart, its idle timeout):
+	// not a failure of this message. The others were kept from the same
+	// relay before the same event: drop them all rather than probe each
+	// for seconds, and dial.
+	_ = c.c.Close()
+	m.Close()
+	return m.dial(ctx)
 }
 
 // put keeps c for the next message, or ends it when enough are kept or it

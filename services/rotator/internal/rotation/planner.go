@@ -37,7 +37,7 @@ func Plan(ctx context.Context, store Store, policy, incidentID string, assessed,
 		// Every tenant is rotated instead — more, never fewer.
 		policy = PolicyAll
 	}
-	jobs, err := plan(ctx, store, policy, aff.Tenants)
+	jobs, err := plan(ctx, store, policy, aff.Tenants, aff.Cut)
 	if err != nil {
 		return err
 	}
@@ -75,8 +75,12 @@ func Plan(ctx context.Context, store Store, policy, incidentID string, assessed,
 // plan lists the jobs: every directory tenant (policy all) or the affected
 // ones, plus any affected tenant the directory lacks — it fails loudly
 // instead of being skipped. A tenant whose id is not a valid one is
-// planned as failed at once, with the reason.
-func plan(ctx context.Context, store Store, policy string, affected []string) ([]Job, error) {
+// planned as failed at once, with the reason. When the assessment's list
+// was cut, which tenants were read is not known past it: every tenant is
+// planned as affected and told its secrets may have been read — more,
+// never fewer (a drill of 10,000 tenants found readers past the cut told
+// "precautionary").
+func plan(ctx context.Context, store Store, policy string, affected []string, cut bool) ([]Job, error) {
 	known, err := store.Tenants(ctx)
 	if err != nil {
 		return nil, err
@@ -84,7 +88,7 @@ func plan(ctx context.Context, store Store, policy string, affected []string) ([
 	ids := map[string]bool{}
 	if policy == PolicyAll {
 		for _, t := range known {
-			ids[t] = false
+			ids[t] = cut
 		}
 	}
 	for _, t := range affected {
