@@ -141,6 +141,12 @@ func (c *Client) Replace(ctx context.Context, zone, name string, rrtype uint16, 
 	if len(rrs) > 0 {
 		m.Insert(rrs)
 	}
+	return c.update(ctx, m, name)
+}
+
+// update sends an update message (TSIG-signed with the client's key);
+// what names it in errors.
+func (c *Client) update(ctx context.Context, m *dns.Msg, what string) error {
 	if c.Key.Name != "" {
 		m.SetTsig(dns.Fqdn(c.Key.Name), algorithms[c.Key.Algorithm], 300, time.Now().Unix())
 	}
@@ -148,13 +154,13 @@ func (c *Client) Replace(ctx context.Context, zone, name string, rrtype uint16, 
 	// A refusal may come unsigned (the server's answer to a key it does not
 	// accept): its code says more than the failed signature check.
 	if r != nil && r.Rcode != dns.RcodeSuccess {
-		return refusal("update", name, r.Rcode)
+		return refusal("update", what, r.Rcode)
 	}
 	if err != nil {
-		return fmt.Errorf("dkimdns: update %s at %s: %w", name, c.Server, err)
+		return fmt.Errorf("dkimdns: update %s at %s: %w", what, c.Server, err)
 	}
 	if r.Rcode != dns.RcodeSuccess {
-		return refusal("update", name, r.Rcode)
+		return refusal("update", what, r.Rcode)
 	}
 	return nil
 }
@@ -162,6 +168,37 @@ func (c *Client) Replace(ctx context.Context, zone, name string, rrtype uint16, 
 // ReplaceTXT publishes value as the only TXT record at name.
 func (c *Client) ReplaceTXT(ctx context.Context, zone, name, value string, ttl uint32) error {
 	return c.Replace(ctx, zone, name, dns.TypeTXT, TXT(name, value, ttl))
+}
+
+// TXTRecord is one name's TXT value in a ReplaceTXTs update.
+type TXTRecord struct {
+	Name, Value string
+}
+
+// MaxTXTPerUpdate bounds the records of one ReplaceTXTs message: a DKIM
+// record of a 2048-bit key is about 420 octets, so 64 of them with their
+// deletions stay well inside a DNS message over TCP (64 KiB).
+const MaxTXTPerUpdate = 64
+
+// ReplaceTXTs publishes each record as the only TXT record at its name,
+// all in one atomic update (RFC 2136 applies every change of a message or
+// none): the server commits its zone once for the lot instead of once per
+// name. At most MaxTXTPerUpdate records.
+func (c *Client) ReplaceTXTs(ctx context.Context, zone string, recs []TXTRecord, ttl uint32) error {
+	if len(recs) > MaxTXTPerUpdate {
+		return fmt.Errorf("dkimdns: %d records in one update, at most %d", len(recs), MaxTXTPerUpdate)
+	}
+	m := new(dns.Msg)
+	m.SetUpdate(dns.Fqdn(zone))
+	for _, r := range recs {
+		m.RemoveRRset([]dns.RR{&dns.ANY{Hdr: dns.RR_Header{Name: dns.Fqdn(r.Name), Rrtype: dns.TypeTXT, Class: dns.ClassINET}}})
+		m.Insert([]dns.RR{TXT(r.Name, r.Value, ttl)})
+	}
+	what := fmt.Sprintf("%d TXT records", len(recs))
+	if len(recs) == 1 {
+		what = recs[0].Name
+	}
+	return c.update(ctx, m, what)
 }
 
 // TXT is a TXT record holding value, split into character-strings of at

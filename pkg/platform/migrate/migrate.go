@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"io/fs"
 	"regexp"
 	"sort"
@@ -135,12 +136,26 @@ func EnsureLedger(ctx context.Context, pool *pgxpool.Pool, schema string) error 
 	return ensureLedger(ctx, pool, schema)
 }
 
+// DefaultMaxConns is the least number of connections a service's pool
+// opens when its URL does not set pool_max_conns.
+const DefaultMaxConns = 16
+
 // Open connects a pool to url and applies each schema's migrations (schema
 // name → folder in fsys), closing the pool again if any step fails: the
 // start of every service that owns tables. Steps in then (another package's schema, such as the tenant directory)
 // run after, on the same pool.
 func Open(ctx context.Context, url string, fsys fs.FS, schemas map[string]string, then ...func(context.Context, *pgxpool.Pool) error) (*pgxpool.Pool, error) {
-	pool, err := pgxpool.New(ctx, url)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		// pgx's default is the number of cores (4 at least): on a small
+		// machine the rotator's 32 jobs in flight queued for 4
+		// connections. A URL's pool_max_conns still decides.
+		cfg.MaxConns = max(cfg.MaxConns, DefaultMaxConns)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}

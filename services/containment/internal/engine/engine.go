@@ -90,6 +90,11 @@ type Store interface {
 	Incident(ctx context.Context, id string) (incident.Incident, error)
 	LoadRecovery(ctx context.Context, incidentID string) (recovery.State, error)
 	Timeline(ctx context.Context, incidentID string) ([]reporting.Entry, error)
+	// Recorded says which of the given event types the incident's
+	// timeline holds: what a recovery pass needs after every change, at
+	// the cost of an index lookup instead of the whole timeline (30,000
+	// entries at 10,000 tenants).
+	Recorded(ctx context.Context, incidentID string, types ...events.Name) (map[events.Name]bool, error)
 	ReportIncident(ctx context.Context, incidentID string) (reporting.Incident, error)
 	// Report returns a closed incident's stored report.
 	Report(ctx context.Context, incidentID string) (report.Report, error)

@@ -143,11 +143,13 @@ func (e *Engine) recover(ctx context.Context, f Fence, inc incident.Incident) (t
 	if wait, done, err := e.ceremony(ctx, f, inc, st); done || err != nil {
 		return wait, err
 	}
-	entries, err := e.store.Timeline(ctx, inc.ID)
+	recorded, err := e.store.Recorded(ctx, inc.ID, events.RotationCompleted, events.NotificationsCompleted)
 	if err != nil {
 		return 0, err
 	}
-	rotated, notified := has(entries, events.RotationCompleted), has(entries, events.NotificationsCompleted)
+	rotated, notified := recorded[events.RotationCompleted], recorded[events.NotificationsCompleted]
+	// The whole timeline only for the two steps that read it, each once.
+	entries := func() ([]reporting.Entry, error) { return e.store.Timeline(ctx, inc.ID) }
 	rekeyed := st.Ceremony.Phase == recovery.CeremonyCompleted
 	// Restored in this round: a breach after the restore started another
 	// round, revoked access again, and access returns only after it (a
@@ -162,7 +164,11 @@ func (e *Engine) recover(ctx context.Context, f Fence, inc incident.Incident) (t
 	case !restored && rotated && notified && rekeyed:
 		// Verify, not trust: the rotation's completion is a claim of
 		// whoever holds the rotator's credential. Vault must show it.
-		if err := e.verifyRotation(ctx, inc.ID, entries); err != nil {
+		all, err := entries()
+		if err != nil {
+			return 0, err
+		}
+		if err := e.verifyRotation(ctx, inc.ID, all); err != nil {
 			return 0, err
 		}
 		// One more sweep just before access returns, recorded with the
@@ -180,7 +186,11 @@ func (e *Engine) recover(ctx context.Context, f Fence, inc incident.Incident) (t
 				IncidentID: inc.ID, Round: inc.SealRound, AuthMethods: e.rec.AuthPaths(), Process: e.cfg.Process}}}, nil
 		})
 	case restored:
-		return 0, e.resolve(ctx, f, inc, entries)
+		all, err := entries()
+		if err != nil {
+			return 0, err
+		}
+		return 0, e.resolve(ctx, f, inc, all)
 	case st.RotationDone != rotated || st.NotifiedDone != notified:
 		st.RotationDone, st.NotifiedDone = rotated, notified
 		return 0, e.store.Apply(ctx, f, Change{IncidentID: inc.ID, Version: inc.Version, Recovery: &st})

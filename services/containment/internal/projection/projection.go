@@ -47,6 +47,9 @@ type Snapshot struct {
 	// Report is the stored report of a closed incident (nil before).
 	Report *report.Report
 	ReadAt time.Time
+	// Cursor is where the next snapshot's timeline may start: entries
+	// recorded before it are all in this one (or in those before it).
+	Cursor string
 }
 
 // Source is containment's records.
@@ -55,8 +58,10 @@ type Source interface {
 	// that changes whenever anything recorded about it changes, of the
 	// form "version/phase/…" (the projector hurries for a new phase).
 	Markers(ctx context.Context, limit int) (map[string]string, error)
-	// Snapshot reads one incident.
-	Snapshot(ctx context.Context, id string) (Snapshot, error)
+	// Snapshot reads one incident, and of its timeline the entries
+	// recorded since the cursor of an earlier snapshot ("" for all; an
+	// entry may come again).
+	Snapshot(ctx context.Context, id, since string) (Snapshot, error)
 }
 
 // Sink is the read model's buckets.
@@ -134,6 +139,10 @@ type written struct {
 	// draftBehind: the document changed after the draft report was
 	// written (it is written again once DraftEvery has passed).
 	draftBehind bool
+	// timeline is the incident's timeline as read so far, in order, and
+	// cursor where the next read starts: a rebuild reads only what was
+	// recorded since (a 10,000-tenant incident has 30,000 entries).
+	timeline *timeline
 }
 
 // draftDue says whether the draft report is behind and DraftEvery has
@@ -227,10 +236,15 @@ const writeTimeout = 2 * time.Second
 
 func (p *Projector) project(ctx context.Context, id, marker string, w written, seen bool) error {
 	start := time.Now()
-	snap, err := p.src.Snapshot(ctx, id)
+	tl := w.timeline
+	if tl == nil {
+		tl = &timeline{}
+	}
+	snap, err := p.src.Snapshot(ctx, id, tl.cursor)
 	if err != nil {
 		return err
 	}
+	snap.Timeline = tl.add(snap.Timeline, snap.Cursor)
 	doc, draft := Build(snap)
 	ref := w.report
 	switch {
@@ -255,7 +269,7 @@ func (p *Projector) project(ctx context.Context, id, marker string, w written, s
 	}
 	took := time.Since(start)
 	p.written[id] = written{marker: marker, builtAt: start, took: took, phase: doc.Phase, report: ref,
-		draftBehind: ref.State == readmodel.ReportDraft && ref.At.Before(start)}
+		draftBehind: ref.State == readmodel.ReportDraft && ref.At.Before(start), timeline: tl}
 	return nil
 }
 

@@ -38,7 +38,7 @@ func (r *records) Markers(context.Context, int) (map[string]string, error) {
 	return out, nil
 }
 
-func (r *records) Snapshot(_ context.Context, id string) (projection.Snapshot, error) {
+func (r *records) Snapshot(_ context.Context, id, _ string) (projection.Snapshot, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.snaps[id]

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 	"github.com/lockdown/lockdown/services/containment/internal/timeline"
@@ -30,6 +31,22 @@ func (s *Store) Timeline(ctx context.Context, incidentID string) ([]reporting.En
 		return nil, err
 	}
 	return pgx.CollectRows(rows, scanEntry)
+}
+
+// Recorded implements engine.Store (an index lookup: migration 008).
+func (s *Store) Recorded(ctx context.Context, incidentID string, types ...events.Name) (map[events.Name]bool, error) {
+	names := make([]string, len(types))
+	for i, t := range types {
+		names[i] = string(t)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT type FROM containment.timeline WHERE incident_id = $1 AND type = ANY($2)`, incidentID, names)
+	if err != nil {
+		return nil, err
+	}
+	out := map[events.Name]bool{}
+	var typ string
+	_, err = pgx.ForEachRow(rows, []any{&typ}, func() error { out[events.Name(typ)] = true; return nil })
+	return out, err
 }
 
 // ReportIncident implements timeline.Store.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -211,6 +212,7 @@ func TestNotifier(t *testing.T) {
 	pool, err := pgxpool.New(ctx, s.Postgres.URL)
 	must(t, err)
 	t.Cleanup(pool.Close)
+	t.Cleanup(func() { checkOutcomeCounts(t, pool) })
 	root, err := s.Vault.Client()
 	must(t, err)
 	recv := newReceiver(t)
@@ -498,6 +500,7 @@ func TestNotifierTenantDeadline(t *testing.T) {
 	pool, err := pgxpool.New(ctx, s.Postgres.URL)
 	must(t, err)
 	t.Cleanup(pool.Close)
+	t.Cleanup(func() { checkOutcomeCounts(t, pool) })
 	root, err := s.Vault.Client()
 	must(t, err)
 	var down atomic.Bool
@@ -545,5 +548,30 @@ func TestNotifierTenantDeadline(t *testing.T) {
 	must(t, err)
 	if corrected.Sent != n || corrected.Late != 0 {
 		t.Fatalf("corrected completion: sent %d, late %d; want %d, 0", corrected.Sent, corrected.Late, n)
+	}
+}
+
+// checkOutcomeCounts fails the test when the counters the database keeps
+// per incident (migration 003) differ from a count of the outcomes
+// themselves, for any incident the test made.
+func checkOutcomeCounts(t testing.TB, pool *pgxpool.Pool) {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `WITH want AS (
+		SELECT incident_id, count(*) FILTER (WHERE state = 'sent') s, count(*) FILTER (WHERE state = 'failed') f,
+		  count(*) FILTER (WHERE state = 'late') l FROM notifier.outcomes GROUP BY incident_id)
+	SELECT coalesce(w.incident_id, c.incident_id), concat_ws(' ', w.s, w.f, w.l), concat_ws(' ', c.sent, c.failed, c.late)
+	FROM want w FULL JOIN notifier.outcome_counts c ON c.incident_id = w.incident_id
+	WHERE concat_ws(' ', w.s, w.f, w.l) IS DISTINCT FROM concat_ws(' ', c.sent, c.failed, c.late)
+	  AND NOT (w.incident_id IS NULL AND c.sent = 0 AND c.failed = 0 AND c.late = 0)`)
+	if err != nil {
+		t.Errorf("outcome counters: %v", err)
+		return
+	}
+	var incident, want, got string
+	if _, err := pgx.ForEachRow(rows, []any{&incident, &want, &got}, func() error {
+		t.Errorf("incident %s: outcomes sent/failed/late %q, the counters say %q", incident, want, got)
+		return nil
+	}); err != nil {
+		t.Errorf("outcome counters: %v", err)
 	}
 }

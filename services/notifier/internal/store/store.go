@@ -114,10 +114,13 @@ func (s *Store) Plan(ctx context.Context, incidentID string, tenants int) error 
 func (s *Store) Progress(ctx context.Context, incidentID string) (notify.Progress, error) {
 	var p notify.Progress
 	var sent, failed *int
-	err := s.pool.QueryRow(ctx, `SELECT coalesce((SELECT tenants FROM notifier.plans WHERE incident_id = $1), 0),
-		count(*) FILTER (WHERE state = 'sent'), count(*) FILTER (WHERE state = 'failed'), count(*) FILTER (WHERE state = 'late'),
-		(SELECT announced_sent FROM notifier.plans WHERE incident_id = $1), (SELECT announced_failed FROM notifier.plans WHERE incident_id = $1)
-		FROM notifier.outcomes WHERE incident_id = $1`, incidentID).Scan(&p.Planned, &p.Sent, &p.Failed, &p.Late, &sent, &failed)
+	// One row whatever the incident's size: the counters the database
+	// keeps (migration 003), not a count of the outcomes.
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(p.tenants, 0), coalesce(c.sent, 0), coalesce(c.failed, 0), coalesce(c.late, 0),
+		p.announced_sent, p.announced_failed
+		FROM (SELECT $1::text AS incident_id) i
+		LEFT JOIN notifier.plans p ON p.incident_id = i.incident_id
+		LEFT JOIN notifier.outcome_counts c ON c.incident_id = i.incident_id`, incidentID).Scan(&p.Planned, &p.Sent, &p.Failed, &p.Late, &sent, &failed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = nil
 	}

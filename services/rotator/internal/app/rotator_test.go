@@ -12,6 +12,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	vault "github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -56,6 +57,7 @@ func seedOn(t testing.TB, ctx context.Context, opts localstack.Options, n int) *
 	root, err := s.Vault.Client()
 	must(t, err)
 	f := &fixture{s: s, root: root, pool: pool, apiKey: map[string][]string{}}
+	t.Cleanup(func() { checkProgressCounts(t, pool) })
 	seeded, err := tenantseed.Seed(ctx, pool, root, tenantseed.Options{Count: n,
 		APIKeys: func(i int) int { return 1 + i%5 }, APIKeyVersions: 2}) // two versions, to prove all are destroyed
 	must(t, err)
@@ -63,6 +65,40 @@ func seedOn(t testing.TB, ctx context.Context, opts localstack.Options, n int) *
 		f.apiKey[tn.ID] = tn.APIKeyPaths
 	}
 	return f
+}
+
+// checkProgressCounts fails the test when the progress counters the
+// database keeps (migration 006) differ from a count of the jobs
+// themselves, for any incident the test made: every test of the rotator
+// (plans, crashes, retries, forged jobs) checks them this way.
+func checkProgressCounts(t testing.TB, pool *pgxpool.Pool) {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `WITH counted AS (
+		SELECT incident_id, count(*) FILTER (WHERE state = 'pending') AS pending, count(*) FILTER (WHERE state = 'completed') AS completed,
+		  count(*) FILTER (WHERE state = 'failed') AS failed, 0 AS pp, 0 AS pc, 0 AS pf FROM rotator.jobs GROUP BY incident_id
+		UNION ALL
+		SELECT incident_id, 0, 0, 0, count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'completed'),
+		  count(*) FILTER (WHERE state = 'failed') FROM rotator.platform_jobs GROUP BY incident_id),
+	  want AS (SELECT incident_id, sum(pending) p, sum(completed) c, sum(failed) f, sum(pp) pp, sum(pc) pc, sum(pf) pf FROM counted GROUP BY incident_id)
+	SELECT coalesce(w.incident_id, g.incident_id), concat_ws(' ', w.p, w.c, w.f, w.pp, w.pc, w.pf),
+	  concat_ws(' ', g.pending, g.completed, g.failed, g.platform_pending, g.platform_completed, g.platform_failed)
+	FROM want w FULL JOIN rotator.progress g ON g.incident_id = w.incident_id
+	WHERE concat_ws(' ', w.p, w.c, w.f, w.pp, w.pc, w.pf) IS DISTINCT FROM
+	  concat_ws(' ', g.pending, g.completed, g.failed, g.platform_pending, g.platform_completed, g.platform_failed)
+	  AND NOT (w.incident_id IS NULL AND g.pending = 0 AND g.completed = 0 AND g.failed = 0
+	    AND g.platform_pending = 0 AND g.platform_completed = 0 AND g.platform_failed = 0)`)
+	if err != nil {
+		t.Errorf("progress counters: %v", err)
+		return
+	}
+	var incident, want, got string
+	_, err = pgx.ForEachRow(rows, []any{&incident, &want, &got}, func() error {
+		t.Errorf("incident %s: jobs count pending/completed/failed/platform %q, the counters say %q", incident, want, got)
+		return nil
+	})
+	if err != nil {
+		t.Errorf("progress counters: %v", err)
+	}
 }
 
 // startRotators runs n rotator processes from the binary `make build` puts

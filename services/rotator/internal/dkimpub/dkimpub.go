@@ -11,9 +11,11 @@ package dkimpub
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/miekg/dns"
 
+	"github.com/lockdown/lockdown/pkg/platform/coalesce"
 	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
 )
 
@@ -25,6 +27,11 @@ type Publisher struct {
 	zone     string
 	auth     *dkimdns.Client
 	resolver *dkimdns.Client
+	// updates gathers the records of the jobs in flight into one update
+	// message per round: the server commits its zone once per message, and
+	// one commit per record made DNS the rotation's slowest step (the
+	// jobs spent a third of their time waiting on it).
+	updates *coalesce.Batch[dkimdns.TXTRecord]
 }
 
 // New builds the adapter: server and zone are the platform's authoritative
@@ -38,16 +45,49 @@ func New(server, zone, keyFile, resolver string) (*Publisher, error) {
 	if resolver == "" {
 		resolver = server
 	}
-	return &Publisher{zone: dns.Fqdn(zone), auth: &dkimdns.Client{Server: server, Key: key}, resolver: &dkimdns.Client{Server: resolver}}, nil
+	p := &Publisher{zone: dns.Fqdn(zone), auth: &dkimdns.Client{Server: server, Key: key}, resolver: &dkimdns.Client{Server: resolver}}
+	p.updates = coalesce.New(p.publish)
+	return p, nil
 }
 
+// publish sends one round's records, MaxTXTPerUpdate to a message. A
+// message is atomic, so a refused one is sent again record by record:
+// each caller learns its own record's fate, and one bad record does not
+// hold back the others.
+func (p *Publisher) publish(ctx context.Context, recs []dkimdns.TXTRecord) []error {
+	errs := make([]error, len(recs))
+	for start := 0; start < len(recs); start += dkimdns.MaxTXTPerUpdate {
+		end := min(start+dkimdns.MaxTXTPerUpdate, len(recs))
+		uctx, cancel := context.WithTimeout(ctx, updateTimeout)
+		err := p.auth.ReplaceTXTs(uctx, p.zone, recs[start:end], TTL)
+		cancel()
+		if err == nil || end-start == 1 {
+			for i := start; i < end; i++ {
+				errs[i] = err
+			}
+			continue
+		}
+		for i := start; i < end; i++ {
+			uctx, cancel := context.WithTimeout(ctx, updateTimeout)
+			errs[i] = p.auth.ReplaceTXTs(uctx, p.zone, recs[i:i+1], TTL)
+			cancel()
+		}
+	}
+	return errs
+}
+
+// updateTimeout bounds one update message: a round runs for every caller
+// waiting on it, whichever of them gives up.
+const updateTimeout = 10 * time.Second
+
 // Publish implements rotation.DNS. A name outside the zone is refused
-// here, before the server is asked.
+// here, before the server is asked. The record goes out in the next
+// update message, with those of the other jobs waiting for one.
 func (p *Publisher) Publish(ctx context.Context, name, record string) error {
 	if !dns.IsSubDomain(p.zone, dns.Fqdn(name)) {
 		return errors.New("dkimpub: " + name + " is not in " + p.zone)
 	}
-	return p.auth.ReplaceTXT(ctx, p.zone, name, record, TTL)
+	return p.updates.Do(ctx, dkimdns.TXTRecord{Name: name, Value: record})
 }
 
 // Authoritative implements rotation.DNS.

@@ -366,15 +366,15 @@ func (s *Store) emit(ctx context.Context, tx pgx.Tx, out []events.Outgoing) erro
 	return outbox.Add(ctx, tx, Schema, msgs...)
 }
 
-// progressQuery counts a plan's jobs: the tenants', and in pending the
-// platform entries' too.
-const progressQuery = `SELECT coalesce((SELECT tenants FROM rotator.plans WHERE incident_id = $1), 0),
-	count(*) FILTER (WHERE state = 'completed'), count(*) FILTER (WHERE state = 'failed'),
-	count(*) FILTER (WHERE state = 'pending') + (SELECT count(*) FROM rotator.platform_jobs WHERE incident_id = $1 AND state = 'pending'),
-	coalesce((SELECT retries FROM rotator.plans WHERE incident_id = $1), 0),
-	(SELECT count(*) FROM rotator.platform_jobs WHERE incident_id = $1 AND state = 'completed'),
-	(SELECT count(*) FROM rotator.platform_jobs WHERE incident_id = $1 AND state = 'failed')
-	FROM rotator.jobs WHERE incident_id = $1`
+// progressQuery reads a plan's progress: the counters the database keeps
+// per incident (migration 006), the tenants' jobs and in pending the
+// platform entries' too. One row whatever the plan's size.
+const progressQuery = `SELECT coalesce(pl.tenants, 0), coalesce(c.completed, 0), coalesce(c.failed, 0),
+	coalesce(c.pending, 0) + coalesce(c.platform_pending, 0), coalesce(pl.retries, 0),
+	coalesce(c.platform_completed, 0), coalesce(c.platform_failed, 0)
+	FROM (SELECT $1::text AS incident_id) i
+	LEFT JOIN rotator.plans pl ON pl.incident_id = i.incident_id
+	LEFT JOIN rotator.progress c ON c.incident_id = i.incident_id`
 
 // querier is a pool or a transaction.
 type querier interface {

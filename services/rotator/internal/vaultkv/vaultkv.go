@@ -13,6 +13,7 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/lockdown/lockdown/pkg/platform/coalesce"
 	"github.com/lockdown/lockdown/pkg/platform/stream"
 	"github.com/lockdown/lockdown/pkg/platform/unavailable"
 	"github.com/lockdown/lockdown/pkg/platform/vaultclient"
@@ -30,6 +31,8 @@ type KV struct {
 	// devices are the declared audit devices (the baseline's): no secret
 	// is written while Vault has another.
 	devices []vaultdecl.AuditDevice
+	// gates shares one look at sys/audit among the writes waiting for it.
+	gates *coalesce.Batch[struct{}]
 }
 
 // ErrUndeclaredAuditDevice is returned by WriteCAS, before writing, while
@@ -49,7 +52,9 @@ func New(addr string, src *vaulttoken.Source, mount string, timeout time.Duratio
 		return nil, err
 	}
 	src.OnChange(c.SetToken)
-	return &KV{c: c, mount: mount, token: src, devices: devices}, nil
+	k := &KV{c: c, mount: mount, token: src, devices: devices}
+	k.gates = coalesce.New(coalesce.Each[struct{}](k.lookAtAudit))
+	return k, nil
 }
 
 // gate lists Vault's audit devices (sys/audit, read with sudo on the
@@ -57,8 +62,12 @@ func New(addr string, src *vaulttoken.Source, mount string, timeout time.Duratio
 // before every secret write: the rotation's guarantee that no new secret
 // reaches an intruder's device does not rest on containment having
 // removed it (docs/security.md says what is left: a device added between
-// this look and the write).
-func (k *KV) gate(ctx context.Context) error {
+// this look and the write). Writes in flight together share a look that
+// began after each of them asked (coalesce.Batch).
+func (k *KV) gate(ctx context.Context) error { return k.gates.Do(ctx, struct{}{}) }
+
+// lookAtAudit is one look of the gate.
+func (k *KV) lookAtAudit(ctx context.Context) error {
 	devices, err := retry(k, func() (map[string]*vault.Audit, error) { return k.c.Sys().ListAuditWithContext(ctx) })
 	if err != nil {
 		return down(err)
