@@ -11,10 +11,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"io/fs"
 	"regexp"
 	"sort"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
