@@ -14,6 +14,16 @@
 path "sys/audit" {
   capabilities = ["read", "sudo"]
 }
+
+# Its own token (minted without Vault's default policy): look it up
+# (containment checks every successor before handing it over) and renew it
+# (a periodic token).
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
 path "secret/data/tenants/+/ssh" {
   capabilities = ["create", "update"]
 }

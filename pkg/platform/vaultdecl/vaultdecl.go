@@ -46,11 +46,16 @@ const TokenPeriodSeconds = 768 * 3600
 
 // TokenRole is the write that declares role (auth/token/roles/<role>): its
 // one policy, orphan (no parent's revocation takes it along), periodic
-// (lives as long as it is renewed), with the default policy for
-// lookup-self and renew-self. Every value is a string so that a Vault
+// (lives as long as it is renewed), and without Vault's default policy:
+// each of Lockdown's policies grants its token lookup-self and renew-self
+// itself. Vault parses a templated policy such as default again at every
+// request (policy_store.go, PolicyStore.ACL): it was a sixth of Vault's
+// work in the rotation, and what an intruder adds to default never
+// reaches Lockdown's tokens. Every value is a string so that a Vault
 // policy's allowed_parameters can pin it exactly.
 func TokenRole(role string) map[string]any {
-	return map[string]any{"allowed_policies": []string{role}, "orphan": "true", "token_period": TokenPeriod, "renewable": "true"}
+	return map[string]any{"allowed_policies": []string{role}, "orphan": "true", "token_period": TokenPeriod, "renewable": "true",
+		"token_no_default_policy": "true"}
 }
 
 // Baseline is the declaration of Vault's security configuration

@@ -288,7 +288,7 @@ func roleDifference(name string, def map[string]any) string {
 	want := map[string]string{
 		"allowed_policies": name, "disallowed_policies": "", "allowed_policies_glob": "", "disallowed_policies_glob": "",
 		"allowed_entity_aliases": "", "orphan": "true", "renewable": "true", "token_period": fmt.Sprint(vaultdecl.TokenPeriodSeconds),
-		"token_explicit_max_ttl": "0", "token_num_uses": "0", "token_bound_cidrs": "", "token_no_default_policy": "false",
+		"token_explicit_max_ttl": "0", "token_num_uses": "0", "token_bound_cidrs": "", "token_no_default_policy": "true",
 		"path_suffix": "", "token_ttl": "0", "token_max_ttl": "0",
 	}
 	var diff []string
@@ -353,7 +353,7 @@ func (r *Recoverer) verifySuccessor(ctx context.Context, role, token, accessor s
 		return fmt.Errorf("look the %s successor up: %w", role, err)
 	}
 	var problems []string
-	if p := slices.Sorted(slices.Values(info.Policies)); !slices.Equal(p, slices.Sorted(slices.Values([]string{"default", role}))) {
+	if p := slices.Sorted(slices.Values(info.Policies)); !slices.Equal(p, []string{role}) {
 		problems = append(problems, fmt.Sprintf("policies %v", p))
 	}
 	if info.Role != role {

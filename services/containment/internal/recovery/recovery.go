@@ -147,7 +147,7 @@ type Vault interface {
 	RekeyBackup(ctx context.Context, recovery bool) (string, error)
 
 	// LookupToken reads a token's own properties with that token
-	// (auth/token/lookup-self, granted by the default policy).
+	// (auth/token/lookup-self, granted by each of Lockdown's policies).
 	LookupToken(ctx context.Context, token string) (TokenInfo, error)
 	// GenerateRootCancel cancels a sys/generate-root attempt in progress
 	// (no token needed) and says whether there was one.
