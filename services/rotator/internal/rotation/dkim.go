@@ -155,10 +155,11 @@ func (w *Worker) selectorFor(ctx context.Context, job events.RotationJobData, t 
 
 // stage writes a new DKIM key to tenants/{id}/dkim-pending under the
 // selector chosen now, its write id recorded first (as every secret's),
-// and returns the cut-over it starts. Without DNS there is nothing to wait
-// for: the key is written straight to tenants/{id}/dkim (the old
-// behaviour, and four Vault calls fewer per tenant).
-func (w *Worker) stage(ctx context.Context, job events.RotationJobData, t TenantDNS, pre keys.Set, havePre bool) (SecretStep, *Cutover, error) {
+// and returns the cut-over it starts and the data it wrote (what the
+// activation copies, when the same attempt gets there). Without DNS there
+// is nothing to wait for: the key is written straight to tenants/{id}/dkim
+// (the old behaviour, and four Vault calls fewer per tenant).
+func (w *Worker) stage(ctx context.Context, job events.RotationJobData, t TenantDNS, pre keys.Set, havePre bool) (SecretStep, *Cutover, map[string]any, error) {
 	cut := &Cutover{Delegated: t.Delegation != "" && w.dns != nil}
 	secret := stagedSecret
 	if w.dns == nil {
@@ -167,7 +168,7 @@ func (w *Worker) stage(ctx context.Context, job events.RotationJobData, t Tenant
 	}
 	selector, err := w.selectorFor(ctx, job, t)
 	if err != nil {
-		return SecretStep{}, nil, fmt.Errorf("dkim selector: %w", err)
+		return SecretStep{}, nil, nil, fmt.Errorf("dkim selector: %w", err)
 	}
 	var from *keys.Set
 	if havePre {
@@ -175,20 +176,20 @@ func (w *Worker) stage(ctx context.Context, job events.RotationJobData, t Tenant
 	}
 	data, record, err := w.cfg.DKIM.New(selector, from)
 	if err != nil {
-		return SecretStep{}, nil, err
+		return SecretStep{}, nil, nil, err
 	}
 	sw := secretWrite{secret: secret, step: SecretStep{Selector: selector, Record: record}, data: data}
 	if err := stamp(job, &sw); err != nil {
-		return SecretStep{}, nil, err
+		return SecretStep{}, nil, nil, err
 	}
 	if _, err := w.store.StartJob(ctx, job.IncidentID, job.TenantID, map[string]SecretStep{sw.id: sw.step}); err != nil {
-		return SecretStep{}, nil, err
+		return SecretStep{}, nil, nil, err
 	}
 	step, err := w.write(ctx, job, sw)
 	if err != nil {
-		return SecretStep{}, nil, fmt.Errorf("dkim: %w", err)
+		return SecretStep{}, nil, nil, fmt.Errorf("dkim: %w", err)
 	}
-	return step, cut, nil
+	return step, cut, sw.data, nil
 }
 
 // other is the delegated pair's selector that is not s.
@@ -201,14 +202,16 @@ func (w *Worker) other(s string) string {
 
 // cutover takes a job's staged DKIM key as far as it can go now; save
 // records each step. It returns with c.Awaiting set when the tenant's DNS
-// does not show the record yet.
-func (w *Worker) cutover(ctx context.Context, job events.RotationJobData, t TenantDNS, steps *Steps, save func() error) error {
+// does not show the record yet. staged is the data this attempt wrote to
+// dkim-pending (nil when an earlier attempt or process staged it: it is
+// then read back).
+func (w *Worker) cutover(ctx context.Context, job events.RotationJobData, t TenantDNS, steps *Steps, staged map[string]any, save func() error) error {
 	if steps.Cutover == nil {
 		// Recorded before keys were staged: written straight to dkim.
 		steps.Cutover = &Cutover{Direct: true, Active: true, Cleaned: true}
 	}
 	c := steps.Cutover
-	staged := steps.DKIM
+	step := steps.DKIM
 	switch {
 	case c.Direct:
 		return nil // written active, nothing staged
@@ -216,12 +219,12 @@ func (w *Worker) cutover(ctx context.Context, job events.RotationJobData, t Tena
 		// Staged by a process with DNS, resumed by one without: nothing to
 		// publish in or check here; made active as without DNS.
 	case c.Delegated && !c.Published:
-		name := delegatedName(staged.Selector, t.Delegation)
-		if err := w.dns.Publish(ctx, name, staged.Record); err != nil {
+		name := delegatedName(step.Selector, t.Delegation)
+		if err := w.dns.Publish(ctx, name, step.Record); err != nil {
 			return fmt.Errorf("dkim publish: %w", err)
 		}
 		w.cfg.Failpoints.Hit("rotator.dkim.published")
-		ok, err := shows(ctx, w.dns.Authoritative, name, staged.Record)
+		ok, err := shows(ctx, w.dns.Authoritative, name, step.Record)
 		if err != nil {
 			return fmt.Errorf("dkim verify: %w", err)
 		}
@@ -233,7 +236,7 @@ func (w *Worker) cutover(ctx context.Context, job events.RotationJobData, t Tena
 			return err
 		}
 	case !c.Delegated && !c.Active:
-		ok, err := shows(ctx, w.dns.Resolve, DKIMName(staged.Selector, t.Domain), staged.Record)
+		ok, err := shows(ctx, w.dns.Resolve, DKIMName(step.Selector, t.Domain), step.Record)
 		c.CheckedAt = time.Now().UTC()
 		if err != nil || !ok {
 			// The tenant's DNS is the tenant's: a failure to read it is not
@@ -244,7 +247,7 @@ func (w *Worker) cutover(ctx context.Context, job events.RotationJobData, t Tena
 		c.Awaiting, c.Published = false, true
 	}
 	if !c.Active {
-		if err := w.activate(ctx, job, *staged); err != nil {
+		if err := w.activate(ctx, job, *step, staged); err != nil {
 			return err
 		}
 		c.Active = true
@@ -253,7 +256,7 @@ func (w *Worker) cutover(ctx context.Context, job events.RotationJobData, t Tena
 		}
 	}
 	if c.Delegated && c.Revoked == "" {
-		old := w.other(staged.Selector)
+		old := w.other(step.Selector)
 		if err := w.dns.Publish(ctx, delegatedName(old, t.Delegation), dkimdns.RevokedRecord); err != nil {
 			return fmt.Errorf("dkim revoke %s: %w", old, err)
 		}
@@ -273,11 +276,17 @@ func (w *Worker) cutover(ctx context.Context, job events.RotationJobData, t Tena
 
 // activate copies the staged key to tenants/{id}/dkim under its staged
 // write id (so w.write adopts a copy an earlier attempt made), after
-// checking it is the key whose record was published.
-func (w *Worker) activate(ctx context.Context, job events.RotationJobData, staged SecretStep) error {
-	data, err := w.vault.ReadStaged(ctx, w.path(job.TenantID, stagedSecret))
-	if err != nil {
-		return fmt.Errorf("dkim staged read: %w", err)
+// checking it is the key whose record was published. written is what this
+// attempt staged, when it did: it is copied as it is (one Vault read fewer
+// per tenant, and whatever was written to dkim-pending meanwhile is not
+// what becomes active); otherwise the staged key is read back.
+func (w *Worker) activate(ctx context.Context, job events.RotationJobData, staged SecretStep, written map[string]any) error {
+	data := written
+	if data == nil {
+		var err error
+		if data, err = w.vault.ReadStaged(ctx, w.path(job.TenantID, stagedSecret)); err != nil {
+			return fmt.Errorf("dkim staged read: %w", err)
+		}
 	}
 	if data == nil {
 		// Gone: either destroyed after an activation whose record was lost
@@ -306,7 +315,7 @@ func (w *Worker) activate(ctx context.Context, job events.RotationJobData, stage
 	if len(ids) != 1 || !strings.HasPrefix(writeID, job.IncidentID+"/") {
 		return fmt.Errorf("%w (tenant %s: no write id of this incident)", ErrStagedChanged, job.TenantID)
 	}
-	_, err = w.write(ctx, job, secretWrite{secret: credentials.DKIM, id: writeID, data: data, step: staged})
+	_, err := w.write(ctx, job, secretWrite{secret: credentials.DKIM, id: writeID, data: data, step: staged})
 	return err
 }
 
@@ -334,7 +343,7 @@ func (w *Worker) Recheck(ctx context.Context, limit int, interval time.Duration)
 		}
 		job := events.RotationJobData{IncidentID: a.IncidentID, TenantID: a.TenantID}
 		steps := a.Steps
-		if err := w.cutover(ctx, job, TenantDNS{Known: true, Domain: a.Domain}, &steps, func() error { return nil }); err != nil {
+		if err := w.cutover(ctx, job, TenantDNS{Known: true, Domain: a.Domain}, &steps, nil, func() error { return nil }); err != nil {
 			return nil, nil, err
 		}
 		if steps.Cutover.Awaiting {

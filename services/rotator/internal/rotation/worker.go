@@ -163,12 +163,13 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 	}
 	// The DKIM key last: its selector depends on the platform's DNS, and
 	// an outage there must not hold back the other secrets.
+	var staged map[string]any // what this attempt staged, if it did
 	if steps.DKIM == nil {
-		step, cut, err := w.stage(ctx, job, tenant, pre, havePre)
+		step, cut, data, err := w.stage(ctx, job, tenant, pre, havePre)
 		if err != nil {
 			return err
 		}
-		steps.DKIM, steps.Cutover = &step, cut
+		steps.DKIM, steps.Cutover, staged = &step, cut, data
 		if err := save(); err != nil {
 			return err
 		}
@@ -180,7 +181,7 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 	if !complete {
 		return fmt.Errorf("job %s/%s is completing without its steps recorded", job.IncidentID, job.TenantID)
 	}
-	if err := w.cutover(ctx, job, tenant, &steps, save); err != nil {
+	if err := w.cutover(ctx, job, tenant, &steps, staged, save); err != nil {
 		return err
 	}
 	return w.store.Finish(ctx, job.IncidentID, job.TenantID, StateCompleted, "", &steps, w.events(job, StateCompleted, "", steps, tenant.Domain))
