@@ -42,6 +42,24 @@ func TestDNS(t *testing.T) {
 			t.Fatalf("lookup = %q, %v", got, err)
 		}
 	})
+	t.Run("a set the server refuses fails alone; the others of its batch are published", func(t *testing.T) {
+		a := &dns.A{Hdr: dns.RR_Header{Name: "y." + s.DNS.DKIMZone, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: []byte{127, 0, 0, 2}}
+		sets := []dkimdns.RRSet{
+			{Name: "s1.batch-1." + s.DNS.DKIMZone, Type: dns.TypeTXT, Records: []dns.RR{dkimdns.TXT("s1.batch-1."+s.DNS.DKIMZone, long, 60)}},
+			{Name: a.Hdr.Name, Type: dns.TypeA, Records: []dns.RR{a}}, // TXT only for this key
+			{Name: "s1.batch-2." + s.DNS.DKIMZone, Type: dns.TypeTXT, Records: []dns.RR{dkimdns.TXT("s1.batch-2."+s.DNS.DKIMZone, long, 60)}},
+		}
+		errs := rotator.ReplaceEach(ctx, s.DNS.DKIMZone, sets)
+		if errs[0] != nil || !errors.Is(errs[1], dkimdns.ErrRefused) || errs[2] != nil {
+			t.Fatalf("results %v, want nil, refused, nil", errs)
+		}
+		for _, n := range []string{"s1.batch-1.", "s1.batch-2."} {
+			got, err := s.DNS.Resolver().Lookup(ctx, n+s.DNS.DKIMZone)
+			if err != nil || len(got) != 1 || got[0] != long {
+				t.Fatalf("%s reads %q, %v", n, got, err)
+			}
+		}
+	})
 	t.Run("the rotator's key may not publish other types or touch the tenants' zone", func(t *testing.T) {
 		a := &dns.A{Hdr: dns.RR_Header{Name: "x." + s.DNS.DKIMZone, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: []byte{127, 0, 0, 2}}
 		if err := rotator.Replace(ctx, s.DNS.DKIMZone, a.Hdr.Name, dns.TypeA, a); !errors.Is(err, dkimdns.ErrRefused) {

@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"strings"
+	"sync"
 
 	vault "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/lockdown/lockdown/pkg/events/credentials"
+	"github.com/lockdown/lockdown/pkg/platform/coalesce"
 	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
 
 	"github.com/lockdown/lockdown/pkg/platform/directory"
@@ -58,6 +60,29 @@ type DKIMDNS struct {
 	Selectors [2]string
 	// Delegated says whether tenant i delegates its selectors.
 	Delegated func(i int) bool
+
+	// The records of the tenants being seeded at once go out in one
+	// update per zone and round (made on first use): 10,000 tenants are
+	// 30,000 records, one zone commit each before.
+	once              sync.Once
+	platform, tenants *coalesce.Batch[dkimdns.RRSet]
+}
+
+// replace makes set the only records of its type at its name, in zone
+// (the platform's or the tenants'), in the next update of that zone.
+func (d *DKIMDNS) replace(ctx context.Context, platform bool, set dkimdns.RRSet) error {
+	d.once.Do(func() {
+		d.platform = coalesce.New(func(ctx context.Context, sets []dkimdns.RRSet) []error {
+			return d.Platform.ReplaceEach(ctx, d.PlatformZone, sets)
+		})
+		d.tenants = coalesce.New(func(ctx context.Context, sets []dkimdns.RRSet) []error {
+			return d.Tenants.ReplaceEach(ctx, d.TenantZone, sets)
+		})
+	})
+	if platform {
+		return d.platform.Do(ctx, set)
+	}
+	return d.tenants.Do(ctx, set)
 }
 
 // SeedSelector is the selector of a non-delegated tenant's seeded key.
@@ -118,7 +143,7 @@ func Seed(ctx context.Context, pool *pgxpool.Pool, client *vault.Client, o Optio
 	// Tenants are independent: seed several at once (a drill of 10,000
 	// would otherwise spend minutes on round trips one after another).
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
+	g.SetLimit(32)
 	for i := range o.Count {
 		g.Go(func() error {
 			t, err := seedOne(gctx, pool, kv, o, i)
@@ -194,15 +219,19 @@ func (d *DKIMDNS) seed(ctx context.Context, pool *pgxpool.Pool, kv *vault.KVv2, 
 		for _, s := range d.Selectors {
 			name := s + "._domainkey." + dns.Fqdn(domain)
 			cname := &dns.CNAME{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 60}, Target: s + "." + delegation}
-			if err := d.Tenants.Replace(ctx, d.TenantZone, name, dns.TypeCNAME, cname); err != nil {
+			if err := d.replace(ctx, false, dkimdns.RRSet{Name: name, Type: dns.TypeCNAME, Records: []dns.RR{cname}}); err != nil {
 				return err
 			}
 		}
-		if err := d.Platform.ReplaceTXT(ctx, d.PlatformZone, selector+"."+delegation, record, 60); err != nil {
+		name := selector + "." + delegation
+		if err := d.replace(ctx, true, dkimdns.RRSet{Name: name, Type: dns.TypeTXT, Records: []dns.RR{dkimdns.TXT(name, record, 60)}}); err != nil {
 			return err
 		}
-	} else if err := d.Tenants.ReplaceTXT(ctx, d.TenantZone, selector+"._domainkey."+dns.Fqdn(domain), record, 60); err != nil {
-		return err
+	} else {
+		name := selector + "._domainkey." + dns.Fqdn(domain)
+		if err := d.replace(ctx, false, dkimdns.RRSet{Name: name, Type: dns.TypeTXT, Records: []dns.RR{dkimdns.TXT(name, record, 60)}}); err != nil {
+			return err
+		}
 	}
 	_, err = kv.Put(ctx, "tenants/"+id+"/dkim", map[string]any{"selector": selector, "key_type": "ed25519", "dns_record": record,
 		"private_key": string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))})

@@ -135,13 +135,7 @@ func (c *Client) over(network string) *dns.Client {
 // atomic update: the RRset is deleted and the new records inserted in the
 // same message, so a resolver sees the old set or the new one, never none.
 func (c *Client) Replace(ctx context.Context, zone, name string, rrtype uint16, rrs ...dns.RR) error {
-	m := new(dns.Msg)
-	m.SetUpdate(dns.Fqdn(zone))
-	m.RemoveRRset([]dns.RR{&dns.ANY{Hdr: dns.RR_Header{Name: dns.Fqdn(name), Rrtype: rrtype, Class: dns.ClassINET}}})
-	if len(rrs) > 0 {
-		m.Insert(rrs)
-	}
-	return c.update(ctx, m, name)
+	return c.ReplaceSets(ctx, zone, []RRSet{{Name: name, Type: rrtype, Records: rrs}})
 }
 
 // update sends an update message (TSIG-signed with the client's key);
@@ -170,35 +164,62 @@ func (c *Client) ReplaceTXT(ctx context.Context, zone, name, value string, ttl u
 	return c.Replace(ctx, zone, name, dns.TypeTXT, TXT(name, value, ttl))
 }
 
-// TXTRecord is one name's TXT value in a ReplaceTXTs update.
-type TXTRecord struct {
-	Name, Value string
+// RRSet is the records one name is to hold of one type (none: the set is
+// deleted) in a ReplaceSets update.
+type RRSet struct {
+	Name    string
+	Type    uint16
+	Records []dns.RR
 }
 
-// MaxTXTPerUpdate bounds the records of one ReplaceTXTs message: a DKIM
+// MaxSetsPerUpdate bounds the sets of one ReplaceSets message: a DKIM
 // record of a 2048-bit key is about 420 octets, so 64 of them with their
 // deletions stay well inside a DNS message over TCP (64 KiB).
-const MaxTXTPerUpdate = 64
+const MaxSetsPerUpdate = 64
 
-// ReplaceTXTs publishes each record as the only TXT record at its name,
+// ReplaceSets makes each set the only records of its type at its name,
 // all in one atomic update (RFC 2136 applies every change of a message or
 // none): the server commits its zone once for the lot instead of once per
-// name. At most MaxTXTPerUpdate records.
-func (c *Client) ReplaceTXTs(ctx context.Context, zone string, recs []TXTRecord, ttl uint32) error {
-	if len(recs) > MaxTXTPerUpdate {
-		return fmt.Errorf("dkimdns: %d records in one update, at most %d", len(recs), MaxTXTPerUpdate)
+// name. At most MaxSetsPerUpdate sets.
+func (c *Client) ReplaceSets(ctx context.Context, zone string, sets []RRSet) error {
+	if len(sets) > MaxSetsPerUpdate {
+		return fmt.Errorf("dkimdns: %d record sets in one update, at most %d", len(sets), MaxSetsPerUpdate)
 	}
 	m := new(dns.Msg)
 	m.SetUpdate(dns.Fqdn(zone))
-	for _, r := range recs {
-		m.RemoveRRset([]dns.RR{&dns.ANY{Hdr: dns.RR_Header{Name: dns.Fqdn(r.Name), Rrtype: dns.TypeTXT, Class: dns.ClassINET}}})
-		m.Insert([]dns.RR{TXT(r.Name, r.Value, ttl)})
+	for _, set := range sets {
+		m.RemoveRRset([]dns.RR{&dns.ANY{Hdr: dns.RR_Header{Name: dns.Fqdn(set.Name), Rrtype: set.Type, Class: dns.ClassINET}}})
+		if len(set.Records) > 0 {
+			m.Insert(set.Records)
+		}
 	}
-	what := fmt.Sprintf("%d TXT records", len(recs))
-	if len(recs) == 1 {
-		what = recs[0].Name
+	what := fmt.Sprintf("%d record sets", len(sets))
+	if len(sets) == 1 {
+		what = sets[0].Name
 	}
 	return c.update(ctx, m, what)
+}
+
+// ReplaceEach sends sets in as few updates as it can (MaxSetsPerUpdate
+// to a message) and returns each set's fate, in order. A message is
+// atomic, so a refused one is sent again set by set: one bad set does not
+// hold back the others, and each caller learns its own set's fate.
+func (c *Client) ReplaceEach(ctx context.Context, zone string, sets []RRSet) []error {
+	errs := make([]error, len(sets))
+	for start := 0; start < len(sets); start += MaxSetsPerUpdate {
+		end := min(start+MaxSetsPerUpdate, len(sets))
+		err := c.ReplaceSets(ctx, zone, sets[start:end])
+		if err == nil || end-start == 1 {
+			for i := start; i < end; i++ {
+				errs[i] = err
+			}
+			continue
+		}
+		for i := start; i < end; i++ {
+			errs[i] = c.ReplaceSets(ctx, zone, sets[i:i+1])
+		}
+	}
+	return errs
 }
 
 // TXT is a TXT record holding value, split into character-strings of at

@@ -16,6 +16,7 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/lockdown/lockdown/pkg/events"
+	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
 	"github.com/lockdown/lockdown/pkg/platform/vaultdecl"
 	"github.com/lockdown/lockdown/pkg/platform/vaulttoken"
 	"github.com/lockdown/lockdown/services/rotator/internal/keys"
@@ -38,6 +39,14 @@ import (
 // back, activate, revoke the old selector); the others make them active at
 // once.
 // -benchtime is ignored: one measurement per configuration.
+//
+// LOCKDOWN_BENCH_TENANTS sets the tenants (default 1,000);
+// LOCKDOWN_BENCH_SAMPLE=N runs the two baselines that generate keys as they
+// go (the sequential loop, the bare work on all cores) over the first N
+// tenants only — their rate per tenant does not depend on the directory's
+// size, and at 10,000 tenants they alone would take half an hour;
+// LOCKDOWN_BENCH_ONLY=baselines stops after the baselines (the drill
+// measures Lockdown at that scale).
 func BenchmarkRotation(b *testing.B) {
 	tenants := 1000
 	if v := os.Getenv("LOCKDOWN_BENCH_TENANTS"); v != "" {
@@ -105,21 +114,32 @@ func BenchmarkRotation(b *testing.B) {
 	gated := func(incident, id string, set *keys.Set) { bareWith(b, ctx, kv, incident, id, set) }
 	_ = kv
 	results := map[string]float64{}
-	measure := func(name string, run func()) {
+	sample := ids
+	if v := os.Getenv("LOCKDOWN_BENCH_SAMPLE"); v != "" {
+		var n int
+		if _, err := fmt.Sscan(v, &n); err != nil || n < 1 {
+			b.Fatalf("LOCKDOWN_BENCH_SAMPLE: %q", v)
+		}
+		sample = ids[:min(n, len(ids))]
+	}
+	measureOver := func(over []string, name string, run func()) {
 		apiKeys()
 		start := time.Now()
 		run()
-		rate := float64(tenants) / time.Since(start).Seconds()
+		rate := float64(len(over)) / time.Since(start).Seconds()
 		results[name] = rate
-		b.Logf("%-60s %8.1f tenants/s (%s)", name, rate, time.Since(start).Round(time.Millisecond))
+		b.Logf("%-60s %8.1f tenants/s (%d tenants, %s)", name, rate, len(over), time.Since(start).Round(time.Millisecond))
 	}
+	measure := func(name string, run func()) { measureOver(ids, name, run) }
 	b.ResetTimer()
-	measure("baseline: sequential loop (runbook)", func() {
-		for _, id := range ids {
+	measureOver(sample, "baseline: sequential loop (runbook)", func() {
+		for _, id := range sample {
 			bare("seq", id, nil)
 		}
 	})
-	measure("baseline: bare work, all cores", func() { parallel(ids, 4*runtime.NumCPU(), func(id string) { bare("bare", id, nil) }) })
+	measureOver(sample, "baseline: bare work, all cores", func() {
+		parallel(sample, 4*runtime.NumCPU(), func(id string) { bare("bare", id, nil) })
+	})
 	sets := map[string]*keys.Set{}
 	var mu sync.Mutex
 	parallel(ids, runtime.NumCPU(), func(id string) {
@@ -134,6 +154,17 @@ func BenchmarkRotation(b *testing.B) {
 	measure("bare work, keys beforehand, through the rotator's audit gate", func() {
 		parallel(ids, 4*runtime.NumCPU(), func(id string) { gated("bare-gated", id, sets[id]) })
 	})
+	rotatorKey, err := dkimdns.LoadKey(s.DNS.RotatorKeyFile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dnsClient := &dkimdns.Client{Server: s.DNS.Addr, Key: rotatorKey}
+	measure("baseline: bare work, keys beforehand, DKIM through DNS, 32 in flight", func() {
+		parallel(ids, 32, func(id string) { bareRollover(b, ctx, direct, dnsClient, s.DNS.DKIMZone, id, sets[id]) })
+	})
+	if os.Getenv("LOCKDOWN_BENCH_ONLY") == "baselines" {
+		return
+	}
 	js := operator(b, ctx, s)
 	for _, c := range []struct {
 		procs  int
@@ -233,6 +264,44 @@ func bareWith(b *testing.B, ctx context.Context, kv benchKV, incident, id string
 	for _, k := range list {
 		must(b, kv.Destroy(ctx, "api_keys/"+id+"/"+k))
 	}
+}
+
+// bareRollover is one tenant's bare work with the DKIM key rolled over as
+// the rotator does it, without bus, database, gate or batching: SSH and
+// SMTP written, the API keys destroyed, the DKIM key staged at
+// dkim-pending, its record published (one RFC 2136 update) and read back,
+// the key copied to dkim, the other selector revoked, the staged copy
+// destroyed.
+func bareRollover(b *testing.B, ctx context.Context, kv *directKV, dns *dkimdns.Client, zone, id string, set *keys.Set) {
+	for sec, data := range map[string]map[string]any{
+		"ssh":  {"private_key": set.SSH.PrivateKey, "public_key": set.SSH.PublicKey},
+		"smtp": {"password": set.SMTPPassword},
+	} {
+		v, _, err := kv.Latest(ctx, "tenants/"+id+"/"+sec)
+		if err == nil {
+			_, err = kv.WriteCAS(ctx, "tenants/"+id+"/"+sec, data, v)
+		}
+		noteErr(b, err)
+	}
+	list, _ := kv.List(ctx, "api_keys/"+id+"/")
+	for _, k := range list {
+		noteErr(b, kv.Destroy(ctx, "api_keys/"+id+"/"+k))
+	}
+	dkim := map[string]any{"private_key": set.DKIM.PrivateKey, "dns_record": set.DKIM.Record}
+	_, err := kv.WriteCAS(ctx, "tenants/"+id+"/dkim-pending", dkim, 0)
+	noteErr(b, err)
+	name := "ld1." + localstack.Delegation(id)
+	noteErr(b, dns.ReplaceTXT(ctx, zone, name, set.DKIM.Record, 60))
+	if _, err := dns.Lookup(ctx, name); err != nil {
+		noteErr(b, err)
+	}
+	v, _, err := kv.Latest(ctx, "tenants/"+id+"/dkim")
+	if err == nil {
+		_, err = kv.WriteCAS(ctx, "tenants/"+id+"/dkim", dkim, v)
+	}
+	noteErr(b, err)
+	noteErr(b, dns.ReplaceTXT(ctx, zone, "ld2."+localstack.Delegation(id), "v=DKIM1; p=", 60))
+	noteErr(b, kv.Destroy(ctx, "tenants/"+id+"/dkim-pending"))
 }
 
 // directKV is the bare baselines' Vault: the API with the rotator's

@@ -11,7 +11,6 @@ package dkimpub
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/miekg/dns"
 
@@ -31,7 +30,7 @@ type Publisher struct {
 	// message per round: the server commits its zone once per message, and
 	// one commit per record made DNS the rotation's slowest step (the
 	// jobs spent a third of their time waiting on it).
-	updates *coalesce.Batch[dkimdns.TXTRecord]
+	updates *coalesce.Batch[dkimdns.RRSet]
 }
 
 // New builds the adapter: server and zone are the platform's authoritative
@@ -46,39 +45,9 @@ func New(server, zone, keyFile, resolver string) (*Publisher, error) {
 		resolver = server
 	}
 	p := &Publisher{zone: dns.Fqdn(zone), auth: &dkimdns.Client{Server: server, Key: key}, resolver: &dkimdns.Client{Server: resolver}}
-	p.updates = coalesce.New(p.publish)
+	p.updates = coalesce.New(func(ctx context.Context, sets []dkimdns.RRSet) []error { return p.auth.ReplaceEach(ctx, p.zone, sets) })
 	return p, nil
 }
-
-// publish sends one round's records, MaxTXTPerUpdate to a message. A
-// message is atomic, so a refused one is sent again record by record:
-// each caller learns its own record's fate, and one bad record does not
-// hold back the others.
-func (p *Publisher) publish(ctx context.Context, recs []dkimdns.TXTRecord) []error {
-	errs := make([]error, len(recs))
-	for start := 0; start < len(recs); start += dkimdns.MaxTXTPerUpdate {
-		end := min(start+dkimdns.MaxTXTPerUpdate, len(recs))
-		uctx, cancel := context.WithTimeout(ctx, updateTimeout)
-		err := p.auth.ReplaceTXTs(uctx, p.zone, recs[start:end], TTL)
-		cancel()
-		if err == nil || end-start == 1 {
-			for i := start; i < end; i++ {
-				errs[i] = err
-			}
-			continue
-		}
-		for i := start; i < end; i++ {
-			uctx, cancel := context.WithTimeout(ctx, updateTimeout)
-			errs[i] = p.auth.ReplaceTXTs(uctx, p.zone, recs[i:i+1], TTL)
-			cancel()
-		}
-	}
-	return errs
-}
-
-// updateTimeout bounds one update message: a round runs for every caller
-// waiting on it, whichever of them gives up.
-const updateTimeout = 10 * time.Second
 
 // Publish implements rotation.DNS. A name outside the zone is refused
 // here, before the server is asked. The record goes out in the next
@@ -87,7 +56,7 @@ func (p *Publisher) Publish(ctx context.Context, name, record string) error {
 	if !dns.IsSubDomain(p.zone, dns.Fqdn(name)) {
 		return errors.New("dkimpub: " + name + " is not in " + p.zone)
 	}
-	return p.updates.Do(ctx, dkimdns.TXTRecord{Name: name, Value: record})
+	return p.updates.Do(ctx, dkimdns.RRSet{Name: name, Type: dns.TypeTXT, Records: []dns.RR{dkimdns.TXT(name, record, TTL)}})
 }
 
 // Authoritative implements rotation.DNS.
