@@ -13,13 +13,13 @@ import (
 
 // BenchmarkBuild measures one build of an incident's document and draft
 // report from its timeline, as the projector makes it after a change,
-// for incidents of 100 to 10,000 tenants (each rotated and notified by
+// for incidents of 100 to 100,000 tenants (each rotated and notified by
 // email and webhook, with realistic event sizes). The projector waits at
 // least twice a build's time before the next build of the same incident.
 //
 //	go test -run '^$' -bench BenchmarkBuild -benchtime 5x ./services/containment/internal/projection/
 func BenchmarkBuild(b *testing.B) {
-	for _, tenants := range []int{100, 1000, 10000} {
+	for _, tenants := range []int{100, 1000, 10000, 100000} {
 		b.Run(fmt.Sprintf("%d tenants", tenants), func(b *testing.B) {
 			t := b
 			snap := snapshot(t, incident.PhaseRecovering, 0)
