@@ -37,7 +37,7 @@ done
 # Token roles: Lockdown's tokens are issued from them, and containment
 # mints their successors from them in every incident.
 for r in seal recovery rotator; do
-  vault write "auth/token/roles/lockdown-$r" allowed_policies="lockdown-$r" orphan=true token_period=768h renewable=true > /dev/null
+  vault write "auth/token/roles/lockdown-$r" allowed_policies="lockdown-$r" orphan=true token_period=768h renewable=true token_no_default_policy=true > /dev/null
 done
 # One file per token, owned by the services' user (distroless nonroot):
 # containment replaces each with its successor in every incident, and the
