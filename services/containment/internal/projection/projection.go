@@ -197,6 +197,13 @@ func (p *Projector) Pass(ctx context.Context, now time.Time) bool {
 		p.trouble("reading the incidents' records", err)
 		return false
 	}
+	// An incident no longer among the recent ones is not written again:
+	// forget it, and the timeline kept for it.
+	for id := range p.written {
+		if _, recent := markers[id]; !recent {
+			delete(p.written, id)
+		}
+	}
 	ok := true
 	for id, marker := range markers {
 		w, seen := p.written[id]

@@ -127,6 +127,22 @@ func TestProjector(t *testing.T) {
 		}
 	})
 
+	t.Run("an incident that leaves the recent ones is forgotten, with the timeline kept for it", func(t *testing.T) {
+		p, src, sink := newProjector(nil)
+		src.set("inc-old", "1/resolved/3/1/1", snapshot(t, incident.PhaseResolved, 3))
+		p.Pass(ctx, time.Now())
+		before := sink.writes
+		src.mu.Lock()
+		delete(src.marks, "inc-old")
+		src.mu.Unlock()
+		p.Pass(ctx, time.Now())
+		src.set("inc-old", "1/resolved/3/1/1", snapshot(t, incident.PhaseResolved, 3))
+		p.Pass(ctx, time.Now())
+		if sink.writes != before+1 {
+			t.Fatalf("%d writes after it came back, want %d: the projector still held what it had written for it", sink.writes, before+1)
+		}
+	})
+
 	t.Run("a write lost while NATS is down is made at the next pass", func(t *testing.T) {
 		p, src, sink := newProjector(nil)
 		src.set(id, "1", snapshot(t, incident.PhaseSealed, 0))
