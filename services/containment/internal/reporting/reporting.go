@@ -7,6 +7,7 @@
 package reporting
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -69,7 +70,7 @@ func targets() map[string]Target {
 // event whose data does not decode is listed among the failures.
 func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt time.Time) report.Report {
 	entries = slices.Clone(entries)
-	sort.SliceStable(entries, func(i, j int) bool { return entries[i].Time.Before(entries[j].Time) })
+	slices.SortStableFunc(entries, Order)
 	r := report.Report{
 		IncidentID: inc.ID, Outcome: outcome, Reason: reason, Severity: inc.Severity, Summary: inc.Summary,
 		DetectedBy: inc.Source, Detections: inc.Detections, DetectedAt: inc.DetectedAt, ResolvedAt: resolvedAt, TraceID: TraceID(inc.TraceParent), TraceURL: report.TraceLink(inc.JaegerURL, TraceID(inc.TraceParent)),
@@ -84,7 +85,6 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 	tenantResults := map[string][]credentials.Result{}
 	platformResults := map[string]credentials.Result{}
 	var sealedEnd time.Time // the first round's last node confirmed sealed
-	last := map[events.Name]time.Time{}
 	a := &r.Actions
 	drove := func(process, step string) {
 		if process != "" && !slices.Contains(a.DrivenBy[process], step) {
@@ -95,7 +95,9 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 		if _, ok := first[e.Type]; !ok {
 			first[e.Type] = e.Time
 		}
-		last[e.Type] = e.Time
+		if f, ok := FailureOf(e); ok {
+			r.Failures = append(r.Failures, f)
+		}
 		line := report.Line{Time: e.Time, Type: e.Type, Source: e.Source}
 		var err error
 		switch e.Type {
@@ -108,14 +110,7 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 			var d events.VaultSealedData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
 				if a.SealRounds == 0 {
-					// Containment ends when the nodes were confirmed sealed,
-					// not when the event could be recorded (PostgreSQL may
-					// have been down in between).
-					for _, n := range d.Nodes {
-						if n.ConfirmedAt.After(sealedEnd) {
-							sealedEnd = n.ConfirmedAt
-						}
-					}
+					sealedEnd = LastConfirmed(d.Nodes)
 				}
 				a.Seals = append(a.Seals, d.Nodes...)
 				a.SealRounds++
@@ -125,7 +120,6 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 		case events.ContainmentFailed:
 			var d events.ContainmentFailedData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
-				r.Failures = append(r.Failures, report.Failure{Time: e.Time, Type: e.Type, What: fmt.Sprintf("nodes %v not sealed in time", d.Nodes), Reason: d.Reason})
 				line.Summary = fmt.Sprintf("not sealed within the deadline: %v", d.Nodes)
 			}
 		case events.AssessmentCompleted:
@@ -217,7 +211,6 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 		case events.RotationTenantFailed:
 			var d events.RotationTenantFailedData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
-				r.Failures = append(r.Failures, report.Failure{Time: e.Time, Type: e.Type, TenantID: d.TenantID, What: "rotation (" + d.Step + ")", Reason: d.Reason})
 				tenantResults[d.TenantID] = d.Results
 				line.Summary = fmt.Sprintf("%s rotation failed at %s", d.TenantID, d.Step)
 			}
@@ -226,9 +219,6 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 			if err = json.Unmarshal(e.Data, &d); err == nil {
 				platformResults[d.Entry] = d.Result
 				line.Summary = fmt.Sprintf("platform entry %s (%s): %s, %d credentials", d.Entry, d.Result.Kind, d.Result.State, d.Result.Count)
-				if d.Result.State == credentials.Failed {
-					r.Failures = append(r.Failures, report.Failure{Time: e.Time, Type: e.Type, What: "platform entry " + d.Entry + " (" + string(d.Result.Kind) + ")", Reason: d.Result.Reason})
-				}
 			}
 		case events.RotationCompleted:
 			var d events.RotationCompletedData
@@ -248,7 +238,6 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 		case events.NotificationFailed:
 			var d events.NotificationFailedData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
-				r.Failures = append(r.Failures, report.Failure{Time: e.Time, Type: e.Type, TenantID: d.TenantID, What: "notification (" + d.Channel + ")", Reason: d.Reason})
 				line.Summary = fmt.Sprintf("%s not notified by %s", d.TenantID, d.Channel)
 			}
 		case events.NotificationsCompleted:
@@ -273,7 +262,6 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 		case events.IncidentStuck:
 			var d events.IncidentStuckData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
-				r.Failures = append(r.Failures, report.Failure{Time: e.Time, Type: e.Type, What: "stuck in phase " + d.Phase, Reason: d.Reason})
 				line.Summary = fmt.Sprintf("stuck in phase %s since %s: %s", d.Phase, d.Since.UTC().Format(time.RFC3339), d.Reason)
 			}
 		case events.IncidentResumeRequested:
@@ -305,8 +293,11 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 		}
 		if err != nil {
 			// One unreadable event must not keep the incident from its
-			// report: it is listed as a failure of the record itself.
-			r.Failures = append(r.Failures, report.Failure{Time: e.Time, Type: e.Type, What: "unreadable event " + e.EventID, Reason: err.Error()})
+			// report: it is listed as a failure of the record itself
+			// (FailureOf has listed those of the types it reads).
+			if !reportsFailure(e.Type) {
+				r.Failures = append(r.Failures, unreadable(e, err))
+			}
 			line.Summary = "unreadable: " + err.Error()
 		}
 		r.Timeline = append(r.Timeline, line)
@@ -315,13 +306,23 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 	a.Credentials = credentialRows(tenantResults, platformResults)
 	sort.Strings(r.AffectedTenants)
 
+	r.Phases = Phases(inc, first, sealedEnd, resolvedAt)
+	return r
+}
+
+// Phases are the runbook's phases a timeline has started and ended, with
+// their targets: first holds the earliest time of each event type, and
+// sealedEnd when the first seal round's last node was confirmed sealed
+// (zero: the first vault.sealed's time).
+func Phases(inc Incident, first map[events.Name]time.Time, sealedEnd, resolvedAt time.Time) []report.Phase {
+	phases := []report.Phase{}
 	phase := func(name string, start, end time.Time) {
 		if start.IsZero() || end.IsZero() {
 			return
 		}
 		t := targets()[name]
 		d := end.Sub(start)
-		r.Phases = append(r.Phases, report.Phase{Name: name, Start: start, End: end, Duration: d, RunbookTarget: t.Runbook, LockdownTarget: t.Lockdown,
+		phases = append(phases, report.Phase{Name: name, Start: start, End: end, Duration: d, RunbookTarget: t.Runbook, LockdownTarget: t.Lockdown,
 			Met: (t.Runbook == 0 || d <= t.Runbook) && (t.Lockdown == 0 || d <= t.Lockdown)})
 	}
 	if sealedEnd.IsZero() {
@@ -339,10 +340,88 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 	}
 	phase("restore access", restoreStart, first[events.AccessRestored])
 	phase("total", inc.DetectedAt, resolvedAt)
-	if r.Phases == nil {
-		r.Phases = []report.Phase{}
+	return phases
+}
+
+// LastConfirmed is when the last of a seal round's nodes was confirmed
+// sealed: containment ends then, not when the event could be recorded
+// (PostgreSQL may have been down in between).
+func LastConfirmed(nodes []events.NodeSeal) time.Time {
+	var last time.Time
+	for _, n := range nodes {
+		if n.ConfirmedAt.After(last) {
+			last = n.ConfirmedAt
+		}
 	}
-	return r
+	return last
+}
+
+// Order is the timeline's order: by time, then by event id (so that the
+// report does not depend on the order entries were read in).
+func Order(a, b Entry) int {
+	return cmp.Or(a.Time.Compare(b.Time), cmp.Compare(a.EventID, b.EventID))
+}
+
+// reportsFailure says whether FailureOf reads events of type n.
+func reportsFailure(n events.Name) bool {
+	switch n {
+	case events.ContainmentFailed, events.RotationTenantFailed, events.RotationPlatformDone, events.NotificationFailed, events.IncidentStuck:
+		return true
+	}
+	return false
+}
+
+// FailureOf is the failure an entry reports, if it reports one: a seal
+// not made in time, a tenant not rotated or not told, a catalogue entry
+// that failed, an incident stuck; or the entry itself, when it is of one
+// of those types and does not decode. The report lists them in timeline
+// order, and so does the incident's document, which reads them entry by
+// entry as they are recorded.
+func FailureOf(e Entry) (report.Failure, bool) {
+	if !reportsFailure(e.Type) {
+		return report.Failure{}, false
+	}
+	f := report.Failure{Time: e.Time, Type: e.Type}
+	var err error
+	switch e.Type {
+	case events.ContainmentFailed:
+		var d events.ContainmentFailedData
+		if err = json.Unmarshal(e.Data, &d); err == nil {
+			f.What, f.Reason = fmt.Sprintf("nodes %v not sealed in time", d.Nodes), d.Reason
+		}
+	case events.RotationTenantFailed:
+		var d events.RotationTenantFailedData
+		if err = json.Unmarshal(e.Data, &d); err == nil {
+			f.TenantID, f.What, f.Reason = d.TenantID, "rotation ("+d.Step+")", d.Reason
+		}
+	case events.RotationPlatformDone:
+		var d events.RotationPlatformCompletedData
+		if err = json.Unmarshal(e.Data, &d); err == nil {
+			if d.Result.State != credentials.Failed {
+				return report.Failure{}, false
+			}
+			f.What, f.Reason = "platform entry "+d.Entry+" ("+string(d.Result.Kind)+")", d.Result.Reason
+		}
+	case events.NotificationFailed:
+		var d events.NotificationFailedData
+		if err = json.Unmarshal(e.Data, &d); err == nil {
+			f.TenantID, f.What, f.Reason = d.TenantID, "notification ("+d.Channel+")", d.Reason
+		}
+	case events.IncidentStuck:
+		var d events.IncidentStuckData
+		if err = json.Unmarshal(e.Data, &d); err == nil {
+			f.What, f.Reason = "stuck in phase "+d.Phase, d.Reason
+		}
+	}
+	if err != nil {
+		return unreadable(e, err), true
+	}
+	return f, true
+}
+
+// unreadable is the failure of an event that does not decode.
+func unreadable(e Entry, err error) report.Failure {
+	return report.Failure{Time: e.Time, Type: e.Type, What: "unreadable event " + e.EventID, Reason: err.Error()}
 }
 
 // credentialRows sums the per-kind results into the table, one row per

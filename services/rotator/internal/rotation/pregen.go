@@ -16,10 +16,14 @@ type Pregen struct {
 	mu    sync.Mutex
 	sets  map[string]keys.Set
 	taken map[string]bool
+	// newSet makes one tenant's material (keys.NewSet; a test counts).
+	newSet func(tenant, selector, dkimType string, dkimBits int) (keys.Set, error)
 }
 
 // NewPregen returns an empty cache.
-func NewPregen() *Pregen { return &Pregen{sets: map[string]keys.Set{}, taken: map[string]bool{}} }
+func NewPregen() *Pregen {
+	return &Pregen{sets: map[string]keys.Set{}, taken: map[string]bool{}, newSet: keys.NewSet}
+}
 
 func pregenKey(incidentID, tenant string) string { return incidentID + "/" + tenant }
 
@@ -38,6 +42,15 @@ func (p *Pregen) Take(incidentID, tenant string) (keys.Set, bool) {
 	return s, ok
 }
 
+// started says whether a tenant's job has already asked for its
+// material: the job made its own, and making it here would be lost work
+// (after the unseal the jobs overtake the generation).
+func (p *Pregen) started(incidentID, tenant string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.taken[pregenKey(incidentID, tenant)]
+}
+
 func (p *Pregen) put(incidentID, tenant string, s keys.Set) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -50,7 +63,7 @@ func (p *Pregen) put(incidentID, tenant string, s keys.Set) bool {
 }
 
 // Generate makes material for every tenant on all cores until done or ctx
-// ends, skipping tenants whose job already started. It returns how many
+// ends, skipping tenants whose job already started (it made its own). It returns how many
 // sets it stored.
 func (p *Pregen) Generate(ctx context.Context, incidentID string, tenants []string, dkimType string, dkimBits int, selector string) (int, error) {
 	work := make(chan string)
@@ -63,7 +76,10 @@ func (p *Pregen) Generate(ctx context.Context, incidentID string, tenants []stri
 		go func() {
 			defer wg.Done()
 			for t := range work {
-				s, err := keys.NewSet(t, selector, dkimType, dkimBits)
+				if p.started(incidentID, t) {
+					continue
+				}
+				s, err := p.newSet(t, selector, dkimType, dkimBits)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err
