@@ -8,6 +8,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/readmodel"
 	"github.com/lockdown/lockdown/pkg/events/report"
+	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 )
 
@@ -89,7 +90,7 @@ func (t *timeline) fold(e reporting.Entry) {
 	case events.VaultSealed:
 		var d events.VaultSealedData
 		if json.Unmarshal(e.Data, &d) == nil && (t.sealed == nil || reporting.Order(e, *t.sealed) < 0) {
-			t.sealed, t.sealedEnd = &reporting.Entry{Time: e.Time, EventID: e.EventID}, reporting.LastConfirmed(d.Nodes)
+			t.sealed, t.sealedEnd = &reporting.Entry{Time: e.Time, EventID: e.EventID}, incident.LastConfirmed(d.Nodes)
 		}
 	case events.RotationPlanned:
 		t.planned.add(e)

@@ -18,6 +18,7 @@ import (
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/credentials"
 	"github.com/lockdown/lockdown/pkg/events/report"
+	"github.com/lockdown/lockdown/services/containment/internal/incident"
 )
 
 // Entry is one event of the incident's timeline.
@@ -110,7 +111,10 @@ func Build(inc Incident, entries []Entry, outcome, reason string, resolvedAt tim
 			var d events.VaultSealedData
 			if err = json.Unmarshal(e.Data, &d); err == nil {
 				if a.SealRounds == 0 {
-					sealedEnd = LastConfirmed(d.Nodes)
+					// Containment ends when the nodes were confirmed sealed,
+					// not when the event could be recorded (PostgreSQL may
+					// have been down in between).
+					sealedEnd = incident.LastConfirmed(d.Nodes)
 				}
 				a.Seals = append(a.Seals, d.Nodes...)
 				a.SealRounds++
@@ -341,19 +345,6 @@ func Phases(inc Incident, first map[events.Name]time.Time, sealedEnd, resolvedAt
 	phase("restore access", restoreStart, first[events.AccessRestored])
 	phase("total", inc.DetectedAt, resolvedAt)
 	return phases
-}
-
-// LastConfirmed is when the last of a seal round's nodes was confirmed
-// sealed: containment ends then, not when the event could be recorded
-// (PostgreSQL may have been down in between).
-func LastConfirmed(nodes []events.NodeSeal) time.Time {
-	var last time.Time
-	for _, n := range nodes {
-		if n.ConfirmedAt.After(last) {
-			last = n.ConfirmedAt
-		}
-	}
-	return last
 }
 
 // Order is the timeline's order: by time, then by event id (so that the
