@@ -86,9 +86,9 @@ type Config struct {
 	// 10,000-tenant drill at 50% of a core with the short gap). Default 1s.
 	ProgressGap time.Duration
 	// DraftEvery is how often an open incident's draft report is written
-	// (and at least ten times the time its last build took: the draft
-	// reads every entry, 1.8 s at 100,000 tenants)
-	// again (its phase changing writes it at once). Default 10s.
+	// again (its phase changing writes it at once), and at least ten
+	// times what its last build took: the draft reads every entry (1.4 s
+	// at 100,000 tenants). Default 10s.
 	DraftEvery time.Duration
 	// Recent is how many incidents are kept projected. Default 100.
 	Recent int
@@ -141,7 +141,7 @@ type written struct {
 	phase     string
 	report    readmodel.ReportRef
 	// draftBehind: the document changed after the draft report was
-	// written (it is written again once DraftEvery has passed).
+	// written (it is written again once draftGap has passed).
 	draftBehind bool
 	// timeline is the incident's timeline as read and folded so far: a
 	// rebuild reads and folds only what was recorded since (a
@@ -270,6 +270,10 @@ func (p *Projector) project(ctx context.Context, id, marker string, w written, s
 			return err
 		}
 		ref = readmodel.ReportRef{State: readmodel.ReportFinal, At: time.Now()}
+		// No draft is built for a closed incident again: the entries
+		// kept for it are let go (30,000 of them at 10,000 tenants, for
+		// each of the recent incidents).
+		tl.entries = nil
 	case !doc.Closed() && (!seen || w.phase != doc.Phase || start.Sub(ref.At) >= w.draftGap(p.cfg.DraftEvery)):
 		// The draft is the one build that reads every entry: made only
 		// when it is written.

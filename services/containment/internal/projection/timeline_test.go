@@ -1,8 +1,10 @@
 package projection
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -11,6 +13,8 @@ import (
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/events/credentials"
+	"github.com/lockdown/lockdown/pkg/events/readmodel"
+	"github.com/lockdown/lockdown/pkg/events/report"
 	"github.com/lockdown/lockdown/services/containment/internal/incident"
 	"github.com/lockdown/lockdown/services/containment/internal/reporting"
 )
@@ -138,4 +142,34 @@ func TestTimelineFold(t *testing.T) {
 			t.Fatalf("first phase %+v", p)
 		}
 	})
+}
+
+// oneIncident is a Source of one incident whose snapshot the test sets.
+type oneIncident struct{ snap Snapshot }
+
+func (o *oneIncident) Markers(context.Context, int) (map[string]string, error) {
+	return map[string]string{o.snap.Incident.ID: fmt.Sprintf("%d/%s/", o.snap.Incident.Version, o.snap.Incident.Phase)}, nil
+}
+
+func (o *oneIncident) Snapshot(context.Context, string, string) (Snapshot, error) { return o.snap, nil }
+
+type dropAll struct{}
+
+func (dropAll) PutIncident(context.Context, readmodel.Incident) error  { return nil }
+func (dropAll) PutReport(context.Context, string, report.Report) error { return nil }
+
+func TestClosedIncidentLetsGoOfItsEntries(t *testing.T) {
+	at := time.Date(2026, 12, 3, 7, 0, 0, 0, time.UTC)
+	src := &oneIncident{snap: Snapshot{Incident: incident.Incident{ID: "inc-1", Phase: incident.PhaseRecovering, Version: 1}, ReadAt: at,
+		Timeline: []reporting.Entry{{EventID: "e1", Type: events.IncidentOpened, Time: at, Data: json.RawMessage(`{}`)}}}}
+	p := New(Config{MinGap: time.Nanosecond, ProgressGap: time.Nanosecond}, src, dropAll{}, nil, slog.New(slog.DiscardHandler))
+	p.Pass(context.Background(), at)
+	if n := len(p.written["inc-1"].timeline.entries); n != 1 {
+		t.Fatalf("an open incident keeps %d entries, want 1 (its draft reads them)", n)
+	}
+	src.snap.Incident.Phase, src.snap.Incident.Version, src.snap.Report = incident.PhaseResolved, 2, &report.Report{}
+	p.Pass(context.Background(), at.Add(time.Hour))
+	if n := len(p.written["inc-1"].timeline.entries); n != 0 {
+		t.Fatalf("a closed incident keeps %d entries, want none (its report is the stored one)", n)
+	}
 }
