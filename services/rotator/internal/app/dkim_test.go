@@ -206,6 +206,62 @@ func TestDKIMRollover(t *testing.T) {
 	})
 }
 
+// TestDKIMKilledBetweenStageAndRecord kills the rotator with SIGKILL right
+// after it staged a tenant's new DKIM key in Vault, before it recorded the
+// staging: the next process must adopt the staged key — publish its
+// record and make it active — not the key it generates anew, whose record
+// the staged one does not match.
+func TestDKIMKilledBetweenStageAndRecord(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	const n = 3
+	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, DNS: true})
+	must(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	db, err := store.Open(ctx, s.Postgres.URL)
+	must(t, err)
+	t.Cleanup(db.Close)
+	root, err := s.Vault.Client()
+	must(t, err)
+	seedDKIM, err := s.DNS.SeedDKIM(dkimSelectors, func(int) bool { return true })
+	must(t, err)
+	_, err = tenantseed.Seed(ctx, db.Pool(), root, tenantseed.Options{Count: n, DKIM: seedDKIM})
+	must(t, err)
+	js := operator(t, ctx, s)
+	// One job at a time and no pre-generation: the first job's third
+	// write is its staged DKIM key (after SSH and SMTP), and the retry
+	// makes a key of its own.
+	env := []string{"LOCKDOWN_PREGENERATE=false", "LOCKDOWN_ROTATION_CONCURRENCY=1"}
+	pids := startRotators(t, s, 1, append(env, "LOCKDOWN_TEST_FAILPOINTS=rotator.job.secret.written:3")...)
+	const incident = "inc-dkim-staged"
+	startIncident(t, ctx, s, incident, nil)
+	select {
+	case <-s.Exited(pids[0]):
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the rotator armed to die after staging a DKIM key never did")
+	}
+	startRotatorsNamed(t, s, "rotator-b", env...)
+	completed := awaitCompleted(t, ctx, js, incident)
+	if completed.Completed != n || completed.Failed != 0 {
+		t.Fatalf("rotation completed %d, failed %d; want %d, 0", completed.Completed, completed.Failed, n)
+	}
+	kv := root.KVv2("secret")
+	resolver := s.DNS.Resolver()
+	for i := range n {
+		id := tenantseed.ID(i)
+		active, err := kv.Get(ctx, "tenants/"+id+"/dkim")
+		must(t, err)
+		sel, _ := active.Data["selector"].(string)
+		if active.Data["lockdown_incident"] != incident {
+			t.Fatalf("%s: the active DKIM key is not the incident's", id)
+		}
+		domain := id + "." + strings.TrimSuffix(s.DNS.TenantZone, ".")
+		if err := keycheck.DKIMMessage(active.Data["private_key"].(string), domain, sel, resolver.LookupFunc(ctx)); err != nil {
+			t.Fatalf("%s: mail signed with the active key fails DKIM: %v", id, err)
+		}
+	}
+}
+
 // startRotatorsNamed runs one more rotator under its own log name.
 func startRotatorsNamed(t testing.TB, s *localstack.Stack, name string, env ...string) int {
 	t.Helper()

@@ -32,8 +32,13 @@ import (
 //     (p=, RFC 6376 §3.6.1), so the leaked key no longer verifies;
 //  5. the staged copy is destroyed.
 //
-// Each step is recorded before the next, so a process killed anywhere
-// resumes at the step it had not recorded; every step is idempotent.
+// The staging is recorded before the next step (its write id before the
+// write, so a process killed in between has the staged key adopted, not
+// made anew); the later steps are idempotent — publishing makes the record
+// the only one, the activation adopts a copy already made under the staged
+// write id, a destroyed staged copy is found active — and are recorded
+// with the job's end, so a process killed anywhere after the staging
+// resumes by doing them again.
 
 // Cutover states reported in rotation.tenant.completed (dkim_state).
 const (
@@ -154,12 +159,14 @@ func (w *Worker) selectorFor(ctx context.Context, job events.RotationJobData, t 
 }
 
 // stage writes a new DKIM key to tenants/{id}/dkim-pending under the
-// selector chosen now, its write id recorded first (as every secret's),
-// and returns the cut-over it starts and the data it wrote (what the
-// activation copies, when the same attempt gets there). Without DNS there
-// is nothing to wait for: the key is written straight to tenants/{id}/dkim
-// (the old behaviour, and four Vault calls fewer per tenant).
-func (w *Worker) stage(ctx context.Context, job events.RotationJobData, t TenantDNS, pre keys.Set, havePre bool) (SecretStep, *Cutover, map[string]any, error) {
+// selector chosen now, its write id recorded first (as every secret's, by
+// saveIntent, with the job's steps so far) and returns the cut-over it starts
+// and the data it wrote (what the activation copies, when the same attempt
+// gets there; nil when it adopted a key an earlier attempt staged, which
+// the activation then reads back). Without DNS there is nothing to wait
+// for: the key is written straight to tenants/{id}/dkim (the old
+// behaviour, and four Vault calls fewer per tenant).
+func (w *Worker) stage(ctx context.Context, job events.RotationJobData, t TenantDNS, pre keys.Set, havePre bool, saveIntent func(map[string]SecretStep) error) (SecretStep, *Cutover, map[string]any, error) {
 	cut := &Cutover{Delegated: t.Delegation != "" && w.dns != nil}
 	secret := stagedSecret
 	if w.dns == nil {
@@ -182,12 +189,16 @@ func (w *Worker) stage(ctx context.Context, job events.RotationJobData, t Tenant
 	if err := stamp(job, &sw); err != nil {
 		return SecretStep{}, nil, nil, err
 	}
-	if _, err := w.store.StartJob(ctx, job.IncidentID, job.TenantID, map[string]SecretStep{sw.id: sw.step}); err != nil {
+	if err := saveIntent(map[string]SecretStep{sw.id: sw.step}); err != nil {
 		return SecretStep{}, nil, nil, err
 	}
-	step, err := w.write(ctx, job, sw)
+	step, wrote, err := w.write(ctx, job, sw)
 	if err != nil {
 		return SecretStep{}, nil, nil, fmt.Errorf("dkim: %w", err)
+	}
+	if !wrote {
+		// An earlier attempt's key, adopted: its data is Vault's, not sw's.
+		return step, cut, nil, nil
 	}
 	return step, cut, sw.data, nil
 }
@@ -200,12 +211,13 @@ func (w *Worker) other(s string) string {
 	return w.cfg.DKIMSelectors[0]
 }
 
-// cutover takes a job's staged DKIM key as far as it can go now; save
-// records each step. It returns with c.Awaiting set when the tenant's DNS
-// does not show the record yet. staged is the data this attempt wrote to
+// cutover takes a job's staged DKIM key as far as it can go now; done is
+// told of each step taken (the steps are recorded by the caller: each is
+// idempotent). It returns with c.Awaiting set when the tenant's DNS does
+// not show the record yet. staged is the data this attempt wrote to
 // dkim-pending (nil when an earlier attempt or process staged it: it is
 // then read back).
-func (w *Worker) cutover(ctx context.Context, job events.RotationJobData, t TenantDNS, steps *Steps, staged map[string]any, save func() error) error {
+func (w *Worker) cutover(ctx context.Context, job events.RotationJobData, t TenantDNS, steps *Steps, staged map[string]any, done func()) error {
 	if steps.Cutover == nil {
 		// Recorded before keys were staged: written straight to dkim.
 		steps.Cutover = &Cutover{Direct: true, Active: true, Cleaned: true}
@@ -232,9 +244,7 @@ func (w *Worker) cutover(ctx context.Context, job events.RotationJobData, t Tena
 			return fmt.Errorf("dkim verify: %s does not show the published record yet", name)
 		}
 		c.Published = true
-		if err := save(); err != nil {
-			return err
-		}
+		done()
 	case !c.Delegated && !c.Active:
 		ok, err := shows(ctx, w.dns.Resolve, DKIMName(step.Selector, t.Domain), step.Record)
 		c.CheckedAt = time.Now().UTC()
@@ -251,9 +261,7 @@ func (w *Worker) cutover(ctx context.Context, job events.RotationJobData, t Tena
 			return err
 		}
 		c.Active = true
-		if err := save(); err != nil {
-			return err
-		}
+		done()
 	}
 	if c.Delegated && c.Revoked == "" {
 		old := w.other(step.Selector)
@@ -261,15 +269,14 @@ func (w *Worker) cutover(ctx context.Context, job events.RotationJobData, t Tena
 			return fmt.Errorf("dkim revoke %s: %w", old, err)
 		}
 		c.Revoked = old
-		if err := save(); err != nil {
-			return err
-		}
+		done()
 	}
 	if !c.Cleaned {
 		if err := w.vault.Destroy(ctx, w.path(job.TenantID, stagedSecret)); err != nil {
 			return fmt.Errorf("dkim staged copy: %w", err)
 		}
 		c.Cleaned = true
+		done()
 	}
 	return nil
 }
@@ -315,7 +322,7 @@ func (w *Worker) activate(ctx context.Context, job events.RotationJobData, stage
 	if len(ids) != 1 || !strings.HasPrefix(writeID, job.IncidentID+"/") {
 		return fmt.Errorf("%w (tenant %s: no write id of this incident)", ErrStagedChanged, job.TenantID)
 	}
-	_, err := w.write(ctx, job, secretWrite{secret: credentials.DKIM, id: writeID, data: data, step: staged})
+	_, _, err := w.write(ctx, job, secretWrite{secret: credentials.DKIM, id: writeID, data: data, step: staged})
 	return err
 }
 
@@ -343,7 +350,7 @@ func (w *Worker) Recheck(ctx context.Context, limit int, interval time.Duration)
 		}
 		job := events.RotationJobData{IncidentID: a.IncidentID, TenantID: a.TenantID}
 		steps := a.Steps
-		if err := w.cutover(ctx, job, TenantDNS{Known: true, Domain: a.Domain}, &steps, nil, func() error { return nil }); err != nil {
+		if err := w.cutover(ctx, job, TenantDNS{Known: true, Domain: a.Domain}, &steps, nil, func() {}); err != nil {
 			return nil, nil, err
 		}
 		if steps.Cutover.Awaiting {

@@ -225,7 +225,9 @@ type Store interface {
 	// Without a tenant, the plan's failed platform entries go back to
 	// pending too.
 	Retry(ctx context.Context, incidentID, tenantID string, emit func(retry int, jobs []Job, platform []PlatformJob) []events.Outgoing) ([]Job, []PlatformJob, error)
-	SaveSteps(ctx context.Context, incidentID, tenantID string, steps Steps) error
+	// SaveSteps records the job's steps and, in the same round trip, adds
+	// write ids as StartJob does (writes may be nil).
+	SaveSteps(ctx context.Context, incidentID, tenantID string, steps Steps, writes map[string]SecretStep) error
 	// Steps returns a job's recorded steps (none for a job never started).
 	Steps(ctx context.Context, incidentID, tenantID string) (Steps, error)
 	// Write returns what was recorded for one of the job's write ids (ok

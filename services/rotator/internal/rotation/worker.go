@@ -86,7 +86,7 @@ func Selector(incidentID string, at time.Time) string {
 // It returns nil when the job is completed (now or before), an error
 // wrapping ErrUnknownTenant for a permanent failure, and any other error
 // for a transient one (the job is retried and resumes where it stopped).
-func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func()) error {
+func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func()) (err error) {
 	if err := events.ValidTenantID(job.TenantID); err != nil {
 		return fmt.Errorf("%w: %v", ErrUnknownTenant, err) // never a path
 	}
@@ -128,15 +128,35 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 		return fmt.Errorf("%w: %q", ErrUnknownTenant, job.TenantID)
 	}
 	steps := st.Steps
-	save := func() error { alive(); return w.store.SaveSteps(ctx, job.IncidentID, job.TenantID, steps) }
+	// Only what a retry could not redo is recorded as it happens: the API
+	// keys' count before any is destroyed, and each write id before its
+	// write (a retry adopts what was written under it). Every other step
+	// is idempotent and is recorded with the next record, or with the
+	// job's end — or, when this attempt fails, before it returns, so that
+	// a tenant told of a later failure hears all that was done.
+	unsaved := false
+	save := func(writes map[string]SecretStep) error {
+		alive()
+		if err := w.store.SaveSteps(ctx, job.IncidentID, job.TenantID, steps, writes); err != nil {
+			return err
+		}
+		unsaved = false
+		return nil
+	}
+	defer func() {
+		if err != nil && unsaved {
+			err = errors.Join(err, save(nil))
+		}
+	}()
 	todo = slices.DeleteFunc(todo, func(sw secretWrite) bool { return steps.Secret(sw.secret) != nil })
 	for _, sw := range todo {
-		step, err := w.write(ctx, job, sw)
+		step, _, err := w.write(ctx, job, sw)
 		if err != nil {
 			return fmt.Errorf("%s: %w", sw.secret, err)
 		}
 		alive()
 		steps.setSecret(sw.secret, &step)
+		unsaved = true
 	}
 	if steps.APIKeys == nil || !steps.APIKeys.Done {
 		keys, err := w.cfg.APIKeys.Keys(ctx, w.vault, job.TenantID)
@@ -147,30 +167,29 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 			// Count before destroying, so a retry after a crash mid-way
 			// still reports every key; this also records the secrets.
 			steps.APIKeys = &KeysStep{Found: len(keys)}
-			if err := save(); err != nil {
+			if err := save(nil); err != nil {
 				return err
 			}
 		}
 		if err := w.cfg.APIKeys.Destroy(ctx, w.vault, job.TenantID, keys); err != nil {
 			return fmt.Errorf("api key destroy: %w", err)
 		}
-		steps.APIKeys.Done = true
-		// Recorded before the DKIM step, which may wait for DNS: a tenant
-		// told of a failure later hears its API keys are gone.
-		if err := save(); err != nil {
-			return err
-		}
+		// Recorded with the DKIM key's write id, in the same round trip
+		// (or by the deferred save, if the DKIM step fails first).
+		steps.APIKeys.Done, unsaved = true, true
 	}
 	// The DKIM key last: its selector depends on the platform's DNS, and
 	// an outage there must not hold back the other secrets.
 	var staged map[string]any // what this attempt staged, if it did
 	if steps.DKIM == nil {
-		step, cut, data, err := w.stage(ctx, job, tenant, pre, havePre)
+		step, cut, data, err := w.stage(ctx, job, tenant, pre, havePre, save)
 		if err != nil {
 			return err
 		}
+		// Recorded before the cut-over, which may wait for DNS: a retry
+		// then resumes the cut-over of this key.
 		steps.DKIM, steps.Cutover, staged = &step, cut, data
-		if err := save(); err != nil {
+		if err := save(nil); err != nil {
 			return err
 		}
 	}
@@ -181,7 +200,7 @@ func (w *Worker) Run(ctx context.Context, job events.RotationJobData, alive func
 	if !complete {
 		return fmt.Errorf("job %s/%s is completing without its steps recorded", job.IncidentID, job.TenantID)
 	}
-	if err := w.cutover(ctx, job, tenant, &steps, staged, save); err != nil {
+	if err := w.cutover(ctx, job, tenant, &steps, staged, func() { alive(); unsaved = true }); err != nil {
 		return err
 	}
 	return w.store.Finish(ctx, job.IncidentID, job.TenantID, StateCompleted, "", &steps, w.events(job, StateCompleted, "", steps, tenant.Domain))
@@ -371,8 +390,9 @@ func newWriteID(incidentID string) (string, error) {
 // that won) it is adopted with the public parts recorded for that id, so
 // what is recorded and told to the tenant is what Vault holds; otherwise
 // the data is written with check-and-set on the version just read, so two
-// workers on the same job cannot both write.
-func (w *Worker) write(ctx context.Context, job events.RotationJobData, sw secretWrite) (SecretStep, error) {
+// workers on the same job cannot both write. It reports false when a
+// version was adopted: Vault then holds that version's data, not sw's.
+func (w *Worker) write(ctx context.Context, job events.RotationJobData, sw secretWrite) (SecretStep, bool, error) {
 	path := w.path(job.TenantID, sw.secret)
 	if sw.secret == stagedSecret {
 		// The staged copy is destroyed after every activation, so the path
@@ -385,16 +405,16 @@ func (w *Worker) write(ctx context.Context, job events.RotationJobData, sw secre
 			w.cfg.Failpoints.Hit("rotator.job.secret.written")
 			step := sw.step
 			step.Version = v
-			return step, nil
+			return step, true, nil
 		}
 		if !errors.Is(err, ErrCASMismatch) {
-			return SecretStep{}, err
+			return SecretStep{}, false, err
 		}
 	}
 	for range 2 {
 		version, writeID, err := w.vault.Latest(ctx, path)
 		if err != nil {
-			return SecretStep{}, err
+			return SecretStep{}, false, err
 		}
 		// Only this incident's write ids can be this job's (a write id
 		// starts with its incident): another incident's version costs no
@@ -402,11 +422,11 @@ func (w *Worker) write(ctx context.Context, job events.RotationJobData, sw secre
 		if strings.HasPrefix(writeID, job.IncidentID+"/") {
 			step, ok, err := w.store.Write(ctx, job.IncidentID, job.TenantID, writeID)
 			if err != nil {
-				return SecretStep{}, err
+				return SecretStep{}, false, err
 			}
 			if ok {
 				step.Version = version
-				return step, nil
+				return step, false, nil
 			}
 		}
 		v, err := w.vault.WriteCAS(ctx, path, sw.data, version)
@@ -414,12 +434,12 @@ func (w *Worker) write(ctx context.Context, job events.RotationJobData, sw secre
 			continue // someone wrote meanwhile: look again
 		}
 		if err != nil {
-			return SecretStep{}, err
+			return SecretStep{}, false, err
 		}
 		w.cfg.Failpoints.Hit("rotator.job.secret.written")
 		step := sw.step
 		step.Version = v
-		return step, nil
+		return step, true, nil
 	}
-	return SecretStep{}, fmt.Errorf("%s: %w twice", path, ErrCASMismatch)
+	return SecretStep{}, false, fmt.Errorf("%s: %w twice", path, ErrCASMismatch)
 }

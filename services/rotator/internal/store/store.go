@@ -213,14 +213,23 @@ func (s *Store) StartJob(ctx context.Context, incidentID, tenantID string, write
 	return st, json.Unmarshal(steps, &st.Steps)
 }
 
-// SaveSteps implements rotation.Store.
-func (s *Store) SaveSteps(ctx context.Context, incidentID, tenantID string, steps rotation.Steps) error {
+// SaveSteps implements rotation.Store: the write ids are merged as
+// StartJob merges them, in the same statement.
+func (s *Store) SaveSteps(ctx context.Context, incidentID, tenantID string, steps rotation.Steps, writes map[string]rotation.SecretStep) error {
 	raw, err := json.Marshal(steps)
 	if err != nil {
 		return err
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO rotator.jobs (incident_id, tenant_id, steps) VALUES ($1, $2, $3)
-		ON CONFLICT (incident_id, tenant_id) DO UPDATE SET steps = EXCLUDED.steps, updated_at = now()`, incidentID, tenantID, raw)
+	if writes == nil {
+		writes = map[string]rotation.SecretStep{}
+	}
+	ids, err := json.Marshal(writes)
+	if err != nil {
+		return err
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO rotator.jobs (incident_id, tenant_id, steps, writes) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (incident_id, tenant_id) DO UPDATE SET steps = EXCLUDED.steps, writes = rotator.jobs.writes || EXCLUDED.writes, updated_at = now()`,
+		incidentID, tenantID, raw, ids)
 	return err
 }
 
