@@ -220,8 +220,12 @@ func (s *Store) SaveSteps(ctx context.Context, incidentID, tenantID string, step
 	if err != nil {
 		return err
 	}
-	if writes == nil {
-		writes = map[string]rotation.SecretStep{}
+	if len(writes) == 0 {
+		// The write ids untouched: a row's writes (public keys, DKIM
+		// records) are rewritten only when one is added.
+		_, err = s.pool.Exec(ctx, `INSERT INTO rotator.jobs (incident_id, tenant_id, steps) VALUES ($1, $2, $3)
+			ON CONFLICT (incident_id, tenant_id) DO UPDATE SET steps = EXCLUDED.steps, updated_at = now()`, incidentID, tenantID, raw)
+		return err
 	}
 	ids, err := json.Marshal(writes)
 	if err != nil {
