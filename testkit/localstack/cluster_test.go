@@ -67,11 +67,7 @@ func TestNATSCluster(t *testing.T) {
 // cluster starts a three-node JetStream cluster with Lockdown's users.
 func cluster(t *testing.T, ctx context.Context) *localstack.Stack {
 	t.Helper()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, NATSNodes: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, NATSAuth: true, NATSNodes: 3})
 	return s
 }
 

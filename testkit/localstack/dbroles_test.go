@@ -24,11 +24,7 @@ import (
 func TestDatabaseRoles(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{Postgres: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{Postgres: true})
 	connect := func(t *testing.T, role string) *pgx.Conn {
 		t.Helper()
 		c, err := pgx.Connect(ctx, s.Postgres.RoleURL(role))

@@ -16,11 +16,7 @@ import (
 func TestDNS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{DNS: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
+	s := localstack.StartTest(t, ctx, localstack.Options{DNS: true})
 	rotatorKey, err := dkimdns.LoadKey(s.DNS.RotatorKeyFile)
 	if err != nil {
 		t.Fatal(err)

@@ -16,11 +16,7 @@ import (
 func TestVaultCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{})
 	began := time.Now()
 	c, err := s.StartVaultCluster(ctx, 3)
 	if err != nil {

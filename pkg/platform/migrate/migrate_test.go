@@ -15,11 +15,7 @@ import (
 // postgres starts PostgreSQL and returns a pool on it.
 func postgres(t *testing.T, ctx context.Context) *pgxpool.Pool {
 	t.Helper()
-	s, err := localstack.Start(ctx, localstack.Options{Postgres: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{Postgres: true})
 	pool, err := pgxpool.New(ctx, s.Postgres.URL)
 	if err != nil {
 		t.Fatal(err)

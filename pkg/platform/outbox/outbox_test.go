@@ -145,11 +145,7 @@ func TestOutbox(t *testing.T) {
 // of subjects with an hour's duplicate window, and returns them.
 func start(t *testing.T, ctx context.Context, schema, stream, subjects string) (*pgxpool.Pool, jetstream.JetStream, jetstream.Stream) {
 	t.Helper()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, Postgres: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, Postgres: true})
 	pool, err := pgxpool.New(ctx, s.Postgres.URL)
 	must(t, err)
 	t.Cleanup(pool.Close)

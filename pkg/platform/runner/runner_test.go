@@ -37,11 +37,7 @@ func TestRun(t *testing.T) {
 	t.Run("a service connects, finds the topology, and exits 0 when its context ends", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		s, err := localstack.Start(ctx, localstack.Options{NATS: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
+		s := localstack.StartTest(t, ctx, localstack.Options{NATS: true})
 		t.Setenv("LOCKDOWN_NATS_URL", s.NATS.URL)
 		t.Setenv("LOCKDOWN_TEST_SECRET", "very-secret-value")
 		runCtx, stop := context.WithCancel(ctx)
@@ -78,11 +74,7 @@ func TestRun(t *testing.T) {
 	t.Run("the health endpoints answer, and readiness follows the service's checks and consumers", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		s, err := localstack.Start(ctx, localstack.Options{NATS: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
+		s := localstack.StartTest(t, ctx, localstack.Options{NATS: true})
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)

@@ -19,11 +19,7 @@ import (
 func TestRenewer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{Vault: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{Vault: true})
 	root, err := s.Vault.Client()
 	if err != nil {
 		t.Fatal(err)

@@ -75,9 +75,7 @@ func (c *busClient) refused(t *testing.T, attack string, op func(ctx context.Con
 func TestBusPermissions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true})
-	must(t, err)
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, NATSAuth: true})
 	admin := dialBus(t, s, events.UserAdmin)
 	siem, operator := dialBus(t, s, events.UserSIEM), dialBus(t, s, events.UserOperator)
 	replayer := dialBus(t, s, events.UserReplayer)

@@ -39,11 +39,7 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true})
 	t.Setenv("LOCKDOWN_NATS_URL", s.NATS.URL)
 	// The stack ran the install step: the streams and consumers exist.
 	conn, err := natsconn.Connect(ctx, natsconn.Options{URL: s.NATS.URL, User: events.ServiceContainment, Password: s.NATS.Password(events.ServiceContainment)})

@@ -169,11 +169,7 @@ func TestGuideInstallSteps(t *testing.T) {
 	if len(commands) < 3 {
 		t.Fatalf("the install steps show %d lockdown install commands: %q", len(commands), commands)
 	}
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
 	// The operator's shell: where the servers are, and Vault's token for
 	// the baseline (the guide's "Vault tokens").
 	t.Setenv("LOCKDOWN_NATS_URL", s.NATS.URL)

@@ -21,11 +21,7 @@ import (
 func TestInstallPostgres(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{Postgres: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{Postgres: true})
 
 	t.Run("every missing password is named at once", func(t *testing.T) {
 		for _, r := range pgroles.Logins() {

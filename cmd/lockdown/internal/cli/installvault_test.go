@@ -22,11 +22,7 @@ import (
 func TestInstallVault(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{Vault: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{Vault: true})
 	root, err := localstack.RepoRoot()
 	if err != nil {
 		t.Fatal(err)

@@ -33,11 +33,7 @@ import (
 func TestPlan(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{Vault: true, Postgres: true, NATS: true, NATSAuth: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{Vault: true, Postgres: true, NATS: true, NATSAuth: true})
 	root, err := s.Vault.Client()
 	if err != nil {
 		t.Fatal(err)

@@ -85,11 +85,7 @@ type scene struct {
 func newScene(t *testing.T, order feedOrder, seed uint64) *scene {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
 	root, err := s.Vault.Client()
 	must(t, err)
 	kv := root.KVv2("secret")

@@ -37,11 +37,7 @@ func BenchmarkAssessment(b *testing.B) {
 	const lines = 1_000_000
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{Postgres: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
+	s := localstack.StartTest(b, ctx, localstack.Options{Postgres: true})
 	db, err := store.Open(ctx, s.Postgres.URL)
 	if err != nil {
 		b.Fatal(err)

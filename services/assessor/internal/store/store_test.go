@@ -15,11 +15,7 @@ import (
 func TestInsert(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{Postgres: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{Postgres: true})
 	db, err := store.Open(ctx, s.Postgres.URL)
 	if err != nil {
 		t.Fatal(err)

@@ -60,11 +60,7 @@ func (l *ceremonyLoop) get() recovery.Ceremony {
 func TestRecoveryKeysAutoUnseal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{Vault: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{Vault: true})
 	auto, err := s.StartAutoUnsealVault(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -31,11 +31,7 @@ import (
 func BenchmarkContainmentLatency(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
+	s := localstack.StartTest(b, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
 	c := startContainment(b, s, nil, nil, nil, nil)
 	defer c.stop()
 	siem, _ := connectAs(b, s, events.UserSIEM)
@@ -145,11 +141,7 @@ func BenchmarkRevocation(b *testing.B) {
 		b.Run(fmt.Sprintf("tenants=%d", tenants), func(b *testing.B) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 			defer cancel()
-			s, err := localstack.Start(ctx, localstack.Options{Vault: true})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer func() { _ = s.Close() }()
+			s := localstack.StartTest(b, ctx, localstack.Options{Vault: true})
 			root, err := s.Vault.Client()
 			if err != nil {
 				b.Fatal(err)

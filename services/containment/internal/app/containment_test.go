@@ -35,11 +35,7 @@ import (
 func TestContainment(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, Jaeger: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, Jaeger: true})
 	c := startContainment(t, s, nil, nil, nil, nil)
 	t.Cleanup(func() { c.stop() }) // whichever instance runs last
 	siem, _ := connectAs(t, s, events.UserSIEM)

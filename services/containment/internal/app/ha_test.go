@@ -48,11 +48,7 @@ func (f *clusterFence) count(node string) int {
 func TestContainmentHA(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true})
 	cluster, err := s.StartVaultCluster(ctx, 3)
 	if err != nil {
 		t.Fatal(err)

@@ -62,11 +62,7 @@ func (s *syncBuffer) String() string {
 // users, PostgreSQL and a real Vault; it is closed with the test.
 func fullStack(t testing.TB, ctx context.Context) *localstack.Stack {
 	t.Helper()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
 	return s
 }
 

@@ -19,9 +19,7 @@ import (
 func TestOpenFailsCleanly(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{Postgres: true})
-	must(t, err)
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{Postgres: true})
 	cfg := &app.Config{DatabaseURL: s.Postgres.URL, VaultAddrs: []string{"http://127.0.0.1:1"}, VaultTimeout: time.Second,
 		VaultSealTokenFile: filepath.Join(t.TempDir(), "missing-seal-token")}
 	rt := runner.NewRuntime(events.ServiceContainment, slog.New(slog.DiscardHandler), nil, nil, nil)

@@ -35,11 +35,7 @@ type pgpCeremony struct {
 
 func startPGPCeremony(t *testing.T, ctx context.Context, verify bool) *pgpCeremony {
 	t.Helper()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true})
 	// Five holders; their public keys in a folder, in every format the
 	// loader accepts (armored, binary, base64).
 	dir := t.TempDir()

@@ -22,9 +22,7 @@ import (
 func TestWitnessDoesNotHoldTheSeal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{Vault: true})
-	must(t, err)
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{Vault: true})
 	admin, err := vaultadmin.New([]string{s.Vault.Addr}, s.Vault.RecoveryToken, 5*time.Second)
 	must(t, err)
 	root, err := s.Vault.Client()

@@ -39,11 +39,7 @@ func BenchmarkNotification(b *testing.B) {
 	const tenants = 1000
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Mailpit: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
+	s := localstack.StartTest(b, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Mailpit: true})
 	pool, err := pgxpool.New(ctx, s.Postgres.URL)
 	if err != nil {
 		b.Fatal(err)

@@ -206,9 +206,7 @@ func idle(t *testing.T, ctx context.Context, js jetstream.JetStream) {
 func TestNotifier(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, Mailpit: true})
-	must(t, err)
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, Mailpit: true})
 	pool, err := pgxpool.New(ctx, s.Postgres.URL)
 	must(t, err)
 	t.Cleanup(pool.Close)
@@ -494,9 +492,7 @@ func TestNotifier(t *testing.T) {
 func TestNotifierTenantDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, Mailpit: true})
-	must(t, err)
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, Mailpit: true})
 	pool, err := pgxpool.New(ctx, s.Postgres.URL)
 	must(t, err)
 	t.Cleanup(pool.Close)

@@ -66,11 +66,7 @@ func email(i int) notify.Email {
 func TestConnections(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{Mailpit: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{Mailpit: true})
 	send := func(t *testing.T, m *smtpmail.Mailer, n int) {
 		t.Helper()
 		for i := range n {
@@ -134,11 +130,7 @@ func TestConnections(t *testing.T) {
 func TestRefusals(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{Mailpit: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{Mailpit: true})
 	m := smtpmail.New(smtpmail.Options{Addr: s.Mailpit.SMTPAddr, TLS: smtpmail.TLSNone})
 	defer m.Close()
 	for _, c := range []struct {

@@ -56,11 +56,7 @@ func BenchmarkRotation(b *testing.B) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, DNS: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
+	s := localstack.StartTest(b, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, DNS: true})
 	db, err := store.Open(ctx, s.Postgres.URL)
 	if err != nil {
 		b.Fatal(err)

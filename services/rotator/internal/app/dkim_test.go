@@ -33,9 +33,7 @@ func TestDKIMRollover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	const n = 9
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, DNS: true})
-	must(t, err)
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, DNS: true})
 	db, err := store.Open(ctx, s.Postgres.URL)
 	must(t, err)
 	pool := db.Pool()
@@ -215,9 +213,7 @@ func TestDKIMKilledBetweenStageAndRecord(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	const n = 3
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, DNS: true})
-	must(t, err)
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, DNS: true})
 	db, err := store.Open(ctx, s.Postgres.URL)
 	must(t, err)
 	t.Cleanup(db.Close)
@@ -281,9 +277,7 @@ func TestDKIMAnswerThatNeverSucceeds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	const n = 3
-	s, err := localstack.Start(ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, DNS: true})
-	must(t, err)
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, DNS: true})
 	db, err := store.Open(ctx, s.Postgres.URL)
 	must(t, err)
 	t.Cleanup(db.Close)

@@ -43,11 +43,7 @@ func seed(t testing.TB, ctx context.Context, n int) *fixture {
 // seedOn is seed on a stack started with opts.
 func seedOn(t testing.TB, ctx context.Context, opts localstack.Options, n int) *fixture {
 	t.Helper()
-	s, err := localstack.Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, opts)
 	db, err := store.Open(ctx, s.Postgres.URL) // the rotator's migrations create the directory
 	must(t, err)
 	db.Close()

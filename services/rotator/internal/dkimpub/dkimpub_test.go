@@ -21,11 +21,7 @@ func TestMain(m *testing.M) { os.Exit(localstack.RunWithServices(m)) }
 func TestPublishBatches(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := localstack.Start(ctx, localstack.Options{DNS: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s := localstack.StartTest(t, ctx, localstack.Options{DNS: true})
 	p, err := dkimpub.New(s.DNS.Addr, s.DNS.DKIMZone, s.DNS.RotatorKeyFile, "")
 	if err != nil {
 		t.Fatal(err)
