@@ -179,12 +179,22 @@ func (d *DNS) TenantClient() *dkimdns.Client {
 // the platform's, where its key is published under the first (with the
 // rotator's TSIG key); any other publishes its key in its own zone.
 func (d *DNS) SeedDKIM(selectors [2]string, delegated func(int) bool) (*tenantseed.DKIMDNS, error) {
+	platform, err := d.RotatorClient()
+	if err != nil {
+		return nil, err
+	}
+	return &tenantseed.DKIMDNS{Platform: platform, Tenants: d.TenantClient(),
+		PlatformZone: d.DKIMZone, TenantZone: d.TenantZone, Selectors: selectors, Delegated: delegated}, nil
+}
+
+// RotatorClient updates the platform's DKIM zone with the rotator's TSIG
+// key (TXT records only, as the rotator may).
+func (d *DNS) RotatorClient() (*dkimdns.Client, error) {
 	key, err := dkimdns.LoadKey(d.RotatorKeyFile)
 	if err != nil {
 		return nil, err
 	}
-	return &tenantseed.DKIMDNS{Platform: &dkimdns.Client{Server: d.Addr, Key: key}, Tenants: d.TenantClient(),
-		PlatformZone: d.DKIMZone, TenantZone: d.TenantZone, Selectors: selectors, Delegated: delegated}, nil
+	return &dkimdns.Client{Server: d.Addr, Key: key}, nil
 }
 
 // Resolver queries the server without a key.

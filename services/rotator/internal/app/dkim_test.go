@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	vault "github.com/hashicorp/vault/api"
 
 	"github.com/lockdown/lockdown/pkg/events"
 	"github.com/lockdown/lockdown/pkg/platform/dkimdns"
@@ -213,16 +214,7 @@ func TestDKIMKilledBetweenStageAndRecord(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	const n = 3
-	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, DNS: true})
-	db, err := store.Open(ctx, s.Postgres.URL)
-	must(t, err)
-	t.Cleanup(db.Close)
-	root, err := s.Vault.Client()
-	must(t, err)
-	seedDKIM, err := s.DNS.SeedDKIM(dkimSelectors, func(int) bool { return true })
-	must(t, err)
-	_, err = tenantseed.Seed(ctx, db.Pool(), root, tenantseed.Options{Count: n, DKIM: seedDKIM})
-	must(t, err)
+	s, _, root := delegatedTenants(t, ctx, n)
 	js := operator(t, ctx, s)
 	// One job at a time and no pre-generation: the first job's third
 	// write is its staged DKIM key (after SSH and SMTP), and the retry
@@ -258,6 +250,23 @@ func TestDKIMKilledBetweenStageAndRecord(t *testing.T) {
 	}
 }
 
+// delegatedTenants starts a stack with a DNS server and seeds n tenants,
+// each delegating its DKIM selectors into the platform's zone.
+func delegatedTenants(t *testing.T, ctx context.Context, n int) (*localstack.Stack, *store.Store, *vault.Client) {
+	t.Helper()
+	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, DNS: true})
+	db, err := store.Open(ctx, s.Postgres.URL)
+	must(t, err)
+	t.Cleanup(db.Close)
+	root, err := s.Vault.Client()
+	must(t, err)
+	seedDKIM, err := s.DNS.SeedDKIM(dkimSelectors, func(int) bool { return true })
+	must(t, err)
+	_, err = tenantseed.Seed(ctx, db.Pool(), root, tenantseed.Options{Count: n, DKIM: seedDKIM})
+	must(t, err)
+	return s, db, root
+}
+
 // startRotatorsNamed runs one more rotator under its own log name.
 func startRotatorsNamed(t testing.TB, s *localstack.Stack, name string, env ...string) int {
 	t.Helper()
@@ -277,18 +286,9 @@ func TestDKIMAnswerThatNeverSucceeds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	const n = 3
-	s := localstack.StartTest(t, ctx, localstack.Options{NATS: true, NATSAuth: true, Postgres: true, Vault: true, DNS: true})
-	db, err := store.Open(ctx, s.Postgres.URL)
-	must(t, err)
-	t.Cleanup(db.Close)
-	root, err := s.Vault.Client()
-	must(t, err)
-	seedDKIM, err := s.DNS.SeedDKIM(dkimSelectors, func(int) bool { return true })
-	must(t, err)
-	_, err = tenantseed.Seed(ctx, db.Pool(), root, tenantseed.Options{Count: n, DKIM: seedDKIM})
-	must(t, err)
+	s, db, _ := delegatedTenants(t, ctx, n)
 	outside := tenantseed.ID(0)
-	_, err = db.Pool().Exec(ctx, `UPDATE directory.tenants SET dkim_delegation = 'dkim.elsewhere.example.' WHERE id = $1`, outside)
+	_, err := db.Pool().Exec(ctx, `UPDATE directory.tenants SET dkim_delegation = 'dkim.elsewhere.example.' WHERE id = $1`, outside)
 	must(t, err)
 	js := operator(t, ctx, s)
 	startRotators(t, s, 1)
