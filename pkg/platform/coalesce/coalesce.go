@@ -5,13 +5,16 @@
 // (a DNS update carrying many records) carries the caller's item. Callers
 // that arrive while a round runs wait for the next one, which starts as
 // soon as the running one ends and serves them all: with N callers in
-// flight, a burst costs about two rounds instead of N.
+// flight, a burst costs about two rounds instead of N. A batch built with
+// MinInterval also spaces its rounds, for a server whose cost is per
+// round rather than per item.
 package coalesce
 
 import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 )
 
 // ErrNoResult is returned to a caller whose round returned fewer results
@@ -21,6 +24,8 @@ var ErrNoResult = errors.New("coalesce: the round gave no result for this item")
 // Batch runs rounds of items. Use New.
 type Batch[T any] struct {
 	run func(context.Context, []T) []error
+	// interval is the least time from one round's start to the next's.
+	interval time.Duration
 
 	mu sync.Mutex
 	// next is the round callers join; it starts when none runs.
@@ -39,8 +44,28 @@ type round[T any] struct {
 // callers, in arrival order; run returns one error (or nil) per item, in
 // the same order. A round has as many items as callers arrived during the
 // previous one: run splits them if its medium has a limit.
-func New[T any](run func(ctx context.Context, items []T) []error) *Batch[T] {
-	return &Batch[T]{run: run}
+func New[T any](run func(ctx context.Context, items []T) []error, opts ...Option) *Batch[T] {
+	b := &Batch[T]{run: run}
+	for _, o := range opts {
+		o(&b.interval)
+	}
+	return b
+}
+
+// Option configures a Batch.
+type Option func(interval *time.Duration)
+
+// MinInterval makes rounds start at least d apart: callers arriving within
+// d of a round's start wait for the next one, which then carries them all.
+// A round after a quiet spell starts at once, so a lone caller waits no
+// longer than without it. For a server whose work per round does not
+// depend much on the items in it (an authoritative DNS server commits its
+// zone once per update, at a cost that grows with the zone), this bounds
+// the server's rounds per second whatever the callers' rate, at the price
+// of up to d of waiting for each caller in a busy spell. Zero or less:
+// rounds follow each other as soon as one ends.
+func MinInterval(d time.Duration) Option {
+	return func(interval *time.Duration) { *interval = d }
 }
 
 // Do adds item to the next round and waits for the round's result for it.
@@ -76,8 +101,14 @@ func (b *Batch[T]) start(ctx context.Context) {
 	r := b.next
 	b.next, b.running = nil, true
 	go func() {
+		began := time.Now()
 		r.errs = b.run(context.WithoutCancel(ctx), r.items)
 		close(r.done)
+		// Still running while the interval lasts: callers meanwhile join
+		// the next round instead of starting one.
+		if wait := b.interval - time.Since(began); wait > 0 {
+			time.Sleep(wait)
+		}
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		b.running = false

@@ -156,3 +156,43 @@ func TestBatchItems(t *testing.T) {
 		}
 	})
 }
+
+func TestMinInterval(t *testing.T) {
+	t.Run("callers arriving within the interval after a round began share the next round, which starts no sooner", func(t *testing.T) {
+		const interval = 300 * time.Millisecond
+		var mu sync.Mutex
+		var starts []time.Time
+		var sizes []int
+		b := coalesce.New(func(_ context.Context, items []int) []error {
+			mu.Lock()
+			starts, sizes = append(starts, time.Now()), append(sizes, len(items))
+			mu.Unlock()
+			return make([]error, len(items))
+		}, coalesce.MinInterval(interval))
+		if err := b.Do(context.Background(), 0); err != nil {
+			t.Fatal(err)
+		}
+		// Round 1 has ended; without the interval each of these would
+		// start a round of its own as soon as it found none running.
+		var wg sync.WaitGroup
+		for i := 1; i <= 5; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := b.Do(context.Background(), i); err != nil {
+					t.Error(err)
+				}
+			}()
+			time.Sleep(10 * time.Millisecond)
+		}
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		if len(sizes) != 2 || sizes[1] != 5 {
+			t.Fatalf("rounds of %v items, want [1 5]", sizes)
+		}
+		if gap := starts[1].Sub(starts[0]); gap < interval {
+			t.Fatalf("second round began %v after the first, want at least %v", gap, interval)
+		}
+	})
+}

@@ -24,6 +24,17 @@ func TestConfig(t *testing.T) {
 			}
 		}
 	})
+	t.Run("a DNS update interval outside its bounds is refused", func(t *testing.T) {
+		err := config.LoadFrom(&app.Config{}, func(k string) (string, bool) {
+			v, ok := map[string]string{"LOCKDOWN_DKIM_DNS_UPDATE_INTERVAL": "-1s"}[k]
+			return v, ok
+		})
+		for _, want := range []string{"LOCKDOWN_DKIM_DNS_UPDATE_INTERVAL"} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("error does not name %s: %v", want, err)
+			}
+		}
+	})
 	t.Run("docs/config/rotator.md lists every variable", func(t *testing.T) {
 		configtest.Docs(t, "rotator", &app.Config{}, *update)
 	})

@@ -11,6 +11,7 @@ package dkimpub
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -29,14 +30,18 @@ type Publisher struct {
 	// updates gathers the records of the jobs in flight into one update
 	// message per round: the server commits its zone once per message, and
 	// one commit per record made DNS the rotation's slowest step (the
-	// jobs spent a third of their time waiting on it).
+	// jobs spent a third of their time waiting on it). The rounds are
+	// spaced (New's interval) because a commit's cost grows with the zone
+	// and hardly with the records in the message.
 	updates *coalesce.Batch[dkimdns.RRSet]
 }
 
 // New builds the adapter: server and zone are the platform's authoritative
 // server and DKIM zone, keyFile its TSIG key, resolver where tenants' own
-// records are read (server when empty).
-func New(server, zone, keyFile, resolver string) (*Publisher, error) {
+// records are read (server when empty). Update messages start at least
+// interval apart (coalesce.MinInterval); zero sends the next as soon as
+// the last is answered.
+func New(server, zone, keyFile, resolver string, interval time.Duration) (*Publisher, error) {
 	key, err := dkimdns.LoadKey(keyFile)
 	if err != nil {
 		return nil, err
@@ -45,7 +50,8 @@ func New(server, zone, keyFile, resolver string) (*Publisher, error) {
 		resolver = server
 	}
 	p := &Publisher{zone: dns.Fqdn(zone), auth: &dkimdns.Client{Server: server, Key: key}, resolver: &dkimdns.Client{Server: resolver}}
-	p.updates = coalesce.New(func(ctx context.Context, sets []dkimdns.RRSet) []error { return p.auth.ReplaceEach(ctx, p.zone, sets) })
+	p.updates = coalesce.New(func(ctx context.Context, sets []dkimdns.RRSet) []error { return p.auth.ReplaceEach(ctx, p.zone, sets) },
+		coalesce.MinInterval(interval))
 	return p, nil
 }
 

@@ -22,7 +22,7 @@ func TestPublishBatches(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	s := localstack.StartTest(t, ctx, localstack.Options{DNS: true})
-	p, err := dkimpub.New(s.DNS.Addr, s.DNS.DKIMZone, s.DNS.RotatorKeyFile, "")
+	p, err := dkimpub.New(s.DNS.Addr, s.DNS.DKIMZone, s.DNS.RotatorKeyFile, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
