@@ -157,8 +157,9 @@ func Consumers() []ConsumerSpec {
 	jobs := base(ConsumerSpec{Durable: ConsumerRotatorJobs, Stream: StreamJobs, Service: ServiceRotator,
 		Events: []Name{RotationJob, RotationPlatformJob}})
 	// Rotation jobs divide among processes; in-flight work is bounded so a
-	// slow Vault is not flooded, and long jobs send InProgress. Room for
-	// four processes at their default ROTATION_CONCURRENCY (32).
+	// slow Vault is not flooded, and long jobs send InProgress. One process
+	// at its default ROTATION_CONCURRENCY (128) fills it; more processes
+	// divide it.
 	jobs.MaxAckPending = 128
 	notifier := base(ConsumerSpec{Durable: ConsumerNotifier, Stream: StreamEvents, Service: ServiceNotifier,
 		Events: []Name{RotationPlanned, RotationTenantCompleted, RotationTenantFailed}})

@@ -44,7 +44,7 @@ type Config struct {
 	KVMount        string        `env:"KV_MOUNT" default:"secret" doc:"KV v2 mount of the tenants' secrets."`
 	VaultBaseline  string        `env:"VAULT_BASELINE" default:"/etc/lockdown/baseline.json" doc:"The declaration of Vault's security configuration, containment's too: the rotator reads its audit devices and writes no secret while Vault has any other (a root intruder's device with log_raw would receive it in clear). Read at start: a missing or invalid one exits 2."`
 	Policy         string        `env:"ROTATION_POLICY" default:"all" doc:"all (every tenant, as the runbook does) or affected (the assessment's tenants)."`
-	Concurrency    int           `env:"ROTATION_CONCURRENCY" default:"64" doc:"Jobs one process runs at once. Most of a job is waiting on Vault, DNS and PostgreSQL, and the DNS updates of the jobs in flight go out together: 32 rotated 2,000 tenants about twice as fast as 8 on 2 cores; 64 since the DNS updates are spaced (DKIM_DNS_UPDATE_INTERVAL), which lengthens each job (docs/benchmarks.md)."`
+	Concurrency    int           `env:"ROTATION_CONCURRENCY" default:"128" doc:"Jobs one process runs at once (the consumer lets 128 be in flight across all processes). Most of a job is waiting on Vault, DNS and PostgreSQL, and each job waits for two DNS update rounds (DKIM_DNS_UPDATE_INTERVAL apart): enough jobs must be in flight to keep the cores busy meanwhile. 128 with rounds a second apart rotated 2,000 tenants on 2 cores with the cores 5–14% idle, against 20–30% with 64 and rounds 250 ms apart (docs/benchmarks.md)."`
 	DKIMType       string        `env:"DKIM_KEY_TYPE" default:"rsa" doc:"rsa or ed25519."`
 	DKIMBits       int           `env:"DKIM_RSA_BITS" default:"2048" doc:"RSA key size of new DKIM keys."`
 	Pregenerate    bool          `env:"PREGENERATE" default:"true" doc:"Generate every directory tenant's key material in memory when an incident opens, while it waits at the unseal gate."`
@@ -52,7 +52,7 @@ type Config struct {
 	DKIMZone       string        `env:"DKIM_ZONE" doc:"The platform's DKIM zone, into which delegated tenants' selectors point by CNAME (directory.tenants.dkim_delegation). Required with DKIM_DNS_SERVER."`
 	DKIMTSIGFile   string        `env:"DKIM_TSIG_FILE" doc:"File holding the TSIG key that may update TXT records in DKIM_ZONE, as <algorithm>:<name>:<base64 secret>. Required with DKIM_DNS_SERVER."`
 	DKIMResolver   string        `env:"DKIM_RESOLVER" doc:"host:port of the DNS server that answers for tenants' own domains (a recursive resolver in production); DKIM_DNS_SERVER when empty."`
-	DKIMInterval   time.Duration `env:"DKIM_DNS_UPDATE_INTERVAL" default:"250ms" doc:"Least time between two update messages to DKIM_ZONE: the records of the jobs that arrive meanwhile go out together in the next. An authoritative server's work per update grows with the zone and hardly with the records in it (Knot: about 30 ms a message at 20,000 records, docs/benchmarks.md), so fewer, larger messages cost it less; each job waits up to this long per record. 0: the next message as soon as the last is answered. At most 10s."`
+	DKIMInterval   time.Duration `env:"DKIM_DNS_UPDATE_INTERVAL" default:"1s" doc:"Least time between the starts of two update messages to DKIM_ZONE: the records of the jobs that arrive meanwhile go out together in the next. An authoritative server's work per update grows with the zone and hardly with the records in it (Knot: about 30 ms a message at 20,000 records), so fewer, larger messages cost it less. Knot 3.2 also holds an update that arrives less than a second after the previous one was answered, but in a later wall-clock second, until that second is up (the NOTIFY it plans a second after every update: docs/benchmarks.md), so an interval under 1s sends no more updates a second and makes some wait up to a second. Each job waits up to this long per record. 0: the next message as soon as the last is answered (a commit per round). At most 10s."`
 	DKIMSelectors  []string      `env:"DKIM_SELECTORS" default:"ld1,ld2" doc:"The two selectors a delegated tenant points into DKIM_ZONE; each rollover moves to the one without a live key and revokes the other."`
 	DKIMRecheck    time.Duration `env:"DKIM_RECHECK" default:"1m" doc:"How often the DNS of a tenant that publishes its own records is checked for the new DKIM record."`
 	Catalogue      string        `env:"ROTATION_CATALOGUE" default:"/etc/lockdown/catalogue.json" doc:"The rotation catalogue (deploy/rotation/catalogue.json): the platform-wide credentials an incident rotates besides the tenants' (transit keys, database credentials, certificates, platform secrets). Read at start: a missing or invalid one exits 2. The rotator's Vault policy must grant what it names (rotator policy prints it)."`
@@ -78,8 +78,11 @@ func (c *Config) Validate() error {
 	if c.DKIMType == "rsa" && c.DKIMBits < 2048 {
 		bad("DKIM_RSA_BITS must be at least 2048")
 	}
-	if c.Concurrency < 1 {
-		bad("ROTATION_CONCURRENCY must be at least 1")
+	// More than the consumer lets be in flight across all processes would
+	// only hold workers that never get a job.
+	jobs, _ := events.ConsumerOf(events.ConsumerRotatorJobs)
+	if c.Concurrency < 1 || c.Concurrency > jobs.MaxAckPending {
+		bad("ROTATION_CONCURRENCY must be between 1 and %d (the jobs' consumer's MaxAckPending)", jobs.MaxAckPending)
 	}
 	if _, err := vaultdecl.Load(c.VaultBaseline); err != nil {
 		bad("VAULT_BASELINE: %v", err)

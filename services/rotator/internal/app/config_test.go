@@ -24,12 +24,12 @@ func TestConfig(t *testing.T) {
 			}
 		}
 	})
-	t.Run("a DNS update interval outside its bounds is refused", func(t *testing.T) {
+	t.Run("a DNS update interval and a concurrency outside their bounds are refused together", func(t *testing.T) {
 		err := config.LoadFrom(&app.Config{}, func(k string) (string, bool) {
-			v, ok := map[string]string{"LOCKDOWN_DKIM_DNS_UPDATE_INTERVAL": "-1s"}[k]
+			v, ok := map[string]string{"LOCKDOWN_DKIM_DNS_UPDATE_INTERVAL": "-1s", "LOCKDOWN_ROTATION_CONCURRENCY": "100000"}[k]
 			return v, ok
 		})
-		for _, want := range []string{"LOCKDOWN_DKIM_DNS_UPDATE_INTERVAL"} {
+		for _, want := range []string{"LOCKDOWN_DKIM_DNS_UPDATE_INTERVAL", "LOCKDOWN_ROTATION_CONCURRENCY"} {
 			if err == nil || !strings.Contains(err.Error(), want) {
 				t.Errorf("error does not name %s: %v", want, err)
 			}
